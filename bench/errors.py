@@ -1,0 +1,9 @@
+"""User-facing errors: the CLI prints their message and exits with code 2, without a traceback."""
+
+
+class UserError(Exception):
+    """Bad input from the user (config, names, values, files). The message says what to do."""
+
+
+class CellFailed(Exception):
+    """A cell could not produce a result (e.g. diverging training); recorded as a failed row."""

@@ -1,0 +1,115 @@
+"""The classifier suite: fixed, versioned architectures, each with its own training recipe.
+
+Changing an architecture or a recipe changes results: bump SUITE_VERSION when you do.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from bench.registry import Registry
+
+SUITE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a classifier is trained: optimizer, schedule, batch size and budget.
+
+    The budget is ``epochs`` passes over the real labelled images, but at least ``min_steps``
+    optimizer steps, so that tiny low-data regimes still train. Every strategy of a cell gets the
+    same number of steps, whatever synthetic data it adds.
+    """
+
+    optimizer: str  # "sgd" (Nesterov) or "adamw"
+    lr: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    min_steps: int
+    label_smoothing: float = 0.0
+
+    def steps(self, n_real: int, scale: float = 1.0) -> int:
+        per_epoch = math.ceil(n_real / self.batch_size)
+        return max(1, round(max(self.epochs * per_epoch, self.min_steps) * scale))
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    build: Callable[[tuple[int, int, int], int], nn.Module]
+    recipe: Recipe
+
+
+CLASSIFIERS: Registry = Registry("classifier")
+
+
+def classifier(name: str, recipe: Recipe):
+    """Register a builder ``(image_shape, num_classes) -> nn.Module`` with its recipe."""
+    def decorator(build):
+        CLASSIFIERS.register(name)(ClassifierSpec(build, recipe))
+        return build
+    return decorator
+
+
+@classifier("mlp", Recipe("adamw", lr=1e-3, weight_decay=1e-2, batch_size=128, epochs=30, min_steps=300))
+def mlp(shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    c, h, w = shape
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(c * h * w, 512), nn.ReLU(), nn.Dropout(0.2),
+        nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.2), nn.Linear(256, num_classes),
+    )
+
+
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+@classifier("cnn", Recipe("sgd", lr=0.05, weight_decay=5e-4, batch_size=128, epochs=30, min_steps=300))
+def cnn(shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Two conv blocks of two 3x3 convs; pooling only while the map is at least 8 px."""
+    c, h, _ = shape
+    layers = _conv_bn(c, 32) + _conv_bn(32, 32)
+    layers += [nn.MaxPool2d(2)] if h >= 16 else []
+    layers += _conv_bn(32, 64) + _conv_bn(64, 64)
+    layers += [nn.MaxPool2d(2)] if h >= 8 else []
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(64, num_classes)]
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.skip = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+@classifier("resnet", Recipe("sgd", lr=0.05, weight_decay=5e-4, batch_size=128, epochs=30, min_steps=300))
+def resnet(shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """A ResNet for small images: a 3x3 stem (no max-pool), three stages of two basic blocks
+    (widths 32/64/128), stride 2 between stages only while the map is at least 8 px."""
+    c, h, _ = shape
+    layers: list[nn.Module] = _conv_bn(c, 32)
+    width, size = 32, h
+    for out in (32, 64, 128):
+        stride = 2 if out != 32 and size >= 8 else 1
+        size = math.ceil(size / stride)
+        layers += [BasicBlock(width, out, stride), BasicBlock(out, out, 1)]
+        width = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def build_classifier(name: str, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    return CLASSIFIERS.get(name, field="classifiers").build(shape, num_classes)

@@ -1,0 +1,55 @@
+"""Wall time and peak memory of a block of work, on CUDA or on the CPU."""
+from __future__ import annotations
+
+import resource
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak RSS (Linux: write 5 to clear_refs); False where unsupported."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@contextmanager
+def measure(device: torch.device, into: dict, prefix: str):
+    """Record ``{prefix}_seconds`` and ``{prefix}_peak_mem_mb`` into ``into``.
+
+    On CUDA the peak is the allocator's peak over the block; on the CPU it is the process's peak
+    resident set over the block (it includes the process baseline, e.g. the torch runtime).
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        _reset_peak_rss()
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            into[f"{prefix}_peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        else:
+            into[f"{prefix}_peak_mem_mb"] = _peak_rss_mb()
+        into[f"{prefix}_seconds"] = time.perf_counter() - start

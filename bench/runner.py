@@ -1,0 +1,194 @@
+"""The grid runner: data x regime x strategy x classifier x seed, one cell at a time or in workers."""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from bench import provenance
+from bench.config import BenchConfig, StrategyEntry, canonical_json
+from bench.data import Dataset, DatasetSpec, load_dataset
+from bench.errors import CellFailed
+from bench.metrics import classification_metrics
+from bench.models import CLASSIFIERS, SUITE_VERSION, build_classifier
+from bench.resources import measure
+from bench.splits import Split, SplitSpec, derive_seed, make_split
+from bench.store import RunStore
+from bench.train import predict, train
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid. Its key hashes its canonical config; its seed derives from the key."""
+
+    dataset: DatasetSpec
+    data_hash: str
+    regime: int | None
+    split: SplitSpec
+    strategy: StrategyEntry
+    classifier: str
+    replicate: int
+    budget_scale: float
+    eval_points: int
+
+    def canonical(self) -> dict:
+        return {"dataset": self.dataset.name, "data_hash": self.data_hash, "regime": self.regime_label,
+                "split": asdict(self.split), "strategy": self.strategy.name, "params": self.strategy.params,
+                "classifier": self.classifier, "suite_version": SUITE_VERSION, "replicate": self.replicate,
+                "budget_scale": self.budget_scale, "eval_points": self.eval_points}
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(canonical_json(self.canonical()).encode()).hexdigest()[:20]
+
+    @property
+    def seed(self) -> int:
+        return derive_seed("cell", self.key)
+
+    @property
+    def regime_label(self) -> str:
+        return "all" if self.regime is None else str(self.regime)
+
+    @property
+    def fit_key_parts(self) -> tuple:
+        """What a strategy's fit depends on: data, split, regime, replicate (not the classifier)."""
+        return (self.data_hash, canonical_json(asdict(self.split)), self.regime_label, self.replicate)
+
+    def describe(self) -> str:
+        return (f"{self.dataset.name}/{self.regime_label} {self.strategy.label} {self.classifier} "
+                f"seed {self.replicate}")
+
+
+def expand_grid(config: BenchConfig, data_hashes: dict[str, str]) -> list[Cell]:
+    """Every cell of the config, in a stable order."""
+    return [Cell(d, data_hashes[d.name], r, config.split, s, c, k, config.budget_scale, config.eval_points)
+            for d in config.datasets for r in config.regimes for s in config.strategies
+            for c in config.classifiers for k in range(config.seeds)]
+
+
+@lru_cache(maxsize=4)
+def cached_dataset(spec: DatasetSpec) -> Dataset:
+    return load_dataset(spec)
+
+
+def make_strategy(entry: StrategyEntry):
+    from strategies import STRATEGIES
+
+    return STRATEGIES.get(entry.name)(**entry.params)
+
+
+def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.device,
+                 cache_dir: Path | None, timings: dict):
+    """Fit the cell's strategy on its labelled images; seeded by everything but the classifier."""
+    from strategies import FitContext
+
+    fit_seed = derive_seed("fit", *cell.fit_key_parts, cell.strategy.name, canonical_json(cell.strategy.params))
+    ctx = FitContext(device=device, seed=fit_seed, num_classes=dataset.num_classes, hflip=dataset.hflip,
+                     cache_dir=cache_dir, cache_key_parts=cell.fit_key_parts, budget_scale=cell.budget_scale)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(fit_seed)
+        with measure(device, timings, "fit"):
+            return make_strategy(cell.strategy).fit(split.labelled, ctx)
+
+
+def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None,
+             on_eval=None, split: Split | None = None) -> dict:
+    """Run one cell and return its result record (status ``failed`` with a reason on divergence)."""
+    dataset = cached_dataset(cell.dataset)
+    split = split or make_split(dataset, cell.regime, cell.split, cell.replicate)
+    spec = CLASSIFIERS.get(cell.classifier)
+    steps = spec.recipe.steps(len(split.labelled), cell.budget_scale)
+    record = {"key": cell.key, "dataset": cell.dataset.name, "regime": cell.regime_label,
+              "strategy": cell.strategy.label, "strategy_name": cell.strategy.name,
+              "strategy_params": canonical_json(cell.strategy.params), "classifier": cell.classifier,
+              "replicate": cell.replicate, "seed": cell.seed, "suite_version": SUITE_VERSION,
+              "split_seed": cell.split.seed, "budget_scale": cell.budget_scale, "budget_steps": steps,
+              "batch_size": spec.recipe.batch_size, "n_real": len(split.labelled), "n_val": len(split.val),
+              "n_test": len(split.test), "device": provenance.device_name(device),
+              "revision": provenance.git_revision(), "started": provenance.now(), "status": "ok",
+              "failure_reason": ""}
+    try:
+        data = fit_strategy(cell, dataset, split, device, cache_dir, record)
+        record.update(data.info)
+        record["n_synthetic"] = 0 if data.synthetic is None else len(data.synthetic)
+        record["budget_epochs"] = steps * spec.recipe.batch_size / (len(split.labelled) + record["n_synthetic"])
+        generator = torch.Generator(device=device).manual_seed(cell.seed)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(cell.seed)
+            model = build_classifier(cell.classifier, dataset.image_shape, dataset.num_classes)
+            with measure(device, record, "train"):
+                result = train(model, spec.recipe, data, split.val, steps=steps, num_classes=dataset.num_classes,
+                               device=device, generator=generator, eval_points=cell.eval_points, on_eval=on_eval)
+    except CellFailed as exc:
+        record.update(status="failed", failure_reason=str(exc), curve=[], finished=provenance.now())
+        return record
+    record.update(_evaluate(model, split, device))
+    record["curve"] = result.curve
+    record["finished"] = provenance.now()
+    return record
+
+
+def _evaluate(model, split: Split, device: torch.device) -> dict:
+    test = classification_metrics(predict(model, split.test.images, device), split.test.labels)
+    train_m = classification_metrics(predict(model, split.labelled.images, device), split.labelled.labels)
+    val = classification_metrics(predict(model, split.val.images, device), split.val.labels)
+    return {**{f"test_{k}": v for k, v in test.items()},
+            "train_accuracy": train_m["accuracy"], "train_nll": train_m["nll"],
+            "val_accuracy": val["accuracy"],
+            "gap_accuracy": train_m["accuracy"] - test["accuracy"],
+            "gap_loss": test["nll"] - train_m["nll"]}
+
+
+# ----------------------------------------------------------------------------- execution
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _worker_run(cell: Cell, device_type: str, cache_dir: str) -> dict:
+    return run_cell(cell, torch.device(device_type), Path(cache_dir))
+
+
+def default_workers(device: torch.device) -> int:
+    """On the CPU one single-threaded worker per core (at most 2 by default); one on a GPU."""
+    return 1 if device.type == "cuda" else max(1, min(2, os.cpu_count() or 1))
+
+
+def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, workers: int,
+            on_start: Callable[[Cell], None], on_done: Callable[[Cell, dict], None]) -> None:
+    """Run cells, writing each record as it finishes (in-process when ``workers`` is 1)."""
+    cells = list(cells)
+    cache_dir = store.root / "cache"
+    if workers <= 1:
+        for cell in cells:
+            on_start(cell)
+            record = run_cell(cell, device, cache_dir)
+            store.write_cell(record)
+            on_done(cell, record)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(1,)) as pool:
+        pending = {}
+        queue = iter(cells)
+        for cell in queue:
+            pending[pool.submit(_worker_run, cell, device.type, str(cache_dir))] = cell
+            on_start(cell)
+            if len(pending) >= workers:
+                break
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                cell = pending.pop(future)
+                record = future.result()
+                store.write_cell(record)
+                on_done(cell, record)
+                following = next(queue, None)
+                if following is not None:
+                    pending[pool.submit(_worker_run, following, device.type, str(cache_dir))] = following
+                    on_start(following)

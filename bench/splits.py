@@ -1,0 +1,78 @@
+"""The split protocol: test / validation / labelled training subset, fixed by the split seed.
+
+- test: the official test split, else a stratified hold-out fixed by ``split.seed``;
+- val: ``val_per_class`` images per class from the training pool, fixed by ``split.seed``;
+- labelled: ``n_per_class`` images per class (or all) drawn from the rest of the pool, with a
+  draw per replicate (seed index), so that seeds also vary the labelled subset. The draw is the
+  same for every strategy and classifier: it depends only on data set, split seed, regime, replicate.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.data import Dataset, ImageSet
+from bench.errors import UserError
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    seed: int = 0
+    val_per_class: int = 50
+    test_fraction: float = 0.3  # used only where the data set has no official test split
+
+
+@dataclass(frozen=True)
+class Split:
+    labelled: ImageSet
+    val: ImageSet
+    test: ImageSet
+    labelled_index: np.ndarray  # indices into the training pool, for provenance and tests
+    val_index: np.ndarray
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from any parts (stable across runs and platforms)."""
+    text = "/".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
+
+
+def _stratified_take(labels: np.ndarray, per_class: int | None, rng: np.random.Generator,
+                     what: str) -> np.ndarray:
+    """Per class, a random ``per_class`` positions (all when None), returned sorted."""
+    taken = []
+    for cls in np.unique(labels):
+        positions = np.flatnonzero(labels == cls)
+        if per_class is not None and per_class > len(positions):
+            raise UserError(f"{what}={per_class} asks for more images than class {cls} has "
+                            f"({len(positions)} left); lower it")
+        taken.append(rng.permutation(positions)[:per_class])
+    return np.sort(np.concatenate(taken))
+
+
+def _holdout(dataset: Dataset, spec: SplitSpec) -> tuple[ImageSet, ImageSet]:
+    if dataset.test is not None:
+        return dataset.train, dataset.test
+    labels = dataset.train.labels.numpy()
+    rng = np.random.default_rng(derive_seed("test", spec.seed))
+    test_index = []
+    for cls in np.unique(labels):
+        positions = rng.permutation(np.flatnonzero(labels == cls))
+        test_index.append(positions[: int(round(len(positions) * spec.test_fraction))])
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[np.concatenate(test_index)] = True
+    return dataset.train.subset(np.flatnonzero(~is_test)), dataset.train.subset(np.flatnonzero(is_test))
+
+
+def make_split(dataset: Dataset, n_per_class: int | None, spec: SplitSpec, replicate: int) -> Split:
+    """Split ``dataset`` for one regime (``n_per_class``; None = all) and one replicate."""
+    pool, test = _holdout(dataset, spec)
+    labels = pool.labels.numpy()
+    val_index = _stratified_take(labels, spec.val_per_class,
+                                 np.random.default_rng(derive_seed("val", spec.seed)), "split.val_per_class")
+    rest = np.setdiff1d(np.arange(len(labels)), val_index)
+    rng = np.random.default_rng(derive_seed("labelled", spec.seed, n_per_class, replicate))
+    labelled_index = rest[_stratified_take(labels[rest], n_per_class, rng, "regimes (n_per_class)")]
+    return Split(pool.subset(labelled_index), pool.subset(val_index), test, labelled_index, val_index)

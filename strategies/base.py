@@ -1,0 +1,104 @@
+"""What a strategy is: declared hyperparameters, a fit on a cell's labelled images, training data."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from bench.data import ImageSet
+from bench.errors import UserError
+from bench.registry import Registry
+
+# (images float (N,C,H,W) in [0,1], soft labels (N,K), generator) -> (images, soft labels)
+BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A strategy hyperparameter: its default, valid range or choices, and the tuning space.
+
+    ``low``/``high`` bound numbers (inclusive); ``choices`` lists valid strings, unless ``check``
+    validates them (e.g. composed policies), in which case ``choices`` is only the tuning space.
+    """
+
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+    log: bool = False
+    check: Callable[[Any, str], Any] | None = None
+    help: str = ""
+
+    def validate(self, value: Any, where: str) -> Any:
+        if self.check is not None:
+            return self.check(value, where)
+        if self.choices is not None:
+            if value not in self.choices:
+                raise UserError(f"{where}: {value!r} is not one of {', '.join(self.choices)}")
+            return value
+        kind = type(self.default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise UserError(f"{where}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if not (self.low <= value <= self.high):
+            raise UserError(f"{where}: {value!r} is out of range [{self.low}, {self.high}]")
+        return kind(value)
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """Everything a strategy's fit may use besides the labelled images."""
+
+    device: torch.device
+    seed: int
+    num_classes: int
+    hflip: bool  # the data set allows horizontal flips
+    cache_dir: Path | None = None
+    cache_key_parts: tuple = ()  # data content hash, split, regime, replicate: what the fit depends on
+    budget_scale: float = 1.0
+
+
+@dataclass
+class TrainingData:
+    """What a strategy hands the trainer: real images, synthetic labelled images, a batch transform."""
+
+    real: ImageSet
+    synthetic: ImageSet | None = None
+    batch_transform: BatchTransform | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # extra result columns (generator steps, ...)
+
+
+class Strategy:
+    """Base class: subclasses set ``params`` and implement ``fit``; register with ``register_strategy``."""
+
+    name: ClassVar[str] = ""
+    params: ClassVar[dict[str, Param]] = {}
+
+    def __init__(self, **params: Any):
+        self.config = params
+
+    @classmethod
+    def resolve_params(cls, given: dict[str, Any], where: str) -> dict[str, Any]:
+        """Defaults filled in, every value validated; unknown names raise UserError."""
+        unknown = sorted(set(given) - set(cls.params))
+        if unknown:
+            known = ", ".join(sorted(cls.params)) or "(none)"
+            raise UserError(f"{where}: unknown parameter(s) {', '.join(unknown)} for strategy "
+                            f"{cls.name!r}; known: {known}")
+        return {name: spec.validate(given.get(name, spec.default), f"{where}.{name}")
+                for name, spec in cls.params.items()}
+
+    def fit(self, labelled: ImageSet, ctx: FitContext) -> TrainingData:
+        raise NotImplementedError
+
+
+STRATEGIES: Registry = Registry("strategy")
+
+
+def register_strategy(name: str):
+    """Class decorator: registers a Strategy subclass under ``name``."""
+    def decorator(cls: type[Strategy]) -> type[Strategy]:
+        cls.name = name
+        return STRATEGIES.register(name)(cls)
+    return decorator

@@ -1,0 +1,28 @@
+"""`classical`: composable per-sample policies (basic, randaugment, trivialaugment, random-erasing,
+mixup, cutmix), applied to each training batch on the device."""
+from bench.augment import POLICIES, make_batch_transform, parse_policy
+from bench.errors import UserError
+from strategies.base import Param, Strategy, TrainingData, register_strategy
+
+
+def _check_policy(value, where: str) -> str:
+    if not isinstance(value, str):
+        raise UserError(f"{where}: expected policy names joined by '+', got {value!r}")
+    return "+".join(parse_policy(value, field=where))
+
+
+@register_strategy("classical")
+class Classical(Strategy):
+    """Classical augmentation: one or more policies joined with '+', at one magnitude in [0, 1]."""
+
+    params = {
+        "policy": Param("basic", choices=tuple(POLICIES.names()), check=_check_policy,
+                        help="policy names joined by '+', applied in order"),
+        "magnitude": Param(0.5, low=0.0, high=1.0, help="strength of every policy"),
+    }
+
+    def batch_transform(self, hflip: bool):
+        return make_batch_transform(parse_policy(self.config["policy"]), self.config["magnitude"], hflip)
+
+    def fit(self, labelled, ctx):
+        return TrainingData(real=labelled, batch_transform=self.batch_transform(ctx.hflip))
