@@ -31,7 +31,7 @@ class AugContext:
 
 
 Policy = Callable[[torch.Tensor, torch.Tensor, AugContext], Batch]
-POLICIES: Registry = Registry("policy")
+POLICIES: Registry = Registry("policy", "policies")
 
 
 def _rand(n: int, ctx: AugContext, device, low=0.0, high=1.0) -> torch.Tensor:

@@ -84,7 +84,7 @@ def _make(name, train, test, class_names, hflip) -> Dataset:
 def _from_numpy(images: np.ndarray, labels: np.ndarray) -> ImageSet:
     if images.ndim == 3:
         images = images[:, None]
-    return ImageSet(torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)),
+    return ImageSet(torch.from_numpy(np.array(images, dtype=np.uint8, order="C")),
                     torch.from_numpy(np.asarray(labels, dtype=np.int64)))
 
 

@@ -11,8 +11,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """A named collection filled by the ``register`` decorator; duplicate names are an error."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, plural: str | None = None):
         self.kind = kind
+        self.plural = plural or f"{kind}s"
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -29,7 +30,7 @@ class Registry(Generic[T]):
         if name not in self._items:
             where = f"{field}: " if field else ""
             raise UserError(
-                f"{where}unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}"
+                f"{where}unknown {self.kind} {name!r}; known {self.plural}: {', '.join(self.names())}"
             )
         return self._items[name]
 

@@ -93,7 +93,7 @@ class Strategy:
         raise NotImplementedError
 
 
-STRATEGIES: Registry = Registry("strategy")
+STRATEGIES: Registry = Registry("strategy", "strategies")
 
 
 def register_strategy(name: str):

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny protocol on the embedded digits data, and a CLI runner."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY_CONFIG = {
+    "name": "tiny",
+    "datasets": ["digits"],
+    "regimes": [5],
+    "split": {"seed": 0, "val_per_class": 10},
+    "strategies": ["none", {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}}],
+    "classifiers": ["mlp", "cnn"],
+    "seeds": 2,
+    "budget": {"scale": 0.05},
+    "eval_points": 2,
+    "workers": 1,
+}
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_CONFIG))
+    return path
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``augbench ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    def run(*args: str):
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return run
+
+
+def run_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python -m bench.cli ARGS`` as a separate process (as a user would)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=kwargs.pop("cwd", ROOT), **kwargs)

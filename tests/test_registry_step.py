@@ -1,0 +1,41 @@
+"""Every registered strategy x classifier trains for a step; registries refuse duplicates."""
+import pytest
+import torch
+
+from bench.data import DatasetSpec, load_dataset
+from bench.models import CLASSIFIERS, build_classifier
+from bench.registry import Registry
+from bench.splits import SplitSpec, make_split
+from bench.train import train
+from strategies import STRATEGIES, FitContext
+
+
+@pytest.fixture(scope="module")
+def digits_split():
+    dataset = load_dataset(DatasetSpec("digits"))
+    return dataset, make_split(dataset, 5, SplitSpec(val_per_class=5), replicate=0)
+
+
+@pytest.mark.parametrize("classifier", CLASSIFIERS.names())
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
+def test_every_strategy_and_classifier_trains_a_step(strategy, classifier, digits_split, tmp_path):
+    dataset, split = digits_split
+    cls = STRATEGIES.get(strategy)
+    ctx = FitContext(device=torch.device("cpu"), seed=1, num_classes=10, hflip=False, cache_dir=tmp_path,
+                     cache_key_parts=("test",), budget_scale=0.01)
+    data = cls(**cls.resolve_params({}, "test")).fit(split.labelled, ctx)
+    model = build_classifier(classifier, dataset.image_shape, dataset.num_classes)
+    before = [p.detach().clone() for p in model.parameters()]
+    result = train(model, CLASSIFIERS.get(classifier).recipe, data, split.val, steps=1, num_classes=10,
+                   device=torch.device("cpu"), generator=torch.Generator().manual_seed(0), eval_points=1)
+    assert len(result.curve) == 1 and 0.0 <= result.curve[0]["val_accuracy"] <= 1.0
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    logits = model.eval()(torch.zeros(2, *dataset.image_shape))
+    assert logits.shape == (2, 10)
+
+
+def test_registry_refuses_duplicate_names():
+    registry = Registry("thing")
+    registry.register("a")(object())
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("a")(object())

@@ -1,0 +1,15 @@
+"""Helpers for tests: configs derived from the tiny protocol."""
+import copy
+
+import yaml
+
+from conftest import TINY_CONFIG
+
+
+def tiny_config_with(tmp_path, change: dict, name: str = "tiny") -> str:
+    """Write the tiny config with ``change`` applied to its top-level fields; return its path."""
+    data = copy.deepcopy(TINY_CONFIG)
+    data.update(change)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
