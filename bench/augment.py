@@ -92,14 +92,14 @@ def warp(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- colour
-def _gray(x: torch.Tensor) -> torch.Tensor:
+def gray(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
     weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x * weights).sum(1, keepdim=True)
 
 
-def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """factor * a + (1 - factor) * b, per sample, clamped to [0, 1]."""
     return (b + factor.view(-1, 1, 1, 1) * (a - b)).clamp_(0.0, 1.0)
 
@@ -154,11 +154,11 @@ AUGMENT_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torc
     "translate_x": _op_geometric(translate_x=lambda v: 0.3 * v),
     "translate_y": _op_geometric(translate_y=lambda v: 0.3 * v),
     "rotate": _op_geometric(rotate_deg=lambda v: 30.0 * v),
-    "brightness": lambda x, m, s: _blend(x, torch.zeros_like(x), 1.0 + 0.9 * m * s),
-    "color": lambda x, m, s: _blend(x, _gray(x).expand_as(x), 1.0 + 0.9 * m * s),
-    "contrast": lambda x, m, s: _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True).expand_as(x),
+    "brightness": lambda x, m, s: blend(x, torch.zeros_like(x), 1.0 + 0.9 * m * s),
+    "color": lambda x, m, s: blend(x, gray(x).expand_as(x), 1.0 + 0.9 * m * s),
+    "contrast": lambda x, m, s: blend(x, gray(x).mean(dim=(1, 2, 3), keepdim=True).expand_as(x),
                                        1.0 + 0.9 * m * s),
-    "sharpness": lambda x, m, s: _blend(x, _blur(x), 1.0 + 0.9 * m * s),
+    "sharpness": lambda x, m, s: blend(x, _blur(x), 1.0 + 0.9 * m * s),
     "posterize": lambda x, m, s: posterize(x, 8 - (4.0 * m).floor()),
     "solarize": lambda x, m, s: torch.where(x >= (1.0 - m).view(-1, 1, 1, 1), 1.0 - x, x),
     "autocontrast": lambda x, m, s: autocontrast(x),
@@ -217,7 +217,7 @@ def trivialaugment(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     return apply_ops_per_sample(x, op_index, strength, _sign(n, ctx, dev)), y
 
 
-def _boxes(n: int, h: int, w: int, area: torch.Tensor, aspect: torch.Tensor, ctx: AugContext, dev):
+def boxes(n: int, h: int, w: int, area: torch.Tensor, aspect: torch.Tensor, ctx: AugContext, dev):
     """Per-sample boolean masks (N, 1, H, W) of rectangles with given area fraction and aspect."""
     box_h = (torch.sqrt(area * aspect) * h).clamp(1, h)
     box_w = (torch.sqrt(area / aspect) * w).clamp(1, w)
@@ -237,7 +237,7 @@ def random_erasing(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     dev = x.device
     area = _rand(n, ctx, dev, 0.02, max(0.03, 0.4 * ctx.magnitude))
     aspect = torch.exp(_rand(n, ctx, dev, math.log(0.3), math.log(3.3)))
-    mask = _boxes(n, h, w, area, aspect, ctx, dev) & (_rand(n, ctx, dev) < 0.5).view(-1, 1, 1, 1)
+    mask = boxes(n, h, w, area, aspect, ctx, dev) & (_rand(n, ctx, dev) < 0.5).view(-1, 1, 1, 1)
     noise = torch.rand(x.shape, generator=ctx.generator, device=dev, dtype=x.dtype)
     return torch.where(mask, noise, x), y
 
@@ -259,7 +259,7 @@ def mixup(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     n, dev = len(x), x.device
     lam = _beta(n, max(0.05, 0.4 * ctx.magnitude), ctx, dev)
     partner = _partner(n, ctx, dev)
-    x = _blend(x, x[partner], lam)
+    x = blend(x, x[partner], lam)
     return x, lam.view(-1, 1) * y + (1 - lam.view(-1, 1)) * y[partner]
 
 
@@ -270,7 +270,7 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     dev = x.device
     lam = _beta(n, max(0.05, 2.0 * ctx.magnitude), ctx, dev)
     partner = _partner(n, ctx, dev)
-    mask = _boxes(n, h, w, 1.0 - lam, torch.ones(n, device=dev), ctx, dev)
+    mask = boxes(n, h, w, 1.0 - lam, torch.ones(n, device=dev), ctx, dev)
     pasted = mask.float().mean(dim=(1, 2, 3)).view(-1, 1)
     return torch.where(mask, x[partner], x), (1 - pasted) * y + pasted * y[partner]
 

@@ -18,7 +18,7 @@ from bench.splits import SplitSpec
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "quick"
 TOP_LEVEL_KEYS = {"name", "datasets", "regimes", "split", "strategies", "classifiers", "seeds",
-                  "budget", "device", "workers", "eval_points"}
+                  "budget", "device", "workers", "eval_points", "quality"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,15 @@ class StrategyEntry:
     name: str
     label: str
     params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class QualitySpec:
+    """Synthetic-data quality settings (see bench/quality.py)."""
+
+    enabled: bool = True
+    samples: int = 500  # images per side for FID/KID/IS/PR (capped by the test set's size)
+    inception_weights: str | None = None  # torch-fidelity `inception-v3-compat` state dict file
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class BenchConfig:
     eval_points: int
     device: str  # auto, cpu or cuda
     workers: int  # 0 = automatic
+    quality: QualitySpec
     raw: dict  # the resolved config as plain data, saved with every run
 
     @property
@@ -177,6 +187,18 @@ def _strategy(item: Any, field: str) -> StrategyEntry:
     return StrategyEntry(item["name"], str(label), params)
 
 
+def _quality(data: Any) -> QualitySpec:
+    if not isinstance(data, dict) or set(data) - {"enabled", "samples", "inception_weights"}:
+        raise UserError("config field quality: expected a mapping with enabled, samples, inception_weights")
+    weights = data.get("inception_weights")
+    if weights is not None and not Path(str(weights)).is_file():
+        raise UserError(f"config field quality.inception_weights: {weights} does not exist; give the path of "
+                        "torch-fidelity `inception-v3-compat` weights, or leave it out")
+    return QualitySpec(enabled=bool(data.get("enabled", True)),
+                       samples=_int(data.get("samples", 500), "quality.samples", 20, 100_000),
+                       inception_weights=None if weights is None else str(weights))
+
+
 def parse_config(data: dict, default_name: str = "custom") -> BenchConfig:
     """Validate plain config data into a BenchConfig."""
     unknown = set(data) - TOP_LEVEL_KEYS
@@ -208,6 +230,7 @@ def parse_config(data: dict, default_name: str = "custom") -> BenchConfig:
     budget = data.get("budget") or {}
     if not isinstance(budget, dict) or set(budget) - {"scale"}:
         raise UserError("config field budget: expected a mapping with `scale` (a multiplier of each recipe's steps)")
+    quality = _quality(data.get("quality") or {})
     device = data.get("device", "auto")
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"config field device: {device!r} is not one of auto, cpu, cuda")
@@ -223,6 +246,7 @@ def parse_config(data: dict, default_name: str = "custom") -> BenchConfig:
         eval_points=_int(data.get("eval_points", 10), "eval_points", 1, 1000),
         device=device,
         workers=_int(data.get("workers", 0), "workers", 0, 256),
+        quality=quality,
         raw={},
     )
     raw = {
@@ -237,6 +261,7 @@ def parse_config(data: dict, default_name: str = "custom") -> BenchConfig:
         "eval_points": config.eval_points,
         "device": device,
         "workers": config.workers,
+        "quality": vars(quality),
     }
     object.__setattr__(config, "raw", raw)
     return config

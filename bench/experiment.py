@@ -58,6 +58,7 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
                                          "finished": provenance.now(), "versions": provenance.versions(),
                                          "revision": provenance.git_revision(),
                                          "device": provenance.device_name(device), "workers": workers})
-    print(format_summary(results[results["key"].isin({c.key for c in cells})]))
+    in_grid_order = results.set_index("key").reindex([c.key for c in cells]).dropna(how="all").reset_index()
+    print(format_summary(in_grid_order))
     print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
     return out

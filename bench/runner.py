@@ -13,7 +13,8 @@ from typing import Callable, Iterable
 import torch
 
 from bench import provenance
-from bench.config import BenchConfig, StrategyEntry, canonical_json
+from bench.cache import FileCache, cache_key
+from bench.config import BenchConfig, QualitySpec, StrategyEntry, canonical_json
 from bench.data import Dataset, DatasetSpec, load_dataset
 from bench.errors import CellFailed
 from bench.metrics import classification_metrics
@@ -37,12 +38,14 @@ class Cell:
     replicate: int
     budget_scale: float
     eval_points: int
+    quality: QualitySpec = QualitySpec(enabled=False)
 
     def canonical(self) -> dict:
         return {"dataset": self.dataset.name, "data_hash": self.data_hash, "regime": self.regime_label,
                 "split": asdict(self.split), "strategy": self.strategy.name, "params": self.strategy.params,
                 "classifier": self.classifier, "suite_version": SUITE_VERSION, "replicate": self.replicate,
-                "budget_scale": self.budget_scale, "eval_points": self.eval_points}
+                "budget_scale": self.budget_scale, "eval_points": self.eval_points,
+                "quality": asdict(self.quality)}
 
     @property
     def key(self) -> str:
@@ -57,6 +60,11 @@ class Cell:
         return "all" if self.regime is None else str(self.regime)
 
     @property
+    def fit_seed(self) -> int:
+        """Seed of the strategy's fit and quality: the same for every classifier of the cell."""
+        return derive_seed("fit", *self.fit_key_parts, self.strategy.name, canonical_json(self.strategy.params))
+
+    @property
     def fit_key_parts(self) -> tuple:
         """What a strategy's fit depends on: data, split, regime, replicate (not the classifier)."""
         return (self.data_hash, canonical_json(asdict(self.split)), self.regime_label, self.replicate)
@@ -68,7 +76,8 @@ class Cell:
 
 def expand_grid(config: BenchConfig, data_hashes: dict[str, str]) -> list[Cell]:
     """Every cell of the config, in a stable order."""
-    return [Cell(d, data_hashes[d.name], r, config.split, s, c, k, config.budget_scale, config.eval_points)
+    return [Cell(d, data_hashes[d.name], r, config.split, s, c, k, config.budget_scale, config.eval_points,
+                 config.quality)
             for d in config.datasets for r in config.regimes for s in config.strategies
             for c in config.classifiers for k in range(config.seeds)]
 
@@ -89,9 +98,9 @@ def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
     """Fit the cell's strategy on its labelled images; seeded by everything but the classifier."""
     from strategies import FitContext
 
-    fit_seed = derive_seed("fit", *cell.fit_key_parts, cell.strategy.name, canonical_json(cell.strategy.params))
+    fit_seed = cell.fit_seed
     ctx = FitContext(device=device, seed=fit_seed, num_classes=dataset.num_classes, hflip=dataset.hflip,
-                     cache_dir=cache_dir, cache_key_parts=cell.fit_key_parts, budget_scale=cell.budget_scale)
+                     cache_dir=cache_dir, cache_key_parts=cell.fit_key_parts)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(fit_seed)
         with measure(device, timings, "fit"):
@@ -117,6 +126,9 @@ def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None,
     try:
         data = fit_strategy(cell, dataset, split, device, cache_dir, record)
         record.update(data.info)
+        if cell.quality.enabled and cache_dir is not None:
+            with measure(device, record, "quality"):
+                record.update(cached_quality(cell, dataset, split, data, device, cache_dir))
         record["n_synthetic"] = 0 if data.synthetic is None else len(data.synthetic)
         record["budget_epochs"] = steps * spec.recipe.batch_size / (len(split.labelled) + record["n_synthetic"])
         generator = torch.Generator(device=device).manual_seed(cell.seed)
@@ -133,6 +145,24 @@ def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None,
     record["curve"] = result.curve
     record["finished"] = provenance.now()
     return record
+
+
+def cached_quality(cell: Cell, dataset: Dataset, split: Split, data, device: torch.device, cache_dir: Path) -> dict:
+    """Quality columns of the cell's fitted strategy, computed once for all its classifiers."""
+    from bench.quality import EVALUATOR_VERSION, assess_quality
+
+    cache = FileCache(cache_dir)
+    key = cache_key(cell.fit_key_parts, cell.strategy.name, cell.strategy.params, asdict(cell.quality),
+                    cell.budget_scale, EVALUATOR_VERSION)
+    with cache.lock("quality", key):
+        row = cache.load_json("quality", key)
+        if row is None:
+            grid = (cache_dir.parent / "samples" /
+                    f"{cell.dataset.name.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}-seed{cell.replicate}.png")
+            row = assess_quality(data, dataset, split, cell.quality, device, cache, cell.budget_scale,
+                                 cell.fit_seed % 2**62, grid)
+            cache.save_json("quality", key, row)
+    return row
 
 
 def _evaluate(model, split: Split, device: torch.device) -> dict:

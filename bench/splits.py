@@ -31,6 +31,7 @@ class Split:
     test: ImageSet
     labelled_index: np.ndarray  # indices into the training pool, for provenance and tests
     val_index: np.ndarray
+    spec: SplitSpec
 
 
 def derive_seed(*parts) -> int:
@@ -52,7 +53,8 @@ def _stratified_take(labels: np.ndarray, per_class: int | None, rng: np.random.G
     return np.sort(np.concatenate(taken))
 
 
-def _holdout(dataset: Dataset, spec: SplitSpec) -> tuple[ImageSet, ImageSet]:
+def train_pool(dataset: Dataset, spec: SplitSpec) -> tuple[ImageSet, ImageSet]:
+    """(training pool, test set): the official split, else a stratified hold-out."""
     if dataset.test is not None:
         return dataset.train, dataset.test
     labels = dataset.train.labels.numpy()
@@ -68,11 +70,11 @@ def _holdout(dataset: Dataset, spec: SplitSpec) -> tuple[ImageSet, ImageSet]:
 
 def make_split(dataset: Dataset, n_per_class: int | None, spec: SplitSpec, replicate: int) -> Split:
     """Split ``dataset`` for one regime (``n_per_class``; None = all) and one replicate."""
-    pool, test = _holdout(dataset, spec)
+    pool, test = train_pool(dataset, spec)
     labels = pool.labels.numpy()
     val_index = _stratified_take(labels, spec.val_per_class,
                                  np.random.default_rng(derive_seed("val", spec.seed)), "split.val_per_class")
     rest = np.setdiff1d(np.arange(len(labels)), val_index)
     rng = np.random.default_rng(derive_seed("labelled", spec.seed, n_per_class, replicate))
     labelled_index = rest[_stratified_take(labels[rest], n_per_class, rng, "regimes (n_per_class)")]
-    return Split(pool.subset(labelled_index), pool.subset(val_index), test, labelled_index, val_index)
+    return Split(pool.subset(labelled_index), pool.subset(val_index), test, labelled_index, val_index, spec)

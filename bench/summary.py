@@ -5,7 +5,8 @@ import pandas as pd
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, regime, strategy), one column per classifier: 'acc ± std (gap g)' in %."""
+    """One row per (dataset, regime, strategy), one column per classifier: 'acc ± std (gap g)' in %.
+    Rows and columns keep the order in which they first appear in ``results``."""
     ok = results[results["status"] == "ok"]
     if ok.empty:
         return pd.DataFrame()
@@ -15,7 +16,8 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     stats = stats.fillna({"acc_std": 0.0})
     cells = stats.apply(lambda r: f"{100 * r.acc_mean:5.1f} ± {100 * r.acc_std:4.1f} (gap {100 * r.gap_mean:+5.1f})",
                         axis=1)
-    table = cells.unstack("classifier")
+    table = cells.unstack("classifier").reindex(index=cells.index.droplevel("classifier").unique(),
+                                                columns=ok["classifier"].unique())
     table.columns.name = None
     return table
 

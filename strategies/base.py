@@ -56,7 +56,6 @@ class FitContext:
     hflip: bool  # the data set allows horizontal flips
     cache_dir: Path | None = None
     cache_key_parts: tuple = ()  # data content hash, split, regime, replicate: what the fit depends on
-    budget_scale: float = 1.0
 
 
 @dataclass
@@ -67,6 +66,8 @@ class TrainingData:
     synthetic: ImageSet | None = None
     batch_transform: BatchTransform | None = None
     info: dict[str, Any] = field(default_factory=dict)  # extra result columns (generator steps, ...)
+    # draws n class-balanced labelled images from the strategy's generator (generative strategies)
+    sampler: Callable[[int, torch.Generator], ImageSet] | None = None
 
 
 class Strategy:

@@ -13,3 +13,13 @@ def tiny_config_with(tmp_path, change: dict, name: str = "tiny") -> str:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
+
+
+def fast_params(name: str) -> dict:
+    """Params that make a strategy fit in a moment (few generator steps)."""
+    from strategies import STRATEGIES
+
+    params = STRATEGIES.get(name).params
+    if "generator_params" in params:
+        return {"generator_params": {"steps": 20}}
+    return {"steps": 20} if "steps" in params else {}

@@ -1,0 +1,66 @@
+"""A small on-disk cache for fitted models and computed metrics, safe across worker processes.
+
+Entries are named by a key that hashes everything they depend on (data content hash, split,
+params, seed, code version), so changed input never hits a stale entry. Writers hold a per-key
+file lock, so two workers needing one entry fit it once; weights load with ``weights_only``.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.config import canonical_json
+from bench.store import atomic_write
+
+
+def cache_key(*parts: Any) -> str:
+    return hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()[:24]
+
+
+class FileCache:
+    """Entries ``<kind>-<key>.pt`` (tensors) and ``<kind>-<key>.json`` (plain data) in one folder."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _path(self, kind: str, key: str, suffix: str) -> Path:
+        return self.root / f"{kind}-{key}{suffix}"
+
+    @contextmanager
+    def lock(self, kind: str, key: str):
+        """Hold an exclusive lock on one entry (blocks while another process fills it)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self._path(kind, key, ".lock"), "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def load_tensors(self, kind: str, key: str) -> dict | None:
+        path = self._path(kind, key, ".pt")
+        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+    def save_tensors(self, kind: str, key: str, state: dict) -> Path:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        path = self._path(kind, key, ".pt")
+        atomic_write(path, buffer.getvalue())
+        return path
+
+    def tensors_path(self, kind: str, key: str) -> Path:
+        return self._path(kind, key, ".pt")
+
+    def load_json(self, kind: str, key: str) -> dict | None:
+        path = self._path(kind, key, ".json")
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save_json(self, kind: str, key: str, data: dict) -> None:
+        atomic_write(self._path(kind, key, ".json"), json.dumps(data, default=str))

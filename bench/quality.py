@@ -1,0 +1,216 @@
+"""Synthetic-data quality per (data, regime, strategy, seed), through torch-fidelity.
+
+The images a strategy trains on (its synthetic samples; the augmented real images for
+`classical`; the real images for `none`) are compared with real test images at a fixed count:
+FID, KID, IS, precision/recall in the feature space of a domain evaluator network (the suite's
+`cnn` trained once on the data set's full training split, cached by content hash), plus, for
+generative strategies, CAS (a `cnn` trained on synthetic images only, tested on real test images)
+and memorization (nearest-neighbour distances to the training images). With a path to Inception-v3
+weights, the standard Inception FID/KID are computed too. Columns name their extractor.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+from bench.cache import FileCache, cache_key
+from bench.config import QualitySpec
+from bench.data import Dataset, ImageSet
+from bench.models import CLASSIFIERS, SUITE_VERSION, build_classifier
+from bench.splits import Split, SplitSpec, derive_seed, train_pool
+from bench.train import normalize, predict, to_input, train
+from strategies.base import TrainingData
+
+EVALUATOR = "augbench-evaluator"
+EVALUATOR_VERSION = "1"
+NEAR_COPY_PERCENTILE = 0.05  # a sample nearer to a training image than 95% of real test images are
+
+
+class EvaluatorExtractor(FeatureExtractorBase):
+    """torch-fidelity feature extractor over our evaluator: penultimate features and logits."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        state = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
+        self.net = build_classifier("cnn", tuple(state["shape"].tolist()), int(state["num_classes"]))
+        self.net.load_state_dict(state["model"])
+
+    @staticmethod
+    def get_provided_features_list():
+        return "features", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return "logits" if metric == "isc" else "features"
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        raise NotImplementedError("the evaluator is not compiled")
+
+    def forward(self, images: torch.Tensor):
+        features = self.net[:-1](normalize(to_input(images)))
+        found = {"features": features, "logits": self.net[-1](features)}
+        return tuple(found[name] for name in self.features_list)
+
+
+if EVALUATOR not in FEATURE_EXTRACTORS_REGISTRY:
+    register_feature_extractor(EVALUATOR, EvaluatorExtractor)
+
+
+class _Images(torch.utils.data.Dataset):
+    """Bare uint8 image tensors, as torch-fidelity wants them; optionally gray -> 3 channels."""
+
+    def __init__(self, images: torch.Tensor, rgb: bool = False):
+        self.images = images.expand(-1, 3, -1, -1) if rgb and images.shape[1] == 1 else images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+def evaluator(dataset: Dataset, split_spec: SplitSpec, device: torch.device, cache: FileCache,
+              budget_scale: float) -> tuple[Path, float]:
+    """The domain evaluator's weights file and its test accuracy (trained once, then cached)."""
+    key = cache_key(EVALUATOR_VERSION, SUITE_VERSION, dataset.content_hash, split_spec, budget_scale)
+    with cache.lock("evaluator", key):
+        meta = cache.load_json("evaluator", key)
+        if meta is None:
+            pool, test = train_pool(dataset, split_spec)
+            recipe = CLASSIFIERS.get("cnn").recipe
+            seed = derive_seed("evaluator", key)
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                model = build_classifier("cnn", dataset.image_shape, dataset.num_classes)
+                train(model, recipe, TrainingData(real=pool), pool.subset(torch.arange(min(500, len(pool)))),
+                      steps=recipe.steps(len(pool), budget_scale), num_classes=dataset.num_classes, device=device,
+                      generator=torch.Generator(device=device).manual_seed(seed), eval_points=1)
+            accuracy = (predict(model, test.images, device).argmax(1) == test.labels).float().mean().item()
+            cache.save_tensors("evaluator", key, {"model": {k: v.cpu() for k, v in model.state_dict().items()},
+                                                  "shape": torch.tensor(dataset.image_shape),
+                                                  "num_classes": torch.tensor(dataset.num_classes)})
+            meta = {"test_accuracy": accuracy}
+            cache.save_json("evaluator", key, meta)
+    return cache.tensors_path("evaluator", key), meta["test_accuracy"]
+
+
+def trained_on_images(data: TrainingData, n: int, num_classes: int, generator: torch.Generator,
+                      device: torch.device) -> ImageSet:
+    """n images as the classifier sees them: sampled from the generator, else drawn (with
+    replacement) from the training images; then through the batch transform, if any."""
+    if data.sampler is not None:
+        images = data.sampler(n, generator)
+    else:
+        pool = data.real if data.synthetic is None else ImageSet(
+            torch.cat([data.real.images, data.synthetic.images]), torch.cat([data.real.labels, data.synthetic.labels]))
+        images = pool.subset(torch.randint(0, len(pool), (n,), generator=generator, device=device).cpu())
+    if data.batch_transform is None:
+        return images
+    x = to_input(images.images.to(device))
+    y = F.one_hot(images.labels.to(device), num_classes).float()
+    x, y = data.batch_transform(x, y, generator)
+    return ImageSet((x * 255).round().clamp(0, 255).to(torch.uint8).cpu(), y.argmax(1).cpu())
+
+
+def fidelity_metrics(first: torch.Tensor, second: torch.Tensor, device: torch.device, extractor: str,
+                     weights: str, metrics: tuple[str, ...] = ("fid", "kid", "isc", "prc")) -> dict:
+    """torch-fidelity metrics of two uint8 image tensors (cache off: its keys ignore the data)."""
+    rgb = extractor != EVALUATOR
+    return torch_fidelity.calculate_metrics(
+        input1=_Images(first, rgb), input2=_Images(second, rgb), cuda=device.type == "cuda",
+        feature_extractor=extractor, feature_extractor_weights_path=weights, cache=False, verbose=False,
+        save_cpu_ram=True, kid_subset_size=min(1000, len(first), len(second)), batch_size=256,
+        **{m: True for m in metrics})
+
+
+@torch.no_grad()
+def evaluator_outputs(weights: Path, images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, logits) of the evaluator for uint8 images."""
+    net = EvaluatorExtractor(EVALUATOR, ["features", "logits"], feature_extractor_weights_path=weights).to(device).eval()
+    outs = [net(chunk.to(device)) for chunk in images.split(1024)]
+    return torch.cat([o[0] for o in outs]).cpu(), torch.cat([o[1] for o in outs]).cpu()
+
+
+def memorization(weights: Path, synthetic: torch.Tensor, train_images: torch.Tensor, test_images: torch.Tensor,
+                 device: torch.device) -> dict:
+    """Nearest-neighbour distances to the training images in the evaluator's feature space."""
+    train_f, _ = evaluator_outputs(weights, train_images, device)
+    synth_nn = torch.cdist(evaluator_outputs(weights, synthetic, device)[0], train_f).min(1).values
+    test_nn = torch.cdist(evaluator_outputs(weights, test_images, device)[0], train_f).min(1).values
+    threshold = torch.quantile(test_nn, NEAR_COPY_PERCENTILE)
+    return {"mem_nn_synthetic_median": synth_nn.median().item(), "mem_nn_test_median": test_nn.median().item(),
+            "mem_nn_ratio": (synth_nn.median() / test_nn.median().clamp_min(1e-12)).item(),
+            "mem_near_copy_fraction": (synth_nn < threshold).float().mean().item()}
+
+
+def classification_accuracy_score(data: TrainingData, split: Split, n: int, num_classes: int, device: torch.device,
+                                  budget_scale: float, seed: int) -> float:
+    """CAS: a `cnn` trained on n synthetic images only, accuracy on the real test images."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    synthetic = data.sampler(n, generator)
+    recipe = CLASSIFIERS.get("cnn").recipe
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = build_classifier("cnn", tuple(synthetic.images.shape[1:]), num_classes)
+        train(model, recipe, TrainingData(real=synthetic), split.val, steps=recipe.steps(n, budget_scale),
+              num_classes=num_classes, device=device, generator=generator, eval_points=1)
+    return (predict(model, split.test.images, device).argmax(1) == split.test.labels).float().mean().item()
+
+
+def save_sample_grid(path: Path, real: ImageSet, synthetic: ImageSet, num_classes: int, per_class: int = 8) -> None:
+    """A PNG with one row per class: real images on the left, generated ones on the right."""
+    from torchvision.utils import save_image
+
+    def take(images: ImageSet, cls: int) -> torch.Tensor:
+        chosen = images.images[images.labels == cls][:per_class]
+        pad = torch.zeros(per_class - len(chosen), *images.images.shape[1:], dtype=torch.uint8)
+        return torch.cat([chosen, pad])
+
+    rows = [torch.cat([take(real, c), take(synthetic, c)]) for c in range(num_classes)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.cat(rows).float() / 255.0, path, nrow=2 * per_class, padding=1, pad_value=0.5)
+
+
+def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: QualitySpec, device: torch.device,
+                   cache: FileCache, budget_scale: float, seed: int, grid_path: Path | None) -> dict:
+    """All quality columns for one fitted strategy."""
+    weights, evaluator_accuracy = evaluator(dataset, split.spec, device, cache, budget_scale)
+    n = min(spec.samples, len(split.test))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    trained_on = trained_on_images(data, n, dataset.num_classes, generator, device)
+    test = split.test.subset(torch.randperm(len(split.test), generator=torch.Generator().manual_seed(seed))[:n])
+    found = fidelity_metrics(trained_on.images, test.images, device, EVALUATOR, str(weights))
+    _, logits = evaluator_outputs(weights, trained_on.images, device)
+    row = {"quality_n": n, "quality_extractor": f"{EVALUATOR}-cnn-v{SUITE_VERSION}",
+           "evaluator_test_accuracy": evaluator_accuracy,
+           "fid_evaluator": found["frechet_inception_distance"],
+           "kid_evaluator": found["kernel_inception_distance_mean"],
+           "is_evaluator": found["inception_score_mean"],
+           "precision_evaluator": found["precision"], "recall_evaluator": found["recall"],
+           "evaluator_label_agreement": (logits.argmax(1) == trained_on.labels).float().mean().item()}
+    if spec.inception_weights:
+        inception = fidelity_metrics(trained_on.images, test.images, device, "inception-v3-compat",
+                                     spec.inception_weights,
+                                     metrics=("fid", "kid"))
+        row.update(fid_inception=inception["frechet_inception_distance"],
+                   kid_inception=inception["kernel_inception_distance_mean"])
+    if data.sampler is not None:
+        synthetic = data.sampler(n, torch.Generator(device=device).manual_seed(seed + 1))
+        row["cas_accuracy"] = classification_accuracy_score(data, split, n, dataset.num_classes, device,
+                                                            budget_scale, seed + 2)
+        row.update(memorization(weights, synthetic.images, split.labelled.images, test.images, device))
+        if grid_path is not None:
+            save_sample_grid(grid_path, split.labelled, synthetic, dataset.num_classes)
+            row["sample_grid"] = str(grid_path)
+    return row
+

@@ -1,0 +1,140 @@
+"""Shared machinery of generative strategies: the synthetic:real ratio, class-balanced sampling,
+the generator cache, and divergence / mode-collapse checks.
+
+A subclass declares its params, a ``family`` (strategies of one family with equal generator params
+share one fitted generator, e.g. ``vae`` and ``vae-perturb``), and implements ``build``,
+``train_generator`` and ``sample``.
+"""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from bench.cache import FileCache, cache_key
+from bench.data import ImageSet
+from bench.errors import CellFailed
+from bench.splits import derive_seed
+from strategies.base import FitContext, Param, Strategy, TrainingData
+
+GENERATOR_CODE_VERSION = "1"  # bump when a generator's architecture or training changes
+RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, class-balanced")
+COLLAPSE_THRESHOLD = 0.1  # per-class sample diversity below this share of the real diversity = collapse
+
+
+def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
+    """n labels cycling through the classes (counts differ by at most one)."""
+    return torch.arange(n) % num_classes
+
+
+def diversity(images: torch.Tensor) -> float:
+    """Mean pairwise L2 distance between images (as floats in [0, 1])."""
+    flat = images.flatten(1).float() / 255.0
+    if len(flat) < 2:
+        return 0.0
+    distances = torch.cdist(flat, flat)
+    return (distances.sum() / (len(flat) * (len(flat) - 1))).item()
+
+
+def check_not_collapsed(samples: ImageSet, real: ImageSet, num_classes: int) -> float:
+    """Raise CellFailed if, for some class, samples are far less diverse than the real images.
+
+    Returns the smallest per-class ratio of sample diversity to real diversity.
+    """
+    ratios = []
+    for cls in range(num_classes):
+        real_div = diversity(real.images[real.labels == cls])
+        if real_div > 0:
+            ratios.append(diversity(samples.images[samples.labels == cls]) / real_div)
+    worst = min(ratios) if ratios else 1.0
+    if worst < COLLAPSE_THRESHOLD:
+        raise CellFailed(f"mode collapse: samples of one class are {100 * worst:.1f}% as diverse as its real "
+                         f"images (threshold {100 * COLLAPSE_THRESHOLD:.0f}%)")
+    return worst
+
+
+def check_finite(step: int, **losses: torch.Tensor) -> None:
+    """Raise CellFailed when a loss is NaN or infinite (call every few steps: it syncs the device)."""
+    for name, value in losses.items():
+        number = value.item()
+        if not math.isfinite(number):
+            raise CellFailed(f"generator training diverged: {name} loss is {number} at step {step}")
+
+
+class GenerativeStrategy(Strategy):
+    """Base of class-conditional generative strategies: fit (cached), then sample at the ratio."""
+
+    family: ClassVar[str] = ""
+    sampling_params: ClassVar[frozenset[str]] = frozenset({"ratio"})  # params that leave the generator as is
+
+    def generator_params(self) -> dict:
+        return {k: v for k, v in self.config.items() if k not in self.sampling_params}
+
+    # -- to implement -------------------------------------------------------------------------
+    def build(self, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        raise NotImplementedError
+
+    def train_generator(self, model: nn.Module, labelled: ImageSet, ctx: FitContext, steps: int,
+                        generator: torch.Generator) -> None:
+        raise NotImplementedError
+
+    def sample(self, model: nn.Module, labels: torch.Tensor, labelled: ImageSet, ctx: FitContext,
+               generator: torch.Generator) -> torch.Tensor:
+        """uint8 images (on the CPU) of the given classes."""
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------------
+    def fitted_generator(self, labelled: ImageSet, ctx: FitContext) -> tuple[nn.Module, dict]:
+        """The fitted generator, from the cache when it holds one; a failed fit is cached as failed."""
+        steps = self.config["steps"]
+        key = cache_key(self.family, GENERATOR_CODE_VERSION, self.generator_params(), ctx.cache_key_parts, steps)
+        shape, num_classes = tuple(labelled.images.shape[1:]), ctx.num_classes
+        model = self.build(shape, num_classes)
+        cache = FileCache(ctx.cache_dir) if ctx.cache_dir is not None else None
+        info = {"generator_steps": steps, "generator_key": key}
+        if cache is None:
+            self._train_and_check(model, labelled, ctx, steps, key)
+            return model.to(ctx.device).eval(), {**info, "generator_cache_hit": False}
+        with cache.lock("generator", key):
+            failure = cache.load_json("generator-failed", key)
+            if failure is not None:
+                raise CellFailed(failure["reason"])
+            state = cache.load_tensors("generator", key)
+            hit = state is not None
+            if hit:
+                model.load_state_dict(state)
+            else:
+                try:
+                    self._train_and_check(model, labelled, ctx, steps, key)
+                except CellFailed as exc:
+                    cache.save_json("generator-failed", key, {"reason": str(exc)})
+                    raise
+                cache.save_tensors("generator", key, {k: v.cpu() for k, v in model.state_dict().items()})
+        return model.to(ctx.device).eval(), {**info, "generator_cache_hit": hit}
+
+    def _train_and_check(self, model, labelled, ctx, steps, key) -> None:
+        generator = torch.Generator(device=ctx.device).manual_seed(derive_seed("generator", key))
+        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+            torch.manual_seed(derive_seed("generator-init", key))
+            model.to(ctx.device).train()
+            self.train_generator(model, labelled, ctx, steps, generator)
+        model.eval()
+        probe_labels = balanced_labels(50 * ctx.num_classes, ctx.num_classes)
+        probe = self.sample(model, probe_labels, labelled, ctx,
+                            torch.Generator(device=ctx.device).manual_seed(derive_seed("probe", key)))
+        check_not_collapsed(ImageSet(probe, probe_labels), labelled, ctx.num_classes)
+
+    def fit(self, labelled: ImageSet, ctx: FitContext) -> TrainingData:
+        model, info = self.fitted_generator(labelled, ctx)
+
+        @torch.no_grad()
+        def sampler(n: int, generator: torch.Generator) -> ImageSet:
+            labels = balanced_labels(n, ctx.num_classes)
+            return ImageSet(self.sample(model, labels, labelled, ctx, generator), labels)
+
+        n_synthetic = round(self.config["ratio"] * len(labelled))
+        generator = torch.Generator(device=ctx.device).manual_seed(derive_seed("synthetic", ctx.seed))
+        synthetic = sampler(n_synthetic, generator) if n_synthetic else None
+        return TrainingData(real=labelled, synthetic=synthetic, info=info, sampler=sampler)

@@ -1,0 +1,52 @@
+"""`hybrid`: a generative strategy composed with a classical policy. The generator's synthetic
+images join the real ones, and the policy transforms every training batch (synthetic images too).
+Any generator x any policy is a config entry, e.g.
+``{name: hybrid, params: {generator: gan, policy: basic, ratio: 1}}``."""
+from __future__ import annotations
+
+from bench.errors import UserError
+from strategies.generative import RATIO, GenerativeStrategy
+from strategies.base import STRATEGIES, Param, Strategy, register_strategy
+from strategies.classical import Classical
+
+
+def _check_generator(value, where: str) -> str:
+    cls = STRATEGIES.get(value, field=where) if isinstance(value, str) else None
+    if cls is None or not issubclass(cls, GenerativeStrategy):
+        generative = [n for n in STRATEGIES.names() if issubclass(STRATEGIES.get(n), GenerativeStrategy)]
+        raise UserError(f"{where}: {value!r} is not a generative strategy; use one of {', '.join(generative)}")
+    return value
+
+
+@register_strategy("hybrid")
+class Hybrid(Strategy):
+    """A generative strategy plus a classical policy on every batch (real and synthetic images)."""
+
+    params = {
+        "generator": Param("gan", choices=("gan", "vae", "vae-perturb"), check=_check_generator,
+                           help="a generative strategy"),
+        "generator_params": Param({}, check=lambda value, where: value,
+                                  help="the generator's own params (validated against it)"),
+        "ratio": RATIO,
+        **Classical.params,
+    }
+
+    @classmethod
+    def resolve_params(cls, given, where):
+        resolved = super().resolve_params(given, where)
+        if not isinstance(resolved["generator_params"], dict):
+            raise UserError(f"{where}.generator_params: expected a mapping of parameter: value")
+        if "ratio" in resolved["generator_params"]:
+            raise UserError(f"{where}.generator_params: set the ratio with hybrid's own `ratio`")
+        generator_cls = STRATEGIES.get(resolved["generator"])
+        resolved["generator_params"] = generator_cls.resolve_params(
+            {**resolved["generator_params"], "ratio": resolved["ratio"]}, f"{where}.generator_params")
+        resolved["generator_params"].pop("ratio")
+        return resolved
+
+    def fit(self, labelled, ctx):
+        generator_cls = STRATEGIES.get(self.config["generator"])
+        data = generator_cls(**self.config["generator_params"], ratio=self.config["ratio"]).fit(labelled, ctx)
+        classical = Classical(policy=self.config["policy"], magnitude=self.config["magnitude"])
+        data.batch_transform = classical.batch_transform(ctx.hflip)
+        return data

@@ -1,0 +1,122 @@
+"""`vae` and `vae-perturb`: a class-conditional convolutional VAE.
+
+β-VAE loss (Bernoulli reconstruction + β·KL) with a linear KL warm-up. `vae` samples the prior per
+class; `vae-perturb` encodes real images, perturbs their latent and decodes with the same label.
+Both share one fitted VAE when their VAE params are equal.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from strategies.generative import RATIO, GenerativeStrategy, check_finite
+from strategies.base import Param, register_strategy
+
+LATENT = 16
+BATCH = 64
+
+
+class ConditionalVAE(nn.Module):
+    """Encoder (image + one-hot label planes) -> (mu, logvar); decoder (z + one-hot) -> logits.
+    Two stride-2 stages each way, so 8x8, 28x28 and 32x32 images all fit."""
+
+    def __init__(self, shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        channels, height, width = shape
+        self.num_classes, self.shape = num_classes, shape
+        self.small = (height // 4, width // 4)
+        flat = 64 * self.small[0] * self.small[1]
+        self.encoder = nn.Sequential(
+            nn.Conv2d(channels + num_classes, 32, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(inplace=True), nn.Flatten(),
+            nn.Linear(flat, 256), nn.ReLU(inplace=True), nn.Linear(256, 2 * LATENT),
+        )
+        self.decode_input = nn.Sequential(nn.Linear(LATENT + num_classes, 256), nn.ReLU(inplace=True),
+                                          nn.Linear(256, flat), nn.ReLU(inplace=True))
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(32, channels, 4, stride=2, padding=1),
+        )
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        planes = F.one_hot(y, self.num_classes).float().view(-1, self.num_classes, 1, 1)
+        stats = self.encoder(torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], 1))
+        return stats[:, :LATENT], stats[:, LATENT:].clamp(-10, 10)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.decode_input(torch.cat([z, F.one_hot(y, self.num_classes).float()], 1))
+        return self.decoder(h.view(-1, 64, *self.small))
+
+
+def _to_uint8(logits: torch.Tensor) -> torch.Tensor:
+    return (torch.sigmoid(logits) * 255).round().to(torch.uint8).cpu()
+
+
+class _VAEBase(GenerativeStrategy):
+    family = "vae"
+    params = {
+        "ratio": RATIO,
+        "steps": Param(3000, low=1, high=1_000_000, help="VAE training steps"),
+        "lr": Param(1e-3, low=1e-6, high=10.0, log=True, help="Adam learning rate"),
+        "beta": Param(1.0, low=0.0, high=100.0, help="weight of the KL term"),
+        "kl_warmup": Param(0.3, low=0.0, high=1.0, help="share of the steps over which the KL weight ramps up"),
+    }
+
+    def build(self, shape, num_classes):
+        return ConditionalVAE(shape, num_classes)
+
+    def train_generator(self, model, labelled, ctx, steps, generator):
+        dev = ctx.device
+        images = labelled.images.to(dev).float().div(255.0)
+        labels = labelled.labels.to(dev)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.config["lr"])
+        warmup = max(1, round(self.config["kl_warmup"] * steps))
+        for step in range(1, steps + 1):
+            index = torch.randint(0, len(labels), (BATCH,), generator=generator, device=dev)
+            x, y = images[index], labels[index]
+            mu, logvar = model.encode(x, y)
+            z = mu + torch.randn(mu.shape, generator=generator, device=dev) * torch.exp(0.5 * logvar)
+            recon = F.binary_cross_entropy_with_logits(model.decode(z, y), x, reduction="sum") / len(x)
+            kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum() / len(x)
+            loss = recon + self.config["beta"] * min(1.0, step / warmup) * kl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step % 50 == 0 or step == steps:
+                check_finite(step, vae=loss)
+
+
+@register_strategy("vae")
+class VAE(_VAEBase):
+    """Class-conditional VAE; synthetic images are decoded prior samples of each class."""
+
+    @torch.no_grad()
+    def sample(self, model, labels, labelled, ctx, generator):
+        out = [_to_uint8(model.decode(torch.randn(len(chunk), LATENT, generator=generator, device=ctx.device),
+                                      chunk.to(ctx.device)))
+               for chunk in labels.split(512)]
+        return torch.cat(out)
+
+
+@register_strategy("vae-perturb")
+class VAEPerturb(_VAEBase):
+    """Class-conditional VAE; synthetic images are real images of the class with a perturbed latent."""
+
+    params = {**_VAEBase.params,
+              "perturb": Param(0.5, low=0.0, high=5.0, help="latent noise, in units of the prior's std")}
+    sampling_params = frozenset({"ratio", "perturb"})
+
+    @torch.no_grad()
+    def sample(self, model, labels, labelled, ctx, generator):
+        out = []
+        for chunk in labels.split(512):
+            # for each wanted label, a random real image of that class
+            weights = (labelled.labels.view(1, -1) == chunk.view(-1, 1)).float().to(ctx.device)
+            source = torch.multinomial(weights, 1, generator=generator).squeeze(1).cpu()
+            x = labelled.images[source].to(ctx.device).float().div(255.0)
+            y = chunk.to(ctx.device)
+            mu, _ = model.encode(x, y)
+            z = mu + self.config["perturb"] * torch.randn(mu.shape, generator=generator, device=ctx.device)
+            out.append(_to_uint8(model.decode(z, y)))
+        return torch.cat(out)
