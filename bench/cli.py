@@ -1,4 +1,4 @@
-"""The ``augbench`` command line: run, list, bench-augment."""
+"""The ``augbench`` command line: run, report, leaderboard, list, bench-augment."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bench.experiment import run_experiment
 
     run_experiment(args.config, args.set or [], Path(args.out) if args.out else None)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from reports.report import build_report
+
+    print(f"report: {build_report(Path(args.run_dir))} (and report.md)")
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from reports.leaderboard import write_leaderboard
+
+    for path in write_leaderboard([Path(d) for d in args.run_dirs], Path(args.out)):
+        print(f"wrote {path}")
     return 0
 
 
@@ -65,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
                           "--set 'regimes=[10, 50]' (repeatable)")
     run.add_argument("--out", metavar="DIR", help="run folder (default: runs/<config name>-<config hash>)")
     run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser("report", help="write the HTML and Markdown report of a run folder",
+                            description="Statistics across seeds, paired tests against `none`, figures and "
+                                        "'what this run says', written to RUN_DIR/report/ (index.html, report.md, "
+                                        "figures/, tables/). `augbench run` calls it at the end.")
+    report.add_argument("run_dir", help="a folder written by `augbench run`")
+    report.set_defaults(func=_cmd_report)
+
+    board = sub.add_parser("leaderboard", help="rank strategies across runs of the same protocol",
+                           description="Mean rank across (data, regime, classifier), mean gain over `none` with a "
+                                       "95% CI, and wins/ties/losses against `none` (paired tests). Refuses runs of "
+                                       "different protocols (splits, suite version, budgets).")
+    board.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by `augbench run`")
+    board.add_argument("--out", default="reports", help="folder for leaderboard.md and leaderboard.csv "
+                                                        "(default: reports/, the published leaderboard)")
+    board.set_defaults(func=_cmd_leaderboard)
 
     lst = sub.add_parser("list", help="list data sets, strategies (with params), policies and classifiers")
     lst.set_defaults(func=_cmd_list)

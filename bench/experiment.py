@@ -12,6 +12,7 @@ from bench.config import load_config
 from bench.runner import cached_dataset, default_workers, execute, expand_grid
 from bench.store import RunStore
 from bench.summary import format_summary
+from reports.report import build_report
 
 
 def run_experiment(config_name: str | None, overrides: list[str], out: Path | None) -> Path:
@@ -47,18 +48,18 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
             tqdm.write(f"failed: {cell.describe()}: {record['failure_reason']}", file=sys.stderr)
         bar.update(1)
 
+    grid_order = [c.key for c in cells]
     try:
         execute(todo, store, device, workers, on_start, on_done)
     finally:
         bar.close()
-        if store.done_keys():
-            store.write_tables()
-    results = store.write_tables()
+        results = store.write_tables(grid_order) if store.done_keys() else None
     store.write_json("provenance.json", {"config_fingerprint": config.fingerprint, "started": started,
                                          "finished": provenance.now(), "versions": provenance.versions(),
                                          "revision": provenance.git_revision(),
                                          "device": provenance.device_name(device), "workers": workers})
-    in_grid_order = results.set_index("key").reindex([c.key for c in cells]).dropna(how="all").reset_index()
-    print(format_summary(in_grid_order))
+    print(format_summary(results[results["key"].isin(set(grid_order))]))
+    report = build_report(out)
     print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
+    print(f"report:  {report} (and report.md)")
     return out

@@ -25,7 +25,7 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
     logits, labels = logits.float().cpu(), labels.cpu()
     predicted = logits.argmax(1)
     return {
-        "accuracy": (predicted == labels).float().mean().item(),
+        "accuracy": (predicted == labels).double().mean().item(),
         "macro_f1": float(f1_score(labels.numpy(), predicted.numpy(), average="macro")),
         "nll": F.cross_entropy(logits, labels).item(),
         "ece": expected_calibration_error(logits.softmax(1), labels),

@@ -181,6 +181,23 @@ def save_sample_grid(path: Path, real: ImageSet, synthetic: ImageSet, num_classe
     save_image(torch.cat(rows).float() / 255.0, path, nrow=2 * per_class, padding=1, pad_value=0.5)
 
 
+def reference_distances(dataset: Dataset, split: Split, test_images: torch.Tensor, weights: Path,
+                        device: torch.device, seed: int) -> dict:
+    """FID/KID against the same test images of two references at the same N: fresh real images from
+    the training pool (real vs real: the floor) and uniform noise (the ceiling)."""
+    n = len(test_images)
+    pool, _ = train_pool(dataset, split.spec)
+    generator = torch.Generator().manual_seed(seed)
+    real = pool.images[torch.randperm(len(pool), generator=generator)[:n]]
+    noise = torch.randint(0, 256, test_images.shape, dtype=torch.uint8, generator=generator)
+    row = {}
+    for name, images in (("real", real), ("noise", noise)):
+        found = fidelity_metrics(images, test_images, device, EVALUATOR, str(weights), metrics=("fid", "kid"))
+        row[f"fid_evaluator_ref_{name}"] = found["frechet_inception_distance"]
+        row[f"kid_evaluator_ref_{name}"] = found["kernel_inception_distance_mean"]
+    return row
+
+
 def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: QualitySpec, device: torch.device,
                    cache: FileCache, budget_scale: float, seed: int, grid_path: Path | None) -> dict:
     """All quality columns for one fitted strategy."""
@@ -190,6 +207,7 @@ def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: Qua
     trained_on = trained_on_images(data, n, dataset.num_classes, generator, device)
     test = split.test.subset(torch.randperm(len(split.test), generator=torch.Generator().manual_seed(seed))[:n])
     found = fidelity_metrics(trained_on.images, test.images, device, EVALUATOR, str(weights))
+    references = reference_distances(dataset, split, test.images, weights, device, seed)
     _, logits = evaluator_outputs(weights, trained_on.images, device)
     row = {"quality_n": n, "quality_extractor": f"{EVALUATOR}-cnn-v{SUITE_VERSION}",
            "evaluator_test_accuracy": evaluator_accuracy,
@@ -197,7 +215,8 @@ def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: Qua
            "kid_evaluator": found["kernel_inception_distance_mean"],
            "is_evaluator": found["inception_score_mean"],
            "precision_evaluator": found["precision"], "recall_evaluator": found["recall"],
-           "evaluator_label_agreement": (logits.argmax(1) == trained_on.labels).float().mean().item()}
+           "evaluator_label_agreement": (logits.argmax(1) == trained_on.labels).float().mean().item(),
+           **references}
     if spec.inception_weights:
         inception = fidelity_metrics(trained_on.images, test.images, device, "inception-v3-compat",
                                      spec.inception_weights,

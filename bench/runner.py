@@ -114,7 +114,7 @@ def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None,
     split = split or make_split(dataset, cell.regime, cell.split, cell.replicate)
     spec = CLASSIFIERS.get(cell.classifier)
     steps = spec.recipe.steps(len(split.labelled), cell.budget_scale)
-    record = {"key": cell.key, "dataset": cell.dataset.name, "regime": cell.regime_label,
+    record = {"key": cell.key, "dataset": cell.dataset.name, "data_hash": cell.data_hash, "regime": cell.regime_label,
               "strategy": cell.strategy.label, "strategy_name": cell.strategy.name,
               "strategy_params": canonical_json(cell.strategy.params), "classifier": cell.classifier,
               "replicate": cell.replicate, "seed": cell.seed, "suite_version": SUITE_VERSION,

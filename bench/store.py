@@ -78,9 +78,11 @@ class RunStore:
         return [json.loads(p.read_text()) for p in sorted(self.cells_dir.glob("*.json"))] \
             if self.cells_dir.exists() else []
 
-    def write_tables(self) -> pd.DataFrame:
-        """Rebuild results.parquet/.csv (a row per cell) and curves.csv from the cell files."""
-        records = self.records()
+    def write_tables(self, key_order: list[str] = ()) -> pd.DataFrame:
+        """Rebuild results.parquet/.csv (a row per cell) and curves.csv from the cell files, rows in
+        ``key_order`` (the grid's order) where given."""
+        position = {key: i for i, key in enumerate(key_order)}
+        records = sorted(self.records(), key=lambda r: position.get(r["key"], len(position)))
         rows = [{k: v for k, v in r.items() if k != "curve"} for r in records]
         results = pd.DataFrame(rows)
         curves = pd.DataFrame([{"key": r["key"], **point} for r in records for point in r.get("curve", [])])

@@ -67,11 +67,11 @@ class Discriminator(nn.Module):
 
 class ConditionalGAN(nn.Module):
     """Generator, discriminator and the generator's EMA in one module (one state dict to cache).
-    Width 64 for images up to 16 px (8x8 digits), 128 above."""
+    Width 64 for gray images (8x8, 28x28), 128 for colour ones."""
 
     def __init__(self, shape, num_classes):
         super().__init__()
-        width = 64 if shape[1] <= 16 else 128
+        width = 64 if shape[0] == 1 else 128
         self.generator = Generator(shape, num_classes, width)
         self.discriminator = Discriminator(shape, num_classes, width)
         self.ema = copy.deepcopy(self.generator)

@@ -8,6 +8,7 @@ share one fitted generator, e.g. ``vae`` and ``vae-perturb``), and implements ``
 from __future__ import annotations
 
 import math
+import time
 from typing import ClassVar
 
 import torch
@@ -95,8 +96,8 @@ class GenerativeStrategy(Strategy):
         cache = FileCache(ctx.cache_dir) if ctx.cache_dir is not None else None
         info = {"generator_steps": steps, "generator_key": key}
         if cache is None:
-            self._train_and_check(model, labelled, ctx, steps, key)
-            return model.to(ctx.device).eval(), {**info, "generator_cache_hit": False}
+            seconds = self._train_and_check(model, labelled, ctx, steps, key)
+            return model.to(ctx.device).eval(), {**info, "generator_cache_hit": False, "generator_fit_seconds": seconds}
         with cache.lock("generator", key):
             failure = cache.load_json("generator-failed", key)
             if failure is not None:
@@ -105,26 +106,33 @@ class GenerativeStrategy(Strategy):
             hit = state is not None
             if hit:
                 model.load_state_dict(state)
+                seconds = cache.load_json("generator", key)["fit_seconds"]
             else:
                 try:
-                    self._train_and_check(model, labelled, ctx, steps, key)
+                    seconds = self._train_and_check(model, labelled, ctx, steps, key)
                 except CellFailed as exc:
                     cache.save_json("generator-failed", key, {"reason": str(exc)})
                     raise
+                cache.save_json("generator", key, {"fit_seconds": seconds})
                 cache.save_tensors("generator", key, {k: v.cpu() for k, v in model.state_dict().items()})
-        return model.to(ctx.device).eval(), {**info, "generator_cache_hit": hit}
+        # the time of the original fit, also on a cache hit, so that costs compare
+        return model.to(ctx.device).eval(), {**info, "generator_cache_hit": hit, "generator_fit_seconds": seconds}
 
-    def _train_and_check(self, model, labelled, ctx, steps, key) -> None:
+    def _train_and_check(self, model, labelled, ctx, steps, key) -> float:
+        """Train and check the generator; return the seconds its training took."""
+        start = time.perf_counter()
         generator = torch.Generator(device=ctx.device).manual_seed(derive_seed("generator", key))
         with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
             torch.manual_seed(derive_seed("generator-init", key))
             model.to(ctx.device).train()
             self.train_generator(model, labelled, ctx, steps, generator)
+        seconds = time.perf_counter() - start
         model.eval()
         probe_labels = balanced_labels(50 * ctx.num_classes, ctx.num_classes)
         probe = self.sample(model, probe_labels, labelled, ctx,
                             torch.Generator(device=ctx.device).manual_seed(derive_seed("probe", key)))
         check_not_collapsed(ImageSet(probe, probe_labels), labelled, ctx.num_classes)
+        return seconds
 
     def fit(self, labelled: ImageSet, ctx: FitContext) -> TrainingData:
         model, info = self.fitted_generator(labelled, ctx)

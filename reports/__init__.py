@@ -1,0 +1,1 @@
+"""Reports: statistics across seeds, tidy tables, seaborn figures, HTML/Markdown, leaderboard."""

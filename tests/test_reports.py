@@ -1,0 +1,107 @@
+"""Reports and leaderboard: numbers match the results table, the HTML renders in a real browser,
+mixed protocols are refused."""
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from reports.report import build_report
+from tests_support import tiny_config_with
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished tiny run with a generative strategy (so quality columns and sample grids exist)."""
+    from bench.cli import main
+
+    tmp = tmp_path_factory.mktemp("report")
+    config = tiny_config_with(tmp, {
+        "strategies": ["none", {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}},
+                       {"name": "vae", "params": {"steps": 300}}],
+        "seeds": 3, "quality": {"samples": 100}})
+    out = tmp / "run"
+    assert main(["run", config, "--out", str(out)]) == 0
+    return out
+
+
+def test_run_writes_the_report(tiny_run):
+    report = tiny_run / "report"
+    assert (report / "index.html").is_file() and (report / "report.md").is_file()
+    assert {p.name for p in (report / "figures").glob("*.png")} >= {
+        "accuracy.png", "gain_heatmap.png", "gap.png", "learning_curves.png", "gain_vs_quality.png"}
+    assert (report / "tables" / "comparison.csv").is_file()
+    assert list((tiny_run / "samples").glob("*vae*.png"))
+
+
+def test_report_numbers_match_the_results_table(tiny_run):
+    results = pd.read_csv(tiny_run / "results.csv")
+    table = pd.read_csv(tiny_run / "report" / "tables" / "comparison.csv")
+    expected = results.groupby(["classifier", "strategy"])["test_accuracy"].mean()
+    for row in table.itertuples():
+        assert row.acc_mean == pytest.approx(expected[(row.classifier, row.strategy)], abs=1e-12)
+    paired = results.pivot_table(index=["classifier", "replicate"], columns="strategy", values="test_accuracy")
+    for row in table[table["strategy"] != "none"].itertuples():
+        delta = (paired[row.strategy] - paired["none"]).xs(row.classifier).mean()
+        assert row.delta_mean == pytest.approx(delta, abs=1e-12)
+    markdown = (tiny_run / "report" / "report.md").read_text()
+    html = (tiny_run / "report" / "index.html").read_text()
+    for row in table.itertuples():  # each mean accuracy appears, as printed, in both reports
+        shown = f"{100 * row.acc_mean:.1f} ["
+        assert shown in markdown and shown in html
+
+
+def test_report_refuses_a_folder_without_results(tmp_path, cli):
+    code, _, err = cli("report", tmp_path)
+    assert code == 2 and "no results.parquet" in err
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHECK_IMAGES = """<script>
+window.addEventListener('load', () => {
+  const images = [...document.images];
+  const ok = images.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.title = 'images ' + ok + '/' + images.length;
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    html = (tiny_run / "report" / "index.html").read_text()
+    # no file is missing: every link or source is embedded data or a file that exists
+    for target in re.findall(r'(?:src|href)=["\']([^"\']+)["\']', html):
+        assert target.startswith("data:image/png;base64,") or (tiny_run / "report" / target).is_file(), target
+    probe = tiny_run / "report" / "probe.html"
+    probe.write_text(html.replace("</body>", CHECK_IMAGES + "</body>"))
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    probe.unlink()
+    title = re.search(r"<title>(.*?)</title>", result.stdout)
+    assert title, result.stderr[-2000:]
+    loaded, total = map(int, re.fullmatch(r"images (\d+)/(\d+)", title.group(1)).groups())
+    assert total >= 6 and loaded == total
+
+
+def test_leaderboard_ranks_a_run(tiny_run, tmp_path, cli):
+    code, out, err = cli("leaderboard", tiny_run, "--out", tmp_path)
+    assert code == 0, err
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert set(board["strategy"]) == {"none", "classical-basic", "vae"}
+    assert board["mean_rank"].is_monotonic_increasing
+    assert ((board["wins"] + board["ties"] + board["losses"])[board["strategy"] != "none"] == 2).all()
+    assert "augbench leaderboard" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_leaderboard_refuses_mixed_protocols(tiny_run, tmp_path, cli):
+    other = tmp_path / "other"
+    config = tiny_config_with(tmp_path, {"strategies": ["none"], "split": {"seed": 1, "val_per_class": 10},
+                                         "quality": {"enabled": False}})
+    assert cli("run", config, "--out", other)[0] == 0
+    code, _, err = cli("leaderboard", tiny_run, other, "--out", tmp_path / "board")
+    assert code == 2 and "different protocols" in err and "split" in err
+    assert not (tmp_path / "board").exists()
