@@ -1,4 +1,4 @@
-"""The ``augbench`` command line: run, report, leaderboard, list, bench-augment."""
+"""The ``augbench`` command line: run, tune, report, leaderboard, list, bench-augment."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +29,14 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
     for path in write_leaderboard([Path(d) for d in args.run_dirs], Path(args.out)):
         print(f"wrote {path}")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from bench.tune import run_tuning
+
+    run_tuning(args.config, args.set or [], args.trials, args.storage, args.study,
+               Path(args.out) if args.out else None, args.workers)
     return 0
 
 
@@ -80,6 +88,25 @@ def build_parser() -> argparse.ArgumentParser:
                           "--set 'regimes=[10, 50]' (repeatable)")
     run.add_argument("--out", metavar="DIR", help="run folder (default: runs/<config name>-<config hash>)")
     run.set_defaults(func=_cmd_run)
+
+    tune = sub.add_parser("tune", help="tune each strategy's knobs (ratio, policy, magnitude) with Optuna on "
+                                       "validation data",
+                          description="One Optuna study per (data, regime, strategy, classifier), the same number "
+                                      "of trials for every strategy, objective = validation accuracy (test data is "
+                                      "never read), pruning on the validation curve. Writes the trials, a report, and "
+                                      "a config per (data, regime, classifier) that `augbench run` evaluates on fresh "
+                                      "seeds. A restarted tune resumes its studies.")
+    tune.add_argument("config", nargs="?", default=None,
+                      help="a YAML config path or bundled name (default quick; see quick-tune)")
+    tune.add_argument("--trials", type=int, help="trials per study (default: the config's tune.trials)")
+    tune.add_argument("--storage", help="SQLAlchemy URL of the Optuna storage, e.g. "
+                                        "postgresql://user@host/db to share studies between workers "
+                                        "(default: SQLite in the output folder)")
+    tune.add_argument("--study", help="study name prefix (default: <config name>-<config hash>)")
+    tune.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    tune.add_argument("--out", metavar="DIR", help="output folder (default: runs/tune-<config name>-<hash>)")
+    tune.add_argument("--workers", type=int, help="processes running studies side by side (default: automatic)")
+    tune.set_defaults(func=_cmd_tune)
 
     report = sub.add_parser("report", help="write the HTML and Markdown report of a run folder",
                             description="Statistics across seeds, paired tests against `none`, figures and "

@@ -18,7 +18,7 @@ from bench.splits import SplitSpec
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "quick"
 TOP_LEVEL_KEYS = {"name", "datasets", "regimes", "split", "strategies", "classifiers", "seeds",
-                  "budget", "device", "workers", "eval_points", "quality"}
+                  "budget", "device", "workers", "eval_points", "quality", "tune"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,14 @@ class QualitySpec:
 
 
 @dataclass(frozen=True)
+class TuneSpec:
+    """`augbench tune` settings: the trial budget of every study and the seeds per trial."""
+
+    trials: int = 8
+    seeds: int = 1
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     name: str
     datasets: tuple[DatasetSpec, ...]
@@ -53,13 +61,14 @@ class BenchConfig:
     device: str  # auto, cpu or cuda
     workers: int  # 0 = automatic
     quality: QualitySpec
+    tune: TuneSpec
     raw: dict  # the resolved config as plain data, saved with every run
 
     @property
     def fingerprint(self) -> str:
-        """Hash of the resolved config (less ``workers``, which changes no result): a run folder
-        holds results of exactly one config."""
-        protocol = {k: v for k, v in self.raw.items() if k != "workers"}
+        """Hash of the resolved config (less ``workers`` and ``tune``, which change no run result):
+        a run folder holds results of exactly one config."""
+        protocol = {k: v for k, v in self.raw.items() if k not in ("workers", "tune")}
         return hashlib.sha256(canonical_json(protocol).encode()).hexdigest()[:16]
 
 
@@ -199,6 +208,13 @@ def _quality(data: Any) -> QualitySpec:
                        inception_weights=None if weights is None else str(weights))
 
 
+def _tune(data: Any) -> TuneSpec:
+    if not isinstance(data, dict) or set(data) - {"trials", "seeds"}:
+        raise UserError("config field tune: expected a mapping with trials, seeds")
+    return TuneSpec(trials=_int(data.get("trials", 8), "tune.trials", 1, 100_000),
+                    seeds=_int(data.get("seeds", 1), "tune.seeds", 1, 100))
+
+
 def parse_config(data: dict, default_name: str = "custom") -> BenchConfig:
     """Validate plain config data into a BenchConfig."""
     unknown = set(data) - TOP_LEVEL_KEYS
@@ -247,6 +263,7 @@ def parse_config(data: dict, default_name: str = "custom") -> BenchConfig:
         device=device,
         workers=_int(data.get("workers", 0), "workers", 0, 256),
         quality=quality,
+        tune=_tune(data.get("tune") or {}),
         raw={},
     )
     raw = {
@@ -262,6 +279,7 @@ def parse_config(data: dict, default_name: str = "custom") -> BenchConfig:
         "device": device,
         "workers": config.workers,
         "quality": vars(quality),
+        "tune": vars(config.tune),
     }
     object.__setattr__(config, "raw", raw)
     return config

@@ -107,11 +107,14 @@ def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
             return make_strategy(cell.strategy).fit(split.labelled, ctx)
 
 
-def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None,
-             on_eval=None, split: Split | None = None) -> dict:
-    """Run one cell and return its result record (status ``failed`` with a reason on divergence)."""
+def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, split: Split,
+                  on_eval=None) -> tuple[dict, torch.nn.Module | None, object]:
+    """Fit the cell's strategy and train its classifier, reading no test data.
+
+    Returns (record, model, training data); on divergence the record says ``failed`` and the model
+    is None. The quality step (which compares with test images) runs only where asked by the cell.
+    """
     dataset = cached_dataset(cell.dataset)
-    split = split or make_split(dataset, cell.regime, cell.split, cell.replicate)
     spec = CLASSIFIERS.get(cell.classifier)
     steps = spec.recipe.steps(len(split.labelled), cell.budget_scale)
     record = {"key": cell.key, "dataset": cell.dataset.name, "data_hash": cell.data_hash, "regime": cell.regime_label,
@@ -120,9 +123,8 @@ def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None,
               "replicate": cell.replicate, "seed": cell.seed, "suite_version": SUITE_VERSION,
               "split_seed": cell.split.seed, "budget_scale": cell.budget_scale, "budget_steps": steps,
               "batch_size": spec.recipe.batch_size, "n_real": len(split.labelled), "n_val": len(split.val),
-              "n_test": len(split.test), "device": provenance.device_name(device),
-              "revision": provenance.git_revision(), "started": provenance.now(), "status": "ok",
-              "failure_reason": ""}
+              "device": provenance.device_name(device), "revision": provenance.git_revision(),
+              "started": provenance.now(), "status": "ok", "failure_reason": "", "curve": []}
     try:
         data = fit_strategy(cell, dataset, split, device, cache_dir, record)
         record.update(data.info)
@@ -139,11 +141,20 @@ def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None,
                 result = train(model, spec.recipe, data, split.val, steps=steps, num_classes=dataset.num_classes,
                                device=device, generator=generator, eval_points=cell.eval_points, on_eval=on_eval)
     except CellFailed as exc:
-        record.update(status="failed", failure_reason=str(exc), curve=[], finished=provenance.now())
-        return record
-    record.update(_evaluate(model, split, device))
+        record.update(status="failed", failure_reason=str(exc), finished=provenance.now())
+        return record, None, None
     record["curve"] = result.curve
-    record["finished"] = provenance.now()
+    return record, model, data
+
+
+def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None) -> dict:
+    """Run one cell and return its result record (status ``failed`` with a reason on divergence)."""
+    dataset = cached_dataset(cell.dataset)
+    split = make_split(dataset, cell.regime, cell.split, cell.replicate)
+    record, model, _ = fit_and_train(cell, device, cache_dir, split)
+    if model is not None:
+        record.update(_evaluate(model, split, device))
+        record["finished"] = provenance.now()
     return record
 
 
@@ -169,7 +180,7 @@ def _evaluate(model, split: Split, device: torch.device) -> dict:
     test = classification_metrics(predict(model, split.test.images, device), split.test.labels)
     train_m = classification_metrics(predict(model, split.labelled.images, device), split.labelled.labels)
     val = classification_metrics(predict(model, split.val.images, device), split.val.labels)
-    return {**{f"test_{k}": v for k, v in test.items()},
+    return {**{f"test_{k}": v for k, v in test.items()}, "n_test": len(split.test),
             "train_accuracy": train_m["accuracy"], "train_nll": train_m["nll"],
             "val_accuracy": val["accuracy"],
             "gap_accuracy": train_m["accuracy"] - test["accuracy"],

@@ -21,6 +21,7 @@ class Param:
 
     ``low``/``high`` bound numbers (inclusive); ``choices`` lists valid strings, unless ``check``
     validates them (e.g. composed policies), in which case ``choices`` is only the tuning space.
+    Params with ``tune=True`` form the strategy's search space.
     """
 
     default: Any
@@ -30,6 +31,7 @@ class Param:
     log: bool = False
     check: Callable[[Any, str], Any] | None = None
     help: str = ""
+    tune: bool = False  # part of the strategy's search space for `augbench tune`
 
     def validate(self, value: Any, where: str) -> Any:
         if self.check is not None:
@@ -89,6 +91,10 @@ class Strategy:
                             f"{cls.name!r}; known: {known}")
         return {name: spec.validate(given.get(name, spec.default), f"{where}.{name}")
                 for name, spec in cls.params.items()}
+
+    @classmethod
+    def search_space(cls) -> dict[str, Param]:
+        return {name: spec for name, spec in cls.params.items() if spec.tune}
 
     def fit(self, labelled: ImageSet, ctx: FitContext) -> TrainingData:
         raise NotImplementedError

@@ -17,8 +17,8 @@ class Classical(Strategy):
 
     params = {
         "policy": Param("basic", choices=tuple(POLICIES.names()), check=_check_policy,
-                        help="policy names joined by '+', applied in order"),
-        "magnitude": Param(0.5, low=0.0, high=1.0, help="strength of every policy"),
+                        help="policy names joined by '+', applied in order", tune=True),
+        "magnitude": Param(0.5, low=0.0, high=1.0, help="strength of every policy", tune=True),
     }
 
     def batch_transform(self, hflip: bool):

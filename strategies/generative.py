@@ -21,7 +21,7 @@ from bench.splits import derive_seed
 from strategies.base import FitContext, Param, Strategy, TrainingData
 
 GENERATOR_CODE_VERSION = "1"  # bump when a generator's architecture or training changes
-RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, class-balanced")
+RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, class-balanced", tune=True)
 COLLAPSE_THRESHOLD = 0.1  # per-class sample diversity below this share of the real diversity = collapse
 
 

@@ -1,0 +1,248 @@
+"""``augbench tune``: one Optuna study per (data, regime, strategy, classifier), the same trial
+budget for every strategy, objective = validation accuracy (test data is never read).
+
+Trials use replicate seeds from TUNE_REPLICATE_OFFSET on, so the evaluation run of the tuned
+config (seeds 0, 1, ...) uses fresh seeds. Storage is any SQLAlchemy URL (default: SQLite in the
+output folder); several `augbench tune` processes on one PostgreSQL study share its budget. A
+killed worker's trial is failed by its stale heartbeat and retried, so no trial is lost.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+import warnings
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import yaml
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+from bench import provenance
+from bench.config import BenchConfig, QualitySpec, StrategyEntry, load_config
+from bench.data import DatasetSpec
+from bench.errors import UserError
+from bench.runner import Cell, cached_dataset, default_workers, fit_and_train
+from bench.splits import derive_seed, make_split
+from bench.store import atomic_write
+from strategies import STRATEGIES, Param
+
+TUNE_REPLICATE_OFFSET = 1000
+HEARTBEAT_SECONDS = 5
+GRACE_SECONDS = 15
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are documented
+
+
+class SurplusTrial(Exception):
+    """A trial started by a race between workers after the budget was already taken."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    dataset: DatasetSpec
+    data_hash: str
+    regime: int | None
+    entry: StrategyEntry
+    classifier: str
+
+    @property
+    def regime_label(self) -> str:
+        return "all" if self.regime is None else str(self.regime)
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}/{self.dataset.name}/{self.regime_label}/{self.entry.label}/{self.classifier}"
+
+
+def studies_of(config: BenchConfig, data_hashes: dict[str, str]) -> list[StudySpec]:
+    """A study per (data, regime, strategy, classifier); strategies with no search space are skipped."""
+    return [StudySpec(d, data_hashes[d.name], r, s, c) for d in config.datasets for r in config.regimes
+            for s in config.strategies if STRATEGIES.get(s.name).search_space() for c in config.classifiers]
+
+
+def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict:
+    values = {}
+    for name, spec in space.items():
+        if spec.choices is not None:
+            values[name] = trial.suggest_categorical(name, list(spec.choices))
+        elif isinstance(spec.default, int):
+            values[name] = trial.suggest_int(name, int(spec.low), int(spec.high), log=spec.log)
+        else:
+            values[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+    return values
+
+
+def make_objective(spec: StudySpec, config: BenchConfig, n_trials: int, device, cache_dir: Path):
+    """Mean final validation accuracy over ``config.tune.seeds`` replicates; prunes on the curve."""
+    cls = STRATEGIES.get(spec.entry.name)
+
+    def objective(trial: optuna.Trial) -> float:
+        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=COUNTED + (TrialState.RUNNING,))
+                   if t.number < trial.number and not t.user_attrs.get("surplus")]
+        if len(earlier) >= n_trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial {trial.number} is beyond the budget of {n_trials}")
+        trial.set_user_attr("worker", _worker_id())
+        params = cls.resolve_params({**spec.entry.params, **suggest(trial, cls.search_space())}, "tuned params")
+        entry = replace(spec.entry, params=params)
+        dataset = cached_dataset(spec.dataset)
+        accuracies = []
+        for k in range(config.tune.seeds):
+            cell = Cell(spec.dataset, spec.data_hash, spec.regime, config.split, entry, spec.classifier,
+                        TUNE_REPLICATE_OFFSET + k, config.budget_scale, config.eval_points, QualitySpec(enabled=False))
+            split = make_split(dataset, spec.regime, config.split, cell.replicate)
+
+            def on_eval(point: int, accuracy: float, seed_index: int = k) -> None:
+                trial.report(accuracy, step=seed_index * config.eval_points + point)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at evaluation point {point} (validation {accuracy:.3f})")
+
+            record, _, _ = fit_and_train(cell, device, cache_dir, split, on_eval)
+            if record["status"] != "ok":
+                trial.set_user_attr("failure", record["failure_reason"])
+                raise optuna.TrialPruned(record["failure_reason"])
+            accuracies.append(record["curve"][-1]["val_accuracy"])
+        return sum(accuracies) / len(accuracies)
+
+    return objective
+
+
+def _worker_id() -> str:
+    return f"{os.uname().nodename}:{os.getpid()}"
+
+
+def open_study(name: str, storage_url: str) -> optuna.Study:
+    engine = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else None  # workers share the file
+    for attempt in range(3):  # workers starting together race to create the tables: the loser retries
+        try:
+            storage = RDBStorage(storage_url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
+                                 grace_period=GRACE_SECONDS,
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+            break
+        except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
+            if attempt == 2:
+                raise UserError(f"--storage {storage_url}: cannot open ({type(exc).__name__}: {exc})") from None
+            time.sleep(1.0 + attempt)
+    return optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                               # a seed per worker: workers with one seed would propose the same params
+                               sampler=optuna.samplers.TPESampler(seed=derive_seed("sampler", name, _worker_id()) % 2**32),
+                               pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+
+
+def _counts(study: optuna.Study) -> Counter:
+    return Counter(t.state for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus"))
+
+
+def run_study(spec: StudySpec, config: BenchConfig, n_trials: int, storage_url: str, prefix: str,
+              device_type: str, cache_dir: str) -> str:
+    """Run trials until the study holds ``n_trials`` finished ones (with any other workers)."""
+    import torch
+
+    if device_type == "cpu":
+        torch.set_num_threads(1)
+    name = spec.name(prefix)
+    study = open_study(name, storage_url)
+    objective = make_objective(spec, config, n_trials, torch.device(device_type), Path(cache_dir))
+    while True:
+        counts = _counts(study)
+        finished = sum(counts[s] for s in COUNTED)
+        if finished >= n_trials:
+            return name
+        if not counts[TrialState.WAITING] and finished + counts[TrialState.RUNNING] >= n_trials:
+            time.sleep(HEARTBEAT_SECONDS)  # other workers hold the rest, or a dead one's trial turns stale
+            fail_stale_trials(study)  # ... and is then queued again (WAITING) by the retry callback
+            continue
+        study.optimize(objective, n_trials=1, catch=(SurplusTrial,))  # takes a queued trial first
+
+
+def trials_table(config: BenchConfig, specs: list[StudySpec], storage_url: str, prefix: str) -> pd.DataFrame:
+    frames = []
+    for spec in specs:
+        study = open_study(spec.name(prefix), storage_url)
+        frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
+        frames.append(frame.assign(study=spec.name(prefix), dataset=spec.dataset.name, regime=spec.regime_label,
+                                   strategy=spec.entry.label, strategy_name=spec.entry.name,
+                                   classifier=spec.classifier))
+    table = pd.concat(frames, ignore_index=True)
+    if "user_attrs_surplus" in table:
+        table = table[table["user_attrs_surplus"] != True]  # noqa: E712 - NaN for the others
+    return table
+
+
+def best_params(study: optuna.Study) -> dict | None:
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return max(complete, key=lambda t: t.value).params if complete else None
+
+
+def tuned_configs(config: BenchConfig, specs: list[StudySpec], storage_url: str, prefix: str,
+                  out: Path) -> list[Path]:
+    """A config per (data, regime, classifier): `none`, each strategy at its default settings and
+    at its best tuned settings (label `<label>-tuned`), evaluated on fresh seeds by `augbench run`."""
+    written = []
+    groups = {(s.dataset, s.regime, s.classifier) for s in specs}
+    for dataset, regime, classifier in sorted(groups, key=lambda g: (g[0].name, str(g[1]), g[2])):
+        strategies = [dict(name=s.name, label=s.label, params=s.params) for s in config.strategies]
+        for spec in specs:
+            if (spec.dataset, spec.regime, spec.classifier) != (dataset, regime, classifier):
+                continue
+            best = best_params(open_study(spec.name(prefix), storage_url))
+            if best is not None:
+                strategies.append(dict(name=spec.entry.name, label=f"{spec.entry.label}-tuned",
+                                       params={**spec.entry.params, **best}))
+        raw = {**config.raw, "name": f"{config.name}-tuned-{dataset.name.replace(':', '-')}-"
+               f"{'all' if regime is None else regime}-{classifier}",
+               "datasets": [vars(dataset)], "regimes": ["all" if regime is None else regime],
+               "classifiers": [classifier], "strategies": strategies}
+        path = out / f"{raw['name']}.yaml"
+        atomic_write(path, f"# written by `augbench tune` on {provenance.now()}: best validation params of each "
+                           f"study; evaluate with `augbench run {path}`\n" + yaml.safe_dump(raw, sort_keys=False))
+        written.append(path)
+    return written
+
+
+def run_tuning(config_name: str | None, overrides: list[str], trials: int | None, storage: str | None,
+               study_prefix: str | None, out: Path | None, workers: int | None = None) -> Path:
+    from reports.tuning import build_tuning_report
+
+    config = load_config(config_name, overrides)
+    device = provenance.resolve_device(config.device)
+    hashes = {d.name: cached_dataset(d).content_hash for d in config.datasets}
+    specs = studies_of(config, hashes)
+    if not specs:
+        raise UserError("config: no strategy with a search space to tune (none has no knobs)")
+    n_trials = trials or config.tune.trials
+    out = out or Path("runs") / f"tune-{config.name}-{config.fingerprint[:8]}"
+    tuning = out / "tuning"
+    tuning.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(tuning / 'optuna.db').resolve()}"
+    prefix = study_prefix or f"{config.name}-{config.fingerprint[:8]}"
+    workers = workers or config.workers or default_workers(device)
+    print(f"augbench tune: {len(specs)} studies x {n_trials} trials ({config.tune.seeds} seed(s) each), "
+          f"storage {storage}, {workers} worker(s) -> {out}", file=sys.stderr)
+    for spec in specs:  # create the storage's tables and the studies before workers race to
+        open_study(spec.name(prefix), storage)
+    args = (config, n_trials, storage, prefix, device.type, str(out / "cache"))
+    start = time.perf_counter()
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for name in pool.map(run_study, specs, *[[a] * len(specs) for a in args]):
+                print(f"  done: {name}", file=sys.stderr)
+    else:
+        for spec in specs:
+            print(f"  done: {run_study(spec, *args)}", file=sys.stderr)
+    table = trials_table(config, specs, storage, prefix)
+    atomic_write(tuning / "trials.csv", table.to_csv(index=False))
+    configs = tuned_configs(config, specs, storage, prefix, tuning)
+    report = build_tuning_report(tuning, table, {s.name(prefix): open_study(s.name(prefix), storage) for s in specs})
+    print(f"tuned in {time.perf_counter() - start:.0f} s; trials: {tuning / 'trials.csv'}; report: {report}")
+    for path in configs:
+        print(f"evaluate on fresh seeds: augbench run {path}")
+    return out
