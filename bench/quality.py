@@ -207,7 +207,11 @@ def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: Qua
     trained_on = trained_on_images(data, n, dataset.num_classes, generator, device)
     test = split.test.subset(torch.randperm(len(split.test), generator=torch.Generator().manual_seed(seed))[:n])
     found = fidelity_metrics(trained_on.images, test.images, device, EVALUATOR, str(weights))
-    references = reference_distances(dataset, split, test.images, weights, device, seed)
+    with cache.lock("reference", cache_key(weights.name, n, seed)):  # shared by every strategy of a replicate
+        references = cache.load_json("reference", cache_key(weights.name, n, seed))
+        if references is None:
+            references = reference_distances(dataset, split, test.images, weights, device, seed)
+            cache.save_json("reference", cache_key(weights.name, n, seed), references)
     _, logits = evaluator_outputs(weights, trained_on.images, device)
     row = {"quality_n": n, "quality_extractor": f"{EVALUATOR}-cnn-v{SUITE_VERSION}",
            "evaluator_test_accuracy": evaluator_accuracy,

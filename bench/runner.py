@@ -170,8 +170,9 @@ def cached_quality(cell: Cell, dataset: Dataset, split: Split, data, device: tor
         if row is None:
             grid = (cache_dir.parent / "samples" /
                     f"{cell.dataset.name.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}-seed{cell.replicate}.png")
-            row = assess_quality(data, dataset, split, cell.quality, device, cache, cell.budget_scale,
-                                 cell.fit_seed % 2**62, grid)
+            # one seed per (data, split, regime, replicate): every strategy meets the same test images
+            seed = derive_seed("quality", *cell.fit_key_parts) % 2**62
+            row = assess_quality(data, dataset, split, cell.quality, device, cache, cell.budget_scale, seed, grid)
             cache.save_json("quality", key, row)
     return row
 
