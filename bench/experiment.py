@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from bench import provenance
@@ -29,8 +28,6 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
     workers = min(config.workers or default_workers(device), max(1, len(todo)))
-    if device.type == "cpu" and workers == 1:
-        torch.set_num_threads(torch.get_num_threads())
     print(f"augbench: {config.name}: {len(cells)} cells ({len(cells) - len(todo)} already done), "
           f"device {provenance.device_name(device)}, {workers} worker(s) -> {out}", file=sys.stderr)
 

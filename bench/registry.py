@@ -1,7 +1,7 @@
 """Name -> object registries, as in timm and torch-fidelity."""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, TypeVar
 
 from bench.errors import UserError
 
@@ -36,9 +36,3 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())

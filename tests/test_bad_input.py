@@ -1,12 +1,10 @@
 """Bad input: one clear message, exit code 2, no traceback, nothing overwritten."""
 import gzip
-import shutil
 
 import pytest
-import yaml
 
 from tests_support import tiny_config_with
-from conftest import TINY_CONFIG, run_subprocess
+from conftest import run_subprocess
 
 
 @pytest.mark.parametrize("change, expected", [

@@ -7,7 +7,6 @@ import subprocess
 import pandas as pd
 import pytest
 
-from reports.report import build_report
 from tests_support import tiny_config_with
 
 
