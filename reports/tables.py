@@ -96,13 +96,3 @@ def spearman(x: pd.Series, y: pd.Series) -> tuple[float, float, int]:
         return math.nan, math.nan, len(both)
     result = stats.spearmanr(both["x"], both["y"])
     return float(result.statistic), float(result.pvalue), len(both)
-
-
-def as_percent(table: pd.DataFrame, columns) -> pd.DataFrame:
-    out = table.copy()
-    for column in columns:
-        if column in out:
-            out[column] = out[column] * 100.0
-    return out
-
-
