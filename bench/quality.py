@@ -22,7 +22,8 @@ from bench.cache import FileCache, cache_key
 from bench.config import QualitySpec
 from bench.data import Dataset, ImageSet
 from bench.models import CLASSIFIERS, SUITE_VERSION, build_classifier
-from bench.splits import Split, SplitSpec, derive_seed, train_pool
+from bench.seeding import derive_seed, seeded
+from bench.splits import Split, SplitSpec, train_pool
 from bench.train import normalize, predict, to_input, train
 from strategies.base import TrainingData
 
@@ -79,6 +80,22 @@ class _Images(torch.utils.data.Dataset):
         return self.images[i]
 
 
+def train_cnn(images: ImageSet, val: ImageSet, num_classes: int, budget_scale: float, device: torch.device,
+              seed: int):
+    """The suite's `cnn`, trained by its recipe on ``images`` (val only feeds the learning curve)."""
+    recipe = CLASSIFIERS.get("cnn").recipe
+    with seeded(seed, device):
+        model = build_classifier("cnn", tuple(images.images.shape[1:]), num_classes)
+        train(model, recipe, TrainingData(real=images), val, steps=recipe.steps(len(images), budget_scale),
+              num_classes=num_classes, device=device, generator=torch.Generator(device=device).manual_seed(seed),
+              eval_points=1)
+    return model
+
+
+def accuracy_on(model, test: ImageSet, device: torch.device) -> float:
+    return (predict(model, test.images, device).argmax(1) == test.labels).float().mean().item()
+
+
 def evaluator(dataset: Dataset, split_spec: SplitSpec, device: torch.device, cache: FileCache,
               budget_scale: float) -> tuple[Path, float]:
     """The domain evaluator's weights file and its test accuracy (trained once, then cached)."""
@@ -87,15 +104,9 @@ def evaluator(dataset: Dataset, split_spec: SplitSpec, device: torch.device, cac
         meta = cache.load_json("evaluator", key)
         if meta is None:
             pool, test = train_pool(dataset, split_spec)
-            recipe = CLASSIFIERS.get("cnn").recipe
-            seed = derive_seed("evaluator", key)
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(seed)
-                model = build_classifier("cnn", dataset.image_shape, dataset.num_classes)
-                train(model, recipe, TrainingData(real=pool), pool.subset(torch.arange(min(500, len(pool)))),
-                      steps=recipe.steps(len(pool), budget_scale), num_classes=dataset.num_classes, device=device,
-                      generator=torch.Generator(device=device).manual_seed(seed), eval_points=1)
-            accuracy = (predict(model, test.images, device).argmax(1) == test.labels).float().mean().item()
+            model = train_cnn(pool, pool.subset(torch.arange(min(500, len(pool)))), dataset.num_classes,
+                              budget_scale, device, derive_seed("evaluator", key))
+            accuracy = accuracy_on(model, test, device)
             cache.save_tensors("evaluator", key, {"model": {k: v.cpu() for k, v in model.state_dict().items()},
                                                   "shape": torch.tensor(dataset.image_shape),
                                                   "num_classes": torch.tensor(dataset.num_classes)})
@@ -156,15 +167,9 @@ def memorization(weights: Path, synthetic: torch.Tensor, train_images: torch.Ten
 def classification_accuracy_score(data: TrainingData, split: Split, n: int, num_classes: int, device: torch.device,
                                   budget_scale: float, seed: int) -> float:
     """CAS: a `cnn` trained on n synthetic images only, accuracy on the real test images."""
-    generator = torch.Generator(device=device).manual_seed(seed)
-    synthetic = data.sampler(n, generator)
-    recipe = CLASSIFIERS.get("cnn").recipe
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        model = build_classifier("cnn", tuple(synthetic.images.shape[1:]), num_classes)
-        train(model, recipe, TrainingData(real=synthetic), split.val, steps=recipe.steps(n, budget_scale),
-              num_classes=num_classes, device=device, generator=generator, eval_points=1)
-    return (predict(model, split.test.images, device).argmax(1) == split.test.labels).float().mean().item()
+    synthetic = data.sampler(n, torch.Generator(device=device).manual_seed(seed))
+    model = train_cnn(synthetic, split.val, num_classes, budget_scale, device, seed)
+    return accuracy_on(model, split.test, device)
 
 
 def save_sample_grid(path: Path, real: ImageSet, synthetic: ImageSet, num_classes: int, per_class: int = 8) -> None:

@@ -20,7 +20,8 @@ from bench.errors import CellFailed
 from bench.metrics import classification_metrics
 from bench.models import CLASSIFIERS, SUITE_VERSION, build_classifier
 from bench.resources import measure
-from bench.splits import Split, SplitSpec, derive_seed, make_split
+from bench.seeding import derive_seed, seeded
+from bench.splits import Split, SplitSpec, make_split
 from bench.store import RunStore
 from bench.train import predict, train
 
@@ -101,8 +102,7 @@ def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
     fit_seed = cell.fit_seed
     ctx = FitContext(device=device, seed=fit_seed, num_classes=dataset.num_classes, hflip=dataset.hflip,
                      cache_dir=cache_dir, cache_key_parts=cell.fit_key_parts)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(fit_seed)
+    with seeded(fit_seed, device):
         with measure(device, timings, "fit"):
             return make_strategy(cell.strategy).fit(split.labelled, ctx)
 
@@ -134,8 +134,7 @@ def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, spli
         record["n_synthetic"] = 0 if data.synthetic is None else len(data.synthetic)
         record["budget_epochs"] = steps * spec.recipe.batch_size / (len(split.labelled) + record["n_synthetic"])
         generator = torch.Generator(device=device).manual_seed(cell.seed)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cell.seed)
+        with seeded(cell.seed, device):
             model = build_classifier(cell.classifier, dataset.image_shape, dataset.num_classes)
             with measure(device, record, "train"):
                 result = train(model, spec.recipe, data, split.val, steps=steps, num_classes=dataset.num_classes,

@@ -8,13 +8,13 @@
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from bench.data import Dataset, ImageSet
 from bench.errors import UserError
+from bench.seeding import derive_seed
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,6 @@ class Split:
     labelled_index: np.ndarray  # indices into the training pool, for provenance and tests
     val_index: np.ndarray
     spec: SplitSpec
-
-
-def derive_seed(*parts) -> int:
-    """A 63-bit seed from any parts (stable across runs and platforms)."""
-    text = "/".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
 
 
 def _stratified_take(labels: np.ndarray, per_class: int | None, rng: np.random.Generator,

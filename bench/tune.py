@@ -29,7 +29,8 @@ from bench.config import BenchConfig, QualitySpec, StrategyEntry, load_config
 from bench.data import DatasetSpec
 from bench.errors import UserError
 from bench.runner import Cell, cached_dataset, default_workers, fit_and_train
-from bench.splits import derive_seed, make_split
+from bench.seeding import derive_seed
+from bench.splits import make_split
 from bench.store import atomic_write
 from strategies import STRATEGIES, Param
 

@@ -17,7 +17,7 @@ from torch import nn
 from bench.cache import FileCache, cache_key
 from bench.data import ImageSet
 from bench.errors import CellFailed
-from bench.splits import derive_seed
+from bench.seeding import derive_seed, seeded
 from strategies.base import FitContext, Param, Strategy, TrainingData
 
 GENERATOR_CODE_VERSION = "1"  # bump when a generator's architecture or training changes
@@ -122,8 +122,7 @@ class GenerativeStrategy(Strategy):
         """Train and check the generator; return the seconds its training took."""
         start = time.perf_counter()
         generator = torch.Generator(device=ctx.device).manual_seed(derive_seed("generator", key))
-        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
-            torch.manual_seed(derive_seed("generator-init", key))
+        with seeded(derive_seed("generator-init", key), ctx.device):
             model.to(ctx.device).train()
             self.train_generator(model, labelled, ctx, steps, generator)
         seconds = time.perf_counter() - start
