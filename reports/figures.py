@@ -126,10 +126,13 @@ def gain_distribution(results: pd.DataFrame):
 
 
 def accuracy_vs_ratio(trials: pd.DataFrame):
-    """Validation accuracy of tuning trials against the synthetic:real ratio."""
-    if trials.empty or "params_ratio" not in trials or trials["params_ratio"].isna().all():
+    """Validation accuracy of finished tuning trials against the synthetic:real ratio (a pruned
+    trial's value is only where it stopped, so it is left out)."""
+    if trials.empty or "params_ratio" not in trials:
         return None
-    data = trials[trials["params_ratio"].notna()]
+    data = trials[trials["params_ratio"].notna() & (trials["state"] == "COMPLETE")]
+    if data.empty:
+        return None
     grid = sns.relplot(data=data, x="params_ratio", y="value", hue="strategy", col="classifier", height=3.5,
                        aspect=1.3)
     grid.set_axis_labels("synthetic : real ratio", "validation accuracy")
