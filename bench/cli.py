@@ -10,6 +10,17 @@ from bench.errors import UserError
 EPILOG = "Run `augbench COMMAND --help` for a command's options."
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.experiment import run_experiment
 
@@ -98,14 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "seeds. A restarted tune resumes its studies.")
     tune.add_argument("config", nargs="?", default=None,
                       help="a YAML config path or bundled name (default quick; see quick-tune)")
-    tune.add_argument("--trials", type=int, help="trials per study (default: the config's tune.trials)")
+    tune.add_argument("--trials", type=positive_int, help="trials per study (default: the config's tune.trials)")
     tune.add_argument("--storage", help="SQLAlchemy URL of the Optuna storage, e.g. "
                                         "postgresql://user@host/db to share studies between workers "
                                         "(default: SQLite in the output folder)")
     tune.add_argument("--study", help="study name prefix (default: <config name>-<config hash>)")
     tune.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     tune.add_argument("--out", metavar="DIR", help="output folder (default: runs/tune-<config name>-<hash>)")
-    tune.add_argument("--workers", type=int, help="processes running studies side by side (default: automatic)")
+    tune.add_argument("--workers", type=positive_int, help="processes running studies side by side (default: automatic)")
     tune.set_defaults(func=_cmd_tune)
 
     report = sub.add_parser("report", help="write the HTML and Markdown report of a run folder",
@@ -134,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "torchvision v2 pipeline, on the same policy and model, in one process.")
     bench.add_argument("--dataset", default="mnist5k", help="data set (default mnist5k)")
     bench.add_argument("--policy", default="basic", help="policy: basic or trivialaugment (default basic)")
-    bench.add_argument("--images", type=int, default=5000, help="images to augment per measurement")
-    bench.add_argument("--steps", type=int, default=40, help="training steps per measurement")
+    bench.add_argument("--images", type=positive_int, default=5000, help="images to augment per measurement")
+    bench.add_argument("--steps", type=positive_int, default=40, help="training steps per measurement")
     bench.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     bench.set_defaults(func=_cmd_bench_augment)
     return parser

@@ -104,3 +104,15 @@ def test_user_errors_print_no_traceback_from_a_real_process(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("augbench: error:") and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [["tune", "--trials", "0"], ["tune", "--workers", "-1"],
+                                  ["bench-augment", "--steps", "x"]])
+def test_bad_command_line_numbers(args, capsys):
+    from bench.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument --" in err and "Traceback" not in err
