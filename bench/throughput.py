@@ -16,6 +16,7 @@ from bench.augment import make_batch_transform, parse_policy
 from bench.data import DatasetSpec, ImageSet, load_dataset
 from bench.errors import UserError
 from bench.models import CLASSIFIERS, build_classifier
+from bench.seeding import seeded
 from bench.train import normalize, to_input, train
 from strategies.base import TrainingData
 
@@ -96,29 +97,29 @@ def measure_training(images: ImageSet, val: ImageSet, policy: str, hflip: bool, 
     device = torch.device("cpu")
 
     def ours():
-        torch.manual_seed(0)
-        train(build_classifier("cnn", shape, 10), recipe, data, val, steps=steps, num_classes=10, device=device,
-              generator=torch.Generator().manual_seed(0), eval_points=1)
+        with seeded(0, device):
+            train(build_classifier("cnn", shape, 10), recipe, data, val, steps=steps, num_classes=10, device=device,
+                  generator=torch.Generator().manual_seed(0), eval_points=1)
 
     loader = DataLoader(PerSampleDataset(images, reference_transform(policy, shape[-1], hflip)),
                         batch_size=recipe.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(0))
 
     def reference():
-        torch.manual_seed(0)
-        model = build_classifier("cnn", shape, 10)
-        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True,
-                                    weight_decay=recipe.weight_decay)
-        done = 0
-        while done < steps:
-            for x, y in loader:
-                loss = F.cross_entropy(model(normalize(x)), y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                done += 1
-                if done == steps:
-                    break
+        with seeded(0, device):
+            model = build_classifier("cnn", shape, 10)
+            optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True,
+                                        weight_decay=recipe.weight_decay)
+            done = 0
+            while done < steps:
+                for x, y in loader:
+                    loss = F.cross_entropy(model(normalize(x)), y)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    done += 1
+                    if done == steps:
+                        break
 
     n = steps * recipe.batch_size
     return _rate(n, _time(ours)), _rate(n, _time(reference))
