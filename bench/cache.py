@@ -12,7 +12,7 @@ import io
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -64,3 +64,12 @@ class FileCache:
 
     def save_json(self, kind: str, key: str, data: dict) -> None:
         atomic_write(self._path(kind, key, ".json"), json.dumps(data, default=str))
+
+    def json_once(self, kind: str, key: str, compute: Callable[[], dict]) -> dict:
+        """The entry's data; the first process to need it computes and saves it, the others wait."""
+        with self.lock(kind, key):
+            data = self.load_json(kind, key)
+            if data is None:
+                data = compute()
+                self.save_json(kind, key, data)
+        return data

@@ -100,18 +100,17 @@ def evaluator(dataset: Dataset, split_spec: SplitSpec, device: torch.device, cac
               budget_scale: float) -> tuple[Path, float]:
     """The domain evaluator's weights file and its test accuracy (trained once, then cached)."""
     key = cache_key(EVALUATOR_VERSION, SUITE_VERSION, dataset.content_hash, split_spec, budget_scale)
-    with cache.lock("evaluator", key):
-        meta = cache.load_json("evaluator", key)
-        if meta is None:
-            pool, test = train_pool(dataset, split_spec)
-            model = train_cnn(pool, pool.subset(torch.arange(min(500, len(pool)))), dataset.num_classes,
-                              budget_scale, device, derive_seed("evaluator", key))
-            accuracy = accuracy_on(model, test, device)
-            cache.save_tensors("evaluator", key, {"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                                                  "shape": torch.tensor(dataset.image_shape),
-                                                  "num_classes": torch.tensor(dataset.num_classes)})
-            meta = {"test_accuracy": accuracy}
-            cache.save_json("evaluator", key, meta)
+
+    def fit() -> dict:
+        pool, test = train_pool(dataset, split_spec)
+        model = train_cnn(pool, pool.subset(torch.arange(min(500, len(pool)))), dataset.num_classes,
+                          budget_scale, device, derive_seed("evaluator", key))
+        cache.save_tensors("evaluator", key, {"model": {k: v.cpu() for k, v in model.state_dict().items()},
+                                              "shape": torch.tensor(dataset.image_shape),
+                                              "num_classes": torch.tensor(dataset.num_classes)})
+        return {"test_accuracy": accuracy_on(model, test, device)}
+
+    meta = cache.json_once("evaluator", key, fit)
     return cache.tensors_path("evaluator", key), meta["test_accuracy"]
 
 
@@ -144,20 +143,24 @@ def fidelity_metrics(first: torch.Tensor, second: torch.Tensor, device: torch.de
         **{m: True for m in metrics})
 
 
+def load_evaluator(weights: Path, device: torch.device) -> EvaluatorExtractor:
+    return EvaluatorExtractor(EVALUATOR, ["features", "logits"], feature_extractor_weights_path=weights).to(device).eval()
+
+
 @torch.no_grad()
-def evaluator_outputs(weights: Path, images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluator_outputs(net: EvaluatorExtractor, images: torch.Tensor,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, logits) of the evaluator for uint8 images."""
-    net = EvaluatorExtractor(EVALUATOR, ["features", "logits"], feature_extractor_weights_path=weights).to(device).eval()
     outs = [net(chunk.to(device)) for chunk in images.split(1024)]
     return torch.cat([o[0] for o in outs]).cpu(), torch.cat([o[1] for o in outs]).cpu()
 
 
-def memorization(weights: Path, synthetic: torch.Tensor, train_images: torch.Tensor, test_images: torch.Tensor,
-                 device: torch.device) -> dict:
+def memorization(net: EvaluatorExtractor, synthetic: torch.Tensor, train_images: torch.Tensor,
+                 test_images: torch.Tensor, device: torch.device) -> dict:
     """Nearest-neighbour distances to the training images in the evaluator's feature space."""
-    train_f, _ = evaluator_outputs(weights, train_images, device)
-    synth_nn = torch.cdist(evaluator_outputs(weights, synthetic, device)[0], train_f).min(1).values
-    test_nn = torch.cdist(evaluator_outputs(weights, test_images, device)[0], train_f).min(1).values
+    train_f, _ = evaluator_outputs(net, train_images, device)
+    synth_nn = torch.cdist(evaluator_outputs(net, synthetic, device)[0], train_f).min(1).values
+    test_nn = torch.cdist(evaluator_outputs(net, test_images, device)[0], train_f).min(1).values
     threshold = torch.quantile(test_nn, NEAR_COPY_PERCENTILE)
     return {"mem_nn_synthetic_median": synth_nn.median().item(), "mem_nn_test_median": test_nn.median().item(),
             "mem_nn_ratio": (synth_nn.median() / test_nn.median().clamp_min(1e-12)).item(),
@@ -212,12 +215,11 @@ def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: Qua
     trained_on = trained_on_images(data, n, dataset.num_classes, generator, device)
     test = split.test.subset(torch.randperm(len(split.test), generator=torch.Generator().manual_seed(seed))[:n])
     found = fidelity_metrics(trained_on.images, test.images, device, EVALUATOR, str(weights))
-    with cache.lock("reference", cache_key(weights.name, n, seed)):  # shared by every strategy of a replicate
-        references = cache.load_json("reference", cache_key(weights.name, n, seed))
-        if references is None:
-            references = reference_distances(dataset, split, test.images, weights, device, seed)
-            cache.save_json("reference", cache_key(weights.name, n, seed), references)
-    _, logits = evaluator_outputs(weights, trained_on.images, device)
+    references = cache.json_once(  # shared by every strategy of a replicate
+        "reference", cache_key(weights.name, n, seed),
+        lambda: reference_distances(dataset, split, test.images, weights, device, seed))
+    net = load_evaluator(weights, device)
+    _, logits = evaluator_outputs(net, trained_on.images, device)
     row = {"quality_n": n, "quality_extractor": f"{EVALUATOR}-cnn-v{SUITE_VERSION}",
            "evaluator_test_accuracy": evaluator_accuracy,
            "fid_evaluator": found["frechet_inception_distance"],
@@ -236,7 +238,7 @@ def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: Qua
         synthetic = data.sampler(n, torch.Generator(device=device).manual_seed(seed + 1))
         row["cas_accuracy"] = classification_accuracy_score(data, split, n, dataset.num_classes, device,
                                                             budget_scale, seed + 2)
-        row.update(memorization(weights, synthetic.images, split.labelled.images, test.images, device))
+        row.update(memorization(net, synthetic.images, split.labelled.images, test.images, device))
         if grid_path is not None:
             save_sample_grid(grid_path, split.labelled, synthetic, dataset.num_classes)
             row["sample_grid"] = str(grid_path)

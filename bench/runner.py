@@ -108,10 +108,10 @@ def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
 
 
 def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, split: Split,
-                  on_eval=None) -> tuple[dict, torch.nn.Module | None, object]:
+                  on_eval=None) -> tuple[dict, torch.nn.Module | None]:
     """Fit the cell's strategy and train its classifier, reading no test data.
 
-    Returns (record, model, training data); on divergence the record says ``failed`` and the model
+    Returns (record, model); on divergence the record says ``failed`` and the model
     is None. The quality step (which compares with test images) runs only where asked by the cell.
     """
     dataset = cached_dataset(cell.dataset)
@@ -141,16 +141,16 @@ def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, spli
                                device=device, generator=generator, eval_points=cell.eval_points, on_eval=on_eval)
     except CellFailed as exc:
         record.update(status="failed", failure_reason=str(exc), finished=provenance.now())
-        return record, None, None
+        return record, None
     record["curve"] = result.curve
-    return record, model, data
+    return record, model
 
 
 def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None) -> dict:
     """Run one cell and return its result record (status ``failed`` with a reason on divergence)."""
     dataset = cached_dataset(cell.dataset)
     split = make_split(dataset, cell.regime, cell.split, cell.replicate)
-    record, model, _ = fit_and_train(cell, device, cache_dir, split)
+    record, model = fit_and_train(cell, device, cache_dir, split)
     if model is not None:
         record.update(_evaluate(model, split, device))
         record["finished"] = provenance.now()
@@ -164,16 +164,12 @@ def cached_quality(cell: Cell, dataset: Dataset, split: Split, data, device: tor
     cache = FileCache(cache_dir)
     key = cache_key(cell.fit_key_parts, cell.strategy.name, cell.strategy.params, asdict(cell.quality),
                     cell.budget_scale, EVALUATOR_VERSION)
-    with cache.lock("quality", key):
-        row = cache.load_json("quality", key)
-        if row is None:
-            grid = (cache_dir.parent / "samples" /
-                    f"{cell.dataset.name.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}-seed{cell.replicate}.png")
-            # one seed per (data, split, regime, replicate): every strategy meets the same test images
-            seed = derive_seed("quality", *cell.fit_key_parts) % 2**62
-            row = assess_quality(data, dataset, split, cell.quality, device, cache, cell.budget_scale, seed, grid)
-            cache.save_json("quality", key, row)
-    return row
+    grid = (cache_dir.parent / "samples" /
+            f"{cell.dataset.name.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}-seed{cell.replicate}.png")
+    # one seed per (data, split, regime, replicate): every strategy meets the same test images
+    seed = derive_seed("quality", *cell.fit_key_parts) % 2**62
+    return cache.json_once("quality", key, lambda: assess_quality(data, dataset, split, cell.quality, device, cache,
+                                                                  cell.budget_scale, seed, grid))
 
 
 def _evaluate(model, split: Split, device: torch.device) -> dict:

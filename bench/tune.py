@@ -106,7 +106,7 @@ def make_objective(spec: StudySpec, config: BenchConfig, n_trials: int, device, 
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at evaluation point {point} (validation {accuracy:.3f})")
 
-            record, _, _ = fit_and_train(cell, device, cache_dir, split, on_eval)
+            record, _ = fit_and_train(cell, device, cache_dir, split, on_eval)
             if record["status"] != "ok":
                 trial.set_user_attr("failure", record["failure_reason"])
                 raise optuna.TrialPruned(record["failure_reason"])
@@ -164,11 +164,10 @@ def run_study(spec: StudySpec, config: BenchConfig, n_trials: int, storage_url: 
         study.optimize(objective, n_trials=1, catch=(SurplusTrial,))  # takes a queued trial first
 
 
-def trials_table(config: BenchConfig, specs: list[StudySpec], storage_url: str, prefix: str) -> pd.DataFrame:
+def trials_table(specs: list[StudySpec], studies: dict[str, optuna.Study], prefix: str) -> pd.DataFrame:
     frames = []
     for spec in specs:
-        study = open_study(spec.name(prefix), storage_url)
-        frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
+        frame = studies[spec.name(prefix)].trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
         frames.append(frame.assign(study=spec.name(prefix), dataset=spec.dataset.name, regime=spec.regime_label,
                                    strategy=spec.entry.label, strategy_name=spec.entry.name,
                                    classifier=spec.classifier))
@@ -183,25 +182,26 @@ def best_params(study: optuna.Study) -> dict | None:
     return max(complete, key=lambda t: t.value).params if complete else None
 
 
-def tuned_configs(config: BenchConfig, specs: list[StudySpec], storage_url: str, prefix: str,
+def tuned_configs(config: BenchConfig, specs: list[StudySpec], studies: dict[str, optuna.Study], prefix: str,
                   out: Path) -> list[Path]:
     """A config per (data, regime, classifier): `none`, each strategy at its default settings and
     at its best tuned settings (label `<label>-tuned`), evaluated on fresh seeds by `augbench run`."""
+    groups: dict[tuple, list[StudySpec]] = {}
+    for spec in specs:  # specs come in grid order, so the groups do too
+        groups.setdefault((spec.dataset, spec.regime, spec.classifier), []).append(spec)
     written = []
-    groups = {(s.dataset, s.regime, s.classifier) for s in specs}
-    for dataset, regime, classifier in sorted(groups, key=lambda g: (g[0].name, str(g[1]), g[2])):
+    for group in groups.values():
+        first = group[0]
         strategies = [dict(name=s.name, label=s.label, params=s.params) for s in config.strategies]
-        for spec in specs:
-            if (spec.dataset, spec.regime, spec.classifier) != (dataset, regime, classifier):
-                continue
-            best = best_params(open_study(spec.name(prefix), storage_url))
+        for spec in group:
+            best = best_params(studies[spec.name(prefix)])
             if best is not None:
                 strategies.append(dict(name=spec.entry.name, label=f"{spec.entry.label}-tuned",
                                        params={**spec.entry.params, **best}))
-        raw = {**config.raw, "name": f"{config.name}-tuned-{dataset.name.replace(':', '-')}-"
-               f"{'all' if regime is None else regime}-{classifier}",
-               "datasets": [vars(dataset)], "regimes": ["all" if regime is None else regime],
-               "classifiers": [classifier], "strategies": strategies}
+        raw = {**config.raw, "name": f"{config.name}-tuned-{first.dataset.name.replace(':', '-')}-"
+               f"{first.regime_label}-{first.classifier}",
+               "datasets": [vars(first.dataset)], "regimes": ["all" if first.regime is None else first.regime],
+               "classifiers": [first.classifier], "strategies": strategies}
         path = out / f"{raw['name']}.yaml"
         atomic_write(path, f"# written by `augbench tune` on {provenance.now()}: best validation params of each "
                            f"study; evaluate with `augbench run {path}`\n" + yaml.safe_dump(raw, sort_keys=False))
@@ -239,10 +239,11 @@ def run_tuning(config_name: str | None, overrides: list[str], trials: int | None
     else:
         for spec in specs:
             print(f"  done: {run_study(spec, *args)}", file=sys.stderr)
-    table = trials_table(config, specs, storage, prefix)
+    studies = {s.name(prefix): open_study(s.name(prefix), storage) for s in specs}
+    table = trials_table(specs, studies, prefix)
     atomic_write(tuning / "trials.csv", table.to_csv(index=False))
-    configs = tuned_configs(config, specs, storage, prefix, tuning)
-    report = build_tuning_report(tuning, table, {s.name(prefix): open_study(s.name(prefix), storage) for s in specs})
+    configs = tuned_configs(config, specs, studies, prefix, tuning)
+    report = build_tuning_report(tuning, table, studies)
     print(f"tuned in {time.perf_counter() - start:.0f} s; trials: {tuning / 'trials.csv'}; report: {report}")
     for path in configs:
         print(f"evaluate on fresh seeds: augbench run {path}")

@@ -6,7 +6,7 @@ from scipy import linalg
 
 from bench.cache import FileCache
 from bench.data import DatasetSpec, load_dataset
-from bench.quality import EVALUATOR, evaluator, evaluator_outputs, fidelity_metrics
+from bench.quality import EVALUATOR, evaluator, evaluator_outputs, fidelity_metrics, load_evaluator
 from bench.splits import SplitSpec, train_pool
 
 CPU = torch.device("cpu")
@@ -36,8 +36,9 @@ def test_fid_matches_an_independent_scipy_computation(digits_eval):
     weights, _, pool, test = digits_eval
     first, second = pool.images[:400], test.images[:400]
     ours = fidelity_metrics(first, second, CPU, EVALUATOR, str(weights), metrics=("fid",))["frechet_inception_distance"]
-    a = evaluator_outputs(weights, first, CPU)[0].double().numpy()
-    b = evaluator_outputs(weights, second, CPU)[0].double().numpy()
+    net = load_evaluator(weights, CPU)
+    a = evaluator_outputs(net, first, CPU)[0].double().numpy()
+    b = evaluator_outputs(net, second, CPU)[0].double().numpy()
     reference = _scipy_fid(a, b)
     assert reference > 0
     assert abs(ours - reference) / reference < 1e-5
