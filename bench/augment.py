@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.registry import Registry
+from bench.core.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

@@ -7,7 +7,6 @@ file lock, so two workers needing one entry fit it once; weights load with ``wei
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import io
 import json
 from contextlib import contextmanager
@@ -16,12 +15,13 @@ from typing import Any, Callable
 
 import torch
 
-from bench.config import canonical_json
-from bench.store import atomic_write
+from bench.core.files import atomic_write
+from bench.core.keys import stable_hash
 
 
 def cache_key(*parts: Any) -> str:
-    return hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()[:24]
+    """The key of an entry that depends on ``parts`` (plain data, dataclasses as text)."""
+    return stable_hash(list(parts), 24)
 
 
 class FileCache:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 EPILOG = "Run `augbench COMMAND --help` for a command's options."
 
@@ -44,19 +45,24 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from bench.tune import run_tuning
+    from bench.experiment import tune_experiment
 
-    run_tuning(args.config, args.set or [], args.trials, args.storage, args.study,
-               Path(args.out) if args.out else None, args.workers)
+    tune_experiment(args.config, args.set or [], args.trials, args.storage, args.study,
+                    Path(args.out) if args.out else None, args.workers)
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    import bench.executors  # noqa: F401 - registers the local executors
     from bench.augment import POLICIES
+    from bench.config import BenchConfig, bundled_configs
+    from bench.core.executor import EXECUTORS
+    from bench.core.schema import describe
     from bench.data import DATASETS
     from bench.models import CLASSIFIERS, SUITE_VERSION
     from strategies import STRATEGIES
 
+    print("bundled configs: " + ", ".join(sorted(bundled_configs())))
     print("data sets:   " + ", ".join(DATASETS.names()))
     print("strategies:")
     for name in STRATEGIES.names():
@@ -71,6 +77,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         r = CLASSIFIERS.get(name).recipe
         print(f"  {name:<8} {r.optimizer} lr {r.lr} wd {r.weight_decay} batch {r.batch_size}, "
               f"{r.epochs} epochs, at least {r.min_steps} steps")
+    print("executors:   " + ", ".join(EXECUTORS.names()))
+    print("config fields (set in the YAML, or with --set path=value):")
+    for path, default, help_text in describe(BenchConfig):
+        print(f"  {path:<26} {default}\n      {help_text}")
     return 0
 
 
@@ -81,19 +91,27 @@ def _cmd_bench_augment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundled_names() -> str:
+    from bench.config import DEFAULT_CONFIG, bundled_configs
+
+    return ", ".join(f"{name} (default)" if name == DEFAULT_CONFIG else name for name in sorted(bundled_configs()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="augbench",
         description="Does augmenting training data (classically or with GAN/VAE images) make an image "
                     "classifier generalize better? Runs a benchmark protocol and reports.",
         epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"augbench {metadata.version('augbench')}")
+    bundled = _bundled_names()
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a benchmark protocol (default: the quick one on embedded data)",
                          description="Run every cell of a protocol: data x regime x strategy x classifier x "
                                      "seed. Finished cells are skipped on a rerun into the same folder.")
     run.add_argument("config", nargs="?", default=None,
-                     help="a YAML config path, or a bundled config name: quick (default), fashion-mnist")
+                     help=f"a YAML config path, or a bundled config name: {bundled}")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a config field, e.g. --set seeds=1 --set budget.scale=0.5 "
                           "--set 'regimes=[10, 50]' (repeatable)")
@@ -108,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "a config per (data, regime, classifier) that `augbench run` evaluates on fresh "
                                       "seeds. A restarted tune resumes its studies.")
     tune.add_argument("config", nargs="?", default=None,
-                      help="a YAML config path or bundled name (default quick; see quick-tune)")
+                      help=f"a YAML config path, or a bundled config name: {bundled}")
     tune.add_argument("--trials", type=positive_int, help="trials per study (default: the config's tune.trials)")
     tune.add_argument("--storage", help="SQLAlchemy URL of the Optuna storage, e.g. "
                                         "postgresql://user@host/db to share studies between workers "
@@ -135,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "(default: reports/, the published leaderboard)")
     board.set_defaults(func=_cmd_leaderboard)
 
-    lst = sub.add_parser("list", help="list data sets, strategies (with params), policies and classifiers")
+    lst = sub.add_parser("list", help="list bundled configs, data sets, strategies (with params), policies, "
+                                      "classifiers, executors and config fields")
     lst.set_defaults(func=_cmd_list)
 
     bench = sub.add_parser("bench-augment", help="measure the batched augmentation pipeline against a "

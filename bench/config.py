@@ -1,24 +1,36 @@
-"""Benchmark protocols: YAML validated into frozen dataclasses, with ``--set key=value`` overrides."""
+"""Benchmark protocols: YAML validated into frozen dataclasses, with ``--set key=value`` overrides.
+
+Each field is declared once, below, with its default, range, help and identity roles (see
+bench/core/schema.py); everything else about the config is derived from those declarations.
+Bundled protocols ship inside the package (``configs``) and are found through importlib.resources.
+"""
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
+import dataclasses
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench.core.errors import UserError
+from bench.core.keys import stable_hash
+from bench.core.schema import (check_path, identity, option, parse_section, role_fields, section,
+                               to_plain)
 from bench.data import DATASETS, DatasetSpec
-from bench.errors import UserError
 from bench.models import CLASSIFIERS
 from bench.splits import SplitSpec
+from strategies import STRATEGIES  # importing the package registers every strategy
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "quick"
-TOP_LEVEL_KEYS = {"name", "datasets", "regimes", "split", "strategies", "classifiers", "seeds",
-                  "budget", "device", "workers", "eval_points", "quality", "tune"}
+
+
+def bundled_configs() -> dict[str, Any]:
+    """Name -> resource of every config shipped with augbench (works from a wheel, any cwd)."""
+    folder = resources.files("configs")
+    return {entry.name[:-5]: entry for entry in folder.iterdir() if entry.name.endswith(".yaml")}
 
 
 @dataclass(frozen=True)
@@ -30,84 +42,197 @@ class StrategyEntry:
     params: dict[str, Any]
 
 
-@dataclass(frozen=True)
+# --------------------------------------------------------------------- composite field parsers
+def _list(value: Any, where: str) -> list:
+    if isinstance(value, (str, int, dict)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise UserError(f"config field {where}: expected a non-empty list")
+    return value
+
+
+def _named_entry(item: Any, where: str, what: str, keys: tuple[str, ...]) -> dict:
+    """A list entry given as a name or as a mapping with ``name`` and some of ``keys``."""
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict) or "name" not in item:
+        raise UserError(f"config field {where}: expected a {what} name or {{name: ..., {keys[1]}: ...}}")
+    unknown = set(item) - set(keys)
+    if unknown:
+        raise UserError(f"config field {where}: unknown key(s) {', '.join(sorted(unknown))} "
+                        f"(known: {', '.join(keys)})")
+    return item
+
+
+def _dataset(item: Any, where: str) -> DatasetSpec:
+    item = _named_entry(item, where, "data set", ("name", "root", "download"))
+    DATASETS.get(item["name"], field=f"config field {where}")
+    return DatasetSpec(item["name"], item.get("root"), bool(item.get("download", False)))
+
+
+def _datasets(value: Any, where: str) -> tuple[DatasetSpec, ...]:
+    return tuple(_dataset(d, f"{where}[{i}]") for i, d in enumerate(_list(value, where)))
+
+
+def _regime(value: Any, where: str) -> int | None:
+    if value == "all":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"config field {where}: expected a positive number of images per class or 'all', "
+                        f"got {value!r}")
+    return value
+
+
+def _regimes(value: Any, where: str) -> tuple[int | None, ...]:
+    return tuple(_regime(r, f"{where}[{i}]") for i, r in enumerate(_list(value, where)))
+
+
+def _regimes_plain(regimes: tuple[int | None, ...]) -> list:
+    return ["all" if r is None else r for r in regimes]
+
+
+def _strategy(item: Any, where: str) -> StrategyEntry:
+    item = _named_entry(item, where, "strategy", ("name", "params", "label"))
+    cls = STRATEGIES.get(item["name"], field=f"config field {where}")
+    given = item.get("params") or {}
+    if not isinstance(given, dict):
+        raise UserError(f"config field {where}.params: expected a mapping of parameter: value")
+    params = cls.resolve_params(given, f"config field {where}.params")
+    return StrategyEntry(item["name"], str(item.get("label") or item["name"]), params)
+
+
+def _strategies(value: Any, where: str) -> tuple[StrategyEntry, ...]:
+    entries = tuple(_strategy(s, f"{where}[{i}]") for i, s in enumerate(_list(value, where)))
+    labels = [s.label for s in entries]
+    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicated:
+        raise UserError(f"config field {where}: label(s) {', '.join(duplicated)} used twice; give each "
+                        "entry its own `label`")
+    return entries
+
+
+def _classifiers(value: Any, where: str) -> tuple[str, ...]:
+    names = tuple(str(c) for c in _list(value, where))
+    for i, name in enumerate(names):
+        CLASSIFIERS.get(name, field=f"config field {where}[{i}]")
+    return names
+
+
+def _weights_file(value: Any, where: str) -> str | None:
+    if value is not None and not Path(str(value)).is_file():
+        raise UserError(f"config field {where}: {value} does not exist; give the path of torch-fidelity "
+                        "`inception-v3-compat` weights, or leave it out")
+    return None if value is None else str(value)
+
+
+# --------------------------------------------------------------------------------- sections
+@dataclass(frozen=True, kw_only=True)
+class BudgetSpec:
+    """The `budget` section: how long each classifier trains."""
+
+    scale: float = option(1.0, low=0.001, high=100.0,
+                          help="multiplies each classifier recipe's steps (generators have their own `steps`)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class QualitySpec:
-    """Synthetic-data quality settings (see bench/quality.py)."""
+    """The `quality` section: synthetic-data quality settings (see bench/quality.py)."""
 
-    enabled: bool = True
-    samples: int = 500  # images per side for FID/KID/IS/PR (capped by the test set's size)
-    inception_weights: str | None = None  # torch-fidelity `inception-v3-compat` state dict file
+    enabled: bool = option(True, help="measure FID/KID/IS, precision/recall, CAS and memorization")
+    samples: int = option(500, low=20, high=100_000,
+                          help="images per side for FID/KID/IS/PR (capped by the test set's size)")
+    inception_weights: str | None = option(None, parse=_weights_file,
+                                           help="torch-fidelity `inception-v3-compat` state dict file, "
+                                                "for the standard Inception FID/KID")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TuneSpec:
-    """`augbench tune` settings: the trial budget of every study and the seeds per trial."""
+    """The `tune` section: `augbench tune` settings."""
 
-    trials: int = 8
-    seeds: int = 1
+    trials: int = option(8, low=1, high=100_000, help="trial budget of every study")
+    seeds: int = option(1, low=1, high=100, help="replicates averaged per trial")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BenchConfig:
-    name: str
-    datasets: tuple[DatasetSpec, ...]
-    regimes: tuple[int | None, ...]  # images per class; None means all
-    split: SplitSpec
-    strategies: tuple[StrategyEntry, ...]
-    classifiers: tuple[str, ...]
-    seeds: int
-    budget_scale: float
-    eval_points: int
-    device: str  # auto, cpu or cuda
-    workers: int  # 0 = automatic
-    quality: QualitySpec
-    tune: TuneSpec
-    raw: dict  # the resolved config as plain data, saved with every run
+    """A protocol: data sets x regimes x strategies x classifiers x seeds, and how each cell runs."""
+
+    name: str = option("custom", help="run name (default: the config file's name)")
+    datasets: tuple[DatasetSpec, ...] = option(parse=_datasets, protocol=True,
+                                               help="data set names, or {name, root, download}")
+    regimes: tuple[int | None, ...] = option((None,), parse=_regimes, plain=_regimes_plain, protocol=True,
+                                             help="labelled images per class, or 'all'")
+    split: SplitSpec = section(SplitSpec, cell=True, protocol=True, help="test / validation / labelled split")
+    strategies: tuple[StrategyEntry, ...] = option(parse=_strategies,
+                                                   help="strategy names, or {name, label, params}")
+    classifiers: tuple[str, ...] = option(parse=_classifiers, protocol=True,
+                                          help="classifiers of the suite")
+    seeds: int = option(3, low=1, high=100, protocol=True, help="replicates (labelled draw, init, batch order)")
+    budget: BudgetSpec = section(BudgetSpec, cell=True, flatten=True, protocol=True, help="training budget")
+    eval_points: int = option(10, low=1, high=1000, cell=True, protocol=True,
+                              help="validation accuracy measured this many times per training run")
+    device: str = option("auto", choices=("auto", "cpu", "cuda"), help="where cells run")
+    workers: int = option(0, low=0, high=256, fingerprint=False,
+                          help="cells side by side (0 = automatic: one per core up to 2 on a CPU, 1 on a GPU)")
+    quality: QualitySpec = section(QualitySpec, cell=True, help="synthetic-data quality")
+    tune: TuneSpec = section(TuneSpec, fingerprint=False, help="`augbench tune` settings")
+
+    @property
+    def raw(self) -> dict:
+        """The resolved config as plain data, saved with every run."""
+        return to_plain(self)
 
     @property
     def fingerprint(self) -> str:
-        """Hash of the resolved config (less ``workers`` and ``tune``, which change no run result):
-        a run folder holds results of exactly one config."""
-        protocol = {k: v for k, v in self.raw.items() if k not in ("workers", "tune")}
-        return hashlib.sha256(canonical_json(protocol).encode()).hexdigest()[:16]
+        """Hash of the fields that change results or the grid: a run folder holds exactly one config."""
+        return stable_hash(identity(self, "fingerprint"), 16)
 
 
-def canonical_json(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+def protocol_view(raw: dict, schema: type = BenchConfig) -> dict:
+    """The fields of a saved config (plain data) that runs on one leaderboard must share."""
+    return {name: raw.get(name) for name in role_fields(schema, "protocol")}
 
 
-def resolve_config_path(name_or_path: str | None) -> Path:
-    """A path, or the name of a bundled config in configs/ (``quick``, ``fashion-mnist``)."""
+# ------------------------------------------------------------------------------- loading
+def resolve_config(name_or_path: str | None) -> tuple[str, str]:
+    """(text, name) of a config file path or of a bundled config (``quick``, ``fashion-mnist``, ...)."""
     text = name_or_path or DEFAULT_CONFIG
     path = Path(text)
     if path.is_file():
-        return path
-    bundled = CONFIG_DIR / f"{text}.yaml"
-    if bundled.is_file():
-        return bundled
-    known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise UserError(f"config {text!r} not found: give a YAML file path or a bundled config ({known})")
+        try:
+            return path.read_text(), path.stem
+        except OSError as exc:
+            raise UserError(f"config {path} cannot be read: {exc.strerror}") from None
+    bundled = bundled_configs()
+    if text in bundled:
+        return bundled[text].read_text(), text
+    raise UserError(f"config {text!r} not found: give a YAML file path or a bundled config "
+                    f"({', '.join(sorted(bundled))})")
 
 
-def read_yaml(path: Path) -> dict:
+def read_yaml(text: str, source: str) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise UserError(f"config {path} is not valid YAML: {exc}") from None
-    except OSError as exc:
-        raise UserError(f"config {path} cannot be read: {exc.strerror}") from None
+        raise UserError(f"config {source} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise UserError(f"config {path} must be a YAML mapping of fields (name, datasets, ...)")
+        raise UserError(f"config {source} must be a YAML mapping of fields (name, datasets, ...)")
     return data
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a copy of ``data``."""
+def apply_overrides(data: dict, overrides: list[str], schema: type = BenchConfig) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a copy of ``data``; a key that
+    names no field of the schema is refused."""
     data = copy.deepcopy(data)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected key=value, e.g. --set seeds=1")
+        try:
+            check_path(schema, key)
+        except UserError as exc:
+            raise UserError(f"--set {item!r}: {exc}") from None
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -124,162 +249,22 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> BenchConfig:
     """Read, override and validate a config; any problem raises UserError naming the field."""
-    path = resolve_config_path(name_or_path)
-    return parse_config(apply_overrides(read_yaml(path), list(overrides)), default_name=path.stem)
+    text, name = resolve_config(name_or_path)
+    source = name_or_path or DEFAULT_CONFIG
+    return parse_config(apply_overrides(read_yaml(text, source), list(overrides)), default_name=name)
 
 
-# ------------------------------------------------------------------ field validation
-def _int(value: Any, field: str, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"config field {field}: expected an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise UserError(f"config field {field}: {value} is out of range (must be {bound})")
-    return value
+def parse_config(data: dict, default_name: str = "custom", schema: type = BenchConfig) -> BenchConfig:
+    """Validate plain config data into a BenchConfig (or another ``schema`` of the same kind)."""
+    if not isinstance(data, dict):
+        raise UserError("config must be a mapping of fields (name, datasets, ...)")
+    if data.get("name") is None:
+        data = {**data, "name": default_name}
+    data = {**data, "name": str(data["name"])}
+    return parse_section(schema, data)
 
 
-def _float(value: Any, field: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"config field {field}: expected a number, got {value!r}")
-    if not (low <= value <= high):
-        raise UserError(f"config field {field}: {value} is out of range [{low}, {high}]")
-    return float(value)
-
-
-def _list(value: Any, field: str) -> list:
-    if isinstance(value, (str, int, dict)):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise UserError(f"config field {field}: expected a non-empty list")
-    return value
-
-
-def _dataset(item: Any, field: str) -> DatasetSpec:
-    if isinstance(item, str):
-        item = {"name": item}
-    if not isinstance(item, dict) or "name" not in item:
-        raise UserError(f"config field {field}: expected a data set name or {{name: ..., root: ...}}")
-    unknown = set(item) - {"name", "root", "download"}
-    if unknown:
-        raise UserError(f"config field {field}: unknown key(s) {', '.join(sorted(unknown))} "
-                        "(known: name, root, download)")
-    DATASETS.get(item["name"], field=f"config field {field}")
-    return DatasetSpec(item["name"], item.get("root"), bool(item.get("download", False)))
-
-
-def _regime(value: Any, field: str) -> int | None:
-    if value == "all":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"config field {field}: expected a positive number of images per class or 'all', "
-                        f"got {value!r}")
-    return value
-
-
-def _strategy(item: Any, field: str) -> StrategyEntry:
-    from strategies import STRATEGIES
-
-    if isinstance(item, str):
-        item = {"name": item}
-    if not isinstance(item, dict) or "name" not in item:
-        raise UserError(f"config field {field}: expected a strategy name or {{name: ..., params: {{...}}}}")
-    unknown = set(item) - {"name", "label", "params"}
-    if unknown:
-        raise UserError(f"config field {field}: unknown key(s) {', '.join(sorted(unknown))} "
-                        "(known: name, label, params)")
-    cls = STRATEGIES.get(item["name"], field=f"config field {field}")
-    given = item.get("params") or {}
-    if not isinstance(given, dict):
-        raise UserError(f"config field {field}.params: expected a mapping of parameter: value")
-    params = cls.resolve_params(given, f"config field {field}.params")
-    label = item.get("label") or item["name"]
-    return StrategyEntry(item["name"], str(label), params)
-
-
-def _quality(data: Any) -> QualitySpec:
-    if not isinstance(data, dict) or set(data) - {"enabled", "samples", "inception_weights"}:
-        raise UserError("config field quality: expected a mapping with enabled, samples, inception_weights")
-    weights = data.get("inception_weights")
-    if weights is not None and not Path(str(weights)).is_file():
-        raise UserError(f"config field quality.inception_weights: {weights} does not exist; give the path of "
-                        "torch-fidelity `inception-v3-compat` weights, or leave it out")
-    return QualitySpec(enabled=bool(data.get("enabled", True)),
-                       samples=_int(data.get("samples", 500), "quality.samples", 20, 100_000),
-                       inception_weights=None if weights is None else str(weights))
-
-
-def _tune(data: Any) -> TuneSpec:
-    if not isinstance(data, dict) or set(data) - {"trials", "seeds"}:
-        raise UserError("config field tune: expected a mapping with trials, seeds")
-    return TuneSpec(trials=_int(data.get("trials", 8), "tune.trials", 1, 100_000),
-                    seeds=_int(data.get("seeds", 1), "tune.seeds", 1, 100))
-
-
-def parse_config(data: dict, default_name: str = "custom") -> BenchConfig:
-    """Validate plain config data into a BenchConfig."""
-    unknown = set(data) - TOP_LEVEL_KEYS
-    if unknown:
-        raise UserError(f"config: unknown field(s) {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(sorted(TOP_LEVEL_KEYS))}")
-    for required in ("datasets", "strategies", "classifiers"):
-        if required not in data:
-            raise UserError(f"config: missing field {required}")
-    datasets = tuple(_dataset(d, f"datasets[{i}]") for i, d in enumerate(_list(data["datasets"], "datasets")))
-    regimes = tuple(_regime(r, f"regimes[{i}]") for i, r in enumerate(_list(data.get("regimes", ["all"]), "regimes")))
-    split_data = data.get("split") or {}
-    if not isinstance(split_data, dict) or set(split_data) - {"seed", "val_per_class", "test_fraction"}:
-        raise UserError("config field split: expected a mapping with seed, val_per_class, test_fraction")
-    split = SplitSpec(
-        seed=_int(split_data.get("seed", 0), "split.seed", 0),
-        val_per_class=_int(split_data.get("val_per_class", 50), "split.val_per_class", 1),
-        test_fraction=_float(split_data.get("test_fraction", 0.3), "split.test_fraction", 0.05, 0.9),
-    )
-    strategies = tuple(_strategy(s, f"strategies[{i}]") for i, s in enumerate(_list(data["strategies"], "strategies")))
-    labels = [s.label for s in strategies]
-    duplicated = sorted({lab for lab in labels if labels.count(lab) > 1})
-    if duplicated:
-        raise UserError(f"config field strategies: label(s) {', '.join(duplicated)} used twice; give each "
-                        "entry its own `label`")
-    classifiers = tuple(str(c) for c in _list(data["classifiers"], "classifiers"))
-    for i, name in enumerate(classifiers):
-        CLASSIFIERS.get(name, field=f"config field classifiers[{i}]")
-    budget = data.get("budget") or {}
-    if not isinstance(budget, dict) or set(budget) - {"scale"}:
-        raise UserError("config field budget: expected a mapping with `scale` (a multiplier of each recipe's steps)")
-    quality = _quality(data.get("quality") or {})
-    device = data.get("device", "auto")
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"config field device: {device!r} is not one of auto, cpu, cuda")
-    config = BenchConfig(
-        name=str(data.get("name", default_name)),
-        datasets=datasets,
-        regimes=regimes,
-        split=split,
-        strategies=strategies,
-        classifiers=classifiers,
-        seeds=_int(data.get("seeds", 3), "seeds", 1, 100),
-        budget_scale=_float(budget.get("scale", 1.0), "budget.scale", 0.001, 100.0),
-        eval_points=_int(data.get("eval_points", 10), "eval_points", 1, 1000),
-        device=device,
-        workers=_int(data.get("workers", 0), "workers", 0, 256),
-        quality=quality,
-        tune=_tune(data.get("tune") or {}),
-        raw={},
-    )
-    raw = {
-        "name": config.name,
-        "datasets": [vars(d) for d in datasets],
-        "regimes": ["all" if r is None else r for r in regimes],
-        "split": vars(split),
-        "strategies": [{"name": s.name, "label": s.label, "params": s.params} for s in strategies],
-        "classifiers": list(classifiers),
-        "seeds": config.seeds,
-        "budget": {"scale": config.budget_scale},
-        "eval_points": config.eval_points,
-        "device": device,
-        "workers": config.workers,
-        "quality": vars(quality),
-        "tune": vars(config.tune),
-    }
-    object.__setattr__(config, "raw", raw)
-    return config
+def with_changes(config: BenchConfig, **sections: dict) -> BenchConfig:
+    """A copy of ``config`` with fields of its sections replaced, e.g. ``quality={"enabled": False}``."""
+    return dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **changes)
+                                          for name, changes in sections.items()})

@@ -2,32 +2,17 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.errors import UserError
-from bench.registry import Registry
+from bench.core.errors import UserError
+from bench.core.images import ImageSet, content_hash
+from bench.core.registry import Registry
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Labelled images held in memory: uint8 images (N, C, H, W) and int64 labels (N,)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, index: np.ndarray | torch.Tensor) -> "ImageSet":
-        index = torch.as_tensor(index, dtype=torch.long)
-        return ImageSet(self.images[index], self.labels[index])
 
 
 @dataclass(frozen=True)
@@ -65,16 +50,6 @@ DATASETS: Registry = Registry("data set")
 def load_dataset(spec: DatasetSpec) -> Dataset:
     """Load the data set a spec names (an unknown name or missing files raise UserError)."""
     return DATASETS.get(spec.name, field="datasets")(spec)
-
-
-def content_hash(*sets: ImageSet | None) -> str:
-    """SHA-256 over the bytes of every image and label, so changed data never matches a cache."""
-    digest = hashlib.sha256()
-    for part in sets:
-        if part is not None:
-            digest.update(part.images.numpy().tobytes())
-            digest.update(part.labels.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _make(name, train, test, class_names, hflip) -> Dataset:

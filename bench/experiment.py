@@ -1,17 +1,24 @@
-"""``augbench run``: load and check a protocol, run its missing cells with progress, summarize."""
+"""The `run` and `tune` commands: load and check a protocol, execute its missing work with progress,
+then write tables and reports. This is the top layer below the CLI: it may use everything."""
 from __future__ import annotations
 
 import sys
+import time
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
 from bench import provenance
 from bench.config import load_config
-from bench.runner import cached_dataset, default_workers, execute, expand_grid
+from bench.core.errors import UserError
+from bench.core.files import atomic_write
+from bench.runner import cached_dataset, default_workers, execute, expand_grid, make_executor
 from bench.store import RunStore
 from bench.summary import format_summary
+from bench.tune import open_study, run_study, studies_of, trials_table, tuned_configs
 from reports.report import build_report
+from reports.tuning import build_tuning_report
 
 
 def run_experiment(config_name: str | None, overrides: list[str], out: Path | None) -> Path:
@@ -46,17 +53,56 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
         bar.update(1)
 
     grid_order = [c.key for c in cells]
+    executor = make_executor("process" if workers > 1 else "serial", device, workers)
+    revision = provenance.git_revision()
     try:
-        execute(todo, store, device, workers, on_start, on_done)
+        execute(todo, store, device, executor, revision, on_start, on_done)
     finally:
         bar.close()
         results = store.write_tables(grid_order) if store.done_keys() else None
     store.write_json("provenance.json", {"config_fingerprint": config.fingerprint, "started": started,
                                          "finished": provenance.now(), "versions": provenance.versions(),
-                                         "revision": provenance.git_revision(),
+                                         "revision": revision,
                                          "device": provenance.device_name(device), "workers": workers})
     print(format_summary(results[results["key"].isin(set(grid_order))]))
     report = build_report(out)
     print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
     print(f"report:  {report} (and report.md)")
+    return out
+
+
+def tune_experiment(config_name: str | None, overrides: list[str], trials: int | None, storage: str | None,
+                    study_prefix: str | None, out: Path | None, workers: int | None = None) -> Path:
+    """Tune every strategy of a protocol (resuming its studies), write the trials, the tuned configs
+    and the tuning report; return the output folder."""
+    config = load_config(config_name, overrides)
+    device = provenance.resolve_device(config.device)
+    hashes = {d.name: cached_dataset(d).content_hash for d in config.datasets}
+    specs = studies_of(config, hashes)
+    if not specs:
+        raise UserError("config: no strategy with a search space to tune (none has no knobs)")
+    n_trials = trials or config.tune.trials
+    out = out or Path("runs") / f"tune-{config.name}-{config.fingerprint[:8]}"
+    tuning = out / "tuning"
+    tuning.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(tuning / 'optuna.db').resolve()}"
+    prefix = study_prefix or f"{config.name}-{config.fingerprint[:8]}"
+    workers = workers or config.workers or default_workers(device)
+    print(f"augbench tune: {len(specs)} studies x {n_trials} trials ({config.tune.seeds} seed(s) each), "
+          f"storage {storage}, {workers} worker(s) -> {out}", file=sys.stderr)
+    for spec in specs:  # create the storage's tables and the studies before workers race to
+        open_study(spec.name(prefix), storage)
+    task = partial(run_study, config=config, n_trials=n_trials, storage_url=storage, prefix=prefix,
+                   device_type=device.type, cache_dir=str(out / "cache"), revision=provenance.git_revision())
+    start = time.perf_counter()
+    executor = make_executor("process" if workers > 1 else "serial", device, workers)
+    executor.map_unordered(task, specs, on_done=lambda spec, name: print(f"  done: {name}", file=sys.stderr))
+    studies = {s.name(prefix): open_study(s.name(prefix), storage) for s in specs}
+    table = trials_table(specs, studies, prefix)
+    atomic_write(tuning / "trials.csv", table.to_csv(index=False))
+    configs = tuned_configs(config, specs, studies, prefix, tuning)
+    report = build_tuning_report(tuning, table, studies)
+    print(f"tuned in {time.perf_counter() - start:.0f} s; trials: {tuning / 'trials.csv'}; report: {report}")
+    for path in configs:
+        print(f"evaluate on fresh seeds: augbench run {path}")
     return out

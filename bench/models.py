@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from bench.registry import Registry
+from bench.core.registry import Registry
 
 SUITE_VERSION = "1"
 

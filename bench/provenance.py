@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from bench.core.errors import UserError
+
 PACKAGES = ["augbench", "torch", "torchvision", "numpy", "pandas", "scikit-learn", "torch-fidelity", "optuna"]
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -46,8 +48,6 @@ def device_name(device: torch.device) -> str:
 
 
 def resolve_device(requested: str) -> torch.device:
-    from bench.errors import UserError
-
     if requested == "cuda" and not torch.cuda.is_available():
         raise UserError("config field device: cuda was asked for but no CUDA device is available; "
                         "use device: auto or cpu")

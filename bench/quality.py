@@ -20,12 +20,13 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from bench.cache import FileCache, cache_key
 from bench.config import QualitySpec
-from bench.data import Dataset, ImageSet
+from bench.core.images import ImageSet
+from bench.data import Dataset
 from bench.models import CLASSIFIERS, SUITE_VERSION, build_classifier
-from bench.seeding import derive_seed, seeded
+from bench.core.seeding import derive_seed, seeded
 from bench.splits import Split, SplitSpec, train_pool
 from bench.train import normalize, predict, to_input, train
-from strategies.base import TrainingData
+from bench.core.strategy import TrainingData
 
 EVALUATOR = "augbench-evaluator"
 EVALUATOR_VERSION = "1"

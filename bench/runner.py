@@ -1,10 +1,7 @@
 """The grid runner: data x regime x strategy x classifier x seed, one cell at a time or in workers."""
 from __future__ import annotations
 
-import hashlib
-import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -12,45 +9,69 @@ from typing import Callable, Iterable
 
 import torch
 
+import bench.executors  # noqa: F401 - registers the serial and process executors
 from bench import provenance
 from bench.cache import FileCache, cache_key
-from bench.config import BenchConfig, QualitySpec, StrategyEntry, canonical_json
+from bench.config import BenchConfig, QualitySpec, StrategyEntry
+from bench.core.errors import CellFailed
+from bench.core.executor import EXECUTORS, Executor
+from bench.core.keys import canonical_json, stable_hash
+from bench.core.schema import identity
+from bench.core.seeding import derive_seed, seeded
+from bench.core.strategy import STRATEGIES, FitContext
 from bench.data import Dataset, DatasetSpec, load_dataset
-from bench.errors import CellFailed
 from bench.metrics import classification_metrics
 from bench.models import CLASSIFIERS, SUITE_VERSION, build_classifier
+from bench.quality import EVALUATOR_VERSION, assess_quality
 from bench.resources import measure
-from bench.seeding import derive_seed, seeded
 from bench.splits import Split, SplitSpec, make_split
 from bench.store import RunStore
 from bench.train import predict, train
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Cell:
-    """One point of the grid. Its key hashes its canonical config; its seed derives from the key."""
+    """One point of the grid. Its key hashes its coordinates and the protocol's cell-identity
+    fields (see bench/core/schema.py); its seed derives from the key. Build it with ``from_config``."""
 
     dataset: DatasetSpec
     data_hash: str
     regime: int | None
-    split: SplitSpec
     strategy: StrategyEntry
     classifier: str
     replicate: int
-    budget_scale: float
-    eval_points: int
-    quality: QualitySpec = QualitySpec(enabled=False)
+    config: BenchConfig  # the protocol the cell belongs to
+
+    @classmethod
+    def from_config(cls, config: BenchConfig, *, dataset: DatasetSpec, data_hash: str, regime: int | None,
+                    strategy: StrategyEntry, classifier: str, replicate: int) -> "Cell":
+        return cls(dataset=dataset, data_hash=data_hash, regime=regime, strategy=strategy, classifier=classifier,
+                   replicate=replicate, config=config)
+
+    @property
+    def split(self) -> SplitSpec:
+        return self.config.split
+
+    @property
+    def quality(self) -> QualitySpec:
+        return self.config.quality
+
+    @property
+    def budget_scale(self) -> float:
+        return self.config.budget.scale
+
+    @property
+    def eval_points(self) -> int:
+        return self.config.eval_points
 
     def canonical(self) -> dict:
         return {"dataset": self.dataset.name, "data_hash": self.data_hash, "regime": self.regime_label,
-                "split": asdict(self.split), "strategy": self.strategy.name, "params": self.strategy.params,
-                "classifier": self.classifier, "suite_version": SUITE_VERSION, "replicate": self.replicate,
-                "budget_scale": self.budget_scale, "eval_points": self.eval_points,
-                "quality": asdict(self.quality)}
+                "strategy": self.strategy.name, "params": self.strategy.params, "classifier": self.classifier,
+                "suite_version": SUITE_VERSION, "replicate": self.replicate, **identity(self.config, "cell")}
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(canonical_json(self.canonical()).encode()).hexdigest()[:20]
+        return stable_hash(self.canonical(), 20)
 
     @property
     def seed(self) -> int:
@@ -77,8 +98,8 @@ class Cell:
 
 def expand_grid(config: BenchConfig, data_hashes: dict[str, str]) -> list[Cell]:
     """Every cell of the config, in a stable order."""
-    return [Cell(d, data_hashes[d.name], r, config.split, s, c, k, config.budget_scale, config.eval_points,
-                 config.quality)
+    return [Cell.from_config(config, dataset=d, data_hash=data_hashes[d.name], regime=r, strategy=s, classifier=c,
+                             replicate=k)
             for d in config.datasets for r in config.regimes for s in config.strategies
             for c in config.classifiers for k in range(config.seeds)]
 
@@ -89,16 +110,12 @@ def cached_dataset(spec: DatasetSpec) -> Dataset:
 
 
 def make_strategy(entry: StrategyEntry):
-    from strategies import STRATEGIES
-
     return STRATEGIES.get(entry.name)(**entry.params)
 
 
 def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.device,
                  cache_dir: Path | None, timings: dict):
     """Fit the cell's strategy on its labelled images; seeded by everything but the classifier."""
-    from strategies import FitContext
-
     fit_seed = cell.fit_seed
     ctx = FitContext(device=device, seed=fit_seed, num_classes=dataset.num_classes, hflip=dataset.hflip,
                      cache_dir=cache_dir, cache_key_parts=cell.fit_key_parts)
@@ -107,7 +124,7 @@ def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
             return make_strategy(cell.strategy).fit(split.labelled, ctx)
 
 
-def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, split: Split,
+def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, split: Split, revision: str,
                   on_eval=None) -> tuple[dict, torch.nn.Module | None]:
     """Fit the cell's strategy and train its classifier, reading no test data.
 
@@ -123,7 +140,7 @@ def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, spli
               "replicate": cell.replicate, "seed": cell.seed, "suite_version": SUITE_VERSION,
               "split_seed": cell.split.seed, "budget_scale": cell.budget_scale, "budget_steps": steps,
               "batch_size": spec.recipe.batch_size, "n_real": len(split.labelled), "n_val": len(split.val),
-              "device": provenance.device_name(device), "revision": provenance.git_revision(),
+              "device": provenance.device_name(device), "revision": revision,
               "started": provenance.now(), "status": "ok", "failure_reason": "", "curve": []}
     try:
         data = fit_strategy(cell, dataset, split, device, cache_dir, record)
@@ -146,11 +163,11 @@ def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, spli
     return record, model
 
 
-def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None) -> dict:
+def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None, revision: str = "unknown") -> dict:
     """Run one cell and return its result record (status ``failed`` with a reason on divergence)."""
     dataset = cached_dataset(cell.dataset)
     split = make_split(dataset, cell.regime, cell.split, cell.replicate)
-    record, model = fit_and_train(cell, device, cache_dir, split)
+    record, model = fit_and_train(cell, device, cache_dir, split, revision)
     if model is not None:
         record.update(_evaluate(model, split, device))
         record["finished"] = provenance.now()
@@ -159,8 +176,6 @@ def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None) ->
 
 def cached_quality(cell: Cell, dataset: Dataset, split: Split, data, device: torch.device, cache_dir: Path) -> dict:
     """Quality columns of the cell's fitted strategy, computed once for all its classifiers."""
-    from bench.quality import EVALUATOR_VERSION, assess_quality
-
     cache = FileCache(cache_dir)
     key = cache_key(cell.fit_key_parts, cell.strategy.name, cell.strategy.params, asdict(cell.quality),
                     cell.budget_scale, EVALUATOR_VERSION)
@@ -184,12 +199,16 @@ def _evaluate(model, split: Split, device: torch.device) -> dict:
 
 
 # ----------------------------------------------------------------------------- execution
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
+@dataclass(frozen=True)
+class CellTask:
+    """What a worker needs to run cells of one run: the device, the cache folder, the revision."""
 
+    device_type: str
+    cache_dir: str
+    revision: str
 
-def _worker_run(cell: Cell, device_type: str, cache_dir: str) -> dict:
-    return run_cell(cell, torch.device(device_type), Path(cache_dir))
+    def __call__(self, cell: Cell) -> dict:
+        return run_cell(cell, torch.device(self.device_type), Path(self.cache_dir), self.revision)
 
 
 def default_workers(device: torch.device) -> int:
@@ -197,35 +216,17 @@ def default_workers(device: torch.device) -> int:
     return 1 if device.type == "cuda" else max(1, min(2, os.cpu_count() or 1))
 
 
-def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, workers: int,
+def make_executor(name: str, device: torch.device, workers: int) -> Executor:
+    """The named executor with the run's thread policy: one torch thread per CPU worker, always."""
+    return EXECUTORS.get(name, field="executor")(workers=workers, threads=1 if device.type == "cpu" else None)
+
+
+def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, executor: Executor, revision: str,
             on_start: Callable[[Cell], None], on_done: Callable[[Cell, dict], None]) -> None:
-    """Run cells, writing each record as it finishes (in-process when ``workers`` is 1)."""
-    cells = list(cells)
-    cache_dir = store.root / "cache"
-    if workers <= 1:
-        for cell in cells:
-            on_start(cell)
-            record = run_cell(cell, device, cache_dir)
-            store.write_cell(record)
-            on_done(cell, record)
-        return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(1,)) as pool:
-        pending = {}
-        queue = iter(cells)
-        for cell in queue:
-            pending[pool.submit(_worker_run, cell, device.type, str(cache_dir))] = cell
-            on_start(cell)
-            if len(pending) >= workers:
-                break
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                cell = pending.pop(future)
-                record = future.result()
-                store.write_cell(record)
-                on_done(cell, record)
-                following = next(queue, None)
-                if following is not None:
-                    pending[pool.submit(_worker_run, following, device.type, str(cache_dir))] = following
-                    on_start(following)
+    """Run cells, writing each record as it finishes."""
+    def finished(cell: Cell, record: dict) -> None:
+        store.write_cell(record)
+        on_done(cell, record)
+
+    task = CellTask(device.type, str(store.root / "cache"), revision)
+    executor.map_unordered(task, list(cells), on_start=on_start, on_done=finished)

@@ -12,16 +12,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.data import Dataset, ImageSet
-from bench.errors import UserError
-from bench.seeding import derive_seed
+from bench.core.images import ImageSet
+from bench.data import Dataset
+from bench.core.errors import UserError
+from bench.core.schema import option
+from bench.core.seeding import derive_seed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SplitSpec:
-    seed: int = 0
-    val_per_class: int = 50
-    test_fraction: float = 0.3  # used only where the data set has no official test split
+    """The `split` section of a protocol."""
+
+    seed: int = option(0, low=0, help="fixes the test hold-out and the validation set")
+    val_per_class: int = option(50, low=1, help="validation images per class, taken from the training pool")
+    test_fraction: float = option(0.3, low=0.05, high=0.9,
+                                  help="share held out for testing where the data set has no official test split")
 
 
 @dataclass(frozen=True)

@@ -2,44 +2,69 @@
 
 A cell counts as done only once its file exists, and every file is written to a temporary name,
 flushed and renamed into place, so a kill at any moment leaves each file either whole or absent.
+results.parquet and results.csv hold the same columns with the same types: read the CSV with
+``read_results`` to get them back exactly (plain ``pd.read_csv`` guesses types per column).
 """
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from bench.config import BenchConfig
-from bench.errors import UserError
+from bench.core.errors import UserError
+from bench.core.files import atomic_write
+
+TEXT_COLUMNS = ("key", "dataset", "data_hash", "regime", "strategy", "strategy_name", "strategy_params",
+                "classifier", "suite_version", "device", "revision", "status", "failure_reason", "generator_key",
+                "quality_extractor", "sample_grid")
+TIME_COLUMNS = ("started", "finished")
+FLAG_COLUMNS = ("generator_cache_hit",)
+PARAM_PREFIX = "param_"
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``path`` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _param_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each strategy param as its own column ``param_<name>`` (mappings as JSON text)."""
+    params = [json.loads(text) for text in frame["strategy_params"]]
+    names = sorted({name for p in params for name in p})
+    columns = {f"{PARAM_PREFIX}{name}": [json.dumps(p[name], sort_keys=True) if isinstance(p.get(name), dict)
+                                         else p.get(name) for p in params] for name in names}
+    return frame.assign(**columns)
 
 
-def _atomic_frame(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
+    """The canonical column types of a results table (the same from parquet, CSV or records)."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if column in TEXT_COLUMNS or (column.startswith(PARAM_PREFIX) and frame[column].map(
+                lambda v: isinstance(v, str)).any()):
+            text = frame[column].map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v)))
+            frame[column] = text.replace("", None).astype("str")
+        elif column in TIME_COLUMNS:
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
+        elif column in FLAG_COLUMNS:
+            frame[column] = frame[column].map(
+                lambda v: v if isinstance(v, bool) else {"True": True, "False": False}.get(v, pd.NA)).astype("boolean")
+    return frame
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    """A results table from results.parquet or results.csv, with its canonical types."""
+    path = Path(path)
     if path.suffix == ".parquet":
-        frame.to_parquet(tmp, index=False)
-    else:
-        frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+        return normalize_results(pd.read_parquet(path))
+    return normalize_results(pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}))
+
+
+def _frame_bytes(frame: pd.DataFrame, suffix: str) -> bytes | str:
+    if suffix == ".parquet":
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        return buffer.getvalue()
+    return frame.to_csv(index=False)
 
 
 class RunStore:
@@ -83,12 +108,11 @@ class RunStore:
         ``key_order`` (the grid's order) where given."""
         position = {key: i for i, key in enumerate(key_order)}
         records = sorted(self.records(), key=lambda r: position.get(r["key"], len(position)))
-        rows = [{k: v for k, v in r.items() if k != "curve"} for r in records]
-        results = pd.DataFrame(rows)
+        results = normalize_results(_param_columns(pd.DataFrame([{k: v for k, v in r.items() if k != "curve"}
+                                                                  for r in records])))
         curves = pd.DataFrame([{"key": r["key"], **point} for r in records for point in r.get("curve", [])])
-        _atomic_frame(results, self.root / "results.parquet")
-        _atomic_frame(results, self.root / "results.csv")
-        _atomic_frame(curves, self.root / "curves.csv")
+        for name, frame in (("results.parquet", results), ("results.csv", results), ("curves.csv", curves)):
+            atomic_write(self.root / name, _frame_bytes(frame, Path(name).suffix))
         return results
 
     def write_json(self, name: str, data: dict) -> None:

@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from bench.augment import make_batch_transform, parse_policy
-from bench.data import DatasetSpec, ImageSet, load_dataset
-from bench.errors import UserError
+from bench.core.images import ImageSet
+from bench.data import DatasetSpec, load_dataset
+from bench.core.errors import UserError
 from bench.models import CLASSIFIERS, build_classifier
-from bench.seeding import seeded
+from bench.core.seeding import seeded
 from bench.train import normalize, to_input, train
-from strategies.base import TrainingData
+from bench.core.strategy import TrainingData
 
 BATCH = 128
 MAGNITUDE = 0.5

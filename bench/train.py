@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import ImageSet
-from bench.errors import CellFailed
+from bench.core.images import ImageSet
+from bench.core.errors import CellFailed
 from bench.models import Recipe
-from strategies.base import TrainingData
+from bench.core.strategy import TrainingData
 
 # called after each evaluation with (point index, validation accuracy); may raise to stop early
 EvalHook = Callable[[int, float], None]

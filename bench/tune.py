@@ -8,31 +8,29 @@ killed worker's trial is failed by its stale heartbeat and retried, so no trial 
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
-import sys
 import time
 import warnings
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
 import pandas as pd
+import torch
 import yaml
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
 from bench import provenance
-from bench.config import BenchConfig, QualitySpec, StrategyEntry, load_config
+from bench.config import BenchConfig, StrategyEntry, with_changes
+from bench.core.errors import UserError
+from bench.core.files import atomic_write
+from bench.core.seeding import derive_seed
+from bench.core.strategy import STRATEGIES, Param
 from bench.data import DatasetSpec
-from bench.errors import UserError
-from bench.runner import Cell, cached_dataset, default_workers, fit_and_train
-from bench.seeding import derive_seed
+from bench.runner import Cell, cached_dataset, fit_and_train
 from bench.splits import make_split
-from bench.store import atomic_write
-from strategies import STRATEGIES, Param
 
 TUNE_REPLICATE_OFFSET = 1000
 HEARTBEAT_SECONDS = 5
@@ -81,9 +79,10 @@ def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict:
     return values
 
 
-def make_objective(spec: StudySpec, config: BenchConfig, n_trials: int, device, cache_dir: Path):
+def make_objective(spec: StudySpec, config: BenchConfig, n_trials: int, device, cache_dir: Path, revision: str):
     """Mean final validation accuracy over ``config.tune.seeds`` replicates; prunes on the curve."""
     cls = STRATEGIES.get(spec.entry.name)
+    trial_config = with_changes(config, quality={"enabled": False})
 
     def objective(trial: optuna.Trial) -> float:
         earlier = [t for t in trial.study.get_trials(deepcopy=False, states=COUNTED + (TrialState.RUNNING,))
@@ -97,8 +96,8 @@ def make_objective(spec: StudySpec, config: BenchConfig, n_trials: int, device, 
         dataset = cached_dataset(spec.dataset)
         accuracies = []
         for k in range(config.tune.seeds):
-            cell = Cell(spec.dataset, spec.data_hash, spec.regime, config.split, entry, spec.classifier,
-                        TUNE_REPLICATE_OFFSET + k, config.budget_scale, config.eval_points, QualitySpec(enabled=False))
+            cell = Cell.from_config(trial_config, dataset=spec.dataset, data_hash=spec.data_hash, regime=spec.regime,
+                                    strategy=entry, classifier=spec.classifier, replicate=TUNE_REPLICATE_OFFSET + k)
             split = make_split(dataset, spec.regime, config.split, cell.replicate)
 
             def on_eval(point: int, accuracy: float, seed_index: int = k) -> None:
@@ -106,7 +105,7 @@ def make_objective(spec: StudySpec, config: BenchConfig, n_trials: int, device, 
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at evaluation point {point} (validation {accuracy:.3f})")
 
-            record, _ = fit_and_train(cell, device, cache_dir, split, on_eval)
+            record, _ = fit_and_train(cell, device, cache_dir, split, revision, on_eval)
             if record["status"] != "ok":
                 trial.set_user_attr("failure", record["failure_reason"])
                 raise optuna.TrialPruned(record["failure_reason"])
@@ -143,15 +142,11 @@ def _counts(study: optuna.Study) -> Counter:
 
 
 def run_study(spec: StudySpec, config: BenchConfig, n_trials: int, storage_url: str, prefix: str,
-              device_type: str, cache_dir: str) -> str:
+              device_type: str, cache_dir: str, revision: str) -> str:
     """Run trials until the study holds ``n_trials`` finished ones (with any other workers)."""
-    import torch
-
-    if device_type == "cpu":
-        torch.set_num_threads(1)
     name = spec.name(prefix)
     study = open_study(name, storage_url)
-    objective = make_objective(spec, config, n_trials, torch.device(device_type), Path(cache_dir))
+    objective = make_objective(spec, config, n_trials, torch.device(device_type), Path(cache_dir), revision)
     while True:
         counts = _counts(study)
         finished = sum(counts[s] for s in COUNTED)
@@ -207,44 +202,3 @@ def tuned_configs(config: BenchConfig, specs: list[StudySpec], studies: dict[str
                            f"study; evaluate with `augbench run {path}`\n" + yaml.safe_dump(raw, sort_keys=False))
         written.append(path)
     return written
-
-
-def run_tuning(config_name: str | None, overrides: list[str], trials: int | None, storage: str | None,
-               study_prefix: str | None, out: Path | None, workers: int | None = None) -> Path:
-    from reports.tuning import build_tuning_report
-
-    config = load_config(config_name, overrides)
-    device = provenance.resolve_device(config.device)
-    hashes = {d.name: cached_dataset(d).content_hash for d in config.datasets}
-    specs = studies_of(config, hashes)
-    if not specs:
-        raise UserError("config: no strategy with a search space to tune (none has no knobs)")
-    n_trials = trials or config.tune.trials
-    out = out or Path("runs") / f"tune-{config.name}-{config.fingerprint[:8]}"
-    tuning = out / "tuning"
-    tuning.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{(tuning / 'optuna.db').resolve()}"
-    prefix = study_prefix or f"{config.name}-{config.fingerprint[:8]}"
-    workers = workers or config.workers or default_workers(device)
-    print(f"augbench tune: {len(specs)} studies x {n_trials} trials ({config.tune.seeds} seed(s) each), "
-          f"storage {storage}, {workers} worker(s) -> {out}", file=sys.stderr)
-    for spec in specs:  # create the storage's tables and the studies before workers race to
-        open_study(spec.name(prefix), storage)
-    args = (config, n_trials, storage, prefix, device.type, str(out / "cache"))
-    start = time.perf_counter()
-    if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for name in pool.map(run_study, specs, *[[a] * len(specs) for a in args]):
-                print(f"  done: {name}", file=sys.stderr)
-    else:
-        for spec in specs:
-            print(f"  done: {run_study(spec, *args)}", file=sys.stderr)
-    studies = {s.name(prefix): open_study(s.name(prefix), storage) for s in specs}
-    table = trials_table(specs, studies, prefix)
-    atomic_write(tuning / "trials.csv", table.to_csv(index=False))
-    configs = tuned_configs(config, specs, studies, prefix, tuning)
-    report = build_tuning_report(tuning, table, studies)
-    print(f"tuned in {time.perf_counter() - start:.0f} s; trials: {tuning / 'trials.csv'}; report: {report}")
-    for path in configs:
-        print(f"evaluate on fresh seeds: augbench run {path}")
-    return out

@@ -7,13 +7,11 @@ import pandas as pd
 import yaml
 
 from bench import provenance
-from bench.errors import UserError
-from bench.store import atomic_write
+from bench.config import BenchConfig, protocol_view
+from bench.core.errors import UserError
+from bench.core.files import atomic_write
 from reports.stats import mean_ci
 from reports.tables import BASELINE, GROUP, comparison_table, per_seed_deltas, successful
-
-# what must match for runs to be ranked together (strategies may differ: that is the point)
-PROTOCOL_FIELDS = ("datasets", "regimes", "split", "classifiers", "seeds", "budget", "eval_points")
 
 
 def _load(run_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -24,19 +22,21 @@ def _load(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     return config, pd.read_parquet(results_path).assign(run=str(run_dir))
 
 
-def protocol_of(config: dict, results: pd.DataFrame) -> dict:
-    protocol = {field: config.get(field) for field in PROTOCOL_FIELDS}
+def protocol_of(config: dict, results: pd.DataFrame, schema: type = BenchConfig) -> dict:
+    """What runs ranked together must share: the config's protocol fields (strategies may differ:
+    that is the point), the suite version and the data."""
+    protocol = protocol_view(config, schema)
     protocol["suite_version"] = sorted(results["suite_version"].astype(str).unique())
     protocol["data_hashes"] = sorted(results["data_hash"].unique())
     return protocol
 
 
-def check_same_protocol(runs: list[tuple[Path, dict, pd.DataFrame]]) -> None:
+def check_same_protocol(runs: list[tuple[Path, dict, pd.DataFrame]], schema: type = BenchConfig) -> None:
     """Refuse runs whose protocols differ, naming the fields that differ."""
     first_dir, first_config, first_results = runs[0]
-    reference = protocol_of(first_config, first_results)
+    reference = protocol_of(first_config, first_results, schema)
     for run_dir, config, results in runs[1:]:
-        other = protocol_of(config, results)
+        other = protocol_of(config, results, schema)
         differing = [f for f in reference if reference[f] != other[f]]
         if differing:
             details = "; ".join(f"{f}: {reference[f]!r} vs {other[f]!r}" for f in differing)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from bench.errors import UserError
-from bench.store import atomic_write
+from bench.core.errors import UserError
+from bench.core.files import atomic_write
 from reports import figures
 from reports.narrative import findings
 from reports.tables import comparison_table, failures, per_seed_deltas

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+from scipy import stats
 
 from reports.stats import holm, mean_ci, paired_test
 
@@ -89,8 +90,6 @@ def per_seed_deltas(results: pd.DataFrame) -> pd.DataFrame:
 
 def spearman(x: pd.Series, y: pd.Series) -> tuple[float, float, int]:
     """(rho, p, n) over the rows where both are present; NaNs when fewer than 3."""
-    from scipy import stats
-
     both = pd.DataFrame({"x": x, "y": y}).dropna()
     if len(both) < 3 or both["x"].nunique() < 2 or both["y"].nunique() < 2:
         return math.nan, math.nan, len(both)

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from bench.store import atomic_write
+from bench.core.files import atomic_write
 from reports import figures
 from reports.report import STYLE, _img, _render
 

@@ -1,13 +1,11 @@
-"""Augmentation strategies, registered by name. A new strategy is one new module in this package."""
+"""Augmentation strategies, registered by name in ``bench.core.STRATEGIES``. A new strategy is one
+new module in this package: importing the package imports (and so registers) every module."""
 import importlib
 import pkgutil
 
-from strategies.base import (STRATEGIES, BatchTransform, FitContext, Param, Strategy, TrainingData,
-                             register_strategy)
+from bench.core.strategy import STRATEGIES
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
-        importlib.import_module(f"{__name__}.{_module.name}")
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["STRATEGIES", "BatchTransform", "FitContext", "Param", "Strategy", "TrainingData",
-           "register_strategy"]
+__all__ = ["STRATEGIES"]

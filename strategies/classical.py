@@ -1,8 +1,8 @@
 """`classical`: composable per-sample policies (basic, randaugment, trivialaugment, random-erasing,
 mixup, cutmix), applied to each training batch on the device."""
 from bench.augment import POLICIES, make_batch_transform, parse_policy
-from bench.errors import UserError
-from strategies.base import Param, Strategy, TrainingData, register_strategy
+from bench.core.errors import UserError
+from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
 
 
 def _check_policy(value, where: str) -> str:

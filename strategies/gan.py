@@ -16,7 +16,7 @@ from torch.nn.utils import spectral_norm
 
 from bench.augment import AugContext, blend, boxes, gray, affine_matrices, warp
 from strategies.generative import RATIO, GenerativeStrategy, check_finite
-from strategies.base import Param, register_strategy
+from bench.core.strategy import Param, register_strategy
 
 Z_DIM = 64
 BATCH = 64

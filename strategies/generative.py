@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from bench.cache import FileCache, cache_key
-from bench.data import ImageSet
-from bench.errors import CellFailed
-from bench.seeding import derive_seed, seeded
-from strategies.base import FitContext, Param, Strategy, TrainingData
+from bench.core.images import ImageSet
+from bench.core.errors import CellFailed
+from bench.core.seeding import derive_seed, seeded
+from bench.core.strategy import FitContext, Param, Strategy, TrainingData
 
 GENERATOR_CODE_VERSION = "1"  # bump when a generator's architecture or training changes
 RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, class-balanced", tune=True)

@@ -4,9 +4,9 @@ Any generator x any policy is a config entry, e.g.
 ``{name: hybrid, params: {generator: gan, policy: basic, ratio: 1}}``."""
 from __future__ import annotations
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from strategies.generative import RATIO, GenerativeStrategy
-from strategies.base import STRATEGIES, Param, Strategy, register_strategy
+from bench.core.strategy import STRATEGIES, Param, Strategy, register_strategy
 from strategies.classical import Classical
 
 

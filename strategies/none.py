@@ -1,5 +1,5 @@
 """`none`: the baseline, real labelled images only."""
-from strategies.base import Strategy, TrainingData, register_strategy
+from bench.core.strategy import Strategy, TrainingData, register_strategy
 
 
 @register_strategy("none")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from strategies.generative import RATIO, GenerativeStrategy, check_finite
-from strategies.base import Param, register_strategy
+from bench.core.strategy import Param, register_strategy
 
 LATENT = 16
 BATCH = 64

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from bench.data import DatasetSpec, load_dataset
-from bench.errors import CellFailed
+from bench.core.errors import CellFailed
 from strategies.generative import GenerativeStrategy
 from bench.splits import SplitSpec, make_split
-from strategies import STRATEGIES, FitContext
+from strategies import STRATEGIES
+from bench.core import FitContext
 from tests_support import fast_params, tiny_config_with
 
 GENERATIVE = [n for n in STRATEGIES.names() if issubclass(STRATEGIES.get(n), GenerativeStrategy)
@@ -54,7 +55,7 @@ def test_generator_cache_hits_on_rerun_and_misses_on_changed_input(labelled, tmp
     assert _make("vae", lr=3e-3).fit(labelled, _ctx(tmp_path)).info["generator_cache_hit"] is False
     assert _make("vae").fit(labelled, _ctx(tmp_path, parts=("data-b",))).info["generator_cache_hit"] is False
     changed = labelled.subset(torch.arange(len(labelled) - 10))
-    from bench.data import content_hash
+    from bench.core.images import content_hash
     assert _make("vae").fit(changed, _ctx(tmp_path, parts=(content_hash(changed),))).info["generator_cache_hit"] is False
     for path in tmp_path.glob("generator-*.pt"):  # safe deserialization
         torch.load(path, weights_only=True)

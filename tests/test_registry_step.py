@@ -4,10 +4,11 @@ import torch
 
 from bench.data import DatasetSpec, load_dataset
 from bench.models import CLASSIFIERS, build_classifier
-from bench.registry import Registry
+from bench.core.registry import Registry
 from bench.splits import SplitSpec, make_split
 from bench.train import train
-from strategies import STRATEGIES, FitContext
+from strategies import STRATEGIES
+from bench.core import FitContext
 from tests_support import fast_params
 
 

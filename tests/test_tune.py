@@ -45,12 +45,12 @@ def _finished(storage: str) -> dict[str, list]:
 def test_tuning_never_reads_test_data(tmp_path, monkeypatch, capsys):
     import bench.splits
     from bench.runner import run_cell
-    from bench.tune import run_tuning
+    from bench.experiment import tune_experiment
 
     real_pool = bench.splits.train_pool
     monkeypatch.setattr(bench.splits, "train_pool", lambda ds, spec: (real_pool(ds, spec)[0], SealedTestSet()))
     config = tiny_config_with(tmp_path, TUNE_CONFIG)
-    out = run_tuning(config, [], 3, None, None, tmp_path / "tune", workers=1)
+    out = tune_experiment(config, [], 3, None, None, tmp_path / "tune", workers=1)
     trials = _finished(f"sqlite:///{out / 'tuning' / 'optuna.db'}")
     assert len(trials) == 1 and len(next(iter(trials.values()))) == 3
     tuned = yaml.safe_load(next((out / "tuning").glob("*-tuned-*.yaml")).read_text())

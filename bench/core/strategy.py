@@ -1,4 +1,5 @@
-"""What a strategy is: declared hyperparameters, a fit on a cell's labelled images, training data."""
+"""The strategy contract: declared hyperparameters, a fit on a cell's labelled images, and the
+training data it hands the trainer. Strategies register by name in ``STRATEGIES``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,9 +8,9 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from bench.data import ImageSet
-from bench.errors import UserError
-from bench.registry import Registry
+from bench.core.errors import UserError
+from bench.core.images import ImageSet
+from bench.core.registry import Registry
 
 # (images float (N,C,H,W) in [0,1], soft labels (N,K), generator) -> (images, soft labels)
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 T = TypeVar("T")
 

@@ -1,0 +1,40 @@
+"""The executor interface: how ``run`` and ``tune`` hand out independent pieces of work.
+
+An executor calls ``fn(item)`` for every item, in any order, and reports each start and each
+result to the caller, who writes results as they arrive. Implementations register by name
+(``serial``, ``process``; see bench/executors.py) and are chosen by ``EXECUTORS.get(name)``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Iterable
+
+from bench.core.registry import Registry
+
+OnStart = Callable[[Any], None]
+OnDone = Callable[[Any, Any], None]
+
+
+class Executor(ABC):
+    """Runs ``fn`` over items with ``workers`` workers of ``threads`` torch threads each
+    (``threads`` None leaves torch's default). Every item runs with the same thread setting,
+    whatever the executor, so that results do not depend on how the work was spread."""
+
+    def __init__(self, workers: int = 1, threads: int | None = 1):
+        self.workers = max(1, workers)
+        self.threads = threads
+
+    @abstractmethod
+    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
+                      on_start: OnStart | None = None, on_done: OnDone | None = None) -> None:
+        """Call ``fn`` on each item; ``on_start(item)`` as it starts, ``on_done(item, result)`` as
+        it finishes (in the calling process). ``fn`` and the items must pickle for executors that
+        run them elsewhere."""
+
+
+EXECUTORS: Registry = Registry("executor")
+
+
+def register_executor(name: str):
+    """Class decorator: registers an Executor subclass under ``name``."""
+    return EXECUTORS.register(name)
