@@ -183,7 +183,7 @@ def basic(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     """Random affine (rotation, scale, translation), crop/pad shift and, where allowed, flip: one warp."""
     n, _, h, w = x.shape
     m, dev = ctx.magnitude, x.device
-    pad = max(1, round(h / 8))
+    pad = round(max(1, round(h / 8)) * min(1.0, 2.0 * m))  # the crop/pad shift: full at magnitude 0.5
     shift_x = torch.randint(-pad, pad + 1, (n,), generator=ctx.generator, device=dev) / w
     shift_y = torch.randint(-pad, pad + 1, (n,), generator=ctx.generator, device=dev) / h
     forward = affine_matrices(
@@ -284,7 +284,10 @@ def parse_policy(text: str, field: str = "policy") -> tuple[str, ...]:
 
 
 def make_batch_transform(policy: tuple[str, ...], magnitude: float, hflip: bool):
-    """A batch transform (x, y_soft, generator) -> (x, y_soft) applying the policies in order."""
+    """A batch transform (x, y_soft, generator) -> (x, y_soft) applying the policies in order;
+    None (the identity, drawing no random numbers) at magnitude 0, for every policy."""
+    if magnitude == 0:
+        return None
     steps = [POLICIES.get(name) for name in policy]
 
     def transform(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> Batch:

@@ -48,7 +48,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from bench.experiment import tune_experiment
 
     tune_experiment(args.config, args.set or [], args.trials, args.storage, args.study,
-                    Path(args.out) if args.out else None, args.workers)
+                    Path(args.out) if args.out else None, args.workers, args.worker_index)
     return 0
 
 
@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     tune.add_argument("--out", metavar="DIR", help="output folder (default: runs/tune-<config name>-<hash>)")
     tune.add_argument("--workers", type=positive_int, help="processes running studies side by side (default: automatic)")
+    tune.add_argument("--worker-index", type=int, default=0, metavar="N",
+                      help="this worker's index among `augbench tune` processes sharing one study (default 0); "
+                           "it seeds the sampler, so one worker's trials are reproducible and several workers "
+                           "with distinct indices propose different trials")
     tune.set_defaults(func=_cmd_tune)
 
     report = sub.add_parser("report", help="write the HTML and Markdown report of a run folder",

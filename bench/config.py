@@ -135,6 +135,18 @@ class BudgetSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MixingSpec:
+    """The `mixing` section: how synthetic images join the real ones (see README, Protocol)."""
+
+    mode: str = option("add", choices=("add", "replace"),
+                       help="add: every step keeps the real batch of `none` and adds round(ratio*B) synthetic "
+                            "images; replace: a fixed batch B of which ratio/(1+ratio) is synthetic")
+    synthetic_pool: str = option("fixed", choices=("fixed", "fresh"),
+                                 help="fixed: one set of round(ratio*n) synthetic images; fresh: sampled anew from "
+                                      "the generator every synthetic epoch")
+
+
+@dataclass(frozen=True, kw_only=True)
 class QualitySpec:
     """The `quality` section: synthetic-data quality settings (see bench/quality.py)."""
 
@@ -170,6 +182,7 @@ class BenchConfig:
                                           help="classifiers of the suite")
     seeds: int = option(3, low=1, high=100, protocol=True, help="replicates (labelled draw, init, batch order)")
     budget: BudgetSpec = section(BudgetSpec, cell=True, flatten=True, protocol=True, help="training budget")
+    mixing: MixingSpec = section(MixingSpec, cell=True, protocol=True, help="how synthetic images are mixed in")
     eval_points: int = option(10, low=1, high=1000, cell=True, protocol=True,
                               help="validation accuracy measured this many times per training run")
     device: str = option("auto", choices=("auto", "cpu", "cuda"), help="where cells run")

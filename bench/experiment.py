@@ -72,7 +72,8 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
 
 
 def tune_experiment(config_name: str | None, overrides: list[str], trials: int | None, storage: str | None,
-                    study_prefix: str | None, out: Path | None, workers: int | None = None) -> Path:
+                    study_prefix: str | None, out: Path | None, workers: int | None = None,
+                    worker_index: int = 0) -> Path:
     """Tune every strategy of a protocol (resuming its studies), write the trials, the tuned configs
     and the tuning report; return the output folder."""
     config = load_config(config_name, overrides)
@@ -93,7 +94,8 @@ def tune_experiment(config_name: str | None, overrides: list[str], trials: int |
     for spec in specs:  # create the storage's tables and the studies before workers race to
         open_study(spec.name(prefix), storage)
     task = partial(run_study, config=config, n_trials=n_trials, storage_url=storage, prefix=prefix,
-                   device_type=device.type, cache_dir=str(out / "cache"), revision=provenance.git_revision())
+                   device_type=device.type, cache_dir=str(out / "cache"), revision=provenance.git_revision(),
+                   worker_index=worker_index)
     start = time.perf_counter()
     executor = make_executor("process" if workers > 1 else "serial", device, workers)
     executor.map_unordered(task, specs, on_done=lambda spec, name: print(f"  done: {name}", file=sys.stderr))

@@ -88,8 +88,7 @@ def train_cnn(images: ImageSet, val: ImageSet, num_classes: int, budget_scale: f
     with seeded(seed, device):
         model = build_classifier("cnn", tuple(images.images.shape[1:]), num_classes)
         train(model, recipe, TrainingData(real=images), val, steps=recipe.steps(len(images), budget_scale),
-              num_classes=num_classes, device=device, generator=torch.Generator(device=device).manual_seed(seed),
-              eval_points=1)
+              num_classes=num_classes, device=device, order_seed=seed, augment_seed=seed, eval_points=1)
     return model
 
 

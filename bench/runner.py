@@ -74,8 +74,16 @@ class Cell:
         return stable_hash(self.canonical(), 20)
 
     @property
-    def seed(self) -> int:
-        return derive_seed("cell", self.key)
+    def train_seed(self) -> int:
+        """Seed of the classifier's initialization, dropout and real batch order. It depends on
+        neither the strategy nor quality settings nor eval points, so `none` and every strategy
+        of a cell start from the same weights and see the same real batches."""
+        return derive_seed("train", *self.fit_key_parts, self.classifier, SUITE_VERSION, self.budget_scale)
+
+    @property
+    def augment_seed(self) -> int:
+        """Seed of the strategy's randomness during training (synthetic batches, batch transforms)."""
+        return derive_seed("augment", self.fit_seed, self.classifier)
 
     @property
     def regime_label(self) -> str:
@@ -137,7 +145,7 @@ def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, spli
     record = {"key": cell.key, "dataset": cell.dataset.name, "data_hash": cell.data_hash, "regime": cell.regime_label,
               "strategy": cell.strategy.label, "strategy_name": cell.strategy.name,
               "strategy_params": canonical_json(cell.strategy.params), "classifier": cell.classifier,
-              "replicate": cell.replicate, "seed": cell.seed, "suite_version": SUITE_VERSION,
+              "replicate": cell.replicate, "seed": cell.train_seed, "suite_version": SUITE_VERSION,
               "split_seed": cell.split.seed, "budget_scale": cell.budget_scale, "budget_steps": steps,
               "batch_size": spec.recipe.batch_size, "n_real": len(split.labelled), "n_val": len(split.val),
               "device": provenance.device_name(device), "revision": revision,
@@ -149,13 +157,18 @@ def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, spli
             with measure(device, record, "quality"):
                 record.update(cached_quality(cell, dataset, split, data, device, cache_dir))
         record["n_synthetic"] = 0 if data.synthetic is None else len(data.synthetic)
-        record["budget_epochs"] = steps * spec.recipe.batch_size / (len(split.labelled) + record["n_synthetic"])
-        generator = torch.Generator(device=device).manual_seed(cell.seed)
-        with seeded(cell.seed, device):
+        mixing = cell.config.mixing
+        with seeded(cell.train_seed, device):
             model = build_classifier(cell.classifier, dataset.image_shape, dataset.num_classes)
             with measure(device, record, "train"):
                 result = train(model, spec.recipe, data, split.val, steps=steps, num_classes=dataset.num_classes,
-                               device=device, generator=generator, eval_points=cell.eval_points, on_eval=on_eval)
+                               device=device, order_seed=cell.train_seed, augment_seed=cell.augment_seed,
+                               mixing=mixing.mode, fresh_synthetic=mixing.synthetic_pool == "fresh",
+                               eval_points=cell.eval_points, on_eval=on_eval)
+        record.update(mixing=mixing.mode, synthetic_pool=mixing.synthetic_pool, real_per_step=result.real_per_step,
+                      synthetic_per_step=result.synthetic_per_step,
+                      train_images_processed=steps * (result.real_per_step + result.synthetic_per_step),
+                      budget_epochs=steps * result.real_per_step / len(split.labelled))
     except CellFailed as exc:
         record.update(status="failed", failure_reason=str(exc), finished=provenance.now())
         return record, None

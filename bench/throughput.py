@@ -100,7 +100,7 @@ def measure_training(images: ImageSet, val: ImageSet, policy: str, hflip: bool, 
     def ours():
         with seeded(0, device):
             train(build_classifier("cnn", shape, 10), recipe, data, val, steps=steps, num_classes=10, device=device,
-                  generator=torch.Generator().manual_seed(0), eval_points=1)
+                  order_seed=0, augment_seed=0, eval_points=1)
 
     loader = DataLoader(PerSampleDataset(images, reference_transform(policy, shape[-1], hflip)),
                         batch_size=recipe.batch_size, shuffle=True, drop_last=True,

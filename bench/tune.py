@@ -119,7 +119,10 @@ def _worker_id() -> str:
     return f"{os.uname().nodename}:{os.getpid()}"
 
 
-def open_study(name: str, storage_url: str) -> optuna.Study:
+def open_study(name: str, storage_url: str, worker_index: int = 0) -> optuna.Study:
+    """Open (or create) a study. Its TPE seed derives from the study name and the worker index
+    alone, so one worker with the same config proposes the same trials every time; workers that
+    share a study need distinct indices (`augbench tune --worker-index`), or they propose alike."""
     engine = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else None  # workers share the file
     for attempt in range(3):  # workers starting together race to create the tables: the loser retries
         try:
@@ -132,8 +135,7 @@ def open_study(name: str, storage_url: str) -> optuna.Study:
                 raise UserError(f"--storage {storage_url}: cannot open ({type(exc).__name__}: {exc})") from None
             time.sleep(1.0 + attempt)
     return optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                               # a seed per worker: workers with one seed would propose the same params
-                               sampler=optuna.samplers.TPESampler(seed=derive_seed("sampler", name, _worker_id()) % 2**32),
+                               sampler=optuna.samplers.TPESampler(seed=derive_seed("sampler", name, worker_index) % 2**32),
                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
 
 
@@ -142,10 +144,10 @@ def _counts(study: optuna.Study) -> Counter:
 
 
 def run_study(spec: StudySpec, config: BenchConfig, n_trials: int, storage_url: str, prefix: str,
-              device_type: str, cache_dir: str, revision: str) -> str:
+              device_type: str, cache_dir: str, revision: str, worker_index: int = 0) -> str:
     """Run trials until the study holds ``n_trials`` finished ones (with any other workers)."""
     name = spec.name(prefix)
-    study = open_study(name, storage_url)
+    study = open_study(name, storage_url, worker_index)
     objective = make_objective(spec, config, n_trials, torch.device(device_type), Path(cache_dir), revision)
     while True:
         counts = _counts(study)

@@ -30,7 +30,7 @@ def test_every_strategy_and_classifier_trains_a_step(strategy, classifier, digit
     model = build_classifier(classifier, dataset.image_shape, dataset.num_classes)
     before = [p.detach().clone() for p in model.parameters()]
     result = train(model, CLASSIFIERS.get(classifier).recipe, data, split.val, steps=1, num_classes=10,
-                   device=torch.device("cpu"), generator=torch.Generator().manual_seed(0), eval_points=1)
+                   device=torch.device("cpu"), order_seed=0, augment_seed=0, eval_points=1)
     assert len(result.curve) == 1 and 0.0 <= result.curve[0]["val_accuracy"] <= 1.0
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
     logits = model.eval()(torch.zeros(2, *dataset.image_shape))

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 
@@ -138,7 +139,7 @@ def test_two_workers_share_a_postgresql_study(postgres, tmp_path):
     config = tiny_config_with(tmp_path, {**TUNE_CONFIG, "budget": {"scale": 0.3}})
     command = [sys.executable, "-m", "bench.cli", "tune", config, "--trials", "6", "--storage", postgres,
                "--study", "shared", "--workers", "1"]
-    workers = [subprocess.Popen(command + ["--out", str(tmp_path / f"w{i}")], cwd=ROOT, stdout=subprocess.PIPE,
+    workers = [subprocess.Popen(command + ["--out", str(tmp_path / f"w{i}"), "--worker-index", str(i)], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [w.communicate(timeout=600) for w in workers]
     assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
@@ -149,3 +150,17 @@ def test_two_workers_share_a_postgresql_study(postgres, tmp_path):
     assert len({t.number for t in trials}) == 6
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 6  # no trial evaluated twice
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers took part
+
+
+def test_one_worker_tuning_is_reproducible(tmp_path):
+    from bench.experiment import tune_experiment
+
+    config = tiny_config_with(tmp_path, TUNE_CONFIG)
+    runs = [tune_experiment(config, [], 3, None, None, tmp_path / f"tune{i}", workers=1) for i in range(2)]
+    tables = [pd.read_csv(out / "tuning" / "trials.csv") for out in runs]
+    params = [sorted(c for c in t.columns if c.startswith("params_")) for t in tables]
+    assert params[0] == params[1] and params[0]
+    for column in params[0] + ["value", "state"]:
+        assert tables[0][column].tolist() == tables[1][column].tolist(), column
+    tuned = [next((out / "tuning").glob("*-tuned-*.yaml")).read_text().split("\n", 1)[1] for out in runs]
+    assert tuned[0] == tuned[1]  # the same tuned config, less its dated comment line
