@@ -6,6 +6,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import configs
 from bench.core.errors import UserError
 
 EPILOG = "Run `augbench COMMAND --help` for a command's options."
@@ -55,14 +56,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     import bench.executors  # noqa: F401 - registers the local executors
     from bench.augment import POLICIES
-    from bench.config import BenchConfig, bundled_configs
+    from bench.config import BenchConfig
     from bench.core.executor import EXECUTORS
     from bench.core.schema import describe
     from bench.data import DATASETS
     from bench.models import CLASSIFIERS, SUITE_VERSION
     from strategies import STRATEGIES
 
-    print("bundled configs: " + ", ".join(sorted(bundled_configs())))
+    print("bundled configs: " + ", ".join(sorted(configs.bundled())))
     print("data sets:   " + ", ".join(DATASETS.names()))
     print("strategies:")
     for name in STRATEGIES.names():
@@ -92,9 +93,7 @@ def _cmd_bench_augment(args: argparse.Namespace) -> int:
 
 
 def _bundled_names() -> str:
-    from bench.config import DEFAULT_CONFIG, bundled_configs
-
-    return ", ".join(f"{name} (default)" if name == DEFAULT_CONFIG else name for name in sorted(bundled_configs()))
+    return ", ".join(f"{name} (default)" if name == configs.DEFAULT else name for name in sorted(configs.bundled()))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+import configs
 from bench.core.errors import UserError
 from bench.core.keys import stable_hash
 from bench.core.schema import (check_path, identity, option, parse_section, role_fields, section,
@@ -23,14 +23,6 @@ from bench.data import DATASETS, DatasetSpec
 from bench.models import CLASSIFIERS
 from bench.splits import SplitSpec
 from strategies import STRATEGIES  # importing the package registers every strategy
-
-DEFAULT_CONFIG = "quick"
-
-
-def bundled_configs() -> dict[str, Any]:
-    """Name -> resource of every config shipped with augbench (works from a wheel, any cwd)."""
-    folder = resources.files("configs")
-    return {entry.name[:-5]: entry for entry in folder.iterdir() if entry.name.endswith(".yaml")}
 
 
 @dataclass(frozen=True)
@@ -210,14 +202,14 @@ def protocol_view(raw: dict, schema: type = BenchConfig) -> dict:
 # ------------------------------------------------------------------------------- loading
 def resolve_config(name_or_path: str | None) -> tuple[str, str]:
     """(text, name) of a config file path or of a bundled config (``quick``, ``fashion-mnist``, ...)."""
-    text = name_or_path or DEFAULT_CONFIG
+    text = name_or_path or configs.DEFAULT
     path = Path(text)
     if path.is_file():
         try:
             return path.read_text(), path.stem
         except OSError as exc:
             raise UserError(f"config {path} cannot be read: {exc.strerror}") from None
-    bundled = bundled_configs()
+    bundled = configs.bundled()
     if text in bundled:
         return bundled[text].read_text(), text
     raise UserError(f"config {text!r} not found: give a YAML file path or a bundled config "
@@ -263,7 +255,7 @@ def apply_overrides(data: dict, overrides: list[str], schema: type = BenchConfig
 def load_config(name_or_path: str | None = None, overrides: list[str] = ()) -> BenchConfig:
     """Read, override and validate a config; any problem raises UserError naming the field."""
     text, name = resolve_config(name_or_path)
-    source = name_or_path or DEFAULT_CONFIG
+    source = name_or_path or configs.DEFAULT
     return parse_config(apply_overrides(read_yaml(text, source), list(overrides)), default_name=name)
 
 

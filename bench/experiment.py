@@ -53,7 +53,7 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
         bar.update(1)
 
     grid_order = [c.key for c in cells]
-    executor = make_executor("process" if workers > 1 else "serial", device, workers)
+    executor = make_executor(device, workers)
     revision = provenance.git_revision()
     try:
         execute(todo, store, device, executor, revision, on_start, on_done)
@@ -97,7 +97,7 @@ def tune_experiment(config_name: str | None, overrides: list[str], trials: int |
                    device_type=device.type, cache_dir=str(out / "cache"), revision=provenance.git_revision(),
                    worker_index=worker_index)
     start = time.perf_counter()
-    executor = make_executor("process" if workers > 1 else "serial", device, workers)
+    executor = make_executor(device, workers)
     executor.map_unordered(task, specs, on_done=lambda spec, name: print(f"  done: {name}", file=sys.stderr))
     studies = {s.name(prefix): open_study(s.name(prefix), storage) for s in specs}
     table = trials_table(specs, studies, prefix)

@@ -32,7 +32,7 @@ from bench.train import predict, train
 @dataclass(frozen=True, kw_only=True)
 class Cell:
     """One point of the grid. Its key hashes its coordinates and the protocol's cell-identity
-    fields (see bench/core/schema.py); its seed derives from the key. Build it with ``from_config``."""
+    fields (see bench/core/schema.py). Build it with ``from_config``."""
 
     dataset: DatasetSpec
     data_hash: str
@@ -229,8 +229,10 @@ def default_workers(device: torch.device) -> int:
     return 1 if device.type == "cuda" else max(1, min(2, os.cpu_count() or 1))
 
 
-def make_executor(name: str, device: torch.device, workers: int) -> Executor:
-    """The named executor with the run's thread policy: one torch thread per CPU worker, always."""
+def make_executor(device: torch.device, workers: int, name: str | None = None) -> Executor:
+    """The named executor (default: ``process`` for several workers, else ``serial``) with the run's
+    thread policy: one torch thread per CPU worker, always."""
+    name = name or ("process" if workers > 1 else "serial")
     return EXECUTORS.get(name, field="executor")(workers=workers, threads=1 if device.type == "cpu" else None)
 
 

@@ -19,8 +19,8 @@ from bench.core.errors import UserError
 from bench.core.files import atomic_write
 
 TEXT_COLUMNS = ("key", "dataset", "data_hash", "regime", "strategy", "strategy_name", "strategy_params",
-                "classifier", "suite_version", "device", "revision", "status", "failure_reason", "generator_key", "mixing", "synthetic_pool",
-                "quality_extractor", "sample_grid")
+                "classifier", "suite_version", "device", "revision", "status", "failure_reason", "generator_key",
+                "mixing", "synthetic_pool", "quality_extractor", "sample_grid")
 TIME_COLUMNS = ("started", "finished")
 FLAG_COLUMNS = ("generator_cache_hit",)
 PARAM_PREFIX = "param_"

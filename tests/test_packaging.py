@@ -34,9 +34,9 @@ def test_installed_wheel_loads_configs_from_any_folder(wheel, tmp_path):
     assert install.returncode == 0, install.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    probe = ("import bench, sys; from bench.config import bundled_configs, load_config; "
-             "assert bench.__file__.startswith(sys.argv[1]), bench.__file__; "
-             "print(sorted(bundled_configs())); print(load_config('quick').name)")
+    probe = ("import bench, configs, sys; from bench.config import load_config; "
+             "assert bench.__file__.startswith(sys.argv[1]) and configs.__file__.startswith(sys.argv[1]); "
+             "print(sorted(configs.bundled())); print(load_config('quick').name)")
     env = {**os.environ, "PYTHONPATH": str(site)}
     found = subprocess.run([sys.executable, "-c", probe, str(site)], cwd=elsewhere, capture_output=True, text=True,
                            env=env)
