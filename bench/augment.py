@@ -34,6 +34,19 @@ Policy = Callable[[torch.Tensor, torch.Tensor, AugContext], Batch]
 POLICIES: Registry = Registry("policy", "policies")
 
 
+def policy(name: str, version: str = "1"):
+    """Register a policy under ``name`` with its code version (bump it when its output changes)."""
+    def decorator(fn: Policy) -> Policy:
+        fn.version = version
+        return POLICIES.register(name)(fn)
+    return decorator
+
+
+def policy_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """``{"policy:<name>": version}`` for the given policies (the ops they share are covered by them)."""
+    return {f"policy:{name}": POLICIES.get(name).version for name in names}
+
+
 def _rand(n: int, ctx: AugContext, device, low=0.0, high=1.0) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=ctx.generator, device=device)
 
@@ -178,7 +191,7 @@ def apply_ops_per_sample(x: torch.Tensor, op_index: torch.Tensor, magnitude: tor
 
 
 # ----------------------------------------------------------------------------- policies
-@POLICIES.register("basic")
+@policy("basic", version="2")  # 2: the crop/pad shift scales with magnitude
 def basic(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     """Random affine (rotation, scale, translation), crop/pad shift and, where allowed, flip: one warp."""
     n, _, h, w = x.shape
@@ -197,7 +210,7 @@ def basic(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     return warp(x, forward), y
 
 
-@POLICIES.register("randaugment")
+@policy("randaugment")
 def randaugment(x: torch.Tensor, y: torch.Tensor, ctx: AugContext, num_ops: int = 2) -> Batch:
     """RandAugment: each image applies ``num_ops`` ops drawn for it, all at the policy magnitude."""
     n, dev = len(x), x.device
@@ -208,7 +221,7 @@ def randaugment(x: torch.Tensor, y: torch.Tensor, ctx: AugContext, num_ops: int 
     return x, y
 
 
-@POLICIES.register("trivialaugment")
+@policy("trivialaugment")
 def trivialaugment(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     """TrivialAugment: one op per image, its strength uniform in [0, 2*magnitude] (capped at 1)."""
     n, dev = len(x), x.device
@@ -230,7 +243,7 @@ def boxes(n: int, h: int, w: int, area: torch.Tensor, aspect: torch.Tensor, ctx:
     return inside.unsqueeze(1)
 
 
-@POLICIES.register("random-erasing")
+@policy("random-erasing")
 def random_erasing(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     """Random erasing: with probability 0.5, a random rectangle (2% to 40%*m of the area) becomes noise."""
     n, _, h, w = x.shape
@@ -253,7 +266,7 @@ def _partner(n: int, ctx: AugContext, dev) -> torch.Tensor:
     return torch.randperm(n, generator=ctx.generator, device=dev)
 
 
-@POLICIES.register("mixup")
+@policy("mixup")
 def mixup(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     """Mixup with a Beta(0.4m, 0.4m) weight per image (alpha 0.2 at the default magnitude)."""
     n, dev = len(x), x.device
@@ -263,7 +276,7 @@ def mixup(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     return x, lam.view(-1, 1) * y + (1 - lam.view(-1, 1)) * y[partner]
 
 
-@POLICIES.register("cutmix")
+@policy("cutmix")
 def cutmix(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     """CutMix: a box per image from a partner image; labels mix by the pasted area (alpha 2m)."""
     n, _, h, w = x.shape

@@ -144,7 +144,9 @@ class QualitySpec:
 
     enabled: bool = option(True, help="measure FID/KID/IS, precision/recall, CAS and memorization")
     samples: int = option(500, low=20, high=100_000,
-                          help="images per side for FID/KID/IS/PR (capped by the test set's size)")
+                          help="at most this many distinct images per side for FID/KID/IS/PR: the images the "
+                               "classifier trains on (a random subset when it trains on more), as many test "
+                               "images and as many unlabelled real images for the real-vs-real floor")
     inception_weights: str | None = option(None, parse=_weights_file,
                                            help="torch-fidelity `inception-v3-compat` state dict file, "
                                                 "for the standard Inception FID/KID")

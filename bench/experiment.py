@@ -37,6 +37,10 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
     workers = min(config.workers or default_workers(device), max(1, len(todo)))
     print(f"augbench: {config.name}: {len(cells)} cells ({len(cells) - len(todo)} already done), "
           f"device {provenance.device_name(device)}, {workers} worker(s) -> {out}", file=sys.stderr)
+    foreign = store.foreign_keys([c.key for c in cells])
+    if foreign:
+        print(f"augbench: {len(foreign)} cell file(s) in {store.cells_dir} are not in this grid (another code "
+              "version, data or config): left alone and kept out of the tables", file=sys.stderr)
 
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", file=sys.stderr,
                dynamic_ncols=True)
@@ -59,12 +63,12 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
         execute(todo, store, device, executor, revision, on_start, on_done)
     finally:
         bar.close()
-        results = store.write_tables(grid_order) if store.done_keys() else None
+        results = store.write_tables(grid_order)
     store.write_json("provenance.json", {"config_fingerprint": config.fingerprint, "started": started,
                                          "finished": provenance.now(), "versions": provenance.versions(),
                                          "revision": revision,
                                          "device": provenance.device_name(device), "workers": workers})
-    print(format_summary(results[results["key"].isin(set(grid_order))]))
+    print(format_summary(results))
     report = build_report(out)
     print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
     print(f"report:  {report} (and report.md)")

@@ -1,9 +1,8 @@
-"""Classification metrics computed from logits: accuracy, macro-F1, NLL, ECE."""
+"""Classification metrics computed from logits: accuracy, balanced accuracy, macro-F1, NLL, ECE."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import f1_score
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
@@ -20,13 +19,37 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     return ece
 
 
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts (K, K): row = true class, column = predicted class."""
+    return torch.bincount(labels * num_classes + predicted, minlength=num_classes ** 2).view(num_classes, num_classes)
+
+
+def balanced_accuracy(confusion: torch.Tensor) -> float:
+    """Mean recall over the classes present in the labels (as scikit-learn's balanced_accuracy_score)."""
+    support = confusion.sum(1)
+    present = support > 0
+    return (confusion.diag()[present].double() / support[present]).mean().item()
+
+
+def macro_f1(confusion: torch.Tensor) -> float:
+    """Unweighted mean F1 over the classes present in labels or predictions (F1 = 0 where a class
+    has no true positive), as scikit-learn's f1_score(average="macro")."""
+    tp = confusion.diag().double()
+    support, predicted = confusion.sum(1).double(), confusion.sum(0).double()
+    present = (support + predicted) > 0
+    return (2 * tp[present] / (support[present] + predicted[present])).mean().item()
+
+
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """accuracy, macro_f1, nll and ece of CPU float logits (N, K) against int labels (N,)."""
+    """accuracy, balanced_accuracy, macro_f1, nll and ece of CPU float logits (N, K) against int
+    labels (N,)."""
     logits, labels = logits.float().cpu(), labels.cpu()
     predicted = logits.argmax(1)
+    confusion = confusion_matrix(predicted, labels, logits.shape[1])
     return {
         "accuracy": (predicted == labels).double().mean().item(),
-        "macro_f1": float(f1_score(labels.numpy(), predicted.numpy(), average="macro")),
+        "balanced_accuracy": balanced_accuracy(confusion),
+        "macro_f1": macro_f1(confusion),
         "nll": F.cross_entropy(logits, labels).item(),
         "ece": expected_calibration_error(logits.softmax(1), labels),
     }

@@ -1,6 +1,8 @@
 """The classifier suite: fixed, versioned architectures, each with its own training recipe.
 
-Changing an architecture or a recipe changes results: bump SUITE_VERSION when you do.
+Changing an architecture or a recipe changes results: bump that classifier's ``version`` when you
+do (only its cells recompute); bump SUITE_VERSION when what the whole suite shares changes (the
+training loop, the input normalization).
 """
 from __future__ import annotations
 
@@ -42,15 +44,16 @@ class Recipe:
 class ClassifierSpec:
     build: Callable[[tuple[int, int, int], int], nn.Module]
     recipe: Recipe
+    version: str = "1"
 
 
 CLASSIFIERS: Registry = Registry("classifier")
 
 
-def classifier(name: str, recipe: Recipe):
-    """Register a builder ``(image_shape, num_classes) -> nn.Module`` with its recipe."""
+def classifier(name: str, recipe: Recipe, version: str = "1"):
+    """Register a builder ``(image_shape, num_classes) -> nn.Module`` with its recipe and version."""
     def decorator(build):
-        CLASSIFIERS.register(name)(ClassifierSpec(build, recipe))
+        CLASSIFIERS.register(name)(ClassifierSpec(build, recipe, version))
         return build
     return decorator
 
@@ -113,3 +116,8 @@ def resnet(shape: tuple[int, int, int], num_classes: int) -> nn.Module:
 
 def build_classifier(name: str, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     return CLASSIFIERS.get(name, field="classifiers").build(shape, num_classes)
+
+
+def classifier_versions(name: str) -> dict[str, str]:
+    """The code versions a trained classifier depends on: its own and the suite's."""
+    return {f"classifier:{name}": CLASSIFIERS.get(name, field="classifiers").version, "suite": SUITE_VERSION}

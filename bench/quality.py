@@ -1,17 +1,24 @@
 """Synthetic-data quality per (data, regime, strategy, seed), through torch-fidelity.
 
-The images a strategy trains on (its synthetic samples; the augmented real images for
-`classical`; the real images for `none`) are compared with real test images at a fixed count:
-FID, KID, IS, precision/recall in the feature space of a domain evaluator network (the suite's
-`cnn` trained once on the data set's full training split, cached by content hash), plus, for
-generative strategies, CAS (a `cnn` trained on synthetic images only, tested on real test images)
-and memorization (nearest-neighbour distances to the training images). With a path to Inception-v3
-weights, the standard Inception FID/KID are computed too. Columns name their extractor.
+What is scored is what the classifier trains on, one view per distinct image: the synthetic pool
+(generated), the real images through the batch transform (augmented: a distortion, not a realism
+measure), or the labelled real images themselves (`none`: the floor at this regime). They are
+compared with as many distinct real test images (N, recorded with every row), and the real-vs-real
+reference uses N distinct unlabelled real images, so that a row and its floor share N. Metrics: KID
+(unbiased: the headline at small N), FID (biased upward at small N: compare only at equal N), IS,
+precision/recall, in the feature space of a domain evaluator network (the suite's `cnn`, trained on
+the training pool without the replicate's labelled images where the regime leaves enough, cached);
+for generated images also CAS (a `cnn` trained on them alone, tested on real test images) and
+memorization (nearest-neighbour distances to the labelled images). With Inception-v3 weights the
+standard Inception FID/KID are computed too. The extractor's name says which evaluator it was.
 """
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torch_fidelity
@@ -20,16 +27,18 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from bench.cache import FileCache, cache_key
 from bench.config import QualitySpec
+from bench.core.files import atomic_write
 from bench.core.images import ImageSet
 from bench.data import Dataset
-from bench.models import CLASSIFIERS, SUITE_VERSION, build_classifier
+from bench.core.keys import stable_hash
+from bench.models import CLASSIFIERS, build_classifier, classifier_versions
 from bench.core.seeding import derive_seed, seeded
-from bench.splits import Split, SplitSpec, train_pool
+from bench.splits import Split, train_pool
 from bench.train import normalize, predict, to_input, train
 from bench.core.strategy import TrainingData
 
 EVALUATOR = "augbench-evaluator"
-EVALUATOR_VERSION = "1"
+EVALUATOR_VERSION = "2"  # 2: trained without the replicate's labelled images
 NEAR_COPY_PERCENTILE = 0.05  # a sample nearer to a training image than 95% of real test images are
 
 
@@ -96,40 +105,62 @@ def accuracy_on(model, test: ImageSet, device: torch.device) -> float:
     return (predict(model, test.images, device).argmax(1) == test.labels).float().mean().item()
 
 
-def evaluator(dataset: Dataset, split_spec: SplitSpec, device: torch.device, cache: FileCache,
-              budget_scale: float) -> tuple[Path, float]:
-    """The domain evaluator's weights file and its test accuracy (trained once, then cached)."""
-    key = cache_key(EVALUATOR_VERSION, SUITE_VERSION, dataset.content_hash, split_spec, budget_scale)
+@dataclass(frozen=True)
+class Evaluator:
+    """A trained evaluator network: its weights file, its name as a feature extractor, whether its
+    training images exclude the replicate's labelled images, and its test accuracy."""
+
+    weights: Path
+    name: str
+    disjoint: bool
+    test_accuracy: float
+
+
+def evaluator_training_images(pool: ImageSet, split: Split) -> tuple[ImageSet, bool]:
+    """The training pool without the labelled images, when at least as many images remain as were
+    labelled; else (e.g. regime `all`) the whole pool. Returns (images, disjoint)."""
+    rest = np.setdiff1d(np.arange(len(pool)), split.labelled_index)
+    if len(rest) >= len(split.labelled_index):
+        return pool.subset(rest), True
+    return pool, False
+
+
+def evaluator(dataset: Dataset, split: Split, device: torch.device, cache: FileCache,
+              budget_scale: float) -> Evaluator:
+    """The domain evaluator of one replicate's split (trained once, then cached)."""
+    pool, test = train_pool(dataset, split.spec)
+    images, disjoint = evaluator_training_images(pool, split)
+    key = cache_key(EVALUATOR_VERSION, classifier_versions("cnn"), dataset.content_hash, split.spec, budget_scale,
+                    stable_hash(split.labelled_index.tolist()) if disjoint else "whole pool")
 
     def fit() -> dict:
-        pool, test = train_pool(dataset, split_spec)
-        model = train_cnn(pool, pool.subset(torch.arange(min(500, len(pool)))), dataset.num_classes,
-                          budget_scale, device, derive_seed("evaluator", key))
+        model = train_cnn(images, split.val, dataset.num_classes, budget_scale, device, derive_seed("evaluator", key))
         cache.save_tensors("evaluator", key, {"model": {k: v.cpu() for k, v in model.state_dict().items()},
                                               "shape": torch.tensor(dataset.image_shape),
                                               "num_classes": torch.tensor(dataset.num_classes)})
         return {"test_accuracy": accuracy_on(model, test, device)}
 
     meta = cache.json_once("evaluator", key, fit)
-    return cache.tensors_path("evaluator", key), meta["test_accuracy"]
+    return Evaluator(cache.tensors_path("evaluator", key), f"{EVALUATOR}:{dataset.name}:{key[:10]}", disjoint,
+                     meta["test_accuracy"])
 
 
-def trained_on_images(data: TrainingData, n: int, num_classes: int, generator: torch.Generator,
-                      device: torch.device) -> ImageSet:
-    """n images as the classifier sees them: sampled from the generator, else drawn (with
-    replacement) from the training images; then through the batch transform, if any."""
-    if data.sampler is not None:
-        images = data.sampler(n, generator)
+def trained_on_images(data: TrainingData, num_classes: int, generator: torch.Generator,
+                      device: torch.device) -> tuple[ImageSet, str]:
+    """The images the classifier trains on besides the unchanged real ones, one view of each
+    distinct image, and their kind: ``generated`` (the synthetic pool), ``generated+augmented``
+    (the pool through the batch transform), ``augmented`` (the real images through it) or ``real``."""
+    if data.synthetic is not None:
+        images, kind = data.synthetic, "generated"
     else:
-        pool = data.real if data.synthetic is None else ImageSet(
-            torch.cat([data.real.images, data.synthetic.images]), torch.cat([data.real.labels, data.synthetic.labels]))
-        images = pool.subset(torch.randint(0, len(pool), (n,), generator=generator, device=device).cpu())
+        images, kind = data.real, "real"
     if data.batch_transform is None:
-        return images
+        return images, kind
     x = to_input(images.images.to(device))
     y = F.one_hot(images.labels.to(device), num_classes).float()
     x, y = data.batch_transform(x, y, generator)
-    return ImageSet((x * 255).round().clamp(0, 255).to(torch.uint8).cpu(), y.argmax(1).cpu())
+    shown = ImageSet((x * 255).round().clamp(0, 255).to(torch.uint8).cpu(), y.argmax(1).cpu())
+    return shown, "augmented" if kind == "real" else "generated+augmented"
 
 
 def fidelity_metrics(first: torch.Tensor, second: torch.Tensor, device: torch.device, extractor: str,
@@ -157,90 +188,91 @@ def evaluator_outputs(net: EvaluatorExtractor, images: torch.Tensor,
 
 def memorization(net: EvaluatorExtractor, synthetic: torch.Tensor, train_images: torch.Tensor,
                  test_images: torch.Tensor, device: torch.device) -> dict:
-    """Nearest-neighbour distances to the training images in the evaluator's feature space."""
+    """Nearest-neighbour distances to the training images in the evaluator's feature space. By
+    construction NEAR_COPY_PERCENTILE of real test images are near-copies: that is the chance level."""
     train_f, _ = evaluator_outputs(net, train_images, device)
     synth_nn = torch.cdist(evaluator_outputs(net, synthetic, device)[0], train_f).min(1).values
     test_nn = torch.cdist(evaluator_outputs(net, test_images, device)[0], train_f).min(1).values
     threshold = torch.quantile(test_nn, NEAR_COPY_PERCENTILE)
     return {"mem_nn_synthetic_median": synth_nn.median().item(), "mem_nn_test_median": test_nn.median().item(),
             "mem_nn_ratio": (synth_nn.median() / test_nn.median().clamp_min(1e-12)).item(),
-            "mem_near_copy_fraction": (synth_nn < threshold).float().mean().item()}
+            "mem_near_copy_fraction": (synth_nn < threshold).float().mean().item(),
+            "mem_near_copy_chance": NEAR_COPY_PERCENTILE}
 
 
-def classification_accuracy_score(data: TrainingData, split: Split, n: int, num_classes: int, device: torch.device,
-                                  budget_scale: float, seed: int) -> float:
-    """CAS: a `cnn` trained on n synthetic images only, accuracy on the real test images."""
-    synthetic = data.sampler(n, torch.Generator(device=device).manual_seed(seed))
-    model = train_cnn(synthetic, split.val, num_classes, budget_scale, device, seed)
-    return accuracy_on(model, split.test, device)
+def save_samples(path: Path, real: ImageSet, shown: ImageSet, class_names: tuple[str, ...], kind: str,
+                 per_class: int = 8) -> None:
+    """Up to ``per_class`` real and trained-on images of every class, for the report's sample grids."""
+    def take(images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.cat([torch.nonzero(images.labels == c).flatten()[:per_class] for c in range(len(class_names))])
+        return images.images[index], images.labels[index]
+
+    (real_images, real_labels), (shown_images, shown_labels) = take(real), take(shown)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, real_images=real_images.numpy(), real_labels=real_labels.numpy(),
+                        shown_images=shown_images.numpy(), shown_labels=shown_labels.numpy(),
+                        class_names=np.array(class_names), kind=np.array(kind))
+    atomic_write(path, buffer.getvalue())
 
 
-def save_sample_grid(path: Path, real: ImageSet, synthetic: ImageSet, num_classes: int, per_class: int = 8) -> None:
-    """A PNG with one row per class: real images on the left, generated ones on the right."""
-    from torchvision.utils import save_image
-
-    def take(images: ImageSet, cls: int) -> torch.Tensor:
-        chosen = images.images[images.labels == cls][:per_class]
-        pad = torch.zeros(per_class - len(chosen), *images.images.shape[1:], dtype=torch.uint8)
-        return torch.cat([chosen, pad])
-
-    rows = [torch.cat([take(real, c), take(synthetic, c)]) for c in range(num_classes)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat(rows).float() / 255.0, path, nrow=2 * per_class, padding=1, pad_value=0.5)
-
-
-def reference_distances(dataset: Dataset, split: Split, test_images: torch.Tensor, weights: Path,
+def reference_distances(pool: ImageSet, split: Split, test_images: torch.Tensor, evaluator_: Evaluator,
                         device: torch.device, seed: int) -> dict:
-    """FID/KID against the same test images of two references at the same N: fresh real images from
-    the training pool (real vs real: the floor) and uniform noise (the ceiling)."""
-    n = len(test_images)
-    pool, _ = train_pool(dataset, split.spec)
+    """FID/KID against the same test images of two references: as many distinct real images from
+    the pool (neither labelled nor validation) as are scored (real vs real: the floor at this N),
+    and uniform noise (the ceiling)."""
+    unused = np.setdiff1d(np.arange(len(pool)), np.concatenate([split.labelled_index, split.val_index]))
     generator = torch.Generator().manual_seed(seed)
-    real = pool.images[torch.randperm(len(pool), generator=generator)[:n]]
+    chosen = torch.from_numpy(unused)[torch.randperm(len(unused), generator=generator)[:len(test_images)]]
+    real = pool.images[chosen]
     noise = torch.randint(0, 256, test_images.shape, dtype=torch.uint8, generator=generator)
-    row = {}
+    row = {"quality_ref_n": len(real)}
     for name, images in (("real", real), ("noise", noise)):
-        found = fidelity_metrics(images, test_images, device, EVALUATOR, str(weights), metrics=("fid", "kid"))
+        found = fidelity_metrics(images, test_images, device, EVALUATOR, str(evaluator_.weights), metrics=("fid", "kid"))
         row[f"fid_evaluator_ref_{name}"] = found["frechet_inception_distance"]
         row[f"kid_evaluator_ref_{name}"] = found["kernel_inception_distance_mean"]
     return row
 
 
+def subset_of(images: ImageSet, n: int, seed: int) -> ImageSet:
+    """n of the images (all of them, in order, when there are no more), chosen by ``seed``."""
+    if len(images) <= n:
+        return images
+    return images.subset(torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n])
+
+
 def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: QualitySpec, device: torch.device,
-                   cache: FileCache, budget_scale: float, seed: int, grid_path: Path | None) -> dict:
+                   cache: FileCache, budget_scale: float, seed: int, samples_path: Path | None) -> dict:
     """All quality columns for one fitted strategy."""
-    weights, evaluator_accuracy = evaluator(dataset, split.spec, device, cache, budget_scale)
-    n = min(spec.samples, len(split.test))
-    generator = torch.Generator(device=device).manual_seed(seed)
-    trained_on = trained_on_images(data, n, dataset.num_classes, generator, device)
-    test = split.test.subset(torch.randperm(len(split.test), generator=torch.Generator().manual_seed(seed))[:n])
-    found = fidelity_metrics(trained_on.images, test.images, device, EVALUATOR, str(weights))
-    references = cache.json_once(  # shared by every strategy of a replicate
-        "reference", cache_key(weights.name, n, seed),
-        lambda: reference_distances(dataset, split, test.images, weights, device, seed))
-    net = load_evaluator(weights, device)
-    _, logits = evaluator_outputs(net, trained_on.images, device)
-    row = {"quality_n": n, "quality_extractor": f"{EVALUATOR}-cnn-v{SUITE_VERSION}",
-           "evaluator_test_accuracy": evaluator_accuracy,
+    judge = evaluator(dataset, split, device, cache, budget_scale)
+    shown, kind = trained_on_images(data, dataset.num_classes, torch.Generator(device=device).manual_seed(seed),
+                                    device)
+    n = min(spec.samples, len(shown), len(split.test))
+    scored, test = subset_of(shown, n, seed), subset_of(split.test, n, seed + 1)
+    found = fidelity_metrics(scored.images, test.images, device, EVALUATOR, str(judge.weights))
+    pool, _ = train_pool(dataset, split.spec)
+    references = cache.json_once(  # shared by every strategy of a replicate with this N
+        "reference", cache_key(judge.name, n, seed),
+        lambda: reference_distances(pool, split, test.images, judge, device, seed))
+    net = load_evaluator(judge.weights, device)
+    _, logits = evaluator_outputs(net, scored.images, device)
+    row = {"quality_kind": kind, "quality_n": n, "quality_n_test": len(test), "quality_extractor": judge.name,
+           "evaluator_disjoint": judge.disjoint, "evaluator_test_accuracy": judge.test_accuracy,
            "fid_evaluator": found["frechet_inception_distance"],
            "kid_evaluator": found["kernel_inception_distance_mean"],
            "is_evaluator": found["inception_score_mean"],
            "precision_evaluator": found["precision"], "recall_evaluator": found["recall"],
-           "evaluator_label_agreement": (logits.argmax(1) == trained_on.labels).float().mean().item(),
+           "evaluator_label_agreement": (logits.argmax(1) == scored.labels).float().mean().item(),
            **references}
     if spec.inception_weights:
-        inception = fidelity_metrics(trained_on.images, test.images, device, "inception-v3-compat",
-                                     spec.inception_weights,
-                                     metrics=("fid", "kid"))
+        inception = fidelity_metrics(scored.images, test.images, device, "inception-v3-compat",
+                                     spec.inception_weights, metrics=("fid", "kid"))
         row.update(fid_inception=inception["frechet_inception_distance"],
                    kid_inception=inception["kernel_inception_distance_mean"])
-    if data.sampler is not None:
-        synthetic = data.sampler(n, torch.Generator(device=device).manual_seed(seed + 1))
-        row["cas_accuracy"] = classification_accuracy_score(data, split, n, dataset.num_classes, device,
-                                                            budget_scale, seed + 2)
-        row.update(memorization(net, synthetic.images, split.labelled.images, test.images, device))
-        if grid_path is not None:
-            save_sample_grid(grid_path, split.labelled, synthetic, dataset.num_classes)
-            row["sample_grid"] = str(grid_path)
+    if kind.startswith("generated"):
+        cas_model = train_cnn(shown, split.val, dataset.num_classes, budget_scale, device, seed + 2)
+        row["cas_accuracy"] = accuracy_on(cas_model, split.test, device)
+        row.update(memorization(net, scored.images, split.labelled.images, test.images, device))
+    if kind != "real" and samples_path is not None:
+        save_samples(samples_path, split.labelled, shown, dataset.class_names, kind)
+        row["sample_grid"] = f"{samples_path.parent.name}/{samples_path.name}"  # relative to the run folder
     return row
-

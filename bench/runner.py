@@ -21,7 +21,7 @@ from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import STRATEGIES, FitContext
 from bench.data import Dataset, DatasetSpec, load_dataset
 from bench.metrics import classification_metrics
-from bench.models import CLASSIFIERS, SUITE_VERSION, build_classifier
+from bench.models import CLASSIFIERS, SUITE_VERSION, build_classifier, classifier_versions
 from bench.quality import EVALUATOR_VERSION, assess_quality
 from bench.resources import measure
 from bench.splits import Split, SplitSpec, make_split
@@ -67,7 +67,18 @@ class Cell:
     def canonical(self) -> dict:
         return {"dataset": self.dataset.name, "data_hash": self.data_hash, "regime": self.regime_label,
                 "strategy": self.strategy.name, "params": self.strategy.params, "classifier": self.classifier,
-                "suite_version": SUITE_VERSION, "replicate": self.replicate, **identity(self.config, "cell")}
+                "versions": self.versions, "replicate": self.replicate, **identity(self.config, "cell")}
+
+    @property
+    def strategy_versions(self) -> dict[str, str]:
+        """Code versions the strategy's output depends on (strategy, generator, policies)."""
+        return STRATEGIES.get(self.strategy.name).versions(self.strategy.params)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """Every code version the cell's result depends on; a bump of one recomputes exactly the
+        cells (and quality rows) that use that component."""
+        return {**self.strategy_versions, **classifier_versions(self.classifier)}
 
     @property
     def key(self) -> str:
@@ -78,7 +89,8 @@ class Cell:
         """Seed of the classifier's initialization, dropout and real batch order. It depends on
         neither the strategy nor quality settings nor eval points, so `none` and every strategy
         of a cell start from the same weights and see the same real batches."""
-        return derive_seed("train", *self.fit_key_parts, self.classifier, SUITE_VERSION, self.budget_scale)
+        return derive_seed("train", *self.fit_key_parts, self.classifier,
+                           canonical_json(classifier_versions(self.classifier)), self.budget_scale)
 
     @property
     def augment_seed(self) -> int:
@@ -146,6 +158,7 @@ def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, spli
               "strategy": cell.strategy.label, "strategy_name": cell.strategy.name,
               "strategy_params": canonical_json(cell.strategy.params), "classifier": cell.classifier,
               "replicate": cell.replicate, "seed": cell.train_seed, "suite_version": SUITE_VERSION,
+              "versions": canonical_json(cell.versions), "num_classes": dataset.num_classes,
               "split_seed": cell.split.seed, "budget_scale": cell.budget_scale, "budget_steps": steps,
               "batch_size": spec.recipe.batch_size, "n_real": len(split.labelled), "n_val": len(split.val),
               "device": provenance.device_name(device), "revision": revision,
@@ -190,14 +203,15 @@ def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None, re
 def cached_quality(cell: Cell, dataset: Dataset, split: Split, data, device: torch.device, cache_dir: Path) -> dict:
     """Quality columns of the cell's fitted strategy, computed once for all its classifiers."""
     cache = FileCache(cache_dir)
-    key = cache_key(cell.fit_key_parts, cell.strategy.name, cell.strategy.params, asdict(cell.quality),
-                    cell.budget_scale, EVALUATOR_VERSION)
-    grid = (cache_dir.parent / "samples" /
-            f"{cell.dataset.name.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}-seed{cell.replicate}.png")
+    key = cache_key(cell.fit_key_parts, cell.strategy.name, cell.strategy.params, cell.strategy_versions,
+                    asdict(cell.quality), cell.budget_scale, EVALUATOR_VERSION, classifier_versions("cnn"))
+    samples = (cache_dir.parent / "samples" /
+               f"{cell.dataset.name.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}-seed{cell.replicate}"
+               f"-{key[:8]}.npz")
     # one seed per (data, split, regime, replicate): every strategy meets the same test images
     seed = derive_seed("quality", *cell.fit_key_parts) % 2**62
     return cache.json_once("quality", key, lambda: assess_quality(data, dataset, split, cell.quality, device, cache,
-                                                                  cell.budget_scale, seed, grid))
+                                                                  cell.budget_scale, seed, samples))
 
 
 def _evaluate(model, split: Split, device: torch.device) -> dict:

@@ -20,14 +20,16 @@ from bench.core.files import atomic_write
 
 TEXT_COLUMNS = ("key", "dataset", "data_hash", "regime", "strategy", "strategy_name", "strategy_params",
                 "classifier", "suite_version", "device", "revision", "status", "failure_reason", "generator_key",
-                "mixing", "synthetic_pool", "quality_extractor", "sample_grid")
+                "mixing", "synthetic_pool", "quality_extractor", "quality_kind", "sample_grid", "versions")
 TIME_COLUMNS = ("started", "finished")
-FLAG_COLUMNS = ("generator_cache_hit",)
+FLAG_COLUMNS = ("generator_cache_hit", "evaluator_disjoint")
 PARAM_PREFIX = "param_"
 
 
 def _param_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Each strategy param as its own column ``param_<name>`` (mappings as JSON text)."""
+    if frame.empty:
+        return frame
     params = [json.loads(text) for text in frame["strategy_params"]]
     names = sorted({name for p in params for name in p})
     columns = {f"{PARAM_PREFIX}{name}": [json.dumps(p[name], sort_keys=True) if isinstance(p.get(name), dict)
@@ -99,15 +101,20 @@ class RunStore:
     def write_cell(self, record: dict) -> None:
         atomic_write(self.cells_dir / f"{record['key']}.json", json.dumps(record, indent=1, default=str))
 
-    def records(self) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted(self.cells_dir.glob("*.json"))] \
-            if self.cells_dir.exists() else []
+    def records(self, keys: list[str]) -> list[dict]:
+        """The finished cells among ``keys``, in that order."""
+        return [json.loads((self.cells_dir / f"{key}.json").read_text()) for key in keys
+                if (self.cells_dir / f"{key}.json").is_file()]
 
-    def write_tables(self, key_order: list[str] = ()) -> pd.DataFrame:
-        """Rebuild results.parquet/.csv (a row per cell) and curves.csv from the cell files, rows in
-        ``key_order`` (the grid's order) where given."""
-        position = {key: i for i, key in enumerate(key_order)}
-        records = sorted(self.records(), key=lambda r: position.get(r["key"], len(position)))
+    def foreign_keys(self, grid_keys: list[str]) -> list[str]:
+        """Cells in the folder that are not in the grid (another code version, data or config):
+        left alone, and never in the tables."""
+        return sorted(self.done_keys() - set(grid_keys))
+
+    def write_tables(self, grid_keys: list[str]) -> pd.DataFrame:
+        """Rebuild results.parquet/.csv (a row per finished cell of the grid, in the grid's order) and
+        curves.csv from the cell files. Cells outside the grid are not read."""
+        records = self.records(grid_keys)
         results = normalize_results(_param_columns(pd.DataFrame([{k: v for k, v in r.items() if k != "curve"}
                                                                   for r in records])))
         curves = pd.DataFrame([{"key": r["key"], **point} for r in records for point in r.get("curve", [])])

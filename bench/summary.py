@@ -7,7 +7,7 @@ import pandas as pd
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, regime, strategy), one column per classifier: 'acc ± std (gap g)' in %.
     Rows and columns keep the order in which they first appear in ``results``."""
-    ok = results[results["status"] == "ok"]
+    ok = results[results["status"] == "ok"] if "status" in results else results
     if ok.empty:
         return pd.DataFrame()
     stats = ok.groupby(["dataset", "regime", "strategy", "classifier"], sort=False).agg(

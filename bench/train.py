@@ -140,7 +140,7 @@ def train(model: nn.Module, recipe: Recipe, data: TrainingData, val: ImageSet, *
     real_stream = IndexStream(len(real_labels), torch.Generator(device=device).manual_seed(order_seed), device)
     synthetic_stream = IndexStream(n_synthetic, augment_generator, device,
                                    refresh_synthetic if fresh_synthetic and data.sampler is not None else None)
-    model.to(device).train()
+    model.to(device, memory_format=torch.channels_last).train()  # faster convs on CPU and GPU alike
     optimizer = _optimizer(model, recipe)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps))
     eval_at = {max(1, round(steps * (k + 1) / eval_points)) for k in range(eval_points)}
@@ -161,7 +161,7 @@ def train(model: nn.Module, recipe: Recipe, data: TrainingData, val: ImageSet, *
         if recipe.label_smoothing:
             y = y * (1 - recipe.label_smoothing) + recipe.label_smoothing / num_classes
         with _autocast(device):
-            logits = model(normalize(x))
+            logits = model(normalize(x).contiguous(memory_format=torch.channels_last))
         loss = -(y * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -60,18 +61,16 @@ def gain_heatmap(table: pd.DataFrame):
     return fig
 
 
-def gain_vs_quality(table: pd.DataFrame):
-    """Change in accuracy against FID and KID (evaluator features): does better data help more?"""
-    data = table[table["delta_mean"].notna() & table["fid_evaluator"].notna()].copy()
-    if data.empty:
+def gain_vs_quality(points: pd.DataFrame):
+    """Change in accuracy (mean over classifiers) against KID: one point per generative strategy and seed."""
+    if points.empty or points["kid"].isna().all():
         return None
-    data["Δ accuracy (pp)"] = data["delta_mean"] * 100
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, column, label in ((axes[0], "fid_evaluator", "FID (evaluator)"), (axes[1], "kid_evaluator", "KID (evaluator)")):
-        sns.scatterplot(data=data, x=column, y="Δ accuracy (pp)", hue="strategy", style="classifier", s=70, ax=ax)
-        ax.axhline(0, color="grey", lw=1)
-        ax.set_xlabel(label)
-        ax.legend(fontsize=7)
+    data = points.assign(**{"Δ accuracy (pp)": points["gain"] * 100, "KID ×10³ (evaluator)": points["kid"] * 1e3,
+                            "seed": points["replicate"].astype(str)})
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    sns.scatterplot(data=data, x="KID ×10³ (evaluator)", y="Δ accuracy (pp)", hue="strategy", style="seed", s=70, ax=ax)
+    ax.axhline(0, color="grey", lw=1)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -92,9 +91,10 @@ def learning_curves(results: pd.DataFrame, curves: pd.DataFrame):
     if curves.empty:
         return None
     data = curves.merge(successful(results)[["key", "dataset", "regime", "strategy", "classifier"]], on="key")
+    data["val_accuracy"] = data["val_accuracy"] * 100
     grid = sns.relplot(data=data, kind="line", x="step", y="val_accuracy", hue="strategy", col="classifier",
                        row="regime", errorbar=None, height=3.5, aspect=1.3, facet_kws={"sharex": False})
-    grid.set_axis_labels("optimizer step", "validation accuracy")
+    grid.set_axis_labels("optimizer step", "validation accuracy (%)")
     return grid.figure
 
 
@@ -105,9 +105,10 @@ def accuracy_vs_regime(results: pd.DataFrame):
         return None
     data = ok.assign(regime_order=ok["regime"].map(regime_order)).sort_values("regime_order")
     data["regime"] = data["regime"].astype(str)
+    data["test_accuracy"] = data["test_accuracy"] * 100
     grid = sns.relplot(data=data, kind="line", x="regime", y="test_accuracy", hue="strategy", col="classifier",
                        marker="o", errorbar=("ci", 95), height=3.5, aspect=1.3, sort=False)
-    grid.set_axis_labels("labelled images per class", "test accuracy")
+    grid.set_axis_labels("labelled images per class", "test accuracy (%)")
     return grid.figure
 
 
@@ -133,7 +134,41 @@ def accuracy_vs_ratio(trials: pd.DataFrame):
     data = trials[trials["params_ratio"].notna() & (trials["state"] == "COMPLETE")]
     if data.empty:
         return None
+    data = data.assign(value=data["value"] * 100)
     grid = sns.relplot(data=data, x="params_ratio", y="value", hue="strategy", col="classifier", height=3.5,
                        aspect=1.3)
-    grid.set_axis_labels("synthetic : real ratio", "validation accuracy")
+    grid.set_axis_labels("synthetic : real ratio", "validation accuracy (%)")
     return grid.figure
+
+
+def sample_grid(path, title: str):
+    """One row per class (named), real labelled images left of a divider, the images the classifier
+    trains on right of it; from the .npz the quality step saved."""
+    saved = np.load(path)
+    names = [str(n) for n in saved["class_names"]]
+    per_class = max(1, max(int((saved[f"{side}_labels"] == c).sum()) for side in ("real", "shown")
+                           for c in range(len(names))))
+    channels, height, width = saved["real_images"].shape[1:]
+    gap = max(1, width // 4)
+    canvas = np.full((len(names) * (height + 1), (2 * per_class) * (width + 1) + gap, channels), 1.0)
+
+    def place(side: str, offset: int) -> None:
+        images, labels = saved[f"{side}_images"], saved[f"{side}_labels"]
+        for c in range(len(names)):
+            for j, image in enumerate(images[labels == c][:per_class]):
+                top, left = c * (height + 1), offset + j * (width + 1)
+                canvas[top:top + height, left:left + width] = image.transpose(1, 2, 0) / 255.0
+
+    place("real", 0)
+    place("shown", per_class * (width + 1) + gap)
+    fig, ax = plt.subplots(figsize=(min(16, 1.2 + 0.5 * 2 * per_class), 0.6 + 0.5 * len(names)))
+    ax.imshow(canvas.squeeze(-1) if channels == 1 else canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axvline(per_class * (width + 1) + gap / 2 - 0.5, color="crimson", lw=2)
+    ax.set_yticks([c * (height + 1) + height / 2 for c in range(len(names))], names)
+    ax.set_xticks([per_class * (width + 1) / 2, per_class * (width + 1) * 1.5 + gap],
+                  ["real (labelled)", f"trained on ({saved['kind']})"])
+    ax.tick_params(length=0)
+    ax.grid(False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

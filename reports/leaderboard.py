@@ -1,17 +1,23 @@
 """``augbench leaderboard``: rank strategies across runs of one protocol."""
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
+from autorank import autorank, plot_stats
+from autorank.autorank import RankResult
 
 from bench import provenance
 from bench.config import BenchConfig, protocol_view
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
-from reports.stats import mean_ci
-from reports.tables import BASELINE, GROUP, comparison_table, per_seed_deltas, successful
+from reports.stats import iqm, probability_of_improvement, stratified_bootstrap_ci
+from reports.figures import plt
+from reports.tables import ALPHA, BASELINE, comparison_table, successful
 
 
 def _load(run_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -45,53 +51,146 @@ def check_same_protocol(runs: list[tuple[Path, dict, pd.DataFrame]], schema: typ
 
 
 def combine(runs: list[tuple[Path, dict, pd.DataFrame]]) -> pd.DataFrame:
-    """All rows, each cell once; a label that names different params in two runs is refused."""
+    """All rows, each cell once; a label that names different params or code versions in two runs
+    is refused (a table never pools rows of different versions)."""
     results = pd.concat([r for _, _, r in runs], ignore_index=True).drop_duplicates("key")
-    meanings = results.groupby("strategy")["strategy_params"].nunique()
-    clash = meanings[meanings > 1]
-    if len(clash):
-        raise UserError(f"strategy label(s) {', '.join(clash.index)} name different params in different runs; "
-                        "give each its own `label` in the config")
+    identity = [c for c in ("strategy_params", "versions") if c in results]
+    meanings = results.groupby(["strategy", "classifier"])[identity].nunique().max(axis=1)
+    clash = sorted({strategy for strategy, _ in meanings[meanings > 1].index})
+    if clash:
+        raise UserError(f"strategy label(s) {', '.join(clash)} name different params or code versions in "
+                        "different runs; give each its own `label` in the config, or rerun the older run")
     return results
 
 
-def leaderboard(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per strategy: mean rank over (data, regime, classifier), mean gain over `none` with a
-    95% CI over all paired (group, seed) changes, and wins/ties/losses against `none`."""
+UNIT = ["dataset", "regime", "replicate"]  # one independent unit: a seed's labelled draw in one task
+TASK = ["dataset", "regime"]
+MIN_FRIEDMAN_BLOCKS = 5  # autorank's minimum
+
+
+def unit_scores(results: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy per (dataset, regime, seed) and strategy, averaged over the classifiers (which
+    share the seed's labelled images, so they are one unit, not several). Units where a strategy
+    lacks a classifier (a failed cell) are left out for that strategy."""
+    ok = successful(results)
+    classifiers = ok["classifier"].nunique()
+    scores = ok.groupby(UNIT + ["strategy"], sort=False).agg(
+        accuracy=("test_accuracy", "mean"), classifiers=("classifier", "nunique")).reset_index()
+    return scores[scores["classifiers"] == classifiers].drop(columns="classifiers")
+
+
+def _by_task(frame: pd.DataFrame, column: str) -> list[np.ndarray]:
+    return [part[column].to_numpy() for _, part in frame.groupby(TASK, sort=False)]
+
+
+def _gains(scores: pd.DataFrame, strategy: str) -> pd.DataFrame:
+    base = scores[scores["strategy"] == BASELINE][UNIT + ["accuracy"]].rename(columns={"accuracy": "baseline"})
+    mine = scores[scores["strategy"] == strategy].merge(base, on=UNIT)
+    return mine.assign(gain=mine["accuracy"] - mine["baseline"])
+
+
+def _iqm_pooled(*samples) -> float:
+    return iqm(np.concatenate(samples))
+
+
+def _mean_poi(*samples) -> float:
+    """Mean over tasks of P(strategy > none); samples alternate strategy, none per task."""
+    return float(np.mean([probability_of_improvement(x, y) for x, y in zip(samples[::2], samples[1::2])]))
+
+
+def aggregate(scores: pd.DataFrame, strategy: str) -> dict:
+    """rliable's aggregates of one strategy over every (task, seed) unit, with stratified-bootstrap
+    95% intervals: IQM of test accuracy, IQM of the paired gain over `none`, P(better than none)."""
+    mine = scores[scores["strategy"] == strategy]
+    accuracy = _by_task(mine, "accuracy")
+    row = {"strategy": strategy, "units": len(mine), "iqm_accuracy": iqm(mine["accuracy"])}
+    row["iqm_accuracy_low"], row["iqm_accuracy_high"] = stratified_bootstrap_ci(accuracy, _iqm_pooled, seed=0)
+    row.update(iqm_gain=np.nan, iqm_gain_low=np.nan, iqm_gain_high=np.nan, poi=np.nan, poi_low=np.nan,
+               poi_high=np.nan)
+    if strategy == BASELINE:
+        return row
+    gains = _gains(scores, strategy)
+    if len(gains):
+        row["iqm_gain"] = iqm(gains["gain"])
+        row["iqm_gain_low"], row["iqm_gain_high"] = stratified_bootstrap_ci(_by_task(gains, "gain"), _iqm_pooled,
+                                                                            seed=0)
+        pairs = [array for _, part in gains.groupby(TASK, sort=False)
+                 for array in (part["accuracy"].to_numpy(), part["baseline"].to_numpy())]
+        row["poi"] = _mean_poi(*pairs)
+        row["poi_low"], row["poi_high"] = stratified_bootstrap_ci(pairs, _mean_poi, seed=0)
+    return row
+
+
+def friedman(scores: pd.DataFrame) -> RankResult | None:
+    """Friedman test and Nemenyi critical difference (autorank) over the units where every strategy
+    has a score; None with fewer than MIN_FRIEDMAN_BLOCKS such units or fewer than 2 strategies."""
+    wide = scores.pivot_table(index=UNIT, columns="strategy", values="accuracy").dropna()
+    if len(wide) < MIN_FRIEDMAN_BLOCKS or wide.shape[1] < 2:
+        return None
+    with contextlib.redirect_stdout(io.StringIO()):  # autorank prints its test choice
+        return autorank(wide, alpha=ALPHA, verbose=False, force_mode="nonparametric")
+
+
+def leaderboard(results: pd.DataFrame) -> tuple[pd.DataFrame, RankResult | None]:
+    """One row per strategy: IQM accuracy, IQM gain and P(better than none) with stratified-bootstrap
+    CIs over (task, seed) units; Friedman mean rank over the same units; wins/ties/losses against
+    `none` from the per-classifier paired tests (Holm over the whole table). Also the Friedman result."""
+    scores = unit_scores(results)
     table = comparison_table(results)
-    ranks = table.assign(rank=table.groupby(GROUP)["acc_mean"].rank(ascending=False, method="average"))
-    deltas = per_seed_deltas(results)
+    ranks = friedman(scores)
     rows = []
-    for strategy, part in ranks.groupby("strategy", sort=False):
-        gain, low, high = mean_ci(deltas.loc[deltas["strategy"] == strategy, "delta"]) if strategy != BASELINE \
-            else (float("nan"),) * 3
-        rows.append({"strategy": strategy, "mean_rank": part["rank"].mean(), "groups": len(part),
-                     "mean_test_accuracy": part["acc_mean"].mean(), "mean_gain": gain, "gain_ci_low": low,
-                     "gain_ci_high": high, "wins": int((part["verdict"] == "better").sum()),
-                     "losses": int((part["verdict"] == "worse").sum()),
-                     "ties": int(part["verdict"].isin(["no significant difference"]).sum()
-                                 + part["verdict"].str.startswith("untestable").sum()),
-                     "seeds": int(successful(results).loc[lambda d: d["strategy"] == strategy, "replicate"].nunique())})
-    return pd.DataFrame(rows).sort_values("mean_rank", kind="stable").reset_index(drop=True)
+    for strategy in dict.fromkeys(scores["strategy"]):
+        verdicts = table.loc[table["strategy"] == strategy, "verdict"]
+        rows.append({**aggregate(scores, strategy),
+                     "mean_rank": ranks.rankdf.loc[strategy, "meanrank"] if ranks is not None else np.nan,
+                     "wins": int((verdicts == "better").sum()), "losses": int((verdicts == "worse").sum()),
+                     "ties": int((verdicts == "no significant difference").sum()
+                                 + verdicts.str.startswith("untestable").sum())})
+    board = pd.DataFrame(rows).sort_values(["mean_rank", "iqm_accuracy"], ascending=[True, False], kind="stable")
+    return board.reset_index(drop=True), ranks
 
 
-def _markdown(board: pd.DataFrame, run_dirs: list[Path], protocol: dict) -> str:
+def _ci(value: float, low: float, high: float, spec: str, scale: float = 100.0) -> str:
+    if pd.isna(value):
+        return "–"
+    bounds = "" if pd.isna(low) else f" [{format(low * scale, spec)}, {format(high * scale, spec)}]"
+    return format(value * scale, spec) + bounds
+
+
+def _markdown(board: pd.DataFrame, ranks: RankResult | None, run_dirs: list[Path], protocol: dict,
+              cd_figure: str | None) -> str:
     shown = pd.DataFrame({
         "rank": range(1, len(board) + 1), "strategy": board["strategy"],
-        "mean rank": board["mean_rank"].map("{:.2f}".format),
-        "mean test acc %": (board["mean_test_accuracy"] * 100).map("{:.1f}".format),
-        "gain vs none pp [95% CI]": [("–" if pd.isna(g) else f"{100 * g:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
-                                     for g, lo, hi in zip(board["mean_gain"], board["gain_ci_low"], board["gain_ci_high"])],
-        "W/T/L vs none": [f"{w}/{t}/{loss}" for w, t, loss in zip(board["wins"], board["ties"], board["losses"])],
-        "groups": board["groups"], "seeds": board["seeds"]})
+        "mean rank (Friedman)": board["mean_rank"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}"),
+        "IQM test acc % [95% bootstrap CI]": [_ci(v, lo, hi, ".1f") for v, lo, hi in
+                                              zip(board["iqm_accuracy"], board["iqm_accuracy_low"],
+                                                  board["iqm_accuracy_high"])],
+        "IQM gain vs none pp [95% bootstrap CI]": [_ci(v, lo, hi, "+.2f") for v, lo, hi in
+                                                   zip(board["iqm_gain"], board["iqm_gain_low"], board["iqm_gain_high"])],
+        "P(better than none) [95% bootstrap CI]": [_ci(v, lo, hi, ".2f", 1.0) for v, lo, hi in
+                                                   zip(board["poi"], board["poi_low"], board["poi_high"])],
+        "W/T/L vs none (Holm)": [f"{w}/{t}/{loss}" for w, t, loss in zip(board["wins"], board["ties"], board["losses"])],
+        "units": board["units"]})
+    if ranks is None:
+        friedman_line = (f"No Friedman test: it needs at least {MIN_FRIEDMAN_BLOCKS} (data set, regime, seed) units "
+                         "in which every strategy has a result; strategies are ordered by IQM accuracy.")
+    else:
+        friedman_line = (f"Friedman test over the units where every strategy has a result: p = {ranks.pvalue:.3g}; "
+                         f"Nemenyi critical difference CD = {ranks.cd:.2f} at α = {ALPHA}: strategies whose mean ranks "
+                         "differ by less than CD are not distinguishable (rank 1 = best).")
     lines = ["# augbench leaderboard", "",
              f"Generated by `augbench leaderboard` on {provenance.now()} from: " + ", ".join(f"`{d}`" for d in run_dirs),
              "", "Protocol: " + "; ".join(f"{k} = {v}" for k, v in protocol.items()), "",
-             "Mean rank of mean test accuracy within each (data set, regime, classifier) group (1 = best); gain is "
-             "the change in test accuracy against `none` on the same seeds, with a 95% t-interval over all paired "
-             "(group, seed) changes; W/T/L count groups where a paired t-test (Holm-corrected over the whole table, "
-             "α = 0.05) finds the strategy better / not distinguishable / worse than `none`.", "",
-             shown.to_markdown(index=False), ""]
+             "Unit: one (data set, regime, seed), its test accuracy averaged over the classifiers, which share the "
+             "seed's labelled images. IQM is the mean of the middle 50% of units; the gain is paired with `none` on "
+             "the same unit; P(better than none) is the Mann-Whitney probability that a unit of the strategy beats "
+             "one of `none`, averaged over (data set, regime) tasks; intervals are 95% percentile intervals of a "
+             "stratified bootstrap (seeds resampled within each task, 2000 resamples; Agarwal et al. 2021). "
+             "W/T/L count (data set, regime, classifier) groups where a paired t-test, Holm-corrected over the "
+             "whole table at α = 0.05, finds the strategy better / not distinguishable / worse than `none`.", "",
+             friedman_line, "", shown.to_markdown(index=False), ""]
+    if cd_figure:
+        lines += [f"![Critical-difference diagram]({cd_figure})", ""]
     return "\n".join(lines)
 
 
@@ -99,9 +198,18 @@ def write_leaderboard(run_dirs: list[Path], out: Path) -> list[Path]:
     runs = [(d, *_load(d)) for d in run_dirs]
     check_same_protocol(runs)
     results = combine(runs)
-    board = leaderboard(results)
+    board, ranks = leaderboard(results)
     protocol = protocol_of(runs[0][1], runs[0][2])
     paths = [out / "leaderboard.md", out / "leaderboard.csv"]
-    atomic_write(paths[0], _markdown(board, run_dirs, protocol))
+    cd_figure = None
+    if ranks is not None:
+        axes = plot_stats(ranks, allow_insignificant=True)
+        buffer = io.BytesIO()
+        axes.figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(axes.figure)
+        paths.append(out / "leaderboard-cd.png")
+        atomic_write(paths[-1], buffer.getvalue())
+        cd_figure = paths[-1].name
+    atomic_write(paths[0], _markdown(board, ranks, run_dirs, protocol, cd_figure))
     atomic_write(paths[1], board.to_csv(index=False))
     return paths

@@ -16,7 +16,7 @@ from bench.core.errors import UserError
 from bench.core.files import atomic_write
 from reports import figures
 from reports.narrative import findings
-from reports.tables import comparison_table, failures, per_seed_deltas
+from reports.tables import comparison_table, failures, per_seed_deltas, quality_gain_points
 
 NA = "–"
 
@@ -34,29 +34,65 @@ def _fmt(value, spec: str, scale: float = 1.0) -> str:
     return format(value * scale, spec)
 
 
-def display_table(part: pd.DataFrame) -> pd.DataFrame:
-    """The comparison rows of one (dataset, regime, classifier) as strings for reading."""
+def _pct(value, spec: str = ".1f") -> str:
+    return _fmt(value, spec, 100)
+
+
+def _interval(mean, low, high, spec: str) -> str:
+    return NA if _is_missing(mean) else f"{_fmt(mean, spec, 100)} [{_fmt(low, spec, 100)}, {_fmt(high, spec, 100)}]"
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+QUALITY_KINDS = {"real": "real (the floor)", "augmented": "augmented real: distortion",
+                 "generated": "generated", "generated+augmented": "generated, augmented"}
+
+
+def accuracy_table(part: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy rows of one (dataset, regime, classifier), as strings for reading."""
     return pd.DataFrame({
         "strategy": part["strategy"],
         "seeds": part["seeds"].astype(str) + part["failed"].map(lambda f: f" ({f} failed)" if f else ""),
-        "test acc % [95% CI]": [f"{_fmt(m, '.1f', 100)} [{_fmt(lo, '.1f', 100)}, {_fmt(hi, '.1f', 100)}]"
-                                for m, lo, hi in zip(part["acc_mean"], part["acc_ci_low"], part["acc_ci_high"])],
-        "Δ vs none pp [95% CI]": [NA if math.isnan(d) else
-                                  f"{_fmt(d, '+.1f', 100)} [{_fmt(lo, '+.1f', 100)}, {_fmt(hi, '+.1f', 100)}]"
-                                  for d, lo, hi in zip(part["delta_mean"], part["delta_ci_low"], part["delta_ci_high"])],
+        "test acc % [95% t-CI]": [_interval(m, lo, hi, ".1f") for m, lo, hi in
+                                  zip(part["acc_mean"], part["acc_ci_low"], part["acc_ci_high"])],
+        "Δ vs none pp [Holm-adjusted CI]": [_interval(d, lo, hi, "+.1f") for d, lo, hi in
+                                            zip(part["delta_mean"], part["delta_hci_low"], part["delta_hci_high"])],
         "p (Holm)": part["p_holm"].map(lambda p: _fmt(p, ".3g")),
         "verdict": part["verdict"],
-        "gap pp": part["gap_mean"].map(lambda v: _fmt(v, "+.1f", 100)),
-        "FID": part["fid_evaluator"].map(lambda v: _fmt(v, ".2f")),
-        "KID": part["kid_evaluator"].map(lambda v: _fmt(v, ".3f")),
-        "IS": part["is_evaluator"].map(lambda v: _fmt(v, ".2f")),
-        "prec.": part["precision_evaluator"].map(lambda v: _fmt(v, ".2f")),
-        "recall": part["recall_evaluator"].map(lambda v: _fmt(v, ".2f")),
-        "CAS %": part["cas_accuracy"].map(lambda v: _fmt(v, ".1f", 100)),
-        "NN ratio": part["mem_nn_ratio"].map(lambda v: _fmt(v, ".2f")),
-        "near-copies %": part["mem_near_copy_fraction"].map(lambda v: _fmt(v, ".1f", 100)),
+        "balanced acc %": part["test_balanced_accuracy"].map(_pct),
+        "macro-F1 %": part["test_macro_f1"].map(_pct),
+        "NLL": part["test_nll"].map(lambda v: _fmt(v, ".3f")),
+        "ECE %": part["test_ece"].map(_pct),
+        "train−test gap pp": part["gap_mean"].map(lambda v: _fmt(v, "+.1f", 100)),
         "fit s": part["generator_fit_seconds"].fillna(part["fit_seconds"]).map(lambda v: _fmt(v, ".1f")),
         "train s": part["train_seconds"].map(lambda v: _fmt(v, ".1f")),
+    })
+
+
+def quality_table(part: pd.DataFrame) -> pd.DataFrame:
+    """The quality rows of one (dataset, regime): what was scored, at which N, against which floor."""
+    part = part.drop_duplicates("strategy")
+    chance = part["chance"].dropna()
+    near_chance = part["mem_near_copy_chance"].dropna() if "mem_near_copy_chance" in part else pd.Series()
+    agreement = f"label agreement % (chance {_pct(chance.iloc[0], '.0f')})" if len(chance) else "label agreement %"
+    near = f"near-copies % (chance {_pct(near_chance.iloc[0], '.0f')})" if len(near_chance) else "near-copies %"
+    return pd.DataFrame({
+        "strategy": part["strategy"],
+        "scored images": part["quality_kind"].map(lambda k: QUALITY_KINDS.get(k, NA) if isinstance(k, str) else NA),
+        "N": part["quality_n"].map(lambda v: _fmt(v, ".0f")),
+        "KID ×10³ (real-vs-real at N)": [NA if _is_missing(k) else f"{_fmt(k, '.1f', 1e3)} ({_fmt(r, '.1f', 1e3)})"
+                                         for k, r in zip(part["kid_evaluator"], part["kid_evaluator_ref_real"])],
+        "FID (real-vs-real at N)": [NA if _is_missing(f) else f"{_fmt(f, '.2f')} ({_fmt(r, '.2f')})"
+                                    for f, r in zip(part["fid_evaluator"], part["fid_evaluator_ref_real"])],
+        "IS": part["is_evaluator"].map(lambda v: _fmt(v, ".2f")),
+        "precision %": part["precision_evaluator"].map(_pct),
+        "recall %": part["recall_evaluator"].map(_pct),
+        agreement: part["evaluator_label_agreement"].map(_pct),
+        "CAS %": part["cas_accuracy"].map(_pct),
+        "NN ratio": part["mem_nn_ratio"].map(lambda v: _fmt(v, ".2f")),
+        near: part["mem_near_copy_fraction"].map(_pct),
     })
 
 
@@ -69,21 +105,34 @@ def _render(fig) -> bytes:
 
 def make_figures(results, curves, table, trials) -> list[Figure]:
     specs = [
-        ("accuracy", "Test accuracy with 95% CI", lambda: figures.accuracy_with_ci(table)),
-        ("gain_heatmap", "Gain over none (pp), strategy x classifier", lambda: figures.gain_heatmap(table)),
-        ("gain_per_seed", "Change against none, per paired seed", lambda: figures.gain_distribution(results)),
-        ("gain_vs_quality", "Gain against FID / KID", lambda: figures.gain_vs_quality(table)),
-        ("gap", "Train-test accuracy gap", lambda: figures.train_test_gap(results)),
-        ("learning_curves", "Validation accuracy during training", lambda: figures.learning_curves(results, curves)),
-        ("accuracy_vs_regime", "Accuracy against labelled images per class", lambda: figures.accuracy_vs_regime(results)),
-        ("accuracy_vs_ratio", "Tuning: validation accuracy against the synthetic:real ratio",
+        ("accuracy", "Test accuracy (%) with 95% t-CIs over seeds", lambda: figures.accuracy_with_ci(table)),
+        ("gain_heatmap", "Mean change in test accuracy against none (pp), strategy x classifier",
+         lambda: figures.gain_heatmap(table)),
+        ("gain_per_seed", "Change against none (pp), per paired seed", lambda: figures.gain_distribution(results)),
+        ("gain_vs_quality", "Gain (pp, mean over classifiers) against KID: one point per generative strategy "
+                            "and seed", lambda: figures.gain_vs_quality(quality_gain_points(results))),
+        ("gap", "Train − test accuracy gap (pp), mean and sd over seeds", lambda: figures.train_test_gap(results)),
+        ("learning_curves", "Validation accuracy (%) during training, mean over seeds",
+         lambda: figures.learning_curves(results, curves)),
+        ("accuracy_vs_regime", "Test accuracy (%) against labelled images per class, 95% CI",
+         lambda: figures.accuracy_vs_regime(results)),
+        ("accuracy_vs_ratio", "Tuning: validation accuracy (%) against the synthetic:real ratio",
          lambda: figures.accuracy_vs_ratio(trials)),
     ]
+    return [Figure(name, title, _render(fig)) for name, title, draw in specs if (fig := draw()) is not None]
+
+
+def sample_figures(run_dir: Path, results: pd.DataFrame) -> list[Figure]:
+    """A labelled grid per strategy (its first seed): real images, then what the classifier trains on."""
+    if "sample_grid" not in results:
+        return []
+    rows = results.dropna(subset=["sample_grid"]).sort_values("replicate").drop_duplicates("strategy")
     made = []
-    for name, title, draw in specs:
-        fig = draw()
-        if fig is not None:
-            made.append(Figure(name, title, _render(fig)))
+    for row in rows.itertuples():
+        path = run_dir / row.sample_grid
+        if path.suffix == ".npz" and path.is_file():  # runs before protocol v2 saved bare PNGs
+            title = f"{row.strategy} ({row.dataset}, {row.regime} per class, seed {row.replicate})"
+            made.append(Figure(f"samples-{path.stem}", title, _render(figures.sample_grid(path, title))))
     return made
 
 
@@ -110,23 +159,54 @@ def build_report(run_dir: Path) -> Path:
     results, curves, trials, config, provenance = _read_run(run_dir)
     table = comparison_table(results)
     out = run_dir / "report"
-    tables = {"comparison": table, "failures": failures(results), "per_seed_deltas": per_seed_deltas(results)}
+    tables = {"comparison": table, "failures": failures(results), "per_seed_deltas": per_seed_deltas(results),
+              "quality_vs_gain": quality_gain_points(results)}
     for name, frame in tables.items():
         atomic_write(out / "tables" / f"{name}.csv", frame.to_csv(index=False))
     made = make_figures(results, curves, table, trials)
-    for figure in made:
+    samples = sample_figures(run_dir, results)
+    for figure in made + samples:
         atomic_write(out / "figures" / f"{figure.name}.png", figure.png)
-    grids = sorted((run_dir / "samples").glob("*.png")) if (run_dir / "samples").is_dir() else []
-    said = findings(table, results)
     context = {"name": (config.get("config") or {}).get("name", run_dir.name), "provenance": provenance,
                "fingerprint": config.get("fingerprint", "?"), "cells": len(results)}
-    atomic_write(out / "index.html", render_html(context, said, table, made, grids, list(tables)))
-    atomic_write(out / "report.md", render_markdown(context, said, table, made, grids, list(tables)))
+    notes = {group: _evaluator_note(part, results) for group, part in _groups(table)}
+    sections = Sections(findings(table, results), table, made, samples, list(tables), notes)
+    atomic_write(out / "index.html", render_html(context, sections))
+    atomic_write(out / "report.md", render_markdown(context, sections))
     return out / "index.html"
 
 
+@dataclass
+class Sections:
+    said: list[str]
+    table: pd.DataFrame
+    figures: list[Figure]
+    samples: list[Figure]
+    table_names: list[str]
+    evaluator_notes: dict  # (dataset, regime) -> how the evaluator relates to the labelled images
+
+
+LEGEND = ("Accuracies in %, changes in percentage points (pp) against `none` on the same seeds (same labelled "
+          "images, initial weights and real batches). Intervals: test accuracy with a 95% Student-t interval over "
+          "seeds; the change with a paired t-interval at the level at which Holm's procedure over every "
+          "comparison of the run decided it, so it excludes 0 exactly when the verdict is better or worse "
+          "(plain 95% intervals are in tables/comparison.csv). Quality in the evaluator network's features, at "
+          "N distinct images per side, next to the real-vs-real floor at the same N; KID (unbiased) is the "
+          "headline, FID is biased upward at small N and compares only at equal N. For augmented real images it "
+          "measures distortion, not realism.")
+
+
 def _groups(table: pd.DataFrame):
-    return table.groupby(["dataset", "regime", "classifier"], sort=False)
+    return table.groupby(["dataset", "regime"], sort=False)
+
+
+def _evaluator_note(part: pd.DataFrame, results: pd.DataFrame) -> str:
+    rows = results[(results["dataset"] == part["dataset"].iloc[0]) & (results["regime"] == part["regime"].iloc[0])]
+    disjoint = rows["evaluator_disjoint"].dropna() if "evaluator_disjoint" in rows else pd.Series(dtype=bool)
+    if len(disjoint) and disjoint.astype(bool).all():
+        return "The evaluator was trained without any labelled image of the seed it scores."
+    return ("The evaluator was trained on the whole training pool, labelled images included (the regime leaves "
+            "too few others), so label agreement favours the real images here.")
 
 
 def _provenance_lines(context) -> list[str]:
@@ -138,22 +218,30 @@ def _provenance_lines(context) -> list[str]:
             f"versions: {versions}"]
 
 
-def render_markdown(context, said, table, made, grids, table_names) -> str:
+def _has_quality(part: pd.DataFrame) -> bool:
+    return part["kid_evaluator"].notna().any()
+
+
+def render_markdown(context, sections: Sections) -> str:
     lines = [f"# augbench report: {context['name']}", ""]
     lines += [f"- {line}" for line in _provenance_lines(context)] + ["", "## What this run says", ""]
-    lines += [f"- {line}" for line in said] + [""]
-    lines += ["## Results", "", "Accuracy, gap and CAS in %; Δ in percentage points (pp) against `none` with the "
-              "same seeds; p from paired t-tests, Holm-corrected over all comparisons; FID/KID/IS/precision/recall "
-              "in the evaluator network's feature space.", ""]
-    for (dataset, regime, classifier), part in _groups(table):
-        lines += [f"### {dataset}, {regime} per class, {classifier}", "",
-                  display_table(part).to_markdown(index=False), ""]
+    lines += [f"- {line}" for line in sections.said] + [""]
+    lines += ["## Results", "", LEGEND, ""]
+    for (dataset, regime), part in _groups(sections.table):
+        for classifier, rows in part.groupby("classifier", sort=False):
+            lines += [f"### {dataset}, {regime} per class, {classifier}", "",
+                      accuracy_table(rows).to_markdown(index=False), ""]
+        if _has_quality(part):
+            lines += [f"### {dataset}, {regime} per class: quality of what the classifier trains on", "",
+                      sections.evaluator_notes[(dataset, regime)], "", quality_table(part).to_markdown(index=False), ""]
     lines += ["## Figures", ""]
-    lines += [f"### {f.title}\n\n![{f.title}](figures/{f.name}.png)\n" for f in made]
-    if grids:
-        lines += ["## Samples (per class: real on the left, generated on the right)", ""]
-        lines += [f"![{g.stem}](../samples/{g.name})\n" for g in grids]
-    lines += ["## Tables (CSV)", ""] + [f"- [tables/{n}.csv](tables/{n}.csv)" for n in table_names]
+    lines += [f"### {f.title}\n\n![{f.title}](figures/{f.name}.png)\n" for f in sections.figures]
+    if sections.samples:
+        lines += ["## Samples: what the classifier trains on", "",
+                  "One row per class; left of the divider real labelled images, right of it the images the "
+                  "classifier trains on (one view each).", ""]
+        lines += [f"### {f.title}\n\n![{f.title}](figures/{f.name}.png)\n" for f in sections.samples]
+    lines += ["## Tables (CSV)", ""] + [f"- [tables/{n}.csv](tables/{n}.csv)" for n in sections.table_names]
     return "\n".join(lines) + "\n"
 
 
@@ -162,35 +250,37 @@ body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0
 table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-img{max-width:100%;border:1px solid #eee}.grid img{image-rendering:pixelated;width:320px}
+img{max-width:100%;border:1px solid #eee}
 .meta{color:#555;font-size:13px}li{margin:.3em 0}
 """
 
 
-def _img(png: bytes, alt: str, klass: str = "") -> str:
+def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode()
-    return f'<img class="{klass}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def render_html(context, said, table, made, grids, table_names) -> str:
+def render_html(context, sections: Sections) -> str:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>augbench report: {e(context['name'])}</title>",
              f"<style>{STYLE}</style></head><body>", f"<h1>augbench report: {e(context['name'])}</h1>",
              "<ul class='meta'>" + "".join(f"<li>{e(line)}</li>" for line in _provenance_lines(context)) + "</ul>",
-             "<h2>What this run says</h2><ul>" + "".join(f"<li>{e(line)}</li>" for line in said) + "</ul>",
-             "<h2>Results</h2><p class='meta'>Accuracy, gap and CAS in %; Δ in percentage points against "
-             "<code>none</code> with the same seeds; p from paired t-tests, Holm-corrected over all comparisons; "
-             "FID/KID/IS/precision/recall in the evaluator network's feature space.</p>"]
-    for (dataset, regime, classifier), part in _groups(table):
-        parts.append(f"<h3>{e(str(dataset))}, {e(str(regime))} per class, {e(str(classifier))}</h3>")
-        parts.append(display_table(part).to_html(index=False, border=0, escape=True))
+             "<h2>What this run says</h2><ul>" + "".join(f"<li>{e(line)}</li>" for line in sections.said) + "</ul>",
+             f"<h2>Results</h2><p class='meta'>{e(LEGEND)}</p>"]
+    for (dataset, regime), part in _groups(sections.table):
+        for classifier, rows in part.groupby("classifier", sort=False):
+            parts.append(f"<h3>{e(str(dataset))}, {e(str(regime))} per class, {e(str(classifier))}</h3>")
+            parts.append(accuracy_table(rows).to_html(index=False, border=0, escape=True))
+        if _has_quality(part):
+            parts.append(f"<h3>{e(str(dataset))}, {e(str(regime))} per class: quality of what the classifier "
+                         f"trains on</h3><p class='meta'>{e(sections.evaluator_notes[(dataset, regime)])}</p>")
+            parts.append(quality_table(part).to_html(index=False, border=0, escape=True))
     parts.append("<h2>Figures</h2>")
-    parts += [f"<h3>{e(f.title)}</h3>{_img(f.png, f.title)}" for f in made]
-    if grids:
-        parts.append("<h2>Samples</h2><p class='meta'>Per class: real training images on the left, generated on "
-                     "the right.</p><div class='grid'>")
-        parts += [f"<h4>{e(g.stem)}</h4>{_img(g.read_bytes(), g.stem, 'grid')}" for g in grids]
-        parts.append("</div>")
+    parts += [f"<h3>{e(f.title)}</h3>{_img(f.png, f.title)}" for f in sections.figures]
+    if sections.samples:
+        parts.append("<h2>Samples: what the classifier trains on</h2><p class='meta'>One row per class; left of the "
+                     "divider real labelled images, right of it the images the classifier trains on.</p>")
+        parts += [f"<h3>{e(f.title)}</h3>{_img(f.png, f.title)}" for f in sections.samples]
     parts.append("<h2>Tables (CSV)</h2><ul>" + "".join(
-        f"<li><a href='tables/{n}.csv'>tables/{n}.csv</a></li>" for n in table_names) + "</ul></body></html>")
+        f"<li><a href='tables/{n}.csv'>tables/{n}.csv</a></li>" for n in sections.table_names) + "</ul></body></html>")
     return "\n".join(parts)

@@ -1,18 +1,20 @@
-"""Tidy comparison tables from a results table: one row per (data, regime, classifier, strategy)."""
+"""Tidy comparison tables from a results table: one row per (data, regime, classifier, strategy),
+and the per-seed units of the analyses that pool across them."""
 from __future__ import annotations
 
 import math
 
 import pandas as pd
-from scipy import stats
 
-from reports.stats import holm, mean_ci, paired_test
+from reports.stats import holm, holm_levels, mean_ci, paired_test
 
 BASELINE = "none"
 GROUP = ["dataset", "regime", "classifier"]
 ALPHA = 0.05
-QUALITY_COLUMNS = ["fid_evaluator", "kid_evaluator", "is_evaluator", "precision_evaluator", "recall_evaluator",
-                   "evaluator_label_agreement", "cas_accuracy", "mem_nn_ratio", "mem_near_copy_fraction",
+METRIC_COLUMNS = ["test_balanced_accuracy", "test_macro_f1", "test_nll", "test_ece"]
+QUALITY_COLUMNS = ["quality_n", "fid_evaluator", "kid_evaluator", "fid_evaluator_ref_real", "kid_evaluator_ref_real",
+                   "is_evaluator", "precision_evaluator", "recall_evaluator", "evaluator_label_agreement",
+                   "cas_accuracy", "mem_nn_ratio", "mem_near_copy_fraction", "mem_near_copy_chance",
                    "fid_inception", "kid_inception"]
 COST_COLUMNS = ["fit_seconds", "generator_fit_seconds", "train_seconds", "fit_peak_mem_mb", "train_peak_mem_mb"]
 
@@ -27,8 +29,10 @@ def successful(results: pd.DataFrame) -> pd.DataFrame:
 
 def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, regime, classifier, strategy): mean test accuracy with a 95% t-CI over seeds;
-    the paired change against `none` (same seeds), its CI, paired t-test p-value and Holm-adjusted
-    p-value over every comparison in the table; train-test gaps; quality and cost means."""
+    the paired change against `none` (same seeds) with its plain 95% t-CI and its CI at the level at
+    which Holm's procedure over the whole table decided it (``delta_hci_*``: it excludes 0 exactly
+    when the verdict is better or worse); the paired t-test p-value and its Holm adjustment;
+    other metrics, train-test gaps, quality and cost means."""
     ok = successful(results)
     failed = results[results["status"] != "ok"].groupby(GROUP + ["strategy"]).size()
     rows = []
@@ -48,17 +52,30 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
                 row["delta_mean"], row["delta_ci_low"], row["delta_ci_high"] = mean_ci(delta)
                 row["p_value"] = paired_test(accuracy[paired], baseline[paired])
                 row["paired_seeds"] = len(paired)
+                row["deltas"] = delta.to_numpy()
             row["gap_mean"] = cells["gap_accuracy"].mean()
             row["loss_gap_mean"] = cells["gap_loss"].mean()
-            for column in QUALITY_COLUMNS + COST_COLUMNS:
+            for column in METRIC_COLUMNS + QUALITY_COLUMNS + COST_COLUMNS:
                 row[column] = cells[column].mean() if column in cells else math.nan
+            row["quality_kind"] = cells["quality_kind"].iloc[0] if "quality_kind" in cells else None
+            row["chance"] = 1.0 / cells["num_classes"].iloc[0] if "num_classes" in cells else math.nan
             rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
         return table
     table["p_holm"] = holm(table["p_value"].to_numpy())
+    table["holm_level"] = holm_levels(table["p_value"].to_numpy(), ALPHA)
+    table["delta_hci_low"], table["delta_hci_high"] = zip(*map(_holm_interval, table.itertuples()))
     table["verdict"] = [verdict(d, p) for d, p in zip(table["delta_mean"], table["p_holm"])]
+    table = table.drop(columns=["deltas"], errors="ignore")
     return table.sort_values(["dataset", "regime"], key=_sort_key, kind="stable").reset_index(drop=True)
+
+
+def _holm_interval(row) -> tuple[float, float]:
+    """The paired change's t-interval at the level Holm decided it (the plain one if untestable)."""
+    if math.isnan(row.holm_level):
+        return row.delta_ci_low, row.delta_ci_high
+    return mean_ci(row.deltas, 1 - row.holm_level)[1:]
 
 
 def verdict(delta: float, p_holm: float) -> str:
@@ -88,10 +105,18 @@ def per_seed_deltas(results: pd.DataFrame) -> pd.DataFrame:
     return merged
 
 
-def spearman(x: pd.Series, y: pd.Series) -> tuple[float, float, int]:
-    """(rho, p, n) over the rows where both are present; NaNs when fewer than 3."""
-    both = pd.DataFrame({"x": x, "y": y}).dropna()
-    if len(both) < 3 or both["x"].nunique() < 2 or both["y"].nunique() < 2:
-        return math.nan, math.nan, len(both)
-    result = stats.spearmanr(both["x"], both["y"])
-    return float(result.statistic), float(result.pvalue), len(both)
+def quality_gain_points(results: pd.DataFrame) -> pd.DataFrame:
+    """One point per (data, regime, generative strategy, seed): its quality (the same for every
+    classifier of the seed) and its change in test accuracy against `none`, averaged over the
+    classifiers (which share the seed's labelled draw, so they are one unit, not several).
+    ``block`` names the (data, regime, seed) whose points share an evaluator and N."""
+    deltas = per_seed_deltas(results)
+    if deltas.empty or "quality_kind" not in deltas:
+        return pd.DataFrame()
+    generated = deltas[deltas["quality_kind"].fillna("").str.startswith("generated")]
+    unit = ["dataset", "regime", "strategy", "replicate"]
+    points = generated.groupby(unit, sort=False).agg(
+        gain=("delta", "mean"), kid=("kid_evaluator", "first"), fid=("fid_evaluator", "first"),
+        quality_n=("quality_n", "first"), classifiers=("classifier", "nunique")).reset_index()
+    points["block"] = points["dataset"] + "/" + points["regime"].astype(str) + "/" + points["replicate"].astype(str)
+    return points

@@ -1,6 +1,6 @@
 """`classical`: composable per-sample policies (basic, randaugment, trivialaugment, random-erasing,
 mixup, cutmix), applied to each training batch on the device."""
-from bench.augment import POLICIES, make_batch_transform, parse_policy
+from bench.augment import POLICIES, make_batch_transform, parse_policy, policy_versions
 from bench.core.errors import UserError
 from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
 
@@ -20,6 +20,10 @@ class Classical(Strategy):
                         help="policy names joined by '+', applied in order", tune=True),
         "magnitude": Param(0.5, low=0.0, high=1.0, help="strength of every policy", tune=True),
     }
+
+    @classmethod
+    def versions(cls, params):
+        return {**super().versions(params), **policy_versions(parse_policy(params["policy"]))}
 
     def batch_transform(self, hflip: bool):
         return make_batch_transform(parse_policy(self.config["policy"]), self.config["magnitude"], hflip)

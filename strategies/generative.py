@@ -20,7 +20,6 @@ from bench.core.errors import CellFailed
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import FitContext, Param, Strategy, TrainingData
 
-GENERATOR_CODE_VERSION = "1"  # bump when a generator's architecture or training changes
 RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, class-balanced", tune=True)
 COLLAPSE_THRESHOLD = 0.1  # per-class sample diversity below this share of the real diversity = collapse
 
@@ -68,7 +67,12 @@ class GenerativeStrategy(Strategy):
     """Base of class-conditional generative strategies: fit (cached), then sample at the ratio."""
 
     family: ClassVar[str] = ""
+    generator_version: ClassVar[str] = "1"  # bump when the generator's architecture or training changes
     sampling_params: ClassVar[frozenset[str]] = frozenset({"ratio"})  # params that leave the generator as is
+
+    @classmethod
+    def versions(cls, params):
+        return {**super().versions(params), f"generator:{cls.family}": cls.generator_version}
 
     def generator_params(self) -> dict:
         return {k: v for k, v in self.config.items() if k not in self.sampling_params}
@@ -90,7 +94,7 @@ class GenerativeStrategy(Strategy):
     def fitted_generator(self, labelled: ImageSet, ctx: FitContext) -> tuple[nn.Module, dict]:
         """The fitted generator, from the cache when it holds one; a failed fit is cached as failed."""
         steps = self.config["steps"]
-        key = cache_key(self.family, GENERATOR_CODE_VERSION, self.generator_params(), ctx.cache_key_parts, steps)
+        key = cache_key(self.family, self.generator_version, self.generator_params(), ctx.cache_key_parts, steps)
         shape, num_classes = tuple(labelled.images.shape[1:]), ctx.num_classes
         model = self.build(shape, num_classes)
         cache = FileCache(ctx.cache_dir) if ctx.cache_dir is not None else None

@@ -44,6 +44,11 @@ class Hybrid(Strategy):
         resolved["generator_params"].pop("ratio")
         return resolved
 
+    @classmethod
+    def versions(cls, params):
+        generator = STRATEGIES.get(params["generator"]).versions({**params["generator_params"], "ratio": params["ratio"]})
+        return {**super().versions(params), **generator, **Classical.versions(params)}
+
     def fit(self, labelled, ctx):
         generator_cls = STRATEGIES.get(self.config["generator"])
         data = generator_cls(**self.config["generator_params"], ratio=self.config["ratio"]).fit(labelled, ctx)

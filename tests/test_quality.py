@@ -7,7 +7,7 @@ from scipy import linalg
 from bench.cache import FileCache
 from bench.data import DatasetSpec, load_dataset
 from bench.quality import EVALUATOR, evaluator, evaluator_outputs, fidelity_metrics, load_evaluator
-from bench.splits import SplitSpec, train_pool
+from bench.splits import SplitSpec, make_split, train_pool
 
 CPU = torch.device("cpu")
 
@@ -15,9 +15,10 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def digits_eval(tmp_path_factory):
     dataset = load_dataset(DatasetSpec("digits"))
-    weights, accuracy = evaluator(dataset, SplitSpec(), CPU, FileCache(tmp_path_factory.mktemp("cache")), 0.2)
+    judge = evaluator(dataset, make_split(dataset, 10, SplitSpec(), 0), CPU,
+                      FileCache(tmp_path_factory.mktemp("cache")), 0.2)
     pool, test = train_pool(dataset, SplitSpec())
-    return weights, accuracy, pool, test
+    return judge.weights, judge.test_accuracy, pool, test
 
 
 def _scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,3 +81,47 @@ def test_inception_path_runs_with_given_weights(digits_eval, tmp_path, monkeypat
                              metrics=("fid", "kid"))
     assert np.isfinite(found["frechet_inception_distance"]) and found["frechet_inception_distance"] >= 0
     assert np.isfinite(found["kernel_inception_distance_mean"])
+
+
+def test_evaluator_trains_without_the_labelled_images_where_the_regime_allows():
+    from bench.quality import evaluator_training_images
+
+    dataset = load_dataset(DatasetSpec("digits"))
+    pool, _ = train_pool(dataset, SplitSpec())
+    split = make_split(dataset, 10, SplitSpec(), 0)
+    images, disjoint = evaluator_training_images(pool, split)
+    assert disjoint and len(images) == len(pool) - len(split.labelled)
+    seen = {bytes(image.numpy()) for image in images.images}
+    assert not any(bytes(image.numpy()) in seen for image in split.labelled.images)
+    images, disjoint = evaluator_training_images(pool, make_split(dataset, None, SplitSpec(), 0))
+    assert not disjoint and len(images) == len(pool)  # regime `all`: nothing else to train on
+
+
+def test_quality_scores_what_the_classifier_trains_on_at_one_n(tmp_path):
+    from bench.augment import make_batch_transform
+    from bench.config import QualitySpec
+    from bench.core.images import ImageSet
+    from bench.core.strategy import TrainingData
+    from bench.quality import assess_quality
+
+    dataset = load_dataset(DatasetSpec("digits"))
+    split = make_split(dataset, 10, SplitSpec(), 0)
+    cache, spec = FileCache(tmp_path / "cache"), QualitySpec(samples=500)
+
+    def assess(data, samples_path=None):
+        return assess_quality(data, dataset, split, spec, CPU, cache, 0.2, 1, samples_path)
+
+    none = assess(TrainingData(real=split.labelled))
+    assert none["quality_kind"] == "real" and "cas_accuracy" not in none
+    assert none["quality_n"] == none["quality_n_test"] == none["quality_ref_n"] == 100  # n_real, not 500
+    assert none["evaluator_disjoint"] and none["evaluator_label_agreement"] < 1.0
+    classical = assess(TrainingData(real=split.labelled, batch_transform=make_batch_transform(("basic",), 0.5, False)),
+                       tmp_path / "samples" / "classical.npz")
+    assert classical["quality_kind"] == "augmented" and classical["quality_n"] == 100
+    assert classical["fid_evaluator"] != none["fid_evaluator"]
+    assert classical["fid_evaluator_ref_real"] == none["fid_evaluator_ref_real"]  # one floor at one N
+    assert classical["sample_grid"] == "samples/classical.npz" and (tmp_path / "samples" / "classical.npz").is_file()
+    pool = ImageSet(split.labelled.images[:40].flip(-1), split.labelled.labels[:40])  # a 40-image synthetic pool
+    generated = assess(TrainingData(real=split.labelled, synthetic=pool))
+    assert generated["quality_kind"] == "generated" and generated["quality_n"] == generated["quality_ref_n"] == 40
+    assert 0.0 <= generated["cas_accuracy"] <= 1.0 and generated["mem_near_copy_chance"] == 0.05

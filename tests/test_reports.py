@@ -31,7 +31,10 @@ def test_run_writes_the_report(tiny_run):
     assert {p.name for p in (report / "figures").glob("*.png")} >= {
         "accuracy.png", "gain_heatmap.png", "gap.png", "learning_curves.png", "gain_vs_quality.png"}
     assert (report / "tables" / "comparison.csv").is_file()
-    assert list((tiny_run / "samples").glob("*vae*.png"))
+    assert list((tiny_run / "samples").glob("*vae*.npz"))
+    # a labelled grid of what the classifier trains on, for classical (augmented views) and vae
+    grids = sorted(p.name for p in (report / "figures").glob("samples-*.png"))
+    assert len(grids) == 2 and "classical-basic" in grids[0] and "vae" in grids[1]
 
 
 def test_report_numbers_match_the_results_table(tiny_run):
@@ -91,7 +94,8 @@ def test_leaderboard_ranks_a_run(tiny_run, tmp_path, cli):
     assert code == 0, err
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert set(board["strategy"]) == {"none", "classical-basic", "vae"}
-    assert board["mean_rank"].is_monotonic_increasing
+    assert board["mean_rank"].isna().all()  # 3 seeds: too few units for a Friedman test
+    assert board["iqm_accuracy"].is_monotonic_decreasing
     assert ((board["wins"] + board["ties"] + board["losses"])[board["strategy"] != "none"] == 2).all()
     assert "augbench leaderboard" in (tmp_path / "leaderboard.md").read_text()
 

@@ -77,6 +77,7 @@ class Strategy:
     """Base class: subclasses set ``params`` and implement ``fit``; register with ``register_strategy``."""
 
     name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"  # bump when the strategy's code changes what it produces
     params: ClassVar[dict[str, Param]] = {}
 
     def __init__(self, **params: Any):
@@ -92,6 +93,12 @@ class Strategy:
                             f"{cls.name!r}; known: {known}")
         return {name: spec.validate(given.get(name, spec.default), f"{where}.{name}")
                 for name, spec in cls.params.items()}
+
+    @classmethod
+    def versions(cls, params: dict[str, Any]) -> dict[str, str]:
+        """The code versions the strategy's output depends on, by component (``kind:name``).
+        Subclasses that use other versioned components (a generator, a policy) add them."""
+        return {f"strategy:{cls.name}": cls.version}
 
     @classmethod
     def search_space(cls) -> dict[str, Param]:
