@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from bench.core.files import atomic_write
+from bench.core.files import atomic_write, move_aside
 from bench.core.keys import stable_hash
 
 
@@ -45,8 +45,15 @@ class FileCache:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def load_tensors(self, kind: str, key: str) -> dict | None:
+        """The entry's tensors; None when absent, or unreadable (then it is moved aside)."""
         path = self._path(kind, key, ".pt")
-        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds on a damaged file
+            move_aside(path, f"{type(exc).__name__}: {str(exc)[:120]}")
+            return None
 
     def save_tensors(self, kind: str, key: str, state: dict) -> Path:
         buffer = io.BytesIO()
@@ -59,16 +66,31 @@ class FileCache:
         return self._path(kind, key, ".pt")
 
     def load_json(self, kind: str, key: str) -> dict | None:
+        """The entry's data; None when absent, or unreadable (then it is moved aside)."""
         path = self._path(kind, key, ".json")
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            move_aside(path, str(exc))
+            return None
+        if not isinstance(data, dict):
+            move_aside(path, "not a JSON object")
+            return None
+        return data
 
     def save_json(self, kind: str, key: str, data: dict) -> None:
         atomic_write(self._path(kind, key, ".json"), json.dumps(data, default=str))
 
-    def json_once(self, kind: str, key: str, compute: Callable[[], dict]) -> dict:
-        """The entry's data; the first process to need it computes and saves it, the others wait."""
+    def json_once(self, kind: str, key: str, compute: Callable[[], dict], with_tensors: bool = False) -> dict:
+        """The entry's data; the first process to need it computes and saves it, the others wait.
+        With ``with_tensors``, ``compute`` also saves the entry's tensors, and an entry whose tensors
+        do not load is computed again."""
         with self.lock(kind, key):
             data = self.load_json(kind, key)
+            if data is not None and with_tensors and self.load_tensors(kind, key) is None:
+                data = None
             if data is None:
                 data = compute()
                 self.save_json(kind, key, data)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -12,15 +13,24 @@ from bench.core.errors import UserError
 EPILOG = "Run `augbench COMMAND --help` for a command's options."
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0."""
+    return _whole_number(text, 0)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -169,17 +179,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--policy", default="basic", help="policy: basic or trivialaugment (default basic)")
     bench.add_argument("--images", type=positive_int, default=5000, help="images to augment per measurement")
     bench.add_argument("--steps", type=positive_int, default=40, help="training steps per measurement")
-    bench.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    bench.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (default 0: all cores)")
     bench.set_defaults(func=_cmd_bench_augment)
     return parser
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM ends a run as Ctrl-C does: finished work is kept
     try:
         return args.func(args)
     except UserError as exc:
         print(f"augbench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system refused: a path that is a file, no permission, no space
+        where = exc.filename or "a file"
+        print(f"augbench: error: {where}: {exc.strerror or exc}; check the path and its permissions (and free "
+              "space)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("augbench: interrupted; finished cells are saved, rerun the same command to resume",

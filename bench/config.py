@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,16 @@ def _dataset(item: Any, where: str) -> DatasetSpec:
     return DatasetSpec(item["name"], item.get("root"), bool(item.get("download", False)))
 
 
+def _refuse_repeats(names: list[str], where: str, what: str) -> None:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UserError(f"config field {where}: {what} {', '.join(repeated)} given twice; list each once")
+
+
 def _datasets(value: Any, where: str) -> tuple[DatasetSpec, ...]:
-    return tuple(_dataset(d, f"{where}[{i}]") for i, d in enumerate(_list(value, where)))
+    specs = tuple(_dataset(d, f"{where}[{i}]") for i, d in enumerate(_list(value, where)))
+    _refuse_repeats([s.name for s in specs], where, "data set(s)")
+    return specs
 
 
 def _regime(value: Any, where: str) -> int | None:
@@ -107,7 +116,19 @@ def _classifiers(value: Any, where: str) -> tuple[str, ...]:
     names = tuple(str(c) for c in _list(value, where))
     for i, name in enumerate(names):
         CLASSIFIERS.get(name, field=f"config field {where}[{i}]")
+    _refuse_repeats(list(names), where, "classifier(s)")
     return names
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _run_name(value: Any, where: str) -> str:
+    """A run name names a folder under runs/: letters, digits, '.', '_', '-' only (no path)."""
+    if not isinstance(value, str) or not RUN_NAME.fullmatch(value):
+        raise UserError(f"config field {where}: {value!r} is not a run name; use letters, digits, '.', '_' and "
+                        "'-' (it names a folder under runs/)")
+    return value
 
 
 def _weights_file(value: Any, where: str) -> str | None:
@@ -164,7 +185,7 @@ class TuneSpec:
 class BenchConfig:
     """A protocol: data sets x regimes x strategies x classifiers x seeds, and how each cell runs."""
 
-    name: str = option("custom", help="run name (default: the config file's name)")
+    name: str = option("custom", parse=_run_name, help="run name (default: the config file's name)")
     datasets: tuple[DatasetSpec, ...] = option(parse=_datasets, protocol=True,
                                                help="data set names, or {name, root, download}")
     regimes: tuple[int | None, ...] = option((None,), parse=_regimes, plain=_regimes_plain, protocol=True,
@@ -202,6 +223,30 @@ def protocol_view(raw: dict, schema: type = BenchConfig) -> dict:
 
 
 # ------------------------------------------------------------------------------- loading
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML whose mappings refuse a key given twice (plain YAML lets the last one silently win)."""
+
+
+def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first_line: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, (str, int, float, bool)) and key in first_line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice (first on line {first_line[key]}); keep one",
+                key_node.start_mark)
+        first_line[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_yaml(text: str):
+    """Parse YAML text, refusing duplicate keys."""
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def resolve_config(name_or_path: str | None) -> tuple[str, str]:
     """(text, name) of a config file path or of a bundled config (``quick``, ``fashion-mnist``, ...)."""
     text = name_or_path or configs.DEFAULT
@@ -220,9 +265,9 @@ def resolve_config(name_or_path: str | None) -> tuple[str, str]:
 
 def read_yaml(text: str, source: str) -> dict:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
-        raise UserError(f"config {source} is not valid YAML: {exc}") from None
+        raise UserError(f"config {source} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise UserError(f"config {source} must be a YAML mapping of fields (name, datasets, ...)")
     return data
@@ -241,9 +286,9 @@ def apply_overrides(data: dict, overrides: list[str], schema: type = BenchConfig
         except UserError as exc:
             raise UserError(f"--set {item!r}: {exc}") from None
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text)
         except yaml.YAMLError as exc:
-            raise UserError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+            raise UserError(f"--set {item!r}: value is not valid YAML ({' '.join(str(exc).split())})") from None
         node = data
         *parents, leaf = key.split(".")
         for part in parents:

@@ -1,18 +1,26 @@
 """Local executors: ``serial`` (in this process) and ``process`` (spawned worker processes).
 
 Both give every item the same torch thread count, so a result does not depend on which executor
-ran it or on how many items were left.
+ran it or on how many items were left. The process executor survives a worker's death (the item
+is retried once, then reported lost) and its workers never outlive it.
 """
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+import os
+import signal
+import threading
+import time
+from collections import deque
 from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 
-from bench.core.executor import Executor, OnDone, OnStart, register_executor
+from bench.core.executor import Executor, OnDone, OnLost, OnStart, WorkerDied, register_executor
 
 
 @contextmanager
@@ -27,17 +35,13 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(before)
 
 
-def _init_worker(threads: int | None) -> None:
-    if threads is not None:
-        torch.set_num_threads(threads)
-
-
 @register_executor("serial")
 class SerialExecutor(Executor):
     """One item after another in the calling process (``workers`` is ignored)."""
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
-                      on_start: OnStart | None = None, on_done: OnDone | None = None) -> None:
+                      on_start: OnStart | None = None, on_done: OnDone | None = None,
+                      on_lost: OnLost | None = None) -> None:
         with torch_threads(self.threads):
             for item in items:
                 if on_start:
@@ -47,35 +51,144 @@ class SerialExecutor(Executor):
                     on_done(item, result)
 
 
+def _watch_parent(parent: int) -> None:
+    """Kill this worker as soon as its parent is gone (killed with -9, say): no orphan keeps working."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _worker_main(connection, fn: Callable[[Any], Any], threads: int | None, parent: int) -> None:
+    """A worker: items in, results out, until told to stop. Ctrl-C goes to the parent, which stops
+    the workers itself; an exception in ``fn`` is sent back to be raised there."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    while (item := connection.recv()) is not None:  # None: stop
+        try:
+            connection.send(("done", fn(item)))
+        except Exception as exc:  # noqa: BLE001 - raised again in the parent
+            connection.send(("error", exc))
+
+
+def peak_memory_mb(pid: int) -> float | None:
+    """A live process's peak resident memory (Linux), else None."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def death_reason(exitcode: int | None, peak_mb: float | None) -> str:
+    """'worker died: signal 9 (SIGKILL), peak memory 912 MB' and the like."""
+    if exitcode is not None and exitcode < 0:
+        what = f"signal {-exitcode} ({signal.Signals(-exitcode).name})"
+    else:
+        what = f"exit code {exitcode}"
+    return f"worker died: {what}" + (f", peak memory {peak_mb:.0f} MB" if peak_mb else "")
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    connection: Any
+    item: tuple | None = None  # (item, retries so far) while busy
+    peak_mb: float | None = None
+
+    def receive(self) -> tuple | None:
+        """The worker's message, or None when it has died without sending one."""
+        try:
+            return self.connection.recv() if self.connection.poll() else None
+        except (EOFError, OSError):
+            return None
+
+
 @register_executor("process")
 class ProcessExecutor(Executor):
-    """``workers`` spawned processes; at most ``workers`` items in flight, handed out as others finish."""
+    """``workers`` spawned processes, one item each at a time, handed out as others finish.
+
+    A worker that dies (killed, out of memory) is replaced; its item is retried once in a fresh
+    worker, and if that worker dies too, ``on_lost(item, reason)`` reports it and the rest goes on.
+    Workers die with this process, also when it is killed with -9.
+    """
+
+    retries = 1
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
-                      on_start: OnStart | None = None, on_done: OnDone | None = None) -> None:
-        queue = iter(items)
+                      on_start: OnStart | None = None, on_done: OnDone | None = None,
+                      on_lost: OnLost | None = None) -> None:
+        queue = deque((item, 0) for item in items)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(self.threads,)) as pool:
-            pending: dict[Future, Any] = {}
+        workers: list[_Worker] = []
 
-            def submit_next() -> None:
-                item = next(queue, _END)
-                if item is not _END:
-                    pending[pool.submit(fn, item)] = item
-                    if on_start:
-                        on_start(item)
+        def start_worker() -> _Worker:
+            mine, theirs = context.Pipe()
+            process = context.Process(target=_worker_main, args=(theirs, fn, self.threads, os.getpid()), daemon=True)
+            process.start()
+            theirs.close()
+            workers.append(_Worker(process, mine))
+            return workers[-1]
 
-            for _ in range(self.workers):
-                submit_next()
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    item = pending.pop(future)
-                    result = future.result()
-                    if on_done:
-                        on_done(item, result)
-                    submit_next()
+        def hand_out(worker: _Worker) -> None:
+            if not worker.process.is_alive():
+                workers.remove(worker)
+                worker = start_worker()
+            worker.item = queue.popleft()
+            worker.connection.send(worker.item[0])
+            if on_start and worker.item[1] == 0:
+                on_start(worker.item[0])
 
+        try:
+            for _ in range(min(self.workers, len(queue))):
+                hand_out(start_worker())
+            while busy := [w for w in workers if w.item is not None]:
+                ready = set(wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout=1.0))
+                for worker in busy:
+                    worker.peak_mb = peak_memory_mb(worker.process.pid) or worker.peak_mb
+                    if worker.connection not in ready and worker.process.sentinel not in ready:
+                        continue
+                    (item, tries), message = worker.item, worker.receive()
+                    worker.item = None
+                    if message is None:
+                        self._give_up_or_retry(worker, item, tries, workers, queue, on_lost)
+                    elif message[0] == "error":
+                        raise message[1]
+                    elif on_done:
+                        on_done(item, message[1])
+                    if queue:
+                        hand_out(worker if worker in workers else start_worker())
+        finally:
+            self._stop(workers)
 
-_END = object()
+    def _give_up_or_retry(self, worker: _Worker, item: Any, tries: int, workers: list[_Worker], queue: deque,
+                          on_lost: OnLost | None) -> None:
+        """A busy worker died: its item goes first to a fresh worker, or is given up after the retry."""
+        worker.process.join()
+        workers.remove(worker)
+        reason = death_reason(worker.process.exitcode, worker.peak_mb)
+        if tries < self.retries:
+            queue.appendleft((item, tries + 1))
+        elif on_lost is not None:
+            on_lost(item, reason)
+        else:
+            raise WorkerDied(reason)
+
+    @staticmethod
+    def _stop(workers: list[_Worker]) -> None:
+        """Idle workers exit; busy ones (an interrupted run) are killed."""
+        for worker in workers:
+            if worker.item is None and worker.process.is_alive():
+                try:
+                    worker.connection.send(None)
+                except OSError:
+                    pass
+        for worker in workers:
+            worker.process.join(timeout=10 if worker.item is None else 0)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+

@@ -13,7 +13,7 @@ from bench import provenance
 from bench.config import load_config
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
-from bench.runner import cached_dataset, default_workers, execute, expand_grid, make_executor
+from bench.runner import cached_dataset, check_grid, default_workers, execute, expand_grid, make_executor
 from bench.store import RunStore
 from bench.summary import format_summary
 from bench.tune import open_study, run_study, studies_of, trials_table, tuned_configs
@@ -26,24 +26,35 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
     config = load_config(config_name, overrides)
     device = provenance.resolve_device(config.device)
     datasets = {spec.name: cached_dataset(spec) for spec in config.datasets}  # fail early on bad data
+    check_grid(config, datasets)  # and on regimes the data cannot fill, before the folder is touched
+    hashes = {name: ds.content_hash for name, ds in datasets.items()}
     out = out or Path("runs") / f"{config.name}-{config.fingerprint[:8]}"
     store = RunStore(out)
-    store.claim(config)
-    started = provenance.now()
+    with store.lock():
+        store.claim(config, hashes)
+        store.heal_cells()
+        _run_grid(config, store, device, expand_grid(config, hashes))
+        report = build_report(out)
+    print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
+    print(f"report:  {report} (and report.md)")
+    return out
 
-    cells = expand_grid(config, {name: ds.content_hash for name, ds in datasets.items()})
+
+def _run_grid(config, store: RunStore, device, cells: list) -> None:
+    """Run the grid's missing cells with a progress bar; write the tables and the provenance entry
+    also when interrupted."""
+    started = provenance.now()
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
     workers = min(config.workers or default_workers(device), max(1, len(todo)))
     print(f"augbench: {config.name}: {len(cells)} cells ({len(cells) - len(todo)} already done), "
-          f"device {provenance.device_name(device)}, {workers} worker(s) -> {out}", file=sys.stderr)
+          f"device {provenance.device_name(device)}, {workers} worker(s) -> {store.root}", file=sys.stderr)
     foreign = store.foreign_keys([c.key for c in cells])
     if foreign:
         print(f"augbench: {len(foreign)} cell file(s) in {store.cells_dir} are not in this grid (another code "
               "version, data or config): left alone and kept out of the tables", file=sys.stderr)
 
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", file=sys.stderr,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", file=sys.stderr, dynamic_ncols=True)
     running: list[str] = []
 
     def on_start(cell):
@@ -51,28 +62,25 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
         bar.set_postfix_str(" | ".join(running[-workers:]), refresh=True)
 
     def on_done(cell, record):
-        running.remove(cell.describe())
+        if cell.describe() in running:
+            running.remove(cell.describe())
         if record["status"] != "ok":
             tqdm.write(f"failed: {cell.describe()}: {record['failure_reason']}", file=sys.stderr)
         bar.update(1)
 
-    grid_order = [c.key for c in cells]
-    executor = make_executor(device, workers)
     revision = provenance.git_revision()
+    finished = False
     try:
-        execute(todo, store, device, executor, revision, on_start, on_done)
+        execute(todo, store, device, make_executor(device, workers), revision, on_start, on_done)
+        finished = True
     finally:
         bar.close()
-        results = store.write_tables(grid_order)
-    store.write_json("provenance.json", {"config_fingerprint": config.fingerprint, "started": started,
-                                         "finished": provenance.now(), "versions": provenance.versions(),
-                                         "revision": revision,
-                                         "device": provenance.device_name(device), "workers": workers})
+        results = store.write_tables([c.key for c in cells])
+        store.add_provenance({"config_fingerprint": config.fingerprint, "started": started,
+                              "finished": provenance.now(), "completed": finished, "cells_run": bar.n - (
+                                  len(cells) - len(todo)), "versions": provenance.versions(),
+                              "revision": revision, "device": provenance.device_name(device), "workers": workers})
     print(format_summary(results))
-    report = build_report(out)
-    print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
-    print(f"report:  {report} (and report.md)")
-    return out
 
 
 def tune_experiment(config_name: str | None, overrides: list[str], trials: int | None, storage: str | None,
@@ -82,12 +90,16 @@ def tune_experiment(config_name: str | None, overrides: list[str], trials: int |
     and the tuning report; return the output folder."""
     config = load_config(config_name, overrides)
     device = provenance.resolve_device(config.device)
-    hashes = {d.name: cached_dataset(d).content_hash for d in config.datasets}
+    datasets = {spec.name: cached_dataset(spec) for spec in config.datasets}
+    check_grid(config, datasets)
+    hashes = {name: ds.content_hash for name, ds in datasets.items()}
     specs = studies_of(config, hashes)
     if not specs:
         raise UserError("config: no strategy with a search space to tune (none has no knobs)")
     n_trials = trials or config.tune.trials
     out = out or Path("runs") / f"tune-{config.name}-{config.fingerprint[:8]}"
+    # a folder tunes one config; several workers of its studies may share it (no lock)
+    RunStore(out).claim(config, hashes)
     tuning = out / "tuning"
     tuning.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(tuning / 'optuna.db').resolve()}"

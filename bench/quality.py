@@ -140,7 +140,7 @@ def evaluator(dataset: Dataset, split: Split, device: torch.device, cache: FileC
                                               "num_classes": torch.tensor(dataset.num_classes)})
         return {"test_accuracy": accuracy_on(model, test, device)}
 
-    meta = cache.json_once("evaluator", key, fit)
+    meta = cache.json_once("evaluator", key, fit, with_tensors=True)
     return Evaluator(cache.tensors_path("evaluator", key), f"{EVALUATOR}:{dataset.name}:{key[:10]}", disjoint,
                      meta["test_accuracy"])
 

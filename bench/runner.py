@@ -124,6 +124,14 @@ def expand_grid(config: BenchConfig, data_hashes: dict[str, str]) -> list[Cell]:
             for c in config.classifiers for k in range(config.seeds)]
 
 
+def check_grid(config: BenchConfig, datasets: dict[str, Dataset]) -> None:
+    """Raise UserError where a regime or the validation size asks more of a data set than it has,
+    before any folder is written or any cell runs (the sizes are the same for every replicate)."""
+    for dataset in datasets.values():
+        for regime in config.regimes:
+            make_split(dataset, regime, config.split, 0)
+
+
 @lru_cache(maxsize=4)
 def cached_dataset(spec: DatasetSpec) -> Dataset:
     return load_dataset(spec)
@@ -144,6 +152,23 @@ def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
             return make_strategy(cell.strategy).fit(split.labelled, ctx)
 
 
+def cell_record(cell: Cell, revision: str) -> dict:
+    """The columns that identify a cell's result row, with status ``ok`` until something fails."""
+    return {"key": cell.key, "dataset": cell.dataset.name, "data_hash": cell.data_hash, "regime": cell.regime_label,
+            "strategy": cell.strategy.label, "strategy_name": cell.strategy.name,
+            "strategy_params": canonical_json(cell.strategy.params), "classifier": cell.classifier,
+            "replicate": cell.replicate, "seed": cell.train_seed, "suite_version": SUITE_VERSION,
+            "versions": canonical_json(cell.versions), "split_seed": cell.split.seed,
+            "budget_scale": cell.budget_scale, "revision": revision, "status": "ok", "failure_reason": "",
+            "curve": []}
+
+
+def lost_record(cell: Cell, reason: str, revision: str) -> dict:
+    """The row of a cell whose worker died on every try (killed, out of memory)."""
+    return {**cell_record(cell, revision), "status": "failed", "failure_reason": reason,
+            "finished": provenance.now()}
+
+
 def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, split: Split, revision: str,
                   on_eval=None) -> tuple[dict, torch.nn.Module | None]:
     """Fit the cell's strategy and train its classifier, reading no test data.
@@ -154,15 +179,9 @@ def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, spli
     dataset = cached_dataset(cell.dataset)
     spec = CLASSIFIERS.get(cell.classifier)
     steps = spec.recipe.steps(len(split.labelled), cell.budget_scale)
-    record = {"key": cell.key, "dataset": cell.dataset.name, "data_hash": cell.data_hash, "regime": cell.regime_label,
-              "strategy": cell.strategy.label, "strategy_name": cell.strategy.name,
-              "strategy_params": canonical_json(cell.strategy.params), "classifier": cell.classifier,
-              "replicate": cell.replicate, "seed": cell.train_seed, "suite_version": SUITE_VERSION,
-              "versions": canonical_json(cell.versions), "num_classes": dataset.num_classes,
-              "split_seed": cell.split.seed, "budget_scale": cell.budget_scale, "budget_steps": steps,
+    record = {**cell_record(cell, revision), "num_classes": dataset.num_classes, "budget_steps": steps,
               "batch_size": spec.recipe.batch_size, "n_real": len(split.labelled), "n_val": len(split.val),
-              "device": provenance.device_name(device), "revision": revision,
-              "started": provenance.now(), "status": "ok", "failure_reason": "", "curve": []}
+              "device": provenance.device_name(device), "started": provenance.now()}
     try:
         data = fit_strategy(cell, dataset, split, device, cache_dir, record)
         record.update(data.info)
@@ -258,4 +277,5 @@ def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, execut
         on_done(cell, record)
 
     task = CellTask(device.type, str(store.root / "cache"), revision)
-    executor.map_unordered(task, list(cells), on_start=on_start, on_done=finished)
+    executor.map_unordered(task, list(cells), on_start=on_start, on_done=finished,
+                           on_lost=lambda cell, reason: finished(cell, lost_record(cell, reason, revision)))

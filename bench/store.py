@@ -7,8 +7,12 @@ results.parquet and results.csv hold the same columns with the same types: read 
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +20,7 @@ import yaml
 
 from bench.config import BenchConfig
 from bench.core.errors import UserError
-from bench.core.files import atomic_write
+from bench.core.files import atomic_write, move_aside, remove_temporary_files
 
 TEXT_COLUMNS = ("key", "dataset", "data_hash", "regime", "strategy", "strategy_name", "strategy_params",
                 "classifier", "suite_version", "device", "revision", "status", "failure_reason", "generator_key",
@@ -24,6 +28,7 @@ TEXT_COLUMNS = ("key", "dataset", "data_hash", "regime", "strategy", "strategy_n
 TIME_COLUMNS = ("started", "finished")
 FLAG_COLUMNS = ("generator_cache_hit", "evaluator_disjoint")
 PARAM_PREFIX = "param_"
+LOCK_FILE = ".lock"
 
 
 def _param_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -70,30 +75,92 @@ def _frame_bytes(frame: pd.DataFrame, suffix: str) -> bytes | str:
 
 
 class RunStore:
-    """The files of one run folder: config.yaml, cells/<key>.json, results.{parquet,csv}, curves.csv."""
+    """The files of one run folder: config.yaml, cells/<key>.json, results.{parquet,csv}, curves.csv,
+    provenance.json, and .lock while a process uses it."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
 
-    def claim(self, config: BenchConfig) -> None:
-        """Use this folder for ``config``; refuse a folder that holds a run of another config."""
+    @contextmanager
+    def lock(self):
+        """Hold the folder for this process; a second process is refused, naming the first. Also
+        clears what interrupted writes left behind (only the holder writes here)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.root / LOCK_FILE, "a+")
+        except OSError as exc:
+            raise UserError(f"output folder {self.root}: {exc.strerror}; choose another --out") from None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise UserError(f"output folder {self.root} is in use by another augbench process (pid {holder}); "
+                                "wait for it to finish, or choose another --out") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            remove_temporary_files(self.root)
+            try:
+                yield self
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def claim(self, config: BenchConfig, data_hashes: dict[str, str]) -> None:
+        """Use this folder for ``config``; refuse a folder that holds a run of another config. Say so
+        when the data changed since the folder's last run (its cells stay, outside the grid)."""
         marker = self.root / "config.yaml"
         if marker.exists():
             try:
-                stored = yaml.safe_load(marker.read_text()) or {}
-            except yaml.YAMLError:
-                stored = {}
-            if stored.get("fingerprint") != config.fingerprint:
+                stored = yaml.safe_load(marker.read_text())
+            except (yaml.YAMLError, UnicodeDecodeError) as exc:
+                stored = f"not valid YAML ({' '.join(str(exc).split())[:100]})"
+            if not isinstance(stored, dict) or "fingerprint" not in stored:
+                problem = stored if isinstance(stored, str) else "no fingerprint in it"
+                raise UserError(f"{marker} is corrupt ({problem}); delete it to reuse the folder's cells with this "
+                                "config, or choose another --out")
+            if stored["fingerprint"] != config.fingerprint:
                 raise UserError(f"output folder {self.root} holds a run of a different config "
-                                f"(fingerprint {stored.get('fingerprint')}, this one {config.fingerprint}); "
+                                f"(fingerprint {stored['fingerprint']}, this one {config.fingerprint}); "
                                 "choose another --out, or delete that folder to start over")
-            return
-        if self.root.exists() and any(self.root.iterdir()):
+            changed = {name: (stored.get("data_hashes") or {}).get(name) for name in data_hashes}
+            changed = {n: old for n, old in changed.items() if old is not None and old != data_hashes[n]}
+            for name, old in changed.items():
+                print(f"augbench: the data of {name} changed since this folder's last run (content hash "
+                      f"{old[:12]} -> {data_hashes[name][:12]}): cells of the old data stay in the folder, "
+                      "outside this grid and out of the tables", file=sys.stderr)
+            if not changed and stored.get("data_hashes") == data_hashes:
+                return
+        elif self.root.exists() and any(p.name != LOCK_FILE for p in self.root.iterdir()):
             raise UserError(f"output folder {self.root} is not empty and holds no augbench run; "
                             "choose another --out")
-        atomic_write(marker, yaml.safe_dump({"fingerprint": config.fingerprint, "config": config.raw},
-                                            sort_keys=False))
+        atomic_write(marker, yaml.safe_dump({"fingerprint": config.fingerprint, "data_hashes": data_hashes,
+                                             "config": config.raw}, sort_keys=False))
+
+    def heal_cells(self) -> list[Path]:
+        """Move aside cell files that do not read as a cell's record (their cells run again)."""
+        moved = []
+        for path in sorted(self.cells_dir.glob("*.json")) if self.cells_dir.exists() else []:
+            try:
+                record = json.loads(path.read_text())
+                problem = None if isinstance(record, dict) and record.get("key") == path.stem else "not a cell record"
+            except (ValueError, UnicodeDecodeError) as exc:
+                problem = str(exc)
+            if problem:
+                moved.append(move_aside(path, problem))
+        return moved
+
+    def add_provenance(self, entry: dict) -> None:
+        """Record one invocation in provenance.json: the latest at the top level, all in ``history``."""
+        path = self.root / "provenance.json"
+        try:
+            history = json.loads(path.read_text()).get("history", []) if path.exists() else []
+        except (ValueError, AttributeError):
+            history = []
+        atomic_write(path, json.dumps({**entry, "history": [*history, entry]}, indent=1, default=str))
 
     def done_keys(self) -> set[str]:
         return {p.stem for p in self.cells_dir.glob("*.json")} if self.cells_dir.exists() else set()
@@ -121,6 +188,3 @@ class RunStore:
         for name, frame in (("results.parquet", results), ("results.csv", results), ("curves.csv", curves)):
             atomic_write(self.root / name, _frame_bytes(frame, Path(name).suffix))
         return results
-
-    def write_json(self, name: str, data: dict) -> None:
-        atomic_write(self.root / name, json.dumps(data, indent=1, default=str))

@@ -187,7 +187,10 @@ def _markdown(board: pd.DataFrame, ranks: RankResult | None, run_dirs: list[Path
              "one of `none`, averaged over (data set, regime) tasks; intervals are 95% percentile intervals of a "
              "stratified bootstrap (seeds resampled within each task, 2000 resamples; Agarwal et al. 2021). "
              "W/T/L count (data set, regime, classifier) groups where a paired t-test, Holm-corrected over the "
-             "whole table at α = 0.05, finds the strategy better / not distinguishable / worse than `none`.", "",
+             "whole table at α = 0.05, finds the strategy better / not distinguishable / worse than `none`: they are "
+             "the decisions. The bootstrap intervals are descriptive (95% each, not adjusted for the number of "
+             "strategies, and percentile intervals are too narrow with few seeds), so an interval may exclude 0 "
+             "where the Holm-corrected tests do not decide.", "",
              friedman_line, "", shown.to_markdown(index=False), ""]
     if cd_figure:
         lines += [f"![Critical-difference diagram]({cd_figure})", ""]

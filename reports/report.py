@@ -138,11 +138,16 @@ def sample_figures(run_dir: Path, results: pd.DataFrame) -> list[Figure]:
 
 def _read_run(run_dir: Path):
     results_path = run_dir / "results.parquet"
+    interrupted = (f"{run_dir} holds no finished tables: its run was interrupted; rerun `augbench run` with the "
+                   "same config and --out to finish and build the tables")
     if not results_path.is_file():
+        if (run_dir / "cells").is_dir():
+            raise UserError(interrupted)
         raise UserError(f"{run_dir} holds no results.parquet; give the folder of an `augbench run`")
     results = pd.read_parquet(results_path)
     if results.empty:
-        raise UserError(f"{run_dir}/results.parquet has no rows yet; run the protocol first")
+        raise UserError(interrupted if (run_dir / "config.yaml").is_file() else
+                        f"{run_dir}/results.parquet has no rows; run the protocol first")
     results["regime"] = results["regime"].astype(str)
     curves_path = run_dir / "curves.csv"
     curves = pd.read_csv(curves_path) if curves_path.is_file() and curves_path.stat().st_size > 1 else pd.DataFrame()

@@ -106,11 +106,11 @@ class GenerativeStrategy(Strategy):
             failure = cache.load_json("generator-failed", key)
             if failure is not None:
                 raise CellFailed(failure["reason"])
-            state = cache.load_tensors("generator", key)
-            hit = state is not None
+            state, meta = cache.load_tensors("generator", key), cache.load_json("generator", key)
+            hit = state is not None and meta is not None
             if hit:
                 model.load_state_dict(state)
-                seconds = cache.load_json("generator", key)["fit_seconds"]
+                seconds = meta["fit_seconds"]
             else:
                 try:
                     seconds = self._train_and_check(model, labelled, ctx, steps, key)

@@ -39,3 +39,55 @@ def test_serial_and_process_give_identical_cells(tiny_config, tmp_path):
     for key, record in results["serial"].items():
         other = results["process"][key]
         assert (record["test_accuracy"], record["curve"]) == (other["test_accuracy"], other["curve"])
+
+
+def _die_on_three(value):
+    """Dies (as the OOM killer would kill it) on 3; on 2 only the first time (a marker file says)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    marker = Path(os.environ["AUGBENCH_TEST_MARKER"])
+    if value == 3 or (value == 2 and not marker.exists()):
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value * 10
+
+
+def test_a_dead_worker_is_retried_once_then_reported_and_the_rest_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGBENCH_TEST_MARKER", str(tmp_path / "died-once"))
+    done, lost = {}, {}
+    EXECUTORS.get("process")(workers=2, threads=1).map_unordered(
+        _die_on_three, [1, 2, 3, 4, 5], on_done=done.__setitem__, on_lost=lost.__setitem__)
+    assert done == {1: 10, 2: 20, 4: 40, 5: 50}  # 2 died once and succeeded on its retry
+    assert list(lost) == [3] and lost[3].startswith("worker died: signal 9 (SIGKILL)")
+
+
+def test_without_on_lost_a_dead_worker_is_a_clean_error(tmp_path, monkeypatch):
+    from bench.core.executor import WorkerDied
+
+    monkeypatch.setenv("AUGBENCH_TEST_MARKER", str(tmp_path / "died-once"))
+    with pytest.raises(WorkerDied, match="signal 9"):
+        EXECUTORS.get("process")(workers=1, threads=1).map_unordered(_die_on_three, [3])
+
+
+def test_a_lost_cell_is_recorded_failed_and_the_grid_goes_on(tiny_config, tmp_path):
+    from bench.core.executor import Executor
+    from bench.runner import execute
+    from bench.store import RunStore
+
+    class LosesTheFirst(Executor):
+        def map_unordered(self, fn, items, on_start=None, on_done=None, on_lost=None):
+            items = list(items)
+            on_lost(items[0], "worker died: signal 9 (SIGKILL), peak memory 900 MB")
+            for item in items[1:]:
+                on_done(item, fn(item))
+
+    config = load_config(str(tiny_config))
+    cells = expand_grid(config, {"digits": cached_dataset(config.datasets[0]).content_hash})[:2]
+    store = RunStore(tmp_path / "run")
+    execute(cells, store, torch.device("cpu"), LosesTheFirst(), "test", lambda c: None, lambda c, r: None)
+    results = store.write_tables([c.key for c in cells])
+    assert list(results["status"]) == ["failed", "ok"]
+    assert results["failure_reason"].iloc[0] == "worker died: signal 9 (SIGKILL), peak memory 900 MB"
+    assert results["strategy"].iloc[0] == cells[0].strategy.label

@@ -9,10 +9,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterable
 
+from bench.core.errors import UserError
 from bench.core.registry import Registry
 
 OnStart = Callable[[Any], None]
 OnDone = Callable[[Any, Any], None]
+OnLost = Callable[[Any, str], None]  # (item, reason) for an item whose worker died on every try
+
+
+class WorkerDied(UserError):
+    """A worker process died (killed, out of memory) on every try of an item, and nobody asked
+    to be told (no ``on_lost``)."""
 
 
 class Executor(ABC):
@@ -26,10 +33,12 @@ class Executor(ABC):
 
     @abstractmethod
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
-                      on_start: OnStart | None = None, on_done: OnDone | None = None) -> None:
+                      on_start: OnStart | None = None, on_done: OnDone | None = None,
+                      on_lost: OnLost | None = None) -> None:
         """Call ``fn`` on each item; ``on_start(item)`` as it starts, ``on_done(item, result)`` as
-        it finishes (in the calling process). ``fn`` and the items must pickle for executors that
-        run them elsewhere."""
+        it finishes (in the calling process). Executors that run items in other processes retry
+        an item whose worker died, then report it with ``on_lost(item, reason)`` (raising
+        WorkerDied without one) and go on. ``fn`` and the items must pickle for those executors."""
 
 
 EXECUTORS: Registry = Registry("executor")

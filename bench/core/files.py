@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -39,3 +40,25 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def move_aside(path: Path, problem: str) -> Path:
+    """Rename an unreadable file to ``<name>.corrupt[-N]`` (kept for inspection, out of the way of a
+    recompute) and say so on stderr; return the new path."""
+    path = Path(path)
+    target, n = path.with_name(path.name + ".corrupt"), 1
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.corrupt-{n}"), n + 1
+    os.replace(path, target)
+    print(f"augbench: warning: {path} could not be read ({problem}); moved to {target.name}, recomputing it",
+          file=sys.stderr)
+    return target
+
+
+def remove_temporary_files(folder: Path) -> int:
+    """Delete what interrupted atomic writes left in ``folder`` and below (call it only while no
+    other process writes there); return how many."""
+    leftovers = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return len(leftovers)

@@ -1,0 +1,165 @@
+"""Fault injection: kill a run's main process, or one of its workers, at random moments, and check
+that the run folder stays exactly right.
+
+    python tests/faults/inject.py --trials 20 --seed 0 [--work DIR]
+
+First a small grid runs uninterrupted (the reference). Then each trial starts the same grid in a
+fresh folder and, after a random delay, kills with SIGKILL either the main process (even trials:
+the run is then started again to finish) or one busy worker (odd trials: the run must go on by
+itself, retrying the cell). After each trial it checks that
+- every cell of the grid has exactly one file and one row, and no other file is in cells/;
+- every result column that is not a time, a memory figure or a cache flag is identical to the
+  reference (bit-identical floats, and the same validation curves);
+- no process of the run is left behind;
+- no temporary file is left behind.
+It prints one line per trial and a summary, and exits 1 if any check failed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+GRID = {
+    "name": "faults", "datasets": ["digits"], "regimes": [5], "split": {"seed": 0, "val_per_class": 10},
+    "strategies": ["none", {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}},
+    {"name": "vae", "params": {"steps": 150}}],
+    "classifiers": ["mlp", "cnn"], "seeds": 2, "budget": {"scale": 0.05}, "eval_points": 2,
+    "quality": {"enabled": True, "samples": 50}, "workers": 2,
+}
+VOLATILE = ("started", "finished", "revision", "generator_cache_hit")
+
+
+def children(pid: int) -> list[int]:
+    """The pids of a process's children."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _start(config: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(config), "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _comparable(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    results = pd.read_parquet(out / "results.parquet").set_index("key").sort_index()
+    keep = [c for c in results.columns if c not in VOLATILE and not c.endswith(("_seconds", "_mem_mb"))]
+    curves = pd.read_csv(out / "curves.csv").sort_values(["key", "step"]).reset_index(drop=True)
+    return results[keep], curves
+
+
+def _problems(out: Path, reference: Path, run_pids: list[int]) -> list[str]:
+    found = []
+    keys = set(pd.read_parquet(reference / "results.parquet")["key"])
+    files = sorted(p.name for p in (out / "cells").iterdir())
+    if sorted(files) != sorted(f"{k}.json" for k in keys):
+        found.append(f"cells/ holds {len(files)} files for {len(keys)} cells")
+    results, curves = _comparable(out)
+    expected, expected_curves = _comparable(reference)
+    if not results.equals(expected):
+        differing = [c for c in expected.columns if not results[c].equals(expected[c])]
+        found.append(f"results differ from the reference in {differing or 'their rows'}")
+    if not curves.equals(expected_curves):
+        found.append("validation curves differ from the reference")
+    left = [pid for pid in run_pids if alive(pid)]
+    if left:
+        found.append(f"processes left behind: {left}")
+    temporary = [str(p.relative_to(out)) for p in out.rglob("*.tmp")]
+    if temporary:
+        found.append(f"temporary files left behind: {temporary}")
+    return found
+
+
+def trial(index: int, rng: random.Random, config: Path, work: Path, reference: Path) -> tuple[str, list[str]]:
+    """One kill and its checks; returns (what was done, problems)."""
+    out = work / f"trial-{index}"
+    process = _start(config, out)
+    pids: set[int] = set()
+    delay = rng.uniform(3.0, 25.0)
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline and process.poll() is None:
+        pids.update(children(process.pid))
+        time.sleep(0.1)
+    workers = [pid for pid in children(process.pid) if alive(pid)]
+    if process.poll() is not None:
+        what = "finished before the kill"
+    elif index % 2 == 0 or not workers:
+        process.kill()
+        process.wait()
+        time.sleep(2.0)  # workers notice a dead parent within 0.5 s
+        orphans = [pid for pid in pids if alive(pid)]
+        rerun = _start(config, out)
+        rerun.communicate()
+        what = f"killed the main process after {delay:.1f} s; resumed"
+        if orphans:
+            return what, [f"workers outlived the killed main process: {orphans}"]
+        if rerun.returncode != 0:
+            return what, [f"the resumed run failed with exit code {rerun.returncode}"]
+    else:
+        try:
+            os.kill(rng.choice(workers), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _, err = process.communicate()
+        what = f"killed a worker after {delay:.1f} s; the run went on"
+        if process.returncode != 0:
+            return what, [f"the run failed with exit code {process.returncode}: {err.strip()[-300:]}"]
+    pids.update(children(process.pid))
+    return what, _problems(out, reference, sorted(pids))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one)")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="augbench-faults-"))
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / "faults.yaml"
+    config.write_text(yaml.safe_dump(GRID))
+    reference = work / "reference"
+    shutil.rmtree(reference, ignore_errors=True)
+    start = time.perf_counter()
+    if _start(config, reference).wait() != 0:
+        print("the uninterrupted reference run failed", file=sys.stderr)
+        return 1
+    print(f"reference: {len(pd.read_parquet(reference / 'results.parquet'))} cells in "
+          f"{time.perf_counter() - start:.0f} s")
+    rng = random.Random(args.seed)
+    failed = 0
+    for index in range(args.trials):
+        shutil.rmtree(work / f"trial-{index}", ignore_errors=True)
+        what, problems = trial(index, rng, config, work, reference)
+        failed += bool(problems)
+        print(f"trial {index:2d}: {what}: " + ("ok" if not problems else "FAILED: " + "; ".join(problems)), flush=True)
+    print(f"{args.trials - failed} of {args.trials} trials passed every check ({work})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
