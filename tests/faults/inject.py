@@ -94,12 +94,14 @@ def _problems(out: Path, reference: Path, run_pids: list[int]) -> list[str]:
     return found
 
 
-def trial(index: int, rng: random.Random, config: Path, work: Path, reference: Path) -> tuple[str, list[str]]:
-    """One kill and its checks; returns (what was done, problems)."""
+def trial(index: int, rng: random.Random, config: Path, work: Path, reference: Path,
+          duration: float) -> tuple[str, list[str]]:
+    """One kill at a random moment of a run that takes ``duration`` seconds, and its checks;
+    returns (what was done, problems)."""
     out = work / f"trial-{index}"
     process = _start(config, out)
     pids: set[int] = set()
-    delay = rng.uniform(3.0, 25.0)
+    delay = rng.uniform(2.0, 0.9 * duration)
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline and process.poll() is None:
         pids.update(children(process.pid))
@@ -148,13 +150,13 @@ def main() -> int:
     if _start(config, reference).wait() != 0:
         print("the uninterrupted reference run failed", file=sys.stderr)
         return 1
-    print(f"reference: {len(pd.read_parquet(reference / 'results.parquet'))} cells in "
-          f"{time.perf_counter() - start:.0f} s")
+    duration = time.perf_counter() - start
+    print(f"reference: {len(pd.read_parquet(reference / 'results.parquet'))} cells in {duration:.0f} s", flush=True)
     rng = random.Random(args.seed)
     failed = 0
     for index in range(args.trials):
         shutil.rmtree(work / f"trial-{index}", ignore_errors=True)
-        what, problems = trial(index, rng, config, work, reference)
+        what, problems = trial(index, rng, config, work, reference, duration)
         failed += bool(problems)
         print(f"trial {index:2d}: {what}: " + ("ok" if not problems else "FAILED: " + "; ".join(problems)), flush=True)
     print(f"{args.trials - failed} of {args.trials} trials passed every check ({work})")
