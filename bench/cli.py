@@ -68,17 +68,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from bench.augment import POLICIES
     from bench.config import BenchConfig
     from bench.core.executor import EXECUTORS
+    from bench.core.plugins import load_plugins, origin
     from bench.core.schema import describe
     from bench.data import DATASETS
     from bench.models import CLASSIFIERS, SUITE_VERSION
     from strategies import STRATEGIES
 
+    load_plugins(args.plugins or ())
     print("bundled configs: " + ", ".join(sorted(configs.bundled())))
-    print("data sets:   " + ", ".join(DATASETS.names()))
+    print("data sets:   " + ", ".join(name + origin(DATASETS.get(name)) for name in DATASETS.names()))
     print("strategies:")
     for name in STRATEGIES.names():
         cls = STRATEGIES.get(name)
-        print(f"  {name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        print(f"  {name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}{origin(cls)}")
         for pname, spec in cls.params.items():
             bounds = f"[{spec.low}, {spec.high}]" if spec.low is not None else ", ".join(spec.choices or ())
             print(f"      {pname} = {spec.default!r}  ({bounds}) {spec.help}")
@@ -87,7 +89,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for name in CLASSIFIERS.names():
         r = CLASSIFIERS.get(name).recipe
         print(f"  {name:<8} {r.optimizer} lr {r.lr} wd {r.weight_decay} batch {r.batch_size}, "
-              f"{r.epochs} epochs, at least {r.min_steps} steps")
+              f"{r.epochs} epochs, at least {r.min_steps} steps{origin(CLASSIFIERS.get(name).build)}")
     print("executors:   " + ", ".join(EXECUTORS.names()))
     print("config fields (set in the YAML, or with --set path=value):")
     for path, default, help_text in describe(BenchConfig):
@@ -168,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="list bundled configs, data sets, strategies (with params), policies, "
                                       "classifiers, executors and config fields")
+    lst.add_argument("--plugins", nargs="*", metavar="MODULE", help="plugin modules to import first, as a "
+                                                                    "config's `plugins` field does")
     lst.set_defaults(func=_cmd_list)
 
     bench = sub.add_parser("bench-augment", help="measure the batched augmentation pipeline against a "

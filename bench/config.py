@@ -18,8 +18,10 @@ import yaml
 import configs
 from bench.core.errors import UserError
 from bench.core.keys import stable_hash
+from bench.core.plugins import load_plugins
 from bench.core.schema import (check_path, identity, option, parse_section, role_fields, section,
                                to_plain)
+import bench.data_files  # noqa: F401 - registers the data sets read from disk (imagefolder, npz, medmnist)
 from bench.data import DATASETS, DatasetSpec
 from bench.models import CLASSIFIERS
 from bench.splits import SplitSpec
@@ -58,9 +60,28 @@ def _named_entry(item: Any, where: str, what: str, keys: tuple[str, ...]) -> dic
 
 
 def _dataset(item: Any, where: str) -> DatasetSpec:
-    item = _named_entry(item, where, "data set", ("name", "root", "download"))
-    DATASETS.get(item["name"], field=f"config field {where}")
-    return DatasetSpec(item["name"], item.get("root"), bool(item.get("download", False)))
+    name = item.get("name") if isinstance(item, dict) else item
+    load = DATASETS.get(str(name), field=f"config field {where}")
+    item = _named_entry(item, where, "data set", ("name", "root", "download", "label", *load.options))
+    options = tuple(sorted((key, item[key]) for key in load.options if key in item))
+    source = item.get("root") or dict(options).get("path")
+    default = f"{name}:{Path(str(source)).stem}" if source and load.options else str(name)
+    if dict(options).get("flag"):
+        default = f"{name}:{dict(options)['flag']}"
+    label = item.get("label") or default
+    if not isinstance(label, str):
+        raise UserError(f"config field {where}.label: expected text, got {label!r}")
+    return DatasetSpec(str(name), item.get("root"), bool(item.get("download", False)), options, label)
+
+
+def _datasets_plain(specs: tuple[DatasetSpec, ...]) -> list[dict]:
+    """Each data set as plain data; options and a label only where given, so that the fingerprints
+    of configs naming built-in data sets stay what they were."""
+    plain = []
+    for spec in specs:
+        entry = {"name": spec.name, "root": spec.root, "download": spec.download, **dict(spec.options)}
+        plain.append(entry | ({"label": spec.label} if spec.label != spec.name else {}))
+    return plain
 
 
 def _refuse_repeats(names: list[str], where: str, what: str) -> None:
@@ -71,7 +92,7 @@ def _refuse_repeats(names: list[str], where: str, what: str) -> None:
 
 def _datasets(value: Any, where: str) -> tuple[DatasetSpec, ...]:
     specs = tuple(_dataset(d, f"{where}[{i}]") for i, d in enumerate(_list(value, where)))
-    _refuse_repeats([s.name for s in specs], where, "data set(s)")
+    _refuse_repeats([s.title for s in specs], where, "data set(s)")
     return specs
 
 
@@ -118,6 +139,14 @@ def _classifiers(value: Any, where: str) -> tuple[str, ...]:
         CLASSIFIERS.get(name, field=f"config field {where}[{i}]")
     _refuse_repeats(list(names), where, "classifier(s)")
     return names
+
+
+def _plugins(value: Any, where: str) -> tuple[str, ...]:
+    modules = tuple(_list(value, where))
+    if not all(isinstance(m, str) and m for m in modules):
+        raise UserError(f"config field {where}: expected module names such as my_package.augmentations")
+    load_plugins(modules)  # before the fields that name what the plugins register
+    return modules
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -186,8 +215,15 @@ class BenchConfig:
     """A protocol: data sets x regimes x strategies x classifiers x seeds, and how each cell runs."""
 
     name: str = option("custom", parse=_run_name, help="run name (default: the config file's name)")
-    datasets: tuple[DatasetSpec, ...] = option(parse=_datasets, protocol=True,
-                                               help="data set names, or {name, root, download}")
+    plugins: tuple[str, ...] = option((), parse=_plugins, fingerprint=False,
+                                      help="modules to import first: they register data sets, strategies, "
+                                           "classifiers or policies (installed packages can also register "
+                                           "through the entry-point group augbench.plugins)")
+    datasets: tuple[DatasetSpec, ...] = option(parse=_datasets, plain=_datasets_plain, protocol=True,
+                                               help="data set names, or {name, root, download, label, and the "
+                                                    "options of its kind: imagefolder: size, channels, hflip, "
+                                                    "max_gb; npz: path, hflip, max_gb; medmnist: flag, size, "
+                                                    "hflip, max_gb}")
     regimes: tuple[int | None, ...] = option((None,), parse=_regimes, plain=_regimes_plain, protocol=True,
                                              help="labelled images per class, or 'all'")
     split: SplitSpec = section(SplitSpec, cell=True, protocol=True, help="test / validation / labelled split")
@@ -310,6 +346,7 @@ def parse_config(data: dict, default_name: str = "custom", schema: type = BenchC
     """Validate plain config data into a BenchConfig (or another ``schema`` of the same kind)."""
     if not isinstance(data, dict):
         raise UserError("config must be a mapping of fields (name, datasets, ...)")
+    load_plugins()  # the installed entry-point plugins
     if data.get("name") is None:
         data = {**data, "name": default_name}
     data = {**data, "name": str(data["name"])}

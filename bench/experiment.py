@@ -25,7 +25,7 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
     """Run a protocol into a run folder (resuming it) and return the folder."""
     config = load_config(config_name, overrides)
     device = provenance.resolve_device(config.device)
-    datasets = {spec.name: cached_dataset(spec) for spec in config.datasets}  # fail early on bad data
+    datasets = {spec.title: cached_dataset(spec) for spec in config.datasets}  # fail early on bad data
     check_grid(config, datasets)  # and on regimes the data cannot fill, before the folder is touched
     hashes = {name: ds.content_hash for name, ds in datasets.items()}
     out = out or Path("runs") / f"{config.name}-{config.fingerprint[:8]}"
@@ -90,7 +90,7 @@ def tune_experiment(config_name: str | None, overrides: list[str], trials: int |
     and the tuning report; return the output folder."""
     config = load_config(config_name, overrides)
     device = provenance.resolve_device(config.device)
-    datasets = {spec.name: cached_dataset(spec) for spec in config.datasets}
+    datasets = {spec.title: cached_dataset(spec) for spec in config.datasets}
     check_grid(config, datasets)
     hashes = {name: ds.content_hash for name, ds in datasets.items()}
     specs = studies_of(config, hashes)

@@ -16,6 +16,7 @@ from bench.config import BenchConfig, QualitySpec, StrategyEntry
 from bench.core.errors import CellFailed
 from bench.core.executor import EXECUTORS, Executor
 from bench.core.keys import canonical_json, stable_hash
+from bench.core.plugins import load_plugins
 from bench.core.schema import identity
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import STRATEGIES, FitContext
@@ -65,7 +66,7 @@ class Cell:
         return self.config.eval_points
 
     def canonical(self) -> dict:
-        return {"dataset": self.dataset.name, "data_hash": self.data_hash, "regime": self.regime_label,
+        return {"dataset": self.dataset.title, "data_hash": self.data_hash, "regime": self.regime_label,
                 "strategy": self.strategy.name, "params": self.strategy.params, "classifier": self.classifier,
                 "versions": self.versions, "replicate": self.replicate, **identity(self.config, "cell")}
 
@@ -112,13 +113,13 @@ class Cell:
         return (self.data_hash, canonical_json(asdict(self.split)), self.regime_label, self.replicate)
 
     def describe(self) -> str:
-        return (f"{self.dataset.name}/{self.regime_label} {self.strategy.label} {self.classifier} "
+        return (f"{self.dataset.title}/{self.regime_label} {self.strategy.label} {self.classifier} "
                 f"seed {self.replicate}")
 
 
 def expand_grid(config: BenchConfig, data_hashes: dict[str, str]) -> list[Cell]:
     """Every cell of the config, in a stable order."""
-    return [Cell.from_config(config, dataset=d, data_hash=data_hashes[d.name], regime=r, strategy=s, classifier=c,
+    return [Cell.from_config(config, dataset=d, data_hash=data_hashes[d.title], regime=r, strategy=s, classifier=c,
                              replicate=k)
             for d in config.datasets for r in config.regimes for s in config.strategies
             for c in config.classifiers for k in range(config.seeds)]
@@ -146,6 +147,7 @@ def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
     """Fit the cell's strategy on its labelled images; seeded by everything but the classifier."""
     fit_seed = cell.fit_seed
     ctx = FitContext(device=device, seed=fit_seed, num_classes=dataset.num_classes, hflip=dataset.hflip,
+                     class_names=dataset.class_names,
                      cache_dir=cache_dir, cache_key_parts=cell.fit_key_parts)
     with seeded(fit_seed, device):
         with measure(device, timings, "fit"):
@@ -154,7 +156,7 @@ def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
 
 def cell_record(cell: Cell, revision: str) -> dict:
     """The columns that identify a cell's result row, with status ``ok`` until something fails."""
-    return {"key": cell.key, "dataset": cell.dataset.name, "data_hash": cell.data_hash, "regime": cell.regime_label,
+    return {"key": cell.key, "dataset": cell.dataset.title, "data_hash": cell.data_hash, "regime": cell.regime_label,
             "strategy": cell.strategy.label, "strategy_name": cell.strategy.name,
             "strategy_params": canonical_json(cell.strategy.params), "classifier": cell.classifier,
             "replicate": cell.replicate, "seed": cell.train_seed, "suite_version": SUITE_VERSION,
@@ -210,6 +212,7 @@ def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, spli
 
 def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None, revision: str = "unknown") -> dict:
     """Run one cell and return its result record (status ``failed`` with a reason on divergence)."""
+    load_plugins(cell.config.plugins)  # a worker process registers what the config's plugins provide
     dataset = cached_dataset(cell.dataset)
     split = make_split(dataset, cell.regime, cell.split, cell.replicate)
     record, model = fit_and_train(cell, device, cache_dir, split, revision)
@@ -225,7 +228,7 @@ def cached_quality(cell: Cell, dataset: Dataset, split: Split, data, device: tor
     key = cache_key(cell.fit_key_parts, cell.strategy.name, cell.strategy.params, cell.strategy_versions,
                     asdict(cell.quality), cell.budget_scale, EVALUATOR_VERSION, classifier_versions("cnn"))
     samples = (cache_dir.parent / "samples" /
-               f"{cell.dataset.name.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}-seed{cell.replicate}"
+               f"{cell.dataset.title.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}-seed{cell.replicate}"
                f"-{key[:8]}.npz")
     # one seed per (data, split, regime, replicate): every strategy meets the same test images
     seed = derive_seed("quality", *cell.fit_key_parts) % 2**62

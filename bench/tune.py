@@ -58,12 +58,12 @@ class StudySpec:
         return "all" if self.regime is None else str(self.regime)
 
     def name(self, prefix: str) -> str:
-        return f"{prefix}/{self.dataset.name}/{self.regime_label}/{self.entry.label}/{self.classifier}"
+        return f"{prefix}/{self.dataset.title}/{self.regime_label}/{self.entry.label}/{self.classifier}"
 
 
 def studies_of(config: BenchConfig, data_hashes: dict[str, str]) -> list[StudySpec]:
     """A study per (data, regime, strategy, classifier); strategies with no search space are skipped."""
-    return [StudySpec(d, data_hashes[d.name], r, s, c) for d in config.datasets for r in config.regimes
+    return [StudySpec(d, data_hashes[d.title], r, s, c) for d in config.datasets for r in config.regimes
             for s in config.strategies if STRATEGIES.get(s.name).search_space() for c in config.classifiers]
 
 
@@ -165,7 +165,7 @@ def trials_table(specs: list[StudySpec], studies: dict[str, optuna.Study], prefi
     frames = []
     for spec in specs:
         frame = studies[spec.name(prefix)].trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
-        frames.append(frame.assign(study=spec.name(prefix), dataset=spec.dataset.name, regime=spec.regime_label,
+        frames.append(frame.assign(study=spec.name(prefix), dataset=spec.dataset.title, regime=spec.regime_label,
                                    strategy=spec.entry.label, strategy_name=spec.entry.name,
                                    classifier=spec.classifier))
     table = pd.concat(frames, ignore_index=True)
@@ -195,7 +195,7 @@ def tuned_configs(config: BenchConfig, specs: list[StudySpec], studies: dict[str
             if best is not None:
                 strategies.append(dict(name=spec.entry.name, label=f"{spec.entry.label}-tuned",
                                        params={**spec.entry.params, **best}))
-        raw = {**config.raw, "name": f"{config.name}-tuned-{first.dataset.name.replace(':', '-')}-"
+        raw = {**config.raw, "name": f"{config.name}-tuned-{first.dataset.title.replace(':', '-')}-"
                f"{first.regime_label}-{first.classifier}",
                "datasets": [vars(first.dataset)], "regimes": ["all" if first.regime is None else first.regime],
                "classifiers": [first.classifier], "strategies": strategies}

@@ -1,5 +1,6 @@
 """Helpers for tests: configs derived from the tiny protocol."""
 import copy
+from pathlib import Path
 
 import yaml
 
@@ -15,10 +16,27 @@ def tiny_config_with(tmp_path, change: dict, name: str = "tiny") -> str:
     return str(path)
 
 
+def digits_images_npz() -> str:
+    """An .npz of the digits' images and labels (x, y), as pre-generated images for tests."""
+    import tempfile
+
+    import numpy as np
+
+    from bench.data import DatasetSpec, load_dataset
+
+    path = Path(tempfile.gettempdir()) / "augbench-tests-digits-xy.npz"
+    if not path.is_file():
+        train = load_dataset(DatasetSpec("digits")).train
+        np.savez(path, x=train.images.numpy(), y=train.labels.numpy())
+    return str(path)
+
+
 def fast_params(name: str) -> dict:
-    """Params that make a strategy fit in a moment (few generator steps)."""
+    """Params that make a strategy fit in a moment (few generator steps; a file where one is needed)."""
     from strategies import STRATEGIES
 
+    if name == "synthetic-images":
+        return {"path": digits_images_npz()}
     params = STRATEGIES.get(name).params
     if "generator_params" in params:
         return {"generator_params": {"steps": 20}}

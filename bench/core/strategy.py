@@ -59,6 +59,7 @@ class FitContext:
     hflip: bool  # the data set allows horizontal flips
     cache_dir: Path | None = None
     cache_key_parts: tuple = ()  # data content hash, split, regime, replicate: what the fit depends on
+    class_names: tuple[str, ...] = ()  # the data set's, where known
 
 
 @dataclass

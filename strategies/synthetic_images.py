@@ -1,0 +1,95 @@
+"""`synthetic-images`: class-labelled images made by any external generator, read from disk (an
+ImageFolder whose class folders are named as the data set's classes, or an .npz with arrays x, y),
+mixed in at a ratio exactly as the built-in generators' samples are, and scored by the same quality
+metrics. The files' content hash is part of the params, so changed files are new cells."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from bench.core.errors import UserError
+from bench.core.images import ImageSet
+from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
+from bench.data import DatasetSpec
+from bench.data_files import labels_from, read_image_folder, read_npz, to_uint8_nchw
+from strategies.generative import RATIO, balanced_labels
+
+
+def _check_path(value, where: str) -> str:
+    if not isinstance(value, str) or not value or not Path(value).exists():
+        raise UserError(f"{where}: {value!r} does not exist; give a folder of class subfolders or an .npz file "
+                        "with arrays x, y")
+    return value
+
+
+def files_hash(path: Path) -> str:
+    """SHA-256 over the relative names and bytes of every file under ``path`` (or of the file)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+@register_strategy("synthetic-images")
+class SyntheticImages(Strategy):
+    """Pre-generated images from any generator (a folder of class subfolders, or an .npz of x, y)."""
+
+    params = {
+        "path": Param("", check=_check_path, help="ImageFolder with the data set's class names, or .npz of x, y"),
+        "ratio": RATIO,
+        "content_hash": Param("", check=lambda value, where: value,
+                              help="set by augbench: the content hash of `path`'s files"),
+    }
+
+    @classmethod
+    def resolve_params(cls, given, where):
+        resolved = super().resolve_params({**given, "path": given.get("path", "")}, where)
+        resolved["content_hash"] = files_hash(Path(resolved["path"]))
+        return resolved
+
+    def _pool(self, labelled: ImageSet, class_names: tuple[str, ...], num_classes: int) -> ImageSet:
+        path = Path(self.config["path"])
+        shape = tuple(labelled.images.shape[1:])
+        spec = DatasetSpec("synthetic-images", str(path), label=f"synthetic-images:{path.name}")
+        if path.is_dir():
+            names = list(class_names) or [str(c) for c in range(num_classes)]
+            images, labels, _ = read_image_folder(path, spec, names)
+        else:
+            arrays = read_npz(path, spec, [("x", "y")])
+            images, labels = to_uint8_nchw(arrays["x"], str(path)), labels_from(arrays["y"], str(path))
+            if labels.max(initial=0) >= num_classes:
+                raise UserError(f"{path}: labels go up to {labels.max()}, the data set has {num_classes} classes")
+        if tuple(images.shape[1:]) != shape:
+            raise UserError(f"{path}: images are {'x'.join(map(str, images.shape[1:]))} (CxHxW), the data set's are "
+                            f"{'x'.join(map(str, shape))}; write them at the data set's size and channels")
+        return ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
+
+    def fit(self, labelled, ctx):
+        pool = self._pool(labelled, ctx.class_names, ctx.num_classes)
+        by_class = [torch.nonzero(pool.labels == c).flatten() for c in range(ctx.num_classes)]
+
+        def sampler(n: int, generator: torch.Generator | None) -> ImageSet:
+            """n class-balanced images of the pool, each class's drawn without replacement (the first
+            ones in file order without a generator: the pool as written, when it is that size)."""
+            labels = balanced_labels(n, ctx.num_classes)
+            chosen = torch.empty(n, dtype=torch.long)
+            for c, members in enumerate(by_class):
+                wanted = torch.nonzero(labels == c).flatten()
+                if len(wanted) > len(members):
+                    raise UserError(f"{self.config['path']}: class {ctx.class_names[c] if ctx.class_names else c} "
+                                    f"has {len(members)} images, the ratio needs {len(wanted)}; add images or "
+                                    "lower the ratio")
+                order = torch.arange(len(wanted)) if generator is None else \
+                    torch.randperm(len(members), generator=generator)[:len(wanted)]
+                chosen[wanted] = members[order]
+            return pool.subset(chosen)
+
+        n_synthetic = round(self.config["ratio"] * len(labelled))
+        synthetic = sampler(n_synthetic, None) if n_synthetic else None
+        return TrainingData(real=labelled, synthetic=synthetic, sampler=sampler,
+                            info={"synthetic_pool_size": len(pool), "synthetic_content_hash": self.config["content_hash"]})
+
