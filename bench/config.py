@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from bench.core.schema import (check_path, identity, option, parse_section, role
                                to_plain)
 import bench.data_files  # noqa: F401 - registers the data sets read from disk (imagefolder, npz, medmnist)
 from bench.data import DATASETS, DatasetSpec
-from bench.models import CLASSIFIERS
+from bench.models import CLASSIFIERS, ClassifierEntry, Recipe
 from bench.splits import SplitSpec
 from strategies import STRATEGIES  # importing the package registers every strategy
 
@@ -74,7 +75,7 @@ def _dataset(item: Any, where: str) -> DatasetSpec:
     return DatasetSpec(str(name), item.get("root"), bool(item.get("download", False)), options, label)
 
 
-def _datasets_plain(specs: tuple[DatasetSpec, ...]) -> list[dict]:
+def datasets_plain(specs: tuple[DatasetSpec, ...]) -> list[dict]:
     """Each data set as plain data; options and a label only where given, so that the fingerprints
     of configs naming built-in data sets stay what they were."""
     plain = []
@@ -133,12 +134,57 @@ def _strategies(value: Any, where: str) -> tuple[StrategyEntry, ...]:
     return entries
 
 
-def _classifiers(value: Any, where: str) -> tuple[str, ...]:
-    names = tuple(str(c) for c in _list(value, where))
-    for i, name in enumerate(names):
-        CLASSIFIERS.get(name, field=f"config field {where}[{i}]")
-    _refuse_repeats(list(names), where, "classifier(s)")
-    return names
+CLASSIFIER_OPTIONS = {"timm": ("model", "pretrained", "input_size")}
+RECIPE_FIELDS = {f.name: f.type for f in dataclasses.fields(Recipe)}
+
+
+def _recipe(value: Any, base: Recipe, where: str) -> Recipe:
+    """A recipe from a mapping of Recipe fields over ``base``; unknown fields or bad values refused."""
+    if not isinstance(value, dict):
+        raise UserError(f"config field {where}: expected a mapping of {', '.join(RECIPE_FIELDS)}")
+    unknown = sorted(set(value) - set(RECIPE_FIELDS))
+    if unknown:
+        raise UserError(f"config field {where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(RECIPE_FIELDS)})")
+    recipe = dataclasses.replace(base, **value)
+    if recipe.optimizer not in ("sgd", "adamw") or recipe.lr <= 0 or recipe.batch_size < 1 or recipe.min_steps < 1:
+        raise UserError(f"config field {where}: optimizer must be sgd or adamw, lr > 0, batch_size and min_steps >= 1")
+    return recipe
+
+
+def _classifier(item: Any, where: str) -> ClassifierEntry:
+    if isinstance(item, str):
+        CLASSIFIERS.get(item, field=f"config field {where}")
+        return ClassifierEntry(item, item)
+    name = item.get("name") if isinstance(item, dict) else None
+    options = CLASSIFIER_OPTIONS.get(str(name), ())
+    item = _named_entry(item, where, "classifier", ("name", "label", "recipe", *options))
+    spec = CLASSIFIERS.get(str(name), field=f"config field {where}")
+    chosen = tuple(sorted((k, item[k]) for k in options if k in item))
+    if name == "timm" and "model" not in item:
+        raise UserError(f"config field {where}: give the timm `model` (e.g. resnet18)")
+    weights = dict(chosen).get("pretrained")
+    if weights is not None and not Path(str(weights)).is_file():
+        raise UserError(f"config field {where}.pretrained: {weights} does not exist; give a local weights file")
+    recipe = _recipe(item["recipe"], spec.recipe, f"{where}.recipe") if "recipe" in item else None
+    label = str(item.get("label") or (f"{name}-{item['model']}" if "model" in item else name))
+    entry = ClassifierEntry(label, str(name), chosen, recipe,
+                            hashlib.sha256(Path(weights).read_bytes()).hexdigest() if weights else "")
+    if name == "timm":
+        entry.build((1, 8, 8), 2)  # a missing timm or an unknown model fails here, not in a cell
+    return entry
+
+
+def _classifiers(value: Any, where: str) -> tuple[ClassifierEntry, ...]:
+    entries = tuple(_classifier(c, f"{where}[{i}]") for i, c in enumerate(_list(value, where)))
+    _refuse_repeats([e.label for e in entries], where, "classifier(s)")
+    return entries
+
+
+def classifiers_plain(entries: tuple[ClassifierEntry, ...]) -> list:
+    """Suite classifiers as their names (so existing fingerprints stay), configured ones as mappings."""
+    return [e.name if e.label == e.name and not e.options and e.recipe is None else
+            {"name": e.name, "label": e.label, **dict(e.options),
+             **({"recipe": dataclasses.asdict(e.recipe)} if e.recipe else {})} for e in entries]
 
 
 def _plugins(value: Any, where: str) -> tuple[str, ...]:
@@ -219,7 +265,7 @@ class BenchConfig:
                                       help="modules to import first: they register data sets, strategies, "
                                            "classifiers or policies (installed packages can also register "
                                            "through the entry-point group augbench.plugins)")
-    datasets: tuple[DatasetSpec, ...] = option(parse=_datasets, plain=_datasets_plain, protocol=True,
+    datasets: tuple[DatasetSpec, ...] = option(parse=_datasets, plain=datasets_plain, protocol=True,
                                                help="data set names, or {name, root, download, label, and the "
                                                     "options of its kind: imagefolder: size, channels, hflip, "
                                                     "max_gb; npz: path, hflip, max_gb; medmnist: flag, size, "
@@ -229,8 +275,10 @@ class BenchConfig:
     split: SplitSpec = section(SplitSpec, cell=True, protocol=True, help="test / validation / labelled split")
     strategies: tuple[StrategyEntry, ...] = option(parse=_strategies,
                                                    help="strategy names, or {name, label, params}")
-    classifiers: tuple[str, ...] = option(parse=_classifiers, protocol=True,
-                                          help="classifiers of the suite")
+    classifiers: tuple[ClassifierEntry, ...] = option(parse=_classifiers, plain=classifiers_plain, protocol=True,
+                                          help="classifiers of the suite (mlp, cnn, resnet), or {name: timm, model, "
+                                               "pretrained: FILE, input_size, label, recipe: {optimizer, lr, "
+                                               "weight_decay, batch_size, epochs, min_steps, label_smoothing}}")
     seeds: int = option(3, low=1, high=100, protocol=True, help="replicates (labelled draw, init, batch order)")
     budget: BudgetSpec = section(BudgetSpec, cell=True, flatten=True, protocol=True, help="training budget")
     mixing: MixingSpec = section(MixingSpec, cell=True, protocol=True, help="how synthetic images are mixed in")
@@ -246,6 +294,11 @@ class BenchConfig:
     def raw(self) -> dict:
         """The resolved config as plain data, saved with every run."""
         return to_plain(self)
+
+    @property
+    def classifier_labels(self) -> tuple[str, ...]:
+        """How rows name the classifiers: the suite name, or a configured classifier's label."""
+        return tuple(entry.label for entry in self.classifiers)
 
     @property
     def fingerprint(self) -> str:

@@ -7,12 +7,15 @@ training loop, the input normalization).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from bench.core.errors import UserError
+from bench.core.keys import stable_hash
 from bench.core.registry import Registry
 
 SUITE_VERSION = "1"
@@ -112,6 +115,79 @@ def resnet(shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         width = out
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes)]
     return nn.Sequential(*layers)
+
+
+def timm_classifier(shape: tuple[int, int, int], num_classes: int, model: str, pretrained: str | None = None,
+                    input_size: int | None = None) -> nn.Module:
+    """A timm model (optional extra: ``pip install -e '.[timm]'``) for ``shape`` images: ``in_chans``
+    and the head set to the data, weights from a local file (``weights_only``; a head of another
+    size is left as initialised), inputs resized to ``input_size`` where given."""
+    try:
+        import timm
+    except ImportError:
+        raise UserError("classifier timm needs the timm package: pip install -e '.[timm]'") from None
+    if not timm.is_model(model):
+        raise UserError(f"classifier timm: unknown model {model!r}; see timm.list_models() for the names")
+    net = timm.create_model(model, pretrained=False, num_classes=num_classes, in_chans=shape[0])
+    if pretrained:
+        try:
+            state = torch.load(pretrained, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise UserError(f"classifier timm: weights file {pretrained} does not load ({exc})") from None
+        own = net.state_dict()
+        net.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
+    return nn.Sequential(Resize(input_size), net) if input_size else net
+
+
+class Resize(nn.Module):
+    """Bilinear resize of a batch to size x size (a timm model's expected input)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
+
+TIMM_RECIPE = Recipe("adamw", lr=1e-3, weight_decay=0.05, batch_size=64, epochs=30, min_steps=300)
+CLASSIFIERS.register("timm")(ClassifierSpec(timm_classifier, TIMM_RECIPE, "1"))
+
+
+@dataclass(frozen=True)
+class ClassifierEntry:
+    """A classifier of a protocol: a suite member by name (``cnn``), or a configured one
+    (``{name: timm, model: resnet18, pretrained: FILE, input_size: 64, recipe: {...}}``) whose
+    options and recipe are part of its cells' keys."""
+
+    label: str
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+    recipe: Recipe | None = None  # None: the registered one
+    weights_hash: str = ""  # content hash of the `pretrained` file, if any
+
+    @property
+    def training_recipe(self) -> Recipe:
+        return self.recipe or CLASSIFIERS.get(self.name, field="classifiers").recipe
+
+    def build(self, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        return CLASSIFIERS.get(self.name, field="classifiers").build(shape, num_classes, **dict(self.options))
+
+    def versions(self) -> dict[str, str]:
+        """The suite's versions, and for a configured classifier its library, options and recipe."""
+        found = classifier_versions(self.name)
+        if self.options or self.recipe:
+            found["classifier-config"] = stable_hash({
+                "options": dict(self.options), "recipe": asdict(self.training_recipe), "weights": self.weights_hash,
+                "library": _library_version(self.name)}, 16)
+        return found
+
+
+def _library_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "none"
 
 
 def build_classifier(name: str, shape: tuple[int, int, int], num_classes: int) -> nn.Module:

@@ -22,7 +22,7 @@ from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import STRATEGIES, FitContext
 from bench.data import Dataset, DatasetSpec, load_dataset
 from bench.metrics import classification_metrics
-from bench.models import CLASSIFIERS, SUITE_VERSION, build_classifier, classifier_versions
+from bench.models import SUITE_VERSION, ClassifierEntry, classifier_versions
 from bench.quality import EVALUATOR_VERSION, assess_quality
 from bench.resources import measure
 from bench.splits import Split, SplitSpec, make_split
@@ -76,10 +76,15 @@ class Cell:
         return STRATEGIES.get(self.strategy.name).versions(self.strategy.params)
 
     @property
+    def classifier_entry(self) -> ClassifierEntry:
+        """The config's entry for this cell's classifier (its build, recipe and versions)."""
+        return next(e for e in self.config.classifiers if e.label == self.classifier)
+
+    @property
     def versions(self) -> dict[str, str]:
         """Every code version the cell's result depends on; a bump of one recomputes exactly the
         cells (and quality rows) that use that component."""
-        return {**self.strategy_versions, **classifier_versions(self.classifier)}
+        return {**self.strategy_versions, **self.classifier_entry.versions()}
 
     @property
     def key(self) -> str:
@@ -91,7 +96,7 @@ class Cell:
         neither the strategy nor quality settings nor eval points, so `none` and every strategy
         of a cell start from the same weights and see the same real batches."""
         return derive_seed("train", *self.fit_key_parts, self.classifier,
-                           canonical_json(classifier_versions(self.classifier)), self.budget_scale)
+                           canonical_json(self.classifier_entry.versions()), self.budget_scale)
 
     @property
     def augment_seed(self) -> int:
@@ -122,7 +127,7 @@ def expand_grid(config: BenchConfig, data_hashes: dict[str, str]) -> list[Cell]:
     return [Cell.from_config(config, dataset=d, data_hash=data_hashes[d.title], regime=r, strategy=s, classifier=c,
                              replicate=k)
             for d in config.datasets for r in config.regimes for s in config.strategies
-            for c in config.classifiers for k in range(config.seeds)]
+            for c in config.classifier_labels for k in range(config.seeds)]
 
 
 def check_grid(config: BenchConfig, datasets: dict[str, Dataset]) -> None:
@@ -179,10 +184,10 @@ def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, spli
     is None. The quality step (which compares with test images) runs only where asked by the cell.
     """
     dataset = cached_dataset(cell.dataset)
-    spec = CLASSIFIERS.get(cell.classifier)
-    steps = spec.recipe.steps(len(split.labelled), cell.budget_scale)
+    recipe = cell.classifier_entry.training_recipe
+    steps = recipe.steps(len(split.labelled), cell.budget_scale)
     record = {**cell_record(cell, revision), "num_classes": dataset.num_classes, "budget_steps": steps,
-              "batch_size": spec.recipe.batch_size, "n_real": len(split.labelled), "n_val": len(split.val),
+              "batch_size": recipe.batch_size, "n_real": len(split.labelled), "n_val": len(split.val),
               "device": provenance.device_name(device), "started": provenance.now()}
     try:
         data = fit_strategy(cell, dataset, split, device, cache_dir, record)
@@ -193,9 +198,9 @@ def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, spli
         record["n_synthetic"] = 0 if data.synthetic is None else len(data.synthetic)
         mixing = cell.config.mixing
         with seeded(cell.train_seed, device):
-            model = build_classifier(cell.classifier, dataset.image_shape, dataset.num_classes)
+            model = cell.classifier_entry.build(dataset.image_shape, dataset.num_classes)
             with measure(device, record, "train"):
-                result = train(model, spec.recipe, data, split.val, steps=steps, num_classes=dataset.num_classes,
+                result = train(model, recipe, data, split.val, steps=steps, num_classes=dataset.num_classes,
                                device=device, order_seed=cell.train_seed, augment_seed=cell.augment_seed,
                                mixing=mixing.mode, fresh_synthetic=mixing.synthetic_pool == "fresh",
                                eval_points=cell.eval_points, on_eval=on_eval)

@@ -23,7 +23,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import TrialState
 
 from bench import provenance
-from bench.config import BenchConfig, StrategyEntry, with_changes
+from bench.config import BenchConfig, StrategyEntry, classifiers_plain, datasets_plain, with_changes
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
 from bench.core.seeding import derive_seed
@@ -64,7 +64,7 @@ class StudySpec:
 def studies_of(config: BenchConfig, data_hashes: dict[str, str]) -> list[StudySpec]:
     """A study per (data, regime, strategy, classifier); strategies with no search space are skipped."""
     return [StudySpec(d, data_hashes[d.title], r, s, c) for d in config.datasets for r in config.regimes
-            for s in config.strategies if STRATEGIES.get(s.name).search_space() for c in config.classifiers]
+            for s in config.strategies if STRATEGIES.get(s.name).search_space() for c in config.classifier_labels]
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict:
@@ -197,8 +197,10 @@ def tuned_configs(config: BenchConfig, specs: list[StudySpec], studies: dict[str
                                        params={**spec.entry.params, **best}))
         raw = {**config.raw, "name": f"{config.name}-tuned-{first.dataset.title.replace(':', '-')}-"
                f"{first.regime_label}-{first.classifier}",
-               "datasets": [vars(first.dataset)], "regimes": ["all" if first.regime is None else first.regime],
-               "classifiers": [first.classifier], "strategies": strategies}
+               "datasets": datasets_plain((first.dataset,)),
+               "regimes": ["all" if first.regime is None else first.regime],
+               "classifiers": classifiers_plain(tuple(e for e in config.classifiers if e.label == first.classifier)),
+               "strategies": strategies}
         path = out / f"{raw['name']}.yaml"
         atomic_write(path, f"# written by `augbench tune` on {provenance.now()}: best validation params of each "
                            f"study; evaluate with `augbench run {path}`\n" + yaml.safe_dump(raw, sort_keys=False))

@@ -3,13 +3,16 @@ import pytest
 import torch
 
 from bench.data import DatasetSpec, load_dataset
-from bench.models import CLASSIFIERS, build_classifier
+from bench.models import CLASSIFIERS, ClassifierEntry
 from bench.core.registry import Registry
 from bench.splits import SplitSpec, make_split
 from bench.train import train
 from strategies import STRATEGIES
 from bench.core import FitContext
 from tests_support import fast_params
+
+
+CONFIGURED = {"timm": (("input_size", 16), ("model", "resnet10t"))}  # classifiers that need options
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +30,12 @@ def test_every_strategy_and_classifier_trains_a_step(strategy, classifier, digit
     ctx = FitContext(device=torch.device("cpu"), seed=1, num_classes=10, hflip=False, cache_dir=tmp_path,
                      cache_key_parts=("test",))
     data = cls(**cls.resolve_params(fast_params(strategy), "test")).fit(split.labelled, ctx)
-    model = build_classifier(classifier, dataset.image_shape, dataset.num_classes)
+    entry = ClassifierEntry(classifier, classifier, CONFIGURED.get(classifier, ()))
+    if classifier == "timm":
+        pytest.importorskip("timm")
+    model = entry.build(dataset.image_shape, dataset.num_classes)
     before = [p.detach().clone() for p in model.parameters()]
-    result = train(model, CLASSIFIERS.get(classifier).recipe, data, split.val, steps=1, num_classes=10,
+    result = train(model, entry.training_recipe, data, split.val, steps=1, num_classes=10,
                    device=torch.device("cpu"), order_seed=0, augment_seed=0, eval_points=1)
     assert len(result.curve) == 1 and 0.0 <= result.curve[0]["val_accuracy"] <= 1.0
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
