@@ -112,8 +112,11 @@ def trial(index: int, rng: random.Random, config: Path, work: Path, reference: P
     elif index % 2 == 0 or not workers:
         process.kill()
         process.wait()
-        time.sleep(2.0)  # workers notice a dead parent within 0.5 s
-        orphans = [pid for pid in pids if alive(pid)]
+        # a worker notices its dead parent within 0.5 s once it runs; one still starting (importing
+        # torch) notices when it gets there, so allow a few seconds before calling it left behind
+        deadline = time.monotonic() + 10.0
+        while (orphans := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.2)
         rerun = _start(config, out)
         rerun.communicate()
         what = f"killed the main process after {delay:.1f} s; resumed"
