@@ -2,8 +2,8 @@
 
 Every image in a batch draws its own random parameters, and no Python loop runs over images:
 geometric ops become one batched ``affine_grid``/``grid_sample`` with a matrix per sample, colour
-ops are per-sample blends, RandAugment/TrivialAugment pick an op per sample and apply each op once
-to the images that picked it. Images are float tensors (N, C, H, W) in [0, 1]; labels are soft
+ops are per-sample blends, RandAugment/TrivialAugment pick an op per sample (see
+``apply_ops_per_sample``). No step waits on the device (no host sync). Images are float tensors (N, C, H, W) in [0, 1]; labels are soft
 (N, K), so that mixup and cutmix can mix them.
 
 Policies are registered by name and compose in the order given, e.g. ``basic+random-erasing``.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import torch
@@ -99,16 +100,23 @@ def _diag(sx, sy, eye):
 
 def warp(x: torch.Tensor, forward: torch.Tensor) -> torch.Tensor:
     """Apply per-sample forward affine matrices (N, 3, 3) with one grid_sample; empty area is 0."""
-    inverse = torch.linalg.inv(forward)[:, :2, :]
+    inverse = torch.linalg.inv_ex(forward).inverse[:, :2, :]  # inv_ex: no error check, no host sync
     grid = F.affine_grid(inverse.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 # ----------------------------------------------------------------------------- colour
+@lru_cache(maxsize=16)
+def _constant(values: tuple, shape: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A small constant tensor, copied to the device once per process (a copy per batch would make
+    every step wait for the device)."""
+    return torch.tensor(values, dtype=dtype).view(shape).to(device)
+
+
 def gray(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
-    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    weights = _constant((0.299, 0.587, 0.114), (1, 3, 1, 1), x.device, x.dtype)
     return (x * weights).sum(1, keepdim=True)
 
 
@@ -118,7 +126,7 @@ def blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tenso
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
-    kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], device=x.device) / 13.0
+    kernel = _constant((1.0, 1.0, 1.0, 1.0, 5.0, 1.0, 1.0, 1.0, 1.0), (3, 3), x.device, torch.float32) / 13.0
     channels = x.shape[1]
     weight = kernel.to(x.dtype).expand(channels, 1, 3, 3)
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), weight, groups=channels)
@@ -181,12 +189,26 @@ AUGMENT_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torc
 
 def apply_ops_per_sample(x: torch.Tensor, op_index: torch.Tensor, magnitude: torch.Tensor,
                          sign: torch.Tensor) -> torch.Tensor:
-    """Apply op ``op_index[i]`` of AUGMENT_OPS to image i; each op runs once on its images."""
+    """Apply op ``op_index[i]`` of AUGMENT_OPS to image i (the same values either way): on the CPU
+    each op runs once on the images that picked it; on an accelerator each op runs on the whole
+    batch and every image keeps its own op's output, since picking out the images would wait on
+    the device once per op."""
+    return (ops_on_subsets if x.device.type == "cpu" else ops_masked)(x, op_index, magnitude, sign)
+
+
+def ops_on_subsets(x, op_index, magnitude, sign) -> torch.Tensor:
     out = x.clone()
     for k, op in enumerate(AUGMENT_OPS.values()):
         chosen = (op_index == k).nonzero().squeeze(1)
         if chosen.numel():
             out[chosen] = op(x[chosen], magnitude[chosen], sign[chosen])
+    return out
+
+
+def ops_masked(x, op_index, magnitude, sign) -> torch.Tensor:
+    out = x
+    for k, op in enumerate(AUGMENT_OPS.values()):
+        out = torch.where((op_index == k).view(-1, 1, 1, 1), op(x, magnitude, sign), out)
     return out
 
 

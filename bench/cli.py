@@ -1,4 +1,4 @@
-"""The ``augbench`` command line: run, tune, report, leaderboard, list, bench-augment."""
+"""The ``augbench`` command line: run, plan, tune, report, leaderboard, list, bench-augment."""
 from __future__ import annotations
 
 import argparse
@@ -33,10 +33,35 @@ def non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
 
 
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` values, with ``--executor`` and ``--address`` as the config fields they stand for."""
+    found = list(args.set or [])
+    if getattr(args, "executor", None):
+        found.append(f"executor.name={args.executor}")
+    if getattr(args, "address", None):
+        found.append(f"executor.address={args.address}")
+    return found
+
+
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", metavar="NAME", help="serial, process or ray (the config's executor.name; "
+                                                           "default auto)")
+    parser.add_argument("--address", metavar="ADDR", help="with --executor ray: auto, HOST:PORT or ray://HOST:PORT "
+                                                          "of a running cluster (default: a private local one)")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.experiment import run_experiment
 
-    run_experiment(args.config, args.set or [], Path(args.out) if args.out else None)
+    run_experiment(args.config, _overrides(args), Path(args.out) if args.out else None)
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from bench.experiment import plan_experiment
+
+    plan_experiment(args.config, _overrides(args), Path(args.out) if args.out else None,
+                    Path(args.json) if args.json else None)
     return 0
 
 
@@ -58,7 +83,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     from bench.experiment import tune_experiment
 
-    tune_experiment(args.config, args.set or [], args.trials, args.storage, args.study,
+    tune_experiment(args.config, _overrides(args), args.trials, args.storage, args.study,
                     Path(args.out) if args.out else None, args.workers, args.worker_index)
     return 0
 
@@ -100,7 +125,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_bench_augment(args: argparse.Namespace) -> int:
     from bench.throughput import run_throughput_benchmark
 
-    run_throughput_benchmark(args.dataset, args.policy, args.images, args.steps, args.threads)
+    run_throughput_benchmark(args.dataset, args.policy, args.images, args.steps, args.threads, args.device,
+                             args.loader_workers, Path(args.json) if args.json else None)
     return 0
 
 
@@ -127,7 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config field, e.g. --set seeds=1 --set budget.scale=0.5 "
                           "--set 'regimes=[10, 50]' (repeatable)")
     run.add_argument("--out", metavar="DIR", help="run folder (default: runs/<config name>-<config hash>)")
+    _add_executor_options(run)
     run.set_defaults(func=_cmd_run)
+
+    plan = sub.add_parser("plan", help="what a protocol still has to do, and its estimated time and memory",
+                          description="Before anything runs: cells, generator fits and quality jobs still to do "
+                                      "in the run folder (after resume), and the estimated wall time and peak "
+                                      "memory on the config's device with its workers, from a short calibration "
+                                      "of each classifier, policy and generator (cached per device).")
+    plan.add_argument("config", nargs="?", default=None, help=f"a YAML config path, or a bundled config name: {bundled}")
+    plan.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    plan.add_argument("--out", metavar="DIR", help="the run folder to resume (default: as `run` names it)")
+    plan.add_argument("--json", metavar="FILE", help="also write the plan to FILE as JSON")
+    _add_executor_options(plan)
+    plan.set_defaults(func=_cmd_plan)
 
     tune = sub.add_parser("tune", help="tune each strategy's knobs (ratio, policy, magnitude) with Optuna on "
                                        "validation data",
@@ -146,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     tune.add_argument("--out", metavar="DIR", help="output folder (default: runs/tune-<config name>-<hash>)")
     tune.add_argument("--workers", type=positive_int, help="processes running studies side by side (default: automatic)")
+    _add_executor_options(tune)
     tune.add_argument("--worker-index", type=int, default=0, metavar="N",
                       help="this worker's index among `augbench tune` processes sharing one study (default 0); "
                            "it seeds the sampler, so one worker's trials are reproducible and several workers "
@@ -178,12 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "torchvision Dataset + DataLoader reference",
                            description="Images/s of augmentation alone, and of cnn training with "
                                        "augmentation, for our batched pipeline and for the usual per-sample "
-                                       "torchvision v2 pipeline, on the same policy and model, in one process.")
+                                       "torchvision v2 pipeline (Dataset + DataLoader), on the same policy, model "
+                                       "and device.")
     bench.add_argument("--dataset", default="mnist5k", help="data set (default mnist5k)")
     bench.add_argument("--policy", default="basic", help="policy: basic or trivialaugment (default basic)")
     bench.add_argument("--images", type=positive_int, default=5000, help="images to augment per measurement")
     bench.add_argument("--steps", type=positive_int, default=40, help="training steps per measurement")
     bench.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (default 0: all cores)")
+    bench.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where both pipelines "
+                                                                                     "run (default cpu)")
+    bench.add_argument("--loader-workers", type=non_negative_int, default=0, metavar="N",
+                       help="DataLoader worker processes of the reference (default 0: in this process)")
+    bench.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     bench.set_defaults(func=_cmd_bench_augment)
     return parser
 

@@ -235,6 +235,21 @@ class MixingSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExecutorSpec:
+    """The `executor` section: what runs the cells (none of it changes a result)."""
+
+    name: str = option("auto", help="auto (process for several workers, else serial), serial, process, or ray "
+                                    "(pip install 'augbench[ray]')")
+    address: str = option("", help="ray: the cluster to join: auto (a running cluster on this machine), HOST:PORT "
+                                   "or ray://HOST:PORT; empty starts a private local cluster")
+    cpus_per_cell: float = option(1.0, low=0.01, high=1024, help="ray: CPUs each cell reserves")
+    gpus_per_cell: float = option(0.0, low=0, high=64, help="ray: GPUs each cell reserves; fractions share a GPU "
+                                                            "(0.25: four cells per GPU)")
+    max_in_flight: int = option(0, low=0, high=100000, help="ray: cells submitted at once (0: as many as the "
+                                                            "cluster's resources run side by side)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class QualitySpec:
     """The `quality` section: synthetic-data quality settings (see bench/quality.py)."""
 
@@ -286,7 +301,13 @@ class BenchConfig:
                               help="validation accuracy measured this many times per training run")
     device: str = option("auto", choices=("auto", "cpu", "cuda"), help="where cells run")
     workers: int = option(0, low=0, high=256, fingerprint=False,
-                          help="cells side by side (0 = automatic: one per core up to 2 on a CPU, 1 on a GPU)")
+                          help="cells side by side (0 = automatic: one per core up to 2 on a CPU; on CUDA "
+                               "workers_per_gpu on each GPU)")
+    workers_per_gpu: int = option(8, low=1, high=64, fingerprint=False,
+                                  help="with device cuda and workers 0: processes per GPU (at most one per CPU "
+                                       "core); a small net leaves a GPU mostly idle between its kernel launches")
+    executor: ExecutorSpec = section(ExecutorSpec, fingerprint=False, help="what runs the cells: local "
+                                                                            "processes or a Ray cluster")
     quality: QualitySpec = section(QualitySpec, cell=True, help="synthetic-data quality")
     tune: TuneSpec = section(TuneSpec, fingerprint=False, help="`augbench tune` settings")
 

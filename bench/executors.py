@@ -58,13 +58,16 @@ def _watch_parent(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _worker_main(connection, fn: Callable[[Any], Any], threads: int | None, parent: int) -> None:
+def _worker_main(connection, fn: Callable[[Any], Any], threads: int | None, parent: int, slot: int) -> None:
     """A worker: items in, results out, until told to stop. Ctrl-C goes to the parent, which stops
-    the workers itself; an exception in ``fn`` is sent back to be raised there."""
+    the workers itself; an exception in ``fn`` is sent back to be raised there. On a machine with
+    several GPUs, worker ``slot`` works on GPU ``slot % count`` (its ``cuda`` device)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     if threads is not None:
         torch.set_num_threads(threads)
+    if torch.cuda.device_count() > 1:
+        torch.cuda.set_device(slot % torch.cuda.device_count())
     while (item := connection.recv()) is not None:  # None: stop
         try:
             connection.send(("done", fn(item)))
@@ -96,6 +99,7 @@ def death_reason(exitcode: int | None, peak_mb: float | None) -> str:
 class _Worker:
     process: multiprocessing.process.BaseProcess
     connection: Any
+    slot: int  # which of the executor's places it fills (a replacement takes over the dead one's)
     item: tuple | None = None  # (item, retries so far) while busy
     peak_mb: float | None = None
 
@@ -125,26 +129,27 @@ class ProcessExecutor(Executor):
         context = multiprocessing.get_context("spawn")
         workers: list[_Worker] = []
 
-        def start_worker() -> _Worker:
+        def start_worker(slot: int) -> _Worker:
             mine, theirs = context.Pipe()
-            process = context.Process(target=_worker_main, args=(theirs, fn, self.threads, os.getpid()), daemon=True)
+            process = context.Process(target=_worker_main, args=(theirs, fn, self.threads, os.getpid(), slot),
+                                      daemon=True)
             process.start()
             theirs.close()
-            workers.append(_Worker(process, mine))
+            workers.append(_Worker(process, mine, slot))
             return workers[-1]
 
         def hand_out(worker: _Worker) -> None:
             if not worker.process.is_alive():
                 workers.remove(worker)
-                worker = start_worker()
+                worker = start_worker(worker.slot)
             worker.item = queue.popleft()
             worker.connection.send(worker.item[0])
             if on_start and worker.item[1] == 0:
                 on_start(worker.item[0])
 
         try:
-            for _ in range(min(self.workers, len(queue))):
-                hand_out(start_worker())
+            for slot in range(min(self.workers, len(queue))):
+                hand_out(start_worker(slot))
             while busy := [w for w in workers if w.item is not None]:
                 ready = set(wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout=1.0))
                 for worker in busy:
@@ -160,7 +165,7 @@ class ProcessExecutor(Executor):
                     elif on_done:
                         on_done(item, message[1])
                     if queue:
-                        hand_out(worker if worker in workers else start_worker())
+                        hand_out(worker if worker in workers else start_worker(worker.slot))
         finally:
             self._stop(workers)
 

@@ -1,18 +1,22 @@
-"""The `run` and `tune` commands: load and check a protocol, execute its missing work with progress,
+"""The `run`, `plan` and `tune` commands: load and check a protocol, execute its missing work with progress,
 then write tables and reports. This is the top layer below the CLI: it may use everything."""
 from __future__ import annotations
 
+import json
 import sys
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from bench import provenance
-from bench.config import load_config
+from bench.config import BenchConfig, load_config
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
+from bench.plan import Plan, make_plan
 from bench.runner import cached_dataset, check_grid, default_workers, execute, expand_grid, make_executor
 from bench.store import RunStore
 from bench.summary import format_summary
@@ -21,34 +25,75 @@ from reports.report import build_report
 from reports.tuning import build_tuning_report
 
 
-def run_experiment(config_name: str | None, overrides: list[str], out: Path | None) -> Path:
-    """Run a protocol into a run folder (resuming it) and return the folder."""
+@dataclass(frozen=True)
+class Checked:
+    """A protocol whose data loaded and whose regimes the data can fill."""
+
+    config: BenchConfig
+    device: torch.device
+    hashes: dict[str, str]  # data set title -> content hash
+    data_seconds: float  # how long loading the data took
+
+
+def load_checked(config_name: str | None, overrides: list[str]) -> Checked:
+    """Load and check a protocol: bad input fails here, before any folder is touched."""
     config = load_config(config_name, overrides)
     device = provenance.resolve_device(config.device)
-    datasets = {spec.title: cached_dataset(spec) for spec in config.datasets}  # fail early on bad data
-    check_grid(config, datasets)  # and on regimes the data cannot fill, before the folder is touched
-    hashes = {name: ds.content_hash for name, ds in datasets.items()}
-    out = out or Path("runs") / f"{config.name}-{config.fingerprint[:8]}"
+    start = time.perf_counter()
+    datasets = {spec.title: cached_dataset(spec) for spec in config.datasets}
+    data_seconds = time.perf_counter() - start
+    check_grid(config, datasets)
+    return Checked(config, device, {name: ds.content_hash for name, ds in datasets.items()}, data_seconds)
+
+
+def default_out(config) -> Path:
+    return Path("runs") / f"{config.name}-{config.fingerprint[:8]}"
+
+
+def plan_experiment(config_name: str | None, overrides: list[str], out: Path | None,
+                    json_path: Path | None = None) -> Plan:
+    """Print what a protocol still has to do in its run folder (read, not written) and its cost."""
+    checked = load_checked(config_name, overrides)
+    config, device = checked.config, checked.device
+    out = out or default_out(config)
+    cells = expand_grid(config, checked.hashes)
+    done = RunStore(out).done_keys()
+    workers = min(config.workers or default_workers(device, config.workers_per_gpu),
+                  max(1, len([c for c in cells if c.key not in done])))
+    found = make_plan(config, cells, done, out / "cache", device, workers, checked.data_seconds)
+    print(found.describe())
+    if json_path is not None:
+        atomic_write(json_path, json.dumps(found.to_dict(), indent=2))
+    return found
+
+
+def run_experiment(config_name: str | None, overrides: list[str], out: Path | None) -> Path:
+    """Run a protocol into a run folder (resuming it) and return the folder."""
+    checked = load_checked(config_name, overrides)
+    config, device, hashes = checked.config, checked.device, checked.hashes
+    out = out or default_out(config)
     store = RunStore(out)
     with store.lock():
         store.claim(config, hashes)
         store.heal_cells()
-        _run_grid(config, store, device, expand_grid(config, hashes))
+        _run_grid(config, store, device, expand_grid(config, hashes), checked.data_seconds)
         report = build_report(out)
     print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
     print(f"report:  {report} (and report.md)")
     return out
 
 
-def _run_grid(config, store: RunStore, device, cells: list) -> None:
+def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float) -> None:
     """Run the grid's missing cells with a progress bar; write the tables and the provenance entry
     also when interrupted."""
     started = provenance.now()
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
-    workers = min(config.workers or default_workers(device), max(1, len(todo)))
+    workers = min(config.workers or default_workers(device, config.workers_per_gpu), max(1, len(todo)))
+    estimate = make_plan(config, cells, done, store.root / "cache", device, workers, data_seconds)
     print(f"augbench: {config.name}: {len(cells)} cells ({len(cells) - len(todo)} already done), "
-          f"device {provenance.device_name(device)}, {workers} worker(s) -> {store.root}", file=sys.stderr)
+          f"device {provenance.device_name(device)}, {workers} worker(s), {estimate.headline()} -> {store.root}",
+          file=sys.stderr)
     foreign = store.foreign_keys([c.key for c in cells])
     if foreign:
         print(f"augbench: {len(foreign)} cell file(s) in {store.cells_dir} are not in this grid (another code "
@@ -71,7 +116,7 @@ def _run_grid(config, store: RunStore, device, cells: list) -> None:
     revision = provenance.git_revision()
     finished = False
     try:
-        execute(todo, store, device, make_executor(device, workers), revision, on_start, on_done)
+        execute(todo, store, device, make_executor(device, workers, config.executor), revision, on_start, on_done)
         finished = True
     finally:
         bar.close()
@@ -88,23 +133,20 @@ def tune_experiment(config_name: str | None, overrides: list[str], trials: int |
                     worker_index: int = 0) -> Path:
     """Tune every strategy of a protocol (resuming its studies), write the trials, the tuned configs
     and the tuning report; return the output folder."""
-    config = load_config(config_name, overrides)
-    device = provenance.resolve_device(config.device)
-    datasets = {spec.title: cached_dataset(spec) for spec in config.datasets}
-    check_grid(config, datasets)
-    hashes = {name: ds.content_hash for name, ds in datasets.items()}
-    specs = studies_of(config, hashes)
+    checked = load_checked(config_name, overrides)
+    config, device = checked.config, checked.device
+    specs = studies_of(config, checked.hashes)
     if not specs:
         raise UserError("config: no strategy with a search space to tune (none has no knobs)")
     n_trials = trials or config.tune.trials
     out = out or Path("runs") / f"tune-{config.name}-{config.fingerprint[:8]}"
     # a folder tunes one config; several workers of its studies may share it (no lock)
-    RunStore(out).claim(config, hashes)
+    RunStore(out).claim(config, checked.hashes)
     tuning = out / "tuning"
     tuning.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(tuning / 'optuna.db').resolve()}"
     prefix = study_prefix or f"{config.name}-{config.fingerprint[:8]}"
-    workers = workers or config.workers or default_workers(device)
+    workers = workers or config.workers or default_workers(device, config.workers_per_gpu)
     print(f"augbench tune: {len(specs)} studies x {n_trials} trials ({config.tune.seeds} seed(s) each), "
           f"storage {storage}, {workers} worker(s) -> {out}", file=sys.stderr)
     for spec in specs:  # create the storage's tables and the studies before workers race to
@@ -113,7 +155,7 @@ def tune_experiment(config_name: str | None, overrides: list[str], trials: int |
                    device_type=device.type, cache_dir=str(out / "cache"), revision=provenance.git_revision(),
                    worker_index=worker_index)
     start = time.perf_counter()
-    executor = make_executor(device, workers)
+    executor = make_executor(device, workers, config.executor)
     executor.map_unordered(task, specs, on_done=lambda spec, name: print(f"  done: {name}", file=sys.stderr))
     studies = {s.name(prefix): open_study(s.name(prefix), storage) for s in specs}
     table = trials_table(specs, studies, prefix)

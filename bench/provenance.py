@@ -47,10 +47,11 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()})"
 
 
-def resolve_device(requested: str) -> torch.device:
+def resolve_device(requested: str, field: str = "config field device") -> torch.device:
+    """The torch device for ``auto``, ``cpu`` or ``cuda``; UserError naming ``field`` when CUDA is
+    asked for and missing."""
     if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("config field device: cuda was asked for but no CUDA device is available; "
-                        "use device: auto or cpu")
+        raise UserError(f"{field}: cuda was asked for but no CUDA device is available; use auto or cpu")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)

@@ -9,10 +9,11 @@ from typing import Callable, Iterable
 
 import torch
 
+import bench.executor_ray  # noqa: F401 - registers the ray executor (ray itself is imported when used)
 import bench.executors  # noqa: F401 - registers the serial and process executors
 from bench import provenance
 from bench.cache import FileCache, cache_key
-from bench.config import BenchConfig, QualitySpec, StrategyEntry
+from bench.config import BenchConfig, ExecutorSpec, QualitySpec, StrategyEntry
 from bench.core.errors import CellFailed
 from bench.core.executor import EXECUTORS, Executor
 from bench.core.keys import canonical_json, stable_hash
@@ -265,16 +266,22 @@ class CellTask:
         return run_cell(cell, torch.device(self.device_type), Path(self.cache_dir), self.revision)
 
 
-def default_workers(device: torch.device) -> int:
-    """On the CPU one single-threaded worker per core (at most 2 by default); one on a GPU."""
-    return 1 if device.type == "cuda" else max(1, min(2, os.cpu_count() or 1))
+def default_workers(device: torch.device, per_gpu: int = 1) -> int:
+    """On the CPU one single-threaded worker per core (at most 2); on CUDA ``per_gpu`` workers on
+    each visible GPU (the process executor spreads them over the GPUs), at most one per core."""
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return max(1, min(per_gpu * torch.cuda.device_count(), cores))
+    return max(1, min(2, cores))
 
 
-def make_executor(device: torch.device, workers: int, name: str | None = None) -> Executor:
-    """The named executor (default: ``process`` for several workers, else ``serial``) with the run's
-    thread policy: one torch thread per CPU worker, always."""
-    name = name or ("process" if workers > 1 else "serial")
-    return EXECUTORS.get(name, field="executor")(workers=workers, threads=1 if device.type == "cpu" else None)
+def make_executor(device: torch.device, workers: int, settings: ExecutorSpec | None = None) -> Executor:
+    """The config's executor (``auto``: ``process`` for several workers, else ``serial``) with the
+    run's thread policy: one torch thread per CPU worker, always."""
+    settings = settings or ExecutorSpec()
+    name = settings.name if settings.name != "auto" else ("process" if workers > 1 else "serial")
+    return EXECUTORS.get(name, field="executor.name").configured(settings, workers=workers,
+                                                                 threads=1 if device.type == "cpu" else None)
 
 
 def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, executor: Executor, revision: str,

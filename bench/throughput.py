@@ -1,12 +1,16 @@
 """``augbench bench-augment``: our batched augmentation against the usual per-sample pipeline.
 
 The reference is written the usual way: a torch Dataset whose ``__getitem__`` applies torchvision
-v2 transforms to one image, batched by a DataLoader (in this process, no workers). Both sides use
-the same policy, data and model; the numbers are images per second.
+v2 transforms to one image, batched by a DataLoader (in this process, or in ``loader_workers``
+worker processes), each batch then moved to the device. Ours augments whole batches on the device.
+Both sides use the same policy, data, model and device and hand the model the same thing (a float
+batch on the device); the numbers are images per second.
 """
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +21,9 @@ from bench.core.images import ImageSet
 from bench.data import DatasetSpec, load_dataset
 from bench.core.errors import UserError
 from bench.models import CLASSIFIERS, build_classifier
+from bench.core.files import atomic_write
 from bench.core.seeding import seeded
+from bench.provenance import device_name, resolve_device
 from bench.train import normalize, to_input, train
 from bench.core.strategy import TrainingData
 
@@ -58,83 +64,111 @@ def _rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
 
 
-def _time(fn) -> float:
+def _time(fn, device: torch.device) -> float:
+    """Wall seconds of ``fn()``, including the device work it queued."""
     start = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
-def measure_augmentation(images: ImageSet, policy: str, hflip: bool, n_images: int) -> tuple[float, float]:
-    """Images/s of augmentation alone: (ours, reference)."""
+def _reference_loader(images: ImageSet, policy: str, hflip: bool, batch_size: int, loader_workers: int,
+                      drop_last: bool = False) -> DataLoader:
+    return DataLoader(PerSampleDataset(images, reference_transform(policy, images.images.shape[-1], hflip)),
+                      batch_size=batch_size, shuffle=True, drop_last=drop_last, num_workers=loader_workers,
+                      persistent_workers=loader_workers > 0, generator=torch.Generator().manual_seed(0))
+
+
+def _reference_batches(loader: DataLoader, device: torch.device, count: int):
+    """``count`` batches of the reference loader, moved to the device (epochs repeat as needed)."""
+    done = 0
+    while done < count:
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            done += 1
+            if done == count:
+                return
+
+
+def measure_augmentation(images: ImageSet, policy: str, hflip: bool, n_images: int, device: torch.device,
+                         loader_workers: int) -> tuple[float, float]:
+    """Images/s of augmentation alone, ending with float batches on the device: (ours, reference)."""
     transform = make_batch_transform(parse_policy(policy), MAGNITUDE, hflip)
-    generator = torch.Generator().manual_seed(0)
-    labels = F.one_hot(images.labels, 10).float()
+    generator = torch.Generator(device=device).manual_seed(0)
+    on_device, labels = images.images.to(device), F.one_hot(images.labels, 10).float().to(device)
+    batches = -(-n_images // BATCH)
 
     def ours():
-        for start in range(0, n_images, BATCH):
-            index = torch.arange(start, start + BATCH) % len(images)
-            transform(to_input(images.images[index]), labels[index], generator)
+        for k in range(batches):
+            index = torch.arange(k * BATCH, (k + 1) * BATCH, device=device) % len(images)
+            transform(to_input(on_device[index]), labels[index], generator)
 
-    loader = DataLoader(PerSampleDataset(images, reference_transform(policy, images.images.shape[-1], hflip)),
-                        batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
+    loader = _reference_loader(images, policy, hflip, BATCH, loader_workers)
 
     def reference():
-        seen = 0
-        while seen < n_images:
-            for x, _ in loader:
-                seen += len(x)
-                if seen >= n_images:
-                    break
+        for _ in _reference_batches(loader, device, batches):
+            pass
 
-    ours()  # warm-up
-    return _rate(n_images, _time(ours)), _rate(n_images, _time(reference))
+    ours()  # warm-up (kernels, allocator); the reference's workers start in a warm-up pass too
+    for _ in _reference_batches(loader, device, 2):
+        pass
+    n = batches * BATCH
+    return _rate(n, _time(ours, device)), _rate(n, _time(reference, device))
 
 
-def measure_training(images: ImageSet, val: ImageSet, policy: str, hflip: bool, steps: int) -> tuple[float, float]:
+def measure_training(images: ImageSet, val: ImageSet, policy: str, hflip: bool, steps: int, device: torch.device,
+                     loader_workers: int) -> tuple[float, float]:
     """Images/s of cnn training with augmentation: (our loop, the usual DataLoader loop)."""
     recipe = CLASSIFIERS.get("cnn").recipe
     shape = tuple(images.images.shape[1:])
     data = TrainingData(real=images, batch_transform=make_batch_transform(parse_policy(policy), MAGNITUDE, hflip))
-    device = torch.device("cpu")
 
     def ours():
         with seeded(0, device):
             train(build_classifier("cnn", shape, 10), recipe, data, val, steps=steps, num_classes=10, device=device,
                   order_seed=0, augment_seed=0, eval_points=1)
 
-    loader = DataLoader(PerSampleDataset(images, reference_transform(policy, shape[-1], hflip)),
-                        batch_size=recipe.batch_size, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = _reference_loader(images, policy, hflip, recipe.batch_size, loader_workers, drop_last=True)
 
     def reference():
         with seeded(0, device):
-            model = build_classifier("cnn", shape, 10)
+            model = build_classifier("cnn", shape, 10).to(device)
             optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True,
                                         weight_decay=recipe.weight_decay)
-            done = 0
-            while done < steps:
-                for x, y in loader:
-                    loss = F.cross_entropy(model(normalize(x)), y)
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    done += 1
-                    if done == steps:
-                        break
+            for x, y in _reference_batches(loader, device, steps):
+                loss = F.cross_entropy(model(normalize(x)), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
 
+    ours()  # warm-up: kernels, allocator, the reference's workers
+    for _ in _reference_batches(loader, device, 2):
+        pass
     n = steps * recipe.batch_size
-    return _rate(n, _time(ours)), _rate(n, _time(reference))
+    return _rate(n, _time(ours, device)), _rate(n, _time(reference, device))
 
 
-def run_throughput_benchmark(dataset: str, policy: str, n_images: int, steps: int, threads: int) -> None:
+def run_throughput_benchmark(dataset: str, policy: str, n_images: int, steps: int, threads: int,
+                             device: str = "cpu", loader_workers: int = 0, json_path: Path | None = None) -> dict:
+    """Measure both pipelines, print a table, and write the figures to ``json_path`` if given."""
     if threads:
         torch.set_num_threads(threads)
+    where = resolve_device(device, "--device")
     ds = load_dataset(DatasetSpec(dataset))
     val = ds.train.subset(torch.arange(min(200, len(ds.train))))
     print(f"bench-augment: {dataset} {tuple(ds.image_shape)}, policy {policy}, batch {BATCH}, "
-          f"{torch.get_num_threads()} torch thread(s), cpu")
-    aug_ours, aug_ref = measure_augmentation(ds.train, policy, ds.hflip, n_images)
-    train_ours, train_ref = measure_training(ds.train, val, policy, ds.hflip, steps)
+          f"{torch.get_num_threads()} torch thread(s), {device_name(where)}, reference DataLoader with "
+          f"{loader_workers} worker(s)")
+    aug_ours, aug_ref = measure_augmentation(ds.train, policy, ds.hflip, n_images, where, loader_workers)
+    train_ours, train_ref = measure_training(ds.train, val, policy, ds.hflip, steps, where, loader_workers)
     print(f"{'measure':<36}{'augbench img/s':>16}{'reference img/s':>17}{'ratio':>8}")
     print(f"{'augmentation alone':<36}{aug_ours:>16,.0f}{aug_ref:>17,.0f}{aug_ours / aug_ref:>7.1f}x")
     print(f"{'cnn training with augmentation':<36}{train_ours:>16,.0f}{train_ref:>17,.0f}{train_ours / train_ref:>7.1f}x")
+    figures = {"dataset": dataset, "policy": policy, "device": device_name(where), "threads": torch.get_num_threads(),
+               "loader_workers": loader_workers, "images": n_images, "steps": steps,
+               "augmentation": {"ours": aug_ours, "reference": aug_ref, "ratio": aug_ours / aug_ref},
+               "training": {"ours": train_ours, "reference": train_ref, "ratio": train_ours / train_ref}}
+    if json_path is not None:
+        atomic_write(json_path, json.dumps(figures, indent=2))
+    return figures

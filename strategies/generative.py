@@ -91,10 +91,18 @@ class GenerativeStrategy(Strategy):
         raise NotImplementedError
 
     # -- shared ---------------------------------------------------------------------------------
+    def generative_part(self) -> "GenerativeStrategy":
+        return self
+
+    def generator_key(self, cache_key_parts: tuple) -> str:
+        """The cache key of the fitted generator: family, code version, params, the fit's data."""
+        return cache_key(self.family, self.generator_version, self.generator_params(), cache_key_parts,
+                         self.config["steps"])
+
     def fitted_generator(self, labelled: ImageSet, ctx: FitContext) -> tuple[nn.Module, dict]:
         """The fitted generator, from the cache when it holds one; a failed fit is cached as failed."""
         steps = self.config["steps"]
-        key = cache_key(self.family, self.generator_version, self.generator_params(), ctx.cache_key_parts, steps)
+        key = self.generator_key(ctx.cache_key_parts)
         shape, num_classes = tuple(labelled.images.shape[1:]), ctx.num_classes
         model = self.build(shape, num_classes)
         cache = FileCache(ctx.cache_dir) if ctx.cache_dir is not None else None

@@ -49,9 +49,12 @@ class Hybrid(Strategy):
         generator = STRATEGIES.get(params["generator"]).versions({**params["generator_params"], "ratio": params["ratio"]})
         return {**super().versions(params), **generator, **Classical.versions(params)}
 
-    def fit(self, labelled, ctx):
+    def generative_part(self) -> GenerativeStrategy:
         generator_cls = STRATEGIES.get(self.config["generator"])
-        data = generator_cls(**self.config["generator_params"], ratio=self.config["ratio"]).fit(labelled, ctx)
+        return generator_cls(**self.config["generator_params"], ratio=self.config["ratio"])
+
+    def fit(self, labelled, ctx):
+        data = self.generative_part().fit(labelled, ctx)
         classical = Classical(policy=self.config["policy"], magnitude=self.config["magnitude"])
         data.batch_transform = classical.batch_transform(ctx.hflip)
         return data

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from bench.cli import main
 from bench.core import Strategy, TrainingData, register_strategy
 
 ROOT = Path(__file__).resolve().parent.parent
+# calibrations of `augbench plan` go to one folder per test session, not the user's home
+os.environ.setdefault("AUGBENCH_CACHE", tempfile.mkdtemp(prefix="augbench-tests-cache-"))
 
 TINY_CONFIG = {
     "name": "tiny",

@@ -2,7 +2,7 @@
 
 An executor calls ``fn(item)`` for every item, in any order, and reports each start and each
 result to the caller, who writes results as they arrive. Implementations register by name
-(``serial``, ``process``; see bench/executors.py) and are chosen by ``EXECUTORS.get(name)``.
+(``serial``, ``process``: bench/executors.py; ``ray``: bench/executor_ray.py) and are chosen by ``EXECUTORS.get(name)``.
 """
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ class Executor(ABC):
     def __init__(self, workers: int = 1, threads: int | None = 1):
         self.workers = max(1, workers)
         self.threads = threads
+
+    @classmethod
+    def configured(cls, settings: Any, workers: int, threads: int | None) -> "Executor":
+        """The executor for a config's ``executor`` section (local executors need only the counts)."""
+        return cls(workers=workers, threads=threads)
 
     @abstractmethod
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],

@@ -108,6 +108,10 @@ class Strategy:
     def fit(self, labelled: ImageSet, ctx: FitContext) -> TrainingData:
         raise NotImplementedError
 
+    def generative_part(self) -> "Strategy | None":
+        """The generative strategy whose fitted generator this one uses, if any (for `augbench plan`)."""
+        return None
+
 
 STRATEGIES: Registry = Registry("strategy", "strategies")
 

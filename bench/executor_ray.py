@@ -1,0 +1,141 @@
+"""The ``ray`` executor: every item is a Ray task on a Ray cluster (an existing one, or a private
+local one), with the CPUs and GPUs per task the config asks for and a cap on tasks in flight.
+
+The driver (this process) gets each result back and hands it to ``on_done``, so ``run`` writes
+every cell's file itself, as with the local executors: resume, reports and the leaderboard work
+the same. A task whose worker process dies is retried by Ray (``max_retries``), then reported
+with ``on_lost``. Ray is an optional extra (``pip install 'augbench[ray]'``), imported only here
+and only when this executor runs.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Callable, Iterable
+
+import torch
+
+from bench.core.errors import UserError
+from bench.core.executor import Executor, OnDone, OnLost, OnStart, WorkerDied, register_executor
+
+RETRIES = 2  # tries after the first, for a task whose worker died
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _run_item(fn: Callable[[Any], Any], item: Any, threads: int | None) -> Any:
+    """A task: the item with the run's torch thread count (as in every executor)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return fn(item)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("config field executor.name: ray is not installed; install it with "
+                        "pip install 'augbench[ray]' (or pip install ray)") from None
+    return ray
+
+
+def check_reachable(address: str) -> None:
+    """Refuse an address with nothing listening before Ray waits minutes for it."""
+    if address in ("", "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        raise UserError(f"config field executor.address: no Ray cluster answers at {address!r} ({exc}); give "
+                        "auto, HOST:PORT of a running head node (ray start --head), or ray://HOST:PORT") from None
+
+
+@register_executor("ray")
+class RayExecutor(Executor):
+    """Items as Ray tasks; see the module docstring."""
+
+    def __init__(self, workers: int = 1, threads: int | None = 1, address: str = "", cpus_per_task: float = 1.0,
+                 gpus_per_task: float = 0.0, max_in_flight: int = 0):
+        super().__init__(workers, threads)
+        self.address, self.cpus, self.gpus, self.max_in_flight = address, cpus_per_task, gpus_per_task, max_in_flight
+
+    @classmethod
+    def configured(cls, settings, workers, threads):
+        return cls(workers=workers, threads=threads, address=settings.address, cpus_per_task=settings.cpus_per_cell,
+                   gpus_per_task=settings.gpus_per_cell, max_in_flight=settings.max_in_flight)
+
+    def _connect(self, ray) -> bool:
+        """Join (or start) the cluster; True when this call started Ray and must shut it down."""
+        if ray.is_initialized():
+            return False
+        check_reachable(self.address)
+        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get(
+            "PYTHONPATH", "")) if p)}}
+        try:
+            quiet = {"runtime_env": runtime_env, "log_to_driver": False, "logging_level": "error"}
+            if self.address:
+                ray.init(address=self.address, **quiet)
+            else:
+                ray.init(num_cpus=max(int(self.cpus), self.workers), include_dashboard=False, **quiet)
+        except (ConnectionError, RuntimeError) as exc:
+            raise UserError(f"config field executor.address: cannot join Ray at {self.address or 'a local cluster'!r} "
+                            f"({exc})") from None
+        return True
+
+    def _slots(self, ray) -> int:
+        """Tasks the cluster can run side by side; UserError when not even one fits."""
+        resources = ray.cluster_resources()
+        cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+        if self.gpus > gpus:
+            raise UserError(f"config field executor.gpus_per_cell: {self.gpus} GPU(s) per cell, but the Ray cluster "
+                            f"has {gpus:g}; use 0 on a cluster without GPUs")
+        if self.cpus > cpus:
+            raise UserError(f"config field executor.cpus_per_cell: {self.cpus} CPU(s) per cell, but the Ray cluster "
+                            f"has {cpus:g}")
+        fits = int(cpus // self.cpus) if not self.gpus else min(int(cpus // self.cpus), int(gpus // self.gpus))
+        return self.max_in_flight or max(1, fits)
+
+    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
+                      on_start: OnStart | None = None, on_done: OnDone | None = None,
+                      on_lost: OnLost | None = None) -> None:
+        ray = _import_ray()
+        started_here = self._connect(ray)
+        try:
+            self._map(ray, fn, list(items), on_start, on_done, on_lost)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _map(self, ray, fn, items: list, on_start, on_done, on_lost) -> None:
+        slots = self._slots(ray)
+        task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=RETRIES)(_run_item)
+        shared_fn = ray.put(fn)
+        pending: dict = {}
+        queue = list(reversed(items))
+        try:
+            while queue or pending:
+                while queue and len(pending) < slots:
+                    item = queue.pop()
+                    pending[task.remote(shared_fn, item, self.threads)] = item
+                    if on_start:
+                        on_start(item)
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    item = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:  # fn raised: raise it here, as locally
+                        raise exc.as_instanceof_cause() from None
+                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                            ray.exceptions.TaskUnschedulableError) as exc:
+                        reason = f"its Ray worker died on {RETRIES + 1} tries ({type(exc).__name__})"
+                        if on_lost is None:
+                            raise WorkerDied(f"an item's {reason}") from None
+                        on_lost(item, reason)
+                        continue
+                    if on_done:
+                        on_done(item, result)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)

@@ -1,0 +1,298 @@
+"""`augbench plan`: what a protocol still has to do and about how long it will take, before it runs.
+
+The estimate adds up calibrated costs: seconds per training step of each classifier as a function
+of the images in its batch, per batch of each classical policy, per step of each generator, per
+evaluator step and per image of the quality metrics, each measured for a few dozen steps on the
+device (random images of the data set's shape) and cached per device. Wall time assumes the
+workers share the work evenly; generator fits and evaluators that many cells wait on can make it
+longer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bench import provenance
+from bench.cache import FileCache
+from bench.core.files import atomic_write
+from bench.core.images import ImageSet
+from bench.core.keys import stable_hash
+from bench.core.seeding import seeded
+from bench.core.strategy import FitContext, TrainingData
+from bench.executors import torch_threads
+from bench.data import Dataset
+from bench.models import CLASSIFIERS, ClassifierEntry, Recipe, build_classifier
+from bench.quality import EVALUATOR, evaluator_training_images, fidelity_metrics
+from bench.resources import measure
+from bench.runner import Cell, cached_dataset, make_strategy
+from bench.splits import make_split, train_pool
+from bench.train import batch_split, predict, train
+from strategies.classical import Classical
+
+CALIBRATION_VERSION = "1"
+EVALUATOR_NET = ClassifierEntry("cnn", "cnn")  # the quality evaluator is the suite's cnn
+CALIBRATION_IMAGES = 512  # random images a calibration trains on (the cost per step does not depend on them)
+
+
+def calibration_file() -> Path:
+    """Where calibrations are cached: $AUGBENCH_CACHE, else ~/.cache/augbench."""
+    root = Path(os.environ.get("AUGBENCH_CACHE") or Path.home() / ".cache" / "augbench")
+    return root / "calibration.json"
+
+
+def _random_images(shape: tuple[int, ...], num_classes: int, n: int = CALIBRATION_IMAGES) -> ImageSet:
+    generator = torch.Generator().manual_seed(0)
+    return ImageSet(torch.randint(0, 256, (n, *shape), generator=generator, dtype=torch.uint8),
+                    torch.arange(n) % num_classes)
+
+
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def per_step(run: Callable[[int], None], device: torch.device, steps: int = 10) -> dict:
+    """Seconds per step of ``run(k)`` (k steps), from runs of k and 3k steps after a warm-up, and
+    the peak memory of the longer run."""
+    run(3)
+    short = _timed(lambda: run(steps), device)
+    memory: dict = {}
+    with measure(device, memory, "run"):
+        long = _timed(lambda: run(3 * steps), device)
+    return {"step_s": max(0.0, (long - short) / (2 * steps)), "peak_mem_mb": memory["run_peak_mem_mb"]}
+
+
+class Calibration:
+    """Measured costs on one device, cached in a JSON file across runs."""
+
+    def __init__(self, device: torch.device, path: Path | None = None):
+        self.device, self.path = device, path or calibration_file()
+        self.where = [provenance.device_name(device), torch.__version__, torch.get_num_threads(), CALIBRATION_VERSION]
+        try:
+            self.known = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.known = {}
+        self.measured = 0
+
+    def cost(self, what: list, measure_it: Callable[[], dict]) -> dict:
+        key = stable_hash([*self.where, *what], 20)
+        if key not in self.known:
+            self.known[key] = {"what": [str(w) for w in what], **measure_it()}
+            self.measured += 1
+            try:
+                atomic_write(self.path, json.dumps(self.known, indent=1))
+            except OSError:
+                pass  # a read-only home: the calibration is simply not kept
+        return self.known[key]
+
+    def classifier(self, entry: ClassifierEntry, shape: tuple, num_classes: int, synthetic: bool) -> dict:
+        device = self.device
+        recipe = entry.training_recipe
+        images = _random_images(shape, num_classes)
+        data = TrainingData(real=images, synthetic=images if synthetic else None)
+        val = images.subset(torch.arange(32))
+
+        def run(steps: int) -> None:
+            with seeded(0, device):
+                train(entry.build(shape, num_classes), recipe, data, val, steps=steps, num_classes=num_classes,
+                      device=device, order_seed=0, augment_seed=0, eval_points=1)
+
+        def predict_s() -> float:
+            model = entry.build(shape, num_classes).to(device)
+            predict(model, images.images, device)
+            return _timed(lambda: predict(model, images.images, device), device) / len(images)
+
+        return self.cost(["classifier", entry.versions(), entry.label, shape, num_classes, recipe, synthetic],
+                         lambda: {**per_step(run, device), "predict_s_per_image": predict_s()})
+
+    def transform(self, policy: str, magnitude: float, hflip: bool, shape: tuple, batch: int) -> dict:
+        transform = Classical(policy=policy, magnitude=magnitude).batch_transform(hflip)
+        if transform is None:
+            return {"step_s": 0.0}
+        x = torch.rand(batch, *shape, device=self.device)
+        y = torch.zeros(batch, 10, device=self.device)
+        generator = torch.Generator(device=self.device).manual_seed(0)
+
+        def run(steps: int) -> None:
+            for _ in range(steps):
+                transform(x, y, generator)
+
+        return self.cost(["transform", policy, magnitude, hflip, shape, batch], lambda: per_step(run, self.device))
+
+    def generator(self, strategy, shape: tuple, num_classes: int) -> dict:
+        device = self.device
+        images = _random_images(shape, num_classes)
+        ctx = FitContext(device=device, seed=0, num_classes=num_classes, hflip=False)
+
+        def run(steps: int) -> None:
+            with seeded(0, device):
+                model = strategy.build(shape, num_classes).to(device).train()
+                strategy.train_generator(model, images, ctx, steps, torch.Generator(device=device).manual_seed(0))
+
+        params = {k: v for k, v in strategy.generator_params().items() if k != "steps"}  # cost per step
+        return self.cost(["generator", strategy.name, strategy.versions(strategy.config), params, shape, num_classes],
+                         lambda: per_step(run, device, steps=5))
+
+    def worker_start(self) -> dict:
+        """Seconds a fresh Python takes to import the runner (torch and all), as a spawned worker does."""
+        def run() -> dict:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import bench.runner"], check=True, capture_output=True)
+            return {"seconds": time.perf_counter() - start}
+
+        return self.cost(["worker start", sys.executable], run)
+
+    def quality(self, shape: tuple, num_classes: int, samples: int) -> dict:
+        """Seconds per image of one call of the quality metrics (the evaluator's features,
+        FID/KID/IS/PRC) at up to 2000 images a side."""
+        n = min(samples, 2000)
+
+        def run() -> dict:
+            with tempfile.TemporaryDirectory() as folder:
+                weights = Path(folder) / "evaluator.pt"
+                torch.save({"model": build_classifier("cnn", shape, num_classes).state_dict(),
+                            "shape": torch.tensor(shape), "num_classes": torch.tensor(num_classes)}, weights)
+                images = _random_images(shape, num_classes, n).images
+                seconds = _timed(lambda: fidelity_metrics(images, images.flip(0), self.device, EVALUATOR,
+                                                          str(weights)), self.device)
+            return {"s_per_image": seconds / n}
+
+        return self.cost(["quality", shape, num_classes, n], run)
+
+
+@dataclass
+class Plan:
+    """Work still to do (after resume) and its estimated cost."""
+
+    config: str
+    device: str
+    workers: int
+    cells: int
+    cells_todo: int
+    generator_fits: int
+    quality_jobs: int
+    evaluators: int
+    seconds: dict[str, float] = field(default_factory=dict)  # serial seconds by kind of work
+    startup_seconds: float = 0.0  # a worker's start: imports and loading the data, once per run
+    peak_mem_mb: float = 0.0  # per worker
+
+    @property
+    def wall_seconds(self) -> float:
+        if not self.cells_todo:
+            return 0.0
+        return self.startup_seconds + sum(self.seconds.values()) / max(1, self.workers)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "wall_seconds": self.wall_seconds}
+
+    def headline(self) -> str:
+        return f"estimated {format_duration(self.wall_seconds)} with {self.workers} worker(s)"
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{kind} {format_duration(s)}" for kind, s in self.seconds.items())
+        return "\n".join([
+            f"augbench plan: {self.config} on {self.device}, {self.workers} worker(s)",
+            f"  to do: {self.cells_todo} of {self.cells} cells, {self.generator_fits} generator fit(s), "
+            f"{self.quality_jobs} quality job(s) with {self.evaluators} evaluator(s)",
+            f"  {self.headline()} (start {format_duration(self.startup_seconds)}, then serial: {parts})",
+            f"  peak memory: about {self.peak_mem_mb:,.0f} MB per worker "
+            f"({'GPU allocator' if 'cpu' not in self.device else 'resident set'})",
+            "  (calibrated on this device, cached in "
+            f"{calibration_file()}; workers are assumed to share the work evenly)"])
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _split_sizes(dataset: Dataset, cell: Cell) -> tuple[int, int, int, int]:
+    """(labelled, validation, test, evaluator training) image counts of the cell's regime."""
+    split = make_split(dataset, cell.regime, cell.split, 0)
+    pool, _ = train_pool(dataset, cell.split)
+    return len(split.labelled), len(split.val), len(split.test), len(evaluator_training_images(pool, split)[0])
+
+
+def make_plan(config, cells: list[Cell], done: set[str], cache_dir: Path, device: torch.device,
+              workers: int, data_seconds: float = 0.0) -> Plan:
+    """The work of ``cells`` not in ``done`` and its cost, calibrated on ``device``;
+    ``data_seconds``: how long loading the data took (each worker loads it once)."""
+    with torch_threads(1 if device.type == "cpu" else None):  # as the workers run
+        found = _make_plan(config, cells, done, cache_dir, device, workers)
+    found.startup_seconds = Calibration(device).worker_start()["seconds"] + data_seconds
+    return found
+
+
+def _make_plan(config, cells, done, cache_dir, device, workers) -> Plan:
+    todo = [c for c in cells if c.key not in done]
+    calibration = Calibration(device)
+    cache = FileCache(cache_dir)
+    seconds: dict[str, float] = defaultdict(float)
+    peak = 0.0
+    fits, quality_jobs, evaluators = set(), set(), set()
+    sizes: dict = {}
+    for cell in todo:
+        dataset = cached_dataset(cell.dataset)
+        shape, k = tuple(dataset.image_shape), dataset.num_classes
+        n_real, n_val, n_test, n_pool = sizes.setdefault((cell.dataset, cell.regime), _split_sizes(dataset, cell))
+        strategy = make_strategy(cell.strategy)
+        generative = strategy.generative_part()
+        recipe: Recipe = cell.classifier_entry.training_recipe
+        n_synthetic = round(generative.config["ratio"] * n_real) if generative else 0
+        real_per_step, synthetic_per_step = batch_split(recipe.batch_size, n_real, n_synthetic, config.mixing.mode)
+        plain = calibration.classifier(cell.classifier_entry, shape, k, synthetic=False)
+        step = plain["step_s"]
+        if synthetic_per_step:
+            doubled = calibration.classifier(cell.classifier_entry, shape, k, synthetic=True)  # B real + B synthetic
+            step += (doubled["step_s"] - plain["step_s"]) * synthetic_per_step / recipe.batch_size
+            peak = max(peak, doubled["peak_mem_mb"])
+        if "policy" in strategy.config:
+            step += calibration.transform(strategy.config["policy"], strategy.config["magnitude"], dataset.hflip,
+                                          shape, real_per_step + synthetic_per_step)["step_s"]
+        steps = recipe.steps(n_real, cell.budget_scale)
+        evaluated = cell.eval_points * n_val + n_real + n_val + n_test
+        seconds["training"] += steps * step + evaluated * plain["predict_s_per_image"]
+        peak = max(peak, plain["peak_mem_mb"])
+        if generative is not None:
+            key = generative.generator_key(cell.fit_key_parts)
+            if key not in fits and cache.load_json("generator", key) is None:
+                fits.add(key)
+                cost = calibration.generator(generative, shape, k)
+                seconds["generator fits"] += generative.config["steps"] * cost["step_s"]
+                peak = max(peak, cost["peak_mem_mb"])
+        if cell.quality.enabled:  # see bench.quality.assess_quality
+            cnn_step = calibration.classifier(EVALUATOR_NET, shape, k, synthetic=False)["step_s"]
+            cnn_recipe = CLASSIFIERS.get("cnn").recipe
+            scored = min(cell.quality.samples, n_synthetic or n_real, n_test)
+            metrics = scored * calibration.quality(shape, k, cell.quality.samples)["s_per_image"]
+            job = (cell.fit_key_parts, cell.strategy.name, str(cell.strategy.params))
+            if job not in quality_jobs:
+                quality_jobs.add(job)
+                seconds["quality"] += metrics
+                if n_synthetic:  # CAS: the cnn trained on the synthetic images
+                    seconds["quality"] += cnn_recipe.steps(n_synthetic, cell.budget_scale) * cnn_step
+            if (cell.dataset, cell.regime, cell.replicate) not in evaluators:
+                evaluators.add((cell.dataset, cell.regime, cell.replicate))  # and its real-vs-real floor
+                seconds["quality"] += cnn_recipe.steps(n_pool, cell.budget_scale) * cnn_step + metrics
+    return Plan(config=config.name, device=provenance.device_name(device), workers=workers, cells=len(cells),
+                cells_todo=len(todo), generator_fits=len(fits), quality_jobs=len(quality_jobs),
+                evaluators=len(evaluators), seconds={k: v for k, v in seconds.items()}, peak_mem_mb=peak)
+

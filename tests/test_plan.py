@@ -1,0 +1,49 @@
+"""`augbench plan`: the work left after resume and a calibrated estimate, before anything runs.
+(How close the estimate comes to the measured time is a benchmark in the closing note; these
+tests check the plan's structure and bookkeeping.)"""
+import json
+
+import pytest
+
+from tests_support import fast_params, tiny_config_with
+
+
+def _plan(cli, config, out, tmp_path):
+    code, text, err = cli("plan", config, "--out", out, "--json", tmp_path / "plan.json")
+    assert code == 0, err
+    return json.loads((tmp_path / "plan.json").read_text()), text
+
+
+def test_plan_counts_the_work_left_and_estimates_it(cli, tmp_path):
+    gan = {"name": "gan", "params": {**fast_params("gan"), "ratio": 1.0}}
+    config = tiny_config_with(tmp_path, {"strategies": ["none", gan], "seeds": 2,
+                                         "quality": {"enabled": True, "samples": 50}})
+    out = tmp_path / "run"
+    plan, text = _plan(cli, config, out, tmp_path)
+    assert (plan["cells"], plan["cells_todo"]) == (8, 8)  # 2 strategies x 2 classifiers x 2 seeds
+    assert plan["generator_fits"] == 2  # one per seed, shared by both classifiers
+    assert plan["quality_jobs"] == 4 and plan["evaluators"] == 2  # per (strategy, seed); per seed
+    assert set(plan["seconds"]) == {"training", "generator fits", "quality"}
+    assert all(seconds > 0 for seconds in plan["seconds"].values())
+    assert plan["startup_seconds"] > 0
+    assert plan["wall_seconds"] == pytest.approx(plan["startup_seconds"] + sum(plan["seconds"].values()) / plan["workers"])
+    assert plan["peak_mem_mb"] > 0
+    assert "to do: 8 of 8 cells, 2 generator fit(s), 4 quality job(s)" in text
+    assert not out.exists()  # planning writes nothing into the run folder
+
+    code, _, err = cli("run", config, "--out", out)
+    assert code == 0, err
+    assert "estimated" in err.splitlines()[0]
+    plan, text = _plan(cli, config, out, tmp_path)
+    assert (plan["cells_todo"], plan["generator_fits"], plan["wall_seconds"]) == (0, 0, 0)
+
+
+def test_the_calibration_is_measured_once_per_device(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGBENCH_CACHE", str(tmp_path / "cache"))
+    config = tiny_config_with(tmp_path, {})
+    _plan(cli, config, tmp_path / "run", tmp_path)
+    calibration = tmp_path / "cache" / "calibration.json"
+    first = calibration.read_text()
+    assert {entry["what"][0] for entry in json.loads(first).values()} >= {"classifier", "transform", "quality"}
+    _plan(cli, config, tmp_path / "run", tmp_path)
+    assert calibration.read_text() == first
