@@ -25,7 +25,7 @@ from bench.core.schema import (check_path, identity, option, parse_section, role
 import bench.data_files  # noqa: F401 - registers the data sets read from disk (imagefolder, npz, medmnist)
 from bench.data import DATASETS, DatasetSpec
 from bench.models import CLASSIFIERS, ClassifierEntry, Recipe
-from bench.splits import SplitSpec
+from bench.splits import LongTail, Regime, SplitSpec
 from strategies import STRATEGIES  # importing the package registers every strategy
 
 
@@ -97,21 +97,37 @@ def _datasets(value: Any, where: str) -> tuple[DatasetSpec, ...]:
     return specs
 
 
-def _regime(value: Any, where: str) -> int | None:
-    if value == "all":
+def _long_tail(value: dict, where: str) -> LongTail:
+    unknown = sorted(set(value) - {"long_tail", "n_max"})
+    if unknown or "n_max" not in value:
+        raise UserError(f"config field {where}: a long-tailed regime is {{long_tail: IMBALANCE, n_max: N}} "
+                        f"(class i gets N * IMBALANCE^(-i/(K-1)) images), got {value!r}")
+    imbalance, n_max = value["long_tail"], value["n_max"]
+    if isinstance(imbalance, bool) or not isinstance(imbalance, (int, float)) or imbalance < 1:
+        raise UserError(f"config field {where}.long_tail: expected an imbalance of at least 1, got {imbalance!r}")
+    if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 1:
+        raise UserError(f"config field {where}.n_max: expected a positive number of images, got {n_max!r}")
+    return LongTail(float(imbalance), n_max)
+
+
+def _regime(value: Any, where: str) -> Regime:
+    if value in ("all", "as-is"):  # every pool image, so a data set imbalanced on disk stays as it is
         return None
+    if isinstance(value, dict):
+        return _long_tail(value, where)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"config field {where}: expected a positive number of images per class or 'all', "
-                        f"got {value!r}")
+        raise UserError(f"config field {where}: expected a positive number of images per class, 'all' ('as-is'), "
+                        f"or {{long_tail: IMBALANCE, n_max: N}}, got {value!r}")
     return value
 
 
-def _regimes(value: Any, where: str) -> tuple[int | None, ...]:
+def _regimes(value: Any, where: str) -> tuple[Regime, ...]:
     return tuple(_regime(r, f"{where}[{i}]") for i, r in enumerate(_list(value, where)))
 
 
-def _regimes_plain(regimes: tuple[int | None, ...]) -> list:
-    return ["all" if r is None else r for r in regimes]
+def _regimes_plain(regimes: tuple[Regime, ...]) -> list:
+    return ["all" if r is None else {"long_tail": r.imbalance, "n_max": r.n_max} if isinstance(r, LongTail) else r
+            for r in regimes]
 
 
 def _strategy(item: Any, where: str) -> StrategyEntry:
@@ -285,8 +301,9 @@ class BenchConfig:
                                                     "options of its kind: imagefolder: size, channels, hflip, "
                                                     "max_gb; npz: path, hflip, max_gb; medmnist: flag, size, "
                                                     "hflip, max_gb}")
-    regimes: tuple[int | None, ...] = option((None,), parse=_regimes, plain=_regimes_plain, protocol=True,
-                                             help="labelled images per class, or 'all'")
+    regimes: tuple[Regime, ...] = option((None,), parse=_regimes, plain=_regimes_plain, protocol=True,
+                                         help="labelled images per class, 'all' (alias 'as-is'), or a long tail "
+                                              "{long_tail: IMBALANCE, n_max: N}")
     split: SplitSpec = section(SplitSpec, cell=True, protocol=True, help="test / validation / labelled split")
     strategies: tuple[StrategyEntry, ...] = option(parse=_strategies,
                                                    help="strategy names, or {name, label, params}")

@@ -1,4 +1,5 @@
-"""Classification metrics computed from logits: accuracy, balanced accuracy, macro-F1, NLL, ECE."""
+"""Classification metrics computed from logits: accuracy, balanced accuracy, macro-F1, NLL, ECE,
+per-class recall."""
 from __future__ import annotations
 
 import torch
@@ -29,6 +30,18 @@ def balanced_accuracy(confusion: torch.Tensor) -> float:
     support = confusion.sum(1)
     present = support > 0
     return (confusion.diag()[present].double() / support[present]).mean().item()
+
+
+def class_recall(logits: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Recall of each class (NaN for a class absent from the labels)."""
+    confusion = confusion_matrix(logits.argmax(1).cpu(), labels.cpu(), logits.shape[1]).double()
+    return (confusion.diag() / confusion.sum(1)).tolist()
+
+
+def smallest_third(counts: list[int]) -> list[int]:
+    """The ceil(K/3) classes with the fewest training images (ties: the lower class index)."""
+    order = sorted(range(len(counts)), key=lambda k: (counts[k], k))
+    return sorted(order[: -(-len(counts) // 3)])
 
 
 def macro_f1(confusion: torch.Tensor) -> float:

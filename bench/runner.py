@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 
 import bench.executor_ray  # noqa: F401 - registers the ray executor (ray itself is imported when used)
@@ -22,11 +23,11 @@ from bench.core.schema import identity
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import STRATEGIES, FitContext
 from bench.data import Dataset, DatasetSpec, load_dataset
-from bench.metrics import classification_metrics
+from bench.metrics import class_recall, classification_metrics, smallest_third
 from bench.models import SUITE_VERSION, ClassifierEntry, classifier_versions
 from bench.quality import EVALUATOR_VERSION, assess_quality
 from bench.resources import measure
-from bench.splits import Split, SplitSpec, make_split
+from bench.splits import Regime, Split, SplitSpec, make_split
 from bench.store import RunStore
 from bench.train import predict, train
 
@@ -38,14 +39,14 @@ class Cell:
 
     dataset: DatasetSpec
     data_hash: str
-    regime: int | None
+    regime: Regime
     strategy: StrategyEntry
     classifier: str
     replicate: int
     config: BenchConfig  # the protocol the cell belongs to
 
     @classmethod
-    def from_config(cls, config: BenchConfig, *, dataset: DatasetSpec, data_hash: str, regime: int | None,
+    def from_config(cls, config: BenchConfig, *, dataset: DatasetSpec, data_hash: str, regime: Regime,
                     strategy: StrategyEntry, classifier: str, replicate: int) -> "Cell":
         return cls(dataset=dataset, data_hash=data_hash, regime=regime, strategy=strategy, classifier=classifier,
                    replicate=replicate, config=config)
@@ -243,10 +244,15 @@ def cached_quality(cell: Cell, dataset: Dataset, split: Split, data, device: tor
 
 
 def _evaluate(model, split: Split, device: torch.device) -> dict:
-    test = classification_metrics(predict(model, split.test.images, device), split.test.labels)
+    test_logits = predict(model, split.test.images, device)
+    test = classification_metrics(test_logits, split.test.labels)
     train_m = classification_metrics(predict(model, split.labelled.images, device), split.labelled.labels)
     val = classification_metrics(predict(model, split.val.images, device), split.val.labels)
+    recall = class_recall(test_logits, split.test.labels)
+    counts = torch.bincount(split.labelled.labels, minlength=len(recall)).tolist()
     return {**{f"test_{k}": v for k, v in test.items()}, "n_test": len(split.test),
+            "test_class_recall": canonical_json([round(r, 6) for r in recall]),
+            "test_recall_smallest_third": float(np.nanmean([recall[k] for k in smallest_third(counts)])),
             "train_accuracy": train_m["accuracy"], "train_nll": train_m["nll"],
             "val_accuracy": val["accuracy"],
             "gap_accuracy": train_m["accuracy"] - test["accuracy"],

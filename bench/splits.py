@@ -39,16 +39,41 @@ class Split:
     spec: SplitSpec
 
 
-def _stratified_take(labels: np.ndarray, per_class: int | None, rng: np.random.Generator,
+@dataclass(frozen=True)
+class LongTail:
+    """A long-tailed regime (the CIFAR-10-LT convention): class i of K gets
+    round(n_max * imbalance^(-i/(K-1))) labelled images, so class 0 has n_max and the last
+    n_max / imbalance."""
+
+    imbalance: float
+    n_max: int
+
+    def __str__(self) -> str:  # the regime's label in keys, rows and reports
+        return f"lt{self.imbalance:g}x{self.n_max}"
+
+    def counts(self, num_classes: int) -> list[int]:
+        return [max(1, round(self.n_max * self.imbalance ** (-i / max(1, num_classes - 1))))
+                for i in range(num_classes)]
+
+
+# A regime: images per class (int), every image of the pool as it is (None: `all`), or long-tailed.
+Regime = int | None | LongTail
+
+
+def _stratified_take(labels: np.ndarray, per_class: Regime, rng: np.random.Generator,
                      what: str) -> np.ndarray:
-    """Per class, a random ``per_class`` positions (all when None), returned sorted."""
+    """Per class, a random ``per_class`` positions (all when None; by class for a long tail),
+    returned sorted."""
+    classes = np.unique(labels)
+    wanted = per_class.counts(int(classes.max()) + 1) if isinstance(per_class, LongTail) else None
     taken = []
-    for cls in np.unique(labels):
+    for cls in classes:
         positions = np.flatnonzero(labels == cls)
-        if per_class is not None and per_class > len(positions):
-            raise UserError(f"{what}={per_class} asks for more images than class {cls} has "
-                            f"({len(positions)} left); lower it")
-        taken.append(rng.permutation(positions)[:per_class])
+        count = per_class if wanted is None else wanted[cls]
+        if count is not None and count > len(positions):
+            raise UserError(f"{what}={per_class} asks for {count} images of class {cls}, which has "
+                            f"{len(positions)} left; lower it")
+        taken.append(rng.permutation(positions)[:count])
     return np.sort(np.concatenate(taken))
 
 
@@ -67,13 +92,14 @@ def train_pool(dataset: Dataset, spec: SplitSpec) -> tuple[ImageSet, ImageSet]:
     return dataset.train.subset(np.flatnonzero(~is_test)), dataset.train.subset(np.flatnonzero(is_test))
 
 
-def make_split(dataset: Dataset, n_per_class: int | None, spec: SplitSpec, replicate: int) -> Split:
-    """Split ``dataset`` for one regime (``n_per_class``; None = all) and one replicate."""
+def make_split(dataset: Dataset, n_per_class: Regime, spec: SplitSpec, replicate: int) -> Split:
+    """Split ``dataset`` for one regime (images per class; None = all; or a LongTail) and one
+    replicate."""
     pool, test = train_pool(dataset, spec)
     labels = pool.labels.numpy()
     val_index = _stratified_take(labels, spec.val_per_class,
                                  np.random.default_rng(derive_seed("val", spec.seed)), "split.val_per_class")
     rest = np.setdiff1d(np.arange(len(labels)), val_index)
     rng = np.random.default_rng(derive_seed("labelled", spec.seed, n_per_class, replicate))
-    labelled_index = rest[_stratified_take(labels[rest], n_per_class, rng, "regimes (n_per_class)")]
+    labelled_index = rest[_stratified_take(labels[rest], n_per_class, rng, "regimes")]
     return Split(pool.subset(labelled_index), pool.subset(val_index), test, labelled_index, val_index, spec)

@@ -46,16 +46,22 @@ def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
     """The canonical column types of a results table (the same from parquet, CSV or records)."""
     frame = frame.copy()
     for column in frame.columns:
-        if column in TEXT_COLUMNS or (column.startswith(PARAM_PREFIX) and frame[column].map(
+        if column in FLAG_COLUMNS or (column.startswith(PARAM_PREFIX) and _is_flag(frame[column])):
+            frame[column] = frame[column].map(
+                lambda v: v if isinstance(v, bool) else {"True": True, "False": False}.get(v, pd.NA)).astype("boolean")
+        elif column in TEXT_COLUMNS or (column.startswith(PARAM_PREFIX) and frame[column].map(
                 lambda v: isinstance(v, str)).any()):
             text = frame[column].map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v)))
             frame[column] = text.replace("", None).astype("str")
         elif column in TIME_COLUMNS:
             frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
-        elif column in FLAG_COLUMNS:
-            frame[column] = frame[column].map(
-                lambda v: v if isinstance(v, bool) else {"True": True, "False": False}.get(v, pd.NA)).astype("boolean")
     return frame
+
+
+def _is_flag(values: pd.Series) -> bool:
+    """A param column of true/false values (bools, or their text after a CSV round trip)."""
+    present = [v for v in values if not pd.isna(v)]
+    return bool(present) and all(isinstance(v, bool) or v in ("True", "False") for v in present)
 
 
 def read_results(path: Path) -> pd.DataFrame:

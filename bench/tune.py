@@ -30,7 +30,7 @@ from bench.core.seeding import derive_seed
 from bench.core.strategy import STRATEGIES, Param
 from bench.data import DatasetSpec
 from bench.runner import Cell, cached_dataset, fit_and_train
-from bench.splits import make_split
+from bench.splits import Regime, make_split
 
 TUNE_REPLICATE_OFFSET = 1000
 HEARTBEAT_SECONDS = 5
@@ -49,7 +49,7 @@ class SurplusTrial(Exception):
 class StudySpec:
     dataset: DatasetSpec
     data_hash: str
-    regime: int | None
+    regime: Regime
     entry: StrategyEntry
     classifier: str
 

@@ -16,7 +16,7 @@ from bench.core.errors import UserError
 from bench.core.files import atomic_write
 from reports import figures
 from reports.narrative import findings
-from reports.tables import comparison_table, failures, per_seed_deltas, quality_gain_points
+from reports.tables import class_gain_table, comparison_table, failures, per_seed_deltas, quality_gain_points
 
 NA = "–"
 
@@ -165,7 +165,7 @@ def build_report(run_dir: Path) -> Path:
     table = comparison_table(results)
     out = run_dir / "report"
     tables = {"comparison": table, "failures": failures(results), "per_seed_deltas": per_seed_deltas(results),
-              "quality_vs_gain": quality_gain_points(results)}
+              "quality_vs_gain": quality_gain_points(results), "class_gains": class_gain_table(results)}
     for name, frame in tables.items():
         atomic_write(out / "tables" / f"{name}.csv", frame.to_csv(index=False))
     made = make_figures(results, curves, table, trials)
@@ -175,7 +175,7 @@ def build_report(run_dir: Path) -> Path:
     context = {"name": (config.get("config") or {}).get("name", run_dir.name), "provenance": provenance,
                "fingerprint": config.get("fingerprint", "?"), "cells": len(results)}
     notes = {group: _evaluator_note(part, results) for group, part in _groups(table)}
-    sections = Sections(findings(table, results), table, made, samples, list(tables), notes)
+    sections = Sections(findings(table, results), table, made, samples, list(tables), notes, tables["class_gains"])
     atomic_write(out / "index.html", render_html(context, sections))
     atomic_write(out / "report.md", render_markdown(context, sections))
     return out / "index.html"
@@ -189,6 +189,18 @@ class Sections:
     samples: list[Figure]
     table_names: list[str]
     evaluator_notes: dict  # (dataset, regime) -> how the evaluator relates to the labelled images
+    class_gains: pd.DataFrame  # long-tailed regimes: per-class change in recall against `none`
+
+    def class_gains_of(self, dataset, regime) -> pd.DataFrame:
+        gains = self.class_gains
+        if gains.empty:
+            return gains
+        return gains[(gains["dataset"] == dataset) & (gains["regime"] == regime)].drop(columns=["dataset", "regime"])
+
+
+CLASS_GAINS = ("Per class (0 has the most labelled images), the mean change in test recall against `none` on the "
+               "same seeds, in pp; 'smallest third' averages the third of the classes with the fewest labelled "
+               "images.")
 
 
 LEGEND = ("Accuracies in %, changes in percentage points (pp) against `none` on the same seeds (same labelled "
@@ -239,6 +251,10 @@ def render_markdown(context, sections: Sections) -> str:
         if _has_quality(part):
             lines += [f"### {dataset}, {regime} per class: quality of what the classifier trains on", "",
                       sections.evaluator_notes[(dataset, regime)], "", quality_table(part).to_markdown(index=False), ""]
+        gains = sections.class_gains_of(dataset, regime)
+        if not gains.empty:
+            lines += [f"### {dataset}, {regime}: per-class change in test recall", "", CLASS_GAINS, "",
+                      gains.to_markdown(index=False), ""]
     lines += ["## Figures", ""]
     lines += [f"### {f.title}\n\n![{f.title}](figures/{f.name}.png)\n" for f in sections.figures]
     if sections.samples:
@@ -280,6 +296,10 @@ def render_html(context, sections: Sections) -> str:
             parts.append(f"<h3>{e(str(dataset))}, {e(str(regime))} per class: quality of what the classifier "
                          f"trains on</h3><p class='meta'>{e(sections.evaluator_notes[(dataset, regime)])}</p>")
             parts.append(quality_table(part).to_html(index=False, border=0, escape=True))
+        gains = sections.class_gains_of(dataset, regime)
+        if not gains.empty:
+            parts.append(f"<h3>{e(str(dataset))}, {e(str(regime))}: per-class change in test recall</h3>"
+                         f"<p class='meta'>{e(CLASS_GAINS)}</p>" + gains.to_html(index=False, border=0, escape=True))
     parts.append("<h2>Figures</h2>")
     parts += [f"<h3>{e(f.title)}</h3>{_img(f.png, f.title)}" for f in sections.figures]
     if sections.samples:

@@ -2,8 +2,10 @@
 and the per-seed units of the analyses that pool across them."""
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pandas as pd
 
 from reports.stats import holm, holm_levels, mean_ci, paired_test
@@ -20,7 +22,9 @@ COST_COLUMNS = ["fit_seconds", "generator_fit_seconds", "train_seconds", "fit_pe
 
 
 def regime_order(regime: str) -> float:
-    return math.inf if str(regime) == "all" else float(regime)
+    """Balanced regimes by size, then `all`, then long-tailed ones (``lt<imbalance>x<n_max>``)."""
+    text = str(regime)
+    return math.inf if text == "all" or is_long_tail(text) else float(text)
 
 
 def successful(results: pd.DataFrame) -> pd.DataFrame:
@@ -103,6 +107,32 @@ def per_seed_deltas(results: pd.DataFrame) -> pd.DataFrame:
     merged = ok[ok["strategy"] != BASELINE].merge(base, on=GROUP + ["replicate"])
     merged["delta"] = merged["test_accuracy"] - merged["baseline_accuracy"]
     return merged
+
+
+def is_long_tail(regime) -> bool:
+    return str(regime).startswith("lt")
+
+
+def class_gain_table(results: pd.DataFrame) -> pd.DataFrame:
+    """For long-tailed regimes: per class, the mean change in test recall against `none` on the
+    same seeds (pp), and that of the third of the classes with the fewest labelled images.
+    Empty where the run has no long-tailed regime."""
+    ok = successful(results)
+    if "test_class_recall" not in ok:
+        return pd.DataFrame()
+    ok = ok[ok["regime"].map(is_long_tail).astype(bool)]
+    base = ok[ok["strategy"] == BASELINE][GROUP + ["replicate", "test_class_recall", "test_recall_smallest_third"]]
+    merged = ok[ok["strategy"] != BASELINE].merge(base, on=GROUP + ["replicate"], suffixes=("", "_none"))
+    rows = []
+    for (dataset, regime, classifier, strategy), group in merged.groupby(GROUP + ["strategy"], sort=False):
+        mine = np.array([json.loads(v) for v in group["test_class_recall"]], dtype=float)
+        none = np.array([json.loads(v) for v in group["test_class_recall_none"]], dtype=float)
+        change = 100 * np.nanmean(mine - none, axis=0)
+        third = 100 * (group["test_recall_smallest_third"] - group["test_recall_smallest_third_none"]).mean()
+        rows.append({"dataset": dataset, "regime": regime, "classifier": classifier, "strategy": strategy,
+                     "seeds": len(group), "smallest third (pp)": round(third, 2),
+                     **{f"class {k} (pp)": round(v, 2) for k, v in enumerate(change)}})
+    return pd.DataFrame(rows)
 
 
 def quality_gain_points(results: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from bench.augment import AugContext, blend, boxes, gray, affine_matrices, warp
-from strategies.generative import RATIO, GenerativeStrategy, check_finite
+from strategies.generative import BALANCE, RATIO, GenerativeStrategy, check_finite
 from bench.core.strategy import Param, register_strategy
 
 Z_DIM = 64
@@ -103,6 +103,7 @@ class GAN(GenerativeStrategy):
     family = "gan"
     params = {
         "ratio": RATIO,
+        "balance": BALANCE,
         "steps": Param(3000, low=1, high=1_000_000, help="generator training steps"),
         "lr": Param(2e-4, low=1e-6, high=10.0, log=True, help="Adam learning rate of G and D"),
         "ema": Param(0.999, low=0.0, high=0.9999, help="EMA decay of the generator weights used for sampling"),

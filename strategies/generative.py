@@ -16,17 +16,42 @@ from torch import nn
 
 from bench.cache import FileCache, cache_key
 from bench.core.images import ImageSet
-from bench.core.errors import CellFailed
+from bench.core.errors import CellFailed, UserError
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import FitContext, Param, Strategy, TrainingData
 
 RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, class-balanced", tune=True)
+BALANCE = Param(False, check=lambda value, where: _boolean(value, where),
+                help="spend the synthetic images on filling the smaller classes up to the largest first "
+                     "(class-conditional oversampling of an imbalanced regime); else every class gets as many")
 COLLAPSE_THRESHOLD = 0.1  # per-class sample diversity below this share of the real diversity = collapse
+
+
+def _boolean(value, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{where}: expected true or false, got {value!r}")
+    return value
 
 
 def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
     """n labels cycling through the classes (counts differ by at most one)."""
     return torch.arange(n) % num_classes
+
+
+def filling_labels(n: int, real_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """n labels that first fill each class up to the largest class of ``real_labels`` (in
+    proportion to its shortfall when n is smaller than the total), then cycle through all classes."""
+    deficit = torch.bincount(real_labels.cpu(), minlength=num_classes)
+    deficit = deficit.max() - deficit
+    total = int(deficit.sum())
+    if total == 0 or n == 0:
+        return balanced_labels(n, num_classes)
+    share = deficit.double() * min(n, total) / total
+    counts = share.floor().long()
+    remainder = min(n, total) - int(counts.sum())  # largest remainders get the last ones
+    counts[torch.argsort(share - counts, descending=True, stable=True)[:remainder]] += 1
+    fill = torch.repeat_interleave(torch.arange(num_classes), counts)
+    return torch.cat([fill, balanced_labels(n - len(fill), num_classes)])
 
 
 def diversity(images: torch.Tensor) -> float:
@@ -68,7 +93,7 @@ class GenerativeStrategy(Strategy):
 
     family: ClassVar[str] = ""
     generator_version: ClassVar[str] = "1"  # bump when the generator's architecture or training changes
-    sampling_params: ClassVar[frozenset[str]] = frozenset({"ratio"})  # params that leave the generator as is
+    sampling_params: ClassVar[frozenset[str]] = frozenset({"ratio", "balance"})  # params that leave the generator as is
 
     @classmethod
     def versions(cls, params):
@@ -150,7 +175,8 @@ class GenerativeStrategy(Strategy):
 
         @torch.no_grad()
         def sampler(n: int, generator: torch.Generator) -> ImageSet:
-            labels = balanced_labels(n, ctx.num_classes)
+            labels = (filling_labels(n, labelled.labels, ctx.num_classes) if self.config.get("balance")
+                      else balanced_labels(n, ctx.num_classes))
             return ImageSet(self.sample(model, labels, labelled, ctx, generator), labels)
 
         n_synthetic = round(self.config["ratio"] * len(labelled))

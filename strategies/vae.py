@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from strategies.generative import RATIO, GenerativeStrategy, check_finite
+from strategies.generative import BALANCE, RATIO, GenerativeStrategy, check_finite
 from bench.core.strategy import Param, register_strategy
 
 LATENT = 16
@@ -57,6 +57,7 @@ class _VAEBase(GenerativeStrategy):
     family = "vae"
     params = {
         "ratio": RATIO,
+        "balance": BALANCE,
         "steps": Param(3000, low=1, high=1_000_000, help="VAE training steps"),
         "lr": Param(1e-3, low=1e-6, high=10.0, log=True, help="Adam learning rate"),
         "beta": Param(1.0, low=0.0, high=100.0, help="weight of the KL term"),
@@ -105,7 +106,7 @@ class VAEPerturb(_VAEBase):
 
     params = {**_VAEBase.params,
               "perturb": Param(0.5, low=0.0, high=5.0, help="latent noise, in units of the prior's std")}
-    sampling_params = frozenset({"ratio", "perturb"})
+    sampling_params = GenerativeStrategy.sampling_params | {"perturb"}
 
     @torch.no_grad()
     def sample(self, model, labels, labelled, ctx, generator):

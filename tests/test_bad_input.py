@@ -16,10 +16,10 @@ from conftest import run_subprocess
     ({"strategies": [{"name": "classical", "params": {"magnitude": 3}}]}, "magnitude: 3 is out of range [0.0, 1.0]"),
     ({"strategies": [{"name": "classical", "params": {"strength": 1}}]}, "unknown parameter(s) strength"),
     ({"seeds": 0}, "seeds: 0 is out of range"),
-    ({"regimes": [-3]}, "regimes[0]: expected a positive number of images per class or 'all'"),
+    ({"regimes": [-3]}, "regimes[0]: expected a positive number of images per class, 'all'"),
     ({"budget": {"scale": -1}}, "budget.scale: -1 is out of range"),
     ({"split": {"val_per_class": 0}}, "split.val_per_class: 0 is out of range"),
-    ({"regimes": [500]}, "regimes (n_per_class)=500 asks for more images than class"),
+    ({"regimes": [500]}, "regimes=500 asks for 500 images of class"),
     ({"colour": "red"}, "unknown field(s) colour"),
 ])
 def test_bad_config_values(tmp_path, cli, change, expected):

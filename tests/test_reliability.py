@@ -54,7 +54,7 @@ def test_a_second_process_on_a_folder_in_use_is_refused(one_cell_run, cli):
 def test_sizes_are_checked_before_the_folder_is_touched(tmp_path, cli):
     out = tmp_path / "run"
     code, _, err = cli("run", tiny_config_with(tmp_path, {**ONE_CELL, "regimes": [5, 500]}), "--out", out)
-    assert code == 2 and "regimes (n_per_class)=500" in err and not out.exists()
+    assert code == 2 and "regimes=500 asks for" in err and not out.exists()
     assert cli("run", tiny_config_with(tmp_path, {**ONE_CELL, "regimes": [5]}), "--out", out)[0] == 0
 
 
