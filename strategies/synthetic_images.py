@@ -14,7 +14,7 @@ from bench.core.images import ImageSet
 from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
 from bench.data import DatasetSpec
 from bench.data_files import labels_from, read_image_folder, read_npz, to_uint8_nchw
-from strategies.generative import RATIO, balanced_labels
+from strategies.generative import BALANCE, RATIO, balanced_labels, filling_labels
 
 
 def _check_path(value, where: str) -> str:
@@ -41,6 +41,7 @@ class SyntheticImages(Strategy):
     params = {
         "path": Param("", check=_check_path, help="ImageFolder with the data set's class names, or .npz of x, y"),
         "ratio": RATIO,
+        "balance": BALANCE,
         "content_hash": Param("", check=lambda value, where: value,
                               help="set by augbench: the content hash of `path`'s files"),
     }
@@ -73,9 +74,10 @@ class SyntheticImages(Strategy):
         by_class = [torch.nonzero(pool.labels == c).flatten() for c in range(ctx.num_classes)]
 
         def sampler(n: int, generator: torch.Generator | None) -> ImageSet:
-            """n class-balanced images of the pool, each class's drawn without replacement (the first
+            """n images of the pool, class-balanced or filling the small classes (``balance``), each class's drawn without replacement (the first
             ones in file order without a generator: the pool as written, when it is that size)."""
-            labels = balanced_labels(n, ctx.num_classes)
+            labels = (filling_labels(n, labelled.labels, ctx.num_classes) if self.config["balance"]
+                      else balanced_labels(n, ctx.num_classes))
             chosen = torch.empty(n, dtype=torch.long)
             for c, members in enumerate(by_class):
                 wanted = torch.nonzero(labels == c).flatten()
@@ -84,7 +86,7 @@ class SyntheticImages(Strategy):
                                     f"has {len(members)} images, the ratio needs {len(wanted)}; add images or "
                                     "lower the ratio")
                 order = torch.arange(len(wanted)) if generator is None else \
-                    torch.randperm(len(members), generator=generator)[:len(wanted)]
+                    torch.randperm(len(members), generator=generator, device=generator.device)[:len(wanted)].cpu()
                 chosen[wanted] = members[order]
             return pool.subset(chosen)
 

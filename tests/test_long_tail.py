@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from bench.config import parse_config
+from bench.core import FitContext
 from bench.data import DatasetSpec, load_dataset
 from bench.metrics import class_recall, smallest_third
 from bench.splits import LongTail, SplitSpec, make_split
 from conftest import TINY_CONFIG
+from strategies import STRATEGIES
 from strategies.generative import filling_labels
-from tests_support import fast_params, tiny_config_with
+from tests_support import digits_images_npz, fast_params, tiny_config_with
 
 
 def test_long_tail_counts_follow_the_cifar_lt_convention():
@@ -68,3 +70,19 @@ def test_a_long_tailed_run_reports_per_class_gains(cli, tmp_path):
     assert gains["strategy"].tolist() == ["gan-balance"] and gains["seeds"].tolist() == [2]
     assert "smallest third (pp)" in gains and "class 9 (pp)" in gains
     assert "per-class change in test recall" in (tmp_path / "run" / "report" / "report.md").read_text()
+
+
+def test_pre_generated_images_can_fill_the_small_classes_too():
+    labelled = make_split(load_dataset(DatasetSpec("digits")), LongTail(4, 8), SplitSpec(val_per_class=10), 0).labelled
+    cls = STRATEGIES.get("synthetic-images")
+    ctx = FitContext(device=torch.device("cpu"), seed=0, num_classes=10, hflip=False)
+    for balance, expected in ((False, None), (True, [8 - c for c in LongTail(4, 8).counts(10)])):
+        data = cls(**cls.resolve_params({"path": digits_images_npz(), "balance": balance}, "test")).fit(labelled, ctx)
+        counts = torch.bincount(data.synthetic.labels, minlength=10).tolist()
+        assert sum(counts) == len(labelled)
+        if expected is None:
+            assert max(counts) - min(counts) <= 1
+        else:  # the shortfalls first (they add up to fewer than the budget), then every class evenly
+            rest = len(labelled) - sum(expected)
+            assert [c - e for c, e in zip(counts, expected)] == torch.bincount(
+                torch.arange(rest) % 10, minlength=10).tolist()
