@@ -3,8 +3,8 @@
 Every image in a batch draws its own random parameters, and no Python loop runs over images:
 geometric ops become one batched ``affine_grid``/``grid_sample`` with a matrix per sample, colour
 ops are per-sample blends, RandAugment/TrivialAugment pick an op per sample (see
-``apply_ops_per_sample``). No step waits on the device (no host sync). Images are float tensors (N, C, H, W) in [0, 1]; labels are soft
-(N, K), so that mixup and cutmix can mix them.
+``apply_ops_per_sample``). No step waits on the device (no host sync). Images are float tensors
+(N, C, H, W) in [0, 1]; labels are soft (N, K), so that mixup and cutmix can mix them.
 
 Policies are registered by name and compose in the order given, e.g. ``basic+random-erasing``.
 Each takes one ``magnitude`` in [0, 1] that scales its strength.

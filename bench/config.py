@@ -125,7 +125,8 @@ def _regimes(value: Any, where: str) -> tuple[Regime, ...]:
     return tuple(_regime(r, f"{where}[{i}]") for i, r in enumerate(_list(value, where)))
 
 
-def _regimes_plain(regimes: tuple[Regime, ...]) -> list:
+def regimes_plain(regimes: tuple[Regime, ...]) -> list:
+    """Each regime as the config writes it."""
     return ["all" if r is None else {"long_tail": r.imbalance, "n_max": r.n_max} if isinstance(r, LongTail) else r
             for r in regimes]
 
@@ -204,7 +205,7 @@ def classifiers_plain(entries: tuple[ClassifierEntry, ...]) -> list:
 
 
 def _plugins(value: Any, where: str) -> tuple[str, ...]:
-    modules = tuple(_list(value, where))
+    modules = () if value == [] else tuple(_list(value, where))  # [] is how a saved config writes none
     if not all(isinstance(m, str) and m for m in modules):
         raise UserError(f"config field {where}: expected module names such as my_package.augmentations")
     load_plugins(modules)  # before the fields that name what the plugins register
@@ -301,7 +302,7 @@ class BenchConfig:
                                                     "options of its kind: imagefolder: size, channels, hflip, "
                                                     "max_gb; npz: path, hflip, max_gb; medmnist: flag, size, "
                                                     "hflip, max_gb}")
-    regimes: tuple[Regime, ...] = option((None,), parse=_regimes, plain=_regimes_plain, protocol=True,
+    regimes: tuple[Regime, ...] = option((None,), parse=_regimes, plain=regimes_plain, protocol=True,
                                          help="labelled images per class, 'all' (alias 'as-is'), or a long tail "
                                               "{long_tail: IMBALANCE, n_max: N}")
     split: SplitSpec = section(SplitSpec, cell=True, protocol=True, help="test / validation / labelled split")

@@ -17,7 +17,8 @@ from bench.config import BenchConfig, load_config
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
 from bench.plan import Plan, make_plan
-from bench.runner import cached_dataset, check_grid, default_workers, execute, expand_grid, make_executor
+from bench.runner import (cached_dataset, check_grid, default_workers, execute, expand_grid, make_executor,
+                          workers_for)
 from bench.store import RunStore
 from bench.summary import format_summary
 from bench.tune import open_study, run_study, studies_of, trials_table, tuned_configs
@@ -58,8 +59,7 @@ def plan_experiment(config_name: str | None, overrides: list[str], out: Path | N
     out = out or default_out(config)
     cells = expand_grid(config, checked.hashes)
     done = RunStore(out).done_keys()
-    workers = min(config.workers or default_workers(device, config.workers_per_gpu),
-                  max(1, len([c for c in cells if c.key not in done])))
+    workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
     found = make_plan(config, cells, done, out / "cache", device, workers, checked.data_seconds)
     print(found.describe())
     if json_path is not None:
@@ -89,7 +89,7 @@ def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float)
     started = provenance.now()
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
-    workers = min(config.workers or default_workers(device, config.workers_per_gpu), max(1, len(todo)))
+    workers = workers_for(config, device, len(todo))
     estimate = make_plan(config, cells, done, store.root / "cache", device, workers, data_seconds)
     print(f"augbench: {config.name}: {len(cells)} cells ({len(cells) - len(todo)} already done), "
           f"device {provenance.device_name(device)}, {workers} worker(s), {estimate.headline()} -> {store.root}",

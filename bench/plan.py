@@ -33,7 +33,7 @@ from bench.executors import torch_threads
 from bench.data import Dataset
 from bench.models import CLASSIFIERS, ClassifierEntry, Recipe, build_classifier
 from bench.quality import EVALUATOR, evaluator_training_images, fidelity_metrics
-from bench.resources import measure
+from bench.resources import measure, timed
 from bench.runner import Cell, cached_dataset, make_strategy
 from bench.splits import make_split, train_pool
 from bench.train import batch_split, predict, train
@@ -56,24 +56,14 @@ def _random_images(shape: tuple[int, ...], num_classes: int, n: int = CALIBRATIO
                     torch.arange(n) % num_classes)
 
 
-def _timed(fn: Callable[[], None], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
 def per_step(run: Callable[[int], None], device: torch.device, steps: int = 10) -> dict:
     """Seconds per step of ``run(k)`` (k steps), from runs of k and 3k steps after a warm-up, and
     the peak memory of the longer run."""
     run(3)
-    short = _timed(lambda: run(steps), device)
+    short = timed(lambda: run(steps), device)
     memory: dict = {}
     with measure(device, memory, "run"):
-        long = _timed(lambda: run(3 * steps), device)
+        long = timed(lambda: run(3 * steps), device)
     return {"step_s": max(0.0, (long - short) / (2 * steps)), "peak_mem_mb": memory["run_peak_mem_mb"]}
 
 
@@ -115,7 +105,7 @@ class Calibration:
         def predict_s() -> float:
             model = entry.build(shape, num_classes).to(device)
             predict(model, images.images, device)
-            return _timed(lambda: predict(model, images.images, device), device) / len(images)
+            return timed(lambda: predict(model, images.images, device), device) / len(images)
 
         return self.cost(["classifier", entry.versions(), entry.label, shape, num_classes, recipe, synthetic],
                          lambda: {**per_step(run, device), "predict_s_per_image": predict_s()})
@@ -168,7 +158,7 @@ class Calibration:
                 torch.save({"model": build_classifier("cnn", shape, num_classes).state_dict(),
                             "shape": torch.tensor(shape), "num_classes": torch.tensor(num_classes)}, weights)
                 images = _random_images(shape, num_classes, n).images
-                seconds = _timed(lambda: fidelity_metrics(images, images.flip(0), self.device, EVALUATOR,
+                seconds = timed(lambda: fidelity_metrics(images, images.flip(0), self.device, EVALUATOR,
                                                           str(weights)), self.device)
             return {"s_per_image": seconds / n}
 
@@ -236,14 +226,14 @@ def make_plan(config, cells: list[Cell], done: set[str], cache_dir: Path, device
     """The work of ``cells`` not in ``done`` and its cost, calibrated on ``device``;
     ``data_seconds``: how long loading the data took (each worker loads it once)."""
     with torch_threads(1 if device.type == "cpu" else None):  # as the workers run
-        found = _make_plan(config, cells, done, cache_dir, device, workers)
-    found.startup_seconds = Calibration(device).worker_start()["seconds"] + data_seconds
+        calibration = Calibration(device)
+        found = _make_plan(config, cells, done, cache_dir, calibration, workers)
+    found.startup_seconds = calibration.worker_start()["seconds"] + data_seconds
     return found
 
 
-def _make_plan(config, cells, done, cache_dir, device, workers) -> Plan:
+def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers) -> Plan:
     todo = [c for c in cells if c.key not in done]
-    calibration = Calibration(device)
     cache = FileCache(cache_dir)
     seconds: dict[str, float] = defaultdict(float)
     peak = 0.0
@@ -252,7 +242,9 @@ def _make_plan(config, cells, done, cache_dir, device, workers) -> Plan:
     for cell in todo:
         dataset = cached_dataset(cell.dataset)
         shape, k = tuple(dataset.image_shape), dataset.num_classes
-        n_real, n_val, n_test, n_pool = sizes.setdefault((cell.dataset, cell.regime), _split_sizes(dataset, cell))
+        if (cell.dataset, cell.regime) not in sizes:
+            sizes[(cell.dataset, cell.regime)] = _split_sizes(dataset, cell)
+        n_real, n_val, n_test, n_pool = sizes[(cell.dataset, cell.regime)]
         strategy = make_strategy(cell.strategy)
         generative = strategy.generative_part()
         recipe: Recipe = cell.classifier_entry.training_recipe
@@ -278,21 +270,23 @@ def _make_plan(config, cells, done, cache_dir, device, workers) -> Plan:
                 cost = calibration.generator(generative, shape, k)
                 seconds["generator fits"] += generative.config["steps"] * cost["step_s"]
                 peak = max(peak, cost["peak_mem_mb"])
-        if cell.quality.enabled:  # see bench.quality.assess_quality
+        job = (cell.fit_key_parts, cell.strategy.name, str(cell.strategy.params))
+        evaluator = (cell.dataset, cell.regime, cell.replicate)
+        if cell.quality.enabled and (job not in quality_jobs or evaluator not in evaluators):
+            # see bench.quality.assess_quality
             cnn_step = calibration.classifier(EVALUATOR_NET, shape, k, synthetic=False)["step_s"]
             cnn_recipe = CLASSIFIERS.get("cnn").recipe
             scored = min(cell.quality.samples, n_synthetic or n_real, n_test)
             metrics = scored * calibration.quality(shape, k, cell.quality.samples)["s_per_image"]
-            job = (cell.fit_key_parts, cell.strategy.name, str(cell.strategy.params))
             if job not in quality_jobs:
                 quality_jobs.add(job)
                 seconds["quality"] += metrics
                 if n_synthetic:  # CAS: the cnn trained on the synthetic images
                     seconds["quality"] += cnn_recipe.steps(n_synthetic, cell.budget_scale) * cnn_step
-            if (cell.dataset, cell.regime, cell.replicate) not in evaluators:
-                evaluators.add((cell.dataset, cell.regime, cell.replicate))  # and its real-vs-real floor
+            if evaluator not in evaluators:
+                evaluators.add(evaluator)  # and its real-vs-real floor
                 seconds["quality"] += cnn_recipe.steps(n_pool, cell.budget_scale) * cnn_step + metrics
-    return Plan(config=config.name, device=provenance.device_name(device), workers=workers, cells=len(cells),
-                cells_todo=len(todo), generator_fits=len(fits), quality_jobs=len(quality_jobs),
-                evaluators=len(evaluators), seconds={k: v for k, v in seconds.items()}, peak_mem_mb=peak)
+    return Plan(config=config.name, device=provenance.device_name(calibration.device), workers=workers,
+                cells=len(cells), cells_todo=len(todo), generator_fits=len(fits), quality_jobs=len(quality_jobs),
+                evaluators=len(evaluators), seconds=dict(seconds), peak_mem_mb=peak)
 

@@ -27,7 +27,7 @@ from bench.metrics import class_recall, classification_metrics, smallest_third
 from bench.models import SUITE_VERSION, ClassifierEntry, classifier_versions
 from bench.quality import EVALUATOR_VERSION, assess_quality
 from bench.resources import measure
-from bench.splits import Regime, Split, SplitSpec, make_split
+from bench.splits import Regime, Split, SplitSpec, make_split, regime_label
 from bench.store import RunStore
 from bench.train import predict, train
 
@@ -107,7 +107,7 @@ class Cell:
 
     @property
     def regime_label(self) -> str:
-        return "all" if self.regime is None else str(self.regime)
+        return regime_label(self.regime)
 
     @property
     def fit_seed(self) -> int:
@@ -279,6 +279,11 @@ def default_workers(device: torch.device, per_gpu: int = 1) -> int:
     if device.type == "cuda":
         return max(1, min(per_gpu * torch.cuda.device_count(), cores))
     return max(1, min(2, cores))
+
+
+def workers_for(config: BenchConfig, device: torch.device, items: int) -> int:
+    """The config's workers (0: ``default_workers``), never more than the items to run."""
+    return min(config.workers or default_workers(device, config.workers_per_gpu), max(1, items))
 
 
 def make_executor(device: torch.device, workers: int, settings: ExecutorSpec | None = None) -> Executor:

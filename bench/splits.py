@@ -60,6 +60,11 @@ class LongTail:
 Regime = int | None | LongTail
 
 
+def regime_label(regime: Regime) -> str:
+    """How keys, rows and reports name a regime: `all`, the images per class, or ``lt<imbalance>x<n_max>``."""
+    return "all" if regime is None else str(regime)
+
+
 def _stratified_take(labels: np.ndarray, per_class: Regime, rng: np.random.Generator,
                      what: str) -> np.ndarray:
     """Per class, a random ``per_class`` positions (all when None; by class for a long tail),

@@ -9,7 +9,6 @@ batch on the device); the numbers are images per second.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from bench.models import CLASSIFIERS, build_classifier
 from bench.core.files import atomic_write
 from bench.core.seeding import seeded
 from bench.provenance import device_name, resolve_device
+from bench.resources import timed
 from bench.train import normalize, to_input, train
 from bench.core.strategy import TrainingData
 
@@ -62,15 +62,6 @@ class PerSampleDataset(torch.utils.data.Dataset):
 
 def _rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
-
-
-def _time(fn, device: torch.device) -> float:
-    """Wall seconds of ``fn()``, including the device work it queued."""
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def _reference_loader(images: ImageSet, policy: str, hflip: bool, batch_size: int, loader_workers: int,
@@ -114,7 +105,7 @@ def measure_augmentation(images: ImageSet, policy: str, hflip: bool, n_images: i
     for _ in _reference_batches(loader, device, 2):
         pass
     n = batches * BATCH
-    return _rate(n, _time(ours, device)), _rate(n, _time(reference, device))
+    return _rate(n, timed(ours, device)), _rate(n, timed(reference, device))
 
 
 def measure_training(images: ImageSet, val: ImageSet, policy: str, hflip: bool, steps: int, device: torch.device,
@@ -146,7 +137,7 @@ def measure_training(images: ImageSet, val: ImageSet, policy: str, hflip: bool, 
     for _ in _reference_batches(loader, device, 2):
         pass
     n = steps * recipe.batch_size
-    return _rate(n, _time(ours, device)), _rate(n, _time(reference, device))
+    return _rate(n, timed(ours, device)), _rate(n, timed(reference, device))
 
 
 def run_throughput_benchmark(dataset: str, policy: str, n_images: int, steps: int, threads: int,

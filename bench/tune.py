@@ -23,14 +23,15 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import TrialState
 
 from bench import provenance
-from bench.config import BenchConfig, StrategyEntry, classifiers_plain, datasets_plain, with_changes
+from bench.config import (BenchConfig, StrategyEntry, classifiers_plain, datasets_plain, regimes_plain,
+                          with_changes)
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
 from bench.core.seeding import derive_seed
 from bench.core.strategy import STRATEGIES, Param
 from bench.data import DatasetSpec
 from bench.runner import Cell, cached_dataset, fit_and_train
-from bench.splits import Regime, make_split
+from bench.splits import Regime, make_split, regime_label
 
 TUNE_REPLICATE_OFFSET = 1000
 HEARTBEAT_SECONDS = 5
@@ -55,7 +56,7 @@ class StudySpec:
 
     @property
     def regime_label(self) -> str:
-        return "all" if self.regime is None else str(self.regime)
+        return regime_label(self.regime)
 
     def name(self, prefix: str) -> str:
         return f"{prefix}/{self.dataset.title}/{self.regime_label}/{self.entry.label}/{self.classifier}"
@@ -198,7 +199,7 @@ def tuned_configs(config: BenchConfig, specs: list[StudySpec], studies: dict[str
         raw = {**config.raw, "name": f"{config.name}-tuned-{first.dataset.title.replace(':', '-')}-"
                f"{first.regime_label}-{first.classifier}",
                "datasets": datasets_plain((first.dataset,)),
-               "regimes": ["all" if first.regime is None else first.regime],
+               "regimes": regimes_plain((first.regime,)),
                "classifiers": classifiers_plain(tuple(e for e in config.classifiers if e.label == first.classifier)),
                "strategies": strategies}
         path = out / f"{raw['name']}.yaml"

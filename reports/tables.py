@@ -99,12 +99,17 @@ def failures(results: pd.DataFrame) -> pd.DataFrame:
     return failed[["dataset", "regime", "strategy", "classifier", "replicate", "failure_reason"]].reset_index(drop=True)
 
 
+def paired_with_none(ok: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Each non-`none` row beside its `none` row of the same seed: ``columns`` of `none` as
+    ``<column>_none``."""
+    base = ok[ok["strategy"] == BASELINE][GROUP + ["replicate", *columns]]
+    return ok[ok["strategy"] != BASELINE].merge(base, on=GROUP + ["replicate"], suffixes=("", "_none"))
+
+
 def per_seed_deltas(results: pd.DataFrame) -> pd.DataFrame:
     """Test accuracy minus `none`'s for each cell with a paired `none` cell."""
-    ok = successful(results)
-    base = ok[ok["strategy"] == BASELINE][GROUP + ["replicate", "test_accuracy"]].rename(
-        columns={"test_accuracy": "baseline_accuracy"})
-    merged = ok[ok["strategy"] != BASELINE].merge(base, on=GROUP + ["replicate"])
+    merged = paired_with_none(successful(results), ["test_accuracy"]).rename(
+        columns={"test_accuracy_none": "baseline_accuracy"})
     merged["delta"] = merged["test_accuracy"] - merged["baseline_accuracy"]
     return merged
 
@@ -120,9 +125,8 @@ def class_gain_table(results: pd.DataFrame) -> pd.DataFrame:
     ok = successful(results)
     if "test_class_recall" not in ok:
         return pd.DataFrame()
-    ok = ok[ok["regime"].map(is_long_tail).astype(bool)]
-    base = ok[ok["strategy"] == BASELINE][GROUP + ["replicate", "test_class_recall", "test_recall_smallest_third"]]
-    merged = ok[ok["strategy"] != BASELINE].merge(base, on=GROUP + ["replicate"], suffixes=("", "_none"))
+    merged = paired_with_none(ok[ok["regime"].map(is_long_tail).astype(bool)],
+                              ["test_class_recall", "test_recall_smallest_third"])
     rows = []
     for (dataset, regime, classifier, strategy), group in merged.groupby(GROUP + ["strategy"], sort=False):
         mine = np.array([json.loads(v) for v in group["test_class_recall"]], dtype=float)

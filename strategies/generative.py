@@ -54,6 +54,12 @@ def filling_labels(n: int, real_labels: torch.Tensor, num_classes: int) -> torch
     return torch.cat([fill, balanced_labels(n - len(fill), num_classes)])
 
 
+def synthetic_labels(n: int, real_labels: torch.Tensor, num_classes: int, balance: bool) -> torch.Tensor:
+    """The labels of n synthetic images: filling the small classes first with ``balance``, else
+    class-balanced."""
+    return filling_labels(n, real_labels, num_classes) if balance else balanced_labels(n, num_classes)
+
+
 def diversity(images: torch.Tensor) -> float:
     """Mean pairwise L2 distance between images (as floats in [0, 1])."""
     flat = images.flatten(1).float() / 255.0
@@ -175,8 +181,7 @@ class GenerativeStrategy(Strategy):
 
         @torch.no_grad()
         def sampler(n: int, generator: torch.Generator) -> ImageSet:
-            labels = (filling_labels(n, labelled.labels, ctx.num_classes) if self.config.get("balance")
-                      else balanced_labels(n, ctx.num_classes))
+            labels = synthetic_labels(n, labelled.labels, ctx.num_classes, self.config.get("balance", False))
             return ImageSet(self.sample(model, labels, labelled, ctx, generator), labels)
 
         n_synthetic = round(self.config["ratio"] * len(labelled))

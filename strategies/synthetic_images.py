@@ -14,7 +14,7 @@ from bench.core.images import ImageSet
 from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
 from bench.data import DatasetSpec
 from bench.data_files import labels_from, read_image_folder, read_npz, to_uint8_nchw
-from strategies.generative import BALANCE, RATIO, balanced_labels, filling_labels
+from strategies.generative import BALANCE, RATIO, synthetic_labels
 
 
 def _check_path(value, where: str) -> str:
@@ -74,10 +74,10 @@ class SyntheticImages(Strategy):
         by_class = [torch.nonzero(pool.labels == c).flatten() for c in range(ctx.num_classes)]
 
         def sampler(n: int, generator: torch.Generator | None) -> ImageSet:
-            """n images of the pool, class-balanced or filling the small classes (``balance``), each class's drawn without replacement (the first
-            ones in file order without a generator: the pool as written, when it is that size)."""
-            labels = (filling_labels(n, labelled.labels, ctx.num_classes) if self.config["balance"]
-                      else balanced_labels(n, ctx.num_classes))
+            """n images of the pool, class-balanced or filling the small classes (``balance``), each
+            class's drawn without replacement (the first ones in file order without a generator: the
+            pool as written, when it is that size)."""
+            labels = synthetic_labels(n, labelled.labels, ctx.num_classes, self.config["balance"])
             chosen = torch.empty(n, dtype=torch.long)
             for c, members in enumerate(by_class):
                 wanted = torch.nonzero(labels == c).flatten()

@@ -1,7 +1,6 @@
 """Data sets from disk: ImageFolder, npz and MedMNIST files load like the built-in sets, and bad
 files give one clear error."""
 import numpy as np
-import pytest
 from PIL import Image
 
 from bench.config import load_config

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.config import parse_config
+from bench.config import load_config, parse_config
 from bench.core import FitContext
 from bench.data import DatasetSpec, load_dataset
 from bench.metrics import class_recall, smallest_third
@@ -86,3 +86,13 @@ def test_pre_generated_images_can_fill_the_small_classes_too():
             rest = len(labelled) - sum(expected)
             assert [c - e for c, e in zip(counts, expected)] == torch.bincount(
                 torch.arange(rest) % 10, minlength=10).tolist()
+
+
+def test_a_tuned_long_tailed_regime_is_written_back_as_a_config(tmp_path, cli):
+    config = tiny_config_with(tmp_path, {"regimes": [{"long_tail": 5, "n_max": 15}], "classifiers": ["mlp"],
+                                         "strategies": ["none", {"name": "classical", "params": {"policy": "basic"}}],
+                                         "quality": {"enabled": False}, "tune": {"trials": 2, "seeds": 1}})
+    code, _, err = cli("tune", config, "--out", tmp_path / "tune", "--workers", "1")
+    assert code == 0, err
+    tuned = next((tmp_path / "tune" / "tuning").glob("*-tuned-*.yaml"))
+    assert load_config(str(tuned)).regimes == (LongTail(5.0, 15),)

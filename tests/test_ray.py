@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from conftest import ROOT
-from tests_support import tiny_config_with
+from tests_support import tiny_config_with, wait_until
 
 ray = pytest.importorskip("ray")
 
@@ -55,18 +54,11 @@ def _ray_task_pids() -> list[int]:
     return found
 
 
-def _wait_for(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-
-
 def test_a_killed_ray_worker_is_retried_and_no_cell_is_lost_or_doubled(tmp_path):
     config = tiny_config_with(tmp_path, ONE_SEED_MORE)
     out = tmp_path / "run"
     run = _start_run(config, out)
-    _wait_for(_ray_task_pids)
+    assert wait_until(_ray_task_pids, 120), "no Ray task started"
     os.kill(_ray_task_pids()[0], signal.SIGKILL)
     output, _ = run.communicate(timeout=300)
     assert run.returncode == 0, output
@@ -78,7 +70,7 @@ def test_a_killed_driver_resumes_without_recomputing_finished_cells(tmp_path):
     config = tiny_config_with(tmp_path, ONE_SEED_MORE)
     out = tmp_path / "run"
     run = _start_run(config, out)
-    _wait_for(lambda: len(list((out / "cells").glob("*.json"))) >= 2 if (out / "cells").exists() else False)
+    assert wait_until(lambda: len(list((out / "cells").glob("*.json"))) >= 2, 120), "no cell finished"
     os.killpg(run.pid, signal.SIGKILL)  # the driver and the local cluster it started
     run.wait()
     finished = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}

@@ -3,23 +3,13 @@ kept, the tables are written, the exit code is not 0."""
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
 from conftest import ROOT
 from faults.inject import alive as _alive, children as _children
-from tests_support import tiny_config_with
-
-
-def _until(condition, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
+from tests_support import tiny_config_with, wait_until
 
 
 def _start_run(tmp_path) -> tuple[subprocess.Popen, Path]:
@@ -27,7 +17,7 @@ def _start_run(tmp_path) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", config, "--out", str(out)], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert _until(lambda: len(_children(process.pid)) >= 2, 120), "the workers did not start"
+    assert wait_until(lambda: len(_children(process.pid)) >= 2, 120), "the workers did not start"
     return process, out
 
 
@@ -36,17 +26,17 @@ def test_workers_die_when_the_run_is_killed(tmp_path):
     workers = _children(process.pid)
     process.kill()
     process.wait()
-    assert _until(lambda: not any(_alive(w) for w in workers), 10), "orphaned workers kept running"
+    assert wait_until(lambda: not any(_alive(w) for w in workers), 10), "orphaned workers kept running"
 
 
 def test_sigterm_keeps_finished_cells_and_stops_the_workers(tmp_path):
     process, out = _start_run(tmp_path)
     workers = _children(process.pid)
-    assert _until(lambda: len(list((out / "cells").glob("*.json"))) >= 1, 120)
+    assert wait_until(lambda: len(list((out / "cells").glob("*.json"))) >= 1, 120)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err
     done = {p.stem for p in (out / "cells").glob("*.json")}
     assert set(pd.read_csv(out / "results.csv")["key"]) == done
-    assert _until(lambda: not any(_alive(w) for w in workers), 10)
+    assert wait_until(lambda: not any(_alive(w) for w in workers), 10)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]

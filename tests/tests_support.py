@@ -1,10 +1,21 @@
-"""Helpers for tests: configs derived from the tiny protocol."""
+"""Helpers for tests: configs derived from the tiny protocol, data files, polling."""
 import copy
+import time
 from pathlib import Path
 
 import yaml
 
 from conftest import TINY_CONFIG
+
+
+def wait_until(condition, timeout: float) -> bool:
+    """Poll ``condition()`` every 0.2 s; True as soon as it holds, False after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def tiny_config_with(tmp_path, change: dict, name: str = "tiny") -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import warnings
 
 import torch
@@ -18,15 +17,11 @@ from bench.core.images import ImageSet
 from bench.core.seeding import seeded
 from bench.core.strategy import TrainingData
 from bench.models import CLASSIFIERS, build_classifier
+from bench.resources import timed
 from bench.train import train
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SHAPE = (1, 28, 28)
-
-
-def _sync() -> None:
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _images(n: int = 1000) -> ImageSet:
@@ -38,12 +33,9 @@ def _train(name: str, steps: int, transform=None) -> float:
     data = TrainingData(real=images, batch_transform=transform)
     with seeded(0, DEVICE):
         model = build_classifier(name, SHAPE, 10)
-        _sync()
-        start = time.perf_counter()
-        train(model, CLASSIFIERS.get(name).recipe, data, images.subset(torch.arange(64)), steps=steps,
-              num_classes=10, device=DEVICE, order_seed=0, augment_seed=0, eval_points=1)
-        _sync()
-    return time.perf_counter() - start
+        return timed(lambda: train(model, CLASSIFIERS.get(name).recipe, data, images.subset(torch.arange(64)),
+                                   steps=steps, num_classes=10, device=DEVICE, order_seed=0, augment_seed=0,
+                                   eval_points=1), DEVICE)
 
 
 def steps_per_second(name: str, transform=None) -> float:
@@ -86,14 +78,12 @@ def transform_rate(policy: str, batch: int) -> float:
     x = torch.rand(batch, *SHAPE, device=DEVICE)
     y = torch.zeros(batch, 10, device=DEVICE)
     generator = torch.Generator(device=DEVICE).manual_seed(0)
-    for _ in range(3):
-        transform(x, y, generator)
-    _sync()
-    start = time.perf_counter()
-    for _ in range(50):
-        transform(x, y, generator)
-    _sync()
-    return 50 * batch / (time.perf_counter() - start)
+    def run(count: int) -> None:
+        for _ in range(count):
+            transform(x, y, generator)
+
+    run(3)
+    return 50 * batch / timed(lambda: run(50), DEVICE)
 
 
 def main(path: str) -> None:
