@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,6 +267,27 @@ class ExecutorSpec:
                                                             "cluster's resources run side by side)")
 
 
+def _tracking_uri(value: Any, where: str) -> str:
+    """An MLflow tracking URI; refused at load time (before anything runs) where MLflow is missing."""
+    if not isinstance(value, str):
+        raise UserError(f"config field {where}: expected an MLflow tracking URI such as sqlite:///mlflow.db")
+    if value and importlib.util.find_spec("mlflow") is None:
+        raise UserError(f"config field {where}: experiment tracking needs MLflow; install it with "
+                        "pip install 'augbench[mlflow]' or leave tracking out")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingSpec:
+    """The `tracking` section: optional experiment tracking (none of it changes a result)."""
+
+    mlflow: str = option("", parse=_tracking_uri,
+                         help="MLflow tracking URI (sqlite:///mlflow.db, http://HOST:5000, databricks): one MLflow "
+                              "run per cell under one parent run per `augbench run`; empty: off, and MLflow is "
+                              "not imported (pip install 'augbench[mlflow]')")
+    experiment: str = option("augbench", help="MLflow experiment the runs go to (created if missing)")
+
+
 @dataclass(frozen=True, kw_only=True)
 class QualitySpec:
     """The `quality` section: synthetic-data quality settings (see bench/quality.py)."""
@@ -328,6 +350,7 @@ class BenchConfig:
                                                                             "processes or a Ray cluster")
     quality: QualitySpec = section(QualitySpec, cell=True, help="synthetic-data quality")
     tune: TuneSpec = section(TuneSpec, fingerprint=False, help="`augbench tune` settings")
+    tracking: TrackingSpec = section(TrackingSpec, fingerprint=False, help="experiment tracking (MLflow)")
 
     @property
     def raw(self) -> dict:

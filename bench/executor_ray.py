@@ -10,16 +10,15 @@ and only when this executor runs.
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any, Callable, Iterable
 
 import torch
 
 from bench.core.errors import UserError
+from bench.core.net import unreachable
 from bench.core.executor import Executor, OnDone, OnLost, OnStart, WorkerDied, register_executor
 
 RETRIES = 2  # tries after the first, for a task whose worker died
-CONNECT_TIMEOUT_S = 5.0
 
 
 def _run_item(fn: Callable[[Any], Any], item: Any, threads: int | None) -> Any:
@@ -43,12 +42,10 @@ def check_reachable(address: str) -> None:
     if address in ("", "auto", "local"):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
-            pass
-    except (OSError, ValueError) as exc:
-        raise UserError(f"config field executor.address: no Ray cluster answers at {address!r} ({exc}); give "
-                        "auto, HOST:PORT of a running head node (ray start --head), or ray://HOST:PORT") from None
+    why = unreachable(host, int(port)) if port.isdigit() else f"no port in {address!r}"
+    if why:
+        raise UserError(f"config field executor.address: no Ray cluster answers at {address!r} ({why}); give "
+                        "auto, HOST:PORT of a running head node (ray start --head), or ray://HOST:PORT")
 
 
 @register_executor("ray")

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -17,10 +18,11 @@ from bench.config import BenchConfig, load_config
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
 from bench.plan import Plan, make_plan
-from bench.runner import (cached_dataset, check_grid, default_workers, execute, expand_grid, make_executor,
+from bench.runner import (Cell, cached_dataset, check_grid, default_workers, execute, expand_grid, make_executor,
                           workers_for)
 from bench.store import RunStore
 from bench.summary import format_summary
+from bench.tracking import tracking
 from bench.tune import open_study, run_study, studies_of, trials_table, tuned_configs
 from reports.report import build_report
 from reports.tuning import build_tuning_report
@@ -73,19 +75,24 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
     config, device, hashes = checked.config, checked.device, checked.hashes
     out = out or default_out(config)
     store = RunStore(out)
+    revision = provenance.git_revision()
     with store.lock():
         store.claim(config, hashes)
         store.heal_cells()
-        _run_grid(config, store, device, expand_grid(config, hashes), checked.data_seconds)
-        report = build_report(out)
+        with tracking(config, out, revision) as tracker:
+            _run_grid(config, store, device, expand_grid(config, hashes), checked.data_seconds, revision,
+                      tracker.log_cell)
+            report = build_report(out)
+            tracker.log_files([report, report.parent / "report.md", out / "results.csv", out / "config.yaml"])
     print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
     print(f"report:  {report} (and report.md)")
     return out
 
 
-def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float) -> None:
-    """Run the grid's missing cells with a progress bar; write the tables and the provenance entry
-    also when interrupted."""
+def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float, revision: str,
+              log_cell: Callable[[Cell, dict], None]) -> None:
+    """Run the grid's missing cells with a progress bar, handing each record to ``log_cell`` (tracking);
+    write the tables and the provenance entry also when interrupted."""
     started = provenance.now()
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
@@ -112,8 +119,8 @@ def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float)
         if record["status"] != "ok":
             tqdm.write(f"failed: {cell.describe()}: {record['failure_reason']}", file=sys.stderr)
         bar.update(1)
+        log_cell(cell, record)
 
-    revision = provenance.git_revision()
     finished = False
     try:
         execute(todo, store, device, make_executor(device, workers, config.executor), revision, on_start, on_done)

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
-from bench.config import BenchConfig, apply_overrides, parse_config, protocol_view
+import configs
+from bench.config import BenchConfig, apply_overrides, load_config, parse_config, protocol_view
 from bench.core.errors import UserError
 from bench.core.schema import describe, option
 from bench.runner import Cell, expand_grid
@@ -79,3 +80,8 @@ def test_cells_are_built_by_keyword_only():
     config = _config()
     with pytest.raises(TypeError):
         Cell(config.datasets[0], "hash", 5, config.strategies[0], "mlp", 0, config)  # noqa - positional
+
+
+@pytest.mark.parametrize("name", sorted(configs.bundled()))
+def test_every_bundled_config_validates(name):
+    assert load_config(name).name == name
