@@ -4,28 +4,76 @@ local one), with the CPUs and GPUs per task the config asks for and a cap on tas
 The driver (this process) gets each result back and hands it to ``on_done``, so ``run`` writes
 every cell's file itself, as with the local executors: resume, reports and the leaderboard work
 the same. A task whose worker process dies is retried by Ray (``max_retries``), then reported
-with ``on_lost``. Ray is an optional extra (``pip install 'augbench[ray]'``), imported only here
+with ``on_lost``. For a FolderTask (``run``'s cells) the work cells share is a DAG of tasks: each
+stage (a replicate's evaluator, a generator's fit, a strategy's quality row) runs once per group,
+the files it writes travel through Ray's object store to the tasks that need them, and the driver
+writes them into the run folder, so no file system is shared with the workers. Ray is an optional extra (``pip install 'augbench[ray]'``), imported only here
 and only when this executor runs.
 """
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 
 from bench.core.errors import UserError
 from bench.core.net import unreachable
-from bench.core.executor import Executor, OnDone, OnLost, OnStart, WorkerDied, register_executor
+from bench.core.executor import (Executor, FolderTask, OnDone, OnLost, OnStart, WorkerDied,
+                                 register_executor)
+from bench.core.files import atomic_write
 
 RETRIES = 2  # tries after the first, for a task whose worker died
 
 
-def _run_item(fn: Callable[[Any], Any], item: Any, threads: int | None) -> Any:
-    """A task: the item with the run's torch thread count (as in every executor)."""
+Files = dict[str, bytes]  # path relative to a FolderTask's root -> content
+
+
+def _run_item(fn: Callable[[Any], Any], item: Any, threads: int | None, *upstream: Files) -> Any:
+    """A task: the item with the run's torch thread count (as in every executor). A FolderTask's
+    item runs in a folder of its own that holds the files of its stages (``upstream``)."""
     if threads is not None:
         torch.set_num_threads(threads)
-    return fn(item)
+    if not isinstance(fn, FolderTask):
+        return fn(item)
+    with tempfile.TemporaryDirectory(prefix="augbench-ray-") as root:
+        _unpack(Path(root), upstream)
+        return fn.run_in(item, Path(root))
+
+
+def _run_stage(fn: FolderTask, name: str, item: Any, threads: int | None, *upstream: Files) -> Files:
+    """A task: one stage of ``fn`` for ``item``'s group, in a folder of its own holding the files of
+    the earlier stages; returns the files it wrote."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="augbench-ray-") as root:
+        given = _unpack(Path(root), upstream)
+        next(stage for stage in fn.stages if stage.name == name).run(item, Path(root))
+        return {path: data for path, data in _files(Path(root)).items() if path not in given}
+
+
+def _unpack(root: Path, upstream: tuple[Files, ...]) -> set[str]:
+    """Write the upstream files under ``root``; return their paths."""
+    given = {path: data for files in upstream for path, data in files.items()}
+    for path, data in given.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    return set(given)
+
+
+def _files(root: Path) -> Files:
+    """Every finished file under ``root`` (not locks, not half-written temporary files)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and p.suffix not in (".lock", ".tmp")}
+
+
+def write_missing(root: Path, files: Files) -> None:
+    """Write a stage's files into the driver's folder, leaving any that are already there."""
+    for path, data in files.items():
+        if not (root / path).exists():
+            atomic_write(root / path, data)
 
 
 def _import_ray():
@@ -106,20 +154,39 @@ class RayExecutor(Executor):
 
     def _map(self, ray, fn, items: list, on_start, on_done, on_lost) -> None:
         slots = self._slots(ray)
-        task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=RETRIES)(_run_item)
+        remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=RETRIES)
+        task, stage_task = remote(_run_item), remote(_run_stage)
         shared_fn = ray.put(fn)
+        stages = fn.stages if isinstance(fn, FolderTask) else ()
+        stage_refs: dict = {}  # (stage, group) -> the ref of the files that stage wrote
+        written: set = set()  # stage refs whose files are in the driver's folder
+
+        def submit(item):
+            """The item's task, after those of its stages not yet submitted (each group once)."""
+            upstream = []
+            for stage in stages:
+                group = stage.group(item)
+                if group is None:
+                    continue
+                if (stage.name, group) not in stage_refs:
+                    stage_refs[stage.name, group] = stage_task.remote(shared_fn, stage.name, item, self.threads,
+                                                                      *upstream)
+                upstream.append(stage_refs[stage.name, group])
+            return task.remote(shared_fn, item, self.threads, *upstream), upstream
+
         pending: dict = {}
         queue = list(reversed(items))
         try:
             while queue or pending:
                 while queue and len(pending) < slots:
                     item = queue.pop()
-                    pending[task.remote(shared_fn, item, self.threads)] = item
+                    ref, upstream = submit(item)
+                    pending[ref] = (item, upstream)
                     if on_start:
                         on_start(item)
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
-                    item = pending.pop(ref)
+                    item, upstream = pending.pop(ref)
                     try:
                         result = ray.get(ref)
                     except ray.exceptions.RayTaskError as exc:  # fn raised: raise it here, as locally
@@ -131,8 +198,12 @@ class RayExecutor(Executor):
                             raise WorkerDied(f"an item's {reason}") from None
                         on_lost(item, reason)
                         continue
+                    for stage_ref in upstream:  # done, since the item used it: its files join the run folder
+                        if stage_ref not in written:
+                            write_missing(Path(fn.root), ray.get(stage_ref))
+                            written.add(stage_ref)
                     if on_done:
                         on_done(item, result)
         finally:
-            for ref in pending:
+            for ref in [*pending, *(r for r in stage_refs.values() if r not in written)]:
                 ray.cancel(ref, force=True)

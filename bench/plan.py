@@ -264,14 +264,13 @@ def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers
         seconds["training"] += steps * step + evaluated * plain["predict_s_per_image"]
         peak = max(peak, plain["peak_mem_mb"])
         if generative is not None:
-            key = generative.generator_key(cell.fit_key_parts)
+            key = cell.generator_key
             if key not in fits and cache.load_json("generator", key) is None:
                 fits.add(key)
                 cost = calibration.generator(generative, shape, k)
                 seconds["generator fits"] += generative.config["steps"] * cost["step_s"]
                 peak = max(peak, cost["peak_mem_mb"])
-        job = (cell.fit_key_parts, cell.strategy.name, str(cell.strategy.params))
-        evaluator = (cell.dataset, cell.regime, cell.replicate)
+        job, evaluator = cell.quality_group, cell.evaluator_group
         if cell.quality.enabled and (job not in quality_jobs or evaluator not in evaluators):
             # see bench.quality.assess_quality
             cnn_step = calibration.classifier(EVALUATOR_NET, shape, k, synthetic=False)["step_s"]

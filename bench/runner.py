@@ -1,9 +1,11 @@
 """The grid runner: data x regime x strategy x classifier x seed, one cell at a time or in workers."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from operator import attrgetter
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -16,7 +18,7 @@ from bench import provenance
 from bench.cache import FileCache, cache_key
 from bench.config import BenchConfig, ExecutorSpec, QualitySpec, StrategyEntry
 from bench.core.errors import CellFailed
-from bench.core.executor import EXECUTORS, Executor
+from bench.core.executor import EXECUTORS, Executor, FolderTask, Stage
 from bench.core.keys import canonical_json, stable_hash
 from bench.core.plugins import load_plugins
 from bench.core.schema import identity
@@ -25,7 +27,7 @@ from bench.core.strategy import STRATEGIES, FitContext
 from bench.data import Dataset, DatasetSpec, load_dataset
 from bench.metrics import class_recall, classification_metrics, smallest_third
 from bench.models import SUITE_VERSION, ClassifierEntry, classifier_versions
-from bench.quality import EVALUATOR_VERSION, assess_quality
+from bench.quality import EVALUATOR_VERSION, assess_quality, evaluator
 from bench.resources import measure
 from bench.splits import Regime, Split, SplitSpec, make_split, regime_label
 from bench.store import RunStore
@@ -119,6 +121,23 @@ class Cell:
         """What a strategy's fit depends on: data, split, regime, replicate (not the classifier)."""
         return (self.data_hash, canonical_json(asdict(self.split)), self.regime_label, self.replicate)
 
+    @property
+    def evaluator_group(self) -> tuple | None:
+        """What the replicate's quality evaluator and references depend on (None without quality)."""
+        return self.fit_key_parts if self.quality.enabled else None
+
+    @property
+    def generator_key(self) -> str | None:
+        """The cache key of the generator the strategy fits (None for a strategy without one)."""
+        generative = make_strategy(self.strategy).generative_part()
+        return None if generative is None else generative.generator_key(self.fit_key_parts)
+
+    @property
+    def quality_group(self) -> tuple | None:
+        """What the strategy's quality row depends on: every classifier of the cell shares it."""
+        return (self.fit_key_parts, self.strategy.name, canonical_json(self.strategy.params)) \
+            if self.quality.enabled else None
+
     def describe(self) -> str:
         return (f"{self.dataset.title}/{self.regime_label} {self.strategy.label} {self.classifier} "
                 f"seed {self.replicate}")
@@ -149,16 +168,17 @@ def make_strategy(entry: StrategyEntry):
     return STRATEGIES.get(entry.name)(**entry.params)
 
 
+def fit_context(cell: Cell, dataset: Dataset, device: torch.device, cache_dir: Path | None) -> FitContext:
+    return FitContext(device=device, seed=cell.fit_seed, num_classes=dataset.num_classes, hflip=dataset.hflip,
+                      class_names=dataset.class_names, cache_dir=cache_dir, cache_key_parts=cell.fit_key_parts)
+
+
 def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.device,
                  cache_dir: Path | None, timings: dict):
     """Fit the cell's strategy on its labelled images; seeded by everything but the classifier."""
-    fit_seed = cell.fit_seed
-    ctx = FitContext(device=device, seed=fit_seed, num_classes=dataset.num_classes, hflip=dataset.hflip,
-                     class_names=dataset.class_names,
-                     cache_dir=cache_dir, cache_key_parts=cell.fit_key_parts)
-    with seeded(fit_seed, device):
+    with seeded(cell.fit_seed, device):
         with measure(device, timings, "fit"):
-            return make_strategy(cell.strategy).fit(split.labelled, ctx)
+            return make_strategy(cell.strategy).fit(split.labelled, fit_context(cell, dataset, device, cache_dir))
 
 
 def cell_record(cell: Cell, revision: str) -> dict:
@@ -217,11 +237,17 @@ def fit_and_train(cell: Cell, device: torch.device, cache_dir: Path | None, spli
     return record, model
 
 
+def data_of(cell: Cell) -> tuple[Dataset, Split]:
+    """The cell's data set and split, after registering what the config's plugins provide (a worker
+    process starts without them)."""
+    load_plugins(cell.config.plugins)
+    dataset = cached_dataset(cell.dataset)
+    return dataset, make_split(dataset, cell.regime, cell.split, cell.replicate)
+
+
 def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None, revision: str = "unknown") -> dict:
     """Run one cell and return its result record (status ``failed`` with a reason on divergence)."""
-    load_plugins(cell.config.plugins)  # a worker process registers what the config's plugins provide
-    dataset = cached_dataset(cell.dataset)
-    split = make_split(dataset, cell.regime, cell.split, cell.replicate)
+    dataset, split = data_of(cell)
     record, model = fit_and_train(cell, device, cache_dir, split, revision)
     if model is not None:
         record.update(_evaluate(model, split, device))
@@ -261,15 +287,47 @@ def _evaluate(model, split: Split, device: torch.device) -> dict:
 
 # ----------------------------------------------------------------------------- execution
 @dataclass(frozen=True)
-class CellTask:
-    """What a worker needs to run cells of one run: the device, the cache folder, the revision."""
+class CellTask(FolderTask):
+    """What a worker needs to run cells of one run: the device, the run folder (whose cache/ and
+    samples/ hold the work cells share), the revision. Its stages are that shared work: an
+    executor without a shared file system runs each once, before the cells that need it."""
 
     device_type: str
-    cache_dir: str
+    root: Path
     revision: str
 
-    def __call__(self, cell: Cell) -> dict:
-        return run_cell(cell, torch.device(self.device_type), Path(self.cache_dir), self.revision)
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.device_type)
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return (Stage("evaluator", attrgetter("evaluator_group"), self.fit_evaluator),
+                Stage("generator", attrgetter("generator_key"), self.fit_generator),
+                Stage("quality", attrgetter("quality_group"), self.assess))
+
+    def run_in(self, cell: Cell, root: Path) -> dict:
+        return run_cell(cell, self.device, root / "cache", self.revision)
+
+    def fit_evaluator(self, cell: Cell, root: Path) -> None:
+        """The replicate's quality evaluator, into ``root``'s cache."""
+        dataset, split = data_of(cell)
+        evaluator(dataset, split, self.device, FileCache(root / "cache"), cell.budget_scale)
+
+    def fit_generator(self, cell: Cell, root: Path) -> None:
+        """The strategy's generator, into ``root``'s cache (a failed fit is cached as failed, and
+        recorded by the cells that need it)."""
+        dataset, split = data_of(cell)
+        ctx = fit_context(cell, dataset, self.device, root / "cache")
+        with contextlib.suppress(CellFailed):
+            make_strategy(cell.strategy).generative_part().fitted_generator(split.labelled, ctx)
+
+    def assess(self, cell: Cell, root: Path) -> None:
+        """The strategy's quality row and sample grid, into ``root``'s cache and samples."""
+        dataset, split = data_of(cell)
+        with contextlib.suppress(CellFailed):
+            data = fit_strategy(cell, dataset, split, self.device, root / "cache", {})
+            cached_quality(cell, dataset, split, data, self.device, root / "cache")
 
 
 def default_workers(device: torch.device, per_gpu: int = 1) -> int:
@@ -302,6 +360,6 @@ def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, execut
         store.write_cell(record)
         on_done(cell, record)
 
-    task = CellTask(device.type, str(store.root / "cache"), revision)
+    task = CellTask(device.type, store.root, revision)
     executor.map_unordered(task, list(cells), on_start=on_start, on_done=finished,
                            on_lost=lambda cell, reason: finished(cell, lost_record(cell, reason, revision)))

@@ -98,7 +98,8 @@ class GenerativeStrategy(Strategy):
     """Base of class-conditional generative strategies: fit (cached), then sample at the ratio."""
 
     family: ClassVar[str] = ""
-    generator_version: ClassVar[str] = "1"  # bump when the generator's architecture or training changes
+    generator_version: ClassVar[str] = "2"  # bump when the generator's architecture or training changes
+    # 2: initial weights seeded by the generator's key (1 took them from the caller's random state)
     sampling_params: ClassVar[frozenset[str]] = frozenset({"ratio", "balance"})  # params that leave the generator as is
 
     @classmethod
@@ -135,7 +136,8 @@ class GenerativeStrategy(Strategy):
         steps = self.config["steps"]
         key = self.generator_key(ctx.cache_key_parts)
         shape, num_classes = tuple(labelled.images.shape[1:]), ctx.num_classes
-        model = self.build(shape, num_classes)
+        with seeded(derive_seed("generator-init", key), ctx.device):  # weights from the key alone, not from
+            model = self.build(shape, num_classes)  # whichever strategy (gan, hybrid) fits it first
         cache = FileCache(ctx.cache_dir) if ctx.cache_dir is not None else None
         info = {"generator_steps": steps, "generator_key": key}
         if cache is None:
@@ -165,7 +167,7 @@ class GenerativeStrategy(Strategy):
         """Train and check the generator; return the seconds its training took."""
         start = time.perf_counter()
         generator = torch.Generator(device=ctx.device).manual_seed(derive_seed("generator", key))
-        with seeded(derive_seed("generator-init", key), ctx.device):
+        with seeded(derive_seed("generator-train", key), ctx.device):
             model.to(ctx.device).train()
             self.train_generator(model, labelled, ctx, steps, generator)
         seconds = time.perf_counter() - start

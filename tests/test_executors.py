@@ -30,7 +30,7 @@ def test_serial_restores_the_thread_count():
 def test_serial_and_process_give_identical_cells(tiny_config, tmp_path):
     config = load_config(str(tiny_config))
     cells = expand_grid(config, {"digits": cached_dataset(config.datasets[0]).content_hash})[:2]
-    task = CellTask("cpu", str(tmp_path / "cache"), "test")
+    task = CellTask("cpu", tmp_path, "test")
     results = {}
     for name in ("serial", "process"):
         found = {}

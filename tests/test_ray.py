@@ -7,11 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+import bench.runner  # noqa: F401 - registers the executors
+from bench.core.executor import EXECUTORS, FolderTask, Stage
 from conftest import ROOT
 from tests_support import tiny_config_with, wait_until
 
@@ -27,14 +31,56 @@ def _run(cli, config, out, *extra):
 
 
 def test_ray_gives_every_cell_once_with_the_numbers_of_the_process_executor(cli, tmp_path):
-    config = tiny_config_with(tmp_path, {"workers": 2})
+    config = tiny_config_with(tmp_path, {"workers": 2, "seeds": 1, "quality": {"samples": 40}, "strategies": [
+        "none", {"name": "classical", "params": {"policy": "basic"}}, {"name": "vae", "params": {"steps": 150}}]})
     by_process = _run(cli, config, tmp_path / "process", "--executor", "process")
     by_ray = _run(cli, config, tmp_path / "ray", "--executor", "ray")
-    assert len(by_ray) == len(by_process) == 8 and by_ray["key"].is_unique
+    assert len(by_ray) == len(by_process) == 6 and by_ray["key"].is_unique
     assert (by_ray["status"] == "ok").all()
     assert by_ray["key"].tolist() == by_process["key"].tolist()
-    assert by_ray["test_accuracy"].tolist() == by_process["test_accuracy"].tolist()
-    assert len(list((tmp_path / "ray" / "cells").glob("*.json"))) == 8
+    for column in ("test_accuracy", "fid_evaluator", "kid_evaluator", "fid_evaluator_ref_real", "cas_accuracy",
+                   "evaluator_label_agreement", "sample_grid"):
+        pd.testing.assert_series_equal(by_ray[column], by_process[column], check_exact=True, obj=column)
+    assert len(list((tmp_path / "ray" / "cells").glob("*.json"))) == 6
+    # the shared work came back through the object store into the run folder: a resumed run or a report finds it
+    made = {p.relative_to(tmp_path / "process").as_posix() for p in (tmp_path / "process").glob("[cs]a*/*")
+            if p.suffix in (".pt", ".json", ".npz") and "cells" not in p.parts}
+    assert made and made == {p.relative_to(tmp_path / "ray").as_posix() for p in (tmp_path / "ray").glob("[cs]a*/*")
+                             if p.suffix in (".pt", ".json", ".npz") and "cells" not in p.parts}
+
+
+@dataclass(frozen=True)
+class CountingTask(FolderTask):
+    """Items 0..7; stage `a` per pair of items, stage `b` per four, each writing a uniquely named file."""
+
+    root: Path
+
+    @property
+    def stages(self):
+        return (Stage("a", lambda item: item // 2, self.write), Stage("b", lambda item: item // 4, self.write_b))
+
+    def write(self, item, root, stage="a", size=2):
+        (root / stage).mkdir(exist_ok=True)
+        (root / stage / f"{item // size}-{uuid.uuid4().hex}").write_text(str(os.getpid()))
+
+    def write_b(self, item, root):
+        assert len(list((root / "a").glob(f"{item // 2}-*"))) == 1  # the files of its earlier stage are there
+        self.write(item, root, "b", 4)
+
+    def run_in(self, item, root):
+        return str(root), sorted(p.relative_to(root).as_posix().split("-")[0] for p in root.rglob("*") if p.is_file())
+
+
+def test_each_stage_runs_once_per_group_and_its_files_travel_to_the_items(tmp_path):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    results = {}
+    EXECUTORS.get("ray")(workers=2).map_unordered(CountingTask(tmp_path), range(8),
+                                                   on_done=lambda item, result: results.__setitem__(item, result))
+    assert sorted(results) == list(range(8))
+    for item, (root, files) in results.items():
+        assert root != str(tmp_path) and files == [f"a/{item // 2}", f"b/{item // 4}"]
+    written = sorted(p.relative_to(tmp_path).as_posix().split("-")[0] for p in tmp_path.rglob("*") if p.is_file())
+    assert written == ["a/0", "a/1", "a/2", "a/3", "b/0", "b/1"]  # one run per group, all back on the driver
 
 
 def _start_run(config, out) -> subprocess.Popen:

@@ -7,7 +7,9 @@ result to the caller, who writes results as they arrive. Implementations registe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterable
 
 from bench.core.errors import UserError
 from bench.core.registry import Registry
@@ -15,6 +17,37 @@ from bench.core.registry import Registry
 OnStart = Callable[[Any], None]
 OnDone = Callable[[Any, Any], None]
 OnLost = Callable[[Any, str], None]  # (item, reason) for an item whose worker died on every try
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Work that several items share (a replicate's evaluator, a generator's fit), done once per
+    group before the items that need it. ``group(item)`` names the item's group (None: the item
+    needs no such work); ``run(item, root)`` does the group's work inside the folder ``root``,
+    which already holds the files of the item's earlier stages."""
+
+    name: str
+    group: Callable[[Any], Hashable | None]
+    run: Callable[[Any, Path], None]
+
+
+class FolderTask(ABC):
+    """A task whose shared work lives as files under one folder (a run folder's cache and samples).
+
+    Local executors call it as it is: its items share ``root``, whose file cache does each stage's
+    work once. An executor without a shared file system (``ray``) runs the ``stages`` as tasks of
+    their own, hands the files each one wrote to the tasks that need them, calls ``run_in`` with a
+    folder of the worker's own, and writes the stages' files into ``root`` on the driver."""
+
+    root: Path
+    stages: tuple[Stage, ...] = ()
+
+    def __call__(self, item: Any) -> Any:
+        return self.run_in(item, Path(self.root))
+
+    @abstractmethod
+    def run_in(self, item: Any, root: Path) -> Any:
+        """The item's work with ``root`` as the folder of its files."""
 
 
 class WorkerDied(UserError):
@@ -43,7 +76,8 @@ class Executor(ABC):
         """Call ``fn`` on each item; ``on_start(item)`` as it starts, ``on_done(item, result)`` as
         it finishes (in the calling process). Executors that run items in other processes retry
         an item whose worker died, then report it with ``on_lost(item, reason)`` (raising
-        WorkerDied without one) and go on. ``fn`` and the items must pickle for those executors."""
+        WorkerDied without one) and go on. ``fn`` and the items must pickle for those executors.
+        A ``fn`` that is a FolderTask may have its stages run first (see FolderTask)."""
 
 
 EXECUTORS: Registry = Registry("executor")
