@@ -9,6 +9,7 @@ longer.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ import torch
 
 from bench import provenance
 from bench.cache import FileCache
+from bench.core.errors import CellFailed
 from bench.core.files import atomic_write
 from bench.core.images import ImageSet
 from bench.core.keys import stable_hash
@@ -38,8 +40,9 @@ from bench.runner import Cell, cached_dataset, make_strategy
 from bench.splits import make_split, train_pool
 from bench.train import batch_split, predict, train
 from strategies.classical import Classical
+from strategies.generative import PROBE_PER_CLASS
 
-CALIBRATION_VERSION = "1"
+CALIBRATION_VERSION = "2"  # 2: generators' sampling time too
 EVALUATOR_NET = ClassifierEntry("cnn", "cnn")  # the quality evaluator is the suite's cnn
 CALIBRATION_IMAGES = 512  # random images a calibration trains on (the cost per step does not depend on them)
 
@@ -130,13 +133,21 @@ class Calibration:
         ctx = FitContext(device=device, seed=0, num_classes=num_classes, hflip=False)
 
         def run(steps: int) -> None:
-            with seeded(0, device):
+            with seeded(0, device), contextlib.suppress(CellFailed):  # a diverging fit's steps still took their time
                 model = strategy.build(shape, num_classes).to(device).train()
                 strategy.train_generator(model, images, ctx, steps, torch.Generator(device=device).manual_seed(0))
 
-        params = {k: v for k, v in strategy.generator_params().items() if k != "steps"}  # cost per step
+        def sampling() -> dict:
+            with seeded(0, device):
+                model = strategy.build(shape, num_classes).to(device).eval()
+            labels = torch.arange(CALIBRATION_IMAGES) % num_classes
+            seconds = timed(lambda: strategy.sample(model, labels, images, ctx,
+                                                    torch.Generator(device=device).manual_seed(0)), device)
+            return {"sample_s_per_image": seconds / CALIBRATION_IMAGES}
+
+        params = {k: v for k, v in strategy.config.items() if k not in ("steps", "ratio", "balance")}  # per step
         return self.cost(["generator", strategy.name, strategy.versions(strategy.config), params, shape, num_classes],
-                         lambda: per_step(run, device, steps=5))
+                         lambda: {**per_step(run, device, steps=5), **sampling()})
 
     def worker_start(self) -> dict:
         """Seconds a fresh Python takes to import the runner (torch and all), as a spawned worker does."""
@@ -268,7 +279,9 @@ def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers
             if key not in fits and cache.load_json("generator", key) is None:
                 fits.add(key)
                 cost = calibration.generator(generative, shape, k)
-                seconds["generator fits"] += generative.config["steps"] * cost["step_s"]
+                sampled = PROBE_PER_CLASS * k + n_synthetic  # the collapse probe, then the pool
+                seconds["generator fits"] += generative.config["steps"] * cost["step_s"] + \
+                    sampled * cost["sample_s_per_image"]
                 peak = max(peak, cost["peak_mem_mb"])
         job, evaluator = cell.quality_group, cell.evaluator_group
         if cell.quality.enabled and (job not in quality_jobs or evaluator not in evaluators):

@@ -24,6 +24,7 @@ RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, cl
 BALANCE = Param(False, check=lambda value, where: _boolean(value, where),
                 help="spend the synthetic images on filling the smaller classes up to the largest first "
                      "(class-conditional oversampling of an imbalanced regime); else every class gets as many")
+PROBE_PER_CLASS = 50  # samples per class that the collapse check judges after every fit
 COLLAPSE_THRESHOLD = 0.1  # per-class sample diversity below this share of the real diversity = collapse
 
 
@@ -172,7 +173,7 @@ class GenerativeStrategy(Strategy):
             self.train_generator(model, labelled, ctx, steps, generator)
         seconds = time.perf_counter() - start
         model.eval()
-        probe_labels = balanced_labels(50 * ctx.num_classes, ctx.num_classes)
+        probe_labels = balanced_labels(PROBE_PER_CLASS * ctx.num_classes, ctx.num_classes)
         probe = self.sample(model, probe_labels, labelled, ctx,
                             torch.Generator(device=ctx.device).manual_seed(derive_seed("probe", key)))
         check_not_collapsed(ImageSet(probe, probe_labels), labelled, ctx.num_classes)

@@ -23,7 +23,7 @@ class Hybrid(Strategy):
     """A generative strategy plus a classical policy on every batch (real and synthetic images)."""
 
     params = {
-        "generator": Param("gan", choices=("gan", "vae", "vae-perturb"), check=_check_generator,
+        "generator": Param("gan", choices=("gan", "vae", "vae-perturb", "diffusion"), check=_check_generator,
                            help="a generative strategy"),
         "generator_params": Param({}, check=lambda value, where: value,
                                   help="the generator's own params (validated against it)"),

@@ -2,6 +2,8 @@
 training data it hands the trainer. Strategies register by name in ``STRATEGIES``."""
 from __future__ import annotations
 
+import importlib.util
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -80,13 +82,20 @@ class Strategy:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"  # bump when the strategy's code changes what it produces
     params: ClassVar[dict[str, Param]] = {}
+    requires: ClassVar[dict[str, str]] = {}  # optional module it imports -> the augbench extra that installs it
 
     def __init__(self, **params: Any):
         self.config = params
 
     @classmethod
     def resolve_params(cls, given: dict[str, Any], where: str) -> dict[str, Any]:
-        """Defaults filled in, every value validated; unknown names raise UserError."""
+        """Defaults filled in, every value validated; unknown names or a missing optional module raise
+        UserError."""
+        missing = [module for module in cls.requires if importlib.util.find_spec(module) is None]
+        if missing:
+            extras = ",".join(sorted({cls.requires[m] for m in missing}))
+            raise UserError(f"{where}: strategy {cls.name!r} needs {', '.join(missing)}; install it with "
+                            f"pip install 'augbench[{extras}]' (or pip install {' '.join(missing)})")
         unknown = sorted(set(given) - set(cls.params))
         if unknown:
             known = ", ".join(sorted(cls.params)) or "(none)"
