@@ -105,7 +105,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("strategies:")
     for name in STRATEGIES.names():
         cls = STRATEGIES.get(name)
-        print(f"  {name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}{origin(cls)}")
+        needs = f" [needs pip install 'augbench[{','.join(sorted(set(cls.requires.values())))}]']" \
+            if cls.requires else ""
+        print(f"  {name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}{origin(cls)}{needs}")
         for pname, spec in cls.params.items():
             bounds = f"[{spec.low}, {spec.high}]" if spec.low is not None else ", ".join(spec.choices or ())
             print(f"      {pname} = {spec.default!r}  ({bounds}) {spec.help}")
