@@ -2,8 +2,8 @@
 
 Built on the `diffusers` library (an optional extra: ``pip install 'augbench[diffusion]'``): its
 ``UNet2DModel`` with class embeddings (one extra class index is the "no label" of classifier-free
-guidance, learnt by dropping labels in training), its DDPM noise schedule for training and its DDIM
-sampler. Samples come from an exponential moving average of the weights. With ``pretrained: DIR``
+guidance, learnt by dropping labels in training), its DDPM noise schedule for training (the UNet
+predicts the clean image by default) and its DDIM sampler. Samples come from an exponential moving average of the weights. With ``pretrained: DIR``
 it loads a user's class-conditional UNet (or a pipeline folder with ``unet/`` and ``scheduler/``)
 saved with ``save_pretrained``, skips training and samples it the same way.
 """
@@ -25,6 +25,11 @@ from strategies.synthetic_images import files_hash
 BATCH = 64
 TRAIN_TIMESTEPS = 1000
 SAMPLE_CHUNK = 512
+TARGETS = {  # what the UNet is trained to output, by the scheduler's prediction_type
+    "epsilon": lambda schedule, clean, noise, t: noise,
+    "sample": lambda schedule, clean, noise, t: clean,
+    "v_prediction": lambda schedule, clean, noise, t: schedule.get_velocity(clean, noise, t),
+}
 
 
 def _unet_folder(value, where: str) -> str:
@@ -77,6 +82,10 @@ class Diffusion(GenerativeStrategy):
         "guidance": Param(2.0, low=0.0, high=20.0, tune=True,
                           help="classifier-free guidance scale (1: conditional model alone; higher: more "
                                "class-typical, less diverse)"),
+        "prediction": Param("sample", choices=("epsilon", "sample", "v_prediction"),
+                            help="what the UNet learns to predict: the clean image (default: at CPU budgets "
+                                 "it gives clean backgrounds where the noise target leaves them noisy), the "
+                                 "noise (DDPM) or v; a pretrained pipeline's scheduler says its own"),
         "sampling_steps": Param(20, low=1, high=1000, help="DDIM steps per sample (each costs two UNet passes "
                                                            "with guidance)"),
         "pretrained": Param("", check=_unet_folder, help="a folder saved with save_pretrained (UNet2DModel with "
@@ -105,7 +114,8 @@ class Diffusion(GenerativeStrategy):
                            layers_per_block=1, down_block_types=("DownBlock2D",) * blocks,
                            up_block_types=("UpBlock2D",) * blocks, num_class_embeds=num_classes + 1,
                            norm_num_groups=min(8, width))
-        schedule = DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2")
+        schedule = DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2",
+                                 prediction_type=self.config["prediction"])
         return GuidedUNet(unet, num_classes, shape, num_classes, dict(schedule.config))
 
     def _load_pretrained(self, shape, num_classes) -> GuidedUNet:
@@ -117,8 +127,9 @@ class Diffusion(GenerativeStrategy):
         try:
             unet = UNet2DModel.from_pretrained(folder, subfolder="unet" if nested else None)
             scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler") \
-                if (folder / "scheduler").is_dir() else DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS,
-                                                                      beta_schedule="squaredcos_cap_v2")
+                if (folder / "scheduler").is_dir() else DDPMScheduler(
+                    num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2",
+                    prediction_type=self.config["prediction"])  # a bare UNet: our schedule, its stated target
         except (OSError, ValueError, json.JSONDecodeError) as exc:
             raise UserError(f"{where}: cannot be loaded ({' '.join(str(exc).split())[:200]})") from None
         classes = unet.config.num_class_embeds
@@ -150,9 +161,11 @@ class Diffusion(GenerativeStrategy):
             index = torch.randint(0, len(labels), (BATCH,), generator=generator, device=dev)
             dropped = torch.rand(BATCH, generator=generator, device=dev) < self.config["label_dropout"]
             y = torch.where(dropped, torch.full_like(labels[index], model.null_class), labels[index])
-            noise = torch.randn(images[index].shape, generator=generator, device=dev)
+            clean = images[index]
+            noise = torch.randn(clean.shape, generator=generator, device=dev)
             t = torch.randint(0, schedule.config.num_train_timesteps, (BATCH,), generator=generator, device=dev)
-            loss = F.mse_loss(model.unet(schedule.add_noise(images[index], noise, t), t, class_labels=y).sample, noise)
+            target = TARGETS[schedule.config.prediction_type](schedule, clean, noise, t)
+            loss = F.mse_loss(model.unet(schedule.add_noise(clean, noise, t), t, class_labels=y).sample, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -37,7 +37,7 @@ def test_a_tiny_fit_gives_samples_a_classifier_of_real_digits_labels_far_better_
     dataset, split = digits
     judge = LogisticRegression(max_iter=2000).fit(dataset.train.images.flatten(1).numpy() / 255.0,
                                                   dataset.train.labels.numpy())
-    data = _fit(split.labelled, tmp_path, steps=TINY_STEPS, ratio=3.0, sampling_steps=10)
+    data = _fit(split.labelled, tmp_path, steps=TINY_STEPS, ratio=3.0, sampling_steps=10, guidance=1.0)
     agreement = np.mean(judge.predict(data.synthetic.images.flatten(1).numpy() / 255.0) ==
                         data.synthetic.labels.numpy())
     assert agreement > 0.5, agreement  # chance: 0.1
@@ -115,3 +115,11 @@ def test_diffusion_fails_loudly_without_diffusers(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "diffusers" else real(name, *a))
     with pytest.raises(UserError, match=r"needs diffusers; install it with pip install 'augbench\[diffusion\]'"):
         STRATEGIES.get("diffusion").resolve_params({}, "config field strategies[0].params")
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "sample", "v_prediction"])
+def test_every_prediction_target_trains_and_samples(prediction, digits, tmp_path, monkeypatch):
+    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)
+    _, split = digits
+    data = _fit(split.labelled, tmp_path, steps=20, sampling_steps=2, prediction=prediction)
+    assert data.synthetic.images.shape == (100, 1, 8, 8) and data.synthetic.images.dtype == torch.uint8
