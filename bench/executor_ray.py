@@ -7,15 +7,17 @@ the same. A task whose worker process dies is retried by Ray (``max_retries``), 
 with ``on_lost``. For a FolderTask (``run``'s cells) the work cells share is a DAG of tasks: each
 stage (a replicate's evaluator, a generator's fit, a strategy's quality row) runs once per group,
 the files it writes travel through Ray's object store to the tasks that need them, and the driver
-writes them into the run folder, so no file system is shared with the workers. Ray is an optional extra (``pip install 'augbench[ray]'``), imported only here
-and only when this executor runs.
+writes them into the run folder, so no file system is shared with the workers. Ray is an
+optional extra (``pip install 'augbench[ray]'``), imported only here and only when this executor
+runs.
 """
 from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -34,33 +36,37 @@ Files = dict[str, bytes]  # path relative to a FolderTask's root -> content
 def _run_item(fn: Callable[[Any], Any], item: Any, threads: int | None, *upstream: Files) -> Any:
     """A task: the item with the run's torch thread count (as in every executor). A FolderTask's
     item runs in a folder of its own that holds the files of its stages (``upstream``)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     if not isinstance(fn, FolderTask):
         return fn(item)
-    with tempfile.TemporaryDirectory(prefix="augbench-ray-") as root:
-        _unpack(Path(root), upstream)
-        return fn.run_in(item, Path(root))
+    with _own_folder(upstream) as (root, _):
+        return fn.run_in(item, root)
 
 
 def _run_stage(fn: FolderTask, name: str, item: Any, threads: int | None, *upstream: Files) -> Files:
     """A task: one stage of ``fn`` for ``item``'s group, in a folder of its own holding the files of
     the earlier stages; returns the files it wrote."""
+    _set_threads(threads)
+    with _own_folder(upstream) as (root, given):
+        next(stage for stage in fn.stages if stage.name == name).run(item, root)
+        return {path: data for path, data in _files(root).items() if path not in given}
+
+
+def _set_threads(threads: int | None) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory(prefix="augbench-ray-") as root:
-        given = _unpack(Path(root), upstream)
-        next(stage for stage in fn.stages if stage.name == name).run(item, Path(root))
-        return {path: data for path, data in _files(Path(root)).items() if path not in given}
 
 
-def _unpack(root: Path, upstream: tuple[Files, ...]) -> set[str]:
-    """Write the upstream files under ``root``; return their paths."""
+@contextmanager
+def _own_folder(upstream: tuple[Files, ...]) -> Iterator[tuple[Path, set[str]]]:
+    """A temporary folder holding the upstream files; yields it and those files' paths."""
     given = {path: data for files in upstream for path, data in files.items()}
-    for path, data in given.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(data)
-    return set(given)
+    with tempfile.TemporaryDirectory(prefix="augbench-ray-") as folder:
+        root = Path(folder)
+        for path, data in given.items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_bytes(data)
+        yield root, set(given)
 
 
 def _files(root: Path) -> Files:

@@ -3,9 +3,10 @@
 Built on the `diffusers` library (an optional extra: ``pip install 'augbench[diffusion]'``): its
 ``UNet2DModel`` with class embeddings (one extra class index is the "no label" of classifier-free
 guidance, learnt by dropping labels in training), its DDPM noise schedule for training (the UNet
-predicts the clean image by default) and its DDIM sampler. Samples come from an exponential moving average of the weights. With ``pretrained: DIR``
-it loads a user's class-conditional UNet (or a pipeline folder with ``unet/`` and ``scheduler/``)
-saved with ``save_pretrained``, skips training and samples it the same way.
+predicts the clean image by default) and its DDIM sampler. Samples come from an exponential
+moving average of the weights. With ``pretrained: DIR`` it loads a user's class-conditional UNet
+(or a pipeline folder with ``unet/`` and ``scheduler/``) saved with ``save_pretrained``, skips
+training and samples it the same way.
 """
 from __future__ import annotations
 

@@ -45,14 +45,12 @@ def digits_images_npz() -> str:
 def fast_params(name: str) -> dict:
     """Params that make a strategy fit in a moment (few generator and sampling steps; a file where one
     is needed). Skips the calling test where the strategy needs an optional module that is missing."""
-    import importlib.util
-
     import pytest
 
     from strategies import STRATEGIES
 
     cls = STRATEGIES.get(name)
-    missing = [module for module in cls.requires if importlib.util.find_spec(module) is None]
+    missing = cls.missing_modules()
     if missing:
         pytest.skip(f"{name} needs {', '.join(missing)}")
     if name == "synthetic-images":

@@ -88,10 +88,15 @@ class Strategy:
         self.config = params
 
     @classmethod
+    def missing_modules(cls) -> list[str]:
+        """The optional modules in ``requires`` that are not installed."""
+        return [module for module in cls.requires if importlib.util.find_spec(module) is None]
+
+    @classmethod
     def resolve_params(cls, given: dict[str, Any], where: str) -> dict[str, Any]:
         """Defaults filled in, every value validated; unknown names or a missing optional module raise
         UserError."""
-        missing = [module for module in cls.requires if importlib.util.find_spec(module) is None]
+        missing = cls.missing_modules()
         if missing:
             extras = ",".join(sorted({cls.requires[m] for m in missing}))
             raise UserError(f"{where}: strategy {cls.name!r} needs {', '.join(missing)}; install it with "
