@@ -1,7 +1,9 @@
 """`vae` and `vae-perturb`: a class-conditional convolutional VAE.
 
-β-VAE loss (Bernoulli reconstruction + β·KL) with a linear KL warm-up. `vae` samples the prior per
-class; `vae-perturb` encodes real images, perturbs their latent and decodes with the same label.
+β-VAE loss (Bernoulli reconstruction + β·KL) with a linear KL warm-up. `vae` decodes samples of a
+per-class Gaussian matched to the aggregate posterior of the labelled images (ex-post density
+estimation, after Ghosh et al. 2020; or of the standard normal prior); `vae-perturb` encodes real images, perturbs their
+latent and decodes with the same label.
 Both share one fitted VAE when their VAE params are equal.
 """
 from __future__ import annotations
@@ -88,15 +90,47 @@ class _VAEBase(GenerativeStrategy):
                 check_finite(step, vae=loss)
 
 
+def class_priors(model: ConditionalVAE, labelled, num_classes: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class, the mean and a Cholesky factor of the covariance of the Gaussian closest to the
+    aggregate posterior of that class's labelled images (the mixture of their q(z|x)): covariance of
+    the posterior means plus the mean posterior variance. A standard normal for a class with fewer
+    than two images."""
+    x = labelled.images.to(device).float().div(255.0)
+    y = labelled.labels.to(device)
+    mu, logvar = model.encode(x, y)
+    means, factors = torch.zeros(num_classes, LATENT, device=device), torch.eye(LATENT, device=device).repeat(
+        num_classes, 1, 1)
+    for cls in range(num_classes):
+        encoded, variance = mu[y == cls], logvar[y == cls].exp()
+        if len(encoded) >= 2:
+            means[cls] = encoded.mean(0)
+            factors[cls] = torch.linalg.cholesky(torch.cov(encoded.T) + torch.diag(variance.mean(0)))
+    return means, factors
+
+
 @register_strategy("vae")
 class VAE(_VAEBase):
-    """Class-conditional VAE; synthetic images are decoded prior samples of each class."""
+    """Class-conditional VAE; synthetic images are decoded samples of each class's latent prior."""
+
+    version = "2"  # 2: the per-class prior matched to the labelled images by default (1: standard normal)
+    params = {**_VAEBase.params,
+              "prior": Param("class", choices=("class", "standard"),
+                             help="where latent samples come from: per class, the Gaussian closest to the "
+                                  "posteriors of its labelled images (avoids the regions of N(0, I) the "
+                                  "decoder never learnt), or the standard normal the VAE was trained towards")}
+    sampling_params = GenerativeStrategy.sampling_params | {"prior"}
 
     @torch.no_grad()
     def sample(self, model, labels, labelled, ctx, generator):
-        out = [_to_uint8(model.decode(torch.randn(len(chunk), LATENT, generator=generator, device=ctx.device),
-                                      chunk.to(ctx.device)))
-               for chunk in labels.split(512)]
+        if self.config["prior"] == "class":
+            means, factors = class_priors(model, labelled, ctx.num_classes, ctx.device)
+        out = []
+        for chunk in labels.split(512):
+            chunk = chunk.to(ctx.device)
+            z = torch.randn(len(chunk), LATENT, generator=generator, device=ctx.device)
+            if self.config["prior"] == "class":
+                z = means[chunk] + (factors[chunk] @ z.unsqueeze(2)).squeeze(2)
+            out.append(_to_uint8(model.decode(z, chunk)))
         return torch.cat(out)
 
 

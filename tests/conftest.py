@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,8 +16,17 @@ from bench.cli import main
 from bench.core import Strategy, TrainingData, register_strategy
 
 ROOT = Path(__file__).resolve().parent.parent
-# calibrations of `augbench plan` go to one folder per test session, not the user's home
-os.environ.setdefault("AUGBENCH_CACHE", tempfile.mkdtemp(prefix="augbench-tests-cache-"))
+# calibrations of `augbench plan` go to one folder per test session, not the user's home; the
+# session removes the folder it made when it ends
+if "AUGBENCH_CACHE" not in os.environ:
+    os.environ["AUGBENCH_CACHE"] = SESSION_CACHE = tempfile.mkdtemp(prefix="augbench-tests-cache-")
+else:
+    SESSION_CACHE = None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if SESSION_CACHE is not None:
+        shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 TINY_CONFIG = {
     "name": "tiny",

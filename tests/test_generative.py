@@ -5,7 +5,7 @@ import torch
 
 from bench.data import DatasetSpec, load_dataset
 from bench.core.errors import CellFailed
-from strategies.generative import GenerativeStrategy
+from strategies.generative import GenerativeStrategy, diversity
 from bench.splits import SplitSpec, make_split
 from strategies import STRATEGIES
 from bench.core import FitContext
@@ -81,6 +81,54 @@ def test_collapsed_samples_fail_the_fit(labelled, tmp_path, monkeypatch):
                         lambda self, model, labels, lab, ctx, gen: torch.full((len(labels), 1, 8, 8), 7, dtype=torch.uint8))
     with pytest.raises(CellFailed, match="mode collapse"):
         strategy.fit(labelled, _ctx(tmp_path))
+
+
+class _Encoded:
+    """A stand-in VAE whose encoder returns given posterior means and log-variances."""
+
+    def __init__(self, mu, logvar):
+        self.mu, self.logvar = mu, logvar
+
+    def encode(self, x, y):
+        return self.mu, self.logvar
+
+
+def test_the_vaes_class_prior_matches_the_aggregate_posterior_of_each_class():
+    """The Gaussian closest to the mixture of a class's posteriors: the mean of their means, the
+    covariance of their means plus their mean variance. So an encoder that ignores its input
+    (posterior collapse: every mean 0, every variance 1) gives back N(0, I), not a point (a prior of
+    the means alone collapsed the samples of a short fit on 5 images per class)."""
+    from bench.core.images import ImageSet
+    from strategies.vae import LATENT, class_priors
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    images = ImageSet(torch.zeros(7, 1, 8, 8, dtype=torch.uint8), labels)
+    mu = torch.randn(7, LATENT, generator=torch.Generator().manual_seed(0))
+    logvar = torch.full((7, LATENT), -2.0)
+    means, factors = class_priors(_Encoded(mu, logvar), images, 3, torch.device("cpu"))
+    for cls in (0, 1):
+        expected = torch.cov(mu[labels == cls].T) + torch.exp(torch.tensor(-2.0)) * torch.eye(LATENT)
+        assert torch.allclose(means[cls], mu[labels == cls].mean(0))
+        assert torch.allclose(factors[cls] @ factors[cls].T, expected, atol=1e-5)
+    assert torch.equal(means[2], torch.zeros(LATENT)) and torch.equal(factors[2], torch.eye(LATENT))  # no images
+    _, collapsed = class_priors(_Encoded(torch.zeros(7, LATENT), torch.zeros(7, LATENT)), images, 2,
+                                torch.device("cpu"))
+    assert torch.allclose(collapsed[0], torch.eye(LATENT))
+
+
+def test_the_gans_mode_seeking_keeps_each_class_as_diverse_as_its_real_images(tmp_path, monkeypatch):
+    """Without the mode-seeking and class-head terms, a short fit on 10 images per class gives
+    samples of a class far less varied than the real ones (measured: worst class 38% of the real
+    diversity); with them, 75%."""
+    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)  # judge here, not in the fit
+    dataset = load_dataset(DatasetSpec("digits"))
+    labelled = make_split(dataset, 10, SplitSpec(val_per_class=10), replicate=0).labelled
+    worst = {}
+    for name, terms in (("plain", {"mode_seeking": 0.0, "class_loss": 0.0}), ("default", {})):
+        synthetic = _make("gan", steps=300, ratio=5.0, **terms).fit(labelled, _ctx(tmp_path / name, seed=1)).synthetic
+        worst[name] = min(diversity(synthetic.images[synthetic.labels == c])
+                          / diversity(labelled.images[labelled.labels == c]) for c in range(10))
+    assert worst["default"] >= 0.6 and worst["default"] >= worst["plain"] + 0.3, worst
 
 
 def test_a_divergent_gan_gives_a_failed_cell_not_a_crashed_run(tmp_path, cli):

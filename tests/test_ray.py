@@ -36,7 +36,7 @@ def test_ray_gives_every_cell_once_with_the_numbers_of_the_process_executor(cli,
     by_process = _run(cli, config, tmp_path / "process", "--executor", "process")
     by_ray = _run(cli, config, tmp_path / "ray", "--executor", "ray")
     assert len(by_ray) == len(by_process) == 6 and by_ray["key"].is_unique
-    assert (by_ray["status"] == "ok").all()
+    assert (by_ray["status"] == "ok").all(), by_ray["failure_reason"].tolist()
     assert by_ray["key"].tolist() == by_process["key"].tolist()
     for column in ("test_accuracy", "fid_evaluator", "kid_evaluator", "fid_evaluator_ref_real", "cas_accuracy",
                    "evaluator_label_agreement", "sample_grid"):
