@@ -39,7 +39,7 @@ from bench.runner import Cell, cached_dataset, make_strategy
 from bench.splits import make_split, train_pool
 from bench.train import batch_split, predict, train
 from strategies.classical import Classical
-from strategies.generative import PROBE_PER_CLASS
+from strategies.generative import PROBE_PER_CLASS, GenerativeStrategy
 
 CALIBRATION_VERSION = "2"  # 2: generators' sampling time too
 EVALUATOR_NET = ClassifierEntry("cnn", "cnn")  # the quality evaluator is the suite's cnn
@@ -143,7 +143,8 @@ class Calibration:
                                                     torch.Generator(device=device).manual_seed(0)), device)
             return {"sample_s_per_image": seconds / CALIBRATION_IMAGES}
 
-        params = {k: v for k, v in strategy.config.items() if k not in ("steps", "ratio", "balance")}  # per step
+        params = {k: v for k, v in strategy.config.items()  # what the cost per step and per image depends on
+                  if k != "steps" and k not in GenerativeStrategy.sampling_params}
         return self.cost(["generator", strategy.name, strategy.versions(strategy.config), params, shape, num_classes],
                          lambda: {**per_step(run, device, steps=5), **sampling()})
 

@@ -58,17 +58,3 @@ def fast_params(name: str) -> dict:
     if "generator_params" in cls.params:
         return {"generator_params": {"steps": 20}}
     return {name: value for name, value in (("steps", 20), ("sampling_steps", 2)) if name in cls.params}
-
-
-def digits_label_agreement():
-    """A function giving the share of an ImageSet's 8x8 images that a logistic regression trained on
-    all real digits labels with their own label (chance: 0.1): a quick judge of generated digits."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    from bench.data import DatasetSpec, load_dataset
-
-    train = load_dataset(DatasetSpec("digits")).train
-    judge = LogisticRegression(max_iter=2000).fit(train.images.flatten(1).numpy() / 255.0, train.labels.numpy())
-    return lambda images: float(np.mean(judge.predict(images.images.flatten(1).numpy() / 255.0)
-                                        == images.labels.numpy()))
