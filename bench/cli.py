@@ -51,14 +51,14 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bench.experiment import run_experiment
+    from bench.commands.experiment import run_experiment
 
     run_experiment(args.config, _overrides(args), Path(args.out) if args.out else None)
     return 0
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from bench.experiment import plan_experiment
+    from bench.commands.experiment import plan_experiment
 
     plan_experiment(args.config, _overrides(args), Path(args.out) if args.out else None,
                     Path(args.json) if args.json else None)
@@ -81,7 +81,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from bench.experiment import tune_experiment
+    from bench.commands.experiment import tune_experiment
 
     tune_experiment(args.config, _overrides(args), args.trials, args.storage, args.study,
                     Path(args.out) if args.out else None, args.workers, args.worker_index)
@@ -89,14 +89,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    import bench.executors  # noqa: F401 - registers the local executors
-    from bench.augment import POLICIES
-    from bench.config import BenchConfig
+    import bench.execution.local  # noqa: F401 - registers the local executors
+    from bench.training.augment import POLICIES
+    from bench.protocol.config import BenchConfig
     from bench.core.executor import EXECUTORS
     from bench.core.plugins import load_plugins, origin
     from bench.core.schema import describe
-    from bench.data import DATASETS
-    from bench.models import CLASSIFIERS, SUITE_VERSION
+    from bench.data.sets import DATASETS
+    from bench.models.suite import CLASSIFIERS, SUITE_VERSION
     from strategies import STRATEGIES
 
     load_plugins(args.plugins or ())
@@ -125,7 +125,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_augment(args: argparse.Namespace) -> int:
-    from bench.throughput import run_throughput_benchmark
+    from bench.commands.bench_augment import run_throughput_benchmark
 
     run_throughput_benchmark(args.dataset, args.policy, args.images, args.steps, args.threads, args.device,
                              args.loader_workers, Path(args.json) if args.json else None)
@@ -133,7 +133,7 @@ def _cmd_bench_augment(args: argparse.Namespace) -> int:
 
 
 def _cmd_inception_weights(args: argparse.Namespace) -> int:
-    from bench.inception import build_weights
+    from bench.quality.inception import build_weights
 
     out = build_weights(Path(args.out) if args.out else None)
     print(f"wrote {out}: torch-fidelity inception-v3-compat weights (FID/KID; no Inception Score); "

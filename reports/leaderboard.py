@@ -11,8 +11,8 @@ import yaml
 from autorank import autorank, plot_stats
 from autorank.autorank import RankResult
 
-from bench import provenance
-from bench.config import BenchConfig, protocol_view
+from bench.run import provenance
+from bench.protocol.config import BenchConfig, protocol_view
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
 from reports.stats import iqm, probability_of_improvement, stratified_bootstrap_ci

@@ -8,17 +8,15 @@ import math
 import numpy as np
 import pandas as pd
 
+from bench.protocol.columns import in_report
 from reports.stats import holm, holm_levels, mean_ci, paired_test
 
 BASELINE = "none"
 GROUP = ["dataset", "regime", "classifier"]
 ALPHA = 0.05
-METRIC_COLUMNS = ["test_balanced_accuracy", "test_macro_f1", "test_nll", "test_ece"]
-QUALITY_COLUMNS = ["quality_n", "fid_evaluator", "kid_evaluator", "fid_evaluator_ref_real", "kid_evaluator_ref_real",
-                   "is_evaluator", "precision_evaluator", "recall_evaluator", "evaluator_label_agreement",
-                   "cas_accuracy", "mem_nn_ratio", "mem_near_copy_fraction", "mem_near_copy_chance",
-                   "fid_inception", "kid_inception"]
-COST_COLUMNS = ["fit_seconds", "generator_fit_seconds", "train_seconds", "fit_peak_mem_mb", "train_peak_mem_mb"]
+METRIC_COLUMNS = in_report("metric")
+QUALITY_COLUMNS = in_report("quality")
+COST_COLUMNS = in_report("cost")
 
 
 def regime_order(regime: str) -> float:

@@ -1,6 +1,6 @@
 """`classical`: composable per-sample policies (basic, randaugment, trivialaugment, random-erasing,
 mixup, cutmix), applied to each training batch on the device."""
-from bench.augment import POLICIES, make_batch_transform, parse_policy, policy_versions
+from bench.training.augment import POLICIES, make_batch_transform, parse_policy, policy_versions
 from bench.core.errors import UserError
 from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
 

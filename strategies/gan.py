@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from bench.augment import AugContext, blend, boxes, gray, affine_matrices, warp
+from bench.training.augment import AugContext, blend, boxes, gray, affine_matrices, warp
 from strategies.generative import BALANCE, RATIO, GenerativeStrategy, check_finite
 from bench.core.strategy import Param, register_strategy
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from bench.cache import FileCache, cache_key
+from bench.core.cache import FileCache, cache_key
 from bench.core.images import ImageSet
 from bench.core.errors import CellFailed, UserError
 from bench.core.seeding import derive_seed, seeded

@@ -12,8 +12,8 @@ import torch
 from bench.core.errors import UserError
 from bench.core.images import ImageSet
 from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
-from bench.data import DatasetSpec
-from bench.data_files import labels_from, read_image_folder, read_npz, to_uint8_nchw
+from bench.data.sets import DatasetSpec
+from bench.data.files import labels_from, read_image_folder, read_npz, to_uint8_nchw
 from strategies.generative import BALANCE, RATIO, synthetic_labels
 
 

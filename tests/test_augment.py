@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.augment import (AUGMENT_OPS, POLICIES, apply_ops_per_sample, equalize, make_batch_transform, ops_masked,
+from bench.training.augment import (AUGMENT_OPS, POLICIES, apply_ops_per_sample, equalize, make_batch_transform, ops_masked,
                            ops_on_subsets)
 
 
@@ -88,6 +88,6 @@ def test_equalize_spreads_a_narrow_histogram():
 
 
 def _ctx(magnitude, hflip=True):
-    from bench.augment import AugContext
+    from bench.training.augment import AugContext
 
     return AugContext(magnitude, hflip, torch.Generator().manual_seed(1))

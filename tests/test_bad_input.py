@@ -13,7 +13,7 @@ from conftest import run_subprocess
     ({"strategies": [{"name": "classical", "params": {"policy": "basic+autoaugment"}}]},
      "unknown policy 'autoaugment'; known policies:"),
     ({"classifiers": ["vit"]}, "unknown classifier 'vit'; known classifiers: cnn, mlp, resnet"),
-    ({"strategies": [{"name": "classical", "params": {"magnitude": 3}}]}, "magnitude: 3 is out of range [0.0, 1.0]"),
+    ({"strategies": [{"name": "classical", "params": {"magnitude": 3}}]}, "magnitude: 3 is out of range (must be [0.0, 1.0])"),
     ({"strategies": [{"name": "classical", "params": {"strength": 1}}]}, "unknown parameter(s) strength"),
     ({"seeds": 0}, "seeds: 0 is out of range"),
     ({"regimes": [-3]}, "regimes[0]: expected a positive number of images per class, 'all'"),

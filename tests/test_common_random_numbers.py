@@ -4,9 +4,10 @@ augmentation at magnitude 0, score exactly like `none` on every seed; real data 
 import pytest
 import torch
 
-from bench.config import parse_config
-from bench.runner import cached_dataset, expand_grid, run_cell
-from bench.train import IndexStream, batch_split
+from bench.protocol.config import parse_config
+from bench.run.cell import cached_dataset, expand_grid
+from bench.run.stages import run_cell
+from bench.training.loop import IndexStream, batch_split
 from conftest import TINY_CONFIG
 from tests_support import fast_params
 

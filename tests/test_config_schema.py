@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 import configs
-from bench.config import BenchConfig, apply_overrides, load_config, parse_config, protocol_view
+from bench.protocol.config import BenchConfig, apply_overrides, load_config, parse_config, protocol_view
 from bench.core.errors import UserError
 from bench.core.schema import describe, option
-from bench.runner import Cell, expand_grid
+from bench.run.cell import Cell, expand_grid
 from conftest import TINY_CONFIG
 from reports.leaderboard import check_same_protocol
 

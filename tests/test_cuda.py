@@ -5,15 +5,18 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.cache import FileCache
-from bench.config import parse_config
+from bench.core.cache import FileCache
+from bench.protocol.config import parse_config
 from bench.core import FitContext
 from bench.core.seeding import seeded
-from bench.data import DatasetSpec, load_dataset
-from bench.quality import EVALUATOR, evaluator, fidelity_metrics
-from bench.runner import cached_dataset, expand_grid, run_cell
-from bench.splits import SplitSpec, make_split, train_pool
-from bench.train import predict
+from bench.data.sets import DatasetSpec, load_dataset
+from bench.quality.evaluator import evaluator, load_evaluator
+from bench.quality.features import extract
+from bench.quality.fidelity import fidelity
+from bench.run.cell import cached_dataset, expand_grid
+from bench.run.stages import run_cell
+from bench.data.splits import SplitSpec, make_split, train_pool
+from bench.training.loop import predict
 from conftest import TINY_CONFIG
 from strategies import STRATEGIES
 from tests_support import fast_params, tiny_config_with
@@ -88,8 +91,11 @@ def test_quality_metrics_on_cuda_match_the_cpu(tmp_path):
     judge = evaluator(dataset, make_split(dataset, 10, SplitSpec(), 0), CUDA, FileCache(tmp_path), 0.2)
     pool, test = train_pool(dataset, SplitSpec())
     first, second = pool.images[:400], test.images[:300]
-    on_gpu = fidelity_metrics(first, second, CUDA, EVALUATOR, str(judge.weights))
-    on_cpu = fidelity_metrics(first, second, CPU, EVALUATOR, str(judge.weights))
+    def metrics(device):
+        net = load_evaluator(judge.weights, device)
+        return fidelity(extract(net, first, device), extract(net, second, device))
+
+    on_gpu, on_cpu = metrics(CUDA), metrics(CPU)
     for name in ("frechet_inception_distance", "kernel_inception_distance_mean", "inception_score_mean",
                  "precision", "recall"):
         assert on_gpu[name] == pytest.approx(on_cpu[name], rel=1e-2, abs=1e-4), name

@@ -3,8 +3,8 @@ files give one clear error."""
 import numpy as np
 from PIL import Image
 
-from bench.config import load_config
-from bench.data import load_dataset
+from bench.protocol.config import load_config
+from bench.data.sets import load_dataset
 from tests_support import tiny_config_with
 
 ONE_CELL = {"strategies": ["none"], "classifiers": ["mlp"], "seeds": 1, "quality": {"enabled": False}}

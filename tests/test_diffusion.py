@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 
 from bench.core import FitContext
 from bench.core.errors import UserError
-from bench.data import DatasetSpec, load_dataset
-from bench.splits import SplitSpec, make_split
+from bench.data.sets import DatasetSpec, load_dataset
+from bench.data.splits import SplitSpec, make_split
 from strategies import STRATEGIES
 from tests_support import tiny_config_with
 

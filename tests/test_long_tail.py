@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.config import load_config, parse_config
+from bench.protocol.config import load_config, parse_config
 from bench.core import FitContext
-from bench.data import DatasetSpec, load_dataset
-from bench.metrics import class_recall, smallest_third
-from bench.splits import LongTail, SplitSpec, make_split
+from bench.data.sets import DatasetSpec, load_dataset
+from bench.training.metrics import class_recall, smallest_third
+from bench.data.splits import LongTail, SplitSpec, make_split
 from conftest import TINY_CONFIG
 from strategies import STRATEGIES
 from strategies.generative import filling_labels

@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from bench.metrics import classification_metrics, expected_calibration_error
+from bench.training.metrics import classification_metrics, expected_calibration_error
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")

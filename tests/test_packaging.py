@@ -34,7 +34,7 @@ def test_installed_wheel_loads_configs_from_any_folder(wheel, tmp_path):
     assert install.returncode == 0, install.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    probe = ("import bench, configs, sys; from bench.config import load_config; "
+    probe = ("import bench, configs, sys; from bench.protocol.config import load_config; "
              "assert bench.__file__.startswith(sys.argv[1]) and configs.__file__.startswith(sys.argv[1]); "
              "print(sorted(configs.bundled())); print(load_config('quick').name)")
     env = {**os.environ, "PYTHONPATH": str(site)}

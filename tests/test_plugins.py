@@ -8,7 +8,7 @@ from tests_support import tiny_config_with
 
 PLUGIN = '''
 from bench.core.strategy import Strategy, TrainingData, register_strategy
-from bench.data import load_dataset, DatasetSpec, make_dataset, register_dataset
+from bench.data.sets import load_dataset, DatasetSpec, make_dataset, register_dataset
 from bench.core.images import ImageSet
 
 

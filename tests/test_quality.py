@@ -1,13 +1,19 @@
-"""Quality metrics: our FID/KID through torch-fidelity against independent computations."""
+"""Quality metrics: features computed once, fidelity numbers from them equal to torch-fidelity's own
+`calculate_metrics` and to independent computations."""
 import numpy as np
 import pytest
 import torch
+import torch_fidelity
 from scipy import linalg
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from bench.cache import FileCache
-from bench.data import DatasetSpec, load_dataset
-from bench.quality import EVALUATOR, evaluator, evaluator_outputs, fidelity_metrics, load_evaluator
-from bench.splits import SplitSpec, make_split, train_pool
+from bench.core.cache import FileCache
+from bench.data.sets import DatasetSpec, load_dataset
+from bench.quality.evaluator import evaluator, load_evaluator
+from bench.quality.features import extract
+from bench.quality.fidelity import FID, KID, fidelity, inception_fid_kid
+from bench.data.splits import SplitSpec, make_split, train_pool
 
 CPU = torch.device("cpu")
 
@@ -19,6 +25,11 @@ def digits_eval(tmp_path_factory):
                       FileCache(tmp_path_factory.mktemp("cache")), 0.2)
     pool, test = train_pool(dataset, SplitSpec())
     return judge.weights, judge.test_accuracy, pool, test
+
+
+def fidelity_metrics(first, second, weights, metrics=("fid", "kid", "isc", "prc")):
+    net = load_evaluator(weights, CPU)
+    return fidelity(extract(net, first, CPU), extract(net, second, CPU), metrics)
 
 
 def _scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -36,31 +47,84 @@ def test_evaluator_learns_the_data(digits_eval):
 def test_fid_matches_an_independent_scipy_computation(digits_eval):
     weights, _, pool, test = digits_eval
     first, second = pool.images[:400], test.images[:400]
-    ours = fidelity_metrics(first, second, CPU, EVALUATOR, str(weights), metrics=("fid",))["frechet_inception_distance"]
+    ours = fidelity_metrics(first, second, weights, metrics=("fid",))[FID]
     net = load_evaluator(weights, CPU)
-    a = evaluator_outputs(net, first, CPU)[0].double().numpy()
-    b = evaluator_outputs(net, second, CPU)[0].double().numpy()
+    a = extract(net, first, CPU).features.double().numpy()
+    b = extract(net, second, CPU).features.double().numpy()
     reference = _scipy_fid(a, b)
     assert reference > 0
     assert abs(ours - reference) / reference < 1e-5
 
 
+class _TorchFidelityEvaluator(FeatureExtractorBase):
+    """Our evaluator as a torch-fidelity feature extractor, so that torch-fidelity's own
+    ``calculate_metrics`` extracts the features and computes the metrics as it does them."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        self.net = load_evaluator(feature_extractor_weights_path, CPU)
+
+    @staticmethod
+    def get_provided_features_list():
+        return "features", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return "logits" if metric == "isc" else "features"
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        raise NotImplementedError
+
+    def forward(self, images):
+        found = dict(zip(("features", "logits"), self.net(images)))
+        return tuple(found[name] for name in self.features_list)
+
+
+class _Bare(torch.utils.data.Dataset):
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+def test_metrics_from_features_computed_once_equal_torch_fidelitys_own(digits_eval):
+    weights, _, pool, test = digits_eval
+    if "test-augbench-evaluator" not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor("test-augbench-evaluator", _TorchFidelityEvaluator)
+    first, second = pool.images[:300], test.images[:300]
+    reference = torch_fidelity.calculate_metrics(
+        input1=_Bare(first), input2=_Bare(second), cuda=False, feature_extractor="test-augbench-evaluator",
+        feature_extractor_weights_path=str(weights), cache=False, verbose=False, save_cpu_ram=True,
+        kid_subset_size=300, batch_size=256, fid=True, kid=True, isc=True, prc=True)
+    ours = fidelity_metrics(first, second, weights)
+    assert set(ours) <= set(reference)
+    for name, value in ours.items():
+        assert value == reference[name], name  # the same arithmetic on the same features: equal, not close
+
+
 def test_fid_of_a_set_with_itself_is_zero(digits_eval):
     weights, _, pool, _ = digits_eval
-    fid = fidelity_metrics(pool.images[:300], pool.images[:300], CPU, EVALUATOR, str(weights),
-                           metrics=("fid",))["frechet_inception_distance"]
+    fid = fidelity_metrics(pool.images[:300], pool.images[:300], weights, metrics=("fid",))[FID]
     assert abs(fid) < 1e-3
 
 
 def test_kid_is_near_zero_for_one_distribution_and_not_for_noise(digits_eval):
     weights, _, pool, _ = digits_eval
     shuffled = pool.images[torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))]
-    same = fidelity_metrics(shuffled[:400], shuffled[400:800], CPU, EVALUATOR, str(weights), metrics=("kid",))
+    same = fidelity_metrics(shuffled[:400], shuffled[400:800], weights, metrics=("kid",))
     noise = torch.randint(0, 256, (400, *pool.images.shape[1:]), dtype=torch.uint8,
                           generator=torch.Generator().manual_seed(1))
-    against_noise = fidelity_metrics(noise, shuffled[:400], CPU, EVALUATOR, str(weights), metrics=("kid",))
-    kid_same = same["kernel_inception_distance_mean"]
-    kid_noise = against_noise["kernel_inception_distance_mean"]
+    against_noise = fidelity_metrics(noise, shuffled[:400], weights, metrics=("kid",))
+    kid_same, kid_noise = same[KID], against_noise[KID]
     assert kid_noise > 0.1
     assert abs(kid_same) < 0.01 * kid_noise
 
@@ -77,14 +141,13 @@ def test_inception_path_runs_with_given_weights(digits_eval, tmp_path, monkeypat
     weights = tmp_path / "inception.pt"
     torch.save(skeleton.state_dict(), weights)
     _, _, pool, test = digits_eval
-    found = fidelity_metrics(pool.images[:20], test.images[:20], CPU, "inception-v3-compat", str(weights),
-                             metrics=("fid", "kid"))
-    assert np.isfinite(found["frechet_inception_distance"]) and found["frechet_inception_distance"] >= 0
-    assert np.isfinite(found["kernel_inception_distance_mean"])
+    found = inception_fid_kid(pool.images[:20], test.images[:20], CPU, str(weights))
+    assert np.isfinite(found["fid_inception"]) and found["fid_inception"] >= 0
+    assert np.isfinite(found["kid_inception"])
 
 
 def test_evaluator_trains_without_the_labelled_images_where_the_regime_allows():
-    from bench.quality import evaluator_training_images
+    from bench.quality.evaluator import evaluator_training_images
 
     dataset = load_dataset(DatasetSpec("digits"))
     pool, _ = train_pool(dataset, SplitSpec())
@@ -98,11 +161,11 @@ def test_evaluator_trains_without_the_labelled_images_where_the_regime_allows():
 
 
 def test_quality_scores_what_the_classifier_trains_on_at_one_n(tmp_path):
-    from bench.augment import make_batch_transform
-    from bench.config import QualitySpec
+    from bench.training.augment import make_batch_transform
+    from bench.quality.settings import QualitySpec
     from bench.core.images import ImageSet
     from bench.core.strategy import TrainingData
-    from bench.quality import assess_quality
+    from bench.quality.assess import assess_quality
 
     dataset = load_dataset(DatasetSpec("digits"))
     split = make_split(dataset, 10, SplitSpec(), 0)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import bench.runner  # noqa: F401 - registers the executors
+import bench.protocol.registries  # noqa: F401 - registers the executors
 from bench.core.executor import EXECUTORS, FolderTask, Stage
 from conftest import ROOT
 from tests_support import tiny_config_with, wait_until

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from bench.data import DatasetSpec, load_dataset
-from bench.models import CLASSIFIERS, ClassifierEntry
+from bench.data.sets import DatasetSpec, load_dataset
+from bench.models.suite import CLASSIFIERS, ClassifierEntry
 from bench.core.registry import Registry
-from bench.splits import SplitSpec, make_split
-from bench.train import train
+from bench.data.splits import SplitSpec, make_split
+from bench.training.loop import train
 from strategies import STRATEGIES
 from bench.core import FitContext
 from tests_support import fast_params

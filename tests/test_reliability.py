@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.config import load_config
-from bench.store import RunStore
+from bench.protocol.config import load_config
+from bench.run.store import RunStore
 from tests_support import tiny_config_with
 
 ONE_CELL = {"strategies": ["none"], "classifiers": ["mlp"], "seeds": 1, "quality": {"enabled": False}}

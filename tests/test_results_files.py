@@ -5,9 +5,9 @@ import os
 import pandas as pd
 import pytest
 
-from bench import provenance
+from bench.run import provenance
 from bench.core.files import atomic_write
-from bench.store import read_results
+from bench.run.store import read_results
 from tests_support import fast_params, tiny_config_with
 
 

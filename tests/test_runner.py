@@ -9,8 +9,9 @@ import time
 import pandas as pd
 import torch
 
-from bench.config import load_config
-from bench.runner import expand_grid, run_cell
+from bench.protocol.config import load_config
+from bench.run.cell import expand_grid
+from bench.run.stages import run_cell
 from conftest import ROOT
 from tests_support import tiny_config_with
 
@@ -46,7 +47,7 @@ def test_killed_run_resumes_with_each_cell_exactly_once(tmp_path):
 
 def test_same_config_and_seed_give_identical_results_on_the_cpu(tiny_config):
     config = load_config(str(tiny_config))
-    from bench.runner import cached_dataset
+    from bench.run.cell import cached_dataset
 
     data_hash = cached_dataset(config.datasets[0]).content_hash
     cell = [c for c in expand_grid(config, {"digits": data_hash}) if c.strategy.name == "classical"][0]

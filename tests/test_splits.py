@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import DatasetSpec, load_dataset
+from bench.data.sets import DatasetSpec, load_dataset
 from bench.core.errors import UserError
-from bench.splits import SplitSpec, make_split
+from bench.data.splits import SplitSpec, make_split
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_another_split_seed_changes_the_split(digits):
 
 def test_parts_are_disjoint_and_stratified():
     from bench.core.images import ImageSet, content_hash
-    from bench.data import Dataset
+    from bench.data.sets import Dataset
 
     # 300 images with unique content, 3 classes, no official test split
     images = torch.arange(300, dtype=torch.int64).view(300, 1, 1, 1)
@@ -69,7 +69,7 @@ def test_a_regime_larger_than_a_class_is_a_user_error(digits):
 
 def test_official_test_split_is_used_when_present(tmp_path):
     from bench.core.images import ImageSet, content_hash
-    from bench.data import Dataset
+    from bench.data.sets import Dataset
 
     train = ImageSet(torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1), torch.arange(40) % 2)
     test = ImageSet(torch.full((6, 1, 1, 1), 200, dtype=torch.uint8), torch.tensor([0, 1] * 3))

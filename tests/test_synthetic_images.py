@@ -5,9 +5,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from bench.config import load_config
-from bench.runner import cached_dataset, expand_grid, fit_strategy
-from bench.splits import make_split
+from bench.protocol.config import load_config
+from bench.run.cell import cached_dataset, expand_grid
+from bench.run.stages import fit_strategy
+from bench.data.splits import make_split
 from tests_support import tiny_config_with
 
 VAE = {"name": "vae", "params": {"steps": 150}}

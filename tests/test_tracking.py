@@ -63,7 +63,7 @@ def test_a_run_without_tracking_imports_nothing_of_mlflow(tmp_path):
 
 
 def test_tracking_without_mlflow_installed_is_a_clear_error(tmp_path, monkeypatch, cli):
-    import bench.config as config_module
+    import bench.protocol.config as config_module
 
     real_find_spec = config_module.importlib.util.find_spec
     monkeypatch.setattr(config_module.importlib.util, "find_spec",
@@ -86,9 +86,9 @@ def test_a_store_mlflow_cannot_use_is_a_clear_error_before_any_cell(tmp_path, cl
 
 def test_a_store_that_fails_mid_run_is_reported_once_and_the_run_goes_on(tmp_path, capsys):
     pytest.importorskip("mlflow")
-    from bench.config import load_config
-    from bench.runner import cached_dataset, expand_grid
-    from bench.tracking import tracking
+    from bench.protocol.config import load_config
+    from bench.run.cell import cached_dataset, expand_grid
+    from bench.tracking.mlflow_runs import tracking
 
     config = load_config(tiny_config_with(tmp_path, {"tracking": {"mlflow": f"sqlite:///{tmp_path / 'm.db'}"}}))
     cells = expand_grid(config, {"digits": cached_dataset(config.datasets[0]).content_hash})

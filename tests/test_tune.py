@@ -44,12 +44,12 @@ def _finished(storage: str) -> dict[str, list]:
 
 
 def test_tuning_never_reads_test_data(tmp_path, monkeypatch, capsys):
-    import bench.splits
-    from bench.runner import run_cell
-    from bench.experiment import tune_experiment
+    import bench.data.splits
+    from bench.run.stages import run_cell
+    from bench.commands.experiment import tune_experiment
 
-    real_pool = bench.splits.train_pool
-    monkeypatch.setattr(bench.splits, "train_pool", lambda ds, spec: (real_pool(ds, spec)[0], SealedTestSet()))
+    real_pool = bench.data.splits.train_pool
+    monkeypatch.setattr(bench.data.splits, "train_pool", lambda ds, spec: (real_pool(ds, spec)[0], SealedTestSet()))
     config = tiny_config_with(tmp_path, TUNE_CONFIG)
     out = tune_experiment(config, [], 3, None, None, tmp_path / "tune", workers=1)
     trials = _finished(f"sqlite:///{out / 'tuning' / 'optuna.db'}")
@@ -57,8 +57,8 @@ def test_tuning_never_reads_test_data(tmp_path, monkeypatch, capsys):
     tuned = yaml.safe_load(next((out / "tuning").glob("*-tuned-*.yaml")).read_text())
     assert [s["label"] for s in tuned["strategies"]] == ["none", "classical", "classical-tuned"]
     # the sentinel does catch a reader: an evaluation run touches the test split and fails
-    from bench.config import load_config
-    from bench.runner import cached_dataset, expand_grid
+    from bench.protocol.config import load_config
+    from bench.run.cell import cached_dataset, expand_grid
 
     cfg = load_config(config)
     cell = expand_grid(cfg, {"digits": cached_dataset(cfg.datasets[0]).content_hash})[0]
@@ -153,7 +153,7 @@ def test_two_workers_share_a_postgresql_study(postgres, tmp_path):
 
 
 def test_one_worker_tuning_is_reproducible(tmp_path):
-    from bench.experiment import tune_experiment
+    from bench.commands.experiment import tune_experiment
 
     config = tiny_config_with(tmp_path, TUNE_CONFIG)
     runs = [tune_experiment(config, [], 3, None, None, tmp_path / f"tune{i}", workers=1) for i in range(2)]

@@ -45,8 +45,8 @@ def test_a_generator_version_bump_recomputes_exactly_its_cells(tmp_path, cli, mo
 
 
 def test_every_component_is_in_the_versions():
-    from bench.config import parse_config
-    from bench.runner import expand_grid
+    from bench.protocol.config import parse_config
+    from bench.run.cell import expand_grid
 
     config = parse_config({"name": "v", "datasets": ["digits"], "strategies": STRATEGIES[1:],
                            "classifiers": ["cnn"]}, "v")

@@ -33,7 +33,7 @@ def digits_images_npz() -> str:
 
     import numpy as np
 
-    from bench.data import DatasetSpec, load_dataset
+    from bench.data.sets import DatasetSpec, load_dataset
 
     path = Path(tempfile.gettempdir()) / "augbench-tests-digits-xy.npz"
     if not path.is_file():

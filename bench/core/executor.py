@@ -2,7 +2,7 @@
 
 An executor calls ``fn(item)`` for every item, in any order, and reports each start and each
 result to the caller, who writes results as they arrive. Implementations register by name
-(``serial``, ``process``: bench/executors.py; ``ray``: bench/executor_ray.py) and are chosen by ``EXECUTORS.get(name)``.
+(``serial``, ``process``: bench/execution/local.py; ``ray``: bench/execution/ray.py) and are chosen by ``EXECUTORS.get(name)``.
 """
 from __future__ import annotations
 

@@ -46,15 +46,45 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default if f.default is not MISSING else f.default_factory()
 
 
-def _check_number(value: Any, meta: dict, kind: type, where: str) -> Any:
+def check_number(value: Any, where: str, kind: type = float, low: float | None = None,
+                 high: float | None = None) -> Any:
+    """The one check of a configured number: ``kind`` (int or float, never a bool) within the
+    inclusive bounds; returns it as ``kind``. ``where`` names the field in the error."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-        raise UserError(f"config field {where}: expected {'an integer' if kind is int else 'a number'}, "
-                        f"got {value!r}")
-    low, high = meta["low"], meta["high"]
+        raise UserError(f"{where}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         bound = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise UserError(f"config field {where}: {value} is out of range (must be {bound})")
+        raise UserError(f"{where}: {value!r} is out of range (must be {bound})")
     return kind(value)
+
+
+def as_list(value: Any, where: str) -> list:
+    """A non-empty list field; a single name or mapping stands for a list of one."""
+    if isinstance(value, (str, int, dict)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise UserError(f"config field {where}: expected a non-empty list")
+    return value
+
+
+def named_entry(item: Any, where: str, what: str, keys: tuple[str, ...]) -> dict:
+    """A list entry given as a name or as a mapping with ``name`` and some of ``keys``."""
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict) or "name" not in item:
+        raise UserError(f"config field {where}: expected a {what} name or {{name: ..., {keys[1]}: ...}}")
+    unknown = set(item) - set(keys)
+    if unknown:
+        raise UserError(f"config field {where}: unknown key(s) {', '.join(sorted(unknown))} "
+                        f"(known: {', '.join(keys)})")
+    return item
+
+
+def refuse_repeats(names: list[str], where: str, what: str) -> None:
+    """Refuse a list that names one thing twice."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UserError(f"config field {where}: {what} {', '.join(repeated)} given twice; list each once")
 
 
 def parse_value(f: dataclasses.Field, value: Any, where: str) -> Any:
@@ -74,7 +104,7 @@ def parse_value(f: dataclasses.Field, value: Any, where: str) -> Any:
             raise UserError(f"config field {where}: expected true or false, got {value!r}")
         return value
     if isinstance(default, (int, float)):
-        return _check_number(value, meta, type(default), where)
+        return check_number(value, f"config field {where}", type(default), meta["low"], meta["high"])
     if not isinstance(value, str):
         raise UserError(f"config field {where}: expected text, got {value!r}")
     return value

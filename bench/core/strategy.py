@@ -13,6 +13,7 @@ import torch
 from bench.core.errors import UserError
 from bench.core.images import ImageSet
 from bench.core.registry import Registry
+from bench.core.schema import as_list, check_number, named_entry
 
 # (images float (N,C,H,W) in [0,1], soft labels (N,K), generator) -> (images, soft labels)
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -43,12 +44,7 @@ class Param:
             if value not in self.choices:
                 raise UserError(f"{where}: {value!r} is not one of {', '.join(self.choices)}")
             return value
-        kind = type(self.default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-            raise UserError(f"{where}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
-        if not (self.low <= value <= self.high):
-            raise UserError(f"{where}: {value!r} is out of range [{self.low}, {self.high}]")
-        return kind(value)
+        return check_number(value, where, type(self.default), self.low, self.high)
 
 
 @dataclass(frozen=True)
@@ -136,3 +132,32 @@ def register_strategy(name: str):
         cls.name = name
         return STRATEGIES.register(name)(cls)
     return decorator
+
+
+@dataclass(frozen=True)
+class StrategyEntry:
+    """One strategy column of the grid: a registered strategy with resolved params and a label."""
+
+    name: str
+    label: str
+    params: dict[str, Any]
+
+
+def _strategy(item: Any, where: str) -> StrategyEntry:
+    item = named_entry(item, where, "strategy", ("name", "params", "label"))
+    cls = STRATEGIES.get(item["name"], field=f"config field {where}")
+    given = item.get("params") or {}
+    if not isinstance(given, dict):
+        raise UserError(f"config field {where}.params: expected a mapping of parameter: value")
+    params = cls.resolve_params(given, f"config field {where}.params")
+    return StrategyEntry(item["name"], str(item.get("label") or item["name"]), params)
+
+
+def parse_strategies(value: Any, where: str) -> tuple[StrategyEntry, ...]:
+    entries = tuple(_strategy(s, f"{where}[{i}]") for i, s in enumerate(as_list(value, where)))
+    labels = [s.label for s in entries]
+    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicated:
+        raise UserError(f"config field {where}: label(s) {', '.join(duplicated)} used twice; give each "
+                        "entry its own `label`")
+    return entries

@@ -12,13 +12,13 @@ import warnings
 
 import torch
 
-from bench.augment import make_batch_transform, parse_policy
+from bench.training.augment import make_batch_transform, parse_policy
 from bench.core.images import ImageSet
 from bench.core.seeding import seeded
 from bench.core.strategy import TrainingData
-from bench.models import CLASSIFIERS, build_classifier
-from bench.resources import timed
-from bench.train import train
+from bench.models.suite import CLASSIFIERS, build_classifier
+from bench.run.resources import timed
+from bench.training.loop import train
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SHAPE = (1, 28, 28)

@@ -15,16 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from bench.augment import make_batch_transform, parse_policy
+from bench.training.augment import make_batch_transform, parse_policy
 from bench.core.images import ImageSet
-from bench.data import DatasetSpec, load_dataset
+from bench.data.sets import DatasetSpec, load_dataset
 from bench.core.errors import UserError
-from bench.models import CLASSIFIERS, build_classifier
+from bench.models.suite import CLASSIFIERS, build_classifier
 from bench.core.files import atomic_write
 from bench.core.seeding import seeded
-from bench.provenance import device_name, resolve_device
-from bench.resources import timed
-from bench.train import normalize, to_input, train
+from bench.run.provenance import device_name, resolve_device
+from bench.run.resources import timed
+from bench.training.loop import normalize, to_input, train
 from bench.core.strategy import TrainingData
 
 BATCH = 128

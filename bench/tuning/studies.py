@@ -22,16 +22,17 @@ import yaml
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from bench import provenance
-from bench.config import (BenchConfig, StrategyEntry, classifiers_plain, datasets_plain, regimes_plain,
+from bench.run import provenance
+from bench.protocol.config import (BenchConfig, StrategyEntry, classifiers_plain, datasets_plain, regimes_plain,
                           with_changes)
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
 from bench.core.seeding import derive_seed
 from bench.core.strategy import STRATEGIES, Param
-from bench.data import DatasetSpec
-from bench.runner import Cell, cached_dataset, fit_and_train
-from bench.splits import Regime, make_split, regime_label
+from bench.data.sets import DatasetSpec
+from bench.run.cell import Cell, cached_dataset
+from bench.run.stages import train_cell
+from bench.data.splits import Regime, make_split, regime_label
 
 TUNE_REPLICATE_OFFSET = 1000
 HEARTBEAT_SECONDS = 5
@@ -106,7 +107,7 @@ def make_objective(spec: StudySpec, config: BenchConfig, n_trials: int, device, 
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at evaluation point {point} (validation {accuracy:.3f})")
 
-            record, _ = fit_and_train(cell, device, cache_dir, split, revision, on_eval)
+            record, _ = train_cell(cell, device, cache_dir, split, revision, on_eval)
             if record["status"] != "ok":
                 trial.set_user_attr("failure", record["failure_reason"])
                 raise optuna.TrialPruned(record["failure_reason"])

@@ -13,17 +13,17 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from bench import provenance
-from bench.config import BenchConfig, load_config
+from bench.run import provenance
+from bench.protocol.config import BenchConfig, load_config
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
-from bench.plan import Plan, make_plan
-from bench.runner import (Cell, cached_dataset, check_grid, default_workers, execute, expand_grid, make_executor,
-                          workers_for)
-from bench.store import RunStore
-from bench.summary import format_summary
-from bench.tracking import tracking
-from bench.tune import open_study, run_study, studies_of, trials_table, tuned_configs
+from bench.costs.plan import Plan, cached_estimate, make_plan
+from bench.run.cell import Cell, cached_dataset, check_grid, expand_grid
+from bench.run.tasks import default_workers, execute, make_executor, workers_for
+from bench.run.store import RunStore
+from bench.commands.summary import format_summary
+from bench.tracking.mlflow_runs import tracking
+from bench.tuning.studies import open_study, run_study, studies_of, trials_table, tuned_configs
 from reports.report import build_report
 from reports.tuning import build_tuning_report
 
@@ -97,9 +97,9 @@ def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float,
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
     workers = workers_for(config, device, len(todo))
-    estimate = make_plan(config, cells, done, store.root / "cache", device, workers, data_seconds)
+    estimate = cached_estimate(config, cells, done, store.root / "cache", device, workers, data_seconds)
     print(f"augbench: {config.name}: {len(cells)} cells ({len(cells) - len(todo)} already done), "
-          f"device {provenance.device_name(device)}, {workers} worker(s), {estimate.headline()} -> {store.root}",
+          f"device {provenance.device_name(device)}, {workers} worker(s), {estimate} -> {store.root}",
           file=sys.stderr)
     foreign = store.foreign_keys([c.key for c in cells])
     if foreign:

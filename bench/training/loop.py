@@ -16,7 +16,7 @@ from torch import nn
 
 from bench.core.images import ImageSet
 from bench.core.errors import CellFailed
-from bench.models import Recipe
+from bench.models.suite import Recipe
 from bench.core.strategy import TrainingData
 
 # called after each evaluation with (point index, validation accuracy); may raise to stop early

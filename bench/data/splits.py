@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.core.images import ImageSet
-from bench.data import Dataset
+from bench.data.sets import Dataset
 from bench.core.errors import UserError
 from bench.core.schema import option
 from bench.core.seeding import derive_seed

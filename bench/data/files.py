@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from bench.core.errors import UserError
-from bench.data import Dataset, DatasetSpec, make_dataset, register_dataset
+from bench.data.sets import Dataset, DatasetSpec, make_dataset, register_dataset
 from bench.core.images import ImageSet
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}

@@ -22,26 +22,29 @@ from typing import Callable
 
 import torch
 
-from bench import provenance
-from bench.cache import FileCache
+from bench.run import provenance
+from bench.core.cache import FileCache
 from bench.core.errors import CellFailed
 from bench.core.files import atomic_write, user_cache_dir
 from bench.core.images import ImageSet
 from bench.core.keys import stable_hash
 from bench.core.seeding import seeded
 from bench.core.strategy import FitContext, TrainingData
-from bench.executors import torch_threads
-from bench.data import Dataset
-from bench.models import CLASSIFIERS, ClassifierEntry, Recipe, build_classifier
-from bench.quality import EVALUATOR, evaluator_training_images, fidelity_metrics
-from bench.resources import measure, timed
-from bench.runner import Cell, cached_dataset, make_strategy
-from bench.splits import make_split, train_pool
-from bench.train import batch_split, predict, train
+from bench.execution.local import torch_threads
+from bench.data.sets import Dataset
+from bench.models.suite import ClassifierEntry, Recipe, build_classifier
+from bench.quality.assess import QualityWork, evaluator_work, strategy_work
+from bench.quality.evaluator import EvaluatorNet, evaluator_training_images
+from bench.quality.features import extract
+from bench.quality.fidelity import fidelity
+from bench.run.resources import measure, timed
+from bench.run.cell import Cell, cached_dataset, make_strategy
+from bench.data.splits import make_split, train_pool
+from bench.training.loop import batch_split, predict, train
 from strategies.classical import Classical
 from strategies.generative import PROBE_PER_CLASS, GenerativeStrategy
 
-CALIBRATION_VERSION = "2"  # 2: generators' sampling time too
+CALIBRATION_VERSION = "3"  # 2: generators' sampling time too; 3: quality per image of features computed once
 EVALUATOR_NET = ClassifierEntry("cnn", "cnn")  # the quality evaluator is the suite's cnn
 CALIBRATION_IMAGES = 512  # random images a calibration trains on (the cost per step does not depend on them)
 
@@ -68,11 +71,17 @@ def per_step(run: Callable[[int], None], device: torch.device, steps: int = 10) 
     return {"step_s": max(0.0, (long - short) / (2 * steps)), "peak_mem_mb": memory["run_peak_mem_mb"]}
 
 
-class Calibration:
-    """Measured costs on one device, cached in a JSON file across runs."""
+class NotCalibrated(Exception):
+    """A cost the cached calibration does not hold, asked of a calibration that may not measure."""
 
-    def __init__(self, device: torch.device, path: Path | None = None):
-        self.device, self.path = device, path or calibration_file()
+
+class Calibration:
+    """Measured costs on one device, cached in a JSON file across runs. With ``measure=False`` it
+    only reads the cache (a missing cost raises NotCalibrated): what ``run`` uses, so that a run
+    never trains a calibration model."""
+
+    def __init__(self, device: torch.device, path: Path | None = None, measure: bool = True):
+        self.device, self.path, self.may_measure = device, path or calibration_file(), measure
         self.where = [provenance.device_name(device), torch.__version__, torch.get_num_threads(), CALIBRATION_VERSION]
         try:
             self.known = json.loads(self.path.read_text())
@@ -82,6 +91,8 @@ class Calibration:
 
     def cost(self, what: list, measure_it: Callable[[], dict]) -> dict:
         key = stable_hash([*self.where, *what], 20)
+        if key not in self.known and not self.may_measure:
+            raise NotCalibrated(what[0])
         if key not in self.known:
             self.known[key] = {"what": [str(w) for w in what], **measure_it()}
             self.measured += 1
@@ -152,14 +163,14 @@ class Calibration:
         """Seconds a fresh Python takes to import the runner (torch and all), as a spawned worker does."""
         def run() -> dict:
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import bench.runner"], check=True, capture_output=True)
+            subprocess.run([sys.executable, "-c", "import bench.run.tasks"], check=True, capture_output=True)
             return {"seconds": time.perf_counter() - start}
 
         return self.cost(["worker start", sys.executable], run)
 
     def quality(self, shape: tuple, num_classes: int, samples: int) -> dict:
-        """Seconds per image of one call of the quality metrics (the evaluator's features,
-        FID/KID/IS/PRC) at up to 2000 images a side."""
+        """Seconds per image of the quality stage's feature pass and metrics (FID/KID/IS/PRC), at
+        up to 2000 images a side."""
         n = min(samples, 2000)
 
         def run() -> dict:
@@ -167,12 +178,19 @@ class Calibration:
                 weights = Path(folder) / "evaluator.pt"
                 torch.save({"model": build_classifier("cnn", shape, num_classes).state_dict(),
                             "shape": torch.tensor(shape), "num_classes": torch.tensor(num_classes)}, weights)
+                net = EvaluatorNet(weights).to(self.device).eval()
                 images = _random_images(shape, num_classes, n).images
-                seconds = timed(lambda: fidelity_metrics(images, images.flip(0), self.device, EVALUATOR,
-                                                          str(weights)), self.device)
-            return {"s_per_image": seconds / n}
+                seconds = timed(lambda: fidelity(extract(net, images, self.device),
+                                                 extract(net, images.flip(0), self.device)), self.device)
+            return {"s_per_image": seconds / (2 * n)}
 
         return self.cost(["quality", shape, num_classes, n], run)
+
+    def quality_seconds(self, work: QualityWork, shape: tuple, num_classes: int, samples: int) -> float:
+        """Seconds of a piece of the quality stage, from the work it declares."""
+        cnn_step = self.classifier(EVALUATOR_NET, shape, num_classes, synthetic=False)["step_s"]
+        per_image = self.quality(shape, num_classes, samples)["s_per_image"]
+        return work.cnn_steps * cnn_step + work.feature_images * per_image
 
 
 @dataclass
@@ -232,11 +250,12 @@ def _split_sizes(dataset: Dataset, cell: Cell) -> tuple[int, int, int, int]:
 
 
 def make_plan(config, cells: list[Cell], done: set[str], cache_dir: Path, device: torch.device,
-              workers: int, data_seconds: float = 0.0) -> Plan:
+              workers: int, data_seconds: float = 0.0, calibrate: bool = True) -> Plan:
     """The work of ``cells`` not in ``done`` and its cost, calibrated on ``device``;
-    ``data_seconds``: how long loading the data took (each worker loads it once)."""
+    ``data_seconds``: how long loading the data took (each worker loads it once). With
+    ``calibrate=False`` only cached costs are used (NotCalibrated where one is missing)."""
     with torch_threads(1 if device.type == "cpu" else None):  # as the workers run
-        calibration = Calibration(device)
+        calibration = Calibration(device, measure=calibrate)
         found = _make_plan(config, cells, done, cache_dir, calibration, workers)
     found.startup_seconds = calibration.worker_start()["seconds"] + data_seconds
     return found
@@ -284,20 +303,26 @@ def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers
                 peak = max(peak, cost["peak_mem_mb"])
         job, evaluator = cell.quality_group, cell.evaluator_group
         if cell.quality.enabled and (job not in quality_jobs or evaluator not in evaluators):
-            # see bench.quality.assess_quality
-            cnn_step = calibration.classifier(EVALUATOR_NET, shape, k, synthetic=False)["step_s"]
-            cnn_recipe = CLASSIFIERS.get("cnn").recipe
             scored = min(cell.quality.samples, n_synthetic or n_real, n_test)
-            metrics = scored * calibration.quality(shape, k, cell.quality.samples)["s_per_image"]
             if job not in quality_jobs:
                 quality_jobs.add(job)
-                seconds["quality"] += metrics
-                if n_synthetic:  # CAS: the cnn trained on the synthetic images
-                    seconds["quality"] += cnn_recipe.steps(n_synthetic, cell.budget_scale) * cnn_step
+                seconds["quality"] += calibration.quality_seconds(
+                    strategy_work(scored, n_synthetic, cell.budget_scale), shape, k, cell.quality.samples)
             if evaluator not in evaluators:
-                evaluators.add(evaluator)  # and its real-vs-real floor
-                seconds["quality"] += cnn_recipe.steps(n_pool, cell.budget_scale) * cnn_step + metrics
+                evaluators.add(evaluator)
+                seconds["quality"] += calibration.quality_seconds(
+                    evaluator_work(n_pool, scored, cell.budget_scale), shape, k, cell.quality.samples)
     return Plan(config=config.name, device=provenance.device_name(calibration.device), workers=workers,
                 cells=len(cells), cells_todo=len(todo), generator_fits=len(fits), quality_jobs=len(quality_jobs),
                 evaluators=len(evaluators), seconds=dict(seconds), peak_mem_mb=peak)
 
+
+
+def cached_estimate(config, cells: list[Cell], done: set[str], cache_dir: Path, device: torch.device,
+                    workers: int, data_seconds: float = 0.0) -> str:
+    """The headline of the plan from the cached calibration alone, for ``run``'s first line; where
+    the cache lacks a cost (or anything else fails) a hint to run ``augbench plan``. Never raises."""
+    try:
+        return make_plan(config, cells, done, cache_dir, device, workers, data_seconds, calibrate=False).headline()
+    except Exception:  # noqa: BLE001 - an estimate must never stop a run
+        return "run `augbench plan` for an estimate"

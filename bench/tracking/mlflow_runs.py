@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
-from bench.config import BenchConfig, TrackingSpec
+from bench.protocol.config import BenchConfig, TrackingSpec
 from bench.core.errors import UserError
 from bench.core.net import unreachable
+from bench.protocol.columns import of_type
 from reports import figures
 
+NUMERIC = frozenset(of_type("int") + of_type("float"))
 NOT_METRICS = frozenset({"replicate", "seed", "split_seed"})  # numbers that identify a cell: params/tags
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 CURVE = {"val_accuracy": "curve_val_accuracy", "train_loss": "curve_train_loss"}  # step metrics; the row has
@@ -44,9 +46,9 @@ def flatten(value, prefix: str = "") -> dict[str, str]:
 
 
 def metric_values(record: dict) -> dict[str, float]:
-    """The numeric columns of a result row (not flags, not the identifying seeds)."""
+    """The numeric columns of a result row, as the row schema declares them (not the identifying seeds)."""
     return {name: float(value) for name, value in record.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and name not in NOT_METRICS}
+            if name in NUMERIC and name not in NOT_METRICS and value is not None}
 
 
 def _millis(iso: str | None) -> int:

@@ -18,16 +18,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from bench.config import BenchConfig
+from bench.protocol.columns import PARAM_PREFIX, of_type
+from bench.protocol.config import BenchConfig
 from bench.core.errors import UserError
 from bench.core.files import atomic_write, move_aside, remove_temporary_files
 
-TEXT_COLUMNS = ("key", "dataset", "data_hash", "regime", "strategy", "strategy_name", "strategy_params",
-                "classifier", "suite_version", "device", "revision", "status", "failure_reason", "generator_key",
-                "mixing", "synthetic_pool", "quality_extractor", "quality_kind", "sample_grid", "versions")
-TIME_COLUMNS = ("started", "finished")
-FLAG_COLUMNS = ("generator_cache_hit", "evaluator_disjoint")
-PARAM_PREFIX = "param_"
+TEXT_COLUMNS = of_type("text")
+TIME_COLUMNS = of_type("time")
+FLAG_COLUMNS = of_type("bool")
 LOCK_FILE = ".lock"
 
 

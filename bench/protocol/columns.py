@@ -1,0 +1,179 @@
+"""The result row: every column a cell's row can hold, declared once.
+
+Each column has a name, a type, a unit, one line of meaning and the stage that writes it. The
+store reads the types from here (so a CSV round trip gives back exactly what parquet holds), the
+reports read their metric, quality and cost columns from here, tracking logs the numeric ones, and
+`augbench list --columns` prints this table as the data dictionary of ``results.csv``.
+``tests/test_columns.py`` fails when a stage writes a column that is not declared.
+
+Stages: ``cell`` (the grid point and its provenance), ``fit`` (the strategy's fit), ``quality``
+(the quality stage), ``train`` (the training loop), ``evaluate`` (metrics on real images),
+``store`` (added when the tables are built).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TYPES = ("text", "int", "float", "bool", "time", "json")
+STAGES = ("cell", "fit", "quality", "train", "evaluate", "store")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the result row; ``report`` names the report table that shows it (metric,
+    quality, cost), if any."""
+
+    name: str
+    type: str
+    unit: str
+    meaning: str
+    stage: str
+    report: str = ""
+
+
+def _columns(stage: str, *rows: tuple) -> list[Column]:
+    return [Column(name, type_, unit, meaning, stage, *rest) for name, type_, unit, meaning, *rest in rows]
+
+
+COLUMNS: tuple[Column, ...] = tuple([
+    *_columns(
+        "cell",
+        ("key", "text", "", "hash of the cell's canonical config (its identity: coordinates, params, versions)"),
+        ("dataset", "text", "", "data set label"),
+        ("data_hash", "text", "", "content hash of the data set's images and labels"),
+        ("regime", "text", "", "labelled images per class, `all`, or a long tail lt<imbalance>x<n_max>"),
+        ("strategy", "text", "", "strategy label (as the config names the column of the grid)"),
+        ("strategy_name", "text", "", "registered strategy name"),
+        ("strategy_params", "text", "", "the strategy's resolved params as JSON"),
+        ("classifier", "text", "", "classifier label"),
+        ("replicate", "int", "", "seed index: labelled draw, initial weights, batch order"),
+        ("seed", "int", "", "the cell's training seed (initial weights, dropout, real batch order)"),
+        ("suite_version", "text", "", "version of the classifier suite"),
+        ("versions", "text", "", "every code version the result depends on, as JSON"),
+        ("split_seed", "int", "", "seed of the test hold-out and the validation set"),
+        ("budget_scale", "float", "", "multiplier of the classifiers' training budget"),
+        ("revision", "text", "", "git revision of the code that ran the cell"),
+        ("status", "text", "", "ok, or failed"),
+        ("failure_reason", "text", "", "why the cell failed (divergence, collapse, a dead worker)"),
+        ("num_classes", "int", "", "classes of the data set"),
+        ("budget_steps", "int", "steps", "optimizer steps the classifier trained for"),
+        ("batch_size", "int", "images", "real images per step (the recipe's batch size)"),
+        ("n_real", "int", "images", "labelled real images"),
+        ("n_val", "int", "images", "validation images"),
+        ("device", "text", "", "device the cell ran on"),
+        ("started", "time", "UTC", "when the cell started"),
+        ("finished", "time", "UTC", "when the cell finished"),
+    ),
+    *_columns(
+        "fit",
+        ("fit_seconds", "float", "s", "wall time of the strategy's fit (a cached generator loads fast)", "cost"),
+        ("fit_peak_mem_mb", "float", "MB", "peak memory of the fit (CUDA allocator, else resident set)", "cost"),
+        ("generator_steps", "int", "steps", "the generator's training steps"),
+        ("generator_key", "text", "", "cache key of the fitted generator"),
+        ("generator_cache_hit", "bool", "", "the generator came from the run's cache"),
+        ("generator_fit_seconds", "float", "s", "wall time of the generator's original fit (also on a cache hit)",
+         "cost"),
+        ("synthetic_pool_size", "int", "images", "synthetic-images: images in the given pool"),
+        ("synthetic_content_hash", "text", "", "synthetic-images: content hash of the given files"),
+    ),
+    *_columns(
+        "quality",
+        ("quality_kind", "text", "", "what was scored: generated, generated+augmented, augmented or real"),
+        ("quality_n", "int", "images", "distinct images per side of FID/KID/IS/PR (compare only at equal N)",
+         "quality"),
+        ("quality_n_test", "int", "images", "real test images they were compared with"),
+        ("quality_extractor", "text", "", "the feature extractor (the replicate's evaluator network)"),
+        ("evaluator_disjoint", "bool", "", "the evaluator trained on none of the labelled images"),
+        ("evaluator_test_accuracy", "float", "fraction", "the evaluator's test accuracy"),
+        ("fid_evaluator", "float", "", "FID in the evaluator's feature space (biased upward at small N)", "quality"),
+        ("kid_evaluator", "float", "", "KID in the evaluator's feature space (unbiased)", "quality"),
+        ("fid_evaluator_ref_real", "float", "", "FID of as many unused real images: the floor at this N",
+         "quality"),
+        ("kid_evaluator_ref_real", "float", "", "KID of as many unused real images: the floor at this N",
+         "quality"),
+        ("is_evaluator", "float", "", "Inception Score from the evaluator's logits", "quality"),
+        ("precision_evaluator", "float", "fraction", "improved precision (Kynkaanniemi et al.)", "quality"),
+        ("recall_evaluator", "float", "fraction", "improved recall (Kynkaanniemi et al.)", "quality"),
+        ("evaluator_label_agreement", "float", "fraction", "scored images the evaluator assigns their own label",
+         "quality"),
+        ("cas_accuracy", "float", "fraction", "classification accuracy score: a cnn trained on the generated "
+                                              "images alone, tested on real test images", "quality"),
+        ("mem_nn_ratio", "float", "", "median nearest-training-image distance, generated / real test", "quality"),
+        ("mem_near_copy_fraction", "float", "fraction", "generated images nearer a training image than 95% of "
+                                                        "real test images are", "quality"),
+        ("mem_near_copy_chance", "float", "fraction", "the near-copy fraction of real test images (chance)",
+         "quality"),
+        ("fid_inception", "float", "", "standard Inception-v3 FID (with inception_weights)", "quality"),
+        ("kid_inception", "float", "", "standard Inception-v3 KID (with inception_weights)", "quality"),
+        ("quality_ref_n", "int", "images", "real images of the real-vs-real reference"),
+        ("fid_evaluator_ref_noise", "float", "", "FID of uniform noise: the ceiling"),
+        ("kid_evaluator_ref_noise", "float", "", "KID of uniform noise: the ceiling"),
+        ("mem_nn_synthetic_median", "float", "", "median nearest-training-image distance of generated images"),
+        ("mem_nn_test_median", "float", "", "median nearest-training-image distance of real test images"),
+        ("sample_grid", "text", "", "the sample file of real and trained-on images, relative to the run folder"),
+        ("quality_seconds", "float", "s", "wall time of the quality stage"),
+        ("quality_peak_mem_mb", "float", "MB", "peak memory of the quality stage"),
+    ),
+    *_columns(
+        "train",
+        ("n_synthetic", "int", "images", "synthetic images in the fixed pool"),
+        ("train_seconds", "float", "s", "wall time of the classifier's training", "cost"),
+        ("train_peak_mem_mb", "float", "MB", "peak memory of the training", "cost"),
+        ("mixing", "text", "", "how synthetic images join the real ones: add or replace"),
+        ("synthetic_pool", "text", "", "fixed, or fresh samples every synthetic epoch"),
+        ("real_per_step", "int", "images", "real images per step"),
+        ("synthetic_per_step", "int", "images", "synthetic images per step"),
+        ("train_images_processed", "int", "images", "images the classifier saw in training, real and synthetic"),
+        ("budget_epochs", "float", "epochs", "passes over the labelled real images"),
+        ("curve", "json", "", "validation accuracy and training loss during training (written to curves.csv, "
+                              "not to the results tables)"),
+    ),
+    *_columns(
+        "evaluate",
+        ("test_accuracy", "float", "fraction", "accuracy on the real test images"),
+        ("test_balanced_accuracy", "float", "fraction", "mean per-class recall on the test images", "metric"),
+        ("test_macro_f1", "float", "fraction", "macro-averaged F1 on the test images", "metric"),
+        ("test_nll", "float", "nats", "mean negative log-likelihood on the test images", "metric"),
+        ("test_ece", "float", "fraction", "expected calibration error on the test images (15 bins)", "metric"),
+        ("n_test", "int", "images", "test images"),
+        ("test_class_recall", "text", "", "per-class test recall as JSON, by class index"),
+        ("test_recall_smallest_third", "float", "fraction", "mean test recall of the third of classes with the "
+                                                            "fewest labelled images"),
+        ("train_accuracy", "float", "fraction", "accuracy on the labelled real images (clean)"),
+        ("train_nll", "float", "nats", "negative log-likelihood on the labelled real images"),
+        ("val_accuracy", "float", "fraction", "accuracy on the validation images"),
+        ("gap_accuracy", "float", "fraction", "train accuracy minus test accuracy"),
+        ("gap_loss", "float", "nats", "test NLL minus train NLL"),
+    ),
+])
+BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
+PARAM_PREFIX = "param_"  # the store adds param_<name> for every strategy param (stage `store`)
+
+
+def declared(name: str) -> bool:
+    """Whether ``name`` is a declared column (or a strategy param's ``param_<name>``)."""
+    return name in BY_NAME or name.startswith(PARAM_PREFIX)
+
+
+def undeclared(names) -> list[str]:
+    """The names among ``names`` that no declaration covers."""
+    return sorted(name for name in names if not declared(name))
+
+
+def of_type(type_: str) -> tuple[str, ...]:
+    """Names of the declared columns of one type, in declaration order."""
+    return tuple(c.name for c in COLUMNS if c.type == type_)
+
+
+def in_report(table: str) -> list[str]:
+    """Names of the columns that the report's ``table`` (metric, quality, cost) shows, in order."""
+    return [c.name for c in COLUMNS if c.report == table]
+
+
+def describe() -> list[str]:
+    """The data dictionary as lines: name, type, unit, stage, meaning."""
+    lines = [f"{'column':<27} {'type':<6} {'unit':<9} {'stage':<9} meaning"]
+    lines += [f"{c.name:<27} {c.type:<6} {c.unit or '-':<9} {c.stage:<9} {c.meaning}" for c in COLUMNS]
+    lines.append(f"{PARAM_PREFIX + '<name>':<27} {'any':<6} {'-':<9} {'store':<9} each strategy param, from "
+                 "strategy_params (mappings as JSON text)")
+    return lines

@@ -1,0 +1,159 @@
+"""A cell of the grid (data x regime x strategy x classifier x seed): its identity, key and seeds,
+and the data it runs on."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from bench.core.keys import canonical_json, stable_hash
+from bench.core.schema import identity
+from bench.core.seeding import derive_seed
+from bench.core.strategy import STRATEGIES, StrategyEntry
+from bench.data.sets import Dataset, DatasetSpec, load_dataset
+from bench.data.splits import Regime, Split, SplitSpec, make_split, regime_label
+from bench.models.suite import ClassifierEntry
+from bench.protocol.config import BenchConfig
+from bench.protocol.registries import load_registries
+from bench.quality.settings import QualitySpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell:
+    """One point of the grid. Its key hashes its coordinates and the protocol's cell-identity
+    fields (see bench/core/schema.py). Build it with ``from_config``."""
+
+    dataset: DatasetSpec
+    data_hash: str
+    regime: Regime
+    strategy: StrategyEntry
+    classifier: str
+    replicate: int
+    config: BenchConfig  # the protocol the cell belongs to
+
+    @classmethod
+    def from_config(cls, config: BenchConfig, *, dataset: DatasetSpec, data_hash: str, regime: Regime,
+                    strategy: StrategyEntry, classifier: str, replicate: int) -> "Cell":
+        return cls(dataset=dataset, data_hash=data_hash, regime=regime, strategy=strategy, classifier=classifier,
+                   replicate=replicate, config=config)
+
+    @property
+    def split(self) -> SplitSpec:
+        return self.config.split
+
+    @property
+    def quality(self) -> QualitySpec:
+        return self.config.quality
+
+    @property
+    def budget_scale(self) -> float:
+        return self.config.budget.scale
+
+    @property
+    def eval_points(self) -> int:
+        return self.config.eval_points
+
+    def canonical(self) -> dict:
+        return {"dataset": self.dataset.title, "data_hash": self.data_hash, "regime": self.regime_label,
+                "strategy": self.strategy.name, "params": self.strategy.params, "classifier": self.classifier,
+                "versions": self.versions, "replicate": self.replicate, **identity(self.config, "cell")}
+
+    @property
+    def strategy_versions(self) -> dict[str, str]:
+        """Code versions the strategy's output depends on (strategy, generator, policies)."""
+        return STRATEGIES.get(self.strategy.name).versions(self.strategy.params)
+
+    @property
+    def classifier_entry(self) -> ClassifierEntry:
+        """The config's entry for this cell's classifier (its build, recipe and versions)."""
+        return next(e for e in self.config.classifiers if e.label == self.classifier)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """Every code version the cell's result depends on; a bump of one recomputes exactly the
+        cells (and quality rows) that use that component."""
+        return {**self.strategy_versions, **self.classifier_entry.versions()}
+
+    @property
+    def key(self) -> str:
+        return stable_hash(self.canonical(), 20)
+
+    @property
+    def train_seed(self) -> int:
+        """Seed of the classifier's initialization, dropout and real batch order. It depends on
+        neither the strategy nor quality settings nor eval points, so `none` and every strategy
+        of a cell start from the same weights and see the same real batches."""
+        return derive_seed("train", *self.fit_key_parts, self.classifier,
+                           canonical_json(self.classifier_entry.versions()), self.budget_scale)
+
+    @property
+    def augment_seed(self) -> int:
+        """Seed of the strategy's randomness during training (synthetic batches, batch transforms)."""
+        return derive_seed("augment", self.fit_seed, self.classifier)
+
+    @property
+    def regime_label(self) -> str:
+        return regime_label(self.regime)
+
+    @property
+    def fit_seed(self) -> int:
+        """Seed of the strategy's fit and quality: the same for every classifier of the cell."""
+        return derive_seed("fit", *self.fit_key_parts, self.strategy.name, canonical_json(self.strategy.params))
+
+    @property
+    def fit_key_parts(self) -> tuple:
+        """What a strategy's fit depends on: data, split, regime, replicate (not the classifier)."""
+        return (self.data_hash, canonical_json(asdict(self.split)), self.regime_label, self.replicate)
+
+    @property
+    def evaluator_group(self) -> tuple | None:
+        """What the replicate's quality evaluator and references depend on (None without quality)."""
+        return self.fit_key_parts if self.quality.enabled else None
+
+    @property
+    def generator_key(self) -> str | None:
+        """The cache key of the generator the strategy fits (None for a strategy without one)."""
+        generative = make_strategy(self.strategy).generative_part()
+        return None if generative is None else generative.generator_key(self.fit_key_parts)
+
+    @property
+    def quality_group(self) -> tuple | None:
+        """What the strategy's quality row depends on: every classifier of the cell shares it."""
+        return (self.fit_key_parts, self.strategy.name, canonical_json(self.strategy.params)) \
+            if self.quality.enabled else None
+
+    def describe(self) -> str:
+        return (f"{self.dataset.title}/{self.regime_label} {self.strategy.label} {self.classifier} "
+                f"seed {self.replicate}")
+
+
+def expand_grid(config: BenchConfig, data_hashes: dict[str, str]) -> list[Cell]:
+    """Every cell of the config, in a stable order."""
+    return [Cell.from_config(config, dataset=d, data_hash=data_hashes[d.title], regime=r, strategy=s, classifier=c,
+                             replicate=k)
+            for d in config.datasets for r in config.regimes for s in config.strategies
+            for c in config.classifier_labels for k in range(config.seeds)]
+
+
+def check_grid(config: BenchConfig, datasets: dict[str, Dataset]) -> None:
+    """Raise UserError where a regime or the validation size asks more of a data set than it has,
+    before any folder is written or any cell runs (the sizes are the same for every replicate)."""
+    for dataset in datasets.values():
+        for regime in config.regimes:
+            make_split(dataset, regime, config.split, 0)
+
+
+@lru_cache(maxsize=4)
+def cached_dataset(spec: DatasetSpec) -> Dataset:
+    return load_dataset(spec)
+
+
+def make_strategy(entry: StrategyEntry):
+    return STRATEGIES.get(entry.name)(**entry.params)
+
+
+def data_of(cell: Cell) -> tuple[Dataset, Split]:
+    """The cell's data set and split, after registering what the config's plugins provide (a worker
+    process starts without them)."""
+    load_registries(cell.config.plugins)
+    dataset = cached_dataset(cell.dataset)
+    return dataset, make_split(dataset, cell.regime, cell.split, cell.replicate)

@@ -1,0 +1,163 @@
+"""The stages of a cell, composed by ``run_cell``: fit (the strategy, on the labelled images) ->
+quality (the fitted strategy's synthetic-data quality, bench/quality) -> train (the one training
+loop) -> evaluate (metrics on real images). ``train_cell`` is the training path on its own (fit
+and train), which reads no test image; tune runs it."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bench.core.cache import FileCache, cache_key
+from bench.core.errors import CellFailed
+from bench.core.keys import canonical_json
+from bench.core.seeding import derive_seed, seeded
+from bench.core.strategy import FitContext, TrainingData
+from bench.data.sets import Dataset
+from bench.data.splits import Split
+from bench.models.suite import SUITE_VERSION, classifier_versions
+from bench.quality.assess import assess_quality
+from bench.quality.evaluator import EVALUATOR_VERSION
+from bench.run import provenance
+from bench.run.cell import Cell, cached_dataset, data_of, make_strategy
+from bench.run.resources import measure
+from bench.training.loop import predict, train
+from bench.training.metrics import class_recall, classification_metrics, smallest_third
+
+
+def fit_context(cell: Cell, dataset: Dataset, device: torch.device, cache_dir: Path | None) -> FitContext:
+    return FitContext(device=device, seed=cell.fit_seed, num_classes=dataset.num_classes, hflip=dataset.hflip,
+                      class_names=dataset.class_names, cache_dir=cache_dir, cache_key_parts=cell.fit_key_parts)
+
+
+def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.device,
+                 cache_dir: Path | None, timings: dict):
+    """Fit the cell's strategy on its labelled images; seeded by everything but the classifier."""
+    with seeded(cell.fit_seed, device):
+        with measure(device, timings, "fit"):
+            return make_strategy(cell.strategy).fit(split.labelled, fit_context(cell, dataset, device, cache_dir))
+
+
+def cell_record(cell: Cell, revision: str) -> dict:
+    """The columns that identify a cell's result row, with status ``ok`` until something fails."""
+    return {"key": cell.key, "dataset": cell.dataset.title, "data_hash": cell.data_hash, "regime": cell.regime_label,
+            "strategy": cell.strategy.label, "strategy_name": cell.strategy.name,
+            "strategy_params": canonical_json(cell.strategy.params), "classifier": cell.classifier,
+            "replicate": cell.replicate, "seed": cell.train_seed, "suite_version": SUITE_VERSION,
+            "versions": canonical_json(cell.versions), "split_seed": cell.split.seed,
+            "budget_scale": cell.budget_scale, "revision": revision, "status": "ok", "failure_reason": "",
+            "curve": []}
+
+
+def lost_record(cell: Cell, reason: str, revision: str) -> dict:
+    """The row of a cell whose worker died on every try (killed, out of memory)."""
+    return {**cell_record(cell, revision), "status": "failed", "failure_reason": reason,
+            "finished": provenance.now()}
+
+
+def train_cell(cell: Cell, device: torch.device, cache_dir: Path | None, split: Split, revision: str,
+               on_eval=None, after_fit: Callable[[TrainingData], dict] | None = None
+               ) -> tuple[dict, torch.nn.Module | None]:
+    """The training path: fit the cell's strategy, then train its classifier. It reads the labelled
+    and validation images of ``split`` and never its test images (tune runs it as it is).
+
+    ``after_fit(data)`` (the runner's quality stage) runs between the two and adds its columns.
+    Returns (record, model); on divergence the record says ``failed`` and the model is None.
+    """
+    dataset = cached_dataset(cell.dataset)
+    recipe = cell.classifier_entry.training_recipe
+    steps = recipe.steps(len(split.labelled), cell.budget_scale)
+    record = {**cell_record(cell, revision), "num_classes": dataset.num_classes, "budget_steps": steps,
+              "batch_size": recipe.batch_size, "n_real": len(split.labelled), "n_val": len(split.val),
+              "device": provenance.device_name(device), "started": provenance.now()}
+    try:
+        data = fit_strategy(cell, dataset, split, device, cache_dir, record)
+        record.update(data.info)
+        if after_fit is not None:
+            record.update(after_fit(data))
+        model = train_classifier(cell, dataset, data, split, device, record, on_eval)
+    except CellFailed as exc:
+        record.update(status="failed", failure_reason=str(exc), finished=provenance.now())
+        return record, None
+    return record, model
+
+
+def train_classifier(cell: Cell, dataset: Dataset, data: TrainingData, split: Split, device: torch.device,
+                     record: dict, on_eval=None) -> torch.nn.Module:
+    """The train stage: the cell's classifier trained by the one loop on the strategy's data, from
+    the cell's initial weights; its columns go into ``record``."""
+    recipe = cell.classifier_entry.training_recipe
+    steps = record["budget_steps"]
+    record["n_synthetic"] = 0 if data.synthetic is None else len(data.synthetic)
+    mixing = cell.config.mixing
+    with seeded(cell.train_seed, device):
+        model = cell.classifier_entry.build(dataset.image_shape, dataset.num_classes)
+        with measure(device, record, "train"):
+            result = train(model, recipe, data, split.val, steps=steps, num_classes=dataset.num_classes,
+                           device=device, order_seed=cell.train_seed, augment_seed=cell.augment_seed,
+                           mixing=mixing.mode, fresh_synthetic=mixing.synthetic_pool == "fresh",
+                           eval_points=cell.eval_points, on_eval=on_eval)
+    record.update(mixing=mixing.mode, synthetic_pool=mixing.synthetic_pool, real_per_step=result.real_per_step,
+                  synthetic_per_step=result.synthetic_per_step,
+                  train_images_processed=steps * (result.real_per_step + result.synthetic_per_step),
+                  budget_epochs=steps * result.real_per_step / len(split.labelled), curve=result.curve)
+    return model
+
+
+def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None, revision: str = "unknown") -> dict:
+    """Run one cell: fit -> quality (with a cache folder, where the protocol measures it) -> train ->
+    evaluate. Returns its result record (status ``failed`` with a reason on divergence)."""
+    dataset, split = data_of(cell)
+    measured = cell.quality.enabled and cache_dir is not None
+    quality = partial(quality_stage, cell, dataset, split, device, cache_dir) if measured else None
+    record, model = train_cell(cell, device, cache_dir, split, revision, after_fit=quality)
+    if model is not None:
+        record.update(evaluate(model, split, device))
+        record["finished"] = provenance.now()
+    return record
+
+
+def quality_stage(cell: Cell, dataset: Dataset, split: Split, device: torch.device, cache_dir: Path,
+                  data: TrainingData) -> dict:
+    """The quality stage of a cell: its strategy's quality columns with the stage's time and memory."""
+    columns: dict = {}
+    with measure(device, columns, "quality"):
+        columns.update(cached_quality(cell, dataset, split, data, device, cache_dir))
+    return columns
+
+
+def cached_quality(cell: Cell, dataset: Dataset, split: Split, data, device: torch.device, cache_dir: Path) -> dict:
+    """The quality stage: the columns of the cell's fitted strategy, computed once for all its
+    classifiers (cached in the run folder)."""
+    cache = FileCache(cache_dir)
+    key = cache_key(cell.fit_key_parts, cell.strategy.name, cell.strategy.params, cell.strategy_versions,
+                    asdict(cell.quality), cell.budget_scale, EVALUATOR_VERSION, classifier_versions("cnn"))
+    samples = (cache_dir.parent / "samples" /
+               f"{cell.dataset.title.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}-seed{cell.replicate}"
+               f"-{key[:8]}.npz")
+    # one seed per (data, split, regime, replicate): every strategy meets the same test images
+    seed = derive_seed("quality", *cell.fit_key_parts) % 2**62
+    return cache.json_once("quality", key, lambda: assess_quality(data, dataset, split, cell.quality, device, cache,
+                                                                  cell.budget_scale, seed, samples))
+
+
+def evaluate(model, split: Split, device: torch.device) -> dict:
+    """The evaluate stage: metrics of the trained classifier on the clean labelled, validation and test
+    images."""
+    test_logits = predict(model, split.test.images, device)
+    test = classification_metrics(test_logits, split.test.labels)
+    train_m = classification_metrics(predict(model, split.labelled.images, device), split.labelled.labels)
+    val = classification_metrics(predict(model, split.val.images, device), split.val.labels)
+    recall = class_recall(test_logits, split.test.labels)
+    counts = torch.bincount(split.labelled.labels, minlength=len(recall)).tolist()
+    return {**{f"test_{k}": v for k, v in test.items()}, "n_test": len(split.test),
+            "test_class_recall": canonical_json([round(r, 6) for r in recall]),
+            "test_recall_smallest_third": float(np.nanmean([recall[k] for k in smallest_third(counts)])),
+            "train_accuracy": train_m["accuracy"], "train_nll": train_m["nll"],
+            "val_accuracy": val["accuracy"],
+            "gap_accuracy": train_m["accuracy"] - test["accuracy"],
+            "gap_loss": test["nll"] - train_m["nll"]}

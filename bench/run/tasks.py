@@ -1,0 +1,100 @@
+"""Running cells through an executor: the task a worker runs (with the work that cells share as
+stages of its own), the number of workers, and the executor a config asks for."""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from operator import attrgetter
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from bench.core.cache import FileCache
+from bench.core.errors import CellFailed
+from bench.core.executor import EXECUTORS, Executor, FolderTask, Stage
+from bench.protocol.config import BenchConfig, ExecutorSpec
+from bench.quality.evaluator import evaluator
+from bench.run.cell import Cell, data_of, make_strategy
+from bench.run.stages import cached_quality, fit_context, fit_strategy, lost_record, run_cell
+from bench.run.store import RunStore
+
+
+@dataclass(frozen=True)
+class CellTask(FolderTask):
+    """What a worker needs to run cells of one run: the device, the run folder (whose cache/ and
+    samples/ hold the work cells share), the revision. Its stages are that shared work: an
+    executor without a shared file system runs each once, before the cells that need it."""
+
+    device_type: str
+    root: Path
+    revision: str
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.device_type)
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return (Stage("evaluator", attrgetter("evaluator_group"), self.fit_evaluator),
+                Stage("generator", attrgetter("generator_key"), self.fit_generator),
+                Stage("quality", attrgetter("quality_group"), self.assess))
+
+    def run_in(self, cell: Cell, root: Path) -> dict:
+        return run_cell(cell, self.device, root / "cache", self.revision)
+
+    def fit_evaluator(self, cell: Cell, root: Path) -> None:
+        """The replicate's quality evaluator, into ``root``'s cache."""
+        dataset, split = data_of(cell)
+        evaluator(dataset, split, self.device, FileCache(root / "cache"), cell.budget_scale)
+
+    def fit_generator(self, cell: Cell, root: Path) -> None:
+        """The strategy's generator, into ``root``'s cache (a failed fit is cached as failed, and
+        recorded by the cells that need it)."""
+        dataset, split = data_of(cell)
+        ctx = fit_context(cell, dataset, self.device, root / "cache")
+        with contextlib.suppress(CellFailed):
+            make_strategy(cell.strategy).generative_part().fitted_generator(split.labelled, ctx)
+
+    def assess(self, cell: Cell, root: Path) -> None:
+        """The strategy's quality row and sample grid, into ``root``'s cache and samples."""
+        dataset, split = data_of(cell)
+        with contextlib.suppress(CellFailed):
+            data = fit_strategy(cell, dataset, split, self.device, root / "cache", {})
+            cached_quality(cell, dataset, split, data, self.device, root / "cache")
+
+
+def default_workers(device: torch.device, per_gpu: int = 1) -> int:
+    """On the CPU one single-threaded worker per core (at most 2); on CUDA ``per_gpu`` workers on
+    each visible GPU (the process executor spreads them over the GPUs), at most one per core."""
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return max(1, min(per_gpu * torch.cuda.device_count(), cores))
+    return max(1, min(2, cores))
+
+
+def workers_for(config: BenchConfig, device: torch.device, items: int) -> int:
+    """The config's workers (0: ``default_workers``), never more than the items to run."""
+    return min(config.workers or default_workers(device, config.workers_per_gpu), max(1, items))
+
+
+def make_executor(device: torch.device, workers: int, settings: ExecutorSpec | None = None) -> Executor:
+    """The config's executor (``auto``: ``process`` for several workers, else ``serial``) with the
+    run's thread policy: one torch thread per CPU worker, always."""
+    settings = settings or ExecutorSpec()
+    name = settings.name if settings.name != "auto" else ("process" if workers > 1 else "serial")
+    return EXECUTORS.get(name, field="executor.name").configured(settings, workers=workers,
+                                                                 threads=1 if device.type == "cpu" else None)
+
+
+def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, executor: Executor, revision: str,
+            on_start: Callable[[Cell], None], on_done: Callable[[Cell, dict], None]) -> None:
+    """Run cells, writing each record as it finishes."""
+    def finished(cell: Cell, record: dict) -> None:
+        store.write_cell(record)
+        on_done(cell, record)
+
+    task = CellTask(device.type, store.root, revision)
+    executor.map_unordered(task, list(cells), on_start=on_start, on_done=finished,
+                           on_lost=lambda cell, reason: finished(cell, lost_record(cell, reason, revision)))
