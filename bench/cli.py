@@ -89,38 +89,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    import bench.execution.local  # noqa: F401 - registers the local executors
-    from bench.training.augment import POLICIES
-    from bench.protocol.config import BenchConfig
-    from bench.core.executor import EXECUTORS
-    from bench.core.plugins import load_plugins, origin
-    from bench.core.schema import describe
-    from bench.data.sets import DATASETS
-    from bench.models.suite import CLASSIFIERS, SUITE_VERSION
-    from strategies import STRATEGIES
+    from bench.commands.listing import print_columns, print_registries
 
-    load_plugins(args.plugins or ())
-    print("bundled configs: " + ", ".join(sorted(configs.bundled())))
-    print("data sets:   " + ", ".join(name + origin(DATASETS.get(name)) for name in DATASETS.names()))
-    print("strategies:")
-    for name in STRATEGIES.names():
-        cls = STRATEGIES.get(name)
-        needs = f" [needs pip install 'augbench[{','.join(sorted(set(cls.requires.values())))}]']" \
-            if cls.requires else ""
-        print(f"  {name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}{origin(cls)}{needs}")
-        for pname, spec in cls.params.items():
-            bounds = f"[{spec.low}, {spec.high}]" if spec.low is not None else ", ".join(spec.choices or ())
-            print(f"      {pname} = {spec.default!r}  ({bounds}) {spec.help}")
-    print("policies:    " + ", ".join(POLICIES.names()) + "  (compose with '+', e.g. basic+random-erasing)")
-    print(f"classifiers (suite v{SUITE_VERSION}):")
-    for name in CLASSIFIERS.names():
-        r = CLASSIFIERS.get(name).recipe
-        print(f"  {name:<8} {r.optimizer} lr {r.lr} wd {r.weight_decay} batch {r.batch_size}, "
-              f"{r.epochs} epochs, at least {r.min_steps} steps{origin(CLASSIFIERS.get(name).build)}")
-    print("executors:   " + ", ".join(EXECUTORS.names()))
-    print("config fields (set in the YAML, or with --set path=value):")
-    for path, default, help_text in describe(BenchConfig):
-        print(f"  {path:<26} {default}\n      {help_text}")
+    if args.columns:
+        print_columns()
+    else:
+        print_registries(args.plugins or ())
     return 0
 
 
@@ -223,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "classifiers, executors and config fields")
     lst.add_argument("--plugins", nargs="*", metavar="MODULE", help="plugin modules to import first, as a "
                                                                     "config's `plugins` field does")
+    lst.add_argument("--columns", action="store_true", help="print the result row's columns instead (the data "
+                                                            "dictionary of results.csv): type, unit, stage, meaning")
     lst.set_defaults(func=_cmd_list)
 
     bench = sub.add_parser("bench-augment", help="measure the batched augmentation pipeline against a "

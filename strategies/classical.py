@@ -26,7 +26,7 @@ class Classical(Strategy):
         return {**super().versions(params), **policy_versions(parse_policy(params["policy"]))}
 
     def batch_transform(self, hflip: bool):
-        return make_batch_transform(parse_policy(self.config["policy"]), self.config["magnitude"], hflip)
+        return make_batch_transform(parse_policy(self.values["policy"]), self.values["magnitude"], hflip)
 
     def fit(self, labelled, ctx):
         return TrainingData(real=labelled, batch_transform=self.batch_transform(ctx.hflip))

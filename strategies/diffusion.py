@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core.errors import CellFailed, UserError
+from bench.core.files import files_hash
+from bench.core.progress import counted
 from bench.core.strategy import Param, register_strategy
 from strategies.generative import BALANCE, RATIO, GenerativeStrategy, check_finite
-from strategies.synthetic_images import files_hash
 
 BATCH = 64
 TRAIN_TIMESTEPS = 1000
@@ -70,6 +71,7 @@ class Diffusion(GenerativeStrategy):
     """Class-conditional DDPM (diffusers UNet2DModel) with classifier-free guidance, sampled by DDIM."""
 
     family = "diffusion"
+    quick = {"steps": 20, "sampling_steps": 2}
     requires = {"diffusers": "diffusion"}
     params = {
         "ratio": RATIO,
@@ -105,24 +107,24 @@ class Diffusion(GenerativeStrategy):
 
     # -- the model ------------------------------------------------------------------------------
     def build(self, shape, num_classes):
-        if self.config["pretrained"]:
+        if self.values["pretrained"]:
             return self._load_pretrained(shape, num_classes)
         from diffusers import DDPMScheduler, UNet2DModel
 
-        blocks, width = _blocks(shape), self.config["width"]
+        blocks, width = _blocks(shape), self.values["width"]
         unet = UNet2DModel(sample_size=_padded(max(shape[1:]), blocks), in_channels=shape[0], out_channels=shape[0],
                            block_out_channels=tuple(width * 2 ** min(i, 1) for i in range(blocks)),
                            layers_per_block=1, down_block_types=("DownBlock2D",) * blocks,
                            up_block_types=("UpBlock2D",) * blocks, num_class_embeds=num_classes + 1,
                            norm_num_groups=min(8, width))
         schedule = DDPMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2",
-                                 prediction_type=self.config["prediction"])
+                                 prediction_type=self.values["prediction"])
         return GuidedUNet(unet, num_classes, shape, num_classes, dict(schedule.config))
 
     def _load_pretrained(self, shape, num_classes) -> GuidedUNet:
         from diffusers import DDPMScheduler, UNet2DModel
 
-        folder = Path(self.config["pretrained"])
+        folder = Path(self.values["pretrained"])
         where = f"strategy diffusion: pretrained {folder}"
         nested = (folder / "unet" / "config.json").is_file()
         try:
@@ -130,7 +132,7 @@ class Diffusion(GenerativeStrategy):
             scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler") \
                 if (folder / "scheduler").is_dir() else DDPMScheduler(
                     num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2",
-                    prediction_type=self.config["prediction"])  # a bare UNet: our schedule, its stated target
+                    prediction_type=self.values["prediction"])  # a bare UNet: our schedule, its stated target
         except (OSError, ValueError, json.JSONDecodeError) as exc:
             raise UserError(f"{where}: cannot be loaded ({' '.join(str(exc).split())[:200]})") from None
         classes = unet.config.num_class_embeds
@@ -146,8 +148,8 @@ class Diffusion(GenerativeStrategy):
         return GuidedUNet(unet, num_classes, shape, null_class, dict(scheduler.config))
 
     # -- training -------------------------------------------------------------------------------
-    def train_generator(self, model, labelled, ctx, steps, generator):
-        if self.config["pretrained"]:
+    def train_generator(self, model, labelled, ctx, steps, rng):
+        if self.values["pretrained"]:
             return
         from diffusers import DDPMScheduler
 
@@ -155,16 +157,16 @@ class Diffusion(GenerativeStrategy):
         schedule = DDPMScheduler.from_config(model.scheduler_config)
         images = _pad(labelled.images.to(dev).float().div(127.5).sub(1.0), model.size)
         labels = labelled.labels.to(dev)
-        optimizer = torch.optim.AdamW(model.unet.parameters(), lr=self.config["lr"], weight_decay=0.0)
+        optimizer = torch.optim.AdamW(model.unet.parameters(), lr=self.values["lr"], weight_decay=0.0)
         decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
         trained, averaged = list(model.unet.parameters()), list(model.ema.parameters())
-        for step in range(1, steps + 1):
-            index = torch.randint(0, len(labels), (BATCH,), generator=generator, device=dev)
-            dropped = torch.rand(BATCH, generator=generator, device=dev) < self.config["label_dropout"]
+        for step in counted(steps, f"{self.family} fit"):
+            index = torch.randint(0, len(labels), (BATCH,), generator=rng, device=dev)
+            dropped = torch.rand(BATCH, generator=rng, device=dev) < self.values["label_dropout"]
             y = torch.where(dropped, torch.full_like(labels[index], model.null_class), labels[index])
             clean = images[index]
-            noise = torch.randn(clean.shape, generator=generator, device=dev)
-            t = torch.randint(0, schedule.config.num_train_timesteps, (BATCH,), generator=generator, device=dev)
+            noise = torch.randn(clean.shape, generator=rng, device=dev)
+            t = torch.randint(0, schedule.config.num_train_timesteps, (BATCH,), generator=rng, device=dev)
             target = TARGETS[schedule.config.prediction_type](schedule, clean, noise, t)
             loss = F.mse_loss(model.unet(schedule.add_noise(clean, noise, t), t, class_labels=y).sample, target)
             optimizer.zero_grad(set_to_none=True)
@@ -172,32 +174,32 @@ class Diffusion(GenerativeStrategy):
             optimizer.step()
             decay.step()
             with torch.no_grad():
-                torch._foreach_lerp_(averaged, trained, 1.0 - self.config["ema"])
+                torch._foreach_lerp_(averaged, trained, 1.0 - self.values["ema"])
             if step % 50 == 0 or step == steps:
                 check_finite(step, diffusion=loss)
 
     # -- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, model, labels, labelled, ctx, generator):
-        return torch.cat([self._sample_chunk(model, chunk.to(ctx.device), ctx.device, generator)
+    def sample(self, model, labels, labelled, ctx, rng):
+        return torch.cat([self._sample_chunk(model, chunk.to(ctx.device), ctx.device, rng)
                           for chunk in labels.split(SAMPLE_CHUNK)])
 
     def _sample_chunk(self, model: GuidedUNet, y: torch.Tensor, dev: torch.device,
-                      generator: torch.Generator) -> torch.Tensor:
+                      rng: torch.Generator) -> torch.Tensor:
         from diffusers import DDIMScheduler
 
         sampler = DDIMScheduler.from_config(model.scheduler_config)
-        sampler.set_timesteps(self.config["sampling_steps"], device=dev)
+        sampler.set_timesteps(self.values["sampling_steps"], device=dev)
         channels, height, width = model.shape
-        x = torch.randn((len(y), channels, model.size, model.size), generator=generator, device=dev)
-        guided = model.null_class is not None and self.config["guidance"] != 1.0
+        x = torch.randn((len(y), channels, model.size, model.size), generator=rng, device=dev)
+        guided = model.null_class is not None and self.values["guidance"] != 1.0
         labels = torch.cat([y, torch.full_like(y, model.null_class)]) if guided else y
         for t in sampler.timesteps:
             noise = model.ema(torch.cat([x, x]) if guided else x, t, class_labels=labels).sample
             if guided:
                 conditional, unconditional = noise.chunk(2)
-                noise = unconditional + self.config["guidance"] * (conditional - unconditional)
-            x = sampler.step(noise, t, x, generator=generator).prev_sample
+                noise = unconditional + self.values["guidance"] * (conditional - unconditional)
+            x = sampler.step(noise, t, x, generator=rng).prev_sample
         if not torch.isfinite(x).all():
             raise CellFailed("diffusion sampling diverged: a sample holds NaN or inf")
         x = x[:, :, :height, :width].clamp(-1.0, 1.0)

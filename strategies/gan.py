@@ -20,6 +20,7 @@ from torch.nn.utils import spectral_norm
 
 from bench.training.augment import AugContext, blend, boxes, gray, affine_matrices, warp
 from strategies.generative import BALANCE, RATIO, GenerativeStrategy, check_finite
+from bench.core.progress import counted
 from bench.core.strategy import Param, register_strategy
 
 Z_DIM = 64
@@ -85,21 +86,21 @@ class ConditionalGAN(nn.Module):
         self.ema.requires_grad_(False)
 
 
-def diff_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def diff_augment(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     """DiffAugment (colour, translation by up to 1/8, cutout of 1/4 of the area), per sample and
     differentiable, on images in [-1, 1]."""
     n, _, h, w = x.shape
     dev = x.device
-    u = lambda: torch.rand(n, generator=generator, device=dev)  # noqa: E731
+    u = lambda: torch.rand(n, generator=rng, device=dev)  # noqa: E731
     x01 = (x + 1) / 2
     x01 = x01 + (u() - 0.5).view(-1, 1, 1, 1) * 0.5                      # brightness
     x01 = blend(x01, gray(x01).expand_as(x01), u() * 2)                 # saturation
     x01 = blend(x01, x01.mean(dim=(1, 2, 3), keepdim=True).expand_as(x01), u() + 0.5)  # contrast
-    shift = lambda size: (torch.randint(-(size // 8), size // 8 + 1, (n,), generator=generator, device=dev)  # noqa: E731
+    shift = lambda size: (torch.randint(-(size // 8), size // 8 + 1, (n,), generator=rng, device=dev)  # noqa: E731
                           / size)
     x01 = warp(x01, affine_matrices(n, dev, translate_x=shift(w), translate_y=shift(h)))
     holes = boxes(n, h, w, torch.full((n,), 0.25, device=dev), torch.ones(n, device=dev),
-                   AugContext(1.0, False, generator), dev)
+                   AugContext(1.0, False, rng), dev)
     return x01.masked_fill(holes, 0.0) * 2 - 1
 
 
@@ -116,6 +117,7 @@ class GAN(GenerativeStrategy):
     a class head)."""
 
     family = "gan"
+    quick = {"steps": 20}
     generator_version = "3"  # 3: mode seeking and the class head (2: projection and hinge loss alone)
     params = {
         "ratio": RATIO,
@@ -134,33 +136,33 @@ class GAN(GenerativeStrategy):
     def build(self, shape, num_classes):
         return ConditionalGAN(shape, num_classes)
 
-    def train_generator(self, model, labelled, ctx, steps, generator):
+    def train_generator(self, model, labelled, ctx, steps, rng):
         dev = ctx.device
         real_images = labelled.images.to(dev).float().div(127.5).sub(1.0)
         real_labels = labelled.labels.to(dev)
-        g_opt = torch.optim.Adam(model.generator.parameters(), lr=self.config["lr"], betas=(0.0, 0.9))
-        d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=self.config["lr"], betas=(0.0, 0.9))
-        augment = diff_augment if self.config["diffaugment"] == "on" else (lambda x, g: x)
-        class_weight = self.config["class_loss"]
-        decay = min(self.config["ema"], 1.0 - 10.0 / steps) if steps > 10 else 0.0
-        for step in range(1, steps + 1):
-            index = torch.randint(0, len(real_labels), (BATCH,), generator=generator, device=dev)
+        g_opt = torch.optim.Adam(model.generator.parameters(), lr=self.values["lr"], betas=(0.0, 0.9))
+        d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=self.values["lr"], betas=(0.0, 0.9))
+        augment = diff_augment if self.values["diffaugment"] == "on" else (lambda x, g: x)
+        class_weight = self.values["class_loss"]
+        decay = min(self.values["ema"], 1.0 - 10.0 / steps) if steps > 10 else 0.0
+        for step in counted(steps, f"{self.family} fit"):
+            index = torch.randint(0, len(real_labels), (BATCH,), generator=rng, device=dev)
             real, y_real = real_images[index], real_labels[index]
-            z = torch.randn(BATCH, Z_DIM, generator=generator, device=dev)
-            y_fake = torch.randint(0, ctx.num_classes, (BATCH // 2,), generator=generator, device=dev).repeat(2)
+            z = torch.randn(BATCH, Z_DIM, generator=rng, device=dev)
+            y_fake = torch.randint(0, ctx.num_classes, (BATCH // 2,), generator=rng, device=dev).repeat(2)
             fake = model.generator(z, y_fake)  # image i and image i + BATCH/2 share a class: a mode-seeking pair
 
-            real_score, real_logits = model.discriminator(augment(real, generator), y_real)
-            fake_score, _ = model.discriminator(augment(fake.detach(), generator), y_fake)
+            real_score, real_logits = model.discriminator(augment(real, rng), y_real)
+            fake_score, _ = model.discriminator(augment(fake.detach(), rng), y_fake)
             d_loss = (F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
                       + class_weight * F.cross_entropy(real_logits, y_real))
             d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             d_opt.step()
 
-            score, logits = model.discriminator(augment(fake, generator), y_fake)
+            score, logits = model.discriminator(augment(fake, rng), y_fake)
             g_loss = (-score.mean() + class_weight * F.cross_entropy(logits, y_fake)
-                      + self.config["mode_seeking"] / (mode_distance(fake, z) + 1e-5))
+                      + self.values["mode_seeking"] / (mode_distance(fake, z) + 1e-5))
             g_opt.zero_grad(set_to_none=True)
             g_loss.backward()
             g_opt.step()
@@ -174,10 +176,10 @@ class GAN(GenerativeStrategy):
                 check_finite(step, discriminator=d_loss, generator=g_loss)
 
     @torch.no_grad()
-    def sample(self, model, labels, labelled, ctx, generator):
+    def sample(self, model, labels, labelled, ctx, rng):
         out = []
         for chunk in labels.split(512):
-            z = torch.randn(len(chunk), Z_DIM, generator=generator, device=ctx.device)
+            z = torch.randn(len(chunk), Z_DIM, generator=rng, device=ctx.device)
             images = model.ema(z, chunk.to(ctx.device))
             out.append(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu())
         return torch.cat(out) if out else torch.empty(0, *labelled.images.shape[1:], dtype=torch.uint8)

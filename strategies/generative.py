@@ -108,18 +108,18 @@ class GenerativeStrategy(Strategy):
         return {**super().versions(params), f"generator:{cls.family}": cls.generator_version}
 
     def generator_params(self) -> dict:
-        return {k: v for k, v in self.config.items() if k not in self.sampling_params}
+        return {k: v for k, v in self.values.items() if k not in self.sampling_params}
 
     # -- to implement -------------------------------------------------------------------------
     def build(self, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         raise NotImplementedError
 
     def train_generator(self, model: nn.Module, labelled: ImageSet, ctx: FitContext, steps: int,
-                        generator: torch.Generator) -> None:
+                        rng: torch.Generator) -> None:
         raise NotImplementedError
 
     def sample(self, model: nn.Module, labels: torch.Tensor, labelled: ImageSet, ctx: FitContext,
-               generator: torch.Generator) -> torch.Tensor:
+               rng: torch.Generator) -> torch.Tensor:
         """uint8 images (on the CPU) of the given classes."""
         raise NotImplementedError
 
@@ -130,11 +130,11 @@ class GenerativeStrategy(Strategy):
     def generator_key(self, cache_key_parts: tuple) -> str:
         """The cache key of the fitted generator: family, code version, params, the fit's data."""
         return cache_key(self.family, self.generator_version, self.generator_params(), cache_key_parts,
-                         self.config["steps"])
+                         self.values["steps"])
 
     def fitted_generator(self, labelled: ImageSet, ctx: FitContext) -> tuple[nn.Module, dict]:
         """The fitted generator, from the cache when it holds one; a failed fit is cached as failed."""
-        steps = self.config["steps"]
+        steps = self.values["steps"]
         key = self.generator_key(ctx.cache_key_parts)
         shape, num_classes = tuple(labelled.images.shape[1:]), ctx.num_classes
         with seeded(derive_seed("generator-init", key), ctx.device):  # weights from the key alone, not from
@@ -167,10 +167,10 @@ class GenerativeStrategy(Strategy):
     def _train_and_check(self, model, labelled, ctx, steps, key) -> float:
         """Train and check the generator; return the seconds its training took."""
         start = time.perf_counter()
-        generator = torch.Generator(device=ctx.device).manual_seed(derive_seed("generator", key))
+        rng = torch.Generator(device=ctx.device).manual_seed(derive_seed("generator", key))
         with seeded(derive_seed("generator-train", key), ctx.device):
             model.to(ctx.device).train()
-            self.train_generator(model, labelled, ctx, steps, generator)
+            self.train_generator(model, labelled, ctx, steps, rng)
         seconds = time.perf_counter() - start
         model.eval()
         probe_labels = balanced_labels(PROBE_PER_CLASS * ctx.num_classes, ctx.num_classes)
@@ -183,11 +183,11 @@ class GenerativeStrategy(Strategy):
         model, info = self.fitted_generator(labelled, ctx)
 
         @torch.no_grad()
-        def sampler(n: int, generator: torch.Generator) -> ImageSet:
-            labels = synthetic_labels(n, labelled.labels, ctx.num_classes, self.config.get("balance", False))
-            return ImageSet(self.sample(model, labels, labelled, ctx, generator), labels)
+        def sampler(n: int, rng: torch.Generator) -> ImageSet:
+            labels = synthetic_labels(n, labelled.labels, ctx.num_classes, self.values.get("balance", False))
+            return ImageSet(self.sample(model, labels, labelled, ctx, rng), labels)
 
-        n_synthetic = round(self.config["ratio"] * len(labelled))
+        n_synthetic = round(self.values["ratio"] * len(labelled))
         generator = torch.Generator(device=ctx.device).manual_seed(derive_seed("synthetic", ctx.seed))
         synthetic = sampler(n_synthetic, generator) if n_synthetic else None
         return TrainingData(real=labelled, synthetic=synthetic, info=info, sampler=sampler)

@@ -23,8 +23,7 @@ class Hybrid(Strategy):
     """A generative strategy plus a classical policy on every batch (real and synthetic images)."""
 
     params = {
-        "generator": Param("gan", choices=("gan", "vae", "vae-perturb", "diffusion"), check=_check_generator,
-                           help="a generative strategy"),
+        "generator": Param("gan", check=_check_generator, help="a registered generative strategy"),
         "generator_params": Param({}, check=lambda value, where: value,
                                   help="the generator's own params (validated against it)"),
         "ratio": RATIO,
@@ -49,12 +48,14 @@ class Hybrid(Strategy):
         generator = STRATEGIES.get(params["generator"]).versions({**params["generator_params"], "ratio": params["ratio"]})
         return {**super().versions(params), **generator, **Classical.versions(params)}
 
+    quick = {"generator_params": {"steps": 20}}
+
     def generative_part(self) -> GenerativeStrategy:
-        generator_cls = STRATEGIES.get(self.config["generator"])
-        return generator_cls(**self.config["generator_params"], ratio=self.config["ratio"])
+        generator_cls = STRATEGIES.get(self.values["generator"])
+        return generator_cls(**self.values["generator_params"], ratio=self.values["ratio"])
 
     def fit(self, labelled, ctx):
         data = self.generative_part().fit(labelled, ctx)
-        classical = Classical(policy=self.config["policy"], magnitude=self.config["magnitude"])
+        classical = Classical(policy=self.values["policy"], magnitude=self.values["magnitude"])
         data.batch_transform = classical.batch_transform(ctx.hflip)
         return data

@@ -4,15 +4,15 @@ mixed in at a ratio exactly as the built-in generators' samples are, and scored 
 metrics. The files' content hash is part of the params, so changed files are new cells."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from bench.core.errors import UserError
+from bench.core.files import files_hash
 from bench.core.images import ImageSet
 from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
-from bench.data.sets import DatasetSpec
+from bench.data.sets import DatasetEntry
 from bench.data.files import labels_from, read_image_folder, read_npz, to_uint8_nchw
 from strategies.generative import BALANCE, RATIO, synthetic_labels
 
@@ -24,22 +24,12 @@ def _check_path(value, where: str) -> str:
     return value
 
 
-def files_hash(path: Path) -> str:
-    """SHA-256 over the relative names and bytes of every file under ``path`` (or of the file)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
 @register_strategy("synthetic-images")
 class SyntheticImages(Strategy):
     """Pre-generated images from any generator (a folder of class subfolders, or an .npz of x, y)."""
 
     params = {
-        "path": Param("", check=_check_path, help="ImageFolder with the data set's class names, or .npz of x, y"),
+        "path": Param("", check=_check_path, names_files=True, help="ImageFolder with the data set's class names, or .npz of x, y"),
         "ratio": RATIO,
         "balance": BALANCE,
         "content_hash": Param("", check=lambda value, where: value,
@@ -53,9 +43,9 @@ class SyntheticImages(Strategy):
         return resolved
 
     def _pool(self, labelled: ImageSet, class_names: tuple[str, ...], num_classes: int) -> ImageSet:
-        path = Path(self.config["path"])
+        path = Path(self.values["path"])
         shape = tuple(labelled.images.shape[1:])
-        spec = DatasetSpec("synthetic-images", str(path), label=f"synthetic-images:{path.name}")
+        spec = DatasetEntry("synthetic-images", str(path), label=f"synthetic-images:{path.name}")
         if path.is_dir():
             names = list(class_names) or [str(c) for c in range(num_classes)]
             images, labels, _ = read_image_folder(path, spec, names)
@@ -77,12 +67,12 @@ class SyntheticImages(Strategy):
             """n images of the pool, class-balanced or filling the small classes (``balance``), each
             class's drawn without replacement (the first ones in file order without a generator: the
             pool as written, when it is that size)."""
-            labels = synthetic_labels(n, labelled.labels, ctx.num_classes, self.config["balance"])
+            labels = synthetic_labels(n, labelled.labels, ctx.num_classes, self.values["balance"])
             chosen = torch.empty(n, dtype=torch.long)
             for c, members in enumerate(by_class):
                 wanted = torch.nonzero(labels == c).flatten()
                 if len(wanted) > len(members):
-                    raise UserError(f"{self.config['path']}: class {ctx.class_names[c] if ctx.class_names else c} "
+                    raise UserError(f"{self.values['path']}: class {ctx.class_names[c] if ctx.class_names else c} "
                                     f"has {len(members)} images, the ratio needs {len(wanted)}; add images or "
                                     "lower the ratio")
                 order = torch.arange(len(wanted)) if generator is None else \
@@ -90,8 +80,8 @@ class SyntheticImages(Strategy):
                 chosen[wanted] = members[order]
             return pool.subset(chosen)
 
-        n_synthetic = round(self.config["ratio"] * len(labelled))
+        n_synthetic = round(self.values["ratio"] * len(labelled))
         synthetic = sampler(n_synthetic, None) if n_synthetic else None
         return TrainingData(real=labelled, synthetic=synthetic, sampler=sampler,
-                            info={"synthetic_pool_size": len(pool), "synthetic_content_hash": self.config["content_hash"]})
+                            info={"synthetic_pool_size": len(pool), "synthetic_content_hash": self.values["content_hash"]})
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from strategies.generative import BALANCE, RATIO, GenerativeStrategy, check_finite
+from bench.core.progress import counted
 from bench.core.strategy import Param, register_strategy
 
 LATENT = 16
@@ -57,6 +58,7 @@ def _to_uint8(logits: torch.Tensor) -> torch.Tensor:
 
 class _VAEBase(GenerativeStrategy):
     family = "vae"
+    quick = {"steps": 20}
     params = {
         "ratio": RATIO,
         "balance": BALANCE,
@@ -69,20 +71,20 @@ class _VAEBase(GenerativeStrategy):
     def build(self, shape, num_classes):
         return ConditionalVAE(shape, num_classes)
 
-    def train_generator(self, model, labelled, ctx, steps, generator):
+    def train_generator(self, model, labelled, ctx, steps, rng):
         dev = ctx.device
         images = labelled.images.to(dev).float().div(255.0)
         labels = labelled.labels.to(dev)
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.config["lr"])
-        warmup = max(1, round(self.config["kl_warmup"] * steps))
-        for step in range(1, steps + 1):
-            index = torch.randint(0, len(labels), (BATCH,), generator=generator, device=dev)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.values["lr"])
+        warmup = max(1, round(self.values["kl_warmup"] * steps))
+        for step in counted(steps, f"{self.family} fit"):
+            index = torch.randint(0, len(labels), (BATCH,), generator=rng, device=dev)
             x, y = images[index], labels[index]
             mu, logvar = model.encode(x, y)
-            z = mu + torch.randn(mu.shape, generator=generator, device=dev) * torch.exp(0.5 * logvar)
+            z = mu + torch.randn(mu.shape, generator=rng, device=dev) * torch.exp(0.5 * logvar)
             recon = F.binary_cross_entropy_with_logits(model.decode(z, y), x, reduction="sum") / len(x)
             kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum() / len(x)
-            loss = recon + self.config["beta"] * min(1.0, step / warmup) * kl
+            loss = recon + self.values["beta"] * min(1.0, step / warmup) * kl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -121,14 +123,14 @@ class VAE(_VAEBase):
     sampling_params = GenerativeStrategy.sampling_params | {"prior"}
 
     @torch.no_grad()
-    def sample(self, model, labels, labelled, ctx, generator):
-        if self.config["prior"] == "class":
+    def sample(self, model, labels, labelled, ctx, rng):
+        if self.values["prior"] == "class":
             means, factors = class_priors(model, labelled, ctx.num_classes, ctx.device)
         out = []
         for chunk in labels.split(512):
             chunk = chunk.to(ctx.device)
-            z = torch.randn(len(chunk), LATENT, generator=generator, device=ctx.device)
-            if self.config["prior"] == "class":
+            z = torch.randn(len(chunk), LATENT, generator=rng, device=ctx.device)
+            if self.values["prior"] == "class":
                 z = means[chunk] + (factors[chunk] @ z.unsqueeze(2)).squeeze(2)
             out.append(_to_uint8(model.decode(z, chunk)))
         return torch.cat(out)
@@ -143,15 +145,15 @@ class VAEPerturb(_VAEBase):
     sampling_params = GenerativeStrategy.sampling_params | {"perturb"}
 
     @torch.no_grad()
-    def sample(self, model, labels, labelled, ctx, generator):
+    def sample(self, model, labels, labelled, ctx, rng):
         out = []
         for chunk in labels.split(512):
             # for each wanted label, a random real image of that class
             weights = (labelled.labels.view(1, -1) == chunk.view(-1, 1)).float().to(ctx.device)
-            source = torch.multinomial(weights, 1, generator=generator).squeeze(1).cpu()
+            source = torch.multinomial(weights, 1, generator=rng).squeeze(1).cpu()
             x = labelled.images[source].to(ctx.device).float().div(255.0)
             y = chunk.to(ctx.device)
             mu, _ = model.encode(x, y)
-            z = mu + self.config["perturb"] * torch.randn(mu.shape, generator=generator, device=ctx.device)
+            z = mu + self.values["perturb"] * torch.randn(mu.shape, generator=rng, device=ctx.device)
             out.append(_to_uint8(model.decode(z, y)))
         return torch.cat(out)

@@ -75,6 +75,6 @@ def cli(capsys):
 
 def run_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run ``python -m bench.cli ARGS`` as a separate process (as a user would)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **kwargs.pop("env_extra", {})}
     return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True,
                           text=True, env=env, cwd=kwargs.pop("cwd", ROOT), **kwargs)

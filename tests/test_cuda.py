@@ -9,7 +9,7 @@ from bench.core.cache import FileCache
 from bench.protocol.config import parse_config
 from bench.core import FitContext
 from bench.core.seeding import seeded
-from bench.data.sets import DatasetSpec, load_dataset
+from bench.data.sets import DatasetEntry, load_dataset
 from bench.quality.evaluator import evaluator, load_evaluator
 from bench.quality.features import extract
 from bench.quality.fidelity import fidelity
@@ -71,7 +71,7 @@ def test_a_cell_on_cuda_is_reproducible():
 @pytest.mark.parametrize("name", ["gan", "vae"])
 def test_generators_fit_and_sample_on_the_device(name, tmp_path, monkeypatch):
     monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)  # 20 steps is too few to judge
-    labelled = make_split(load_dataset(DatasetSpec("digits")), 6, SplitSpec(val_per_class=5), 0).labelled
+    labelled = make_split(load_dataset(DatasetEntry("digits")), 6, SplitSpec(val_per_class=5), 0).labelled
     cls = STRATEGIES.get(name)
     fits = []
     for k in range(2):  # two fits from the same seed, as run_cell seeds them
@@ -87,7 +87,7 @@ def test_generators_fit_and_sample_on_the_device(name, tmp_path, monkeypatch):
 
 
 def test_quality_metrics_on_cuda_match_the_cpu(tmp_path):
-    dataset = load_dataset(DatasetSpec("digits"))
+    dataset = load_dataset(DatasetEntry("digits"))
     judge = evaluator(dataset, make_split(dataset, 10, SplitSpec(), 0), CUDA, FileCache(tmp_path), 0.2)
     pool, test = train_pool(dataset, SplitSpec())
     first, second = pool.images[:400], test.images[:300]

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from bench.core import FitContext
 from bench.core.errors import UserError
-from bench.data.sets import DatasetSpec, load_dataset
+from bench.data.sets import DatasetEntry, load_dataset
 from bench.data.splits import SplitSpec, make_split
 from strategies import STRATEGIES
 from tests_support import tiny_config_with
@@ -22,7 +22,7 @@ TINY_STEPS = 400
 
 @pytest.fixture(scope="module")
 def digits():
-    dataset = load_dataset(DatasetSpec("digits"))
+    dataset = load_dataset(DatasetEntry("digits"))
     return dataset, make_split(dataset, 10, SplitSpec(val_per_class=10), replicate=0)
 
 

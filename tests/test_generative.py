@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.data.sets import DatasetSpec, load_dataset
+from bench.data.sets import DatasetEntry, load_dataset
 from bench.core.errors import CellFailed
 from strategies.generative import GenerativeStrategy, diversity
 from bench.data.splits import SplitSpec, make_split
@@ -17,7 +17,7 @@ GENERATIVE = [n for n in STRATEGIES.names() if issubclass(STRATEGIES.get(n), Gen
 
 @pytest.fixture(scope="module")
 def labelled():
-    dataset = load_dataset(DatasetSpec("digits"))
+    dataset = load_dataset(DatasetEntry("digits"))
     return make_split(dataset, 6, SplitSpec(val_per_class=5), replicate=0).labelled
 
 
@@ -121,7 +121,7 @@ def test_the_gans_mode_seeking_keeps_each_class_as_diverse_as_its_real_images(tm
     samples of a class far less varied than the real ones (measured: worst class 38% of the real
     diversity); with them, 75%."""
     monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)  # judge here, not in the fit
-    dataset = load_dataset(DatasetSpec("digits"))
+    dataset = load_dataset(DatasetEntry("digits"))
     labelled = make_split(dataset, 10, SplitSpec(val_per_class=10), replicate=0).labelled
     worst = {}
     for name, terms in (("plain", {"mode_seeking": 0.0, "class_loss": 0.0}), ("default", {})):

@@ -8,7 +8,7 @@ import torch
 
 from bench.protocol.config import load_config, parse_config
 from bench.core import FitContext
-from bench.data.sets import DatasetSpec, load_dataset
+from bench.data.sets import DatasetEntry, load_dataset
 from bench.training.metrics import class_recall, smallest_third
 from bench.data.splits import LongTail, SplitSpec, make_split
 from conftest import TINY_CONFIG
@@ -20,7 +20,7 @@ from tests_support import digits_images_npz, fast_params, tiny_config_with
 def test_long_tail_counts_follow_the_cifar_lt_convention():
     assert LongTail(10, 100).counts(10) == [100, 77, 60, 46, 36, 28, 22, 17, 13, 10]
     assert str(LongTail(10, 100)) == "lt10x100"
-    split = make_split(load_dataset(DatasetSpec("digits")), LongTail(10, 50), SplitSpec(val_per_class=10), 0)
+    split = make_split(load_dataset(DatasetEntry("digits")), LongTail(10, 50), SplitSpec(val_per_class=10), 0)
     assert torch.bincount(split.labelled.labels).tolist() == LongTail(10, 50).counts(10)
 
 
@@ -73,7 +73,7 @@ def test_a_long_tailed_run_reports_per_class_gains(cli, tmp_path):
 
 
 def test_pre_generated_images_can_fill_the_small_classes_too():
-    labelled = make_split(load_dataset(DatasetSpec("digits")), LongTail(4, 8), SplitSpec(val_per_class=10), 0).labelled
+    labelled = make_split(load_dataset(DatasetEntry("digits")), LongTail(4, 8), SplitSpec(val_per_class=10), 0).labelled
     cls = STRATEGIES.get("synthetic-images")
     ctx = FitContext(device=torch.device("cpu"), seed=0, num_classes=10, hflip=False)
     for balance, expected in ((False, None), (True, [8 - c for c in LongTail(4, 8).counts(10)])):

@@ -1,15 +1,30 @@
 """Plugins: a module named in a config, or an installed entry point, registers a data set and a
 strategy that a run then uses; a plugin that does not import is one clear error."""
+import os
 import textwrap
 
 import pandas as pd
+import pytest
+
+from conftest import ROOT, run_subprocess
 
 from tests_support import tiny_config_with
 
 PLUGIN = '''
-from bench.core.strategy import Strategy, TrainingData, register_strategy
-from bench.data.sets import load_dataset, DatasetSpec, make_dataset, register_dataset
+from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
+from bench.data.sets import load_dataset, DatasetEntry, make_dataset, register_dataset
 from bench.core.images import ImageSet
+
+
+@register_strategy("{prefix}dim")
+class Dim(Strategy):
+    """Every training image dimmed by a tunable factor (a plugin's strategy with a search space)."""
+
+    params = {"factor": Param(0.9, low=0.5, high=1.0, tune=True)}
+
+    def fit(self, labelled, ctx):
+        dimmed = (labelled.images.float() * self.values["factor"]).round().to(labelled.images.dtype)
+        return TrainingData(real=ImageSet(dimmed, labelled.labels))
 
 
 @register_strategy("{prefix}flip")
@@ -23,7 +38,7 @@ class Flip(Strategy):
 @register_dataset("{prefix}digits-half")
 def half(spec):
     """The first half of the digits (a plugin's data set)."""
-    full = load_dataset(DatasetSpec("digits")).train
+    full = load_dataset(DatasetEntry("digits")).train
     keep = slice(0, len(full) // 2)
     return make_dataset(spec.title, ImageSet(full.images[keep], full.labels[keep]), None,
                         [str(c) for c in range(10)], False)
@@ -73,3 +88,26 @@ def test_a_plugin_that_does_not_import_is_a_clear_error(tmp_path, cli, monkeypat
     code, _, err = cli("run", config, "--out", tmp_path / "run")
     assert code == 2 and "plugin broken does not import: ModuleNotFoundError" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_plugin_strategy_is_known_in_tune_worker_processes(tmp_path, cli, monkeypatch):
+    _write_plugin(tmp_path / "plugins", "tuneplug", "tp-")
+    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))  # spawned workers inherit sys.path
+    config = tiny_config_with(tmp_path, {"plugins": ["tuneplug"], "strategies": ["none", "tp-dim"],
+                                         "classifiers": ["mlp", "cnn"], "seeds": 1})
+    code, out, err = cli("tune", config, "--trials", "1", "--workers", "2", "--out", tmp_path / "tune")
+    assert code == 0, err
+    trials = pd.read_csv(tmp_path / "tune" / "tuning" / "trials.csv")
+    assert len(trials) == 2 and set(trials["state"]) == {"COMPLETE"}, trials
+
+
+def test_a_plugin_strategy_runs_in_ray_tasks(tmp_path):
+    pytest.importorskip("ray")
+    _write_plugin(tmp_path / "plugins", "rayplug", "rp-")
+    config = tiny_config_with(tmp_path, {"plugins": ["rayplug"], "strategies": ["none", "rp-flip"],
+                                         "classifiers": ["mlp"], "seeds": 1})
+    env = {"PYTHONPATH": f"{tmp_path / 'plugins'}{os.pathsep}{ROOT}"}  # as a user makes a plugin importable
+    done = run_subprocess("run", config, "--out", tmp_path / "run", "--executor", "ray", env_extra=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert sorted(results["strategy"]) == ["none", "rp-flip"] and (results["status"] == "ok").all()

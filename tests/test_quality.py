@@ -9,7 +9,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from bench.core.cache import FileCache
-from bench.data.sets import DatasetSpec, load_dataset
+from bench.data.sets import DatasetEntry, load_dataset
 from bench.quality.evaluator import evaluator, load_evaluator
 from bench.quality.features import extract
 from bench.quality.fidelity import FID, KID, fidelity, inception_fid_kid
@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def digits_eval(tmp_path_factory):
-    dataset = load_dataset(DatasetSpec("digits"))
+    dataset = load_dataset(DatasetEntry("digits"))
     judge = evaluator(dataset, make_split(dataset, 10, SplitSpec(), 0), CPU,
                       FileCache(tmp_path_factory.mktemp("cache")), 0.2)
     pool, test = train_pool(dataset, SplitSpec())
@@ -149,7 +149,7 @@ def test_inception_path_runs_with_given_weights(digits_eval, tmp_path, monkeypat
 def test_evaluator_trains_without_the_labelled_images_where_the_regime_allows():
     from bench.quality.evaluator import evaluator_training_images
 
-    dataset = load_dataset(DatasetSpec("digits"))
+    dataset = load_dataset(DatasetEntry("digits"))
     pool, _ = train_pool(dataset, SplitSpec())
     split = make_split(dataset, 10, SplitSpec(), 0)
     images, disjoint = evaluator_training_images(pool, split)
@@ -167,7 +167,7 @@ def test_quality_scores_what_the_classifier_trains_on_at_one_n(tmp_path):
     from bench.core.strategy import TrainingData
     from bench.quality.assess import assess_quality
 
-    dataset = load_dataset(DatasetSpec("digits"))
+    dataset = load_dataset(DatasetEntry("digits"))
     split = make_split(dataset, 10, SplitSpec(), 0)
     cache, spec = FileCache(tmp_path / "cache"), QualitySpec(samples=500)
 

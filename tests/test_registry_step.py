@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bench.data.sets import DatasetSpec, load_dataset
+from bench.data.sets import DatasetEntry, load_dataset
 from bench.models.suite import CLASSIFIERS, ClassifierEntry
 from bench.core.registry import Registry
 from bench.data.splits import SplitSpec, make_split
@@ -17,7 +17,7 @@ CONFIGURED = {"timm": (("input_size", 16), ("model", "resnet10t"))}  # classifie
 
 @pytest.fixture(scope="module")
 def digits_split():
-    dataset = load_dataset(DatasetSpec("digits"))
+    dataset = load_dataset(DatasetEntry("digits"))
     return dataset, make_split(dataset, 5, SplitSpec(val_per_class=5), replicate=0)
 
 

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data.sets import DatasetSpec, load_dataset
+from bench.data.sets import DatasetEntry, load_dataset
 from bench.core.errors import UserError
 from bench.data.splits import SplitSpec, make_split
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_dataset(DatasetSpec("digits"))
+    return load_dataset(DatasetEntry("digits"))
 
 
 def _rows(images: torch.Tensor) -> set[bytes]:

@@ -33,18 +33,19 @@ def digits_images_npz() -> str:
 
     import numpy as np
 
-    from bench.data.sets import DatasetSpec, load_dataset
+    from bench.data.sets import DatasetEntry, load_dataset
 
     path = Path(tempfile.gettempdir()) / "augbench-tests-digits-xy.npz"
     if not path.is_file():
-        train = load_dataset(DatasetSpec("digits")).train
+        train = load_dataset(DatasetEntry("digits")).train
         np.savez(path, x=train.images.numpy(), y=train.labels.numpy())
     return str(path)
 
 
 def fast_params(name: str) -> dict:
-    """Params that make a strategy fit in a moment (few generator and sampling steps; a file where one
-    is needed). Skips the calling test where the strategy needs an optional module that is missing."""
+    """Params that make a strategy fit in a moment (its declared ``quick`` params, and a file of the
+    tests' own for a param that names image files). Skips the calling test where the strategy needs
+    an optional module that is missing."""
     import pytest
 
     from strategies import STRATEGIES
@@ -53,8 +54,5 @@ def fast_params(name: str) -> dict:
     missing = cls.missing_modules()
     if missing:
         pytest.skip(f"{name} needs {', '.join(missing)}")
-    if name == "synthetic-images":
-        return {"path": digits_images_npz()}
-    if "generator_params" in cls.params:
-        return {"generator_params": {"steps": 20}}
-    return {name: value for name, value in (("steps", 20), ("sampling_steps", 2)) if name in cls.params}
+    files = {param: digits_images_npz() for param, spec in cls.params.items() if spec.names_files}
+    return {**cls.quick, **files}

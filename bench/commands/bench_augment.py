@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from bench.training.augment import make_batch_transform, parse_policy
 from bench.core.images import ImageSet
-from bench.data.sets import DatasetSpec, load_dataset
+from bench.data.sets import DatasetEntry, load_dataset
 from bench.core.errors import UserError
 from bench.models.suite import CLASSIFIERS, build_classifier
 from bench.core.files import atomic_write
@@ -82,12 +82,12 @@ def _reference_batches(loader: DataLoader, device: torch.device, count: int):
                 return
 
 
-def measure_augmentation(images: ImageSet, policy: str, hflip: bool, n_images: int, device: torch.device,
-                         loader_workers: int) -> tuple[float, float]:
+def measure_augmentation(images: ImageSet, num_classes: int, policy: str, hflip: bool, n_images: int,
+                         device: torch.device, loader_workers: int) -> tuple[float, float]:
     """Images/s of augmentation alone, ending with float batches on the device: (ours, reference)."""
     transform = make_batch_transform(parse_policy(policy), MAGNITUDE, hflip)
     generator = torch.Generator(device=device).manual_seed(0)
-    on_device, labels = images.images.to(device), F.one_hot(images.labels, 10).float().to(device)
+    on_device, labels = images.images.to(device), F.one_hot(images.labels, num_classes).float().to(device)
     batches = -(-n_images // BATCH)
 
     def ours():
@@ -108,8 +108,8 @@ def measure_augmentation(images: ImageSet, policy: str, hflip: bool, n_images: i
     return _rate(n, timed(ours, device)), _rate(n, timed(reference, device))
 
 
-def measure_training(images: ImageSet, val: ImageSet, policy: str, hflip: bool, steps: int, device: torch.device,
-                     loader_workers: int) -> tuple[float, float]:
+def measure_training(images: ImageSet, val: ImageSet, num_classes: int, policy: str, hflip: bool, steps: int,
+                     device: torch.device, loader_workers: int) -> tuple[float, float]:
     """Images/s of cnn training with augmentation: (our loop, the usual DataLoader loop)."""
     recipe = CLASSIFIERS.get("cnn").recipe
     shape = tuple(images.images.shape[1:])
@@ -117,14 +117,14 @@ def measure_training(images: ImageSet, val: ImageSet, policy: str, hflip: bool, 
 
     def ours():
         with seeded(0, device):
-            train(build_classifier("cnn", shape, 10), recipe, data, val, steps=steps, num_classes=10, device=device,
-                  order_seed=0, augment_seed=0, eval_points=1)
+            train(build_classifier("cnn", shape, num_classes), recipe, data, val, steps=steps,
+                  num_classes=num_classes, device=device, order_seed=0, augment_seed=0, eval_points=1)
 
     loader = _reference_loader(images, policy, hflip, recipe.batch_size, loader_workers, drop_last=True)
 
     def reference():
         with seeded(0, device):
-            model = build_classifier("cnn", shape, 10).to(device)
+            model = build_classifier("cnn", shape, num_classes).to(device)
             optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True,
                                         weight_decay=recipe.weight_decay)
             for x, y in _reference_batches(loader, device, steps):
@@ -146,13 +146,15 @@ def run_throughput_benchmark(dataset: str, policy: str, n_images: int, steps: in
     if threads:
         torch.set_num_threads(threads)
     where = resolve_device(device, "--device")
-    ds = load_dataset(DatasetSpec(dataset))
+    ds = load_dataset(DatasetEntry(dataset))
     val = ds.train.subset(torch.arange(min(200, len(ds.train))))
     print(f"bench-augment: {dataset} {tuple(ds.image_shape)}, policy {policy}, batch {BATCH}, "
           f"{torch.get_num_threads()} torch thread(s), {device_name(where)}, reference DataLoader with "
           f"{loader_workers} worker(s)")
-    aug_ours, aug_ref = measure_augmentation(ds.train, policy, ds.hflip, n_images, where, loader_workers)
-    train_ours, train_ref = measure_training(ds.train, val, policy, ds.hflip, steps, where, loader_workers)
+    aug_ours, aug_ref = measure_augmentation(ds.train, ds.num_classes, policy, ds.hflip, n_images, where,
+                                             loader_workers)
+    train_ours, train_ref = measure_training(ds.train, val, ds.num_classes, policy, ds.hflip, steps, where,
+                                             loader_workers)
     print(f"{'measure':<36}{'augbench img/s':>16}{'reference img/s':>17}{'ratio':>8}")
     print(f"{'augmentation alone':<36}{aug_ours:>16,.0f}{aug_ref:>17,.0f}{aug_ours / aug_ref:>7.1f}x")
     print(f"{'cnn training with augmentation':<36}{train_ours:>16,.0f}{train_ref:>17,.0f}{train_ours / train_ref:>7.1f}x")

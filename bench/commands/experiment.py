@@ -107,15 +107,23 @@ def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float,
               "version, data or config): left alone and kept out of the tables", file=sys.stderr)
 
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", file=sys.stderr, dynamic_ncols=True)
-    running: list[str] = []
+    running: dict[str, str] = {}  # cell -> what it reports doing
+
+    def show() -> None:
+        bar.set_postfix_str(" | ".join(f"{name}: {doing}" if doing else name
+                                       for name, doing in list(running.items())[-workers:]), refresh=True)
 
     def on_start(cell):
-        running.append(cell.describe())
-        bar.set_postfix_str(" | ".join(running[-workers:]), refresh=True)
+        running[cell.describe()] = ""
+        show()
+
+    def on_progress(cell, text):
+        if cell.describe() in running:
+            running[cell.describe()] = text
+            show()
 
     def on_done(cell, record):
-        if cell.describe() in running:
-            running.remove(cell.describe())
+        running.pop(cell.describe(), None)
         if record["status"] != "ok":
             tqdm.write(f"failed: {cell.describe()}: {record['failure_reason']}", file=sys.stderr)
         bar.update(1)
@@ -123,7 +131,8 @@ def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float,
 
     finished = False
     try:
-        execute(todo, store, device, make_executor(device, workers, config.executor), revision, on_start, on_done)
+        execute(todo, store, device, make_executor(device, workers, config.executor), revision, on_start, on_done,
+                on_progress)
         finished = True
     finally:
         bar.close()

@@ -17,6 +17,7 @@ from bench.core.registry import Registry
 OnStart = Callable[[Any], None]
 OnDone = Callable[[Any, Any], None]
 OnLost = Callable[[Any, str], None]  # (item, reason) for an item whose worker died on every try
+OnProgress = Callable[[Any, str], None]  # (item, text): a line of progress from inside the item (bench.core.progress)
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,10 @@ class Executor(ABC):
     @abstractmethod
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
                       on_start: OnStart | None = None, on_done: OnDone | None = None,
-                      on_lost: OnLost | None = None) -> None:
+                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None) -> None:
         """Call ``fn`` on each item; ``on_start(item)`` as it starts, ``on_done(item, result)`` as
-        it finishes (in the calling process). Executors that run items in other processes retry
+        it finishes, ``on_progress(item, text)`` for what it reports on the way, where the executor
+        carries that (in the calling process). Executors that run items in other processes retry
         an item whose worker died, then report it with ``on_lost(item, reason)`` (raising
         WorkerDied without one) and go on. ``fn`` and the items must pickle for those executors.
         A ``fn`` that is a FolderTask may have its stages run first (see FolderTask)."""

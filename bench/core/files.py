@@ -1,6 +1,7 @@
 """Writing files so that a kill at any moment leaves each one whole or absent."""
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -68,3 +69,13 @@ def user_cache_dir() -> Path:
     """Where augbench keeps what it builds once per machine (calibrations, converted weights):
     $AUGBENCH_CACHE, else ~/.cache/augbench."""
     return Path(os.environ.get("AUGBENCH_CACHE") or Path.home() / ".cache" / "augbench")
+
+
+def files_hash(path: Path) -> str:
+    """SHA-256 over the relative names and bytes of every file under ``path`` (or of the file)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()

@@ -36,6 +36,7 @@ class Param:
     check: Callable[[Any, str], Any] | None = None
     help: str = ""
     tune: bool = False  # part of the strategy's search space for `augbench tune`
+    names_files: bool = False  # the value is a path to images (the tests hand it a file of theirs)
 
     def validate(self, value: Any, where: str) -> Any:
         if self.check is not None:
@@ -79,9 +80,10 @@ class Strategy:
     version: ClassVar[str] = "1"  # bump when the strategy's code changes what it produces
     params: ClassVar[dict[str, Param]] = {}
     requires: ClassVar[dict[str, str]] = {}  # optional module it imports -> the augbench extra that installs it
+    quick: ClassVar[dict[str, Any]] = {}  # params that make a fit take a moment (the test suite's runs)
 
     def __init__(self, **params: Any):
-        self.config = params
+        self.values = params  # the resolved param values
 
     @classmethod
     def missing_modules(cls) -> list[str]:

@@ -154,9 +154,9 @@ class Calibration:
                                                     torch.Generator(device=device).manual_seed(0)), device)
             return {"sample_s_per_image": seconds / CALIBRATION_IMAGES}
 
-        params = {k: v for k, v in strategy.config.items()  # what the cost per step and per image depends on
+        params = {k: v for k, v in strategy.values.items()  # what the cost per step and per image depends on
                   if k != "steps" and k not in GenerativeStrategy.sampling_params}
-        return self.cost(["generator", strategy.name, strategy.versions(strategy.config), params, shape, num_classes],
+        return self.cost(["generator", strategy.name, strategy.versions(strategy.values), params, shape, num_classes],
                          lambda: {**per_step(run, device, steps=5), **sampling()})
 
     def worker_start(self) -> dict:
@@ -277,7 +277,7 @@ def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers
         strategy = make_strategy(cell.strategy)
         generative = strategy.generative_part()
         recipe: Recipe = cell.classifier_entry.training_recipe
-        n_synthetic = round(generative.config["ratio"] * n_real) if generative else 0
+        n_synthetic = round(generative.values["ratio"] * n_real) if generative else 0
         real_per_step, synthetic_per_step = batch_split(recipe.batch_size, n_real, n_synthetic, config.mixing.mode)
         plain = calibration.classifier(cell.classifier_entry, shape, k, synthetic=False)
         step = plain["step_s"]
@@ -285,8 +285,8 @@ def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers
             doubled = calibration.classifier(cell.classifier_entry, shape, k, synthetic=True)  # B real + B synthetic
             step += (doubled["step_s"] - plain["step_s"]) * synthetic_per_step / recipe.batch_size
             peak = max(peak, doubled["peak_mem_mb"])
-        if "policy" in strategy.config:
-            step += calibration.transform(strategy.config["policy"], strategy.config["magnitude"], dataset.hflip,
+        if "policy" in strategy.values:
+            step += calibration.transform(strategy.values["policy"], strategy.values["magnitude"], dataset.hflip,
                                           shape, real_per_step + synthetic_per_step)["step_s"]
         steps = recipe.steps(n_real, cell.budget_scale)
         evaluated = cell.eval_points * n_val + n_real + n_val + n_test
@@ -298,7 +298,7 @@ def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers
                 fits.add(key)
                 cost = calibration.generator(generative, shape, k)
                 sampled = PROBE_PER_CLASS * k + n_synthetic  # the collapse probe, then the pool
-                seconds["generator fits"] += generative.config["steps"] * cost["step_s"] + \
+                seconds["generator fits"] += generative.values["steps"] * cost["step_s"] + \
                     sampled * cost["sample_s_per_image"]
                 peak = max(peak, cost["peak_mem_mb"])
         job, evaluator = cell.quality_group, cell.evaluator_group

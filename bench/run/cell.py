@@ -9,7 +9,7 @@ from bench.core.keys import canonical_json, stable_hash
 from bench.core.schema import identity
 from bench.core.seeding import derive_seed
 from bench.core.strategy import STRATEGIES, StrategyEntry
-from bench.data.sets import Dataset, DatasetSpec, load_dataset
+from bench.data.sets import Dataset, DatasetEntry, load_dataset
 from bench.data.splits import Regime, Split, SplitSpec, make_split, regime_label
 from bench.models.suite import ClassifierEntry
 from bench.protocol.config import BenchConfig
@@ -22,40 +22,40 @@ class Cell:
     """One point of the grid. Its key hashes its coordinates and the protocol's cell-identity
     fields (see bench/core/schema.py). Build it with ``from_config``."""
 
-    dataset: DatasetSpec
+    dataset: DatasetEntry
     data_hash: str
     regime: Regime
     strategy: StrategyEntry
     classifier: str
     replicate: int
-    config: BenchConfig  # the protocol the cell belongs to
+    protocol: BenchConfig  # the protocol the cell belongs to
 
     @classmethod
-    def from_config(cls, config: BenchConfig, *, dataset: DatasetSpec, data_hash: str, regime: Regime,
+    def from_config(cls, config: BenchConfig, *, dataset: DatasetEntry, data_hash: str, regime: Regime,
                     strategy: StrategyEntry, classifier: str, replicate: int) -> "Cell":
         return cls(dataset=dataset, data_hash=data_hash, regime=regime, strategy=strategy, classifier=classifier,
-                   replicate=replicate, config=config)
+                   replicate=replicate, protocol=config)
 
     @property
     def split(self) -> SplitSpec:
-        return self.config.split
+        return self.protocol.split
 
     @property
     def quality(self) -> QualitySpec:
-        return self.config.quality
+        return self.protocol.quality
 
     @property
     def budget_scale(self) -> float:
-        return self.config.budget.scale
+        return self.protocol.budget.scale
 
     @property
     def eval_points(self) -> int:
-        return self.config.eval_points
+        return self.protocol.eval_points
 
     def canonical(self) -> dict:
         return {"dataset": self.dataset.title, "data_hash": self.data_hash, "regime": self.regime_label,
                 "strategy": self.strategy.name, "params": self.strategy.params, "classifier": self.classifier,
-                "versions": self.versions, "replicate": self.replicate, **identity(self.config, "cell")}
+                "versions": self.versions, "replicate": self.replicate, **identity(self.protocol, "cell")}
 
     @property
     def strategy_versions(self) -> dict[str, str]:
@@ -65,7 +65,7 @@ class Cell:
     @property
     def classifier_entry(self) -> ClassifierEntry:
         """The config's entry for this cell's classifier (its build, recipe and versions)."""
-        return next(e for e in self.config.classifiers if e.label == self.classifier)
+        return next(e for e in self.protocol.classifiers if e.label == self.classifier)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -143,7 +143,7 @@ def check_grid(config: BenchConfig, datasets: dict[str, Dataset]) -> None:
 
 
 @lru_cache(maxsize=4)
-def cached_dataset(spec: DatasetSpec) -> Dataset:
+def cached_dataset(spec: DatasetEntry) -> Dataset:
     return load_dataset(spec)
 
 
@@ -154,6 +154,6 @@ def make_strategy(entry: StrategyEntry):
 def data_of(cell: Cell) -> tuple[Dataset, Split]:
     """The cell's data set and split, after registering what the config's plugins provide (a worker
     process starts without them)."""
-    load_registries(cell.config.plugins)
+    load_registries(cell.protocol.plugins)
     dataset = cached_dataset(cell.dataset)
     return dataset, make_split(dataset, cell.regime, cell.split, cell.replicate)

@@ -93,7 +93,7 @@ def train_classifier(cell: Cell, dataset: Dataset, data: TrainingData, split: Sp
     recipe = cell.classifier_entry.training_recipe
     steps = record["budget_steps"]
     record["n_synthetic"] = 0 if data.synthetic is None else len(data.synthetic)
-    mixing = cell.config.mixing
+    mixing = cell.protocol.mixing
     with seeded(cell.train_seed, device):
         model = cell.classifier_entry.build(dataset.image_shape, dataset.num_classes)
         with measure(device, record, "train"):

@@ -29,7 +29,8 @@ from bench.core.errors import UserError
 from bench.core.files import atomic_write
 from bench.core.seeding import derive_seed
 from bench.core.strategy import STRATEGIES, Param
-from bench.data.sets import DatasetSpec
+from bench.data.sets import DatasetEntry
+from bench.protocol.registries import load_registries
 from bench.run.cell import Cell, cached_dataset
 from bench.run.stages import train_cell
 from bench.data.splits import Regime, make_split, regime_label
@@ -48,8 +49,8 @@ class SurplusTrial(Exception):
 
 
 @dataclass(frozen=True)
-class StudySpec:
-    dataset: DatasetSpec
+class StudyTarget:
+    dataset: DatasetEntry
     data_hash: str
     regime: Regime
     entry: StrategyEntry
@@ -63,9 +64,9 @@ class StudySpec:
         return f"{prefix}/{self.dataset.title}/{self.regime_label}/{self.entry.label}/{self.classifier}"
 
 
-def studies_of(config: BenchConfig, data_hashes: dict[str, str]) -> list[StudySpec]:
+def studies_of(config: BenchConfig, data_hashes: dict[str, str]) -> list[StudyTarget]:
     """A study per (data, regime, strategy, classifier); strategies with no search space are skipped."""
-    return [StudySpec(d, data_hashes[d.title], r, s, c) for d in config.datasets for r in config.regimes
+    return [StudyTarget(d, data_hashes[d.title], r, s, c) for d in config.datasets for r in config.regimes
             for s in config.strategies if STRATEGIES.get(s.name).search_space() for c in config.classifier_labels]
 
 
@@ -81,7 +82,7 @@ def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict:
     return values
 
 
-def make_objective(spec: StudySpec, config: BenchConfig, n_trials: int, device, cache_dir: Path, revision: str):
+def make_objective(spec: StudyTarget, config: BenchConfig, n_trials: int, device, cache_dir: Path, revision: str):
     """Mean final validation accuracy over ``config.tune.seeds`` replicates; prunes on the curve."""
     cls = STRATEGIES.get(spec.entry.name)
     trial_config = with_changes(config, quality={"enabled": False})
@@ -145,9 +146,10 @@ def _counts(study: optuna.Study) -> Counter:
     return Counter(t.state for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus"))
 
 
-def run_study(spec: StudySpec, config: BenchConfig, n_trials: int, storage_url: str, prefix: str,
+def run_study(spec: StudyTarget, config: BenchConfig, n_trials: int, storage_url: str, prefix: str,
               device_type: str, cache_dir: str, revision: str, worker_index: int = 0) -> str:
     """Run trials until the study holds ``n_trials`` finished ones (with any other workers)."""
+    load_registries(config.plugins)  # a worker process starts without the config's plugins
     name = spec.name(prefix)
     study = open_study(name, storage_url, worker_index)
     objective = make_objective(spec, config, n_trials, torch.device(device_type), Path(cache_dir), revision)
@@ -163,7 +165,7 @@ def run_study(spec: StudySpec, config: BenchConfig, n_trials: int, storage_url: 
         study.optimize(objective, n_trials=1, catch=(SurplusTrial,))  # takes a queued trial first
 
 
-def trials_table(specs: list[StudySpec], studies: dict[str, optuna.Study], prefix: str) -> pd.DataFrame:
+def trials_table(specs: list[StudyTarget], studies: dict[str, optuna.Study], prefix: str) -> pd.DataFrame:
     frames = []
     for spec in specs:
         frame = studies[spec.name(prefix)].trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
@@ -181,11 +183,11 @@ def best_params(study: optuna.Study) -> dict | None:
     return max(complete, key=lambda t: t.value).params if complete else None
 
 
-def tuned_configs(config: BenchConfig, specs: list[StudySpec], studies: dict[str, optuna.Study], prefix: str,
+def tuned_configs(config: BenchConfig, specs: list[StudyTarget], studies: dict[str, optuna.Study], prefix: str,
                   out: Path) -> list[Path]:
     """A config per (data, regime, classifier): `none`, each strategy at its default settings and
     at its best tuned settings (label `<label>-tuned`), evaluated on fresh seeds by `augbench run`."""
-    groups: dict[tuple, list[StudySpec]] = {}
+    groups: dict[tuple, list[StudyTarget]] = {}
     for spec in specs:  # specs come in grid order, so the groups do too
         groups.setdefault((spec.dataset, spec.regime, spec.classifier), []).append(spec)
     written = []

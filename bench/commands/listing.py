@@ -1,0 +1,47 @@
+"""`augbench list`: what is registered (configs, data sets, strategies with their params, policies,
+classifiers, executors), every config field, and with ``--columns`` the result row's columns."""
+from __future__ import annotations
+
+import configs
+from bench.core.executor import EXECUTORS
+from bench.core.plugins import origin
+from bench.core.schema import describe
+from bench.core.strategy import STRATEGIES
+from bench.data.sets import DATASETS
+from bench.models.suite import CLASSIFIERS, SUITE_VERSION
+from bench.protocol import columns
+from bench.protocol.config import BenchConfig
+from bench.protocol.registries import load_registries
+from bench.training.augment import POLICIES
+
+
+def print_columns() -> None:
+    """The data dictionary of results.csv."""
+    print("\n".join(columns.describe()))
+
+
+def print_registries(plugins: tuple[str, ...] = ()) -> None:
+    """Everything a config can name, with the plugins' registrations marked."""
+    load_registries(plugins)
+
+    print("bundled configs: " + ", ".join(sorted(configs.bundled())))
+    print("data sets:   " + ", ".join(name + origin(DATASETS.get(name)) for name in DATASETS.names()))
+    print("strategies:")
+    for name in STRATEGIES.names():
+        cls = STRATEGIES.get(name)
+        needs = f" [needs pip install 'augbench[{','.join(sorted(set(cls.requires.values())))}]']" \
+            if cls.requires else ""
+        print(f"  {name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}{origin(cls)}{needs}")
+        for pname, spec in cls.params.items():
+            bounds = f"[{spec.low}, {spec.high}]" if spec.low is not None else ", ".join(spec.choices or ())
+            print(f"      {pname} = {spec.default!r}  ({bounds}) {spec.help}")
+    print("policies:    " + ", ".join(POLICIES.names()) + "  (compose with '+', e.g. basic+random-erasing)")
+    print(f"classifiers (suite v{SUITE_VERSION}):")
+    for name in CLASSIFIERS.names():
+        r = CLASSIFIERS.get(name).recipe
+        print(f"  {name:<8} {r.optimizer} lr {r.lr} wd {r.weight_decay} batch {r.batch_size}, "
+              f"{r.epochs} epochs, at least {r.min_steps} steps{origin(CLASSIFIERS.get(name).build)}")
+    print("executors:   " + ", ".join(EXECUTORS.names()))
+    print("config fields (set in the YAML, or with --set path=value):")
+    for path, default, help_text in describe(BenchConfig):
+        print(f"  {path:<26} {default}\n      {help_text}")
