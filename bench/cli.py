@@ -51,14 +51,14 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bench.commands.experiment import run_experiment
+    from bench.commands.run import run_experiment
 
     run_experiment(args.config, _overrides(args), Path(args.out) if args.out else None)
     return 0
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from bench.commands.experiment import plan_experiment
+    from bench.commands.plan import plan_experiment
 
     plan_experiment(args.config, _overrides(args), Path(args.out) if args.out else None,
                     Path(args.json) if args.json else None)
@@ -81,7 +81,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from bench.commands.experiment import tune_experiment
+    from bench.commands.tune import tune_experiment
 
     tune_experiment(args.config, _overrides(args), args.trials, args.storage, args.study,
                     Path(args.out) if args.out else None, args.workers, args.worker_index)

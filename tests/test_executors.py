@@ -78,7 +78,7 @@ def test_a_lost_cell_is_recorded_failed_and_the_grid_goes_on(tiny_config, tmp_pa
     from bench.run.store import RunStore
 
     class LosesTheFirst(Executor):
-        def map_unordered(self, fn, items, on_start=None, on_done=None, on_lost=None):
+        def map_unordered(self, fn, items, on_start=None, on_done=None, on_lost=None, on_progress=None):
             items = list(items)
             on_lost(items[0], "worker died: signal 9 (SIGKILL), peak memory 900 MB")
             for item in items[1:]:

@@ -58,3 +58,15 @@ def test_a_broken_layer_is_caught(tmp_path, module, bad_import):
     target.write_text(target.read_text() + f"\n\ndef _sneaky():\n    {bad_import}\n")
     result = _lint(tmp_path)
     assert result.returncode != 0 and "BROKEN" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_layers_are_the_packages_of_bench():
+    """Listing bench/ shows the layers: every sub-package is a layer of the contract, and bench/ holds
+    no other module than the CLI."""
+    import tomllib
+
+    contract = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
+    named = {name.strip() for layer in contract["layers"] for name in layer.split("|")}
+    packages = {f"bench.{p.name}" for p in (ROOT / "bench").iterdir() if (p / "__init__.py").is_file()}
+    assert packages == named - {"bench.cli", "reports", "strategies"}
+    assert sorted(p.name for p in (ROOT / "bench").glob("*.py")) == ["__init__.py", "cli.py"]

@@ -46,7 +46,7 @@ def _finished(storage: str) -> dict[str, list]:
 def test_tuning_never_reads_test_data(tmp_path, monkeypatch, capsys):
     import bench.data.splits
     from bench.run.stages import run_cell
-    from bench.commands.experiment import tune_experiment
+    from bench.commands.tune import tune_experiment
 
     real_pool = bench.data.splits.train_pool
     monkeypatch.setattr(bench.data.splits, "train_pool", lambda ds, spec: (real_pool(ds, spec)[0], SealedTestSet()))
@@ -153,7 +153,7 @@ def test_two_workers_share_a_postgresql_study(postgres, tmp_path):
 
 
 def test_one_worker_tuning_is_reproducible(tmp_path):
-    from bench.commands.experiment import tune_experiment
+    from bench.commands.tune import tune_experiment
 
     config = tiny_config_with(tmp_path, TUNE_CONFIG)
     runs = [tune_experiment(config, [], 3, None, None, tmp_path / f"tune{i}", workers=1) for i in range(2)]

@@ -1,1 +1,1 @@
-"""commands"""
+"""The commands the CLI runs: run, plan, tune, list, bench-augment."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable
+from typing import Any, Callable, ClassVar, Hashable, Iterable
 
 from bench.core.errors import UserError
 from bench.core.registry import Registry
@@ -60,6 +60,9 @@ class Executor(ABC):
     """Runs ``fn`` over items with ``workers`` workers of ``threads`` torch threads each
     (``threads`` None leaves torch's default). Every item runs with the same thread setting,
     whatever the executor, so that results do not depend on how the work was spread."""
+
+    settings: ClassVar[type | None] = None  # a frozen dataclass of option() fields: its settings in the
+    # config's `executor` section (see bench/execution/ray.py)
 
     def __init__(self, workers: int = 1, threads: int | None = 1):
         self.workers = max(1, workers)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -23,6 +24,7 @@ import torch
 
 from bench.core.errors import UserError
 from bench.core.net import unreachable
+from bench.core.schema import option
 from bench.core.executor import (Executor, FolderTask, OnDone, OnLost, OnProgress, OnStart, WorkerDied,
                                  register_executor)
 from bench.core.files import atomic_write
@@ -102,9 +104,24 @@ def check_reachable(address: str) -> None:
                         "auto, HOST:PORT of a running head node (ray start --head), or ray://HOST:PORT")
 
 
+@dataclass(frozen=True, kw_only=True)
+class RaySettings:
+    """The ray executor's settings in the config's `executor` section."""
+
+    address: str = option("", help="ray: the cluster to join: auto (a running cluster on this machine), HOST:PORT "
+                                   "or ray://HOST:PORT; empty starts a private local cluster")
+    cpus_per_cell: float = option(1.0, low=0.01, high=1024, help="ray: CPUs each cell reserves")
+    gpus_per_cell: float = option(0.0, low=0, high=64, help="ray: GPUs each cell reserves; fractions share a GPU "
+                                                            "(0.25: four cells per GPU)")
+    max_in_flight: int = option(0, low=0, high=100000, help="ray: cells submitted at once (0: as many as the "
+                                                            "cluster's resources run side by side)")
+
+
 @register_executor("ray")
 class RayExecutor(Executor):
     """Items as Ray tasks; see the module docstring."""
+
+    settings = RaySettings
 
     def __init__(self, workers: int = 1, threads: int | None = 1, address: str = "", cpus_per_task: float = 1.0,
                  gpus_per_task: float = 0.0, max_in_flight: int = 0):

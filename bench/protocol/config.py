@@ -18,6 +18,7 @@ import yaml
 
 import configs
 from bench.core.errors import UserError
+from bench.core.executor import EXECUTORS
 from bench.core.keys import stable_hash
 from bench.core.schema import (as_list, check_path, identity, option, parse_section, role_fields, section,
                                to_plain)
@@ -72,19 +73,25 @@ class MixingSpec:
                                       "the generator every synthetic epoch")
 
 
-@dataclass(frozen=True, kw_only=True)
-class ExecutorSpec:
-    """The `executor` section: what runs the cells (none of it changes a result)."""
+def _executor_section() -> type:
+    """The `executor` section: ``name``, then the settings that each registered executor declares in
+    its own module (``Executor.settings``), so that a new executor adds its settings without a line
+    here. Two executors may not declare one name."""
+    fields = [("name", str, option("auto", help="auto (process for several workers, else serial), or one of "
+                                              f"{', '.join(EXECUTORS.names())}"))]
+    for name in EXECUTORS.names():
+        settings = EXECUTORS.get(name).settings
+        for f in dataclasses.fields(settings) if settings else ():
+            if f.name in {known for known, _, _ in fields}:
+                raise TypeError(f"executor {name} declares the setting {f.name}, which another executor has")
+            fields.append((f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata)))
+    spec = dataclasses.make_dataclass("ExecutorSpec", fields, frozen=True, kw_only=True)
+    spec.__module__ = __name__  # pickles as bench.protocol.config.ExecutorSpec
+    spec.__doc__ = "The `executor` section: what runs the cells (none of it changes a result)."
+    return spec
 
-    name: str = option("auto", help="auto (process for several workers, else serial), serial, process, or ray "
-                                    "(pip install 'augbench[ray]')")
-    address: str = option("", help="ray: the cluster to join: auto (a running cluster on this machine), HOST:PORT "
-                                   "or ray://HOST:PORT; empty starts a private local cluster")
-    cpus_per_cell: float = option(1.0, low=0.01, high=1024, help="ray: CPUs each cell reserves")
-    gpus_per_cell: float = option(0.0, low=0, high=64, help="ray: GPUs each cell reserves; fractions share a GPU "
-                                                            "(0.25: four cells per GPU)")
-    max_in_flight: int = option(0, low=0, high=100000, help="ray: cells submitted at once (0: as many as the "
-                                                            "cluster's resources run side by side)")
+
+ExecutorSpec = _executor_section()
 
 
 def _tracking_uri(value: Any, where: str) -> str:

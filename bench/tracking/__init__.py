@@ -1,1 +1,2 @@
-"""tracking"""
+"""Optional experiment tracking of a run (MLflow: a parent run per `augbench run`, a nested one per
+cell)."""

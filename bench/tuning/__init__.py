@@ -1,1 +1,1 @@
-"""tuning"""
+"""`augbench tune`: Optuna studies on validation data, the same trial budget for every strategy."""

@@ -1,0 +1,38 @@
+"""What every command that runs a protocol does first: load it and check it against its data, before
+any folder is touched."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench.protocol.config import BenchConfig, load_config
+from bench.run import provenance
+from bench.run.cell import cached_dataset, check_grid
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A protocol whose data loaded and whose regimes the data can fill."""
+
+    config: BenchConfig
+    device: torch.device
+    hashes: dict[str, str]  # data set title -> content hash
+    data_seconds: float  # how long loading the data took
+
+
+def load_checked(config_name: str | None, overrides: list[str]) -> Checked:
+    """Load and check a protocol: bad input fails here, before any folder is touched."""
+    config = load_config(config_name, overrides)
+    device = provenance.resolve_device(config.device)
+    start = time.perf_counter()
+    datasets = {spec.title: cached_dataset(spec) for spec in config.datasets}
+    data_seconds = time.perf_counter() - start
+    check_grid(config, datasets)
+    return Checked(config, device, {name: ds.content_hash for name, ds in datasets.items()}, data_seconds)
+
+
+def default_out(config) -> Path:
+    return Path("runs") / f"{config.name}-{config.fingerprint[:8]}"

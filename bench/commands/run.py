@@ -1,0 +1,94 @@
+"""`augbench run`: load and check a protocol, run its missing cells with progress, then write the
+tables and the report."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from bench.commands.checks import default_out, load_checked
+from bench.commands.summary import format_summary
+from bench.costs.plan import cached_estimate
+from bench.run import provenance
+from bench.run.cell import Cell, expand_grid
+from bench.run.store import RunStore
+from bench.run.tasks import execute, make_executor, workers_for
+from bench.tracking.mlflow_runs import tracking
+from reports.report import build_report
+
+
+def run_experiment(config_name: str | None, overrides: list[str], out: Path | None) -> Path:
+    """Run a protocol into a run folder (resuming it) and return the folder."""
+    checked = load_checked(config_name, overrides)
+    config, device, hashes = checked.config, checked.device, checked.hashes
+    out = out or default_out(config)
+    store = RunStore(out)
+    revision = provenance.git_revision()
+    with store.lock():
+        store.claim(config, hashes)
+        store.heal_cells()
+        with tracking(config, out, revision) as tracker:
+            _run_grid(config, store, device, expand_grid(config, hashes), checked.data_seconds, revision,
+                      tracker.log_cell)
+            report = build_report(out)
+            tracker.log_files([report, report.parent / "report.md", out / "results.csv", out / "config.yaml"])
+    print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
+    print(f"report:  {report} (and report.md)")
+    return out
+
+
+def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float, revision: str,
+              log_cell: Callable[[Cell, dict], None]) -> None:
+    """Run the grid's missing cells with a progress bar, handing each record to ``log_cell`` (tracking);
+    write the tables and the provenance entry also when interrupted."""
+    started = provenance.now()
+    done = store.done_keys()
+    todo = [c for c in cells if c.key not in done]
+    workers = workers_for(config, device, len(todo))
+    estimate = cached_estimate(config, cells, done, store.root / "cache", device, workers, data_seconds)
+    print(f"augbench: {config.name}: {len(cells)} cells ({len(cells) - len(todo)} already done), "
+          f"device {provenance.device_name(device)}, {workers} worker(s), {estimate} -> {store.root}",
+          file=sys.stderr)
+    foreign = store.foreign_keys([c.key for c in cells])
+    if foreign:
+        print(f"augbench: {len(foreign)} cell file(s) in {store.cells_dir} are not in this grid (another code "
+              "version, data or config): left alone and kept out of the tables", file=sys.stderr)
+
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", file=sys.stderr, dynamic_ncols=True)
+    running: dict[str, str] = {}  # cell -> what it reports doing
+
+    def show() -> None:
+        bar.set_postfix_str(" | ".join(f"{name}: {doing}" if doing else name
+                                       for name, doing in list(running.items())[-workers:]), refresh=True)
+
+    def on_start(cell):
+        running[cell.describe()] = ""
+        show()
+
+    def on_progress(cell, text):
+        if cell.describe() in running:
+            running[cell.describe()] = text
+            show()
+
+    def on_done(cell, record):
+        running.pop(cell.describe(), None)
+        if record["status"] != "ok":
+            tqdm.write(f"failed: {cell.describe()}: {record['failure_reason']}", file=sys.stderr)
+        bar.update(1)
+        log_cell(cell, record)
+
+    finished = False
+    try:
+        execute(todo, store, device, make_executor(device, workers, config.executor), revision, on_start, on_done,
+                on_progress)
+        finished = True
+    finally:
+        bar.close()
+        results = store.write_tables([c.key for c in cells])
+        store.add_provenance({"config_fingerprint": config.fingerprint, "started": started,
+                              "finished": provenance.now(), "completed": finished, "cells_run": bar.n - (
+                                  len(cells) - len(todo)), "versions": provenance.versions(),
+                              "revision": revision, "device": provenance.device_name(device), "workers": workers})
+    print(format_summary(results))

@@ -1,0 +1,57 @@
+"""`augbench tune`: tune every strategy of a protocol (resuming its studies), then write the trials, the
+tuned configs and the tuning report."""
+from __future__ import annotations
+
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+from bench.commands.checks import load_checked
+from bench.core.errors import UserError
+from bench.core.files import atomic_write
+from bench.run import provenance
+from bench.run.store import RunStore
+from bench.run.tasks import default_workers, make_executor
+from bench.tuning.studies import open_study, run_study, studies_of, trials_table, tuned_configs
+from reports.tuning import build_tuning_report
+
+
+def tune_experiment(config_name: str | None, overrides: list[str], trials: int | None, storage: str | None,
+                    study_prefix: str | None, out: Path | None, workers: int | None = None,
+                    worker_index: int = 0) -> Path:
+    """Tune every strategy of a protocol (resuming its studies), write the trials, the tuned configs
+    and the tuning report; return the output folder."""
+    checked = load_checked(config_name, overrides)
+    config, device = checked.config, checked.device
+    specs = studies_of(config, checked.hashes)
+    if not specs:
+        raise UserError("config: no strategy with a search space to tune (none has no knobs)")
+    n_trials = trials or config.tune.trials
+    out = out or Path("runs") / f"tune-{config.name}-{config.fingerprint[:8]}"
+    # a folder tunes one config; several workers of its studies may share it (no lock)
+    RunStore(out).claim(config, checked.hashes)
+    tuning = out / "tuning"
+    tuning.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(tuning / 'optuna.db').resolve()}"
+    prefix = study_prefix or f"{config.name}-{config.fingerprint[:8]}"
+    workers = workers or config.workers or default_workers(device, config.workers_per_gpu)
+    print(f"augbench tune: {len(specs)} studies x {n_trials} trials ({config.tune.seeds} seed(s) each), "
+          f"storage {storage}, {workers} worker(s) -> {out}", file=sys.stderr)
+    for spec in specs:  # create the storage's tables and the studies before workers race to
+        open_study(spec.name(prefix), storage)
+    task = partial(run_study, config=config, n_trials=n_trials, storage_url=storage, prefix=prefix,
+                   device_type=device.type, cache_dir=str(out / "cache"), revision=provenance.git_revision(),
+                   worker_index=worker_index)
+    start = time.perf_counter()
+    executor = make_executor(device, workers, config.executor)
+    executor.map_unordered(task, specs, on_done=lambda spec, name: print(f"  done: {name}", file=sys.stderr))
+    studies = {s.name(prefix): open_study(s.name(prefix), storage) for s in specs}
+    table = trials_table(specs, studies, prefix)
+    atomic_write(tuning / "trials.csv", table.to_csv(index=False))
+    configs = tuned_configs(config, specs, studies, prefix, tuning)
+    report = build_tuning_report(tuning, table, studies)
+    print(f"tuned in {time.perf_counter() - start:.0f} s; trials: {tuning / 'trials.csv'}; report: {report}")
+    for path in configs:
+        print(f"evaluate on fresh seeds: augbench run {path}")
+    return out
