@@ -16,7 +16,8 @@ from bench.core.errors import UserError
 from bench.core.files import atomic_write
 from reports import figures
 from reports.narrative import findings
-from reports.tables import class_gain_table, comparison_table, failures, per_seed_deltas, quality_gain_points
+from reports.tables import (class_gain_table, comparison_table, failures, marked, per_seed_deltas,
+                            quality_gain_points)
 
 NA = "–"
 
@@ -47,13 +48,16 @@ def _is_missing(value) -> bool:
 
 
 QUALITY_KINDS = {"real": "real (the floor)", "augmented": "augmented real: distortion",
-                 "generated": "generated", "generated+augmented": "generated, augmented"}
+                 "generated": "generated", "generated+augmented": "generated, augmented",
+                 "pseudo-labelled": "pool images, teacher's labels",
+                 "pseudo-labelled+augmented": "pool images, teacher's labels, augmented"}
 
 
 def accuracy_table(part: pd.DataFrame) -> pd.DataFrame:
     """The accuracy rows of one (dataset, regime, classifier), as strings for reading."""
     return pd.DataFrame({
-        "strategy": part["strategy"],
+        "strategy": [marked(s, d) for s, d in zip(part["strategy"], part["fit_data"])],
+        "fit saw": part["fit_data"],
         "seeds": part["seeds"].astype(str) + part["failed"].map(lambda f: f" ({f} failed)" if f else ""),
         "test acc % [95% t-CI]": [_interval(m, lo, hi, ".1f") for m, lo, hi in
                                   zip(part["acc_mean"], part["acc_ci_low"], part["acc_ci_high"])],
@@ -79,7 +83,8 @@ def quality_table(part: pd.DataFrame) -> pd.DataFrame:
     agreement = f"label agreement % (chance {_pct(chance.iloc[0], '.0f')})" if len(chance) else "label agreement %"
     near = f"near-copies % (chance {_pct(near_chance.iloc[0], '.0f')})" if len(near_chance) else "near-copies %"
     return pd.DataFrame({
-        "strategy": part["strategy"],
+        "strategy": [marked(s, d) for s, d in zip(part["strategy"], part["fit_data"])],
+        "evaluator saw the fit's images": part["evaluator_overlaps_fit"].map({True: "yes", False: "no"}),
         "scored images": part["quality_kind"].map(lambda k: QUALITY_KINDS.get(k, NA) if isinstance(k, str) else NA),
         "N": part["quality_n"].map(lambda v: _fmt(v, ".0f")),
         "KID ×10³ (real-vs-real at N)": [NA if _is_missing(k) else f"{_fmt(k, '.1f', 1e3)} ({_fmt(r, '.1f', 1e3)})"
@@ -210,7 +215,9 @@ LEGEND = ("Accuracies in %, changes in percentage points (pp) against `none` on 
           "(plain 95% intervals are in tables/comparison.csv). Quality in the evaluator network's features, at "
           "N distinct images per side, next to the real-vs-real floor at the same N; KID (unbiased) is the "
           "headline, FID is biased upward at small N and compares only at equal N. For augmented real images it "
-          "measures distortion, not realism.")
+          "measures distortion, not realism. † marks a strategy whose fit saw the unlabelled pool too (the "
+          "semi-supervised protocol): credit a gain to generation only where it beats pseudo-label, which uses "
+          "the same images without generating any.")
 
 
 def _groups(table: pd.DataFrame):

@@ -19,6 +19,15 @@ QUALITY_COLUMNS = in_report("quality")
 COST_COLUMNS = in_report("cost")
 
 
+LABELLED_ONLY = "labelled"  # fit_data of a strategy whose fit saw the labelled images alone
+SAW_MORE = "†"  # marks a strategy whose fit saw unlabelled images too
+
+
+def marked(strategy: str, fit_data: str) -> str:
+    """A strategy's label with the mark of a fit that saw more than the labelled images."""
+    return strategy if fit_data in (LABELLED_ONLY, None) or pd.isna(fit_data) else f"{strategy} {SAW_MORE}"
+
+
 def regime_order(regime: str) -> float:
     """Balanced regimes by size, then `all`, then long-tailed ones (``lt<imbalance>x<n_max>``)."""
     text = str(regime)
@@ -60,6 +69,9 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
             for column in METRIC_COLUMNS + QUALITY_COLUMNS + COST_COLUMNS:
                 row[column] = cells[column].mean() if column in cells else math.nan
             row["quality_kind"] = cells["quality_kind"].iloc[0] if "quality_kind" in cells else None
+            row["fit_data"] = cells["fit_data"].iloc[0] if "fit_data" in cells else LABELLED_ONLY
+            row["evaluator_overlaps_fit"] = bool(cells["evaluator_overlaps_fit"].fillna(False).any()) \
+                if "evaluator_overlaps_fit" in cells else False
             row["chance"] = 1.0 / cells["num_classes"].iloc[0] if "num_classes" in cells else math.nan
             rows.append(row)
     table = pd.DataFrame(rows)

@@ -20,9 +20,9 @@ from torch import nn
 
 from bench.core.errors import CellFailed, UserError
 from bench.core.files import files_hash
-from bench.core.progress import counted
+from bench.core.progress import counted, report
 from bench.core.strategy import Param, register_strategy
-from strategies.generative import BALANCE, RATIO, GenerativeStrategy, check_finite
+from strategies.generative import BALANCE, GENERATOR_DATA, RATIO, GenerativeStrategy, check_finite
 
 BATCH = 64
 TRAIN_TIMESTEPS = 1000
@@ -76,6 +76,7 @@ class Diffusion(GenerativeStrategy):
     params = {
         "ratio": RATIO,
         "balance": BALANCE,
+        "generator_data": GENERATOR_DATA,
         "steps": Param(2000, low=0, high=1_000_000, help="training steps (batch 64); 0 with `pretrained`"),
         "lr": Param(1e-3, low=1e-6, high=1.0, log=True, help="AdamW learning rate (cosine decay to 0)"),
         "width": Param(32, low=8, high=512, help="channels of the UNet's first block (then 2x per block)"),
@@ -149,6 +150,9 @@ class Diffusion(GenerativeStrategy):
 
     # -- training -------------------------------------------------------------------------------
     def train_generator(self, model, labelled, ctx, steps, rng):
+        """The denoising objective with classifier-free guidance's label dropout; with
+        ``generator_data: pool`` each step adds as many unlabelled images, which train the "no
+        label" path alone (labelled images train both)."""
         if self.values["pretrained"]:
             return
         from diffusers import DDPMScheduler
@@ -157,6 +161,7 @@ class Diffusion(GenerativeStrategy):
         schedule = DDPMScheduler.from_config(model.scheduler_config)
         images = _pad(labelled.images.to(dev).float().div(127.5).sub(1.0), model.size)
         labels = labelled.labels.to(dev)
+        pool = self.unlabelled_for_training(ctx)
         optimizer = torch.optim.AdamW(model.unet.parameters(), lr=self.values["lr"], weight_decay=0.0)
         decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, steps))
         trained, averaged = list(model.unet.parameters()), list(model.ema.parameters())
@@ -165,8 +170,12 @@ class Diffusion(GenerativeStrategy):
             dropped = torch.rand(BATCH, generator=rng, device=dev) < self.values["label_dropout"]
             y = torch.where(dropped, torch.full_like(labels[index], model.null_class), labels[index])
             clean = images[index]
+            if pool is not None:
+                unlabelled = pool[torch.randint(0, len(pool), (BATCH,), generator=rng, device=dev)]
+                clean = torch.cat([clean, _pad(unlabelled.float().div(127.5).sub(1.0), model.size)])
+                y = torch.cat([y, torch.full_like(y, model.null_class)])
             noise = torch.randn(clean.shape, generator=rng, device=dev)
-            t = torch.randint(0, schedule.config.num_train_timesteps, (BATCH,), generator=rng, device=dev)
+            t = torch.randint(0, schedule.config.num_train_timesteps, (len(clean),), generator=rng, device=dev)
             target = TARGETS[schedule.config.prediction_type](schedule, clean, noise, t)
             loss = F.mse_loss(model.unet(schedule.add_noise(clean, noise, t), t, class_labels=y).sample, target)
             optimizer.zero_grad(set_to_none=True)
@@ -181,8 +190,11 @@ class Diffusion(GenerativeStrategy):
     # -- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, model, labels, labelled, ctx, rng):
-        return torch.cat([self._sample_chunk(model, chunk.to(ctx.device), ctx.device, rng)
-                          for chunk in labels.split(SAMPLE_CHUNK)])
+        out = []
+        for chunk in labels.split(SAMPLE_CHUNK):
+            out.append(self._sample_chunk(model, chunk.to(ctx.device), ctx.device, rng))
+            report(f"{self.family} sampling {sum(map(len, out))}/{len(labels)}")
+        return torch.cat(out)
 
     def _sample_chunk(self, model: GuidedUNet, y: torch.Tensor, dev: torch.device,
                       rng: torch.Generator) -> torch.Tensor:

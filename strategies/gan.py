@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from bench.training.augment import AugContext, blend, boxes, gray, affine_matrices, warp
-from strategies.generative import BALANCE, RATIO, GenerativeStrategy, check_finite
+from strategies.generative import BALANCE, GENERATOR_DATA, RATIO, GenerativeStrategy, check_finite
 from bench.core.progress import counted
 from bench.core.strategy import Param, register_strategy
 
@@ -72,6 +72,10 @@ class Discriminator(nn.Module):
         h = self.body(x).sum(dim=(2, 3))
         return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1), self.classify(h)
 
+    def unconditional(self, x: torch.Tensor) -> torch.Tensor:
+        """The real/fake score without a label: the projection's unconditional term alone."""
+        return self.linear(self.body(x).sum(dim=(2, 3))).squeeze(1)
+
 
 class ConditionalGAN(nn.Module):
     """Generator, discriminator and the generator's EMA in one module (one state dict to cache).
@@ -122,6 +126,7 @@ class GAN(GenerativeStrategy):
     params = {
         "ratio": RATIO,
         "balance": BALANCE,
+        "generator_data": GENERATOR_DATA,
         "steps": Param(3000, low=1, high=1_000_000, help="generator training steps"),
         "lr": Param(2e-4, low=1e-6, high=10.0, log=True, help="Adam learning rate of G and D"),
         "ema": Param(0.999, low=0.0, high=0.9999, help="EMA decay of the generator weights used for sampling"),
@@ -137,7 +142,11 @@ class GAN(GenerativeStrategy):
         return ConditionalGAN(shape, num_classes)
 
     def train_generator(self, model, labelled, ctx, steps, rng):
+        """Hinge loss on the labelled images through the projection discriminator; with
+        ``generator_data: pool`` also on the unlabelled images through its unconditional term alone
+        (real pool images against the same fakes), which the generator is trained against too."""
         dev = ctx.device
+        pool = self.unlabelled_for_training(ctx)
         real_images = labelled.images.to(dev).float().div(127.5).sub(1.0)
         real_labels = labelled.labels.to(dev)
         g_opt = torch.optim.Adam(model.generator.parameters(), lr=self.values["lr"], betas=(0.0, 0.9))
@@ -156,6 +165,11 @@ class GAN(GenerativeStrategy):
             fake_score, _ = model.discriminator(augment(fake.detach(), rng), y_fake)
             d_loss = (F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
                       + class_weight * F.cross_entropy(real_logits, y_real))
+            if pool is not None:
+                unlabelled = pool[torch.randint(0, len(pool), (BATCH,), generator=rng, device=dev)]
+                unlabelled = unlabelled.float().div(127.5).sub(1.0)
+                d_loss = d_loss + (F.relu(1 - model.discriminator.unconditional(augment(unlabelled, rng))).mean()
+                                   + F.relu(1 + model.discriminator.unconditional(augment(fake.detach(), rng))).mean())
             d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             d_opt.step()
@@ -163,6 +177,8 @@ class GAN(GenerativeStrategy):
             score, logits = model.discriminator(augment(fake, rng), y_fake)
             g_loss = (-score.mean() + class_weight * F.cross_entropy(logits, y_fake)
                       + self.values["mode_seeking"] / (mode_distance(fake, z) + 1e-5))
+            if pool is not None:
+                g_loss = g_loss - model.discriminator.unconditional(augment(fake, rng)).mean()
             g_opt.zero_grad(set_to_none=True)
             g_loss.backward()
             g_opt.step()

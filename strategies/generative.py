@@ -24,6 +24,9 @@ RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, cl
 BALANCE = Param(False, check=lambda value, where: _boolean(value, where),
                 help="spend the synthetic images on filling the smaller classes up to the largest first "
                      "(class-conditional oversampling of an imbalanced regime); else every class gets as many")
+GENERATOR_DATA = Param("labelled", choices=("labelled", "pool"), omit_default=True,
+                       help="what the generator learns from: the labelled images, or with the protocol's "
+                            "unlabelled images too (`unlabelled`; see the strategy for how it uses them)")
 PROBE_PER_CLASS = 50  # samples per class that the collapse check judges after every fit
 COLLAPSE_THRESHOLD = 0.1  # per-class sample diversity below this share of the real diversity = collapse
 
@@ -106,6 +109,19 @@ class GenerativeStrategy(Strategy):
     @classmethod
     def versions(cls, params):
         return {**super().versions(params), f"generator:{cls.family}": cls.generator_version}
+
+    @classmethod
+    def sees_unlabelled(cls, params):
+        return params.get("generator_data", GENERATOR_DATA.default) == "pool"
+
+    def unlabelled_for_training(self, ctx: FitContext) -> torch.Tensor | None:
+        """The unlabelled images the generator trains on (uint8, on the device), or None with
+        ``generator_data: labelled``."""
+        if self.value("generator_data") != "pool":
+            return None
+        if ctx.unlabelled is None or not len(ctx.unlabelled):
+            raise CellFailed("generator_data: pool, but the protocol grants no unlabelled images")
+        return ctx.unlabelled.images.to(ctx.device)
 
     def generator_params(self) -> dict:
         return {k: v for k, v in self.values.items() if k not in self.sampling_params}

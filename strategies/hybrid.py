@@ -44,6 +44,10 @@ class Hybrid(Strategy):
         return resolved
 
     @classmethod
+    def sees_unlabelled(cls, params):
+        return STRATEGIES.get(params["generator"]).sees_unlabelled(params["generator_params"])
+
+    @classmethod
     def versions(cls, params):
         generator = STRATEGIES.get(params["generator"]).versions({**params["generator_params"], "ratio": params["ratio"]})
         return {**super().versions(params), **generator, **Classical.versions(params)}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from strategies.generative import BALANCE, RATIO, GenerativeStrategy, check_finite
+from strategies.generative import BALANCE, GENERATOR_DATA, RATIO, GenerativeStrategy, check_finite
 from bench.core.progress import counted
 from bench.core.strategy import Param, register_strategy
 
@@ -24,18 +24,19 @@ class ConditionalVAE(nn.Module):
     """Encoder (image + one-hot label planes) -> (mu, logvar); decoder (z + one-hot) -> logits.
     Two stride-2 stages each way, so 8x8, 28x28 and 32x32 images all fit."""
 
-    def __init__(self, shape: tuple[int, int, int], num_classes: int):
+    def __init__(self, shape: tuple[int, int, int], num_classes: int, no_label: bool = False):
         super().__init__()
         channels, height, width = shape
-        self.num_classes, self.shape = num_classes, shape
+        self.shape = shape
+        self.num_classes = num_classes + int(no_label)  # with no_label, index K stands for "no label"
         self.small = (height // 4, width // 4)
         flat = 64 * self.small[0] * self.small[1]
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels + num_classes, 32, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels + self.num_classes, 32, 4, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(inplace=True), nn.Flatten(),
             nn.Linear(flat, 256), nn.ReLU(inplace=True), nn.Linear(256, 2 * LATENT),
         )
-        self.decode_input = nn.Sequential(nn.Linear(LATENT + num_classes, 256), nn.ReLU(inplace=True),
+        self.decode_input = nn.Sequential(nn.Linear(LATENT + self.num_classes, 256), nn.ReLU(inplace=True),
                                           nn.Linear(256, flat), nn.ReLU(inplace=True))
         self.decoder = nn.Sequential(
             nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(inplace=True),
@@ -62,6 +63,7 @@ class _VAEBase(GenerativeStrategy):
     params = {
         "ratio": RATIO,
         "balance": BALANCE,
+        "generator_data": GENERATOR_DATA,
         "steps": Param(3000, low=1, high=1_000_000, help="VAE training steps"),
         "lr": Param(1e-3, low=1e-6, high=10.0, log=True, help="Adam learning rate"),
         "beta": Param(1.0, low=0.0, high=100.0, help="weight of the KL term"),
@@ -69,10 +71,15 @@ class _VAEBase(GenerativeStrategy):
     }
 
     def build(self, shape, num_classes):
-        return ConditionalVAE(shape, num_classes)
+        return ConditionalVAE(shape, num_classes, no_label=self.value("generator_data") == "pool")
 
     def train_generator(self, model, labelled, ctx, steps, rng):
+        """The ELBO on labelled batches; with ``generator_data: pool`` each step adds as many
+        unlabelled images, encoded and decoded under the extra "no label" condition, so that the
+        encoder and decoder learn the images' manifold from the pool while the class conditions
+        and the class priors (from the labelled posteriors) stay those of the labelled images."""
         dev = ctx.device
+        pool = self.unlabelled_for_training(ctx)
         images = labelled.images.to(dev).float().div(255.0)
         labels = labelled.labels.to(dev)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.values["lr"])
@@ -80,6 +87,9 @@ class _VAEBase(GenerativeStrategy):
         for step in counted(steps, f"{self.family} fit"):
             index = torch.randint(0, len(labels), (BATCH,), generator=rng, device=dev)
             x, y = images[index], labels[index]
+            if pool is not None:
+                unlabelled = pool[torch.randint(0, len(pool), (BATCH,), generator=rng, device=dev)].float().div(255.0)
+                x, y = torch.cat([x, unlabelled]), torch.cat([y, torch.full_like(y, ctx.num_classes)])
             mu, logvar = model.encode(x, y)
             z = mu + torch.randn(mu.shape, generator=rng, device=dev) * torch.exp(0.5 * logvar)
             recon = F.binary_cross_entropy_with_logits(model.decode(z, y), x, reduction="sum") / len(x)

@@ -47,3 +47,21 @@ def test_the_calibration_is_measured_once_per_device(cli, tmp_path, monkeypatch)
     assert {entry["what"][0] for entry in json.loads(first).values()} >= {"classifier", "transform", "quality"}
     _plan(cli, config, tmp_path / "run", tmp_path)
     assert calibration.read_text() == first
+
+
+def test_run_never_calibrates_and_says_how_to_get_an_estimate(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGBENCH_CACHE", str(tmp_path / "cache"))  # no calibration cached yet
+    config = tiny_config_with(tmp_path, {"strategies": ["none"], "classifiers": ["mlp"], "seeds": 1})
+    code, _, err = cli("run", config, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "run `augbench plan` for an estimate" in err.splitlines()[0]
+    assert not (tmp_path / "cache" / "calibration.json").exists()
+
+
+def test_a_broken_calibration_file_never_stops_a_run(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGBENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "calibration.json").write_text('{"x": {"what": 1')  # cut off mid-write
+    config = tiny_config_with(tmp_path, {"strategies": ["none"], "classifiers": ["mlp"], "seeds": 1})
+    code, _, err = cli("run", config, "--out", tmp_path / "run")
+    assert code == 0 and "for an estimate" in err.splitlines()[0], err

@@ -5,10 +5,11 @@ import torch
 from bench.data.sets import DatasetEntry, load_dataset
 from bench.models.suite import CLASSIFIERS, ClassifierEntry
 from bench.core.registry import Registry
-from bench.data.splits import SplitSpec, make_split
+from bench.data.splits import SplitSpec, make_split, train_pool
 from bench.training.loop import train
 from strategies import STRATEGIES
 from bench.core import FitContext
+from bench.core.images import UnlabelledImages
 from tests_support import fast_params
 
 
@@ -27,8 +28,9 @@ def test_every_strategy_and_classifier_trains_a_step(strategy, classifier, digit
     monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)  # 20 generator steps are too few to judge
     dataset, split = digits_split
     cls = STRATEGIES.get(strategy)
+    pool = UnlabelledImages(train_pool(dataset, split.spec)[0].images[split.unlabelled_index])  # granted to all
     ctx = FitContext(device=torch.device("cpu"), seed=1, num_classes=10, hflip=False, cache_dir=tmp_path,
-                     cache_key_parts=("test",))
+                     cache_key_parts=("test",), unlabelled=pool, budget_scale=0.05)
     data = cls(**cls.resolve_params(fast_params(strategy), "test")).fit(split.labelled, ctx)
     entry = ClassifierEntry(classifier, classifier, CONFIGURED.get(classifier, ()))
     if classifier == "timm":

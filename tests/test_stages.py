@@ -20,8 +20,8 @@ TIMES = ("started", "finished", "fit_seconds", "train_seconds", "fit_peak_mem_mb
 
 
 def _cell(strategy: dict, classifier: str = "mlp"):
-    config = parse_config({**TINY_CONFIG, "regimes": [10], "strategies": [strategy], "classifiers": [classifier],
-                           "seeds": 1})
+    config = parse_config({**TINY_CONFIG, "regimes": [10], "unlabelled": "pool", "strategies": [strategy],
+                           "classifiers": [classifier], "seeds": 1})
     hashes = {d.title: cached_dataset(d).content_hash for d in config.datasets}
     return expand_grid(config, hashes)[0]
 

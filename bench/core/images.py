@@ -23,6 +23,17 @@ class ImageSet:
         return ImageSet(self.images[index], self.labels[index])
 
 
+@dataclass(frozen=True)
+class UnlabelledImages:
+    """Images without labels (uint8 (N, C, H, W)): what the semi-supervised protocol grants a
+    strategy of the unlabelled pool. The type has no labels, so none can reach a strategy."""
+
+    images: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
 def content_hash(*sets: ImageSet | None) -> str:
     """SHA-256 over the bytes of every image and label, so changed data never matches a cache."""
     digest = hashlib.sha256()

@@ -21,13 +21,15 @@ ROLES = ("cell", "fingerprint", "protocol")
 def option(default: Any = MISSING, *, help: str, low: float | None = None, high: float | None = None,
            choices: tuple[str, ...] | None = None, parse: Callable[[Any, str], Any] | None = None,
            plain: Callable[[Any], Any] | None = None, cell: bool = False, fingerprint: bool = True,
-           protocol: bool = False, flatten: bool = False) -> Any:
+           protocol: bool = False, flatten: bool = False, quiet: bool = False) -> Any:
     """A config field: its default (MISSING = required), inclusive ``low``/``high`` for numbers,
     ``choices`` for strings, or ``parse(value, where)`` for composite values with ``plain(value)``
     turning the parsed value back into plain data; its identity roles (see the module docstring);
-    ``flatten`` puts a section's fields into a cell key as ``<section>_<field>``."""
+    ``flatten`` puts a section's fields into a cell key as ``<section>_<field>``; a ``quiet`` field is
+    left out of every identity while it holds its default (a field added later leaves the keys,
+    fingerprints and protocols of earlier configs as they were)."""
     metadata = dict(help=help, low=low, high=high, choices=choices, parse=parse, plain=plain, cell=cell,
-                    fingerprint=fingerprint, protocol=protocol, flatten=flatten)
+                    fingerprint=fingerprint, protocol=protocol, flatten=flatten, quiet=quiet)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -158,6 +160,8 @@ def identity(obj: Any, role: str) -> dict:
         if not f.metadata.get(role):
             continue
         value = plain_value(f, getattr(obj, f.name))
+        if f.metadata.get("quiet") and value == plain_value(f, _default(f)):
+            continue
         if role == "cell" and f.metadata.get("flatten"):
             found.update({f"{f.name}_{name}": item for name, item in value.items()})
         else:

@@ -11,7 +11,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from bench.core.errors import UserError
-from bench.core.images import ImageSet
+from bench.core.images import ImageSet, UnlabelledImages
 from bench.core.registry import Registry
 from bench.core.schema import as_list, check_number, named_entry
 
@@ -37,6 +37,8 @@ class Param:
     help: str = ""
     tune: bool = False  # part of the strategy's search space for `augbench tune`
     names_files: bool = False  # the value is a path to images (the tests hand it a file of theirs)
+    omit_default: bool = False  # at its default it is left out of the resolved params, so that the keys
+    # of configs written before the param existed stay as they were
 
     def validate(self, value: Any, where: str) -> Any:
         if self.check is not None:
@@ -57,8 +59,11 @@ class FitContext:
     num_classes: int
     hflip: bool  # the data set allows horizontal flips
     cache_dir: Path | None = None
-    cache_key_parts: tuple = ()  # data content hash, split, regime, replicate: what the fit depends on
+    cache_key_parts: tuple = ()  # data content hash, split, regime, replicate (and the unlabelled images
+    # where granted): what the fit depends on
     class_names: tuple[str, ...] = ()  # the data set's, where known
+    unlabelled: UnlabelledImages | None = None  # granted only to a strategy that sees_unlabelled
+    budget_scale: float = 1.0  # the protocol's budget.scale (for a model a fit trains by a suite recipe)
 
 
 @dataclass
@@ -69,6 +74,7 @@ class TrainingData:
     synthetic: ImageSet | None = None
     batch_transform: BatchTransform | None = None
     info: dict[str, Any] = field(default_factory=dict)  # extra result columns (generator steps, ...)
+    synthetic_kind: str = "generated"  # what the synthetic images are: generated, or pseudo-labelled (real)
     # draws n class-balanced labelled images from the strategy's generator (generative strategies)
     sampler: Callable[[int, torch.Generator], ImageSet] | None = None
 
@@ -84,6 +90,16 @@ class Strategy:
 
     def __init__(self, **params: Any):
         self.values = params  # the resolved param values
+
+    def value(self, name: str) -> Any:
+        """A param's value, its default where the resolved params leave it out (``omit_default``)."""
+        return self.values.get(name, self.params[name].default)
+
+    @classmethod
+    def sees_unlabelled(cls, params: dict[str, Any]) -> bool:
+        """Whether a fit with these params learns from the protocol's unlabelled images (only then
+        are they granted, in ``FitContext.unlabelled``, and only then are they part of its keys)."""
+        return False
 
     @classmethod
     def missing_modules(cls) -> list[str]:
@@ -104,8 +120,10 @@ class Strategy:
             known = ", ".join(sorted(cls.params)) or "(none)"
             raise UserError(f"{where}: unknown parameter(s) {', '.join(unknown)} for strategy "
                             f"{cls.name!r}; known: {known}")
-        return {name: spec.validate(given.get(name, spec.default), f"{where}.{name}")
-                for name, spec in cls.params.items()}
+        resolved = {name: spec.validate(given.get(name, spec.default), f"{where}.{name}")
+                    for name, spec in cls.params.items()}
+        return {name: value for name, value in resolved.items()
+                if not (cls.params[name].omit_default and value == cls.params[name].default)}
 
     @classmethod
     def versions(cls, params: dict[str, Any]) -> dict[str, str]:

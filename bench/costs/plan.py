@@ -26,7 +26,7 @@ from bench.run import provenance
 from bench.core.cache import FileCache
 from bench.core.errors import CellFailed
 from bench.core.files import atomic_write, user_cache_dir
-from bench.core.images import ImageSet
+from bench.core.images import ImageSet, UnlabelledImages
 from bench.core.keys import stable_hash
 from bench.core.seeding import seeded
 from bench.core.strategy import FitContext, TrainingData
@@ -139,7 +139,8 @@ class Calibration:
     def generator(self, strategy, shape: tuple, num_classes: int) -> dict:
         device = self.device
         images = _random_images(shape, num_classes)
-        ctx = FitContext(device=device, seed=0, num_classes=num_classes, hflip=False)
+        ctx = FitContext(device=device, seed=0, num_classes=num_classes, hflip=False,
+                         unlabelled=UnlabelledImages(images.images))  # for a generator that learns from a pool
 
         def run(steps: int) -> None:
             with seeded(0, device), contextlib.suppress(CellFailed):  # a diverging fit's steps still took their time

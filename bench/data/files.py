@@ -84,9 +84,12 @@ def _folder_files(folder: Path) -> tuple[list[Path], int]:
     return images, len(files) - len(images)
 
 
-def _read_image(path: Path, channels: int, size: int | None) -> np.ndarray:
+def read_image(path: Path, channels: int | None, size: int | None) -> np.ndarray:
+    """One image file as uint8 C x H x W: gray (1) or RGB (3) channels (None: as the file has them,
+    gray or RGB), resized to ``size`` x ``size`` where given."""
     try:
         with Image.open(path) as image:
+            channels = channels or _channels_of(image.mode)
             image = image.convert("L" if channels == 1 else "RGB")
             if size is not None and image.size != (size, size):
                 image = image.resize((size, size), Image.BILINEAR)
@@ -129,7 +132,7 @@ def read_image_folder(root: Path, spec: DatasetEntry, class_names: list[str] | N
                  f"{len(files)} images of {channels}x{height}x{width}")
     images = np.empty((len(files), channels, height, width), dtype=np.uint8)
     for i, (path, _) in enumerate(files):
-        array = _read_image(path, channels, size)
+        array = read_image(path, channels, size)
         if array.shape[1:] != (height, width):
             raise UserError(f"image {path} is {array.shape[2]}x{array.shape[1]} but {files[0][0]} is "
                             f"{width}x{height}; give the data set a `size` to resize them all at load")

@@ -37,6 +37,7 @@ class Split:
     labelled_index: np.ndarray  # indices into the training pool, for provenance and tests
     val_index: np.ndarray
     spec: SplitSpec
+    unlabelled_index: np.ndarray  # the rest of the pool: neither labelled nor validation (sorted)
 
 
 @dataclass(frozen=True)
@@ -107,4 +108,6 @@ def make_split(dataset: Dataset, n_per_class: Regime, spec: SplitSpec, replicate
     rest = np.setdiff1d(np.arange(len(labels)), val_index)
     rng = np.random.default_rng(derive_seed("labelled", spec.seed, n_per_class, replicate))
     labelled_index = rest[_stratified_take(labels[rest], n_per_class, rng, "regimes")]
-    return Split(pool.subset(labelled_index), pool.subset(val_index), test, labelled_index, val_index, spec)
+    unlabelled_index = np.setdiff1d(rest, labelled_index)
+    return Split(pool.subset(labelled_index), pool.subset(val_index), test, labelled_index, val_index, spec,
+                 unlabelled_index)

@@ -45,6 +45,8 @@ COLUMNS: tuple[Column, ...] = tuple([
         ("strategy", "text", "", "strategy label (as the config names the column of the grid)"),
         ("strategy_name", "text", "", "registered strategy name"),
         ("strategy_params", "text", "", "the strategy's resolved params as JSON"),
+        ("fit_data", "text", "", "what the strategy's fit saw: labelled, or labelled+pool (+pool:N, "
+                                 "+folder:NAME) under the semi-supervised protocol"),
         ("classifier", "text", "", "classifier label"),
         ("replicate", "int", "", "seed index: labelled draw, initial weights, batch order"),
         ("seed", "int", "", "the cell's training seed (initial weights, dropout, real batch order)"),
@@ -74,16 +76,21 @@ COLUMNS: tuple[Column, ...] = tuple([
         ("generator_fit_seconds", "float", "s", "wall time of the generator's original fit (also on a cache hit)",
          "cost"),
         ("synthetic_pool_size", "int", "images", "synthetic-images: images in the given pool"),
+        ("pseudo_labelled", "int", "images", "pseudo-label: pool images that joined the training data"),
+        ("pseudo_label_confidence", "float", "fraction", "pseudo-label: the teacher's mean confidence on them"),
         ("synthetic_content_hash", "text", "", "synthetic-images: content hash of the given files"),
     ),
     *_columns(
         "quality",
-        ("quality_kind", "text", "", "what was scored: generated, generated+augmented, augmented or real"),
+        ("quality_kind", "text", "", "what was scored: generated, pseudo-labelled (pool images with a "
+                                     "teacher's labels), either +augmented, augmented or real"),
         ("quality_n", "int", "images", "distinct images per side of FID/KID/IS/PR (compare only at equal N)",
          "quality"),
         ("quality_n_test", "int", "images", "real test images they were compared with"),
         ("quality_extractor", "text", "", "the feature extractor (the replicate's evaluator network)"),
         ("evaluator_disjoint", "bool", "", "the evaluator trained on none of the labelled images"),
+        ("evaluator_overlaps_fit", "bool", "", "the evaluator trained on images the strategy's fit saw (labelled, "
+                                               "or pool images under the semi-supervised protocol)"),
         ("evaluator_test_accuracy", "float", "fraction", "the evaluator's test accuracy"),
         ("fid_evaluator", "float", "", "FID in the evaluator's feature space (biased upward at small N)", "quality"),
         ("kid_evaluator", "float", "", "KID in the evaluator's feature space (unbiased)", "quality"),
@@ -96,9 +103,11 @@ COLUMNS: tuple[Column, ...] = tuple([
         ("recall_evaluator", "float", "fraction", "improved recall (Kynkaanniemi et al.)", "quality"),
         ("evaluator_label_agreement", "float", "fraction", "scored images the evaluator assigns their own label",
          "quality"),
-        ("cas_accuracy", "float", "fraction", "classification accuracy score: a cnn trained on the generated "
-                                              "images alone, tested on real test images", "quality"),
-        ("mem_nn_ratio", "float", "", "median nearest-training-image distance, generated / real test", "quality"),
+        ("cas_accuracy", "float", "fraction", "classification accuracy score: a cnn trained on the synthetic "
+                                              "(generated or pseudo-labelled) images alone, tested on real test "
+                                              "images", "quality"),
+        ("mem_nn_ratio", "float", "", "median distance to the nearest image the fit saw (labelled and pool), "
+                                      "generated / real test", "quality"),
         ("mem_near_copy_fraction", "float", "fraction", "generated images nearer a training image than 95% of "
                                                         "real test images are", "quality"),
         ("mem_near_copy_chance", "float", "fraction", "the near-copy fraction of real test images (chance)",

@@ -20,12 +20,13 @@ import configs
 from bench.core.errors import UserError
 from bench.core.executor import EXECUTORS
 from bench.core.keys import stable_hash
-from bench.core.schema import (as_list, check_path, identity, option, parse_section, role_fields, section,
-                               to_plain)
-from bench.core.strategy import StrategyEntry, parse_strategies
+from bench.core.schema import (as_list, check_path, identity, option, parse_section, plain_value, role_fields,
+                               section, to_plain)
+from bench.core.strategy import STRATEGIES, StrategyEntry, parse_strategies
 from bench.data.entries import datasets_plain, parse_datasets, parse_regimes, regimes_plain
 from bench.data.sets import DatasetEntry
 from bench.data.splits import Regime, SplitSpec
+from bench.data.unlabelled import UnlabelledSpec, parse_unlabelled, unlabelled_plain
 from bench.models.entries import classifiers_plain, parse_classifiers
 from bench.models.suite import ClassifierEntry
 from bench.protocol.registries import load_registries
@@ -141,6 +142,13 @@ class BenchConfig:
                                          help="labelled images per class, 'all' (alias 'as-is'), or a long tail "
                                               "{long_tail: IMBALANCE, n_max: N}")
     split: SplitSpec = section(SplitSpec, cell=True, protocol=True, help="test / validation / labelled split")
+    unlabelled: UnlabelledSpec = option(UnlabelledSpec(), parse=parse_unlabelled, plain=unlabelled_plain,
+                                        protocol=True, quiet=True,
+                                        help="images without labels that strategies may learn from (the "
+                                             "semi-supervised protocol): none, pool (every training-pool image "
+                                             "neither labelled nor validation), a number of those, or {path: "
+                                             "DIR_OR_NPZ} of your own; it enters the keys of the cells whose "
+                                             "strategy uses it")
     strategies: tuple[StrategyEntry, ...] = option(parse=parse_strategies,
                                                    help="strategy names, or {name, label, params}")
     classifiers: tuple[ClassifierEntry, ...] = option(parse=parse_classifiers, plain=classifiers_plain, protocol=True,
@@ -182,8 +190,11 @@ class BenchConfig:
 
 
 def protocol_view(raw: dict, schema: type = BenchConfig) -> dict:
-    """The fields of a saved config (plain data) that runs on one leaderboard must share."""
-    return {name: raw.get(name) for name in role_fields(schema, "protocol")}
+    """The fields of a saved config (plain data) that runs on one leaderboard must share (a quiet
+    field only where it is not at its default: configs saved before it existed lack it)."""
+    quiet = {f.name: plain_value(f, f.default) for f in dataclasses.fields(schema) if f.metadata.get("quiet")}
+    return {name: raw.get(name) for name in role_fields(schema, "protocol")
+            if not (name in quiet and raw.get(name, quiet[name]) == quiet[name])}
 
 
 # ------------------------------------------------------------------------------- loading
@@ -278,7 +289,20 @@ def parse_config(data: dict, default_name: str = "custom", schema: type = BenchC
     if data.get("name") is None:
         data = {**data, "name": default_name}
     data = {**data, "name": str(data["name"])}
-    return parse_section(schema, data)
+    config = parse_section(schema, data)
+    check_unlabelled_use(config)
+    return config
+
+
+def check_unlabelled_use(config: BenchConfig) -> None:
+    """Refuse a strategy that learns from unlabelled images in a protocol that grants none."""
+    if config.unlabelled.enabled:
+        return
+    for i, entry in enumerate(config.strategies):
+        if STRATEGIES.get(entry.name).sees_unlabelled(entry.params):
+            raise UserError(f"config field strategies[{i}] ({entry.label}): it learns from unlabelled images "
+                            "(generator_data: pool, or pseudo-label), but `unlabelled` is none; set unlabelled: "
+                            "pool (or a number of pool images, or {path: DIR})")
 
 
 def with_changes(config: BenchConfig, **sections: dict) -> BenchConfig:

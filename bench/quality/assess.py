@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from bench.core.cache import FileCache, cache_key
 from bench.core.files import atomic_write
-from bench.core.images import ImageSet
+from bench.core.images import ImageSet, UnlabelledImages
 from bench.core.strategy import TrainingData
 from bench.data.sets import Dataset
 from bench.data.splits import Split, train_pool
@@ -59,10 +59,11 @@ def evaluator_work(n_evaluator_images: int, n_scored: int, budget_scale: float) 
 def trained_on_images(data: TrainingData, num_classes: int, generator: torch.Generator,
                       device: torch.device) -> tuple[ImageSet, str]:
     """The images the classifier trains on besides the unchanged real ones, one view of each
-    distinct image, and their kind: ``generated`` (the synthetic pool), ``generated+augmented``
-    (the pool through the batch transform), ``augmented`` (the real images through it) or ``real``."""
+    distinct image, and their kind: ``generated`` (the synthetic pool; ``pseudo-labelled`` where it
+    holds real pool images with a teacher's labels), ``generated+augmented`` (the pool through the
+    batch transform), ``augmented`` (the real images through it) or ``real``."""
     if data.synthetic is not None:
-        images, kind = data.synthetic, "generated"
+        images, kind = data.synthetic, data.synthetic_kind
     else:
         images, kind = data.real, "real"
     if data.batch_transform is None:
@@ -71,7 +72,7 @@ def trained_on_images(data: TrainingData, num_classes: int, generator: torch.Gen
     y = F.one_hot(images.labels.to(device), num_classes).float()
     x, y = data.batch_transform(x, y, generator)
     shown = ImageSet((x * 255).round().clamp(0, 255).to(torch.uint8).cpu(), y.argmax(1).cpu())
-    return shown, "augmented" if kind == "real" else "generated+augmented"
+    return shown, "augmented" if kind == "real" else f"{kind}+augmented"
 
 
 def save_samples(path: Path, real: ImageSet, shown: ImageSet, class_names: tuple[str, ...], kind: str,
@@ -95,7 +96,7 @@ def reference_distances(pool: ImageSet, split: Split, test: Features, net: Evalu
     the pool (neither labelled nor validation) as are scored (real vs real: the floor at this N),
     and uniform noise (the ceiling)."""
     n = len(test)
-    unused = np.setdiff1d(np.arange(len(pool)), np.concatenate([split.labelled_index, split.val_index]))
+    unused = split.unlabelled_index
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.from_numpy(unused)[torch.randperm(len(unused), generator=generator)[:n]]
     real = pool.images[chosen]
@@ -121,8 +122,11 @@ def _evaluator_columns(judge: Evaluator) -> dict:
 
 
 def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: QualitySpec, device: torch.device,
-                   cache: FileCache, budget_scale: float, seed: int, samples_path: Path | None) -> dict:
-    """All quality columns for one fitted strategy."""
+                   cache: FileCache, budget_scale: float, seed: int, samples_path: Path | None,
+                   unlabelled: UnlabelledImages | None = None, unlabelled_in_pool: bool = False) -> dict:
+    """All quality columns for one fitted strategy. ``unlabelled``: the images without labels its fit
+    saw besides the labelled ones (memorization is measured against both); ``unlabelled_in_pool``:
+    they are training-pool images, which the evaluator trained on too."""
     judge = evaluator(dataset, split, device, cache, budget_scale)
     net = load_evaluator(judge.weights, device)
     shown, kind = trained_on_images(data, dataset.num_classes, torch.Generator(device=device).manual_seed(seed),
@@ -136,6 +140,7 @@ def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: Qua
         "reference", cache_key(judge.name, n, seed),
         lambda: reference_distances(pool, split, test_f, net, device, seed))
     row = {"quality_kind": kind, "quality_n": n, "quality_n_test": len(test), **_evaluator_columns(judge),
+           "evaluator_overlaps_fit": not judge.disjoint or unlabelled_in_pool,
            "fid_evaluator": found[FID], "kid_evaluator": found[KID], "is_evaluator": found[IS],
            "precision_evaluator": found["precision"], "recall_evaluator": found["recall"],
            "evaluator_label_agreement": (scored_f.logits.argmax(1) == scored.labels).float().mean().item(),
@@ -143,10 +148,12 @@ def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: Qua
     if spec.inception_weights:
         weights = default_weights_file() if spec.inception_weights == "auto" else spec.inception_weights
         row.update(inception_fid_kid(scored.images, test.images, device, str(weights)))
-    if kind.startswith("generated"):
+    if kind != "real" and kind != "augmented":  # a synthetic pool: generated or pseudo-labelled images
         row["cas_accuracy"] = classification_accuracy_score(shown, split, dataset.num_classes, budget_scale, device,
                                                             seed + 2)
-        row.update(memorization(scored_f, extract(net, split.labelled.images, device), test_f))
+    if kind.startswith("generated"):
+        seen = split.labelled.images if unlabelled is None else torch.cat([split.labelled.images, unlabelled.images])
+        row.update(memorization(scored_f, extract(net, seen, device), test_f))
     if kind != "real" and samples_path is not None:
         save_samples(samples_path, split.labelled, shown, dataset.class_names, kind)
         row["sample_grid"] = f"{samples_path.parent.name}/{samples_path.name}"  # relative to the run folder

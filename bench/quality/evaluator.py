@@ -14,12 +14,11 @@ from torch import nn
 from bench.core.cache import FileCache, cache_key
 from bench.core.images import ImageSet
 from bench.core.keys import stable_hash
-from bench.core.seeding import derive_seed, seeded
-from bench.core.strategy import TrainingData
+from bench.core.seeding import derive_seed
 from bench.data.sets import Dataset
 from bench.data.splits import Split, train_pool
 from bench.models.suite import CLASSIFIERS, build_classifier, classifier_versions
-from bench.training.loop import normalize, predict, to_input, train
+from bench.training.loop import normalize, predict, to_input, train_suite_classifier
 
 EVALUATOR = "augbench-evaluator"
 EVALUATOR_VERSION = "2"  # 2: trained without the replicate's labelled images
@@ -28,12 +27,7 @@ EVALUATOR_VERSION = "2"  # 2: trained without the replicate's labelled images
 def train_cnn(images: ImageSet, val: ImageSet, num_classes: int, budget_scale: float, device: torch.device,
               seed: int) -> nn.Module:
     """The suite's `cnn`, trained by its recipe on ``images`` (val only feeds the learning curve)."""
-    recipe = CLASSIFIERS.get("cnn").recipe
-    with seeded(seed, device):
-        model = build_classifier("cnn", tuple(images.images.shape[1:]), num_classes)
-        train(model, recipe, TrainingData(real=images), val, steps=recipe.steps(len(images), budget_scale),
-              num_classes=num_classes, device=device, order_seed=seed, augment_seed=seed, eval_points=1)
-    return model
+    return train_suite_classifier("cnn", images, val, num_classes, budget_scale, device, seed)
 
 
 def cnn_steps(n_images: int, budget_scale: float) -> int:

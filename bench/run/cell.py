@@ -7,10 +7,12 @@ from functools import lru_cache
 
 from bench.core.keys import canonical_json, stable_hash
 from bench.core.schema import identity
+from bench.core.images import UnlabelledImages
 from bench.core.seeding import derive_seed
 from bench.core.strategy import STRATEGIES, StrategyEntry
 from bench.data.sets import Dataset, DatasetEntry, load_dataset
 from bench.data.splits import Regime, Split, SplitSpec, make_split, regime_label
+from bench.data.unlabelled import unlabelled_images, unlabelled_plain
 from bench.models.suite import ClassifierEntry
 from bench.protocol.config import BenchConfig
 from bench.protocol.registries import load_registries
@@ -53,9 +55,22 @@ class Cell:
         return self.protocol.eval_points
 
     def canonical(self) -> dict:
+        unlabelled = {"unlabelled": unlabelled_plain(self.protocol.unlabelled)} if self.sees_unlabelled else {}
         return {"dataset": self.dataset.title, "data_hash": self.data_hash, "regime": self.regime_label,
                 "strategy": self.strategy.name, "params": self.strategy.params, "classifier": self.classifier,
-                "versions": self.versions, "replicate": self.replicate, **identity(self.protocol, "cell")}
+                "versions": self.versions, "replicate": self.replicate, **identity(self.protocol, "cell"),
+                **unlabelled}
+
+    @property
+    def sees_unlabelled(self) -> bool:
+        """Whether the strategy's fit learns from the protocol's unlabelled images."""
+        return self.protocol.unlabelled.enabled and \
+            STRATEGIES.get(self.strategy.name).sees_unlabelled(self.strategy.params)
+
+    @property
+    def fit_data(self) -> str:
+        """What the strategy's fit saw: ``labelled``, or ``labelled+pool`` (``+pool:N``, ``+folder:NAME``)."""
+        return f"labelled+{self.protocol.unlabelled.label}" if self.sees_unlabelled else "labelled"
 
     @property
     def strategy_versions(self) -> dict[str, str]:
@@ -105,6 +120,12 @@ class Cell:
         return (self.data_hash, canonical_json(asdict(self.split)), self.regime_label, self.replicate)
 
     @property
+    def fit_data_parts(self) -> tuple:
+        """What the fitted strategy (its generator, its quality row) depends on: ``fit_key_parts``,
+        and the unlabelled images where the fit sees them."""
+        return self.fit_key_parts + ((unlabelled_plain(self.protocol.unlabelled),) if self.sees_unlabelled else ())
+
+    @property
     def evaluator_group(self) -> tuple | None:
         """What the replicate's quality evaluator and references depend on (None without quality)."""
         return self.fit_key_parts if self.quality.enabled else None
@@ -113,12 +134,12 @@ class Cell:
     def generator_key(self) -> str | None:
         """The cache key of the generator the strategy fits (None for a strategy without one)."""
         generative = make_strategy(self.strategy).generative_part()
-        return None if generative is None else generative.generator_key(self.fit_key_parts)
+        return None if generative is None else generative.generator_key(self.fit_data_parts)
 
     @property
     def quality_group(self) -> tuple | None:
         """What the strategy's quality row depends on: every classifier of the cell shares it."""
-        return (self.fit_key_parts, self.strategy.name, canonical_json(self.strategy.params)) \
+        return (self.fit_data_parts, self.strategy.name, canonical_json(self.strategy.params)) \
             if self.quality.enabled else None
 
     def describe(self) -> str:
@@ -135,11 +156,12 @@ def expand_grid(config: BenchConfig, data_hashes: dict[str, str]) -> list[Cell]:
 
 
 def check_grid(config: BenchConfig, datasets: dict[str, Dataset]) -> None:
-    """Raise UserError where a regime or the validation size asks more of a data set than it has,
-    before any folder is written or any cell runs (the sizes are the same for every replicate)."""
+    """Raise UserError where a regime, the validation size or the unlabelled images ask more of a
+    data set than it has (or do not fit it), before any folder is written or any cell runs (the
+    sizes are the same for every replicate)."""
     for dataset in datasets.values():
         for regime in config.regimes:
-            make_split(dataset, regime, config.split, 0)
+            unlabelled_images(config.unlabelled, dataset, make_split(dataset, regime, config.split, 0), 0)
 
 
 @lru_cache(maxsize=4)
@@ -149,6 +171,12 @@ def cached_dataset(spec: DatasetEntry) -> Dataset:
 
 def make_strategy(entry: StrategyEntry):
     return STRATEGIES.get(entry.name)(**entry.params)
+
+
+def granted_unlabelled(cell: Cell, dataset: Dataset, split: Split) -> UnlabelledImages | None:
+    """The unlabelled images the protocol grants the cell's strategy: None unless it learns from them."""
+    return unlabelled_images(cell.protocol.unlabelled, dataset, split, cell.replicate) if cell.sees_unlabelled \
+        else None
 
 
 def data_of(cell: Cell) -> tuple[Dataset, Split]:

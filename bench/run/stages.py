@@ -23,15 +23,19 @@ from bench.models.suite import SUITE_VERSION, classifier_versions
 from bench.quality.assess import assess_quality
 from bench.quality.evaluator import EVALUATOR_VERSION
 from bench.run import provenance
-from bench.run.cell import Cell, cached_dataset, data_of, make_strategy
+from bench.run.cell import Cell, cached_dataset, data_of, granted_unlabelled, make_strategy
 from bench.run.resources import measure
 from bench.training.loop import predict, train
 from bench.training.metrics import class_recall, classification_metrics, smallest_third
 
 
-def fit_context(cell: Cell, dataset: Dataset, device: torch.device, cache_dir: Path | None) -> FitContext:
+def fit_context(cell: Cell, dataset: Dataset, split: Split, device: torch.device, cache_dir: Path | None
+                ) -> FitContext:
+    """What the cell's strategy may use besides its labelled images: the unlabelled images only where
+    the protocol grants them and the strategy learns from them."""
     return FitContext(device=device, seed=cell.fit_seed, num_classes=dataset.num_classes, hflip=dataset.hflip,
-                      class_names=dataset.class_names, cache_dir=cache_dir, cache_key_parts=cell.fit_key_parts)
+                      class_names=dataset.class_names, cache_dir=cache_dir, cache_key_parts=cell.fit_data_parts,
+                      unlabelled=granted_unlabelled(cell, dataset, split), budget_scale=cell.budget_scale)
 
 
 def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.device,
@@ -39,14 +43,16 @@ def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
     """Fit the cell's strategy on its labelled images; seeded by everything but the classifier."""
     with seeded(cell.fit_seed, device):
         with measure(device, timings, "fit"):
-            return make_strategy(cell.strategy).fit(split.labelled, fit_context(cell, dataset, device, cache_dir))
+            return make_strategy(cell.strategy).fit(split.labelled, fit_context(cell, dataset, split, device,
+                                                                                cache_dir))
 
 
 def cell_record(cell: Cell, revision: str) -> dict:
     """The columns that identify a cell's result row, with status ``ok`` until something fails."""
     return {"key": cell.key, "dataset": cell.dataset.title, "data_hash": cell.data_hash, "regime": cell.regime_label,
             "strategy": cell.strategy.label, "strategy_name": cell.strategy.name,
-            "strategy_params": canonical_json(cell.strategy.params), "classifier": cell.classifier,
+            "strategy_params": canonical_json(cell.strategy.params), "fit_data": cell.fit_data,
+            "classifier": cell.classifier,
             "replicate": cell.replicate, "seed": cell.train_seed, "suite_version": SUITE_VERSION,
             "versions": canonical_json(cell.versions), "split_seed": cell.split.seed,
             "budget_scale": cell.budget_scale, "revision": revision, "status": "ok", "failure_reason": "",
@@ -134,15 +140,17 @@ def cached_quality(cell: Cell, dataset: Dataset, split: Split, data, device: tor
     """The quality stage: the columns of the cell's fitted strategy, computed once for all its
     classifiers (cached in the run folder)."""
     cache = FileCache(cache_dir)
-    key = cache_key(cell.fit_key_parts, cell.strategy.name, cell.strategy.params, cell.strategy_versions,
+    key = cache_key(cell.fit_data_parts, cell.strategy.name, cell.strategy.params, cell.strategy_versions,
                     asdict(cell.quality), cell.budget_scale, EVALUATOR_VERSION, classifier_versions("cnn"))
     samples = (cache_dir.parent / "samples" /
                f"{cell.dataset.title.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}-seed{cell.replicate}"
                f"-{key[:8]}.npz")
     # one seed per (data, split, regime, replicate): every strategy meets the same test images
     seed = derive_seed("quality", *cell.fit_key_parts) % 2**62
+    seen = granted_unlabelled(cell, dataset, split)  # memorization is measured against all the fit saw
+    in_pool = seen is not None and cell.protocol.unlabelled.source != "path"
     return cache.json_once("quality", key, lambda: assess_quality(data, dataset, split, cell.quality, device, cache,
-                                                                  cell.budget_scale, seed, samples))
+                                                                  cell.budget_scale, seed, samples, seen, in_pool))
 
 
 def evaluate(model, split: Split, device: torch.device) -> dict:

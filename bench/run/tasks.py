@@ -53,7 +53,7 @@ class CellTask(FolderTask):
         """The strategy's generator, into ``root``'s cache (a failed fit is cached as failed, and
         recorded by the cells that need it)."""
         dataset, split = data_of(cell)
-        ctx = fit_context(cell, dataset, self.device, root / "cache")
+        ctx = fit_context(cell, dataset, split, self.device, root / "cache")
         with contextlib.suppress(CellFailed):
             make_strategy(cell.strategy).generative_part().fitted_generator(split.labelled, ctx)
 

@@ -16,7 +16,8 @@ from torch import nn
 
 from bench.core.images import ImageSet
 from bench.core.errors import CellFailed
-from bench.models.suite import Recipe
+from bench.core.seeding import seeded
+from bench.models.suite import CLASSIFIERS, Recipe, build_classifier
 from bench.core.strategy import TrainingData
 
 # called after each evaluation with (point index, validation accuracy); may raise to stop early
@@ -181,3 +182,15 @@ def train(model: nn.Module, recipe: Recipe, data: TrainingData, val: ImageSet, *
             if on_eval is not None:
                 on_eval(len(curve) - 1, val_accuracy)
     return TrainResult(curve=curve, steps=steps, real_per_step=real_per_step, synthetic_per_step=synthetic_per_step)
+
+
+def train_suite_classifier(name: str, images: ImageSet, val: ImageSet, num_classes: int, budget_scale: float,
+                           device: torch.device, seed: int) -> nn.Module:
+    """A classifier of the suite trained by its own recipe on ``images`` alone, seeded by ``seed``
+    (``val`` only feeds the learning curve): the quality evaluator, CAS and pseudo-label's teacher."""
+    recipe = CLASSIFIERS.get(name).recipe
+    with seeded(seed, device):
+        model = build_classifier(name, tuple(images.images.shape[1:]), num_classes)
+        train(model, recipe, TrainingData(real=images), val, steps=recipe.steps(len(images), budget_scale),
+              num_classes=num_classes, device=device, order_seed=seed, augment_seed=seed, eval_points=1)
+    return model

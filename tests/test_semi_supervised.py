@@ -1,0 +1,127 @@
+"""The semi-supervised protocol: unlabelled images granted only to the strategies that learn from
+them and never with their labels, keys unchanged for the rest, the pseudo-label control, and the
+refusals of bad input."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import bench.data.unlabelled as unlabelled_module
+from bench.core.images import ImageSet
+from bench.protocol.config import parse_config
+from bench.run.cell import cached_dataset, expand_grid
+from bench.run.stages import run_cell
+from conftest import TINY_CONFIG
+from strategies.pseudo_label import confident_balanced
+from tests_support import tiny_config_with
+
+CPU = torch.device("cpu")
+SEMI = {**TINY_CONFIG, "regimes": [10], "unlabelled": "pool", "classifiers": ["mlp"], "seeds": 1,
+        "quality": {"enabled": False}}
+POOL_USERS = [{"name": "pseudo-label", "params": {"threshold": 0.2}},  # the tests' teacher trains 15 steps
+              {"name": "vae", "label": "vae-pool", "params": {"steps": 300, "generator_data": "pool"}},
+              {"name": "gan", "label": "gan-pool", "params": {"steps": 30, "generator_data": "pool"}}]
+TIMES = ("started", "finished", "fit_seconds", "train_seconds", "fit_peak_mem_mb", "train_peak_mem_mb",
+         "generator_fit_seconds", "generator_cache_hit")
+
+
+def _cells(strategies: list, **change) -> list:
+    config = parse_config({**SEMI, "strategies": strategies, **change})
+    return expand_grid(config, {d.title: cached_dataset(d).content_hash for d in config.datasets})
+
+
+def test_strategies_that_do_not_learn_from_the_pool_keep_their_keys():
+    plain = ["none", {"name": "classical", "params": {"policy": "basic"}}, {"name": "gan", "params": {"steps": 30}}]
+    assert [c.key for c in _cells(plain)] == [c.key for c in _cells(plain, unlabelled="none")]
+    assert [c.fit_data for c in _cells(plain)] == ["labelled"] * 3
+    pool_users = _cells(POOL_USERS)
+    assert [c.fit_data for c in pool_users] == ["labelled+pool"] * 3
+    assert [c.key for c in pool_users] != [c.key for c in _cells(POOL_USERS, unlabelled=200)]
+    gan, gan_pool = _cells([{"name": "gan", "params": {"steps": 30}}, POOL_USERS[2]])
+    assert gan.key != gan_pool.key and gan.generator_key != gan_pool.generator_key
+    assert gan.train_seed == gan_pool.train_seed  # the same initial weights and real batches as `none`
+
+
+def _without_times(record: dict) -> str:
+    """The record without its times, as comparable text (NaN equals NaN there)."""
+    return json.dumps({k: v for k, v in record.items() if k not in TIMES}, sort_keys=True)
+
+
+def test_random_pool_labels_change_no_classifier_result(tmp_path, monkeypatch):
+    cells = _cells(POOL_USERS)
+    honest = [run_cell(c, CPU, tmp_path / "honest", "r") for c in cells]
+    real_pool = unlabelled_module.train_pool
+
+    def shuffled_labels(dataset, spec):
+        pool, test = real_pool(dataset, spec)
+        noise = torch.randint(0, dataset.num_classes, pool.labels.shape, generator=torch.Generator().manual_seed(7))
+        return ImageSet(pool.images, noise), test
+
+    monkeypatch.setattr(unlabelled_module, "train_pool", shuffled_labels)
+    lied_to = [run_cell(c, CPU, tmp_path / "lied-to", "r") for c in cells]
+    assert [r["status"] for r in honest] == [r["status"] for r in lied_to]
+    assert honest[0]["status"] == honest[1]["status"] == "ok" and honest[0]["pseudo_labelled"] > 0
+    for before, after in zip(honest, lied_to):
+        assert _without_times(after) == _without_times(before), before["strategy"]
+
+
+def test_pseudo_label_takes_confident_images_class_balanced_most_confident_first():
+    probabilities = torch.tensor([[0.9, 0.1], [0.99, 0.01], [0.6, 0.4], [0.2, 0.8], [0.05, 0.95], [0.97, 0.03]])
+    assert confident_balanced(probabilities, 0.85, 4).tolist() == [1, 4, 5]  # class 1 has one confident image
+    assert confident_balanced(probabilities, 0.5, 2).tolist() == [1, 4]
+    assert confident_balanced(probabilities, 1.0, 4).tolist() == []
+
+
+def test_a_semi_supervised_run_says_what_each_fit_saw(tmp_path, cli):
+    config = tiny_config_with(tmp_path, {**SEMI, "strategies": ["none", POOL_USERS[0], POOL_USERS[1]],
+                                         "quality": {"enabled": True, "samples": 100}})
+    code, _, err = cli("run", config, "--out", tmp_path / "run")
+    assert code == 0, err
+    results = pd.read_csv(tmp_path / "run" / "results.csv").set_index("strategy")
+    assert results.loc["none", "fit_data"] == "labelled"
+    assert results.loc["pseudo-label", "fit_data"] == results.loc["vae-pool", "fit_data"] == "labelled+pool"
+    assert results.loc["pseudo-label", "quality_kind"] == "pseudo-labelled"
+    assert results.loc["pseudo-label", "pseudo_labelled"] > 0
+    assert bool(results.loc["vae-pool", "evaluator_overlaps_fit"]) and not bool(results.loc["none", "evaluator_overlaps_fit"])
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "vae-pool †" in report and "pseudo-label †" in report and "none †" not in report
+
+
+def test_a_folder_of_unlabelled_images_is_granted_and_content_hashed(tmp_path):
+    train = cached_dataset(parse_config(SEMI).datasets[0]).train
+    path = tmp_path / "pool.npz"
+    np.savez(path, x=train.images[:300].numpy())
+    every_image = {"name": "pseudo-label", "params": {"threshold": 0.0}}
+    first = _cells([every_image], unlabelled={"path": str(path)})[0]
+    assert first.fit_data == "labelled+folder:pool.npz"
+    record = run_cell(first, CPU, None, "r")
+    assert record["status"] == "ok" and 0 < record["pseudo_labelled"] <= 100  # at most 10 a class (ratio 1)
+    np.savez(path, x=train.images[300:600].numpy())
+    assert _cells([every_image], unlabelled={"path": str(path)})[0].key != first.key
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"unlabelled": 100_000}, "unlabelled"),
+    ({"unlabelled": "everything"}, "unlabelled"),
+    ({"unlabelled": "none", "strategies": ["none", POOL_USERS[1]]}, "strategies[1]"),
+    ({"strategies": [{"name": "pseudo-label", "params": {"threshold": 1.5}}]}, "threshold"),
+    ({"unlabelled": {"path": "/no/such/folder"}}, "unlabelled.path"),
+])
+def test_bad_unlabelled_input_is_one_clear_error_and_writes_nothing(tmp_path, cli, change, field):
+    config = tiny_config_with(tmp_path, {**SEMI, "strategies": ["none", POOL_USERS[0]], **change})
+    code, _, err = cli("run", config, "--out", tmp_path / "run")
+    assert code == 2 and err.startswith("augbench: error:") and len(err.strip().splitlines()) == 1, err
+    assert field in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unlabelled_images_of_another_size_are_refused_before_anything_is_written(tmp_path, cli):
+    path = tmp_path / "big.npz"
+    np.savez(path, x=np.zeros((20, 1, 16, 16), dtype=np.uint8))
+    config = tiny_config_with(tmp_path, {**SEMI, "strategies": ["none", POOL_USERS[0]],
+                                         "unlabelled": {"path": str(path)}})
+    code, _, err = cli("run", config, "--out", tmp_path / "run")
+    assert code == 2 and "unlabelled.path" in err and "(1, 16, 16)" in err and "(1, 8, 8)" in err, err
+    assert not (tmp_path / "run").exists()
