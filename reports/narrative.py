@@ -37,7 +37,26 @@ def quality_vs_gain(results: pd.DataFrame) -> str | None:
             "measures distortion, not realism).")
 
 
-def findings(table: pd.DataFrame, results: pd.DataFrame) -> list[str]:
+def against_control(controls: pd.DataFrame) -> list[str]:
+    """What the semi-supervised comparison decides: each pool-trained strategy against the control
+    that used the same unlabelled images (Holm over those comparisons)."""
+    if controls.empty:
+        return []
+    lines = []
+    for (dataset, regime, classifier), group in controls.groupby(["dataset", "regime", "classifier"], sort=False):
+        where = f"{dataset}, {regime} per class, {classifier}"
+        for strategy, rows in group.groupby("strategy", sort=False):
+            verdicts = ", ".join(f"{r.verdict} than {r.control} ({_pct(r.delta_mean)}, Holm p = {r.p_holm:.3g})"
+                                 if r.verdict in ("better", "worse") else
+                                 f"{r.verdict} from {r.control} ({_pct(r.delta_mean)})" for r in rows.itertuples())
+            credited = (rows["verdict"] == "better").all()
+            lines.append(f"{where}: {strategy} saw the unlabelled pool; {verdicts}: "
+                         + ("a gain from generation beyond the pool itself." if credited else
+                            "no gain can be credited to generation over the pool's images themselves."))
+    return lines
+
+
+def findings(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFrame | None = None) -> list[str]:
     """Short statements, most general first."""
     compared = table[table["verdict"].isin(["better", "worse", "no significant difference"])]
     if compared.empty:
@@ -65,6 +84,7 @@ def findings(table: pd.DataFrame, results: pd.DataFrame) -> list[str]:
     if seeds < 5:
         lines.append(f"With {seeds} seeds a paired test detects only large effects: 'not distinguishable' "
                      "is not evidence of no effect.")
+    lines += against_control(pd.DataFrame() if controls is None else controls)
     association = quality_vs_gain(results)
     if association:
         lines.append(association)

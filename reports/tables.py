@@ -19,6 +19,7 @@ QUALITY_COLUMNS = in_report("quality")
 COST_COLUMNS = in_report("cost")
 
 
+CONTROL = "pseudo-label"  # the registered name of the semi-supervised protocol's control
 LABELLED_ONLY = "labelled"  # fit_data of a strategy whose fit saw the labelled images alone
 SAW_MORE = "†"  # marks a strategy whose fit saw unlabelled images too
 
@@ -57,13 +58,8 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
                    "acc_mean": mean, "acc_ci_low": low, "acc_ci_high": high,
                    "delta_mean": math.nan, "delta_ci_low": math.nan, "delta_ci_high": math.nan,
                    "p_value": math.nan, "paired_seeds": 0}
-            paired = accuracy.index.intersection(baseline.index)
-            if strategy != BASELINE and len(paired):
-                delta = accuracy[paired] - baseline[paired]
-                row["delta_mean"], row["delta_ci_low"], row["delta_ci_high"] = mean_ci(delta)
-                row["p_value"] = paired_test(accuracy[paired], baseline[paired])
-                row["paired_seeds"] = len(paired)
-                row["deltas"] = delta.to_numpy()
+            if strategy != BASELINE and len(accuracy.index.intersection(baseline.index)):
+                row.update(paired_change(accuracy, baseline))
             row["gap_mean"] = cells["gap_accuracy"].mean()
             row["loss_gap_mean"] = cells["gap_loss"].mean()
             for column in METRIC_COLUMNS + QUALITY_COLUMNS + COST_COLUMNS:
@@ -74,7 +70,23 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
                 if "evaluator_overlaps_fit" in cells else False
             row["chance"] = 1.0 / cells["num_classes"].iloc[0] if "num_classes" in cells else math.nan
             rows.append(row)
-    table = pd.DataFrame(rows)
+    return decided(pd.DataFrame(rows))
+
+
+def paired_change(accuracy: pd.Series, baseline: pd.Series) -> dict:
+    """The change of ``accuracy`` against ``baseline`` (both by replicate) on their common seeds:
+    mean with a 95% t-CI, the paired t-test's p-value, the seeds and the per-seed changes."""
+    paired = accuracy.index.intersection(baseline.index)
+    delta = accuracy[paired] - baseline[paired]
+    mean, low, high = mean_ci(delta)
+    return {"delta_mean": mean, "delta_ci_low": low, "delta_ci_high": high,
+            "p_value": paired_test(accuracy[paired], baseline[paired]), "paired_seeds": len(paired),
+            "deltas": delta.to_numpy()}
+
+
+def decided(table: pd.DataFrame) -> pd.DataFrame:
+    """A table of paired changes with Holm's procedure over all of its rows: the adjusted p-value,
+    the level each row was decided at, the change's interval at that level and the verdict."""
     if table.empty:
         return table
     table["p_holm"] = holm(table["p_value"].to_numpy())
@@ -83,6 +95,30 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
     table["verdict"] = [verdict(d, p) for d, p in zip(table["delta_mean"], table["p_holm"])]
     table = table.drop(columns=["deltas"], errors="ignore")
     return table.sort_values(["dataset", "regime"], key=_sort_key, kind="stable").reset_index(drop=True)
+
+
+def control_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The semi-supervised protocol's question: per (dataset, regime, classifier), every strategy
+    whose fit saw unlabelled images (a generator with ``generator_data: pool``) against every entry
+    of the control (pseudo-label: the same images, nothing generated) on the same seeds, decided by
+    Holm over this table. A gain is credited to generation only where the verdict is ``better``
+    against every control. Empty where the run has no control."""
+    ok = successful(results)
+    if "fit_data" not in ok:
+        return pd.DataFrame()
+    rows = []
+    for (dataset, regime, classifier), group in ok.groupby(GROUP, sort=False):
+        names = group.groupby("strategy", sort=False)[["strategy_name", "fit_data"]].first()
+        controls = names.index[names["strategy_name"] == CONTROL]
+        contenders = names.index[(names["strategy_name"] != CONTROL) & (names["fit_data"] != LABELLED_ONLY)]
+        by_seed = {s: cells.set_index("replicate")["test_accuracy"] for s, cells in group.groupby("strategy")}
+        for control in controls:
+            for strategy in contenders:
+                if len(by_seed[strategy].index.intersection(by_seed[control].index)):
+                    rows.append({"dataset": dataset, "regime": str(regime), "classifier": classifier,
+                                 "strategy": strategy, "control": control,
+                                 **paired_change(by_seed[strategy], by_seed[control])})
+    return decided(pd.DataFrame(rows))
 
 
 def _holm_interval(row) -> tuple[float, float]:

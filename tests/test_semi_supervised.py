@@ -87,6 +87,9 @@ def test_a_semi_supervised_run_says_what_each_fit_saw(tmp_path, cli):
     assert bool(results.loc["vae-pool", "evaluator_overlaps_fit"]) and not bool(results.loc["none", "evaluator_overlaps_fit"])
     report = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "vae-pool †" in report and "pseudo-label †" in report and "none †" not in report
+    assert "generation against the same unlabelled images" in report
+    against = pd.read_csv(tmp_path / "run" / "report" / "tables" / "against_control.csv")
+    assert against[["strategy", "control"]].values.tolist() == [["vae-pool", "pseudo-label"]]
 
 
 def test_a_folder_of_unlabelled_images_is_granted_and_content_hashed(tmp_path):
@@ -125,3 +128,23 @@ def test_unlabelled_images_of_another_size_are_refused_before_anything_is_writte
     code, _, err = cli("run", config, "--out", tmp_path / "run")
     assert code == 2 and "unlabelled.path" in err and "(1, 16, 16)" in err and "(1, 8, 8)" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_control_table_pairs_each_pool_strategy_with_each_control_by_seed():
+    from scipy import stats
+
+    from reports.tables import control_table
+
+    accuracy = {"none": [0.70, 0.72, 0.71, 0.69], "pseudo-label": [0.75, 0.74, 0.77, 0.73],
+                "gan-pool": [0.78, 0.75, 0.80, 0.76], "gan": [0.60, 0.61, 0.62, 0.63]}
+    names = {"none": "none", "pseudo-label": "pseudo-label", "gan-pool": "gan", "gan": "gan"}
+    seen = {"none": "labelled", "pseudo-label": "labelled+pool", "gan-pool": "labelled+pool", "gan": "labelled"}
+    results = pd.DataFrame([{"dataset": "d", "regime": "10", "classifier": "cnn", "strategy": s,
+                             "strategy_name": names[s], "fit_data": seen[s], "replicate": k, "status": "ok",
+                             "test_accuracy": a} for s, values in accuracy.items() for k, a in enumerate(values)])
+    table = control_table(results)
+    assert table[["strategy", "control"]].values.tolist() == [["gan-pool", "pseudo-label"]]  # not gan, not none
+    row = table.iloc[0]
+    assert row["delta_mean"] == pytest.approx(np.mean(np.subtract(accuracy["gan-pool"], accuracy["pseudo-label"])))
+    assert row["p_value"] == pytest.approx(stats.ttest_rel(accuracy["gan-pool"], accuracy["pseudo-label"]).pvalue)
+    assert row["p_holm"] == pytest.approx(row["p_value"])  # one comparison
