@@ -46,7 +46,8 @@ class PseudoLabel(Strategy):
     params = {
         "threshold": Param(0.95, low=0.0, high=1.0, tune=True,
                            help="the teacher's confidence an image needs to join the training data"),
-        "ratio": RATIO,
+        "ratio": Param(RATIO.default, low=RATIO.low, high=RATIO.high, tune=True,
+                       help="pool images (with the teacher's labels) per labelled image, class-balanced"),
         "policy": Classical.params["policy"],
         "magnitude": Param(0.0, low=0.0, high=1.0, tune=True,
                            help="strength of the classical policy on every batch (0: none)"),

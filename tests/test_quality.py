@@ -188,3 +188,14 @@ def test_quality_scores_what_the_classifier_trains_on_at_one_n(tmp_path):
     generated = assess(TrainingData(real=split.labelled, synthetic=pool))
     assert generated["quality_kind"] == "generated" and generated["quality_n"] == generated["quality_ref_n"] == 40
     assert 0.0 <= generated["cas_accuracy"] <= 1.0 and generated["mem_near_copy_chance"] == 0.05
+
+
+def test_a_handful_of_images_gives_no_fidelity_numbers_instead_of_an_error(digits_eval):
+    from bench.quality.fidelity import MIN_IMAGES
+
+    weights, _, pool, test = digits_eval
+    found = fidelity_metrics(pool.images[:3], test.images[:3], weights)  # precision/recall would need > 3
+    assert set(found) == {FID, KID, "inception_score_mean", "precision", "recall"}
+    assert all(np.isnan(v) for v in found.values())
+    assert all(np.isfinite(v) for v in fidelity_metrics(pool.images[:MIN_IMAGES], test.images[:MIN_IMAGES],
+                                                        weights, metrics=("fid", "kid")).values())

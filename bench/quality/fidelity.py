@@ -17,6 +17,7 @@ KID_SUBSETS, KID_MAX_SUBSET = 100, 1000
 ISC_SPLITS, RNG_SEED = 10, 2020
 PRC_NEIGHBORHOOD, PRC_BATCH = 3, 10000
 METRICS = ("fid", "kid", "isc", "prc")
+MIN_IMAGES = 10  # fewer images a side (a control that kept a handful of pool images) give no fidelity numbers
 
 
 def fid(first: Features, second: Features) -> float:
@@ -42,7 +43,12 @@ def precision_recall(first: Features, second: Features) -> dict[str, float]:
 
 
 def fidelity(first: Features, second: Features, metrics: tuple[str, ...] = METRICS) -> dict[str, float]:
-    """The asked metrics of ``first`` against ``second`` (keys as torch-fidelity names them)."""
+    """The asked metrics of ``first`` against ``second`` (keys as torch-fidelity names them); NaN for
+    each with fewer than MIN_IMAGES images a side (precision/recall need more than their neighbourhood,
+    KID and FID at least two)."""
+    if min(len(first), len(second)) < MIN_IMAGES:
+        names = {"fid": [FID], "kid": [KID], "isc": [IS], "prc": ["precision", "recall"]}
+        return {name: float("nan") for metric in metrics for name in names[metric]}
     found: dict[str, float] = {}
     if "fid" in metrics:
         found[FID] = fid(first, second)
