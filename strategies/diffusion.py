@@ -22,7 +22,7 @@ from bench.core.errors import CellFailed, UserError
 from bench.core.files import files_hash
 from bench.core.progress import counted, report
 from bench.core.strategy import Param, register_strategy
-from strategies.generative import BALANCE, GENERATOR_DATA, RATIO, GenerativeStrategy, check_finite
+from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy, check_finite
 
 BATCH = 64
 TRAIN_TIMESTEPS = 1000
@@ -76,7 +76,7 @@ class Diffusion(GenerativeStrategy):
     params = {
         "ratio": RATIO,
         "balance": BALANCE,
-        "generator_data": GENERATOR_DATA,
+        **POOL_PARAMS,
         "steps": Param(2000, low=0, high=1_000_000, help="training steps (batch 64); 0 with `pretrained`"),
         "lr": Param(1e-3, low=1e-6, high=1.0, log=True, help="AdamW learning rate (cosine decay to 0)"),
         "width": Param(32, low=8, high=512, help="channels of the UNet's first block (then 2x per block)"),

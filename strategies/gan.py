@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from bench.training.augment import AugContext, blend, boxes, gray, affine_matrices, warp
-from strategies.generative import BALANCE, GENERATOR_DATA, RATIO, GenerativeStrategy, check_finite
+from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy, check_finite
 from bench.core.progress import counted
 from bench.core.strategy import Param, register_strategy
 
@@ -126,7 +126,7 @@ class GAN(GenerativeStrategy):
     params = {
         "ratio": RATIO,
         "balance": BALANCE,
-        "generator_data": GENERATOR_DATA,
+        **POOL_PARAMS,
         "steps": Param(3000, low=1, high=1_000_000, help="generator training steps"),
         "lr": Param(2e-4, low=1e-6, high=10.0, log=True, help="Adam learning rate of G and D"),
         "ema": Param(0.999, low=0.0, high=0.9999, help="EMA decay of the generator weights used for sampling"),

@@ -19,14 +19,20 @@ from bench.core.images import ImageSet
 from bench.core.errors import CellFailed, UserError
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import FitContext, Param, Strategy, TrainingData
+from strategies.teacher import pseudo_labelled, teacher_versions
 
 RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, class-balanced", tune=True)
 BALANCE = Param(False, check=lambda value, where: _boolean(value, where),
                 help="spend the synthetic images on filling the smaller classes up to the largest first "
                      "(class-conditional oversampling of an imbalanced regime); else every class gets as many")
-GENERATOR_DATA = Param("labelled", choices=("labelled", "pool"), omit_default=True,
-                       help="what the generator learns from: the labelled images, or with the protocol's "
-                            "unlabelled images too (`unlabelled`; see the strategy for how it uses them)")
+GENERATOR_DATA = Param("labelled", choices=("labelled", "pool", "pseudo-labelled"), omit_default=True,
+                       help="what the generator learns from: the labelled images; with the protocol's "
+                            "unlabelled images too (`pool`: see the strategy for how it uses them); or with "
+                            "the pool images the teacher of `pseudo-label` labels with confidence, as if labelled")
+PSEUDO_THRESHOLD = Param(0.95, low=0.0, high=1.0, omit_default=True,
+                         help="with generator_data: pseudo-labelled, the teacher's confidence a pool image needs")
+# the params every generator takes for the semi-supervised protocol
+POOL_PARAMS = {"generator_data": GENERATOR_DATA, "pseudo_threshold": PSEUDO_THRESHOLD}
 PROBE_PER_CLASS = 50  # samples per class that the collapse check judges after every fit
 COLLAPSE_THRESHOLD = 0.1  # per-class sample diversity below this share of the real diversity = collapse
 
@@ -108,20 +114,42 @@ class GenerativeStrategy(Strategy):
 
     @classmethod
     def versions(cls, params):
-        return {**super().versions(params), f"generator:{cls.family}": cls.generator_version}
+        teacher = teacher_versions() if params.get("generator_data") == "pseudo-labelled" else {}
+        return {**super().versions(params), f"generator:{cls.family}": cls.generator_version, **teacher}
 
     @classmethod
     def sees_unlabelled(cls, params):
-        return params.get("generator_data", GENERATOR_DATA.default) == "pool"
+        return params.get("generator_data", GENERATOR_DATA.default) != "labelled"
+
+    # a param that only applies with one generator_data (left out of the resolved params at its default)
+    pool_use_params: ClassVar[dict[str, str]] = {"pseudo_threshold": "pseudo-labelled"}
+
+    @classmethod
+    def resolve_params(cls, given, where):
+        resolved = super().resolve_params(given, where)
+        for name, needed in cls.pool_use_params.items():
+            if name in resolved and resolved.get("generator_data") != needed:
+                raise UserError(f"{where}.{name}: applies only with generator_data: {needed}")
+        return resolved
 
     def unlabelled_for_training(self, ctx: FitContext) -> torch.Tensor | None:
-        """The unlabelled images the generator trains on (uint8, on the device), or None with
-        ``generator_data: labelled``."""
+        """The unlabelled images the generator trains on as such (uint8, on the device), or None
+        unless ``generator_data: pool``."""
         if self.value("generator_data") != "pool":
             return None
         if ctx.unlabelled is None or not len(ctx.unlabelled):
             raise CellFailed("generator_data: pool, but the protocol grants no unlabelled images")
         return ctx.unlabelled.images.to(ctx.device)
+
+    def generator_training_set(self, labelled: ImageSet, ctx: FitContext) -> tuple[ImageSet, dict]:
+        """The labelled images the generator learns from, and result columns on them: the cell's,
+        joined with ``generator_data: pseudo-labelled`` by every pool image the teacher is
+        ``pseudo_threshold`` sure of, with its label."""
+        if self.value("generator_data") != "pseudo-labelled":
+            return labelled, {}
+        pseudo, _ = pseudo_labelled(labelled, ctx, self.value("pseudo_threshold"))
+        joined = ImageSet(torch.cat([labelled.images, pseudo.images]), torch.cat([labelled.labels, pseudo.labels]))
+        return joined, {"pseudo_labelled": len(pseudo)}
 
     def generator_params(self) -> dict:
         return {k: v for k, v in self.values.items() if k not in self.sampling_params}
@@ -195,13 +223,20 @@ class GenerativeStrategy(Strategy):
         check_not_collapsed(ImageSet(probe, probe_labels), labelled, ctx.num_classes)
         return seconds
 
+    def fit_generator(self, labelled: ImageSet, ctx: FitContext) -> tuple[nn.Module, ImageSet, dict]:
+        """The fitted generator for a cell's labelled images, the labelled images it learnt from
+        (``generator_training_set``) and result columns on its fit."""
+        seen, seen_info = self.generator_training_set(labelled, ctx)
+        model, info = self.fitted_generator(seen, ctx)
+        return model, seen, {**info, **seen_info}
+
     def fit(self, labelled: ImageSet, ctx: FitContext) -> TrainingData:
-        model, info = self.fitted_generator(labelled, ctx)
+        model, seen, info = self.fit_generator(labelled, ctx)
 
         @torch.no_grad()
         def sampler(n: int, rng: torch.Generator) -> ImageSet:
             labels = synthetic_labels(n, labelled.labels, ctx.num_classes, self.values.get("balance", False))
-            return ImageSet(self.sample(model, labels, labelled, ctx, rng), labels)
+            return ImageSet(self.sample(model, labels, seen, ctx, rng), labels)
 
         n_synthetic = round(self.values["ratio"] * len(labelled))
         generator = torch.Generator(device=ctx.device).manual_seed(derive_seed("synthetic", ctx.seed))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from strategies.generative import BALANCE, GENERATOR_DATA, RATIO, GenerativeStrategy, check_finite
+from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy, check_finite
 from bench.core.progress import counted
 from bench.core.strategy import Param, register_strategy
 
@@ -53,6 +53,45 @@ class ConditionalVAE(nn.Module):
         return self.decoder(h.view(-1, 64, *self.small))
 
 
+class M2VAE(ConditionalVAE):
+    """The semi-supervised VAE M2 of Kingma et al. (2014): the conditional VAE and a classifier
+    q(y|x) that stands in for the label of an unlabelled image."""
+
+    def __init__(self, shape: tuple[int, int, int], num_classes: int):
+        super().__init__(shape, num_classes)
+        flat = 64 * self.small[0] * self.small[1]
+        self.classifier = nn.Sequential(
+            nn.Conv2d(shape[0], 32, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(inplace=True), nn.Flatten(),
+            nn.Linear(flat, num_classes),
+        )
+
+
+def negative_elbo(model: ConditionalVAE, x: torch.Tensor, y: torch.Tensor, kl_weight: float,
+                  rng: torch.Generator) -> torch.Tensor:
+    """Per image, the Bernoulli reconstruction loss plus kl_weight times the KL term."""
+    mu, logvar = model.encode(x, y)
+    z = mu + torch.randn(mu.shape, generator=rng, device=x.device) * torch.exp(0.5 * logvar)
+    recon = F.binary_cross_entropy_with_logits(model.decode(z, y), x, reduction="none").flatten(1).sum(1)
+    return recon + kl_weight * (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1))
+
+
+def m2_loss(model: M2VAE, x: torch.Tensor, y: torch.Tensor, unlabelled: torch.Tensor, kl_weight: float,
+            alpha: float, rng: torch.Generator) -> torch.Tensor:
+    """Kingma et al.'s J^alpha on a labelled and an unlabelled batch, per image of the two: the
+    labelled images' negative ELBO and alpha times their classification loss, and for each
+    unlabelled image the negative ELBO under every label weighted by q(y|x), minus the entropy of
+    q(y|x)."""
+    classes = model.classifier[-1].out_features
+    labelled = negative_elbo(model, x, y, kl_weight, rng).sum() + alpha * F.cross_entropy(
+        model.classifier(x), y, reduction="sum")
+    log_q = model.classifier(unlabelled).log_softmax(1)
+    every = torch.arange(classes, device=x.device).repeat(len(unlabelled))
+    per_label = negative_elbo(model, unlabelled.repeat_interleave(classes, 0), every, kl_weight, rng)
+    unlabelled_loss = (log_q.exp() * (per_label.view(-1, classes) + log_q)).sum()
+    return (labelled + unlabelled_loss) / (len(x) + len(unlabelled))
+
+
 def _to_uint8(logits: torch.Tensor) -> torch.Tensor:
     return (torch.sigmoid(logits) * 255).round().to(torch.uint8).cpu()
 
@@ -63,38 +102,54 @@ class _VAEBase(GenerativeStrategy):
     params = {
         "ratio": RATIO,
         "balance": BALANCE,
-        "generator_data": GENERATOR_DATA,
+        **POOL_PARAMS,
         "steps": Param(3000, low=1, high=1_000_000, help="VAE training steps"),
         "lr": Param(1e-3, low=1e-6, high=10.0, log=True, help="Adam learning rate"),
         "beta": Param(1.0, low=0.0, high=100.0, help="weight of the KL term"),
         "kl_warmup": Param(0.3, low=0.0, high=1.0, help="share of the steps over which the KL weight ramps up"),
+        "pool_model": Param("no-label", choices=("no-label", "m2"), omit_default=True,
+                            help="with generator_data: pool, how the VAE learns from unlabelled images: "
+                                 "under an extra \"no label\" condition, or as M2 (Kingma et al. 2014: "
+                                 "a classifier q(y|x) stands in for their label)"),
     }
 
+    pool_use_params = GenerativeStrategy.pool_use_params | {"pool_model": "pool"}
+
     def build(self, shape, num_classes):
+        if self.value("pool_model") == "m2":
+            return M2VAE(shape, num_classes)
         return ConditionalVAE(shape, num_classes, no_label=self.value("generator_data") == "pool")
 
     def train_generator(self, model, labelled, ctx, steps, rng):
         """The ELBO on labelled batches; with ``generator_data: pool`` each step adds as many
         unlabelled images, encoded and decoded under the extra "no label" condition, so that the
         encoder and decoder learn the images' manifold from the pool while the class conditions
-        and the class priors (from the labelled posteriors) stay those of the labelled images."""
+        and the class priors (from the labelled posteriors) stay those of the labelled images; or,
+        with ``pool_model: m2``, in M2's loss (``m2_loss``, alpha = 0.1 x pool / labelled images,
+        as in Kingma et al.'s alpha = 0.1 N)."""
         dev = ctx.device
         pool = self.unlabelled_for_training(ctx)
         images = labelled.images.to(dev).float().div(255.0)
         labels = labelled.labels.to(dev)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.values["lr"])
         warmup = max(1, round(self.values["kl_warmup"] * steps))
+        m2_alpha = 0.1 * len(pool) / len(labels) if self.value("pool_model") == "m2" else None
         for step in counted(steps, f"{self.family} fit"):
             index = torch.randint(0, len(labels), (BATCH,), generator=rng, device=dev)
             x, y = images[index], labels[index]
-            if pool is not None:
-                unlabelled = pool[torch.randint(0, len(pool), (BATCH,), generator=rng, device=dev)].float().div(255.0)
-                x, y = torch.cat([x, unlabelled]), torch.cat([y, torch.full_like(y, ctx.num_classes)])
-            mu, logvar = model.encode(x, y)
-            z = mu + torch.randn(mu.shape, generator=rng, device=dev) * torch.exp(0.5 * logvar)
-            recon = F.binary_cross_entropy_with_logits(model.decode(z, y), x, reduction="sum") / len(x)
-            kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum() / len(x)
-            loss = recon + self.values["beta"] * min(1.0, step / warmup) * kl
+            kl_weight = self.values["beta"] * min(1.0, step / warmup)
+            unlabelled = None if pool is None else \
+                pool[torch.randint(0, len(pool), (BATCH,), generator=rng, device=dev)].float().div(255.0)
+            if m2_alpha is not None:
+                loss = m2_loss(model, x, y, unlabelled, kl_weight, m2_alpha, rng)
+            else:
+                if unlabelled is not None:
+                    x, y = torch.cat([x, unlabelled]), torch.cat([y, torch.full_like(y, ctx.num_classes)])
+                mu, logvar = model.encode(x, y)
+                z = mu + torch.randn(mu.shape, generator=rng, device=dev) * torch.exp(0.5 * logvar)
+                recon = F.binary_cross_entropy_with_logits(model.decode(z, y), x, reduction="sum") / len(x)
+                kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum() / len(x)
+                loss = recon + kl_weight * kl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -11,10 +11,10 @@ import torch
 import bench.data.unlabelled as unlabelled_module
 from bench.core.images import ImageSet
 from bench.protocol.config import parse_config
-from bench.run.cell import cached_dataset, expand_grid
-from bench.run.stages import run_cell
+from bench.run.cell import cached_dataset, data_of, expand_grid, make_strategy
+from bench.run.stages import fit_context, run_cell
 from conftest import TINY_CONFIG
-from strategies.pseudo_label import confident_balanced
+from strategies.teacher import confident_balanced
 from tests_support import tiny_config_with
 
 CPU = torch.device("cpu")
@@ -22,7 +22,10 @@ SEMI = {**TINY_CONFIG, "regimes": [10], "unlabelled": "pool", "classifiers": ["m
         "quality": {"enabled": False}}
 POOL_USERS = [{"name": "pseudo-label", "params": {"threshold": 0.2}},  # the tests' teacher trains 15 steps
               {"name": "vae", "label": "vae-pool", "params": {"steps": 300, "generator_data": "pool"}},
-              {"name": "gan", "label": "gan-pool", "params": {"steps": 30, "generator_data": "pool"}}]
+              {"name": "gan", "label": "gan-pool", "params": {"steps": 30, "generator_data": "pool"}},
+              {"name": "vae", "label": "vae-m2", "params": {"steps": 150, "generator_data": "pool", "pool_model": "m2"}},
+              {"name": "gan", "label": "gan-pseudo",
+               "params": {"steps": 30, "generator_data": "pseudo-labelled", "pseudo_threshold": 0.2}}]
 TIMES = ("started", "finished", "fit_seconds", "train_seconds", "fit_peak_mem_mb", "train_peak_mem_mb",
          "generator_fit_seconds", "generator_cache_hit")
 
@@ -37,7 +40,8 @@ def test_strategies_that_do_not_learn_from_the_pool_keep_their_keys():
     assert [c.key for c in _cells(plain)] == [c.key for c in _cells(plain, unlabelled="none")]
     assert [c.fit_data for c in _cells(plain)] == ["labelled"] * 3
     pool_users = _cells(POOL_USERS)
-    assert [c.fit_data for c in pool_users] == ["labelled+pool"] * 3
+    assert [c.fit_data for c in pool_users] == ["labelled+pool"] * len(POOL_USERS)
+    assert len({c.generator_key for c in pool_users[1:]}) == len(POOL_USERS) - 1  # each design its own generator
     assert [c.key for c in pool_users] != [c.key for c in _cells(POOL_USERS, unlabelled=200)]
     gan, gan_pool = _cells([{"name": "gan", "params": {"steps": 30}}, POOL_USERS[2]])
     assert gan.key != gan_pool.key and gan.generator_key != gan_pool.generator_key
@@ -61,7 +65,7 @@ def test_random_pool_labels_change_no_classifier_result(tmp_path, monkeypatch):
 
     monkeypatch.setattr(unlabelled_module, "train_pool", shuffled_labels)
     lied_to = [run_cell(c, CPU, tmp_path / "lied-to", "r") for c in cells]
-    assert [r["status"] for r in honest] == [r["status"] for r in lied_to]
+    assert [r["status"] for r in honest] == [r["status"] for r in lied_to] == ["ok"] * len(cells)
     assert honest[0]["status"] == honest[1]["status"] == "ok" and honest[0]["pseudo_labelled"] > 0
     for before, after in zip(honest, lied_to):
         assert _without_times(after) == _without_times(before), before["strategy"]
@@ -72,6 +76,24 @@ def test_pseudo_label_takes_confident_images_class_balanced_most_confident_first
     assert confident_balanced(probabilities, 0.85, 4).tolist() == [1, 4, 5]  # class 1 has one confident image
     assert confident_balanced(probabilities, 0.5, 2).tolist() == [1, 4]
     assert confident_balanced(probabilities, 1.0, 4).tolist() == []
+
+
+def test_a_pseudo_labelled_generator_learns_from_the_images_and_labels_of_the_control(tmp_path):
+    from strategies.teacher import teacher_probabilities
+
+    control, generator = _cells([{"name": "pseudo-label", "params": {"threshold": 0.2, "ratio": 10.0}}, POOL_USERS[4]])
+    dataset, split = data_of(generator)
+    ctx = fit_context(generator, dataset, split, CPU, tmp_path)
+    seen, info = make_strategy(generator.strategy).generator_training_set(split.labelled, ctx)
+    confident = teacher_probabilities(split.labelled, ctx).max(1).values >= 0.2
+    assert info["pseudo_labelled"] == int(confident.sum()) > 0
+    assert torch.equal(seen.images[:len(split.labelled)], split.labelled.images)
+    taken = make_strategy(control.strategy).fit(split.labelled, fit_context(control, dataset, split, CPU, tmp_path))
+    assert len(taken.synthetic) == info["pseudo_labelled"]  # every confident image: the control's very data
+    order = lambda images: images.flatten(1).sum(1).argsort()  # noqa: E731
+    tail = seen.images[len(split.labelled):]
+    assert torch.equal(tail[order(tail)], taken.synthetic.images[order(taken.synthetic.images)])
+    assert len(list(tmp_path.rglob("teacher*.json"))) == 1  # one teacher, shared
 
 
 def test_a_semi_supervised_run_says_what_each_fit_saw(tmp_path, cli):
@@ -110,6 +132,10 @@ def test_a_folder_of_unlabelled_images_is_granted_and_content_hashed(tmp_path):
     ({"unlabelled": "everything"}, "unlabelled"),
     ({"unlabelled": "none", "strategies": ["none", POOL_USERS[1]]}, "strategies[1]"),
     ({"strategies": [{"name": "pseudo-label", "params": {"threshold": 1.5}}]}, "threshold"),
+    ({"strategies": [{"name": "vae", "params": {"pool_model": "m2"}}]}, "pool_model"),
+    ({"strategies": [{"name": "gan", "params": {"generator_data": "pool", "pseudo_threshold": 0.5}}]},
+     "pseudo_threshold"),
+    ({"strategies": [{"name": "vae", "params": {"generator_data": "pool", "pool_model": "m3"}}]}, "pool_model"),
     ({"unlabelled": {"path": "/no/such/folder"}}, "unlabelled.path"),
 ])
 def test_bad_unlabelled_input_is_one_clear_error_and_writes_nothing(tmp_path, cli, change, field):

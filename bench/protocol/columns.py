@@ -76,7 +76,8 @@ COLUMNS: tuple[Column, ...] = tuple([
         ("generator_fit_seconds", "float", "s", "wall time of the generator's original fit (also on a cache hit)",
          "cost"),
         ("synthetic_pool_size", "int", "images", "synthetic-images: images in the given pool"),
-        ("pseudo_labelled", "int", "images", "pseudo-label: pool images that joined the training data"),
+        ("pseudo_labelled", "int", "images", "pool images that joined with the teacher's labels: pseudo-label's training "
+         "data, or a generator's with generator_data: pseudo-labelled"),
         ("pseudo_label_confidence", "float", "fraction", "pseudo-label: the teacher's mean confidence on them"),
         ("synthetic_content_hash", "text", "", "synthetic-images: content hash of the given files"),
     ),

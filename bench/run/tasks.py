@@ -55,7 +55,7 @@ class CellTask(FolderTask):
         dataset, split = data_of(cell)
         ctx = fit_context(cell, dataset, split, self.device, root / "cache")
         with contextlib.suppress(CellFailed):
-            make_strategy(cell.strategy).generative_part().fitted_generator(split.labelled, ctx)
+            make_strategy(cell.strategy).generative_part().fit_generator(split.labelled, ctx)
 
     def assess(self, cell: Cell, root: Path) -> None:
         """The strategy's quality row and sample grid, into ``root``'s cache and samples."""
