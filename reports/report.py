@@ -65,6 +65,7 @@ def accuracy_table(part: pd.DataFrame) -> pd.DataFrame:
                                             zip(part["delta_mean"], part["delta_hci_low"], part["delta_hci_high"])],
         "p (Holm)": part["p_holm"].map(lambda p: _fmt(p, ".3g")),
         "verdict": part["verdict"],
+        "MDE pp": part["mde"].map(lambda v: _fmt(v, ".1f", 100)),
         "balanced acc %": part["test_balanced_accuracy"].map(_pct),
         "macro-F1 %": part["test_macro_f1"].map(_pct),
         "NLL": part["test_nll"].map(lambda v: _fmt(v, ".3f")),
@@ -216,7 +217,10 @@ LEGEND = ("Accuracies in %, changes in percentage points (pp) against `none` on 
           "images, initial weights and real batches). Intervals: test accuracy with a 95% Student-t interval over "
           "seeds; the change with a paired t-interval at the level at which Holm's procedure over every "
           "comparison of the run decided it, so it excludes 0 exactly when the verdict is better or worse "
-          "(plain 95% intervals are in tables/comparison.csv). Quality in the evaluator network's features, at "
+          "(plain 95% intervals are in tables/comparison.csv). MDE: the minimum detectable effect, the change that "
+          "the comparison's test had 80% power to see at its Holm level, from its paired per-seed spread; a "
+          "smaller change could not be seen (`augbench plan CONFIG --mde PP` says how many seeds it would take). "
+          "Quality in the evaluator network's features, at "
           "N distinct images per side, next to the real-vs-real floor at the same N; KID (unbiased) is the "
           "headline, FID is biased upward at small N and compares only at equal N. For augmented real images it "
           "measures distortion, not realism. † marks a strategy whose fit saw the unlabelled pool too (the "
@@ -237,7 +241,8 @@ def control_rows(part: pd.DataFrame) -> pd.DataFrame:
         "seeds": part["paired_seeds"],
         "Δ vs control pp [Holm-adjusted CI]": [_interval(d, lo, hi, "+.1f") for d, lo, hi in
                                                zip(part["delta_mean"], part["delta_hci_low"], part["delta_hci_high"])],
-        "p (Holm)": part["p_holm"].map(lambda p: _fmt(p, ".3g")), "verdict": part["verdict"]})
+        "p (Holm)": part["p_holm"].map(lambda p: _fmt(p, ".3g")), "verdict": part["verdict"],
+        "MDE pp": part["mde"].map(lambda v: _fmt(v, ".1f", 100))})
 
 
 def _controls_of(sections, dataset, regime) -> pd.DataFrame:

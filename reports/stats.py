@@ -7,6 +7,9 @@
 - Across tasks (rliable's aggregates, Agarwal et al. 2021, computed with scipy): the interquartile
   mean and the probability of improvement, with stratified-bootstrap intervals that resample seeds
   within each task.
+- Power: the minimum detectable effect of a paired t-test (80 % power at the level it was tested
+  at, from the paired spread), and the seeds that bring it below a target; the noncentral t
+  distribution (scipy), checked against statsmodels' TTestPower by the tests.
 - Association (quality against gain): Spearman's rho of ranks taken within blocks, with a
   permutation test that permutes within blocks.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 from statsmodels.stats.multitest import multipletests
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -76,6 +79,43 @@ def holm_levels(p_values, alpha: float = 0.05) -> np.ndarray:
         else:
             levels[index] = alpha / (m - rejected)
     return levels
+
+
+POWER = 0.8
+
+
+def paired_power(effect: float, sd: float, n: int, level: float) -> float:
+    """The power of a two-sided paired t-test at ``level`` with ``n`` pairs to detect a mean change
+    ``effect`` when the changes have standard deviation ``sd``."""
+    if n < 2 or sd <= 0:
+        return math.nan
+    df, noncentrality = n - 1, effect / sd * math.sqrt(n)
+    critical = stats.t.ppf(1 - level / 2, df)
+    # P(T > c) + P(T < -c) under the noncentral t; the far lower tail as P(T > c) at -noncentrality,
+    # where scipy's cdf can return NaN for a probability below 1e-16
+    lower = stats.nct.sf(critical, df, -noncentrality)
+    return float(stats.nct.sf(critical, df, noncentrality) + (0.0 if math.isnan(lower) else lower))
+
+
+def minimum_detectable_effect(sd: float, n: int, level: float, power: float = POWER) -> float:
+    """The smallest mean change that a two-sided paired t-test at ``level`` with ``n`` pairs detects
+    with probability ``power``, for changes with standard deviation ``sd`` (in the unit of ``sd``).
+    NaN with fewer than 2 pairs or no spread."""
+    if n < 2 or not sd > 0 or math.isnan(level):
+        return math.nan
+    high = sd
+    while paired_power(high, sd, n, level) < power:
+        high *= 2
+    return float(optimize.brentq(lambda effect: paired_power(effect, sd, n, level) - power, 0.0, high, xtol=1e-12))
+
+
+def seeds_for_effect(effect: float, sd: float, level: float, power: float = POWER, most: int = 1000) -> int | None:
+    """The fewest seeds (pairs) whose minimum detectable effect is at most ``effect``; None beyond
+    ``most``."""
+    for n in range(2, most + 1):
+        if minimum_detectable_effect(sd, n, level, power) <= effect:
+            return n
+    return None
 
 
 def iqm(values) -> float:

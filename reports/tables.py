@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bench.protocol.columns import in_report
-from reports.stats import holm, holm_levels, mean_ci, paired_test
+from reports.stats import holm, holm_levels, mean_ci, minimum_detectable_effect, paired_test, seeds_for_effect
 
 BASELINE = "none"
 GROUP = ["dataset", "regime", "classifier"]
@@ -57,7 +57,7 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
                    "seeds": len(accuracy), "failed": int(failed.get((dataset, regime, classifier, strategy), 0)),
                    "acc_mean": mean, "acc_ci_low": low, "acc_ci_high": high,
                    "delta_mean": math.nan, "delta_ci_low": math.nan, "delta_ci_high": math.nan,
-                   "p_value": math.nan, "paired_seeds": 0}
+                   "p_value": math.nan, "paired_seeds": 0, "deltas": np.array([])}
             if strategy != BASELINE and len(accuracy.index.intersection(baseline.index)):
                 row.update(paired_change(accuracy, baseline))
             row["gap_mean"] = cells["gap_accuracy"].mean()
@@ -86,13 +86,17 @@ def paired_change(accuracy: pd.Series, baseline: pd.Series) -> dict:
 
 def decided(table: pd.DataFrame) -> pd.DataFrame:
     """A table of paired changes with Holm's procedure over all of its rows: the adjusted p-value,
-    the level each row was decided at, the change's interval at that level and the verdict."""
+    the level each row was decided at, the change's interval at that level, the verdict, and the
+    minimum detectable effect (``mde``: the change its test had 80 % power to see at that level,
+    from its paired spread)."""
     if table.empty:
         return table
     table["p_holm"] = holm(table["p_value"].to_numpy())
     table["holm_level"] = holm_levels(table["p_value"].to_numpy(), ALPHA)
     table["delta_hci_low"], table["delta_hci_high"] = zip(*map(_holm_interval, table.itertuples()))
     table["verdict"] = [verdict(d, p) for d, p in zip(table["delta_mean"], table["p_holm"])]
+    table["mde"] = [minimum_detectable_effect(np.std(deltas, ddof=1) if len(deltas) > 1 else math.nan, len(deltas),
+                                              level) for deltas, level in zip(table["deltas"], table["holm_level"])]
     table = table.drop(columns=["deltas"], errors="ignore")
     return table.sort_values(["dataset", "regime"], key=_sort_key, kind="stable").reset_index(drop=True)
 
@@ -158,6 +162,23 @@ def per_seed_deltas(results: pd.DataFrame) -> pd.DataFrame:
         columns={"test_accuracy_none": "baseline_accuracy"})
     merged["delta"] = merged["test_accuracy"] - merged["baseline_accuracy"]
     return merged
+
+
+def seeds_needed(results: pd.DataFrame, effect: float) -> pd.DataFrame:
+    """Per comparison against `none`: its paired seeds, the spread of its per-seed changes, its
+    minimum detectable effect now and the seeds whose one is at most ``effect`` (NA: untestable, or
+    more than 1,000), all at Holm's strictest level alpha / m over the m comparisons (the level the
+    first one is tested at: a plan that holds for each)."""
+    changes = per_seed_deltas(results).groupby(GROUP + ["strategy"], sort=False)["delta"]
+    level = ALPHA / max(1, changes.ngroups)
+    rows = []
+    for (dataset, regime, classifier, strategy), values in changes:
+        sd = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        rows.append({"dataset": dataset, "regime": str(regime), "classifier": classifier, "strategy": strategy,
+                     "paired_seeds": len(values), "sd": sd, "level": level,
+                     "mde": minimum_detectable_effect(sd, len(values), level),
+                     "seeds_needed": seeds_for_effect(effect, sd, level) if sd > 0 else None})
+    return pd.DataFrame(rows).astype({"seeds_needed": "Int64"}) if rows else pd.DataFrame()
 
 
 def is_long_tail(regime) -> bool:

@@ -42,7 +42,17 @@ class SyntheticImages(Strategy):
         resolved["content_hash"] = files_hash(Path(resolved["path"]))
         return resolved
 
-    def _pool(self, labelled: ImageSet, class_names: tuple[str, ...], num_classes: int) -> ImageSet:
+    @classmethod
+    def check_data(cls, params, labelled, class_names, where):
+        strategy = cls(**params)
+        pool = strategy._pool(labelled, class_names, len(class_names), f"{where}.params.path")
+        labels = synthetic_labels(round(params["ratio"] * len(labelled)), labelled.labels, len(class_names),
+                                  params["balance"])
+        _check_enough(pool, labels, class_names, f"{where}.params.path")
+
+    def _pool(self, labelled: ImageSet, class_names: tuple[str, ...], num_classes: int,
+              where: str = "synthetic-images") -> ImageSet:
+        """The files' images and labels, checked against the data set's classes, size and channels."""
         path = Path(self.values["path"])
         shape = tuple(labelled.images.shape[1:])
         spec = DatasetEntry("synthetic-images", str(path), label=f"synthetic-images:{path.name}")
@@ -53,9 +63,10 @@ class SyntheticImages(Strategy):
             arrays = read_npz(path, spec, [("x", "y")])
             images, labels = to_uint8_nchw(arrays["x"], str(path)), labels_from(arrays["y"], str(path))
             if labels.max(initial=0) >= num_classes:
-                raise UserError(f"{path}: labels go up to {labels.max()}, the data set has {num_classes} classes")
+                raise UserError(f"{where}: {path}: labels go up to {labels.max()}, the data set has {num_classes} "
+                                "classes")
         if tuple(images.shape[1:]) != shape:
-            raise UserError(f"{path}: images are {'x'.join(map(str, images.shape[1:]))} (CxHxW), the data set's are "
+            raise UserError(f"{where}: {path}: images are {'x'.join(map(str, images.shape[1:]))} (CxHxW), the data set's are "
                             f"{'x'.join(map(str, shape))}; write them at the data set's size and channels")
         return ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
 
@@ -68,13 +79,10 @@ class SyntheticImages(Strategy):
             class's drawn without replacement (the first ones in file order without a generator: the
             pool as written, when it is that size)."""
             labels = synthetic_labels(n, labelled.labels, ctx.num_classes, self.values["balance"])
+            _check_enough(pool, labels, ctx.class_names, f"synthetic-images {self.values['path']}")
             chosen = torch.empty(n, dtype=torch.long)
             for c, members in enumerate(by_class):
                 wanted = torch.nonzero(labels == c).flatten()
-                if len(wanted) > len(members):
-                    raise UserError(f"{self.values['path']}: class {ctx.class_names[c] if ctx.class_names else c} "
-                                    f"has {len(members)} images, the ratio needs {len(wanted)}; add images or "
-                                    "lower the ratio")
                 order = torch.arange(len(wanted)) if generator is None else \
                     torch.randperm(len(members), generator=generator, device=generator.device)[:len(wanted)].cpu()
                 chosen[wanted] = members[order]
@@ -85,3 +93,13 @@ class SyntheticImages(Strategy):
         return TrainingData(real=labelled, synthetic=synthetic, sampler=sampler,
                             info={"synthetic_pool_size": len(pool), "synthetic_content_hash": self.values["content_hash"]})
 
+
+
+def _check_enough(pool: ImageSet, labels: torch.Tensor, class_names: tuple[str, ...], where: str) -> None:
+    """Refuse a pool with fewer images of a class than ``labels`` asks for."""
+    have = torch.bincount(pool.labels, minlength=len(class_names))
+    need = torch.bincount(labels, minlength=len(class_names))
+    for c in torch.nonzero(need > have).flatten().tolist():
+        name = class_names[c] if class_names else c
+        raise UserError(f"{where}: class {name} has {int(have[c])} images, the ratio needs {int(need[c])}; add "
+                        "images or lower the ratio")

@@ -108,11 +108,7 @@ def test_user_errors_print_no_traceback_from_a_real_process(tmp_path):
 
 @pytest.mark.parametrize("args", [["tune", "--trials", "0"], ["tune", "--workers", "-1"],
                                   ["bench-augment", "--steps", "x"], ["bench-augment", "--threads", "-2"]])
-def test_bad_command_line_numbers(args, capsys):
-    from bench.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "error: argument --" in err and "Traceback" not in err
+def test_bad_command_line_numbers(args, cli):
+    code, _, err = cli(*args)
+    assert code == 2 and err.startswith("augbench: error:") and len(err.strip().splitlines()) == 1
+    assert "argument --" in err and "Traceback" not in err

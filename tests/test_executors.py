@@ -57,11 +57,13 @@ def _die_on_three(value):
 
 def test_a_dead_worker_is_retried_once_then_reported_and_the_rest_goes_on(tmp_path, monkeypatch):
     monkeypatch.setenv("AUGBENCH_TEST_MARKER", str(tmp_path / "died-once"))
-    done, lost = {}, {}
+    done, lost, retried = {}, {}, {}
     EXECUTORS.get("process")(workers=2, threads=1).map_unordered(
-        _die_on_three, [1, 2, 3, 4, 5], on_done=done.__setitem__, on_lost=lost.__setitem__)
+        _die_on_three, [1, 2, 3, 4, 5], on_done=done.__setitem__, on_lost=lost.__setitem__,
+        on_retry=retried.__setitem__)
     assert done == {1: 10, 2: 20, 4: 40, 5: 50}  # 2 died once and succeeded on its retry
     assert list(lost) == [3] and lost[3].startswith("worker died: signal 9 (SIGKILL)")
+    assert 3 in retried and set(retried) <= {2, 3} and retried[3].startswith("worker died: signal 9 (SIGKILL)")
 
 
 def test_without_on_lost_a_dead_worker_is_a_clean_error(tmp_path, monkeypatch):
@@ -78,7 +80,8 @@ def test_a_lost_cell_is_recorded_failed_and_the_grid_goes_on(tiny_config, tmp_pa
     from bench.run.store import RunStore
 
     class LosesTheFirst(Executor):
-        def map_unordered(self, fn, items, on_start=None, on_done=None, on_lost=None, on_progress=None):
+        def map_unordered(self, fn, items, on_start=None, on_done=None, on_lost=None, on_progress=None,
+                          on_retry=None):
             items = list(items)
             on_lost(items[0], "worker died: signal 9 (SIGKILL), peak memory 900 MB")
             for item in items[1:]:
@@ -91,4 +94,66 @@ def test_a_lost_cell_is_recorded_failed_and_the_grid_goes_on(tiny_config, tmp_pa
     results = store.write_tables([c.key for c in cells])
     assert list(results["status"]) == ["failed", "ok"]
     assert results["failure_reason"].iloc[0] == "worker died: signal 9 (SIGKILL), peak memory 900 MB"
+    assert results["failure_kind"].iloc[0] == "machine"
     assert results["strategy"].iloc[0] == cells[0].strategy.label
+    assert store.done_keys() == {cells[1].key}  # not a result: a rerun tries it again
+
+
+class _RetriesTheFirst:
+    """An executor whose first item's worker "dies" once and is tried again (as the process
+    executor does), saying so through on_retry."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def session(self):
+        return self.inner.session()
+
+    def map_unordered(self, fn, items, on_start=None, on_done=None, on_lost=None, on_progress=None, on_retry=None):
+        items = list(items)
+        on_retry(items[0], "worker died: signal 9 (SIGKILL), peak memory 873 MB")
+        self.inner.map_unordered(fn, items, on_start, on_done, on_lost, on_progress, on_retry)
+
+
+def test_a_retried_cell_says_so_on_a_line_of_its_own(tmp_path, cli, monkeypatch):
+    import bench.commands.run as run_command
+    from tests_support import tiny_config_with
+
+    real = run_command.make_executor
+    monkeypatch.setattr(run_command, "make_executor", lambda *args: _RetriesTheFirst(real(*args)))
+    config = tiny_config_with(tmp_path, {"strategies": ["none"], "classifiers": ["mlp"], "seeds": 1})
+    code, _, err = cli("run", config, "--out", tmp_path / "run")
+    assert code == 0, err
+    line = next(line for line in err.splitlines() if "retrying once" in line)
+    assert line == ("augbench: worker died on digits/5 none mlp seed 0 (signal 9 (SIGKILL), peak memory 873 MB): "
+                    "retrying once")
+
+
+def _record_as(path, **fields):
+    import json
+
+    record = json.loads(path.read_text())
+    record.update(fields)
+    path.write_text(json.dumps(record))
+
+
+def test_a_rerun_retries_cells_the_machine_failed_and_keeps_method_failures_unless_asked(tmp_path, cli):
+    import pandas as pd
+
+    from tests_support import tiny_config_with
+
+    config = tiny_config_with(tmp_path, {"strategies": ["none"], "classifiers": ["mlp"], "seeds": 3})
+    out = tmp_path / "run"
+    assert cli("run", config, "--out", out)[0] == 0
+    first, second, third = sorted((out / "cells").glob("*.json"))
+    _record_as(first, status="failed", failure_reason="worker died: signal 9 (SIGKILL)", failure_kind="machine")
+    _record_as(second, status="failed", failure_reason="worker died: signal 9 (SIGKILL)")  # written before kinds
+    _record_as(third, status="failed", failure_reason="generator training diverged", failure_kind="method")
+    code, _, err = cli("run", config, "--out", out)
+    assert code == 0 and "(1 already done, 2 failed one(s) to try again)" in err, err
+    table = pd.read_csv(out / "results.csv").set_index("key")
+    assert table.loc[first.stem, "status"] == table.loc[second.stem, "status"] == "ok"
+    assert table.loc[third.stem, "status"] == "failed"  # a result of the method: kept
+    code, _, err = cli("run", config, "--out", out, "--retry-failed")
+    assert code == 0 and "1 failed one(s) to try again" in err, err
+    assert (pd.read_csv(out / "results.csv")["status"] == "ok").all()

@@ -25,8 +25,11 @@ def test_long_tail_counts_follow_the_cifar_lt_convention():
 
 
 def test_regime_config_forms_and_their_errors():
-    config = parse_config({**TINY_CONFIG, "regimes": [5, "all", "as-is", {"long_tail": 10, "n_max": 40}]})
-    assert config.regimes == (5, None, None, LongTail(10.0, 40))
+    config = parse_config({**TINY_CONFIG, "regimes": [5, "all", {"long_tail": 10, "n_max": 40}]})
+    assert config.regimes == (5, None, LongTail(10.0, 40))
+    assert parse_config({**TINY_CONFIG, "regimes": ["as-is"]}).regimes == (None,)  # an alias of all
+    with pytest.raises(Exception, match="regime.s. all given twice"):
+        parse_config({**TINY_CONFIG, "regimes": ["all", "as-is"]})  # one regime, so the same cells twice
     for bad, message in [({"long_tail": 10}, "n_max"),
                          ({"long_tail": 0.5, "n_max": 4}, r"long_tail: 0.5 is out of range \(must be >= 1\)"),
                          ({"long_tail": 10, "n_max": 4, "x": 1}, "long-tailed regime")]:

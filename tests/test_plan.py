@@ -65,3 +65,23 @@ def test_a_broken_calibration_file_never_stops_a_run(cli, tmp_path, monkeypatch)
     config = tiny_config_with(tmp_path, {"strategies": ["none"], "classifiers": ["mlp"], "seeds": 1})
     code, _, err = cli("run", config, "--out", tmp_path / "run")
     assert code == 0 and "for an estimate" in err.splitlines()[0], err
+
+
+def test_plan_mde_says_the_seeds_each_comparison_needs_from_the_run_s_spread(cli, tmp_path):
+    from bench.run.store import read_results
+    from reports.stats import seeds_for_effect
+    from reports.tables import per_seed_deltas
+
+    config = tiny_config_with(tmp_path, {"classifiers": ["mlp"], "seeds": 3})
+    out = tmp_path / "run"
+    code, _, err = cli("plan", config, "--out", out, "--mde", "2")
+    assert code == 2 and "--mde: no earlier run" in err and not out.exists()
+    assert cli("run", config, "--out", out)[0] == 0
+    code, text, err = cli("plan", config, "--out", out, "--mde", "2", "--json", tmp_path / "plan.json")
+    assert code == 0, err
+    deltas = per_seed_deltas(read_results(out / "results.parquet"))["delta"]
+    needed = seeds_for_effect(0.02, deltas.std(ddof=1), 0.05)  # one comparison: Holm's level is 0.05
+    assert f"seeds needed {needed}" in text and "0.05 / 1 comparisons" in text
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["seeds"] == needed and plan["plan_at_those_seeds"]["cells"] == 2 * needed
+    assert f"--set seeds={needed}" in text

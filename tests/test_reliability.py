@@ -70,6 +70,8 @@ def test_damaged_state_is_moved_aside_and_recomputed(tmp_path, cli):
     code, _, err = cli("run", config, "--out", out)
     assert code == 0, err
     assert f"{cells[0]} could not be read (not a cell record)" in err and f"{generator} could not be read" in err
+    pieces = [piece for line in err.split("\n") for piece in line.split("\r")]  # what the terminal shows as lines
+    assert any(piece.startswith(f"augbench: warning: {generator} could not be read") for piece in pieces), err
     assert (out / "cells" / f"{cells[0].name}.corrupt").is_file() and generator.with_name(generator.name + ".corrupt")
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 2 and (results["status"] == "ok").all()

@@ -54,6 +54,22 @@ def test_report_numbers_match_the_results_table(tiny_run):
         assert shown in markdown and shown in html
 
 
+def test_each_comparison_says_what_it_could_not_see(tiny_run):
+    from reports.stats import minimum_detectable_effect
+
+    results = pd.read_csv(tiny_run / "results.csv")
+    table = pd.read_csv(tiny_run / "report" / "tables" / "comparison.csv")
+    paired = results.pivot_table(index=["classifier", "replicate"], columns="strategy", values="test_accuracy")
+    for row in table[table["strategy"] != "none"].itertuples():
+        changes = (paired[row.strategy] - paired["none"]).xs(row.classifier)
+        assert row.mde == pytest.approx(minimum_detectable_effect(changes.std(ddof=1), len(changes), row.holm_level),
+                                        rel=1e-9)
+    markdown = (tiny_run / "report" / "report.md").read_text()
+    assert "| MDE pp" in markdown
+    if (table["verdict"] == "no significant difference").any():
+        assert "could not be seen" in markdown
+
+
 def test_report_refuses_a_folder_without_results(tmp_path, cli):
     code, _, err = cli("report", tmp_path)
     assert code == 2 and "no results.parquet" in err

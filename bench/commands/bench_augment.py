@@ -20,7 +20,7 @@ from bench.core.images import ImageSet
 from bench.data.sets import DatasetEntry, load_dataset
 from bench.core.errors import UserError
 from bench.models.suite import CLASSIFIERS, build_classifier
-from bench.core.files import atomic_write
+from bench.core.files import atomic_write, check_writable
 from bench.core.seeding import seeded
 from bench.run.provenance import device_name, resolve_device
 from bench.run.resources import timed
@@ -143,6 +143,8 @@ def measure_training(images: ImageSet, val: ImageSet, num_classes: int, policy: 
 def run_throughput_benchmark(dataset: str, policy: str, n_images: int, steps: int, threads: int,
                              device: str = "cpu", loader_workers: int = 0, json_path: Path | None = None) -> dict:
     """Measure both pipelines, print a table, and write the figures to ``json_path`` if given."""
+    if json_path is not None:
+        check_writable(json_path, "--json")
     if threads:
         torch.set_num_threads(threads)
     where = resolve_device(device, "--device")

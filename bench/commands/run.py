@@ -10,28 +10,35 @@ from tqdm import tqdm
 
 from bench.commands.checks import default_out, load_checked
 from bench.commands.summary import format_summary
+from bench.core import progress
 from bench.costs.plan import cached_estimate
 from bench.run import provenance
 from bench.run.cell import Cell, expand_grid
-from bench.run.store import RunStore
+from bench.run.store import RunStore, failed_by_machine
 from bench.run.tasks import execute, make_executor, workers_for
 from bench.tracking.mlflow_runs import tracking
 from reports.report import build_report
 
 
-def run_experiment(config_name: str | None, overrides: list[str], out: Path | None) -> Path:
-    """Run a protocol into a run folder (resuming it) and return the folder."""
+def run_experiment(config_name: str | None, overrides: list[str], out: Path | None, retry_failed: bool = False
+                   ) -> Path:
+    """Run a protocol into a run folder (resuming it: cells the machine failed run again, and with
+    ``retry_failed`` every failed cell) and return the folder."""
     checked = load_checked(config_name, overrides)
     config, device, hashes = checked.config, checked.device, checked.hashes
     out = out or default_out(config)
     store = RunStore(out)
+    store.check_claim(config)
     revision = provenance.git_revision()
-    with store.lock():
+    cells = expand_grid(config, hashes)
+    workers = workers_for(config, device, len([c for c in cells if c.key not in store.done_keys(retry_failed)]))
+    executor = make_executor(device, workers, config.executor)
+    with executor.session(), store.lock():  # a cluster that cannot run a cell refuses before the folder is claimed
         store.claim(config, hashes)
         store.heal_cells()
         with tracking(config, out, revision) as tracker:
-            _run_grid(config, store, device, expand_grid(config, hashes), checked.data_seconds, revision,
-                      tracker.log_cell)
+            _run_grid(config, store, device, cells, checked.data_seconds, revision, executor, workers,
+                      tracker.log_cell, retry_failed)
             report = build_report(out)
             tracker.log_files([report, report.parent / "report.md", out / "results.csv", out / "config.yaml"])
     print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
@@ -39,16 +46,17 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
     return out
 
 
-def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float, revision: str,
-              log_cell: Callable[[Cell, dict], None]) -> None:
+def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float, revision: str, executor,
+              workers: int, log_cell: Callable[[Cell, dict], None], retry_failed: bool = False) -> None:
     """Run the grid's missing cells with a progress bar, handing each record to ``log_cell`` (tracking);
     write the tables and the provenance entry also when interrupted."""
     started = provenance.now()
-    done = store.done_keys()
+    done = store.done_keys(retry_failed)
     todo = [c for c in cells if c.key not in done]
-    workers = workers_for(config, device, len(todo))
+    again = len((store.cell_keys() - done) & {c.key for c in cells})  # failed cells that run again
     estimate = cached_estimate(config, cells, done, store.root / "cache", device, workers, data_seconds)
-    print(f"augbench: {config.name}: {len(cells)} cells ({len(cells) - len(todo)} already done), "
+    retried = f", {again} failed one(s) to try again" if again else ""
+    print(f"augbench: {config.name}: {len(cells)} cells ({len(cells) - len(todo)} already done{retried}), "
           f"device {provenance.device_name(device)}, {workers} worker(s), {estimate} -> {store.root}",
           file=sys.stderr)
     foreign = store.foreign_keys([c.key for c in cells])
@@ -75,16 +83,24 @@ def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float,
     def on_done(cell, record):
         running.pop(cell.describe(), None)
         if record["status"] != "ok":
-            tqdm.write(f"failed: {cell.describe()}: {record['failure_reason']}", file=sys.stderr)
+            again = "; a rerun tries it again" if failed_by_machine(record) else ""
+            say(f"failed: {cell.describe()}: {record['failure_reason']}{again}")
         bar.update(1)
         log_cell(cell, record)
 
+    def on_retry(cell, reason):
+        say(f"augbench: worker died on {cell.describe()} ({reason.removeprefix('worker died: ')}): retrying once")
+
+    def say(line: str) -> None:  # a line above the bar, never inside it
+        tqdm.write(line, file=sys.stderr)
+
     finished = False
+    progress.warning_to(say)  # warnings of the cells (a cache file moved aside) go above the bar too
     try:
-        execute(todo, store, device, make_executor(device, workers, config.executor), revision, on_start, on_done,
-                on_progress)
+        execute(todo, store, device, executor, revision, on_start, on_done, on_progress, on_retry)
         finished = True
     finally:
+        progress.warning_to(None)
         bar.close()
         results = store.write_tables([c.key for c in cells])
         store.add_provenance({"config_fingerprint": config.fingerprint, "started": started,

@@ -29,23 +29,33 @@ def tune_experiment(config_name: str | None, overrides: list[str], trials: int |
         raise UserError("config: no strategy with a search space to tune (none has no knobs)")
     n_trials = trials or config.tune.trials
     out = out or Path("runs") / f"tune-{config.name}-{config.fingerprint[:8]}"
-    # a folder tunes one config; several workers of its studies may share it (no lock)
-    RunStore(out).claim(config, checked.hashes)
-    tuning = out / "tuning"
-    tuning.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{(tuning / 'optuna.db').resolve()}"
+    store = RunStore(out)
+    store.check_claim(config)
     prefix = study_prefix or f"{config.name}-{config.fingerprint[:8]}"
     workers = workers or config.workers or default_workers(device, config.workers_per_gpu)
-    print(f"augbench tune: {len(specs)} studies x {n_trials} trials ({config.tune.seeds} seed(s) each), "
-          f"storage {storage}, {workers} worker(s) -> {out}", file=sys.stderr)
-    for spec in specs:  # create the storage's tables and the studies before workers race to
-        open_study(spec.name(prefix), storage)
-    task = partial(run_study, config=config, n_trials=n_trials, storage_url=storage, prefix=prefix,
-                   device_type=device.type, cache_dir=str(out / "cache"), revision=provenance.git_revision(),
-                   worker_index=worker_index)
-    start = time.perf_counter()
     executor = make_executor(device, workers, config.executor)
-    executor.map_unordered(task, specs, on_done=lambda spec, name: print(f"  done: {name}", file=sys.stderr))
+    tuning = out / "tuning"
+
+    def open_studies() -> None:  # the storage's tables and the studies, before workers race to create them
+        for spec in specs:
+            open_study(spec.name(prefix), storage)
+
+    if storage:  # a storage of the user's: it has to open before the folder is claimed
+        open_studies()
+    with executor.session():
+        # a folder tunes one config; several workers of its studies may share it (no lock)
+        store.claim(config, checked.hashes)
+        tuning.mkdir(parents=True, exist_ok=True)
+        if not storage:
+            storage = f"sqlite:///{(tuning / 'optuna.db').resolve()}"
+            open_studies()
+        print(f"augbench tune: {len(specs)} studies x {n_trials} trials ({config.tune.seeds} seed(s) each), "
+              f"storage {storage}, {workers} worker(s) -> {out}", file=sys.stderr)
+        task = partial(run_study, config=config, n_trials=n_trials, storage_url=storage, prefix=prefix,
+                       device_type=device.type, cache_dir=str(out / "cache"), revision=provenance.git_revision(),
+                       worker_index=worker_index)
+        start = time.perf_counter()
+        executor.map_unordered(task, specs, on_done=lambda spec, name: print(f"  done: {name}", file=sys.stderr))
     studies = {s.name(prefix): open_study(s.name(prefix), storage) for s in specs}
     table = trials_table(specs, studies, prefix)
     atomic_write(tuning / "trials.csv", table.to_csv(index=False))

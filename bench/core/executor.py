@@ -7,9 +7,10 @@ result to the caller, who writes results as they arrive. Implementations registe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Hashable, Iterable
+from typing import Any, Callable, ClassVar, Hashable, Iterable, Iterator
 
 from bench.core.errors import UserError
 from bench.core.registry import Registry
@@ -17,6 +18,7 @@ from bench.core.registry import Registry
 OnStart = Callable[[Any], None]
 OnDone = Callable[[Any, Any], None]
 OnLost = Callable[[Any, str], None]  # (item, reason) for an item whose worker died on every try
+OnRetry = Callable[[Any, str], None]  # (item, reason) for an item whose worker died, tried again
 OnProgress = Callable[[Any, str], None]  # (item, text): a line of progress from inside the item (bench.core.progress)
 
 
@@ -73,15 +75,23 @@ class Executor(ABC):
         """The executor for a config's ``executor`` section (local executors need only the counts)."""
         return cls(workers=workers, threads=threads)
 
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Hold what the executor needs (a cluster) and check that it can run an item, raising
+        UserError where it cannot; commands enter it before they claim a folder, and
+        ``map_unordered`` inside it reuses it. The local executors need nothing."""
+        yield
+
     @abstractmethod
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
                       on_start: OnStart | None = None, on_done: OnDone | None = None,
-                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None) -> None:
+                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None,
+                      on_retry: OnRetry | None = None) -> None:
         """Call ``fn`` on each item; ``on_start(item)`` as it starts, ``on_done(item, result)`` as
         it finishes, ``on_progress(item, text)`` for what it reports on the way, where the executor
         carries that (in the calling process). Executors that run items in other processes retry
-        an item whose worker died, then report it with ``on_lost(item, reason)`` (raising
-        WorkerDied without one) and go on. ``fn`` and the items must pickle for those executors.
+        an item whose worker died (saying so with ``on_retry(item, reason)`` where they see it),
+        then report it with ``on_lost(item, reason)`` (raising WorkerDied without one) and go on. ``fn`` and the items must pickle for those executors.
         A ``fn`` that is a FolderTask may have its stages run first (see FolderTask)."""
 
 

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 from pathlib import Path
+
+from bench.core import progress
+from bench.core.errors import UserError
 
 
 def _umask() -> int:
@@ -19,6 +21,30 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def why_not(path: Path, folder: bool) -> str:
+    """Why ``path`` is not the folder (``folder``) or file asked for, as the end of a sentence."""
+    if folder and path.is_file():
+        return "is a file, not a folder"
+    if not folder and path.is_dir():
+        return "is a folder, not a file"
+    return "does not exist"
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Refuse, before any work, a file path that ``atomic_write`` could not write: a folder, or one
+    under a file or a folder this process may not write to."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give a file path")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{what} {path}: {ancestor} is a file, not a folder; give a path in a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: the folder {ancestor} is not writable; give another path")
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -51,8 +77,7 @@ def move_aside(path: Path, problem: str) -> Path:
     while target.exists():
         target, n = path.with_name(f"{path.name}.corrupt-{n}"), n + 1
     os.replace(path, target)
-    print(f"augbench: warning: {path} could not be read ({problem}); moved to {target.name}, recomputing it",
-          file=sys.stderr)
+    progress.warn(f"{path} could not be read ({problem}); moved to {target.name}, recomputing it")
     return target
 
 

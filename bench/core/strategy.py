@@ -102,6 +102,13 @@ class Strategy:
         return False
 
     @classmethod
+    def check_data(cls, params: dict[str, Any], labelled: ImageSet, class_names: tuple[str, ...],
+                   where: str) -> None:
+        """Raise UserError where these params cannot work with a data set whose labelled images
+        (of one regime) are ``labelled`` (e.g. files that do not fit it). Called for every data set
+        and regime before any folder is written or any cell runs."""
+
+    @classmethod
     def missing_modules(cls) -> list[str]:
         """The optional modules in ``requires`` that are not installed."""
         return [module for module in cls.requires if importlib.util.find_spec(module) is None]

@@ -63,7 +63,9 @@ def _regime(value: Any, where: str) -> Regime:
 
 
 def parse_regimes(value: Any, where: str) -> tuple[Regime, ...]:
-    return tuple(_regime(r, f"{where}[{i}]") for i, r in enumerate(as_list(value, where)))
+    regimes = tuple(_regime(r, f"{where}[{i}]") for i, r in enumerate(as_list(value, where)))
+    refuse_repeats([str(r) for r in regimes_plain(regimes)], where, "regime(s)")
+    return regimes
 
 
 def regimes_plain(regimes: tuple[Regime, ...]) -> list:

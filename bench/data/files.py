@@ -15,6 +15,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from bench.core.errors import UserError
+from bench.core.files import why_not
+from bench.core.schema import check_number
 from bench.data.sets import Dataset, DatasetEntry, make_dataset, register_dataset
 from bench.core.images import ImageSet
 
@@ -22,12 +24,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 DEFAULT_MAX_GB = 8.0
 
 
-def _option(spec: DatasetEntry, name: str, kind: type, default: Any = None) -> Any:
+def _option(spec: DatasetEntry, name: str, kind: type, default: Any = None, low: float | None = None) -> Any:
     value = spec.get(name, default)
-    if value is None or isinstance(value, kind) and not isinstance(value, bool):
-        return value
-    raise UserError(f"data set {spec.title}: `{name}` must be {'a whole number' if kind is int else kind.__name__}, "
-                    f"got {value!r}")
+    return None if value is None else check_number(value, f"data set {spec.title}: `{name}`", kind, low)
 
 
 def check_memory(spec: DatasetEntry, needed_bytes: int, what: str) -> None:
@@ -50,6 +49,9 @@ def to_uint8_nchw(array: np.ndarray, where: str) -> np.ndarray:
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.floating) or array.min(initial=0) < 0 or array.max(initial=0) > 1:
             raise UserError(f"{where}: images must be uint8, or floats in [0, 1] (got {array.dtype})")
+        if not np.isfinite(array).all():
+            raise UserError(f"{where}: {int((~np.isfinite(array)).sum())} pixel value(s) are NaN or infinite; "
+                            "fix or drop those images")
         array = np.round(array * 255).astype(np.uint8)
     return np.ascontiguousarray(array)
 
@@ -104,7 +106,8 @@ def read_image_folder(root: Path, spec: DatasetEntry, class_names: list[str] | N
     """Images (uint8 N x C x H x W), labels and class names of an ImageFolder tree (one subfolder
     per class). With ``class_names`` the subfolders must be exactly those classes."""
     if not root.is_dir():
-        raise UserError(f"data folder {root} does not exist; give `root` the folder with one subfolder per class")
+        raise UserError(f"data folder {root} {why_not(root, folder=True)}; give `root` the folder with one subfolder "
+                        "per class")
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     names = [f.name for f in folders]
     if not folders:
@@ -122,9 +125,9 @@ def read_image_folder(root: Path, spec: DatasetEntry, class_names: list[str] | N
         files += [(path, label) for path in images]
     if skipped:
         print(f"augbench: {root}: skipped {skipped} file(s) that are not images", file=sys.stderr)
-    size = _option(spec, "size", int)
+    size = _option(spec, "size", int, low=1)
     with Image.open(files[0][0]) as first:
-        channels = _option(spec, "channels", int) or _channels_of(first.mode)
+        channels = _option(spec, "channels", int, low=1) or _channels_of(first.mode)
         height, width = (size, size) if size else (first.size[1], first.size[0])
     if channels not in (1, 3):
         raise UserError(f"data set {spec.title}: `channels` must be 1 or 3, got {channels}")
@@ -176,16 +179,20 @@ def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 def read_npz(path: Path, spec: DatasetEntry, pairs: list[tuple[str, str]]) -> dict[str, np.ndarray]:
     """The arrays of ``pairs`` (image key, label key) that the file holds, after a memory check."""
     if not path.is_file():
-        raise UserError(f"data file {path} does not exist; give `path` an .npz file")
+        raise UserError(f"data file {path} {why_not(path, folder=False)}; give `path` an .npz file")
     shapes = _npz_shapes(path)
     missing = [k for pair in pairs for k in pair if k not in shapes]
     if missing:
         raise UserError(f"data file {path} lacks array(s) {', '.join(missing)} (it has {', '.join(sorted(shapes))})")
     images = [shapes[x] for x, _ in pairs]
     check_memory(spec, sum(int(np.prod(shape)) for shape in images), f"{sum(s[0] for s in images)} images")
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for pair in pairs for k in pair} | (
-            {"class_names": data["class_names"]} if "class_names" in data else {})
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for pair in pairs for k in pair} | (
+                {"class_names": data["class_names"]} if "class_names" in data else {})
+    except ValueError as exc:  # object arrays (they would need pickle, which augbench never loads)
+        raise UserError(f"data file {path} cannot be read without pickle ({exc}); save its arrays as numbers "
+                        "(np.savez with uint8 or float images and integer labels)") from None
 
 
 def _from_arrays(spec: DatasetEntry, path: Path, arrays: dict, train: list[tuple[str, str]],
@@ -221,12 +228,12 @@ def _npz(spec: DatasetEntry) -> Dataset:
 def _medmnist(spec: DatasetEntry) -> Dataset:
     """A MedMNIST file as distributed (``<flag>.npz`` at 28 px, ``<flag>_<size>.npz`` otherwise) from
     a local folder; its train and val parts form the training pool, its test part is the test set."""
-    flag, size = spec.get("flag"), _option(spec, "size", int, 28)
+    flag, size = spec.get("flag"), _option(spec, "size", int, 28, low=1)
     if not flag or spec.root is None:
         raise UserError("data set medmnist: give its `flag` (e.g. pathmnist) and `root`, the folder holding "
                         "the MedMNIST .npz files")
     path = Path(spec.root) / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
     if not path.is_file():
-        raise UserError(f"medmnist file {path} does not exist; download {path.name} from MedMNIST into {spec.root}")
+        raise UserError(f"medmnist file {path} {why_not(path, folder=False)}; download {path.name} from MedMNIST into {spec.root}")
     pairs = [("train_images", "train_labels"), ("val_images", "val_labels"), ("test_images", "test_labels")]
     return _from_arrays(spec, path, read_npz(path, spec, pairs), pairs[:2], pairs[2])

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from bench.core.errors import UserError
+from bench.core.files import why_not
 from bench.core.images import ImageSet, content_hash
 from bench.core.registry import Registry
 
@@ -73,6 +74,11 @@ def load_dataset(spec: DatasetEntry) -> Dataset:
 
 
 def make_dataset(name, train, test, class_names, hflip) -> Dataset:
+    """A loaded data set; one with fewer than two classes is refused (nothing to classify)."""
+    classes = torch.unique(train.labels).numel()
+    if classes < 2:
+        raise UserError(f"data set {name}: its training images hold {classes} class(es); a classifier needs at "
+                        "least two (an ImageFolder needs a subfolder per class)")
     return Dataset(name, train, test, tuple(class_names), hflip, content_hash(train, test))
 
 
@@ -132,7 +138,7 @@ def read_idx(path: Path, expected_ndim: int) -> np.ndarray:
 def _fashion_mnist(spec: DatasetEntry) -> Dataset:
     root = Path(spec.root or FASHION_MNIST_DIR)
     if not root.is_dir():
-        raise UserError(f"data folder {root} for fashion-mnist does not exist; {_GET_FASHION}")
+        raise UserError(f"data folder {root} for fashion-mnist {why_not(root, folder=True)}; {_GET_FASHION}")
 
     def split(prefix: str) -> ImageSet:
         images = read_idx(root / f"{prefix}-images-idx3-ubyte.gz", 3)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from bench.core import progress
-from bench.core.executor import Executor, OnDone, OnLost, OnProgress, OnStart, WorkerDied, register_executor
+from bench.core.executor import Executor, OnDone, OnLost, OnProgress, OnRetry, OnStart, WorkerDied, register_executor
 
 
 @contextmanager
@@ -42,7 +42,8 @@ class SerialExecutor(Executor):
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
                       on_start: OnStart | None = None, on_done: OnDone | None = None,
-                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None) -> None:
+                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None,
+                      on_retry: OnRetry | None = None) -> None:
         with torch_threads(self.threads):
             for item in items:
                 if on_start:
@@ -74,6 +75,7 @@ def _worker_main(connection, fn: Callable[[Any], Any], threads: int | None, pare
     if torch.cuda.device_count() > 1:
         torch.cuda.set_device(slot % torch.cuda.device_count())
     progress.reporting_to(lambda text: connection.send(("progress", text)))
+    progress.warning_to(lambda line: connection.send(("say", line)))  # printed by the parent, above its bar
     while (item := connection.recv()) is not None:  # None: stop
         try:
             connection.send(("done", fn(item)))
@@ -130,7 +132,8 @@ class ProcessExecutor(Executor):
 
     def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
                       on_start: OnStart | None = None, on_done: OnDone | None = None,
-                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None) -> None:
+                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None,
+                      on_retry: OnRetry | None = None) -> None:
         queue = deque((item, 0) for item in items)
         context = multiprocessing.get_context("spawn")
         workers: list[_Worker] = []
@@ -167,9 +170,12 @@ class ProcessExecutor(Executor):
                         if on_progress:
                             on_progress(item, message[1])
                         continue
+                    if message is not None and message[0] == "say":
+                        progress.say(message[1])
+                        continue
                     worker.item = None
                     if message is None:
-                        self._give_up_or_retry(worker, item, tries, workers, queue, on_lost)
+                        self._give_up_or_retry(worker, item, tries, workers, queue, on_lost, on_retry)
                     elif message[0] == "error":
                         raise message[1]
                     elif on_done:
@@ -180,13 +186,15 @@ class ProcessExecutor(Executor):
             self._stop(workers)
 
     def _give_up_or_retry(self, worker: _Worker, item: Any, tries: int, workers: list[_Worker], queue: deque,
-                          on_lost: OnLost | None) -> None:
+                          on_lost: OnLost | None, on_retry: OnRetry | None) -> None:
         """A busy worker died: its item goes first to a fresh worker, or is given up after the retry."""
         worker.process.join()
         workers.remove(worker)
         reason = death_reason(worker.process.exitcode, worker.peak_mb)
         if tries < self.retries:
             queue.appendleft((item, tries + 1))
+            if on_retry:
+                on_retry(item, reason)
         elif on_lost is not None:
             on_lost(item, reason)
         else:

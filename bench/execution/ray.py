@@ -25,7 +25,7 @@ import torch
 from bench.core.errors import UserError
 from bench.core.net import unreachable
 from bench.core.schema import option
-from bench.core.executor import (Executor, FolderTask, OnDone, OnLost, OnProgress, OnStart, WorkerDied,
+from bench.core.executor import (Executor, FolderTask, OnDone, OnLost, OnProgress, OnRetry, OnStart, WorkerDied,
                                  register_executor)
 from bench.core.files import atomic_write
 
@@ -164,17 +164,26 @@ class RayExecutor(Executor):
         fits = int(cpus // self.cpus) if not self.gpus else min(int(cpus // self.cpus), int(gpus // self.gpus))
         return self.max_in_flight or max(1, fits)
 
-    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
-                      on_start: OnStart | None = None, on_done: OnDone | None = None,
-                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None) -> None:
-        """As the interface says; progress inside a task is not carried back (``on_progress`` unused)."""
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Joined (or started) the cluster, and checked that a cell fits its resources."""
         ray = _import_ray()
         started_here = self._connect(ray)
         try:
-            self._map(ray, fn, list(items), on_start, on_done, on_lost)
+            self._slots(ray)
+            yield
         finally:
             if started_here:
                 ray.shutdown()
+
+    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
+                      on_start: OnStart | None = None, on_done: OnDone | None = None,
+                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None,
+                      on_retry: OnRetry | None = None) -> None:
+        """As the interface says; progress inside a task is not carried back (``on_progress`` unused),
+        and Ray retries a task whose worker died without telling (``on_retry`` unused)."""
+        with self.session():
+            self._map(_import_ray(), fn, list(items), on_start, on_done, on_lost)
 
     def _map(self, ray, fn, items: list, on_start, on_done, on_lost) -> None:
         slots = self._slots(ray)

@@ -57,6 +57,8 @@ COLUMNS: tuple[Column, ...] = tuple([
         ("revision", "text", "", "git revision of the code that ran the cell"),
         ("status", "text", "", "ok, or failed"),
         ("failure_reason", "text", "", "why the cell failed (divergence, collapse, a dead worker)"),
+        ("failure_kind", "text", "", "what failed: method (the strategy diverged or collapsed: a result, kept by "
+         "reruns) or machine (its worker died, out of memory: a rerun tries the cell again)"),
         ("num_classes", "int", "", "classes of the data set"),
         ("budget_steps", "int", "steps", "optimizer steps the classifier trained for"),
         ("batch_size", "int", "images", "real images per step (the recipe's batch size)"),

@@ -134,7 +134,8 @@ class BenchConfig:
                                            "classifiers or policies (installed packages can also register "
                                            "through the entry-point group augbench.plugins)")
     datasets: tuple[DatasetEntry, ...] = option(parse=parse_datasets, plain=datasets_plain, protocol=True,
-                                               help="data set names, or {name, root, download, label, and the "
+                                               help="a list of data set names (one name alone stands for a list "
+                                                    "of one, as in every list field), or {name, root, download, label, and the "
                                                     "options of its kind: imagefolder: size, channels, hflip, "
                                                     "max_gb; npz: path, hflip, max_gb; medmnist: flag, size, "
                                                     "hflip, max_gb}")
@@ -228,9 +229,15 @@ def resolve_config(name_or_path: str | None) -> tuple[str, str]:
     path = Path(text)
     if path.is_file():
         try:
-            return path.read_text(), path.stem
+            return path.read_text(encoding="utf-8"), path.stem
         except OSError as exc:
             raise UserError(f"config {path} cannot be read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"config {path} is not a text (UTF-8) file (byte {exc.start} is not text); give the "
+                            "path of a YAML config") from None
+    if path.is_dir():
+        raise UserError(f"config {path} is a folder; give the path of a YAML config file in it (or a bundled "
+                        "config name)")
     bundled = configs.bundled()
     if text in bundled:
         return bundled[text].read_text(), text
@@ -291,7 +298,22 @@ def parse_config(data: dict, default_name: str = "custom", schema: type = BenchC
     data = {**data, "name": str(data["name"])}
     config = parse_section(schema, data)
     check_unlabelled_use(config)
+    check_executor(config.executor)
     return config
+
+
+def check_executor(spec: ExecutorSpec) -> None:
+    """Refuse an unknown executor, and a setting of another executor than the one named (it would
+    be ignored: e.g. an address without executor.name ray)."""
+    if spec.name != "auto":
+        EXECUTORS.get(spec.name, field="config field executor.name")
+    for name in EXECUTORS.names():
+        settings = EXECUTORS.get(name).settings
+        for f in dataclasses.fields(settings) if settings and name != spec.name else ():
+            if getattr(spec, f.name) != f.default:
+                raise UserError(f"config field executor.{f.name}: a setting of the {name} executor, but "
+                                f"executor.name is {spec.name}; set executor.name: {name} (--executor {name}) or "
+                                f"drop it")
 
 
 def check_unlabelled_use(config: BenchConfig) -> None:

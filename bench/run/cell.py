@@ -157,11 +157,15 @@ def expand_grid(config: BenchConfig, data_hashes: dict[str, str]) -> list[Cell]:
 
 def check_grid(config: BenchConfig, datasets: dict[str, Dataset]) -> None:
     """Raise UserError where a regime, the validation size or the unlabelled images ask more of a
-    data set than it has (or do not fit it), before any folder is written or any cell runs (the
-    sizes are the same for every replicate)."""
+    data set than it has (or do not fit it), or a strategy's params do not fit it, before any
+    folder is written or any cell runs (the sizes are the same for every replicate)."""
     for dataset in datasets.values():
         for regime in config.regimes:
-            unlabelled_images(config.unlabelled, dataset, make_split(dataset, regime, config.split, 0), 0)
+            split = make_split(dataset, regime, config.split, 0)
+            unlabelled_images(config.unlabelled, dataset, split, 0)
+            for i, entry in enumerate(config.strategies):
+                STRATEGIES.get(entry.name).check_data(entry.params, split.labelled, dataset.class_names,
+                                                      f"config field strategies[{i}] ({entry.label})")
 
 
 @lru_cache(maxsize=4)

@@ -61,7 +61,7 @@ def cell_record(cell: Cell, revision: str) -> dict:
 
 def lost_record(cell: Cell, reason: str, revision: str) -> dict:
     """The row of a cell whose worker died on every try (killed, out of memory)."""
-    return {**cell_record(cell, revision), "status": "failed", "failure_reason": reason,
+    return {**cell_record(cell, revision), "status": "failed", "failure_reason": reason, "failure_kind": "machine",
             "finished": provenance.now()}
 
 
@@ -87,7 +87,11 @@ def train_cell(cell: Cell, device: torch.device, cache_dir: Path | None, split: 
             record.update(after_fit(data))
         model = train_classifier(cell, dataset, data, split, device, record, on_eval)
     except CellFailed as exc:
-        record.update(status="failed", failure_reason=str(exc), finished=provenance.now())
+        record.update(status="failed", failure_reason=str(exc), failure_kind="method", finished=provenance.now())
+        return record, None
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+        reason = f"out of memory ({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})"
+        record.update(status="failed", failure_reason=reason, failure_kind="machine", finished=provenance.now())
         return record, None
     return record, model
 

@@ -78,6 +78,16 @@ def _frame_bytes(frame: pd.DataFrame, suffix: str) -> bytes | str:
     return frame.to_csv(index=False)
 
 
+def failed_by_machine(record: dict) -> bool:
+    """Whether a record is a failure of the machine rather than of the method: not a result, so a
+    rerun tries its cell again (records written before ``failure_kind`` say so in their reason)."""
+    if record.get("status") != "failed":
+        return False
+    kind = record.get("failure_kind")
+    return kind == "machine" or kind is None and str(record.get("failure_reason", "")).startswith(
+        ("worker died", "its Ray worker died"))
+
+
 class RunStore:
     """The files of one run folder: config.yaml, cells/<key>.json, results.{parquet,csv}, curves.csv,
     provenance.json, and .lock while a process uses it."""
@@ -89,20 +99,15 @@ class RunStore:
     @contextmanager
     def lock(self):
         """Hold the folder for this process; a second process is refused, naming the first. Also
-        clears what interrupted writes left behind (only the holder writes here)."""
+        clears what interrupted writes left behind (only the holder writes here). The lock file
+        goes when the holder is done, and so does a folder this made that stayed empty."""
+        made = not self.root.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            handle = open(self.root / LOCK_FILE, "a+")
+            handle = self._locked_handle()
         except OSError as exc:
             raise UserError(f"output folder {self.root}: {exc.strerror}; choose another --out") from None
         with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                raise UserError(f"output folder {self.root} is in use by another augbench process (pid {holder}); "
-                                "wait for it to finish, or choose another --out") from None
             handle.seek(0)
             handle.truncate()
             handle.write(str(os.getpid()))
@@ -111,25 +116,64 @@ class RunStore:
             try:
                 yield self
             finally:
+                (self.root / LOCK_FILE).unlink(missing_ok=True)  # before unlocking: see _locked_handle
                 fcntl.flock(handle, fcntl.LOCK_UN)
+                if made and not any(self.root.iterdir()):
+                    self.root.rmdir()
+
+    def _locked_handle(self):
+        """The lock file, open and locked by this process. A holder deletes it before it unlocks, so a
+        process that locked a file already deleted tries again on the one now at the path."""
+        while True:
+            handle = open(self.root / LOCK_FILE, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                handle.close()
+                raise UserError(f"output folder {self.root} is in use by another augbench process (pid {holder}); "
+                                "wait for it to finish, or choose another --out") from None
+            try:
+                if os.stat(self.root / LOCK_FILE).st_ino == os.fstat(handle.fileno()).st_ino:
+                    return handle
+            except FileNotFoundError:
+                pass
+            handle.close()
+
+    def _stored_run(self) -> dict | None:
+        """The folder's config.yaml as ``claim`` wrote it; None for a folder without one that holds
+        nothing else. UserError for a corrupt one, or for a folder of other files."""
+        marker = self.root / "config.yaml"
+        if not marker.exists():
+            if self.root.is_dir() and any(p.name != LOCK_FILE for p in self.root.iterdir()):
+                raise UserError(f"output folder {self.root} is not empty and holds no augbench run; "
+                                "choose another --out")
+            return None
+        try:
+            stored = yaml.safe_load(marker.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            stored = f"not valid YAML ({' '.join(str(exc).split())[:100]})"
+        if not isinstance(stored, dict) or "fingerprint" not in stored:
+            problem = stored if isinstance(stored, str) else "no fingerprint in it"
+            raise UserError(f"{marker} is corrupt ({problem}); delete it to reuse the folder's cells with this "
+                            "config, or choose another --out")
+        return stored
+
+    def check_claim(self, config: BenchConfig) -> None:
+        """Refuse, touching nothing, a folder that ``claim`` would refuse for ``config``."""
+        stored = self._stored_run()
+        if stored is not None and stored["fingerprint"] != config.fingerprint:
+            raise UserError(f"output folder {self.root} holds a run of a different config "
+                            f"(fingerprint {stored['fingerprint']}, this one {config.fingerprint}); "
+                            "choose another --out, or delete that folder to start over")
 
     def claim(self, config: BenchConfig, data_hashes: dict[str, str]) -> None:
         """Use this folder for ``config``; refuse a folder that holds a run of another config. Say so
         when the data changed since the folder's last run (its cells stay, outside the grid)."""
-        marker = self.root / "config.yaml"
-        if marker.exists():
-            try:
-                stored = yaml.safe_load(marker.read_text())
-            except (yaml.YAMLError, UnicodeDecodeError) as exc:
-                stored = f"not valid YAML ({' '.join(str(exc).split())[:100]})"
-            if not isinstance(stored, dict) or "fingerprint" not in stored:
-                problem = stored if isinstance(stored, str) else "no fingerprint in it"
-                raise UserError(f"{marker} is corrupt ({problem}); delete it to reuse the folder's cells with this "
-                                "config, or choose another --out")
-            if stored["fingerprint"] != config.fingerprint:
-                raise UserError(f"output folder {self.root} holds a run of a different config "
-                                f"(fingerprint {stored['fingerprint']}, this one {config.fingerprint}); "
-                                "choose another --out, or delete that folder to start over")
+        self.check_claim(config)
+        stored = self._stored_run()
+        if stored is not None:
             changed = {name: (stored.get("data_hashes") or {}).get(name) for name in data_hashes}
             changed = {n: old for n, old in changed.items() if old is not None and old != data_hashes[n]}
             for name, old in changed.items():
@@ -138,11 +182,8 @@ class RunStore:
                       "outside this grid and out of the tables", file=sys.stderr)
             if not changed and stored.get("data_hashes") == data_hashes:
                 return
-        elif self.root.exists() and any(p.name != LOCK_FILE for p in self.root.iterdir()):
-            raise UserError(f"output folder {self.root} is not empty and holds no augbench run; "
-                            "choose another --out")
-        atomic_write(marker, yaml.safe_dump({"fingerprint": config.fingerprint, "data_hashes": data_hashes,
-                                             "config": config.raw}, sort_keys=False))
+        atomic_write(self.root / "config.yaml", yaml.safe_dump(
+            {"fingerprint": config.fingerprint, "data_hashes": data_hashes, "config": config.raw}, sort_keys=False))
 
     def heal_cells(self) -> list[Path]:
         """Move aside cell files that do not read as a cell's record (their cells run again)."""
@@ -166,8 +207,20 @@ class RunStore:
             history = []
         atomic_write(path, json.dumps({**entry, "history": [*history, entry]}, indent=1, default=str))
 
-    def done_keys(self) -> set[str]:
-        return {p.stem for p in self.cells_dir.glob("*.json")} if self.cells_dir.exists() else set()
+    def done_keys(self, retry_failed: bool = False) -> set[str]:
+        """The keys of the cells a rerun skips: every recorded cell but those the machine failed (a
+        dead worker, out of memory), and with ``retry_failed`` but every failed one."""
+        done = set()
+        for path in self.cells_dir.glob("*.json") if self.cells_dir.exists() else ():
+            try:
+                record = json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError, OSError):
+                continue  # unreadable: heal_cells moves it aside and the cell runs again
+            if isinstance(record, dict) and record.get("status") == "failed" and (
+                    retry_failed or failed_by_machine(record)):
+                continue
+            done.add(path.stem)
+        return done
 
     def write_cell(self, record: dict) -> None:
         atomic_write(self.cells_dir / f"{record['key']}.json", json.dumps(record, indent=1, default=str))
@@ -180,7 +233,11 @@ class RunStore:
     def foreign_keys(self, grid_keys: list[str]) -> list[str]:
         """Cells in the folder that are not in the grid (another code version, data or config):
         left alone, and never in the tables."""
-        return sorted(self.done_keys() - set(grid_keys))
+        return sorted(self.cell_keys() - set(grid_keys))
+
+    def cell_keys(self) -> set[str]:
+        """The keys of every cell file in the folder, done or failed."""
+        return {p.stem for p in self.cells_dir.glob("*.json")} if self.cells_dir.exists() else set()
 
     def write_tables(self, grid_keys: list[str]) -> pd.DataFrame:
         """Rebuild results.parquet/.csv (a row per finished cell of the grid, in the grid's order) and

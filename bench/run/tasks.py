@@ -90,7 +90,8 @@ def make_executor(device: torch.device, workers: int, settings: ExecutorSpec | N
 
 def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, executor: Executor, revision: str,
             on_start: Callable[[Cell], None], on_done: Callable[[Cell, dict], None],
-            on_progress: Callable[[Cell, str], None] | None = None) -> None:
+            on_progress: Callable[[Cell, str], None] | None = None,
+            on_retry: Callable[[Cell, str], None] | None = None) -> None:
     """Run cells, writing each record as it finishes."""
     def finished(cell: Cell, record: dict) -> None:
         store.write_cell(record)
@@ -99,4 +100,4 @@ def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, execut
     task = CellTask(device.type, store.root, revision)
     executor.map_unordered(task, list(cells), on_start=on_start, on_done=finished,
                            on_lost=lambda cell, reason: finished(cell, lost_record(cell, reason, revision)),
-                           on_progress=on_progress)
+                           on_progress=on_progress, on_retry=on_retry)

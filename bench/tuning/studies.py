@@ -135,7 +135,9 @@ def open_study(name: str, storage_url: str, worker_index: int = 0) -> optuna.Stu
             break
         except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
             if attempt == 2:
-                raise UserError(f"--storage {storage_url}: cannot open ({type(exc).__name__}: {exc})") from None
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""  # not SQLAlchemy's
+                raise UserError(f"--storage {storage_url}: cannot open ({type(exc).__name__}: {first_line}); give "
+                                "an SQLAlchemy URL that this machine can open, e.g. sqlite:///PATH/optuna.db") from None
             time.sleep(1.0 + attempt)
     return optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
                                sampler=optuna.samplers.TPESampler(seed=derive_seed("sampler", name, worker_index) % 2**32),

@@ -4,9 +4,12 @@ that the run folder stays exactly right.
     python tests/faults/inject.py --trials 20 --seed 0 [--work DIR]
 
 First a small grid runs uninterrupted (the reference). Then each trial starts the same grid in a
-fresh folder and, after a random delay, kills with SIGKILL either the main process (even trials:
-the run is then started again to finish) or one busy worker (odd trials: the run must go on by
-itself, retrying the cell). After each trial it checks that
+fresh folder and, after a random delay, kills with SIGKILL one of three ways, in turn:
+- the main process; the run is then started again to finish;
+- one busy worker; the run must go on by itself, retrying the cell once (and saying so);
+- one busy worker and then the fresh worker that retries its cell; the run must finish with that
+  cell failed by the machine, and a rerun must try it again.
+After each trial it checks that
 - every cell of the grid has exactly one file and one row, and no other file is in cells/;
 - every result column that is not a time, a memory figure or a cache flag is identical to the
   reference (bit-identical floats, and the same validation curves);
@@ -101,15 +104,16 @@ def trial(index: int, rng: random.Random, config: Path, work: Path, reference: P
     out = work / f"trial-{index}"
     process = _start(config, out)
     pids: set[int] = set()
-    delay = rng.uniform(2.0, 0.9 * duration)
+    kind = index % 3
+    delay = rng.uniform(2.0, (0.9 if kind < 2 else 0.6) * duration)
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline and process.poll() is None:
         pids.update(children(process.pid))
         time.sleep(0.1)
-    workers = [pid for pid in children(process.pid) if alive(pid)]
+    workers = busy([pid for pid in children(process.pid) if alive(pid)])
     if process.poll() is not None:
         what = "finished before the kill"
-    elif index % 2 == 0 or not workers:
+    elif kind == 0 or not workers:
         process.kill()
         process.wait()
         # a worker notices its dead parent within 0.5 s once it runs; one still starting (importing
@@ -125,16 +129,65 @@ def trial(index: int, rng: random.Random, config: Path, work: Path, reference: P
         if rerun.returncode != 0:
             return what, [f"the resumed run failed with exit code {rerun.returncode}"]
     else:
-        try:
-            os.kill(rng.choice(workers), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill(rng.choice(workers))
+        retry_worker = _new_child(process, set(workers), pids) if kind == 2 else None
+        if retry_worker is not None:
+            _kill(retry_worker)
         _, err = process.communicate()
-        what = f"killed a worker after {delay:.1f} s; the run went on"
         if process.returncode != 0:
-            return what, [f"the run failed with exit code {process.returncode}: {err.strip()[-300:]}"]
+            return "killed a worker", [f"the run failed with exit code {process.returncode}: {err.strip()[-300:]}"]
+        if retry_worker is None:
+            what = f"killed a worker after {delay:.1f} s; the run went on"
+            if "retrying once" not in err:
+                return what, ["the retry of the dead worker's cell was not said"]
+            what += ", saying it retried the cell"
+        else:
+            what = f"killed a worker after {delay:.1f} s and the one retrying its cell; rerun"
+            failed = pd.read_parquet(out / "results.parquet").query("status == 'failed'")
+            if list(failed["failure_kind"]) != ["machine"]:
+                return what, [f"expected one cell failed by the machine, found {list(failed['failure_kind'])}"]
+            rerun = _start(config, out)
+            _, err = rerun.communicate()
+            if rerun.returncode != 0 or "1 failed one(s) to try again" not in err:
+                return what, [f"the rerun did not try the failed cell again (exit {rerun.returncode})"]
     pids.update(children(process.pid))
     return what, _problems(out, reference, sorted(pids))
+
+
+def busy(pids: list[int], interval: float = 0.3) -> list[int]:
+    """Those of ``pids`` that used CPU time within ``interval`` seconds (a worker on a cell; an idle
+    one waits for its next cell without any)."""
+    def cpu(pid: int) -> int:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError):
+            return -1
+    before = {pid: cpu(pid) for pid in pids}
+    time.sleep(interval)
+    return [pid for pid in pids if cpu(pid) > before[pid] >= 0]
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _new_child(process: subprocess.Popen, known: set[int], pids: set[int], wait: float = 10.0) -> int | None:
+    """The first child of ``process`` that is not in ``known`` (the worker that replaces a dead one
+    and gets its cell first), or None when none starts within ``wait`` seconds (the dead worker was
+    idle, or the run ended)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and process.poll() is None:
+        fresh = [pid for pid in children(process.pid) if pid not in known and alive(pid)]
+        pids.update(fresh)
+        if fresh:
+            time.sleep(0.5)  # it has its cell once it is started
+            return fresh[0]
+        time.sleep(0.05)
+    return None
 
 
 def main() -> int:
