@@ -85,3 +85,16 @@ def test_plan_mde_says_the_seeds_each_comparison_needs_from_the_run_s_spread(cli
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["seeds"] == needed and plan["plan_at_those_seeds"]["cells"] == 2 * needed
     assert f"--set seeds={needed}" in text
+
+
+def test_the_schedule_follows_the_critical_path():
+    from bench.costs.plan import CellWork, schedule_seconds
+
+    # one long generator fit that three cells need: the second worker waits for it, not 30 s of work shared
+    shared = [CellWork(1.0, [("generator:g", 20.0)]), CellWork(1.0, [("generator:g", 0.0)]),
+              CellWork(1.0, [("generator:g", 0.0)]), CellWork(1.0)]
+    assert schedule_seconds(shared, workers=2) == 22.0  # the other worker waits for the fit: not 24 / 2 = 12 s
+    assert schedule_seconds(shared, workers=1) == 24.0  # one worker: everything in turn
+    # a long cell at the end of the grid ends the run after the others
+    assert schedule_seconds([CellWork(1.0)] * 4 + [CellWork(10.0)], workers=2) == 12.0
+    assert schedule_seconds([], workers=2) == 0.0

@@ -12,6 +12,7 @@ from bench.commands.checks import Checked, default_out, load_checked
 from bench.core.errors import UserError
 from bench.core.files import atomic_write, check_writable
 from bench.costs.plan import Plan, make_plan
+from bench.protocol.config import cohort_size
 from bench.run.cell import expand_grid
 from bench.run.store import RunStore, read_results
 from bench.run.tasks import workers_for
@@ -40,7 +41,7 @@ def plan_experiment(config_name: str | None, overrides: list[str], out: Path | N
 
 def _plan(checked: Checked, out: Path) -> Plan:
     config, device = checked.config, checked.device
-    cells = expand_grid(config, checked.hashes)
+    cells = expand_grid(config, checked.hashes, cohort_size(config, device))
     done = RunStore(out).done_keys()
     workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
     return make_plan(config, cells, done, out / "cache", device, workers, checked.data_seconds)

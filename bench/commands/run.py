@@ -14,6 +14,7 @@ from bench.core import progress
 from bench.costs.plan import cached_estimate
 from bench.run import provenance
 from bench.run.cell import Cell, expand_grid
+from bench.protocol.config import cohort_size
 from bench.run.store import RunStore, failed_by_machine
 from bench.run.tasks import execute, make_executor, workers_for
 from bench.tracking.mlflow_runs import tracking
@@ -30,7 +31,7 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
     store = RunStore(out)
     store.check_claim(config)
     revision = provenance.git_revision()
-    cells = expand_grid(config, hashes)
+    cells = expand_grid(config, hashes, cohort_size(config, device))
     workers = workers_for(config, device, len([c for c in cells if c.key not in store.done_keys(retry_failed)]))
     executor = make_executor(device, workers, config.executor)
     with executor.session(), store.lock():  # a cluster that cannot run a cell refuses before the folder is claimed
@@ -97,7 +98,7 @@ def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float,
     finished = False
     progress.warning_to(say)  # warnings of the cells (a cache file moved aside) go above the bar too
     try:
-        execute(todo, store, device, executor, revision, on_start, on_done, on_progress, on_retry)
+        execute(todo, store, device, executor, revision, on_start, on_done, on_progress, on_retry, grid=cells)
         finished = True
     finally:
         progress.warning_to(None)

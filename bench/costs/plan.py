@@ -3,13 +3,16 @@
 The estimate adds up calibrated costs: seconds per training step of each classifier as a function
 of the images in its batch, per batch of each classical policy, per step of each generator, per
 evaluator step and per image of the quality metrics, each measured for a few dozen steps on the
-device (random images of the data set's shape) and cached per device. Wall time assumes the
-workers share the work evenly; generator fits and evaluators that many cells wait on can make it
-longer.
+device (random images of the data set's shape) and cached per device. Wall time follows the
+critical path: the cells are handed to the workers in grid order as they free up, the first cell
+that needs a generator, an evaluator or a quality row computes it, and a cell that needs one being
+computed elsewhere waits for it (as the cache's locks make it), so that one long generator fit or
+a cell at the end of the grid lengthens the run as it does in fact.
 """
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import subprocess
 import sys
@@ -209,12 +212,13 @@ class Plan:
     seconds: dict[str, float] = field(default_factory=dict)  # serial seconds by kind of work
     startup_seconds: float = 0.0  # a worker's start: imports and loading the data, once per run
     peak_mem_mb: float = 0.0  # per worker
+    schedule_seconds: float = 0.0  # the workers' makespan on the critical path (see CellWork)
 
     @property
     def wall_seconds(self) -> float:
         if not self.cells_todo:
             return 0.0
-        return self.startup_seconds + sum(self.seconds.values()) / max(1, self.workers)
+        return self.startup_seconds + max(self.schedule_seconds, sum(self.seconds.values()) / max(1, self.workers))
 
     def to_dict(self) -> dict:
         return {**asdict(self), "wall_seconds": self.wall_seconds}
@@ -228,11 +232,43 @@ class Plan:
             f"augbench plan: {self.config} on {self.device}, {self.workers} worker(s)",
             f"  to do: {self.cells_todo} of {self.cells} cells, {self.generator_fits} generator fit(s), "
             f"{self.quality_jobs} quality job(s) with {self.evaluators} evaluator(s)",
-            f"  {self.headline()} (start {format_duration(self.startup_seconds)}, then serial: {parts})",
+            f"  {self.headline()} (start {format_duration(self.startup_seconds)}, then serial: {parts}; "
+            f"shared evenly it would take {format_duration(sum(self.seconds.values()) / max(1, self.workers))})",
             f"  peak memory: about {self.peak_mem_mb:,.0f} MB per worker "
             f"({'GPU allocator' if 'cpu' not in self.device else 'resident set'})",
             "  (calibrated on this device, cached in "
-            f"{calibration_file()}; workers are assumed to share the work evenly)"])
+            f"{calibration_file()}; the workers take the cells in grid order, and wait for a generator, "
+            "evaluator or quality row that another cell is computing)"])
+
+
+@dataclass
+class CellWork:
+    """What one cell costs: its own training and evaluation, and the shared pieces it needs first
+    (generator fit, evaluator, quality row), each by its group key with its seconds."""
+
+    train_seconds: float
+    needs: list[tuple[str, float]] = field(default_factory=list)
+
+
+def schedule_seconds(work: list[CellWork], workers: int) -> float:
+    """The makespan of ``work`` on ``workers``: each cell starts on the first free worker in order,
+    computes each shared piece no cell has started yet, waits for those another cell is computing
+    or has computed, then trains."""
+    free = [0.0] * max(1, workers)
+    ready_at: dict[str, float] = {}  # shared piece -> when it is computed
+    end = 0.0
+    for cell in work:
+        now = heapq.heappop(free)
+        for key, seconds in cell.needs:
+            if key in ready_at:
+                now = max(now, ready_at[key])
+            else:
+                now += seconds
+                ready_at[key] = now
+        now += cell.train_seconds
+        end = max(end, now)
+        heapq.heappush(free, now)
+    return end
 
 
 def format_duration(seconds: float) -> str:
@@ -269,6 +305,7 @@ def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers
     peak = 0.0
     fits, quality_jobs, evaluators = set(), set(), set()
     sizes: dict = {}
+    work: list[CellWork] = []
     for cell in todo:
         dataset = cached_dataset(cell.dataset)
         shape, k = tuple(dataset.image_shape), dataset.num_classes
@@ -291,7 +328,8 @@ def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers
                                           shape, real_per_step + synthetic_per_step)["step_s"]
         steps = recipe.steps(n_real, cell.budget_scale)
         evaluated = cell.eval_points * n_val + n_real + n_val + n_test
-        seconds["training"] += steps * step + evaluated * plain["predict_s_per_image"]
+        cell_work = CellWork(steps * step + evaluated * plain["predict_s_per_image"])
+        seconds["training"] += cell_work.train_seconds
         peak = max(peak, plain["peak_mem_mb"])
         if generative is not None:
             key = cell.generator_key
@@ -299,23 +337,31 @@ def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers
                 fits.add(key)
                 cost = calibration.generator(generative, shape, k)
                 sampled = PROBE_PER_CLASS * k + n_synthetic  # the collapse probe, then the pool
-                seconds["generator fits"] += generative.values["steps"] * cost["step_s"] + \
-                    sampled * cost["sample_s_per_image"]
+                fit_seconds = generative.values["steps"] * cost["step_s"] + sampled * cost["sample_s_per_image"]
+                seconds["generator fits"] += fit_seconds
+                cell_work.needs.append((f"generator:{key}", fit_seconds))
                 peak = max(peak, cost["peak_mem_mb"])
+            elif key in fits:
+                cell_work.needs.append((f"generator:{key}", 0.0))  # being fitted by an earlier cell
         job, evaluator = cell.quality_group, cell.evaluator_group
-        if cell.quality.enabled and (job not in quality_jobs or evaluator not in evaluators):
+        if cell.quality.enabled:
             scored = min(cell.quality.samples, n_synthetic or n_real, n_test)
-            if job not in quality_jobs:
-                quality_jobs.add(job)
-                seconds["quality"] += calibration.quality_seconds(
-                    strategy_work(scored, n_synthetic, cell.budget_scale), shape, k, cell.quality.samples)
+            evaluator_seconds = job_seconds = 0.0
             if evaluator not in evaluators:
                 evaluators.add(evaluator)
-                seconds["quality"] += calibration.quality_seconds(
+                evaluator_seconds = calibration.quality_seconds(
                     evaluator_work(n_pool, scored, cell.budget_scale), shape, k, cell.quality.samples)
+            if job not in quality_jobs:
+                quality_jobs.add(job)
+                job_seconds = calibration.quality_seconds(
+                    strategy_work(scored, n_synthetic, cell.budget_scale), shape, k, cell.quality.samples)
+            seconds["quality"] += evaluator_seconds + job_seconds
+            cell_work.needs += [(f"evaluator:{evaluator}", evaluator_seconds), (f"quality:{job}", job_seconds)]
+        work.append(cell_work)
     return Plan(config=config.name, device=provenance.device_name(calibration.device), workers=workers,
                 cells=len(cells), cells_todo=len(todo), generator_fits=len(fits), quality_jobs=len(quality_jobs),
-                evaluators=len(evaluators), seconds=dict(seconds), peak_mem_mb=peak)
+                evaluators=len(evaluators), seconds=dict(seconds), peak_mem_mb=peak,
+                schedule_seconds=schedule_seconds(work, workers))
 
 
 

@@ -48,6 +48,7 @@ class SuiteClassifier:
     build: Callable[[tuple[int, int, int], int], nn.Module]
     recipe: Recipe
     version: str = "1"
+    groupable: bool = True  # its layers group into cohorts (bench/training/cohort.py); timm's do not
 
 
 CLASSIFIERS: Registry = Registry("classifier")
@@ -101,6 +102,9 @@ class BasicBlock(nn.Module):
         return torch.relu(self.body(x) + self.skip(x))
 
 
+GROUPABLE = (BasicBlock,)  # containers whose forward combines their children elementwise: cohorts group them
+
+
 @classifier("resnet", Recipe("sgd", lr=0.05, weight_decay=5e-4, batch_size=128, epochs=30, min_steps=300))
 def resnet(shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """A ResNet for small images: a 3x3 stem (no max-pool), three stages of two basic blocks
@@ -151,7 +155,7 @@ class Resize(nn.Module):
 
 
 TIMM_RECIPE = Recipe("adamw", lr=1e-3, weight_decay=0.05, batch_size=64, epochs=30, min_steps=300)
-CLASSIFIERS.register("timm")(SuiteClassifier(timm_classifier, TIMM_RECIPE, "1"))
+CLASSIFIERS.register("timm")(SuiteClassifier(timm_classifier, TIMM_RECIPE, "1", groupable=False))
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,11 @@ class ClassifierEntry:
     @property
     def training_recipe(self) -> Recipe:
         return self.recipe or CLASSIFIERS.get(self.name, field="classifiers").recipe
+
+    @property
+    def groupable(self) -> bool:
+        """Whether its cells can train in cohorts (else they train alone, whatever ``cohort`` says)."""
+        return CLASSIFIERS.get(self.name, field="classifiers").groupable
 
     def build(self, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         return CLASSIFIERS.get(self.name, field="classifiers").build(shape, num_classes, **dict(self.options))

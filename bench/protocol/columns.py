@@ -132,6 +132,9 @@ COLUMNS: tuple[Column, ...] = tuple([
         ("train_seconds", "float", "s", "wall time of the classifier's training", "cost"),
         ("train_peak_mem_mb", "float", "MB", "peak memory of the training", "cost"),
         ("mixing", "text", "", "how synthetic images join the real ones: add or replace"),
+        ("cohort", "text", "", "the cohort whose classifiers trained as one network with this one (a hash of "
+         "its cells' keys; empty: trained alone)"),
+        ("cohort_size", "int", "cells", "classifiers in that cohort (its train_seconds are this cell's share)"),
         ("synthetic_pool", "text", "", "fixed, or fresh samples every synthetic epoch"),
         ("real_per_step", "int", "images", "real images per step"),
         ("synthetic_per_step", "int", "images", "synthetic images per step"),

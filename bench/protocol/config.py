@@ -20,7 +20,7 @@ import configs
 from bench.core.errors import UserError
 from bench.core.executor import EXECUTORS
 from bench.core.keys import stable_hash
-from bench.core.schema import (as_list, check_path, identity, option, parse_section, plain_value, role_fields,
+from bench.core.schema import (as_list, check_number, check_path, identity, option, parse_section, plain_value, role_fields,
                                section, to_plain)
 from bench.core.strategy import STRATEGIES, StrategyEntry, parse_strategies
 from bench.data.entries import datasets_plain, parse_datasets, parse_regimes, regimes_plain
@@ -43,6 +43,23 @@ def _plugins(value: Any, where: str) -> tuple[str, ...]:
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+AUTO_COHORT = 16  # cells a cohort holds on CUDA with `cohort: auto`
+
+
+def _cohort(value: Any, where: str) -> str | int:
+    if value in ("auto", "off"):
+        return value
+    return check_number(value, where, int, 1, 1024)
+
+
+def cohort_size(config: "BenchConfig", device) -> int:
+    """The cells a cohort holds on ``device``: ``auto`` is AUTO_COHORT on CUDA and 1 (every cell
+    alone) on the CPU, where grouping does not pay; ``off`` is 1."""
+    if config.cohort == "auto":
+        return AUTO_COHORT if device.type == "cuda" else 1
+    return 1 if config.cohort == "off" else config.cohort
 
 
 def _run_name(value: Any, where: str) -> str:
@@ -162,6 +179,11 @@ class BenchConfig:
     eval_points: int = option(10, low=1, high=1000, cell=True, protocol=True,
                               help="validation accuracy measured this many times per training run")
     device: str = option("auto", choices=("auto", "cpu", "cuda"), help="where cells run")
+    cohort: str | int = option("auto", parse=_cohort, quiet=True,
+                               help="cells whose classifiers train as one grouped network (same data set, regime "
+                                    "and classifier, in grid order): auto (16 on CUDA, where small nets leave the "
+                                    "GPU waiting on kernel launches; off on the CPU, where it does not pay), off, "
+                                    "or a number; above 1 it enters the cells' keys")
     workers: int = option(0, low=0, high=256, fingerprint=False,
                           help="cells side by side (0 = automatic: one per core up to 2 on a CPU; on CUDA "
                                "workers_per_gpu on each GPU)")

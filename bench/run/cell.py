@@ -2,7 +2,7 @@
 and the data it runs on."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 from bench.core.keys import canonical_json, stable_hash
@@ -31,12 +31,14 @@ class Cell:
     classifier: str
     replicate: int
     protocol: BenchConfig  # the protocol the cell belongs to
+    cohort_size: int = 1  # the cells its classifier trains with as one network (bench/training/cohort.py)
 
     @classmethod
     def from_config(cls, config: BenchConfig, *, dataset: DatasetEntry, data_hash: str, regime: Regime,
-                    strategy: StrategyEntry, classifier: str, replicate: int) -> "Cell":
-        return cls(dataset=dataset, data_hash=data_hash, regime=regime, strategy=strategy, classifier=classifier,
+                    strategy: StrategyEntry, classifier: str, replicate: int, cohort_size: int = 1) -> "Cell":
+        cell = cls(dataset=dataset, data_hash=data_hash, regime=regime, strategy=strategy, classifier=classifier,
                    replicate=replicate, protocol=config)
+        return replace(cell, cohort_size=cohort_size if cell.classifier_entry.groupable else 1)
 
     @property
     def split(self) -> SplitSpec:
@@ -59,7 +61,7 @@ class Cell:
         return {"dataset": self.dataset.title, "data_hash": self.data_hash, "regime": self.regime_label,
                 "strategy": self.strategy.name, "params": self.strategy.params, "classifier": self.classifier,
                 "versions": self.versions, "replicate": self.replicate, **identity(self.protocol, "cell"),
-                **unlabelled}
+                **unlabelled, **({"cohort": self.cohort_size} if self.cohort_size > 1 else {})}
 
     @property
     def sees_unlabelled(self) -> bool:
@@ -147,12 +149,51 @@ class Cell:
                 f"seed {self.replicate}")
 
 
-def expand_grid(config: BenchConfig, data_hashes: dict[str, str]) -> list[Cell]:
-    """Every cell of the config, in a stable order."""
+def expand_grid(config: BenchConfig, data_hashes: dict[str, str], cohort_size: int = 1) -> list[Cell]:
+    """Every cell of the config, in a stable order, in cohorts of ``cohort_size`` where its
+    classifier groups (``cohorts``)."""
     return [Cell.from_config(config, dataset=d, data_hash=data_hashes[d.title], regime=r, strategy=s, classifier=c,
-                             replicate=k)
+                             replicate=k, cohort_size=cohort_size)
             for d in config.datasets for r in config.regimes for s in config.strategies
             for c in config.classifier_labels for k in range(config.seeds)]
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Cells whose classifiers train as one grouped network (one data set, regime and classifier).
+    It has none of a cell's shared stages of its own: its cells do theirs as they run."""
+
+    cells: tuple[Cell, ...]
+    evaluator_group = generator_key = quality_group = None
+
+    @property
+    def key(self) -> str:
+        return stable_hash([cell.key for cell in self.cells], 20)
+
+    def describe(self) -> str:
+        first = self.cells[0]
+        return f"{first.dataset.title}/{first.regime_label} {first.classifier} cohort of {len(self.cells)}"
+
+
+def cohorts(cells: list[Cell]) -> list[Cell | Cohort]:
+    """The grid's cells as work items: the cells of one data set, regime and classifier with a
+    cohort size above 1 in consecutive cohorts of that size (in grid order, so a function of the
+    grid alone; each at the place of its first cell), every other cell alone."""
+    items: list[Cell | Cohort] = []
+    filling: dict[tuple, int] = {}  # (data set, regime, classifier) -> index of its cohort being filled
+    for cell in cells:
+        if cell.cohort_size == 1:
+            items.append(cell)
+            continue
+        group = (cell.dataset.title, cell.regime_label, cell.classifier)
+        if group not in filling:
+            filling[group] = len(items)
+            items.append(Cohort(()))
+        index = filling[group]
+        items[index] = Cohort(items[index].cells + (cell,))
+        if len(items[index].cells) == cell.cohort_size:
+            del filling[group]
+    return items
 
 
 def check_grid(config: BenchConfig, datasets: dict[str, Dataset]) -> None:

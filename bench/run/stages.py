@@ -4,7 +4,8 @@ loop) -> evaluate (metrics on real images). ``train_cell`` is the training path 
 and train), which reads no test image; tune runs it."""
 from __future__ import annotations
 
-from dataclasses import asdict
+import contextlib
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -14,7 +15,7 @@ import torch
 
 from bench.core.cache import FileCache, cache_key
 from bench.core.errors import CellFailed
-from bench.core.keys import canonical_json
+from bench.core.keys import canonical_json, stable_hash
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import FitContext, TrainingData
 from bench.data.sets import Dataset
@@ -25,7 +26,7 @@ from bench.quality.evaluator import EVALUATOR_VERSION
 from bench.run import provenance
 from bench.run.cell import Cell, cached_dataset, data_of, granted_unlabelled, make_strategy
 from bench.run.resources import measure
-from bench.training.loop import predict, train
+from bench.training.loop import Member, batch_split, predict, train_cohort
 from bench.training.metrics import class_recall, classification_metrics, smallest_third
 
 
@@ -65,6 +66,18 @@ def lost_record(cell: Cell, reason: str, revision: str) -> dict:
             "finished": provenance.now()}
 
 
+@dataclass
+class Trainee:
+    """A cell whose strategy is fitted, on its way to a trained classifier."""
+
+    cell: Cell
+    dataset: Dataset
+    split: Split
+    data: TrainingData
+    record: dict
+    on_eval: Callable | None = None
+
+
 def train_cell(cell: Cell, device: torch.device, cache_dir: Path | None, split: Split, revision: str,
                on_eval=None, after_fit: Callable[[TrainingData], dict] | None = None
                ) -> tuple[dict, torch.nn.Module | None]:
@@ -74,6 +87,15 @@ def train_cell(cell: Cell, device: torch.device, cache_dir: Path | None, split: 
     ``after_fit(data)`` (the runner's quality stage) runs between the two and adds its columns.
     Returns (record, model); on divergence the record says ``failed`` and the model is None.
     """
+    trainee = fit_cell(cell, device, cache_dir, split, revision, on_eval, after_fit)
+    if isinstance(trainee, dict):
+        return trainee, None
+    return trainee.record, train_classifiers([trainee], device)[0]
+
+
+def fit_cell(cell: Cell, device: torch.device, cache_dir: Path | None, split: Split, revision: str,
+             on_eval=None, after_fit: Callable[[TrainingData], dict] | None = None) -> Trainee | dict:
+    """The fit stage (and ``after_fit``) of a cell: a Trainee, or the record of its failure."""
     dataset = cached_dataset(cell.dataset)
     recipe = cell.classifier_entry.training_recipe
     steps = recipe.steps(len(split.labelled), cell.budget_scale)
@@ -85,50 +107,100 @@ def train_cell(cell: Cell, device: torch.device, cache_dir: Path | None, split: 
         record.update(data.info)
         if after_fit is not None:
             record.update(after_fit(data))
-        model = train_classifier(cell, dataset, data, split, device, record, on_eval)
-    except CellFailed as exc:
-        record.update(status="failed", failure_reason=str(exc), failure_kind="method", finished=provenance.now())
-        return record, None
-    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-        reason = f"out of memory ({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})"
-        record.update(status="failed", failure_reason=reason, failure_kind="machine", finished=provenance.now())
-        return record, None
-    return record, model
+    except (CellFailed, torch.cuda.OutOfMemoryError, MemoryError) as exc:
+        return failed(record, exc)
+    return Trainee(cell, dataset, split, data, record, on_eval)
 
 
-def train_classifier(cell: Cell, dataset: Dataset, data: TrainingData, split: Split, device: torch.device,
-                     record: dict, on_eval=None) -> torch.nn.Module:
-    """The train stage: the cell's classifier trained by the one loop on the strategy's data, from
-    the cell's initial weights; its columns go into ``record``."""
-    recipe = cell.classifier_entry.training_recipe
-    steps = record["budget_steps"]
-    record["n_synthetic"] = 0 if data.synthetic is None else len(data.synthetic)
-    mixing = cell.protocol.mixing
-    with seeded(cell.train_seed, device):
-        model = cell.classifier_entry.build(dataset.image_shape, dataset.num_classes)
-        with measure(device, record, "train"):
-            result = train(model, recipe, data, split.val, steps=steps, num_classes=dataset.num_classes,
-                           device=device, order_seed=cell.train_seed, augment_seed=cell.augment_seed,
-                           mixing=mixing.mode, fresh_synthetic=mixing.synthetic_pool == "fresh",
-                           eval_points=cell.eval_points, on_eval=on_eval)
-    record.update(mixing=mixing.mode, synthetic_pool=mixing.synthetic_pool, real_per_step=result.real_per_step,
-                  synthetic_per_step=result.synthetic_per_step,
-                  train_images_processed=steps * (result.real_per_step + result.synthetic_per_step),
-                  budget_epochs=steps * result.real_per_step / len(split.labelled), curve=result.curve)
-    return model
+def failed(record: dict, exc: Exception) -> dict:
+    """``record`` as failed by ``exc``: the method's failure (CellFailed), or the machine's (out of memory)."""
+    if isinstance(exc, CellFailed):
+        return {**record, "status": "failed", "failure_reason": str(exc), "failure_kind": "method",
+                "finished": provenance.now()}
+    reason = f"out of memory ({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})"
+    return {**record, "status": "failed", "failure_reason": reason, "failure_kind": "machine",
+            "finished": provenance.now()}
+
+
+def train_classifiers(trainees: list[Trainee], device: torch.device) -> list[torch.nn.Module | None]:
+    """The train stage: the cells' classifiers trained by the one loop on their strategies' data,
+    each from its cell's initial weights, several (of equal batch shapes) as one grouped network;
+    their columns go into the records (a failed one says so and gives None)."""
+    first = trainees[0].cell
+    recipe = first.classifier_entry.training_recipe
+    steps = trainees[0].record["budget_steps"]
+    mixing = first.protocol.mixing
+    members = []
+    timings: dict = {}
+    with seeded(first.train_seed, device):  # a model alone draws its dropout masks on from its initial weights
+        for trainee in trainees:
+            with seeded(trainee.cell.train_seed, device) if len(trainees) > 1 else contextlib.nullcontext():
+                model = trainee.cell.classifier_entry.build(trainee.dataset.image_shape, trainee.dataset.num_classes)
+            trainee.record["n_synthetic"] = 0 if trainee.data.synthetic is None else len(trainee.data.synthetic)
+            members.append(Member(model, trainee.data, trainee.split.val, trainee.cell.train_seed,
+                                  trainee.cell.augment_seed, trainee.on_eval))
+        with measure(device, timings, "train"):
+            try:
+                results = train_cohort(members, recipe, steps=steps, num_classes=trainees[0].dataset.num_classes,
+                                       device=device, mixing=mixing.mode,
+                                       fresh_synthetic=mixing.synthetic_pool == "fresh", eval_points=first.eval_points)
+            except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+                results = [exc] * len(members)
+    models = []
+    for trainee, member, result in zip(trainees, members, results):
+        record = trainee.record
+        if len(trainees) > 1:
+            timings = {**timings, "train_seconds": timings["train_seconds"] / len(trainees)}  # each one's share
+            record.update(cohort=stable_hash([t.cell.key for t in trainees], 20), cohort_size=len(trainees))
+        record.update(timings)
+        if isinstance(result, Exception):
+            if len(trainees) == 1 and not isinstance(result, (CellFailed, torch.cuda.OutOfMemoryError, MemoryError)):
+                raise result  # what a hook raised (tune's pruning)
+            record.update(failed(record, result))
+            models.append(None)
+            continue
+        steps_done = steps * (result.real_per_step + result.synthetic_per_step)
+        record.update(mixing=mixing.mode, synthetic_pool=mixing.synthetic_pool, real_per_step=result.real_per_step,
+                      synthetic_per_step=result.synthetic_per_step, train_images_processed=steps_done,
+                      budget_epochs=steps * result.real_per_step / len(trainee.split.labelled), curve=result.curve)
+        models.append(member.model)
+    return models
 
 
 def run_cell(cell: Cell, device: torch.device, cache_dir: Path | None = None, revision: str = "unknown") -> dict:
     """Run one cell: fit -> quality (with a cache folder, where the protocol measures it) -> train ->
     evaluate. Returns its result record (status ``failed`` with a reason on divergence)."""
-    dataset, split = data_of(cell)
-    measured = cell.quality.enabled and cache_dir is not None
-    quality = partial(quality_stage, cell, dataset, split, device, cache_dir) if measured else None
-    record, model = train_cell(cell, device, cache_dir, split, revision, after_fit=quality)
-    if model is not None:
-        record.update(evaluate(model, split, device))
-        record["finished"] = provenance.now()
-    return record
+    return run_cohort((cell,), device, cache_dir, revision)[0]
+
+
+def run_cohort(cells: tuple[Cell, ...], device: torch.device, cache_dir: Path | None = None,
+               revision: str = "unknown") -> list[dict]:
+    """Run cells whose classifiers train as one network: each one's fit and quality as alone, then
+    the classifiers of equal batch shapes trained together, then each one evaluated as alone.
+    Returns their records in order."""
+    records, trainees = {}, []
+    for cell in cells:
+        dataset, split = data_of(cell)
+        measured = cell.quality.enabled and cache_dir is not None
+        quality = partial(quality_stage, cell, dataset, split, device, cache_dir) if measured else None
+        trainee = fit_cell(cell, device, cache_dir, split, revision, after_fit=quality)
+        if isinstance(trainee, dict):
+            records[cell.key] = trainee
+        else:
+            trainees.append(trainee)
+    shapes: dict[tuple, list[Trainee]] = {}
+    for trainee in trainees:  # members of one cohort share their batches' shape
+        n_synthetic = 0 if trainee.data.synthetic is None else len(trainee.data.synthetic)
+        shape = batch_split(trainee.cell.classifier_entry.training_recipe.batch_size, len(trainee.split.labelled),
+                            n_synthetic, trainee.cell.protocol.mixing.mode)
+        shapes.setdefault((shape, len(trainee.split.val)), []).append(trainee)
+    for group in shapes.values():
+        for trainee, model in zip(group, train_classifiers(group, device)):
+            if model is not None:
+                trainee.record.update(evaluate(model, trainee.split, device))
+                trainee.record["finished"] = provenance.now()
+            records[trainee.cell.key] = trainee.record
+    return [records[cell.key] for cell in cells]
 
 
 def quality_stage(cell: Cell, dataset: Dataset, split: Split, device: torch.device, cache_dir: Path,

@@ -16,8 +16,8 @@ from bench.core.errors import CellFailed
 from bench.core.executor import EXECUTORS, Executor, FolderTask, Stage
 from bench.protocol.config import BenchConfig, ExecutorSpec
 from bench.quality.evaluator import evaluator
-from bench.run.cell import Cell, data_of, make_strategy
-from bench.run.stages import cached_quality, fit_context, fit_strategy, lost_record, run_cell
+from bench.run.cell import Cell, Cohort, cohorts, data_of, make_strategy
+from bench.run.stages import cached_quality, fit_context, fit_strategy, lost_record, run_cell, run_cohort
 from bench.run.store import RunStore
 
 
@@ -41,8 +41,11 @@ class CellTask(FolderTask):
                 Stage("generator", attrgetter("generator_key"), self.fit_generator),
                 Stage("quality", attrgetter("quality_group"), self.assess))
 
-    def run_in(self, cell: Cell, root: Path) -> dict:
-        return run_cell(cell, self.device, root / "cache", self.revision)
+    def run_in(self, item: Cell | Cohort, root: Path) -> dict | list[dict]:
+        """A cell's record, or a cohort's records."""
+        if isinstance(item, Cohort):
+            return run_cohort(item.cells, self.device, root / "cache", self.revision)
+        return run_cell(item, self.device, root / "cache", self.revision)
 
     def fit_evaluator(self, cell: Cell, root: Path) -> None:
         """The replicate's quality evaluator, into ``root``'s cache."""
@@ -91,13 +94,35 @@ def make_executor(device: torch.device, workers: int, settings: ExecutorSpec | N
 def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, executor: Executor, revision: str,
             on_start: Callable[[Cell], None], on_done: Callable[[Cell, dict], None],
             on_progress: Callable[[Cell, str], None] | None = None,
-            on_retry: Callable[[Cell, str], None] | None = None) -> None:
-    """Run cells, writing each record as it finishes."""
-    def finished(cell: Cell, record: dict) -> None:
-        store.write_cell(record)
-        on_done(cell, record)
+            on_retry: Callable[[Cell, str], None] | None = None, grid: list[Cell] | None = None) -> None:
+    """Run cells, in the cohorts that their cohort size forms in ``grid`` (default: the cells;
+    ``cohorts``), writing each record as its work item finishes. A cohort with a finished cell runs
+    whole again, so that its members are those of the grid, and only its unfinished cells are
+    written."""
+    cells = list(cells)
+    todo = {cell.key for cell in cells}
+    items = [item for item in cohorts(grid or cells) if any(c.key in todo for c in _cells_of(item))]
+
+    def each(item, call: Callable[[Cell], None]) -> None:
+        for cell in _cells_of(item):
+            if cell.key in todo:
+                call(cell)
+
+    def finished(item, result) -> None:
+        records = result if isinstance(item, Cohort) else [result]
+        for cell, record in zip(_cells_of(item), records):
+            if cell.key in todo:
+                store.write_cell(record)
+                on_done(cell, record)
 
     task = CellTask(device.type, store.root, revision)
-    executor.map_unordered(task, list(cells), on_start=on_start, on_done=finished,
-                           on_lost=lambda cell, reason: finished(cell, lost_record(cell, reason, revision)),
-                           on_progress=on_progress, on_retry=on_retry)
+    executor.map_unordered(
+        task, items, on_start=lambda item: each(item, on_start), on_done=finished,
+        on_lost=lambda item, reason: each(item, lambda c: (store.write_cell(r := lost_record(c, reason, revision)),
+                                                           on_done(c, r))),
+        on_progress=None if on_progress is None else lambda item, text: each(item, lambda c: on_progress(c, text)),
+        on_retry=None if on_retry is None else lambda item, reason: each(item, lambda c: on_retry(c, reason)))
+
+
+def _cells_of(item: Cell | Cohort) -> tuple[Cell, ...]:
+    return item.cells if isinstance(item, Cohort) else (item,)

