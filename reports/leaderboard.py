@@ -141,12 +141,14 @@ def leaderboard(results: pd.DataFrame) -> tuple[pd.DataFrame, RankResult | None]
     rows = []
     for strategy in dict.fromkeys(scores["strategy"]):
         verdicts = table.loc[table["strategy"] == strategy, "verdict"]
+        tied = table.loc[(table["strategy"] == strategy) & (table["verdict"] == "no significant difference"), "mde"]
         fit_data = table.loc[table["strategy"] == strategy, "fit_data"]
         rows.append({**aggregate(scores, strategy), "fit_data": fit_data.iloc[0] if len(fit_data) else LABELLED_ONLY,
                      "mean_rank": ranks.rankdf.loc[strategy, "meanrank"] if ranks is not None else np.nan,
                      "wins": int((verdicts == "better").sum()), "losses": int((verdicts == "worse").sum()),
                      "ties": int((verdicts == "no significant difference").sum()
-                                 + verdicts.str.startswith("untestable").sum())})
+                                 + verdicts.str.startswith("untestable").sum()),
+                     "tie_mde": tied.max() if len(tied) else np.nan})
     board = pd.DataFrame(rows).sort_values(["mean_rank", "iqm_accuracy"], ascending=[True, False], kind="stable")
     return board.reset_index(drop=True), ranks
 
@@ -173,6 +175,7 @@ def _markdown(board: pd.DataFrame, ranks: RankResult | None, run_dirs: list[Path
         "P(better than none) [95% bootstrap CI]": [_ci(v, lo, hi, ".2f", 1.0) for v, lo, hi in
                                                    zip(board["poi"], board["poi_low"], board["poi_high"])],
         "W/T/L vs none (Holm)": [f"{w}/{t}/{loss}" for w, t, loss in zip(board["wins"], board["ties"], board["losses"])],
+        "a tie could miss pp": board["tie_mde"].map(lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}"),
         "units": board["units"]})
     if ranks is None:
         friedman_line = (f"No Friedman test: it needs at least {MIN_FRIEDMAN_BLOCKS} (data set, regime, seed) units "
@@ -191,7 +194,8 @@ def _markdown(board: pd.DataFrame, ranks: RankResult | None, run_dirs: list[Path
              "stratified bootstrap (seeds resampled within each task, 2000 resamples; Agarwal et al. 2021). "
              "W/T/L count (data set, regime, classifier) groups where a paired t-test, Holm-corrected over the "
              "whole table at α = 0.05, finds the strategy better / not distinguishable / worse than `none`: they are "
-             "the decisions. The bootstrap intervals are descriptive (95% each, not adjusted for the number of "
+             "the decisions; a tie could miss a change below the largest minimum detectable effect of its tied "
+             "comparisons (80% power at its Holm level). The bootstrap intervals are descriptive (95% each, not adjusted for the number of "
              "strategies, and percentile intervals are too narrow with few seeds), so an interval may exclude 0 "
              "where the Holm-corrected tests do not decide.", "",
              friedman_line, "", shown.to_markdown(index=False), ""]

@@ -114,6 +114,10 @@ def test_leaderboard_ranks_a_run(tiny_run, tmp_path, cli):
     assert board["iqm_accuracy"].is_monotonic_decreasing
     assert ((board["wins"] + board["ties"] + board["losses"])[board["strategy"] != "none"] == 2).all()
     assert "augbench leaderboard" in (tmp_path / "leaderboard.md").read_text()
+    table = pd.read_csv(tiny_run / "report" / "tables" / "comparison.csv")
+    for row in board[board["ties"] > 0].itertuples():  # what its ties could not see: their largest MDE
+        tied = table[(table["strategy"] == row.strategy) & (table["verdict"] == "no significant difference")]
+        assert row.tie_mde == pytest.approx(tied["mde"].max()) or tied.empty
 
 
 def test_leaderboard_refuses_mixed_protocols(tiny_run, tmp_path, cli):
