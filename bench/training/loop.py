@@ -235,9 +235,9 @@ def train_cohort(members: list[Member], recipe: Recipe, *, steps: int, num_class
 
         if step in eval_at:
             window_losses = (running_loss / seen_in_window).reshape(-1).tolist()
-            logits = predict_members(net, [m.val.images for m in members], device)
-            labels = torch.stack([m.val.labels for m in members])
-            accuracies = (logits.argmax(2) == labels).float().mean(1).tolist()
+            val_logits = predict_members(net, [m.val.images for m in members], device)
+            val_labels = torch.stack([m.val.labels for m in members])
+            accuracies = (val_logits.argmax(2) == val_labels).float().mean(1).tolist()
             for i, (member, window_loss, val_accuracy) in enumerate(zip(members, window_losses, accuracies)):
                 if i in stopped:
                     continue
