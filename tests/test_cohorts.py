@@ -140,3 +140,12 @@ def test_a_resumed_run_reruns_an_unfinished_cohort_and_writes_only_its_missing_c
     times = ("started", "finished", "train_seconds", "train_peak_mem_mb", "fit_seconds", "fit_peak_mem_mb")
     assert {k: v for k, v in again.items() if k not in times} == \
         {k: v for k, v in before[files[0].name].items() if k not in times}
+
+
+def test_each_member_gets_an_equal_share_of_the_cohort_s_training_time(tmp_path):
+    from bench.run.cell import cohorts
+    from bench.run.stages import run_cohort
+
+    cohort, = [item for item in cohorts(_grid(tmp_path, 4, ["none", "identity"])) if item.cells][:1]
+    records = run_cohort(cohort.cells, CPU)
+    assert len({r["train_seconds"] for r in records}) == 1 and len({r["cohort"] for r in records}) == 1

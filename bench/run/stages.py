@@ -146,12 +146,12 @@ def train_classifiers(trainees: list[Trainee], device: torch.device) -> list[tor
                                        fresh_synthetic=mixing.synthetic_pool == "fresh", eval_points=first.eval_points)
             except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
                 results = [exc] * len(members)
+    if len(trainees) > 1:  # each member's share of the cohort's training, and the cohort it trained in
+        timings.update(train_seconds=timings["train_seconds"] / len(trainees),
+                       cohort=stable_hash([t.cell.key for t in trainees], 20), cohort_size=len(trainees))
     models = []
     for trainee, member, result in zip(trainees, members, results):
         record = trainee.record
-        if len(trainees) > 1:
-            timings = {**timings, "train_seconds": timings["train_seconds"] / len(trainees)}  # each one's share
-            record.update(cohort=stable_hash([t.cell.key for t in trainees], 20), cohort_size=len(trainees))
         record.update(timings)
         if isinstance(result, Exception):
             if len(trainees) == 1 and not isinstance(result, (CellFailed, torch.cuda.OutOfMemoryError, MemoryError)):
