@@ -78,6 +78,11 @@ class TrainingData:
     # draws n class-balanced labelled images from the strategy's generator (generative strategies)
     sampler: Callable[[int, torch.Generator], ImageSet] | None = None
 
+    @property
+    def n_synthetic(self) -> int:
+        """How many synthetic images join the real ones."""
+        return 0 if self.synthetic is None else len(self.synthetic)
+
 
 class Strategy:
     """Base class: subclasses set ``params`` and implement ``fit``; register with ``register_strategy``."""

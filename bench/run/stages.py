@@ -136,7 +136,7 @@ def train_classifiers(trainees: list[Trainee], device: torch.device) -> list[tor
         for trainee in trainees:
             with seeded(trainee.cell.train_seed, device) if len(trainees) > 1 else contextlib.nullcontext():
                 model = trainee.cell.classifier_entry.build(trainee.dataset.image_shape, trainee.dataset.num_classes)
-            trainee.record["n_synthetic"] = 0 if trainee.data.synthetic is None else len(trainee.data.synthetic)
+            trainee.record["n_synthetic"] = trainee.data.n_synthetic
             members.append(Member(model, trainee.data, trainee.split.val, trainee.cell.train_seed,
                                   trainee.cell.augment_seed, trainee.on_eval))
         with measure(device, timings, "train"):
@@ -190,9 +190,8 @@ def run_cohort(cells: tuple[Cell, ...], device: torch.device, cache_dir: Path | 
             trainees.append(trainee)
     shapes: dict[tuple, list[Trainee]] = {}
     for trainee in trainees:  # members of one cohort share their batches' shape
-        n_synthetic = 0 if trainee.data.synthetic is None else len(trainee.data.synthetic)
         shape = batch_split(trainee.cell.classifier_entry.training_recipe.batch_size, len(trainee.split.labelled),
-                            n_synthetic, trainee.cell.protocol.mixing.mode)
+                            trainee.data.n_synthetic, trainee.cell.protocol.mixing.mode)
         shapes.setdefault((shape, len(trainee.split.val)), []).append(trainee)
     for group in shapes.values():
         for trainee, model in zip(group, train_classifiers(group, device)):

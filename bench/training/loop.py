@@ -137,7 +137,7 @@ class _Feed:
         self.real_images, self.real_labels = data.real.images.to(device), data.real.labels.to(device)
         self.pool = {"images": None, "labels": None}
         self.augment_generator = torch.Generator(device=device).manual_seed(member.augment_seed)
-        self.n_synthetic = 0 if data.synthetic is None else len(data.synthetic)
+        self.n_synthetic = data.n_synthetic
         if self.n_synthetic:
             self._load_synthetic(data.synthetic)
         self.real_per_step, self.synthetic_per_step = batch_split(recipe.batch_size, len(self.real_labels),
