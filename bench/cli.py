@@ -1,4 +1,4 @@
-"""The ``augbench`` command line: run, plan, tune, report, leaderboard, list, bench-augment."""
+"""The ``augbench`` command line: run, plan, tune, report, leaderboard, agreement, list, bench-augment."""
 from __future__ import annotations
 
 import argparse
@@ -102,6 +102,18 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 
     for path in write_leaderboard([Path(d) for d in args.run_dirs], Path(args.out)):
         print(f"wrote {path}")
+    return 0
+
+
+def _cmd_agreement(args: argparse.Namespace) -> int:
+    from reports.agreement import render
+
+    text = render(Path(args.run_a), Path(args.run_b))
+    if args.out is None:
+        print(text, end="")
+    else:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -224,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out", type=text, default="reports", help="folder for leaderboard.md and leaderboard.csv "
                                                         "(default: reports/, the published leaderboard)")
     board.set_defaults(func=_cmd_leaderboard)
+
+    agree = sub.add_parser("agreement", help="how closely two runs of one protocol agree, cell by cell",
+                           description="Pairs the cells finished in both runs (data set, regime, strategy, "
+                                       "classifier, seed) and gives the change in test accuracy: mean |change|, "
+                                       "mean change with a paired t-test, per strategy and classifier, and each "
+                                       "run's training and wall time. For cohorts against cells trained alone "
+                                       "(`--set cohort=K` beside `cohort: off`), or one device against another.")
+    agree.add_argument("run_a", metavar="RUN_A", help="the reference run folder")
+    agree.add_argument("run_b", metavar="RUN_B", help="the run folder compared with it")
+    agree.add_argument("--out", type=text, help="write the markdown here (default: standard output)")
+    agree.set_defaults(func=_cmd_agreement)
 
     lst = sub.add_parser("list", help="list bundled configs, data sets, strategies (with params), policies, "
                                       "classifiers, executors and config fields")

@@ -142,7 +142,8 @@ def sample_figures(run_dir: Path, results: pd.DataFrame) -> list[Figure]:
     return made
 
 
-def _read_run(run_dir: Path):
+def read_run(run_dir: Path):
+    """A run folder's results, curves, tuning trials, config and provenance (UserError where it has none)."""
     results_path = run_dir / "results.parquet"
     interrupted = (f"{run_dir} holds no finished tables: its run was interrupted; rerun `augbench run` with the "
                    "same config and --out to finish and build the tables")
@@ -167,7 +168,7 @@ def _read_run(run_dir: Path):
 def build_report(run_dir: Path) -> Path:
     """Write RUN_DIR/report/{index.html, report.md, figures/, tables/}; return the HTML path."""
     run_dir = Path(run_dir)
-    results, curves, trials, config, provenance = _read_run(run_dir)
+    results, curves, trials, config, provenance = read_run(run_dir)
     table = comparison_table(results)
     controls = control_table(results)
     out = run_dir / "report"

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
+from torch.nn.utils.spectral_norm import SpectralNorm
 
-from bench.training.augment import AugContext, blend, boxes, gray, affine_matrices, warp
-from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy, check_finite
+from bench.training.augment import affine_matrices, blend, gray, placed_boxes, warp
+from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy, Members, stack_draws
 from bench.core.progress import counted
 from bench.core.strategy import Param, register_strategy
 
@@ -90,22 +91,93 @@ class ConditionalGAN(nn.Module):
         self.ema.requires_grad_(False)
 
 
-def diff_augment(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """DiffAugment (colour, translation by up to 1/8, cutout of 1/4 of the area), per sample and
-    differentiable, on images in [-1, 1]."""
-    n, _, h, w = x.shape
-    dev = x.device
+def augment_draws(n: int, h: int, w: int, rng: torch.Generator, dev) -> tuple[torch.Tensor, ...]:
+    """The random numbers of one DiffAugment of n images of h x w, in the order it draws them:
+    brightness, saturation, contrast, translation x and y (fractions of the size), cutout top and
+    left (shares of the room left)."""
     u = lambda: torch.rand(n, generator=rng, device=dev)  # noqa: E731
-    x01 = (x + 1) / 2
-    x01 = x01 + (u() - 0.5).view(-1, 1, 1, 1) * 0.5                      # brightness
-    x01 = blend(x01, gray(x01).expand_as(x01), u() * 2)                 # saturation
-    x01 = blend(x01, x01.mean(dim=(1, 2, 3), keepdim=True).expand_as(x01), u() + 0.5)  # contrast
     shift = lambda size: (torch.randint(-(size // 8), size // 8 + 1, (n,), generator=rng, device=dev)  # noqa: E731
                           / size)
-    x01 = warp(x01, affine_matrices(n, dev, translate_x=shift(w), translate_y=shift(h)))
-    holes = boxes(n, h, w, torch.full((n,), 0.25, device=dev), torch.ones(n, device=dev),
-                   AugContext(1.0, False, rng), dev)
+    return u(), u(), u(), shift(w), shift(h), u(), u()
+
+
+def apply_augment(x: torch.Tensor, draws: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """DiffAugment (colour, translation by up to 1/8, cutout of 1/4 of the area), per sample and
+    differentiable, on images in [-1, 1] with the random numbers of ``augment_draws``."""
+    brightness, saturation, contrast, translate_x, translate_y, top, left = draws
+    n, _, h, w = x.shape
+    dev = x.device
+    x01 = (x + 1) / 2
+    x01 = x01 + (brightness - 0.5).view(-1, 1, 1, 1) * 0.5
+    x01 = blend(x01, gray(x01).expand_as(x01), saturation * 2)
+    x01 = blend(x01, x01.mean(dim=(1, 2, 3), keepdim=True).expand_as(x01), contrast + 0.5)
+    x01 = warp(x01, affine_matrices(n, dev, translate_x=translate_x, translate_y=translate_y))
+    holes = placed_boxes(h, w, torch.full((n,), 0.25, device=dev), torch.ones(n, device=dev), top, left)
     return x01.masked_fill(holes, 0.0) * 2 - 1
+
+
+def _augmented(x: torch.Tensor, draws: tuple[torch.Tensor, ...] | None) -> torch.Tensor:
+    """The members' batches (K x N x C x H x W) augmented by their draws (each K x N) in one pass
+    over all K x N images (augmentation acts on each image alone); as they are without draws."""
+    if draws is None:
+        return x
+    return apply_augment(x.flatten(0, 1), tuple(d.flatten(0, 1) for d in draws)).view_as(x)
+
+
+class _StackableSpectralNorm(SpectralNorm):
+    """torch's spectral norm with its power iteration written without ``out=`` (which vmap cannot
+    batch): the same arithmetic, for generator cohorts (bench/training/stacked.py)."""
+
+    def compute_weight(self, module: nn.Module, do_power_iteration: bool) -> torch.Tensor:
+        weight = getattr(module, self.name + "_orig")
+        u, v = getattr(module, self.name + "_u"), getattr(module, self.name + "_v")
+        weight_mat = self.reshape_weight_to_matrix(weight)
+        if do_power_iteration:
+            with torch.no_grad():
+                for _ in range(self.n_power_iterations):
+                    v.copy_(F.normalize(torch.mv(weight_mat.t(), u), dim=0, eps=self.eps))
+                    u.copy_(F.normalize(torch.mv(weight_mat, v), dim=0, eps=self.eps))
+                u, v = u.clone(), v.clone()  # as torch's: a later forward must not change this one's
+        return weight / torch.dot(u, torch.mv(weight_mat, v))
+
+
+def stackable(model: nn.Module) -> None:
+    """Make ``model``'s spectral norms ones that vmap can batch."""
+    for module in model.modules():
+        for hook_id, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, SpectralNorm):
+                module._forward_pre_hooks[hook_id] = _StackableSpectralNorm(hook.name, hook.n_power_iterations,
+                                                                            hook.dim, hook.eps)
+
+
+def _generate(model: ConditionalGAN, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return model.generator(z, y)
+
+
+def _discriminator_loss(model: ConditionalGAN, real, y_real, fake, y_fake, unlabelled, fake_unconditional,
+                        class_weight: float) -> torch.Tensor:
+    """The discriminator's hinge loss on (augmented) real and fake images and its class head's
+    cross-entropy on the real ones; with a pool, the unconditional term's hinge loss on the pool
+    images against the fakes."""
+    real_score, real_logits = model.discriminator(real, y_real)
+    fake_score, _ = model.discriminator(fake, y_fake)
+    loss = (F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
+            + class_weight * F.cross_entropy(real_logits, y_real))
+    if unlabelled is not None:
+        loss = loss + (F.relu(1 - model.discriminator.unconditional(unlabelled)).mean()
+                       + F.relu(1 + model.discriminator.unconditional(fake_unconditional)).mean())
+    return loss
+
+
+def _generator_loss(model: ConditionalGAN, augmented_fake, y_fake, fake, z, fake_unconditional,
+                    class_weight: float, mode_seeking: float) -> torch.Tensor:
+    """The generator's loss: the discriminator's score and class head on its (augmented) images,
+    the mode-seeking term, and with a pool the unconditional score."""
+    score, logits = model.discriminator(augmented_fake, y_fake)
+    loss = -score.mean() + class_weight * F.cross_entropy(logits, y_fake) + mode_seeking / (mode_distance(fake, z) + 1e-5)
+    if fake_unconditional is not None:
+        loss = loss - model.discriminator.unconditional(fake_unconditional).mean()
+    return loss
 
 
 def mode_distance(images: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -141,55 +213,82 @@ class GAN(GenerativeStrategy):
     def build(self, shape, num_classes):
         return ConditionalGAN(shape, num_classes)
 
+    cohort_fits = True
+
     def train_generator(self, model, labelled, ctx, steps, rng):
+        failure, = self.train_generators([model], [labelled], [ctx], steps, [rng])
+        if failure is not None:
+            raise failure
+
+    def train_generators(self, models, labelled_sets, ctxs, steps, rngs):
         """Hinge loss on the labelled images through the projection discriminator; with
         ``generator_data: pool`` also on the unlabelled images through its unconditional term alone
-        (real pool images against the same fakes), which the generator is trained against too."""
-        dev = ctx.device
-        pool = self.unlabelled_for_training(ctx)
-        real_images = labelled.images.to(dev).float().div(127.5).sub(1.0)
-        real_labels = labelled.labels.to(dev)
-        g_opt = torch.optim.Adam(model.generator.parameters(), lr=self.values["lr"], betas=(0.0, 0.9))
-        d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=self.values["lr"], betas=(0.0, 0.9))
-        augment = diff_augment if self.values["diffaugment"] == "on" else (lambda x, g: x)
-        class_weight = self.values["class_loss"]
+        (real pool images against the same fakes), which the generator is trained against too.
+        Each member draws its batches, noise and augmentations from its own generator, in the
+        order a fit alone draws them."""
+        dev, num_classes = ctxs[0].device, ctxs[0].num_classes
+        members = Members(models, adapt=stackable)
+        pools = [self.unlabelled_for_training(ctx) for ctx in ctxs]
+        reals = [labelled.images.to(dev).float().div(127.5).sub(1.0) for labelled in labelled_sets]
+        labels = [labelled.labels.to(dev) for labelled in labelled_sets]
+        g_opt = torch.optim.Adam(members.parameters("generator."), lr=self.values["lr"], betas=(0.0, 0.9))
+        d_opt = torch.optim.Adam(members.parameters("discriminator."), lr=self.values["lr"], betas=(0.0, 0.9))
+        augmenting = self.values["diffaugment"] == "on"
+        weights = (self.values["class_loss"], self.values["mode_seeking"])
         decay = min(self.values["ema"], 1.0 - 10.0 / steps) if steps > 10 else 0.0
         for step in counted(steps, f"{self.family} fit"):
-            index = torch.randint(0, len(real_labels), (BATCH,), generator=rng, device=dev)
-            real, y_real = real_images[index], real_labels[index]
-            z = torch.randn(BATCH, Z_DIM, generator=rng, device=dev)
-            y_fake = torch.randint(0, ctx.num_classes, (BATCH // 2,), generator=rng, device=dev).repeat(2)
-            fake = model.generator(z, y_fake)  # image i and image i + BATCH/2 share a class: a mode-seeking pair
-
-            real_score, real_logits = model.discriminator(augment(real, rng), y_real)
-            fake_score, _ = model.discriminator(augment(fake.detach(), rng), y_fake)
-            d_loss = (F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
-                      + class_weight * F.cross_entropy(real_logits, y_real))
-            if pool is not None:
-                unlabelled = pool[torch.randint(0, len(pool), (BATCH,), generator=rng, device=dev)]
-                unlabelled = unlabelled.float().div(127.5).sub(1.0)
-                d_loss = d_loss + (F.relu(1 - model.discriminator.unconditional(augment(unlabelled, rng))).mean()
-                                   + F.relu(1 + model.discriminator.unconditional(augment(fake.detach(), rng))).mean())
+            (real, y_real, z, y_fake, unlabelled, on_real, on_fake, on_unlabelled, on_fake_unconditional,
+             on_fake_g, on_fake_g_unconditional) = stack_draws(
+                [self._draws(x, y, pool, rng, num_classes, augmenting) for x, y, pool, rng in
+                 zip(reals, labels, pools, rngs)])
+            fake = members.map(_generate, z, y_fake)  # image i and image i + BATCH/2 share a class: a mode-seeking pair
+            detached = fake.detach()
+            d_loss = members.map(
+                _discriminator_loss, _augmented(real, on_real), y_real, _augmented(detached, on_fake), y_fake,
+                None if unlabelled is None else _augmented(unlabelled, on_unlabelled),
+                None if unlabelled is None else _augmented(detached, on_fake_unconditional), shared=weights[:1])
             d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
+            d_loss.sum().backward()
             d_opt.step()
 
-            score, logits = model.discriminator(augment(fake, rng), y_fake)
-            g_loss = (-score.mean() + class_weight * F.cross_entropy(logits, y_fake)
-                      + self.values["mode_seeking"] / (mode_distance(fake, z) + 1e-5))
-            if pool is not None:
-                g_loss = g_loss - model.discriminator.unconditional(augment(fake, rng)).mean()
+            g_loss = members.map(
+                _generator_loss, _augmented(fake, on_fake_g), y_fake, fake, z,
+                None if unlabelled is None else _augmented(fake, on_fake_g_unconditional), shared=weights)
             g_opt.zero_grad(set_to_none=True)
-            g_loss.backward()
+            g_loss.sum().backward()
             g_opt.step()
 
             with torch.no_grad():
-                for ema_p, p in zip(model.ema.parameters(), model.generator.parameters()):
+                for ema_p, p in zip(members.parameters("ema."), members.parameters("generator.")):
                     ema_p.lerp_(p, 1.0 - decay)
-                for ema_b, b in zip(model.ema.buffers(), model.generator.buffers()):
+                for ema_b, b in zip(members.buffers("ema."), members.buffers("generator.")):
                     ema_b.copy_(b)
-            if step % 50 == 0 or step == steps:
-                check_finite(step, discriminator=d_loss, generator=g_loss)
+            if (step % 50 == 0 or step == steps) and members.diverged(step, discriminator=d_loss, generator=g_loss):
+                break
+        return members.finish()
+
+    @staticmethod
+    def _draws(real_images, real_labels, pool, rng, num_classes: int, augmenting: bool) -> tuple:
+        """One member's random numbers of a step, in the order a fit alone draws them: its real
+        batch, noise, fake labels, and the augmentations of each discriminator input (None
+        without DiffAugment or without a pool)."""
+        dev = real_images.device
+        _, _, h, w = real_images.shape
+        augment = (lambda: augment_draws(BATCH, h, w, rng, dev)) if augmenting else (lambda: None)
+        index = torch.randint(0, len(real_labels), (BATCH,), generator=rng, device=dev)
+        z = torch.randn(BATCH, Z_DIM, generator=rng, device=dev)
+        y_fake = torch.randint(0, num_classes, (BATCH // 2,), generator=rng, device=dev).repeat(2)
+        on_real, on_fake = augment(), augment()
+        unlabelled = on_unlabelled = on_fake_unconditional = on_fake_g_unconditional = None
+        if pool is not None:
+            unlabelled = pool[torch.randint(0, len(pool), (BATCH,), generator=rng, device=dev)]
+            unlabelled = unlabelled.to(real_images.dtype).div(127.5).sub(1.0)
+            on_unlabelled, on_fake_unconditional = augment(), augment()
+        on_fake_g = augment()
+        if pool is not None:
+            on_fake_g_unconditional = augment()
+        return (real_images[index], real_labels[index], z, y_fake, unlabelled, on_real, on_fake, on_unlabelled,
+                on_fake_unconditional, on_fake_g, on_fake_g_unconditional)
 
     @torch.no_grad()
     def sample(self, model, labels, labelled, ctx, rng):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from bench.core.images import ImageSet
 from bench.core.errors import CellFailed, UserError
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import FitContext, Param, Strategy, TrainingData
+from bench.training.stacked import Stacked
 from strategies.teacher import pseudo_labelled, teacher_versions
 
 RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, class-balanced", tune=True)
@@ -96,12 +97,75 @@ def check_not_collapsed(samples: ImageSet, real: ImageSet, num_classes: int) -> 
     return worst
 
 
+def _diverged(name: str, number: float, step: int) -> CellFailed:
+    return CellFailed(f"generator training diverged: {name} loss is {number} at step {step}")
+
+
 def check_finite(step: int, **losses: torch.Tensor) -> None:
     """Raise CellFailed when a loss is NaN or infinite (call every few steps: it syncs the device)."""
     for name, value in losses.items():
         number = value.item()
         if not math.isfinite(number):
-            raise CellFailed(f"generator training diverged: {name} loss is {number} at step {step}")
+            raise _diverged(name, number, step)
+
+
+def stack_draws(draws: list[tuple]) -> tuple:
+    """The members' random draws of a step (each a tuple of tensors, tuples of tensors, or None),
+    stacked member by member."""
+    def stacked(parts):
+        if parts[0] is None:
+            return None
+        return stacked_tuple(parts) if isinstance(parts[0], tuple) else torch.stack(parts)
+
+    def stacked_tuple(tuples):
+        return tuple(stacked(parts) for parts in zip(*tuples))
+    return stacked_tuple(draws)
+
+
+class Members:
+    """The K generators of one architecture that a fit trains at once: one model as it is (the
+    operations of a fit alone), several as stacked models under vmap (bench/training/stacked.py),
+    each with its own parameters, buffers and optimizer state. It keeps which ones diverged."""
+
+    def __init__(self, models: list[nn.Module], adapt: Callable[[nn.Module], None] | None = None):
+        self.models = models
+        self.stacked = Stacked(models, adapt) if len(models) > 1 else None
+        self.failures: list[CellFailed | None] = [None] * len(models)
+
+    def parameters(self, prefix: str = "") -> list[torch.Tensor]:
+        """The parameters (stacked, for several) whose names start with ``prefix``."""
+        if self.stacked is None:
+            return [p for name, p in self.models[0].named_parameters() if name.startswith(prefix)]
+        return self.stacked.parameters(prefix)
+
+    def buffers(self, prefix: str = "") -> list[torch.Tensor]:
+        """The buffers (stacked, for several) whose names start with ``prefix``."""
+        if self.stacked is None:
+            return [b for name, b in self.models[0].named_buffers() if name.startswith(prefix)]
+        return [value for name, value in self.stacked.buffers.items() if name.startswith(prefix)]
+
+    def map(self, fn, *per_member, shared: tuple = ()):
+        """``fn(model, *args, *shared)`` for every member, results stacked along a leading K; each of
+        ``per_member`` has a leading K (one slice per member) or is None."""
+        if self.stacked is None:
+            out = fn(self.models[0], *(None if a is None else a[0] for a in per_member), *shared)
+            return tuple(t.unsqueeze(0) for t in out) if isinstance(out, tuple) else out.unsqueeze(0)
+        return self.stacked.map(fn, *per_member, shared=shared)
+
+    def diverged(self, step: int, **losses: torch.Tensor) -> bool:
+        """Mark each member whose loss (a K-vector each) is NaN or infinite as failed (one device
+        sync); True when all have failed."""
+        for name, values in losses.items():
+            for index, number in enumerate(values.detach().float().tolist()):
+                if self.failures[index] is None and not math.isfinite(number):
+                    self.failures[index] = _diverged(name, number, step)
+        return all(failure is not None for failure in self.failures)
+
+    def finish(self) -> list[CellFailed | None]:
+        """Each member's trained weights into its own model; per member its failure, or None."""
+        if self.stacked is not None:
+            self.stacked.copy_into(self.models)
+        return self.failures
 
 
 class GenerativeStrategy(Strategy):
@@ -111,6 +175,7 @@ class GenerativeStrategy(Strategy):
     generator_version: ClassVar[str] = "2"  # bump when the generator's architecture or training changes
     # 2: initial weights seeded by the generator's key (1 took them from the caller's random state)
     sampling_params: ClassVar[frozenset[str]] = frozenset({"ratio", "balance"})  # params that leave the generator as is
+    cohort_fits: ClassVar[bool] = False  # its train_generators trains several generators as one (a generator cohort)
 
     @classmethod
     def versions(cls, params):
@@ -171,57 +236,133 @@ class GenerativeStrategy(Strategy):
     def generative_part(self) -> "GenerativeStrategy":
         return self
 
-    def generator_key(self, cache_key_parts: tuple) -> str:
-        """The cache key of the fitted generator: family, code version, params, the fit's data."""
+    def generator_key(self, cache_key_parts: tuple, cohort: int = 1) -> str:
+        """The cache key of the fitted generator: family, code version, params, the fit's data, and
+        the size of the generator cohort it trains in where it has one (``cohort`` > 1)."""
         return cache_key(self.family, self.generator_version, self.generator_params(), cache_key_parts,
-                         self.values["steps"])
+                         self.values["steps"], *((("cohort", cohort),) if cohort > 1 else ()))
+
+    def _init_seed_key(self, ctx: FitContext) -> str:
+        """The key that seeds a generator's initial weights and draws: that of its fit alone, so
+        that a member of a generator cohort starts and draws as it would alone."""
+        return self.generator_key(ctx.cache_key_parts)
 
     def fitted_generator(self, labelled: ImageSet, ctx: FitContext) -> tuple[nn.Module, dict]:
-        """The fitted generator, from the cache when it holds one; a failed fit is cached as failed."""
-        steps = self.values["steps"]
-        key = self.generator_key(ctx.cache_key_parts)
-        shape, num_classes = tuple(labelled.images.shape[1:]), ctx.num_classes
-        with seeded(derive_seed("generator-init", key), ctx.device):  # weights from the key alone, not from
-            model = self.build(shape, num_classes)  # whichever strategy (gan, hybrid) fits it first
+        """The fitted generator, from the cache when it holds one; a failed fit is cached as failed.
+        In a generator cohort (``ctx.cohort_fits``) a miss fits every member not yet cached, as one."""
         cache = FileCache(ctx.cache_dir) if ctx.cache_dir is not None else None
-        info = {"generator_steps": steps, "generator_key": key}
-        if cache is None:
-            seconds = self._train_and_check(model, labelled, ctx, steps, key)
+        cohort = ctx.generator_cohort if ctx.cohort_fits is not None and self.cohort_fits else 1
+        key = self.generator_key(ctx.cache_key_parts, cohort)
+        info = {"generator_steps": self.values["steps"], "generator_key": key}
+        if cohort > 1:
+            info["generator_cohort_size"] = cohort
+        if cache is None:  # nothing to keep the other members in: fit them all, take this one
+            fits = self._learnt_from(ctx.cohort_fits()) if cohort > 1 else [(labelled, ctx)]
+            own = [peer.cache_key_parts for _, peer in fits].index(ctx.cache_key_parts)
+            fitted = self._fit_many(fits)[own]
+            if isinstance(fitted, CellFailed):
+                raise fitted
+            model, seconds = fitted
             return model.to(ctx.device).eval(), {**info, "generator_cache_hit": False, "generator_fit_seconds": seconds}
+        fitted_now = self._fit_cohort(ctx, cache) if cohort > 1 else set()
         with cache.lock("generator", key):
             failure = cache.load_json("generator-failed", key)
             if failure is not None:
                 raise CellFailed(failure["reason"])
             state, meta = cache.load_tensors("generator", key), cache.load_json("generator", key)
-            hit = state is not None and meta is not None
-            if hit:
+            cached = state is not None and meta is not None
+            if cached:
+                model = self._built(labelled, ctx)
                 model.load_state_dict(state)
                 seconds = meta["fit_seconds"]
             else:
-                try:
-                    seconds = self._train_and_check(model, labelled, ctx, steps, key)
-                except CellFailed as exc:
-                    cache.save_json("generator-failed", key, {"reason": str(exc)})
-                    raise
-                cache.save_json("generator", key, {"fit_seconds": seconds})
-                cache.save_tensors("generator", key, {k: v.cpu() for k, v in model.state_dict().items()})
+                fitted = self._fit_many([(labelled, ctx)])[0]
+                self._save(cache, key, fitted)
+                if isinstance(fitted, CellFailed):
+                    raise fitted
+                model, seconds = fitted
+        hit = cached and key not in fitted_now  # not a hit where this call fitted it, with its cohort
         # the time of the original fit, also on a cache hit, so that costs compare
         return model.to(ctx.device).eval(), {**info, "generator_cache_hit": hit, "generator_fit_seconds": seconds}
 
-    def _train_and_check(self, model, labelled, ctx, steps, key) -> float:
-        """Train and check the generator; return the seconds its training took."""
+    def _built(self, labelled: ImageSet, ctx: FitContext) -> nn.Module:
+        """A new generator for ``labelled``'s images, its weights seeded by the fit's key alone (not
+        by whichever strategy, gan or hybrid, fits it first)."""
+        with seeded(derive_seed("generator-init", self._init_seed_key(ctx)), ctx.device):
+            return self.build(tuple(labelled.images.shape[1:]), ctx.num_classes)
+
+    @staticmethod
+    def _save(cache: FileCache, key: str, fitted) -> None:
+        if isinstance(fitted, CellFailed):
+            cache.save_json("generator-failed", key, {"reason": str(fitted)})
+            return
+        model, seconds = fitted
+        cache.save_json("generator", key, {"fit_seconds": seconds})
+        cache.save_tensors("generator", key, {k: v.cpu() for k, v in model.state_dict().items()})
+
+    def _fit_cohort(self, ctx: FitContext, cache: FileCache) -> set[str]:
+        """Fit the members of ``ctx``'s generator cohort that the cache holds neither fitted nor
+        failed, as one stacked model, and cache each (under one lock for the cohort); return the
+        keys it fitted."""
+        keys = [self.generator_key(parts, ctx.generator_cohort) for parts in ctx.cohort_parts]
+        with cache.lock("generator-cohort", cache_key(*sorted(keys))):
+            missing = [key for key in keys
+                       if cache.load_json("generator", key) is None and cache.load_json("generator-failed", key) is None]
+            if not missing:
+                return set()
+            peers = ctx.cohort_fits()  # loads their data: only on a miss
+            fits = self._learnt_from([peer for peer, key in zip(peers, keys) if key in missing])
+            for key, result in zip(missing, self._fit_many(fits)):
+                self._save(cache, key, result)
+        return set(missing)
+
+    def _learnt_from(self, fits: list[tuple[ImageSet, FitContext]]) -> list[tuple[ImageSet, FitContext]]:
+        """Each fit's (labelled images, context) as (the images its generator learns from, context)."""
+        return [(self.generator_training_set(labelled, ctx)[0], ctx) for labelled, ctx in fits]
+
+    def _fit_many(self, fits: list[tuple[ImageSet, FitContext]]) -> list[tuple[nn.Module, float] | CellFailed]:
+        """Train and check the generators of ``fits`` (several as one stacked model): per fit its
+        model and the seconds of its training (a cohort's shared equally), or why it failed."""
+        steps, device = self.values["steps"], fits[0][1].device
+        models = [self._built(labelled, ctx) for labelled, ctx in fits]
+        rngs = [torch.Generator(device=device).manual_seed(derive_seed("generator", self._init_seed_key(ctx)))
+                for _, ctx in fits]
         start = time.perf_counter()
-        rng = torch.Generator(device=ctx.device).manual_seed(derive_seed("generator", key))
-        with seeded(derive_seed("generator-train", key), ctx.device):
-            model.to(ctx.device).train()
-            self.train_generator(model, labelled, ctx, steps, rng)
-        seconds = time.perf_counter() - start
-        model.eval()
+        with seeded(derive_seed("generator-train", self._init_seed_key(fits[0][1])), device):
+            for model in models:
+                model.to(device).train()
+            failures = self.train_generators(models, [labelled for labelled, _ in fits], [ctx for _, ctx in fits],
+                                             steps, rngs)
+        seconds = (time.perf_counter() - start) / len(fits)
+        results = []
+        for model, (labelled, ctx), failure in zip(models, fits, failures):
+            try:
+                if failure is not None:
+                    raise failure
+                self._check(model.eval(), labelled, ctx)
+                results.append((model, seconds))
+            except CellFailed as exc:
+                results.append(exc)
+        return results
+
+    def train_generators(self, models: list[nn.Module], labelled_sets: list[ImageSet], ctxs: list[FitContext],
+                         steps: int, rngs: list[torch.Generator]) -> list[CellFailed | None]:
+        """Train several generators at once (``cohort_fits`` strategies; the others train one, by
+        ``train_generator``): per member its failure or None."""
+        if len(models) != 1:
+            raise ValueError(f"{self.name} fits its generators one at a time")
+        try:
+            self.train_generator(models[0], labelled_sets[0], ctxs[0], steps, rngs[0])
+        except CellFailed as exc:
+            return [exc]
+        return [None]
+
+    def _check(self, model: nn.Module, labelled: ImageSet, ctx: FitContext) -> None:
+        """Raise CellFailed where a fitted generator's samples collapse."""
         probe_labels = balanced_labels(PROBE_PER_CLASS * ctx.num_classes, ctx.num_classes)
-        probe = self.sample(model, probe_labels, labelled, ctx,
-                            torch.Generator(device=ctx.device).manual_seed(derive_seed("probe", key)))
+        rng = torch.Generator(device=ctx.device).manual_seed(derive_seed("probe", self._init_seed_key(ctx)))
+        probe = self.sample(model, probe_labels, labelled, ctx, rng)
         check_not_collapsed(ImageSet(probe, probe_labels), labelled, ctx.num_classes)
-        return seconds
 
     def fit_generator(self, labelled: ImageSet, ctx: FitContext) -> tuple[nn.Module, ImageSet, dict]:
         """The fitted generator for a cell's labelled images, the labelled images it learnt from

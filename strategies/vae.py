@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy, check_finite
+from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy, Members, stack_draws
 from bench.core.progress import counted
 from bench.core.strategy import Param, register_strategy
 
@@ -68,26 +68,37 @@ class M2VAE(ConditionalVAE):
 
 
 def negative_elbo(model: ConditionalVAE, x: torch.Tensor, y: torch.Tensor, kl_weight: float,
-                  rng: torch.Generator) -> torch.Tensor:
-    """Per image, the Bernoulli reconstruction loss plus kl_weight times the KL term."""
+                  noise: torch.Tensor) -> torch.Tensor:
+    """Per image, the Bernoulli reconstruction loss plus kl_weight times the KL term (``noise``:
+    the reparametrization's standard normal draws, one row per image)."""
     mu, logvar = model.encode(x, y)
-    z = mu + torch.randn(mu.shape, generator=rng, device=x.device) * torch.exp(0.5 * logvar)
+    z = mu + noise * torch.exp(0.5 * logvar)
     recon = F.binary_cross_entropy_with_logits(model.decode(z, y), x, reduction="none").flatten(1).sum(1)
     return recon + kl_weight * (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1))
 
 
-def m2_loss(model: M2VAE, x: torch.Tensor, y: torch.Tensor, unlabelled: torch.Tensor, kl_weight: float,
-            alpha: float, rng: torch.Generator) -> torch.Tensor:
+def elbo_loss(model: ConditionalVAE, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor,
+              kl_weight: float) -> torch.Tensor:
+    """The β-VAE loss of a batch: its reconstruction and kl_weight times its KL term, per image."""
+    mu, logvar = model.encode(x, y)
+    z = mu + noise * torch.exp(0.5 * logvar)
+    recon = F.binary_cross_entropy_with_logits(model.decode(z, y), x, reduction="sum") / len(x)
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum() / len(x)
+    return recon + kl_weight * kl
+
+
+def m2_loss(model: M2VAE, x: torch.Tensor, y: torch.Tensor, unlabelled: torch.Tensor, noise: torch.Tensor,
+            unlabelled_noise: torch.Tensor, alpha: torch.Tensor, kl_weight: float) -> torch.Tensor:
     """Kingma et al.'s J^alpha on a labelled and an unlabelled batch, per image of the two: the
     labelled images' negative ELBO and alpha times their classification loss, and for each
     unlabelled image the negative ELBO under every label weighted by q(y|x), minus the entropy of
-    q(y|x)."""
+    q(y|x) (``unlabelled_noise``: a row per unlabelled image and label)."""
     classes = model.classifier[-1].out_features
-    labelled = negative_elbo(model, x, y, kl_weight, rng).sum() + alpha * F.cross_entropy(
+    labelled = negative_elbo(model, x, y, kl_weight, noise).sum() + alpha * F.cross_entropy(
         model.classifier(x), y, reduction="sum")
     log_q = model.classifier(unlabelled).log_softmax(1)
     every = torch.arange(classes, device=x.device).repeat(len(unlabelled))
-    per_label = negative_elbo(model, unlabelled.repeat_interleave(classes, 0), every, kl_weight, rng)
+    per_label = negative_elbo(model, unlabelled.repeat_interleave(classes, 0), every, kl_weight, unlabelled_noise)
     unlabelled_loss = (log_q.exp() * (per_label.view(-1, classes) + log_q)).sum()
     return (labelled + unlabelled_loss) / (len(x) + len(unlabelled))
 
@@ -120,41 +131,58 @@ class _VAEBase(GenerativeStrategy):
             return M2VAE(shape, num_classes)
         return ConditionalVAE(shape, num_classes, no_label=self.value("generator_data") == "pool")
 
+    cohort_fits = True
+
     def train_generator(self, model, labelled, ctx, steps, rng):
+        failure, = self.train_generators([model], [labelled], [ctx], steps, [rng])
+        if failure is not None:
+            raise failure
+
+    def train_generators(self, models, labelled_sets, ctxs, steps, rngs):
         """The ELBO on labelled batches; with ``generator_data: pool`` each step adds as many
         unlabelled images, encoded and decoded under the extra "no label" condition, so that the
         encoder and decoder learn the images' manifold from the pool while the class conditions
         and the class priors (from the labelled posteriors) stay those of the labelled images; or,
         with ``pool_model: m2``, in M2's loss (``m2_loss``, alpha = 0.1 x pool / labelled images,
-        as in Kingma et al.'s alpha = 0.1 N)."""
-        dev = ctx.device
-        pool = self.unlabelled_for_training(ctx)
-        images = labelled.images.to(dev).float().div(255.0)
-        labels = labelled.labels.to(dev)
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.values["lr"])
+        as in Kingma et al.'s alpha = 0.1 N). Each member draws its batches and noise from its
+        own generator, in the order a fit alone draws them."""
+        dev = ctxs[0].device
+        members = Members(models)
+        pools = [self.unlabelled_for_training(ctx) for ctx in ctxs]
+        images = [labelled.images.to(dev).float().div(255.0) for labelled in labelled_sets]
+        labels = [labelled.labels.to(dev) for labelled in labelled_sets]
+        optimizer = torch.optim.Adam(members.parameters(), lr=self.values["lr"])
         warmup = max(1, round(self.values["kl_warmup"] * steps))
-        m2_alpha = 0.1 * len(pool) / len(labels) if self.value("pool_model") == "m2" else None
+        m2 = self.value("pool_model") == "m2"
+        alphas = torch.tensor([0.1 * len(pool) / len(y) for pool, y in zip(pools, labels)], device=dev) if m2 else None
         for step in counted(steps, f"{self.family} fit"):
-            index = torch.randint(0, len(labels), (BATCH,), generator=rng, device=dev)
-            x, y = images[index], labels[index]
             kl_weight = self.values["beta"] * min(1.0, step / warmup)
-            unlabelled = None if pool is None else \
-                pool[torch.randint(0, len(pool), (BATCH,), generator=rng, device=dev)].float().div(255.0)
-            if m2_alpha is not None:
-                loss = m2_loss(model, x, y, unlabelled, kl_weight, m2_alpha, rng)
-            else:
-                if unlabelled is not None:
-                    x, y = torch.cat([x, unlabelled]), torch.cat([y, torch.full_like(y, ctx.num_classes)])
-                mu, logvar = model.encode(x, y)
-                z = mu + torch.randn(mu.shape, generator=rng, device=dev) * torch.exp(0.5 * logvar)
-                recon = F.binary_cross_entropy_with_logits(model.decode(z, y), x, reduction="sum") / len(x)
-                kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum() / len(x)
-                loss = recon + kl_weight * kl
+            draws = stack_draws([self._draws(x, y, pool, rng, ctxs[0].num_classes, m2)
+                                 for x, y, pool, rng in zip(images, labels, pools, rngs)])
+            losses = members.map(m2_loss, *draws, alphas, shared=(kl_weight,)) if m2 else \
+                members.map(elbo_loss, *draws, shared=(kl_weight,))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            losses.sum().backward()
             optimizer.step()
-            if step % 50 == 0 or step == steps:
-                check_finite(step, vae=loss)
+            if (step % 50 == 0 or step == steps) and members.diverged(step, vae=losses):
+                break
+        return members.finish()
+
+    @staticmethod
+    def _draws(images, labels, pool, rng, num_classes: int, m2: bool) -> tuple[torch.Tensor, ...]:
+        """One member's batch of a step: labelled images and labels, the unlabelled images (with
+        a pool), and the reparametrization noise."""
+        dev = images.device
+        index = torch.randint(0, len(labels), (BATCH,), generator=rng, device=dev)
+        x, y = images[index], labels[index]
+        unlabelled = None if pool is None else \
+            pool[torch.randint(0, len(pool), (BATCH,), generator=rng, device=dev)].to(images.dtype).div(255.0)
+        if m2:
+            noise = torch.randn(len(x), LATENT, generator=rng, device=dev)
+            return x, y, unlabelled, noise, torch.randn(len(unlabelled) * num_classes, LATENT, generator=rng, device=dev)
+        if unlabelled is not None:
+            x, y = torch.cat([x, unlabelled]), torch.cat([y, torch.full_like(y, num_classes)])
+        return x, y, torch.randn(len(x), LATENT, generator=rng, device=dev)
 
 
 def class_priors(model: ConditionalVAE, labelled, num_classes: int, device) -> tuple[torch.Tensor, torch.Tensor]:

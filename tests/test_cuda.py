@@ -1,5 +1,5 @@
 """The CUDA paths: bf16 autocast training, generators on the device, the GPU's peak memory,
-torch-fidelity on CUDA, several workers on one GPU. They skip without a GPU; scripts/gpu-check.sh
+torch-fidelity on CUDA, several workers on one GPU. They skip without a GPU; tests/gpu/check.sh
 runs them on a machine that has one."""
 import pandas as pd
 import pytest

@@ -98,3 +98,48 @@ def test_the_schedule_follows_the_critical_path():
     # a long cell at the end of the grid ends the run after the others
     assert schedule_seconds([CellWork(1.0)] * 4 + [CellWork(10.0)], workers=2) == 12.0
     assert schedule_seconds([], workers=2) == 0.0
+
+
+class _Costs:
+    """A calibration with fixed costs that records what it is asked."""
+
+    device = __import__("torch").device("cpu")
+
+    def __init__(self):
+        self.asked = []
+
+    def classifier(self, entry, shape, num_classes, synthetic):
+        return {"step_s": 1.0, "peak_mem_mb": 1.0, "predict_s_per_image": 0.0}
+
+    def cohort(self, entry, shape, num_classes, synthetic, size):
+        self.asked.append(("cohort", size))
+        return {"step_s": 1.5, "peak_mem_mb": 2.0}
+
+    def transform(self, *args):
+        return {"step_s": 0.0}
+
+    def generator(self, strategy, shape, num_classes, cohort=1):
+        self.asked.append(("generator", cohort))
+        return {"step_s": 10.0 * cohort ** 0.5, "peak_mem_mb": 3.0, "sample_s_per_image": 0.0}
+
+
+def test_the_plan_costs_cohorts_and_generator_cohorts_as_the_run_forms_them(tmp_path):
+    from bench.costs.plan import _make_plan
+    from bench.protocol.config import parse_config
+    from bench.run.cell import cached_dataset, expand_grid
+    from conftest import TINY_CONFIG
+
+    vae = {"name": "vae", "params": {"steps": 7}}
+    config = parse_config({**TINY_CONFIG, "strategies": ["none", vae], "classifiers": ["mlp"], "seeds": 3,
+                           "quality": {"enabled": False}})
+    hashes = {"digits": cached_dataset(config.datasets[0]).content_hash}
+    costs = _Costs()
+    plan = _make_plan(config, expand_grid(config, hashes, 2), set(), tmp_path, costs, workers=1)
+    steps = expand_grid(config, hashes, 1)[0].classifier_entry.training_recipe.steps(50, config.budget.scale)
+    # items: none seeds 0+1 (a cohort), none 2 with vae 0 (a cohort of two batch shapes), vae 1+2 (a cohort);
+    # the vae's generators: seeds 0+1 as one, seed 2 alone
+    assert sorted(costs.asked) == [("cohort", 2)] * 2 + [("generator", 1), ("generator", 2)]
+    assert plan.generator_fits == 3
+    assert plan.seconds["generator fits"] == pytest.approx(7 * (10.0 * 2 ** 0.5 + 10.0))
+    assert plan.seconds["training"] == pytest.approx(steps * (1.5 + 1.0 + 1.0 + 1.5))
+    assert plan.schedule_seconds == pytest.approx(sum(plan.seconds.values()))  # one worker

@@ -49,6 +49,22 @@ def test_ray_gives_every_cell_once_with_the_numbers_of_the_process_executor(cli,
                              if p.suffix in (".pt", ".json", ".npz") and "cells" not in p.parts}
 
 
+@pytest.mark.slow
+def test_ray_fits_a_generator_cohort_once_with_the_numbers_of_the_process_executor(cli, tmp_path):
+    config = tiny_config_with(tmp_path, {"workers": 2, "seeds": 2, "cohort": 2, "classifiers": ["mlp"],
+                                         "quality": {"enabled": False},
+                                         "strategies": ["none", {"name": "vae", "params": {"steps": 150}}]})
+    by_process = _run(cli, config, tmp_path / "process", "--executor", "process")
+    by_ray = _run(cli, config, tmp_path / "ray", "--executor", "ray")
+    assert (by_ray["status"] == "ok").all(), by_ray["failure_reason"].tolist()
+    assert by_ray["key"].tolist() == by_process["key"].tolist()
+    pd.testing.assert_series_equal(by_ray["test_accuracy"], by_process["test_accuracy"], check_exact=True)
+    vae = by_ray[by_ray["strategy"] == "vae"]
+    assert vae["generator_cohort_size"].tolist() == [2, 2] and vae["generator_cohort"].nunique() == 1
+    assert vae["generator_fit_seconds"].nunique() == 1  # one stage task fitted the cohort: one fit, two shares
+    assert len(list((tmp_path / "ray" / "cache").glob("generator-*.pt"))) == 2
+
+
 @dataclass(frozen=True)
 class CountingTask(FolderTask):
     """Items 0..7; stage `a` per pair of items, stage `b` per four, each writing a uniquely named file."""

@@ -128,3 +128,24 @@ def test_leaderboard_refuses_mixed_protocols(tiny_run, tmp_path, cli):
     code, _, err = cli("leaderboard", tiny_run, other, "--out", tmp_path / "board")
     assert code == 2 and "different protocols" in err and "split" in err
     assert not (tmp_path / "board").exists()
+
+
+def test_agreement_pairs_two_runs_cell_by_cell(tmp_path, cli):
+    import pandas as pd
+
+    def run(name, accuracies):
+        folder = tmp_path / name
+        folder.mkdir()
+        pd.DataFrame({"dataset": "digits", "regime": "10", "strategy": ["none", "none", "gan", "gan"],
+                      "classifier": "cnn", "replicate": [0, 1, 0, 1], "status": ["ok", "ok", "ok", "failed"],
+                      "test_accuracy": accuracies, "train_seconds": 1.0, "generator_key": ["", "", "g0", "g1"],
+                      "generator_fit_seconds": [0.0, 0.0, 5.0, 5.0]}).to_parquet(folder / "results.parquet")
+        return folder
+
+    a, b = run("a", [0.50, 0.60, 0.70, 0.10]), run("b", [0.52, 0.59, 0.70, 0.90])
+    code, out, err = cli("agreement", a, b)
+    assert code == 0, err
+    assert "the 3 cells finished in both: mean |change| 1.00 pp, mean change +0.33 pp" in out  # the failed one left out
+    assert "| none | cnn | 2 | +0.50 | 1.50 |" in out and "| gan | cnn | 1 | +0.00 | 0.00 |" in out
+    code, _, err = cli("agreement", a, tmp_path / "missing")
+    assert code == 2 and err.startswith("augbench: error:") and "missing" in err

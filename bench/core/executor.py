@@ -48,6 +48,11 @@ class FolderTask(ABC):
     def __call__(self, item: Any) -> Any:
         return self.run_in(item, Path(self.root))
 
+    def stage_units(self, item: Any) -> tuple:
+        """What the stages run for: the item itself, or the parts of an item made of several (a
+        cohort's cells), each with its own groups."""
+        return (item,)
+
     @abstractmethod
     def run_in(self, item: Any, root: Path) -> Any:
         """The item's work with ``root`` as the folder of its files."""

@@ -64,6 +64,16 @@ class FitContext:
     class_names: tuple[str, ...] = ()  # the data set's, where known
     unlabelled: UnlabelledImages | None = None  # granted only to a strategy that sees_unlabelled
     budget_scale: float = 1.0  # the protocol's budget.scale (for a model a fit trains by a suite recipe)
+    # a generator cohort (strategies/generative.py): the cache_key_parts of the fits whose generators
+    # train with this one's as one stacked model (this one's among them; empty: alone), and what
+    # loads their (labelled images, context)
+    cohort_parts: tuple[tuple, ...] = ()
+    cohort_fits: Callable[[], list[tuple[ImageSet, "FitContext"]]] | None = None
+
+    @property
+    def generator_cohort(self) -> int:
+        """The fits in its generator cohort (1: alone)."""
+        return len(self.cohort_parts) or 1
 
 
 @dataclass

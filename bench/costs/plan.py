@@ -11,7 +11,6 @@ a cell at the end of the grid lengthens the run as it does in fact.
 """
 from __future__ import annotations
 
-import contextlib
 import heapq
 import json
 import subprocess
@@ -27,7 +26,6 @@ import torch
 
 from bench.run import provenance
 from bench.core.cache import FileCache
-from bench.core.errors import CellFailed
 from bench.core.files import atomic_write, user_cache_dir
 from bench.core.images import ImageSet, UnlabelledImages
 from bench.core.keys import stable_hash
@@ -41,9 +39,9 @@ from bench.quality.evaluator import EvaluatorNet, evaluator_training_images
 from bench.quality.features import extract
 from bench.quality.fidelity import fidelity
 from bench.run.resources import measure, timed
-from bench.run.cell import Cell, cached_dataset, make_strategy
+from bench.run.cell import Cell, Cohort, cached_dataset, cohorts, make_strategy
 from bench.data.splits import make_split, train_pool
-from bench.training.loop import batch_split, predict, train
+from bench.training.loop import Member, batch_split, predict, train_cohort
 from strategies.classical import Classical
 from strategies.generative import PROBE_PER_CLASS, GenerativeStrategy
 
@@ -105,25 +103,38 @@ class Calibration:
                 pass  # a read-only home: the calibration is simply not kept
         return self.known[key]
 
-    def classifier(self, entry: ClassifierEntry, shape: tuple, num_classes: int, synthetic: bool) -> dict:
-        device = self.device
-        recipe = entry.training_recipe
+    def _training(self, entry: ClassifierEntry, shape: tuple, num_classes: int, synthetic: bool,
+                  size: int) -> tuple[ImageSet, Callable[[int], None]]:
+        """Random images, and what trains ``size`` classifiers on them (as one cohort) for k steps."""
         images = _random_images(shape, num_classes)
         data = TrainingData(real=images, synthetic=images if synthetic else None)
         val = images.subset(torch.arange(32))
 
         def run(steps: int) -> None:
-            with seeded(0, device):
-                train(entry.build(shape, num_classes), recipe, data, val, steps=steps, num_classes=num_classes,
-                      device=device, order_seed=0, augment_seed=0, eval_points=1)
+            with seeded(0, self.device):
+                members = [Member(entry.build(shape, num_classes), data, val, i, i) for i in range(size)]
+                train_cohort(members, entry.training_recipe, steps=steps, num_classes=num_classes,
+                             device=self.device, eval_points=1)
+        return images, run
+
+    def classifier(self, entry: ClassifierEntry, shape: tuple, num_classes: int, synthetic: bool) -> dict:
+        """Seconds per training step of one classifier and per predicted image."""
+        device = self.device
+        images, run = self._training(entry, shape, num_classes, synthetic, 1)
 
         def predict_s() -> float:
             model = entry.build(shape, num_classes).to(device)
             predict(model, images.images, device)
             return timed(lambda: predict(model, images.images, device), device) / len(images)
 
-        return self.cost(["classifier", entry.versions(), entry.label, shape, num_classes, recipe, synthetic],
-                         lambda: {**per_step(run, device), "predict_s_per_image": predict_s()})
+        return self.cost(["classifier", entry.versions(), entry.label, shape, num_classes, entry.training_recipe,
+                          synthetic], lambda: {**per_step(run, device), "predict_s_per_image": predict_s()})
+
+    def cohort(self, entry: ClassifierEntry, shape: tuple, num_classes: int, synthetic: bool, size: int) -> dict:
+        """Seconds per step of ``size`` classifiers trained as one grouped network (a cohort)."""
+        _, run = self._training(entry, shape, num_classes, synthetic, size)
+        return self.cost(["cohort", entry.versions(), entry.label, shape, num_classes, entry.training_recipe,
+                          synthetic, size], lambda: per_step(run, self.device))
 
     def transform(self, policy: str, magnitude: float, hflip: bool, shape: tuple, batch: int) -> dict:
         transform = Classical(policy=policy, magnitude=magnitude).batch_transform(hflip)
@@ -139,16 +150,19 @@ class Calibration:
 
         return self.cost(["transform", policy, magnitude, hflip, shape, batch], lambda: per_step(run, self.device))
 
-    def generator(self, strategy, shape: tuple, num_classes: int) -> dict:
+    def generator(self, strategy, shape: tuple, num_classes: int, cohort: int = 1) -> dict:
+        """Seconds per step of a generator's fit (of ``cohort`` fits as one stacked model) and
+        per sampled image."""
         device = self.device
         images = _random_images(shape, num_classes)
         ctx = FitContext(device=device, seed=0, num_classes=num_classes, hflip=False,
                          unlabelled=UnlabelledImages(images.images))  # for a generator that learns from a pool
 
         def run(steps: int) -> None:
-            with seeded(0, device), contextlib.suppress(CellFailed):  # a diverging fit's steps still took their time
-                model = strategy.build(shape, num_classes).to(device).train()
-                strategy.train_generator(model, images, ctx, steps, torch.Generator(device=device).manual_seed(0))
+            with seeded(0, device):  # a diverging fit's steps still took their time
+                models = [strategy.build(shape, num_classes).to(device).train() for _ in range(cohort)]
+                strategy.train_generators(models, [images] * cohort, [ctx] * cohort, steps,
+                                          [torch.Generator(device=device).manual_seed(i) for i in range(cohort)])
 
         def sampling() -> dict:
             with seeded(0, device):
@@ -160,7 +174,8 @@ class Calibration:
 
         params = {k: v for k, v in strategy.values.items()  # what the cost per step and per image depends on
                   if k != "steps" and k not in GenerativeStrategy.sampling_params}
-        return self.cost(["generator", strategy.name, strategy.versions(strategy.values), params, shape, num_classes],
+        return self.cost(["generator", strategy.name, strategy.versions(strategy.values), params, shape, num_classes,
+                          *(["cohort", cohort] if cohort > 1 else [])],
                          lambda: {**per_step(run, device, steps=5), **sampling()})
 
     def worker_start(self) -> dict:
@@ -243,8 +258,9 @@ class Plan:
 
 @dataclass
 class CellWork:
-    """What one cell costs: its own training and evaluation, and the shared pieces it needs first
-    (generator fit, evaluator, quality row), each by its group key with its seconds."""
+    """What one work item (a cell, or a cohort of cells) costs: its own training and evaluation,
+    and the shared pieces it needs first (generator fit, evaluator, quality row), each by its
+    group key with its seconds."""
 
     train_seconds: float
     needs: list[tuple[str, float]] = field(default_factory=list)
@@ -299,70 +315,132 @@ def make_plan(config, cells: list[Cell], done: set[str], cache_dir: Path, device
 
 
 def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers) -> Plan:
+    """The plan of the work items (cells, and cohorts of cells) that hold a cell not in ``done``,
+    in the order ``run`` hands them out (a cohort with a finished cell runs whole again)."""
     todo = [c for c in cells if c.key not in done]
-    cache = FileCache(cache_dir)
-    seconds: dict[str, float] = defaultdict(float)
-    peak = 0.0
-    fits, quality_jobs, evaluators = set(), set(), set()
-    sizes: dict = {}
-    work: list[CellWork] = []
-    for cell in todo:
+    keys = {c.key for c in todo}
+    items = [item for item in cohorts(cells) if any(c.key in keys for c in _cells_of(item))]
+    planner = _Planner(config, FileCache(cache_dir), calibration)
+    work = [planner.item_work(_cells_of(item)) for item in items]
+    return Plan(config=config.name, device=provenance.device_name(calibration.device), workers=workers,
+                cells=len(cells), cells_todo=len(todo), generator_fits=len(planner.fits),
+                quality_jobs=len(planner.quality_jobs), evaluators=len(planner.evaluators),
+                seconds=dict(planner.seconds), peak_mem_mb=planner.peak, schedule_seconds=schedule_seconds(work, workers))
+
+
+def _cells_of(item) -> tuple[Cell, ...]:
+    return item.cells if isinstance(item, Cohort) else (item,)
+
+
+class _Planner:
+    """Adds up the costs of work items as they come, counting each shared piece (a generator fit
+    or generator cohort, an evaluator, a quality row) once, where the first item needs it."""
+
+    def __init__(self, config, cache: FileCache, calibration: Calibration):
+        self.config, self.cache, self.calibration = config, cache, calibration
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.peak = 0.0
+        self.fits: set[str] = set()
+        self.fitted_cohorts: set[str] = set()
+        self.quality_jobs: set = set()
+        self.evaluators: set = set()
+        self.sizes: dict = {}
+
+    def item_work(self, cells: tuple[Cell, ...]) -> CellWork:
+        """A cell's work, or a cohort's: each member's fit and shared pieces in turn, then their
+        classifiers trained together in groups of one batch shape (as ``run_cohort`` does)."""
+        item = CellWork(0.0)
+        self.seconds.setdefault("training", 0.0)
+        groups: dict[int, list[float]] = defaultdict(list)  # synthetic per step -> the members' solo step seconds
+        steps = 0
+        for cell in cells:
+            step, steps, synthetic_per_step, evaluated = self._cell(cell, item)
+            groups[synthetic_per_step].append(step)
+            item.train_seconds += evaluated
+        first = cells[0]
+        dataset = cached_dataset(first.dataset)
+        for synthetic_per_step, solo_steps in groups.items():
+            size = len(solo_steps)
+            if size == 1:
+                train = solo_steps[0]
+            else:  # from the launch-bound one-model step towards the measured cohort of the protocol's size
+                alone = self.calibration.classifier(first.classifier_entry, tuple(dataset.image_shape),
+                                                    dataset.num_classes, synthetic=bool(synthetic_per_step))["step_s"]
+                full = self.calibration.cohort(first.classifier_entry, tuple(dataset.image_shape),
+                                               dataset.num_classes, bool(synthetic_per_step), first.cohort_size)
+                self.peak = max(self.peak, full["peak_mem_mb"])
+                grouped = alone + (full["step_s"] - alone) * (size - 1) / max(1, first.cohort_size - 1)
+                train = grouped + sum(solo_steps) - size * alone  # the members' transforms run one by one
+            item.train_seconds += steps * train
+        self.seconds["training"] += item.train_seconds
+        return item
+
+    def _cell(self, cell: Cell, item: CellWork) -> tuple[float, int, int, float]:
+        """One cell's solo step seconds, steps, synthetic images per step and evaluation seconds;
+        its shared pieces join ``item``'s needs."""
+        calibration = self.calibration
         dataset = cached_dataset(cell.dataset)
         shape, k = tuple(dataset.image_shape), dataset.num_classes
-        if (cell.dataset, cell.regime) not in sizes:
-            sizes[(cell.dataset, cell.regime)] = _split_sizes(dataset, cell)
-        n_real, n_val, n_test, n_pool = sizes[(cell.dataset, cell.regime)]
+        if (cell.dataset, cell.regime) not in self.sizes:
+            self.sizes[(cell.dataset, cell.regime)] = _split_sizes(dataset, cell)
+        n_real, n_val, n_test, n_pool = self.sizes[(cell.dataset, cell.regime)]
         strategy = make_strategy(cell.strategy)
         generative = strategy.generative_part()
         recipe: Recipe = cell.classifier_entry.training_recipe
         n_synthetic = round(generative.values["ratio"] * n_real) if generative else 0
-        real_per_step, synthetic_per_step = batch_split(recipe.batch_size, n_real, n_synthetic, config.mixing.mode)
+        real_per_step, synthetic_per_step = batch_split(recipe.batch_size, n_real, n_synthetic, self.config.mixing.mode)
         plain = calibration.classifier(cell.classifier_entry, shape, k, synthetic=False)
         step = plain["step_s"]
         if synthetic_per_step:
             doubled = calibration.classifier(cell.classifier_entry, shape, k, synthetic=True)  # B real + B synthetic
             step += (doubled["step_s"] - plain["step_s"]) * synthetic_per_step / recipe.batch_size
-            peak = max(peak, doubled["peak_mem_mb"])
+            self.peak = max(self.peak, doubled["peak_mem_mb"])
         if "policy" in strategy.values:
             step += calibration.transform(strategy.values["policy"], strategy.values["magnitude"], dataset.hflip,
                                           shape, real_per_step + synthetic_per_step)["step_s"]
-        steps = recipe.steps(n_real, cell.budget_scale)
-        evaluated = cell.eval_points * n_val + n_real + n_val + n_test
-        cell_work = CellWork(steps * step + evaluated * plain["predict_s_per_image"])
-        seconds["training"] += cell_work.train_seconds
-        peak = max(peak, plain["peak_mem_mb"])
+        self.peak = max(self.peak, plain["peak_mem_mb"])
         if generative is not None:
-            key = cell.generator_key
-            if key not in fits and cache.load_json("generator", key) is None:
-                fits.add(key)
-                cost = calibration.generator(generative, shape, k)
-                sampled = PROBE_PER_CLASS * k + n_synthetic  # the collapse probe, then the pool
-                fit_seconds = generative.values["steps"] * cost["step_s"] + sampled * cost["sample_s_per_image"]
-                seconds["generator fits"] += fit_seconds
-                cell_work.needs.append((f"generator:{key}", fit_seconds))
-                peak = max(peak, cost["peak_mem_mb"])
-            elif key in fits:
-                cell_work.needs.append((f"generator:{key}", 0.0))  # being fitted by an earlier cell
-        job, evaluator = cell.quality_group, cell.evaluator_group
+            self._generator(cell, generative, shape, k, n_synthetic, item)
         if cell.quality.enabled:
-            scored = min(cell.quality.samples, n_synthetic or n_real, n_test)
-            evaluator_seconds = job_seconds = 0.0
-            if evaluator not in evaluators:
-                evaluators.add(evaluator)
-                evaluator_seconds = calibration.quality_seconds(
-                    evaluator_work(n_pool, scored, cell.budget_scale), shape, k, cell.quality.samples)
-            if job not in quality_jobs:
-                quality_jobs.add(job)
-                job_seconds = calibration.quality_seconds(
-                    strategy_work(scored, n_synthetic, cell.budget_scale), shape, k, cell.quality.samples)
-            seconds["quality"] += evaluator_seconds + job_seconds
-            cell_work.needs += [(f"evaluator:{evaluator}", evaluator_seconds), (f"quality:{job}", job_seconds)]
-        work.append(cell_work)
-    return Plan(config=config.name, device=provenance.device_name(calibration.device), workers=workers,
-                cells=len(cells), cells_todo=len(todo), generator_fits=len(fits), quality_jobs=len(quality_jobs),
-                evaluators=len(evaluators), seconds=dict(seconds), peak_mem_mb=peak,
-                schedule_seconds=schedule_seconds(work, workers))
+            self._quality(cell, shape, k, n_real, n_synthetic, n_pool, n_test, item)
+        evaluated = cell.eval_points * n_val + n_real + n_val + n_test
+        return step, recipe.steps(n_real, cell.budget_scale), synthetic_per_step, evaluated * plain["predict_s_per_image"]
 
+    def _generator(self, cell: Cell, generative, shape, k: int, n_synthetic: int, item: CellWork) -> None:
+        """The fit of the cell's generator, or of its generator cohort (all its members at once)."""
+        keys = [peer.generator_key for peer in cell.generator_peers() or [cell]]
+        group = cell.generator_group
+        if group in self.fitted_cohorts:
+            item.needs.append((f"generator:{group}", 0.0))  # being fitted by an earlier item
+            return
+        missing = [key for key in keys if self.cache.load_json("generator", key) is None]
+        if not missing:  # (a cohort's cell fits its members that are missing, as the run does)
+            return
+        self.fitted_cohorts.add(group)
+        self.fits.update(missing)
+        cost = self.calibration.generator(generative, shape, k, cohort=len(missing))
+        sampled = (PROBE_PER_CLASS * k + n_synthetic) * len(missing)  # the collapse probes, then the pools
+        fit_seconds = generative.values["steps"] * cost["step_s"] + sampled * cost["sample_s_per_image"]
+        self.seconds["generator fits"] += fit_seconds
+        item.needs.append((f"generator:{group}", fit_seconds))
+        self.peak = max(self.peak, cost["peak_mem_mb"])
+
+    def _quality(self, cell: Cell, shape, k: int, n_real: int, n_synthetic: int, n_pool: int, n_test: int,
+                 item: CellWork) -> None:
+        """The cell's quality row and its replicate's evaluator, where no earlier item computes them."""
+        job, evaluator = cell.quality_group, cell.evaluator_group
+        scored = min(cell.quality.samples, n_synthetic or n_real, n_test)
+        evaluator_seconds = job_seconds = 0.0
+        if evaluator not in self.evaluators:
+            self.evaluators.add(evaluator)
+            evaluator_seconds = self.calibration.quality_seconds(
+                evaluator_work(n_pool, scored, cell.budget_scale), shape, k, cell.quality.samples)
+        if job not in self.quality_jobs:
+            self.quality_jobs.add(job)
+            job_seconds = self.calibration.quality_seconds(
+                strategy_work(scored, n_synthetic, cell.budget_scale), shape, k, cell.quality.samples)
+        self.seconds["quality"] += evaluator_seconds + job_seconds
+        item.needs += [(f"evaluator:{evaluator}", evaluator_seconds), (f"quality:{job}", job_seconds)]
 
 
 def cached_estimate(config, cells: list[Cell], done: set[str], cache_dir: Path, device: torch.device,

@@ -197,14 +197,16 @@ class RayExecutor(Executor):
         def submit(item):
             """The item's task, after those of its stages not yet submitted (each group once)."""
             upstream = []
-            for stage in stages:
-                group = stage.group(item)
-                if group is None:
-                    continue
-                if (stage.name, group) not in stage_refs:
-                    stage_refs[stage.name, group] = stage_task.remote(shared_fn, stage.name, item, self.threads,
-                                                                      *upstream)
-                upstream.append(stage_refs[stage.name, group])
+            for unit in fn.stage_units(item) if stages else ():
+                for stage in stages:
+                    group = stage.group(unit)
+                    if group is None:
+                        continue
+                    if (stage.name, group) not in stage_refs:
+                        stage_refs[stage.name, group] = stage_task.remote(shared_fn, stage.name, unit, self.threads,
+                                                                          *upstream)
+                    if stage_refs[stage.name, group] not in upstream:
+                        upstream.append(stage_refs[stage.name, group])
             return task.remote(shared_fn, item, self.threads, *upstream), upstream
 
         pending: dict = {}

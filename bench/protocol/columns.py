@@ -75,8 +75,11 @@ COLUMNS: tuple[Column, ...] = tuple([
         ("generator_steps", "int", "steps", "the generator's training steps"),
         ("generator_key", "text", "", "cache key of the fitted generator"),
         ("generator_cache_hit", "bool", "", "the generator came from the run's cache"),
-        ("generator_fit_seconds", "float", "s", "wall time of the generator's original fit (also on a cache hit)",
-         "cost"),
+        ("generator_fit_seconds", "float", "s", "wall time of the generator's original fit (also on a cache hit; "
+         "in a generator cohort its equal share of the cohort's fit)", "cost"),
+        ("generator_cohort", "text", "", "the generator cohort whose fits trained as one stacked model with this "
+         "cell's (a hash of their generator keys; empty: it trained alone)"),
+        ("generator_cohort_size", "int", "fits", "the seeds' generator fits in that cohort"),
         ("synthetic_pool_size", "int", "images", "synthetic-images: images in the given pool"),
         ("pseudo_labelled", "int", "images", "pool images that joined with the teacher's labels: pseudo-label's training "
          "data, or a generator's with generator_data: pseudo-labelled"),

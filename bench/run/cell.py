@@ -32,13 +32,23 @@ class Cell:
     replicate: int
     protocol: BenchConfig  # the protocol the cell belongs to
     cohort_size: int = 1  # the cells its classifier trains with as one network (bench/training/cohort.py)
+    generator_replicates: tuple[int, ...] = ()  # the replicates whose generators fit with its own as one
+    # stacked model, a generator cohort (strategies/generative.py); empty: it fits alone
 
     @classmethod
     def from_config(cls, config: BenchConfig, *, dataset: DatasetEntry, data_hash: str, regime: Regime,
                     strategy: StrategyEntry, classifier: str, replicate: int, cohort_size: int = 1) -> "Cell":
+        """The cell; with ``cohort_size`` above 1 its classifier trains in a cohort where it groups,
+        and its generator in a generator cohort of consecutive replicates where the strategy's
+        generator fits so."""
         cell = cls(dataset=dataset, data_hash=data_hash, regime=regime, strategy=strategy, classifier=classifier,
                    replicate=replicate, protocol=config)
-        return replace(cell, cohort_size=cohort_size if cell.classifier_entry.groupable else 1)
+        generative = make_strategy(strategy).generative_part()
+        first = replicate - replicate % cohort_size
+        replicates = tuple(range(first, min(first + cohort_size, config.seeds)))
+        return replace(cell, cohort_size=cohort_size if cell.classifier_entry.groupable else 1,
+                       generator_replicates=replicates if len(replicates) > 1 and generative is not None
+                       and generative.cohort_fits else ())
 
     @property
     def split(self) -> SplitSpec:
@@ -61,7 +71,8 @@ class Cell:
         return {"dataset": self.dataset.title, "data_hash": self.data_hash, "regime": self.regime_label,
                 "strategy": self.strategy.name, "params": self.strategy.params, "classifier": self.classifier,
                 "versions": self.versions, "replicate": self.replicate, **identity(self.protocol, "cell"),
-                **unlabelled, **({"cohort": self.cohort_size} if self.cohort_size > 1 else {})}
+                **unlabelled, **({"cohort": self.cohort_size} if self.cohort_size > 1 else {}),
+                **({"generator_cohort": len(self.generator_replicates)} if self.generator_replicates else {})}
 
     @property
     def sees_unlabelled(self) -> bool:
@@ -136,7 +147,25 @@ class Cell:
     def generator_key(self) -> str | None:
         """The cache key of the generator the strategy fits (None for a strategy without one)."""
         generative = make_strategy(self.strategy).generative_part()
-        return None if generative is None else generative.generator_key(self.fit_data_parts)
+        return None if generative is None else generative.generator_key(self.fit_data_parts, self.generator_cohort)
+
+    @property
+    def generator_group(self) -> str | None:
+        """What the generator stage fits once for this cell: its generator, or its generator cohort
+        (named by its members' keys). None for a strategy without a generator."""
+        key = self.generator_key
+        if key is None or not self.generator_replicates:
+            return key
+        return stable_hash([peer.generator_key for peer in self.generator_peers()], 20)
+
+    @property
+    def generator_cohort(self) -> int:
+        """The generator fits that train as one with this cell's (1: alone)."""
+        return len(self.generator_replicates) or 1
+
+    def generator_peers(self) -> list["Cell"]:
+        """The cells of the other replicates of its generator cohort, and itself, in replicate order."""
+        return [replace(self, replicate=r) for r in self.generator_replicates]
 
     @property
     def quality_group(self) -> tuple | None:
@@ -161,10 +190,9 @@ def expand_grid(config: BenchConfig, data_hashes: dict[str, str], cohort_size: i
 @dataclass(frozen=True)
 class Cohort:
     """Cells whose classifiers train as one grouped network (one data set, regime and classifier).
-    It has none of a cell's shared stages of its own: its cells do theirs as they run."""
+    The shared work it needs is its cells' (``CellTask.stage_units``)."""
 
     cells: tuple[Cell, ...]
-    evaluator_group = generator_key = quality_group = None
 
     @property
     def key(self) -> str:

@@ -15,6 +15,7 @@ import torch
 
 from bench.core.cache import FileCache, cache_key
 from bench.core.errors import CellFailed
+from bench.core.images import ImageSet
 from bench.core.keys import canonical_json, stable_hash
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import FitContext, TrainingData
@@ -33,10 +34,19 @@ from bench.training.metrics import class_recall, classification_metrics, smalles
 def fit_context(cell: Cell, dataset: Dataset, split: Split, device: torch.device, cache_dir: Path | None
                 ) -> FitContext:
     """What the cell's strategy may use besides its labelled images: the unlabelled images only where
-    the protocol grants them and the strategy learns from them."""
+    the protocol grants them and the strategy learns from them; the fits of its generator cohort."""
+    def cohort_fits() -> list[tuple[ImageSet, FitContext]]:
+        fits = []
+        for peer in cell.generator_peers():
+            peer_dataset, peer_split = data_of(peer)
+            fits.append((peer_split.labelled, fit_context(peer, peer_dataset, peer_split, device, cache_dir)))
+        return fits
+
     return FitContext(device=device, seed=cell.fit_seed, num_classes=dataset.num_classes, hflip=dataset.hflip,
                       class_names=dataset.class_names, cache_dir=cache_dir, cache_key_parts=cell.fit_data_parts,
-                      unlabelled=granted_unlabelled(cell, dataset, split), budget_scale=cell.budget_scale)
+                      unlabelled=granted_unlabelled(cell, dataset, split), budget_scale=cell.budget_scale,
+                      cohort_parts=tuple(peer.fit_data_parts for peer in cell.generator_peers()),
+                      cohort_fits=cohort_fits if cell.generator_replicates else None)
 
 
 def fit_strategy(cell: Cell, dataset: Dataset, split: Split, device: torch.device,
@@ -102,6 +112,8 @@ def fit_cell(cell: Cell, device: torch.device, cache_dir: Path | None, split: Sp
     record = {**cell_record(cell, revision), "num_classes": dataset.num_classes, "budget_steps": steps,
               "batch_size": recipe.batch_size, "n_real": len(split.labelled), "n_val": len(split.val),
               "device": provenance.device_name(device), "started": provenance.now()}
+    if cell.generator_replicates:
+        record["generator_cohort"] = cell.generator_group
     try:
         data = fit_strategy(cell, dataset, split, device, cache_dir, record)
         record.update(data.info)

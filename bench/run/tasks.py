@@ -38,8 +38,11 @@ class CellTask(FolderTask):
     @property
     def stages(self) -> tuple[Stage, ...]:
         return (Stage("evaluator", attrgetter("evaluator_group"), self.fit_evaluator),
-                Stage("generator", attrgetter("generator_key"), self.fit_generator),
+                Stage("generator", attrgetter("generator_group"), self.fit_generator),
                 Stage("quality", attrgetter("quality_group"), self.assess))
+
+    def stage_units(self, item: Cell | Cohort) -> tuple[Cell, ...]:
+        return _cells_of(item)
 
     def run_in(self, item: Cell | Cohort, root: Path) -> dict | list[dict]:
         """A cell's record, or a cohort's records."""
@@ -53,8 +56,8 @@ class CellTask(FolderTask):
         evaluator(dataset, split, self.device, FileCache(root / "cache"), cell.budget_scale)
 
     def fit_generator(self, cell: Cell, root: Path) -> None:
-        """The strategy's generator, into ``root``'s cache (a failed fit is cached as failed, and
-        recorded by the cells that need it)."""
+        """The strategy's generator, or its generator cohort's, into ``root``'s cache (a failed fit
+        is cached as failed, and recorded by the cells that need it)."""
         dataset, split = data_of(cell)
         ctx = fit_context(cell, dataset, split, self.device, root / "cache")
         with contextlib.suppress(CellFailed):

@@ -254,10 +254,17 @@ def trivialaugment(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
 
 def boxes(n: int, h: int, w: int, area: torch.Tensor, aspect: torch.Tensor, ctx: AugContext, dev):
     """Per-sample boolean masks (N, 1, H, W) of rectangles with given area fraction and aspect."""
+    return placed_boxes(h, w, area, aspect, _rand(n, ctx, dev), _rand(n, ctx, dev))
+
+
+def placed_boxes(h: int, w: int, area: torch.Tensor, aspect: torch.Tensor, top_share: torch.Tensor,
+                 left_share: torch.Tensor) -> torch.Tensor:
+    """``boxes`` with its placement given: top and left as shares in [0, 1) of the room left."""
+    dev = area.device
     box_h = (torch.sqrt(area * aspect) * h).clamp(1, h)
     box_w = (torch.sqrt(area / aspect) * w).clamp(1, w)
-    top = _rand(n, ctx, dev) * (h - box_h)
-    left = _rand(n, ctx, dev) * (w - box_w)
+    top = top_share * (h - box_h)
+    left = left_share * (w - box_w)
     rows = torch.arange(h, device=dev).view(1, h, 1)
     cols = torch.arange(w, device=dev).view(1, 1, w)
     inside = ((rows >= top.view(-1, 1, 1).floor()) & (rows < (top + box_h).view(-1, 1, 1).floor())

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The GPU check: every CUDA path (tests marked `cuda`), the augmentation benchmark, where a
-# training step's time goes, `augbench plan` of the whole fashion-mnist protocol, and a timed slice
-# of it (tests/gpu/slice.yaml) at 1 and at several workers per GPU, with the plan's estimate of the
-# slice beside the measured time; the figures go to one JSON file. Meant for a machine with CUDA
-# and no package registry; about 6 minutes on one H200.
+# training step's time goes, cohorts against solo training (model-steps/s, MFU, a graphed step:
+# tests/gpu/cohort_bench.py), `augbench plan` of the whole fashion-mnist protocol, and timed
+# slices of it (tests/gpu/slice.yaml at 1 and at several workers per GPU, and
+# tests/gpu/slice-generators.yaml with generators and quality), each with the plan's estimate
+# beside the measured time, from which the summary scales the whole protocol's estimate; the
+# figures go to one JSON file. Meant for a machine with CUDA and no package registry; about 8
+# minutes on one H200.
 #
 #   tests/gpu/check.sh prepare    # here, where pip reaches a registry: the wheels that a stock
 #                                   # CUDA image (Python 3.12, torch, pandas, scipy, ... but not
@@ -14,8 +17,10 @@
 # Knobs (environment): PYTHON (default python3), WORKERS (default "1 8": workers per GPU to time
 # the slice at), PROTOCOL (default fashion-mnist: the plan stage), CONFIG (default
 # tests/gpu/slice.yaml) and SLICE (--set overrides without spaces) of the slice, STAGE_TIMEOUT (seconds per stage),
-# DEVICE (default cuda; cpu rehearses the script), INSTALL (default 1; 0 uses the Python as it is),
-# STAGES (default "tests augment profile plan slice").
+# GENERATOR_CONFIG (default tests/gpu/slice-generators.yaml, timed at the last of WORKERS),
+# COHORT_ARGS (arguments of cohort_bench.py), DEVICE (default cuda; cpu rehearses the script),
+# INSTALL (default 1; 0 uses the Python as it is), STAGES (default "tests augment profile cohort
+# plan slice generators").
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
@@ -40,7 +45,8 @@ CONFIG=${CONFIG:-tests/gpu/slice.yaml}
 SLICE=${SLICE:-}
 STAGE_TIMEOUT=${STAGE_TIMEOUT:-200}
 DEVICE=${DEVICE:-cuda}
-STAGES=${STAGES:-tests augment profile plan slice}
+GENERATOR_CONFIG=${GENERATOR_CONFIG:-tests/gpu/slice-generators.yaml}
+STAGES=${STAGES:-tests augment profile cohort plan slice generators}
 mkdir -p "$OUT"
 LOG="$OUT/gpu-check.log"
 stage() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
@@ -81,6 +87,13 @@ if wanted profile; then
   timeout "$STAGE_TIMEOUT" "$PY" tests/gpu/step_profile.py "$OUT/step-profile.json" 2>&1 | tee -a "$LOG" | head -40
 fi
 
+if wanted cohort; then
+  stage "cohorts against solo training"
+  # shellcheck disable=SC2086  # COHORT_ARGS is a list of arguments
+  timeout "$STAGE_TIMEOUT" "$PY" tests/gpu/cohort_bench.py "$OUT/cohort-bench.json" ${COHORT_ARGS:-} 2>&1 \
+    | grep -v '^W[0-9]' | tee -a "$LOG"
+fi
+
 for workers in $WORKERS; do
   wanted plan || break
   stage "augbench plan $PROTOCOL (the whole protocol) with $workers worker(s) on $DEVICE"
@@ -88,21 +101,31 @@ for workers in $WORKERS; do
     --out "$OUT/full-w$workers" --json "$OUT/plan-full-w$workers.json" 2>&1 | tee -a "$LOG"
 done
 
-for workers in $WORKERS; do
-  wanted slice || break
-  stage "slice of $CONFIG ($SLICE) with $workers worker(s) on $DEVICE"
+# timed_slice NAME CONFIG WORKERS: plan and run CONFIG ($SLICE) into $OUT/NAME, timed
+timed_slice() {
+  local name=$1 config=$2 workers=$3
+  stage "slice $config ($SLICE) with $workers worker(s) on $DEVICE"
   # shellcheck disable=SC2086  # SLICE is a list of arguments
-  "$PY" -m bench.cli plan "$CONFIG" $SLICE --set device="$DEVICE" --set workers="$workers" \
-    --out "$OUT/slice-w$workers" --json "$OUT/plan-slice-w$workers.json" >>"$LOG" 2>&1
+  "$PY" -m bench.cli plan "$config" $SLICE --set device="$DEVICE" --set workers="$workers" \
+    --out "$OUT/$name" --json "$OUT/plan-$name.json" >>"$LOG" 2>&1
+  local start code
   start=$(date +%s%N)
   # shellcheck disable=SC2086
-  timeout "$STAGE_TIMEOUT" "$PY" -m bench.cli run "$CONFIG" $SLICE --set device="$DEVICE" --set workers="$workers" \
-    --out "$OUT/slice-w$workers" >"$OUT/slice-w$workers.log" 2>&1
+  timeout "$STAGE_TIMEOUT" "$PY" -m bench.cli run "$config" $SLICE --set device="$DEVICE" --set workers="$workers" \
+    --out "$OUT/$name" >"$OUT/$name.log" 2>&1
   code=$?
-  grep -v '%|' "$OUT/slice-w$workers.log" | tail -4 | tee -a "$LOG"
-  echo "{\"workers\": $workers, \"exit\": $code, \"ms\": $(( ($(date +%s%N) - start) / 1000000 ))}" \
-    >"$OUT/slice-w$workers.json"
+  grep -v '%|' "$OUT/$name.log" | tail -4 | tee -a "$LOG"
+  echo "{\"config\": \"$config\", \"workers\": $workers, \"exit\": $code, \"ms\": $(( ($(date +%s%N) - start) / 1000000 ))}" \
+    >"$OUT/$name.json"
+}
+
+for workers in $WORKERS; do
+  wanted slice || break
+  timed_slice "slice-w$workers" "$CONFIG" "$workers"
 done
+if wanted generators; then
+  timed_slice "slice-generators-w${WORKERS##* }" "$GENERATOR_CONFIG" "${WORKERS##* }"
+fi
 
 stage "summary"
 "$PY" tests/gpu/summary.py summary "$OUT" | tee -a "$LOG"

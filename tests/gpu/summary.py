@@ -67,6 +67,22 @@ def slice_figures(out: Path, timing: Path) -> dict:
     return figures
 
 
+def scaled_estimates(plans: dict, slices: list[dict]) -> dict:
+    """Per worker count, the plan's wall time of the whole protocol, and that time scaled by what
+    the timed slices at that worker count took over what the plan estimated for them."""
+    scaled = {}
+    for workers in sorted({s["workers"] for s in slices}):
+        full = plans.get(f"plan-full-w{workers}")
+        timed = [s for s in slices if s["workers"] == workers and s.get("exit") == 0 and "estimated_seconds" in s]
+        if full is None or not timed:
+            continue
+        ratio = sum(s["ms"] / 1000 for s in timed) / max(sum(s["estimated_seconds"] for s in timed), 1e-9)
+        scaled[str(workers)] = {"planned_seconds": full["wall_seconds"], "slices_measured_over_estimated": ratio,
+                                "scaled_seconds": full["wall_seconds"] * ratio,
+                                "slices": [s.get("config") for s in timed]}
+    return scaled
+
+
 def _json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -77,8 +93,10 @@ def summary(out: Path) -> dict:
              "bench_augment": {p.stem.removeprefix("bench-augment-"): json.loads(p.read_text())
                                for p in sorted(out.glob("bench-augment-*.json"))},
              "step_profile": _json(out / "step-profile.json"),
+             "cohorts": _json(out / "cohort-bench.json"),
              "plans": {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("plan-*.json"))},
-             "slices": [slice_figures(out, p) for p in sorted(out.glob("slice-w*.json"))]}
+             "slices": [slice_figures(out, p) for p in sorted(out.glob("slice-*.json"))]}
+    found["full_protocol_estimate"] = scaled_estimates(found["plans"], found["slices"])
     (out / "gpu-check.json").write_text(json.dumps(found, indent=2))
     return found
 
