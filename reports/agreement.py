@@ -58,11 +58,12 @@ def render(run_a: Path, run_b: Path) -> str:
     for (strategy, classifier), part in pairs.groupby(["strategy", "classifier"], sort=False):
         lines.append(f"| {strategy} | {classifier} | {len(part)} | {100 * part['change'].mean():+.2f} | "
                      f"{100 * part['change'].abs().mean():.2f} |")
-    lines += ["", "| run | training s (sum of cells) | generator fits s (sum of cells' shares) | wall s |",
-              "|---|---|---|---|"]
+    lines += ["", "| run | revision | device, workers | training s (sum of cells) | generator fits s (sum of "
+              "cells' shares) | wall s |", "|---|---|---|---|---|---|"]
     for run, rows, provenance in ((run_a, a, provenance_a), (run_b, b, provenance_b)):
         fits = rows.drop_duplicates("generator_key")["generator_fit_seconds"].sum() if "generator_key" in rows else 0.0
         wall = _wall_seconds(provenance)
-        lines.append(f"| {run} | {rows['train_seconds'].sum():.1f} | {fits:.1f} | "
+        lines.append(f"| {run} | {provenance.get('revision', '')} | {provenance.get('device', '')}, "
+                     f"{provenance.get('workers', '')} | {rows['train_seconds'].sum():.1f} | {fits:.1f} | "
                      f"{'' if wall is None else f'{wall:.1f}'} |")
     return "\n".join(lines) + "\n"

@@ -23,13 +23,23 @@ def teacher_versions() -> dict[str, str]:
     return {f"teacher:{name}": version for name, version in classifier_versions(TEACHER).items()}
 
 
+def uses_teacher(versions: dict[str, str]) -> bool:
+    """Whether a strategy with these code versions (its ``versions``) trains on the teacher's labels."""
+    return any(name.startswith("teacher:") for name in versions)
+
+
+def teacher_key(cache_key_parts: tuple, budget_scale: float) -> str:
+    """The cache key of the teacher of a fit's data."""
+    return cache_key("teacher", TEACHER, classifier_versions(TEACHER), cache_key_parts, budget_scale)
+
+
 def teacher_probabilities(labelled: ImageSet, ctx: FitContext) -> torch.Tensor:
     """The teacher's class probabilities for every pool image. The teacher depends on the fit's
     data alone (its seed comes from their key), not on what chooses among its labels: it is cached
     in the run folder and shared by every strategy and setting that asks for it."""
     if ctx.unlabelled is None or not len(ctx.unlabelled):
         raise CellFailed("pseudo-labels need the unlabelled pool, but the protocol grants none (set `unlabelled`)")
-    key = cache_key("teacher", TEACHER, classifier_versions(TEACHER), ctx.cache_key_parts, ctx.budget_scale)
+    key = teacher_key(ctx.cache_key_parts, ctx.budget_scale)
 
     def probabilities() -> torch.Tensor:
         teacher = train_suite_classifier(TEACHER, labelled, labelled, ctx.num_classes, ctx.budget_scale,

@@ -143,3 +143,19 @@ def test_the_plan_costs_cohorts_and_generator_cohorts_as_the_run_forms_them(tmp_
     assert plan.seconds["generator fits"] == pytest.approx(7 * (10.0 * 2 ** 0.5 + 10.0))
     assert plan.seconds["training"] == pytest.approx(steps * (1.5 + 1.0 + 1.0 + 1.5))
     assert plan.schedule_seconds == pytest.approx(sum(plan.seconds.values()))  # one worker
+
+
+def test_the_plan_trains_a_pseudo_label_teacher_once_per_fit_data(tmp_path):
+    from bench.costs.plan import TEACHER_NET, _make_plan
+    from bench.protocol.config import parse_config
+    from bench.run.cell import cached_dataset, expand_grid
+    from conftest import TINY_CONFIG
+
+    gan = {"name": "gan", "params": {"steps": 7, "generator_data": "pseudo-labelled"}}
+    config = parse_config({**TINY_CONFIG, "regimes": [10], "unlabelled": "pool", "classifiers": ["mlp"], "seeds": 2,
+                           "strategies": ["none", "pseudo-label", gan], "quality": {"enabled": False}})
+    cells = expand_grid(config, {"digits": cached_dataset(config.datasets[0]).content_hash})
+    plan = _make_plan(config, cells, set(), tmp_path, _Costs(), workers=1)
+    steps = TEACHER_NET.training_recipe.steps(100, config.budget.scale)  # 10 labelled images a class
+    assert plan.seconds["pseudo-label teachers"] == pytest.approx(2 * steps * 1.0)  # one per seed, shared by both
+    assert plan.schedule_seconds == pytest.approx(sum(plan.seconds.values()))

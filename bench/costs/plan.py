@@ -41,12 +41,15 @@ from bench.quality.fidelity import fidelity
 from bench.run.resources import measure, timed
 from bench.run.cell import Cell, Cohort, cached_dataset, cohorts, make_strategy
 from bench.data.splits import make_split, train_pool
+from bench.data.unlabelled import unlabelled_images
 from bench.training.loop import Member, batch_split, predict, train_cohort
 from strategies.classical import Classical
 from strategies.generative import PROBE_PER_CLASS, GenerativeStrategy
+from strategies.teacher import TEACHER, teacher_key, uses_teacher
 
 CALIBRATION_VERSION = "3"  # 2: generators' sampling time too; 3: quality per image of features computed once
 EVALUATOR_NET = ClassifierEntry("cnn", "cnn")  # the quality evaluator is the suite's cnn
+TEACHER_NET = ClassifierEntry(TEACHER, TEACHER)  # so is pseudo-label's teacher
 CALIBRATION_IMAGES = 512  # random images a calibration trains on (the cost per step does not depend on them)
 
 
@@ -295,11 +298,13 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _split_sizes(dataset: Dataset, cell: Cell) -> tuple[int, int, int, int]:
-    """(labelled, validation, test, evaluator training) image counts of the cell's regime."""
+def _split_sizes(dataset: Dataset, cell: Cell) -> tuple[int, int, int, int, int]:
+    """(labelled, validation, test, evaluator training, unlabelled) image counts of the cell's regime."""
     split = make_split(dataset, cell.regime, cell.split, 0)
     pool, _ = train_pool(dataset, cell.split)
-    return len(split.labelled), len(split.val), len(split.test), len(evaluator_training_images(pool, split)[0])
+    unlabelled = unlabelled_images(cell.protocol.unlabelled, dataset, split, 0)
+    return (len(split.labelled), len(split.val), len(split.test), len(evaluator_training_images(pool, split)[0]),
+            0 if unlabelled is None else len(unlabelled))
 
 
 def make_plan(config, cells: list[Cell], done: set[str], cache_dir: Path, device: torch.device,
@@ -342,6 +347,7 @@ class _Planner:
         self.peak = 0.0
         self.fits: set[str] = set()
         self.fitted_cohorts: set[str] = set()
+        self.teachers: set[str] = set()
         self.quality_jobs: set = set()
         self.evaluators: set = set()
         self.sizes: dict = {}
@@ -383,7 +389,7 @@ class _Planner:
         shape, k = tuple(dataset.image_shape), dataset.num_classes
         if (cell.dataset, cell.regime) not in self.sizes:
             self.sizes[(cell.dataset, cell.regime)] = _split_sizes(dataset, cell)
-        n_real, n_val, n_test, n_pool = self.sizes[(cell.dataset, cell.regime)]
+        n_real, n_val, n_test, n_pool, n_unlabelled = self.sizes[(cell.dataset, cell.regime)]
         strategy = make_strategy(cell.strategy)
         generative = strategy.generative_part()
         recipe: Recipe = cell.classifier_entry.training_recipe
@@ -399,12 +405,28 @@ class _Planner:
             step += calibration.transform(strategy.values["policy"], strategy.values["magnitude"], dataset.hflip,
                                           shape, real_per_step + synthetic_per_step)["step_s"]
         self.peak = max(self.peak, plain["peak_mem_mb"])
+        if uses_teacher(cell.strategy_versions):
+            self._teacher(cell, shape, k, n_real, n_unlabelled, item)
         if generative is not None:
             self._generator(cell, generative, shape, k, n_synthetic, item)
         if cell.quality.enabled:
             self._quality(cell, shape, k, n_real, n_synthetic, n_pool, n_test, item)
         evaluated = cell.eval_points * n_val + n_real + n_val + n_test
         return step, recipe.steps(n_real, cell.budget_scale), synthetic_per_step, evaluated * plain["predict_s_per_image"]
+
+    def _teacher(self, cell: Cell, shape, k: int, n_real: int, n_unlabelled: int, item: CellWork) -> None:
+        """The pseudo-label teacher of the cell's fit data (a cnn by its recipe on the labelled
+        images, then its labels for the pool), where no earlier item trains it and the cache lacks it."""
+        key = teacher_key(cell.fit_data_parts, cell.budget_scale)
+        if key in self.teachers or self.cache.load_json("teacher", key) is not None:
+            item.needs.append((f"teacher:{key}", 0.0))
+            return
+        self.teachers.add(key)
+        cost = self.calibration.classifier(TEACHER_NET, shape, k, synthetic=False)
+        seconds = (TEACHER_NET.training_recipe.steps(n_real, cell.budget_scale) * cost["step_s"]
+                   + (n_unlabelled + n_real) * cost["predict_s_per_image"])
+        self.seconds["pseudo-label teachers"] += seconds
+        item.needs.append((f"teacher:{key}", seconds))
 
     def _generator(self, cell: Cell, generative, shape, k: int, n_synthetic: int, item: CellWork) -> None:
         """The fit of the cell's generator, or of its generator cohort (all its members at once)."""
