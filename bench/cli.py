@@ -86,7 +86,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from bench.commands.plan import plan_experiment
 
     plan_experiment(args.config, _overrides(args), Path(args.out) if args.out else None,
-                    Path(args.json) if args.json else None, args.mde)
+                    Path(args.json) if args.json else None, args.mde, args.retry_failed)
     return 0
 
 
@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     plan.add_argument("--out", type=text, metavar="DIR", help="the run folder to resume (default: as `run` names it)")
     plan.add_argument("--json", type=text, metavar="FILE", help="also write the plan to FILE as JSON")
+    plan.add_argument("--retry-failed", action="store_true",
+                      help="plan as `run --retry-failed` runs: the cells whose method failed count as to do too")
     plan.add_argument("--mde", type=positive_number, metavar="PP",
                       help="also say how many seeds each comparison against none needs for this minimum detectable "
                            "effect (pp, 80%% power at Holm's strictest level), from the paired spread of the run "

@@ -154,6 +154,8 @@ def test_a_rerun_retries_cells_the_machine_failed_and_keeps_method_failures_unle
     table = pd.read_csv(out / "results.csv").set_index("key")
     assert table.loc[first.stem, "status"] == table.loc[second.stem, "status"] == "ok"
     assert table.loc[third.stem, "status"] == "failed"  # a result of the method: kept
+    assert "to do: 0 of 3 cells" in cli("plan", config, "--out", out)[1]
+    assert "to do: 1 of 3 cells" in cli("plan", config, "--out", out, "--retry-failed")[1]  # as the run below
     code, _, err = cli("run", config, "--out", out, "--retry-failed")
     assert code == 0 and "1 failed one(s) to try again" in err, err
     assert (pd.read_csv(out / "results.csv")["status"] == "ok").all()

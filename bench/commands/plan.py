@@ -20,16 +20,17 @@ from reports.tables import seeds_needed
 
 
 def plan_experiment(config_name: str | None, overrides: list[str], out: Path | None,
-                    json_path: Path | None = None, mde: float | None = None) -> Plan:
-    """Print what a protocol still has to do in its run folder (read, not written) and its cost;
-    with ``mde`` (pp) the seeds each comparison needs for that minimum detectable effect, from the
-    paired spread of the folder's earlier run, and what a run with that many seeds costs."""
+                    json_path: Path | None = None, mde: float | None = None, retry_failed: bool = False) -> Plan:
+    """Print what a protocol still has to do in its run folder (read, not written) and its cost
+    (with ``retry_failed``, as ``run --retry-failed`` would do it); with ``mde`` (pp) the seeds each
+    comparison needs for that minimum detectable effect, from the paired spread of the folder's
+    earlier run, and what a run with that many seeds costs."""
     if json_path is not None:
         check_writable(json_path, "--json")
     checked = load_checked(config_name, overrides)
     out = out or default_out(checked.config)
     spread = _earlier_results(out) if mde is not None else None
-    found = _plan(checked, out)
+    found = _plan(checked, out, retry_failed)
     print(found.describe())
     extra = {}
     if spread is not None:
@@ -39,10 +40,10 @@ def plan_experiment(config_name: str | None, overrides: list[str], out: Path | N
     return found
 
 
-def _plan(checked: Checked, out: Path) -> Plan:
+def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
     config, device = checked.config, checked.device
     cells = expand_grid(config, checked.hashes, cohort_size(config, device))
-    done = RunStore(out).done_keys()
+    done = RunStore(out).done_keys(retry_failed)
     workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
     return make_plan(config, cells, done, out / "cache", device, workers, checked.data_seconds)
 
