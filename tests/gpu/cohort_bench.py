@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--sizes", default="1,8,32" if DEVICE.type == "cuda" else "1,4")
     parser.add_argument("--models", default="cnn,resnet")
-    parser.add_argument("--steps", type=int, default=100 if DEVICE.type == "cuda" else 10)
+    parser.add_argument("--steps", type=int, default=60 if DEVICE.type == "cuda" else 10)
     parser.add_argument("--compile", default="cnn" if DEVICE.type == "cuda" else "",
                         help="models whose bare step is also timed under torch.compile (comma-separated)")
     args = parser.parse_args()
