@@ -215,11 +215,6 @@ class GAN(GenerativeStrategy):
 
     cohort_fits = True
 
-    def train_generator(self, model, labelled, ctx, steps, rng):
-        failure, = self.train_generators([model], [labelled], [ctx], steps, [rng])
-        if failure is not None:
-            raise failure
-
     def train_generators(self, models, labelled_sets, ctxs, steps, rngs):
         """Hinge loss on the labelled images through the projection discriminator; with
         ``generator_data: pool`` also on the unlabelled images through its unconditional term alone

@@ -3,7 +3,8 @@ the generator cache, and divergence / mode-collapse checks.
 
 A subclass declares its params, a ``family`` (strategies of one family with equal generator params
 share one fitted generator, e.g. ``vae`` and ``vae-perturb``), and implements ``build``,
-``train_generator`` and ``sample``.
+``train_generator`` (or, to fit several seeds' generators as one, ``train_generators`` with
+``cohort_fits``) and ``sample``.
 """
 from __future__ import annotations
 
@@ -225,6 +226,8 @@ class GenerativeStrategy(Strategy):
 
     def train_generator(self, model: nn.Module, labelled: ImageSet, ctx: FitContext, steps: int,
                         rng: torch.Generator) -> None:
+        """Train one generator (raise CellFailed where it diverges); a ``cohort_fits`` strategy
+        implements ``train_generators`` instead."""
         raise NotImplementedError
 
     def sample(self, model: nn.Module, labels: torch.Tensor, labelled: ImageSet, ctx: FitContext,

@@ -133,11 +133,6 @@ class _VAEBase(GenerativeStrategy):
 
     cohort_fits = True
 
-    def train_generator(self, model, labelled, ctx, steps, rng):
-        failure, = self.train_generators([model], [labelled], [ctx], steps, [rng])
-        if failure is not None:
-            raise failure
-
     def train_generators(self, models, labelled_sets, ctxs, steps, rngs):
         """The ELBO on labelled batches; with ``generator_data: pool`` each step adds as many
         unlabelled images, encoded and decoded under the extra "no label" condition, so that the

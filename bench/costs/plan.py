@@ -39,7 +39,7 @@ from bench.quality.evaluator import EvaluatorNet, evaluator_training_images
 from bench.quality.features import extract
 from bench.quality.fidelity import fidelity
 from bench.run.resources import measure, timed
-from bench.run.cell import Cell, Cohort, cached_dataset, cohorts, make_strategy
+from bench.run.cell import Cell, cached_dataset, cells_of, make_strategy, work_items
 from bench.data.splits import make_split, train_pool
 from bench.data.unlabelled import unlabelled_images
 from bench.training.loop import Member, batch_split, predict, train_cohort
@@ -323,18 +323,12 @@ def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers
     """The plan of the work items (cells, and cohorts of cells) that hold a cell not in ``done``,
     in the order ``run`` hands them out (a cohort with a finished cell runs whole again)."""
     todo = [c for c in cells if c.key not in done]
-    keys = {c.key for c in todo}
-    items = [item for item in cohorts(cells) if any(c.key in keys for c in _cells_of(item))]
     planner = _Planner(config, FileCache(cache_dir), calibration)
-    work = [planner.item_work(_cells_of(item)) for item in items]
+    work = [planner.item_work(cells_of(item)) for item in work_items(cells, {c.key for c in todo})]
     return Plan(config=config.name, device=provenance.device_name(calibration.device), workers=workers,
                 cells=len(cells), cells_todo=len(todo), generator_fits=len(planner.fits),
                 quality_jobs=len(planner.quality_jobs), evaluators=len(planner.evaluators),
                 seconds=dict(planner.seconds), peak_mem_mb=planner.peak, schedule_seconds=schedule_seconds(work, workers))
-
-
-def _cells_of(item) -> tuple[Cell, ...]:
-    return item.cells if isinstance(item, Cohort) else (item,)
 
 
 class _Planner:
@@ -418,8 +412,10 @@ class _Planner:
         """The pseudo-label teacher of the cell's fit data (a cnn by its recipe on the labelled
         images, then its labels for the pool), where no earlier item trains it and the cache lacks it."""
         key = teacher_key(cell.fit_data_parts, cell.budget_scale)
-        if key in self.teachers or self.cache.load_json("teacher", key) is not None:
-            item.needs.append((f"teacher:{key}", 0.0))
+        if key in self.teachers:
+            item.needs.append((f"teacher:{key}", 0.0))  # being trained by an earlier item
+            return
+        if self.cache.load_json("teacher", key) is not None:
             return
         self.teachers.add(key)
         cost = self.calibration.classifier(TEACHER_NET, shape, k, synthetic=False)

@@ -224,6 +224,17 @@ def cohorts(cells: list[Cell]) -> list[Cell | Cohort]:
     return items
 
 
+def cells_of(item: Cell | Cohort) -> tuple[Cell, ...]:
+    """The cells of a work item: a cohort's, or the cell itself."""
+    return item.cells if isinstance(item, Cohort) else (item,)
+
+
+def work_items(grid: list[Cell], todo: set[str]) -> list[Cell | Cohort]:
+    """The work items of ``grid`` (``cohorts``) that hold a cell whose key is in ``todo``: a cohort
+    with a finished cell runs whole again, so that its members are those of the grid."""
+    return [item for item in cohorts(grid) if any(cell.key in todo for cell in cells_of(item))]
+
+
 def check_grid(config: BenchConfig, datasets: dict[str, Dataset]) -> None:
     """Raise UserError where a regime, the validation size or the unlabelled images ask more of a
     data set than it has (or do not fit it), or a strategy's params do not fit it, before any

@@ -16,7 +16,7 @@ from bench.core.errors import CellFailed
 from bench.core.executor import EXECUTORS, Executor, FolderTask, Stage
 from bench.protocol.config import BenchConfig, ExecutorSpec
 from bench.quality.evaluator import evaluator
-from bench.run.cell import Cell, Cohort, cohorts, data_of, make_strategy
+from bench.run.cell import Cell, Cohort, cells_of, data_of, make_strategy, work_items
 from bench.run.stages import cached_quality, fit_context, fit_strategy, lost_record, run_cell, run_cohort
 from bench.run.store import RunStore
 
@@ -42,7 +42,7 @@ class CellTask(FolderTask):
                 Stage("quality", attrgetter("quality_group"), self.assess))
 
     def stage_units(self, item: Cell | Cohort) -> tuple[Cell, ...]:
-        return _cells_of(item)
+        return cells_of(item)
 
     def run_in(self, item: Cell | Cohort, root: Path) -> dict | list[dict]:
         """A cell's record, or a cohort's records."""
@@ -104,16 +104,16 @@ def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, execut
     written."""
     cells = list(cells)
     todo = {cell.key for cell in cells}
-    items = [item for item in cohorts(grid or cells) if any(c.key in todo for c in _cells_of(item))]
+    items = work_items(grid or cells, todo)
 
     def each(item, call: Callable[[Cell], None]) -> None:
-        for cell in _cells_of(item):
+        for cell in cells_of(item):
             if cell.key in todo:
                 call(cell)
 
     def finished(item, result) -> None:
         records = result if isinstance(item, Cohort) else [result]
-        for cell, record in zip(_cells_of(item), records):
+        for cell, record in zip(cells_of(item), records):
             if cell.key in todo:
                 store.write_cell(record)
                 on_done(cell, record)
@@ -125,7 +125,3 @@ def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, execut
                                                            on_done(c, r))),
         on_progress=None if on_progress is None else lambda item, text: each(item, lambda c: on_progress(c, text)),
         on_retry=None if on_retry is None else lambda item, reason: each(item, lambda c: on_retry(c, reason)))
-
-
-def _cells_of(item: Cell | Cohort) -> tuple[Cell, ...]:
-    return item.cells if isinstance(item, Cohort) else (item,)

@@ -58,6 +58,7 @@ class Stacked:
     @torch.no_grad()
     def copy_into(self, models: list[nn.Module]) -> None:
         """Each member's trained parameters and buffers into its model."""
+        stacked = {**self.params, **self.buffers}
         for index, model in enumerate(models):
             for name, value in [*model.named_parameters(), *model.named_buffers()]:
-                value.copy_((self.params.get(name) if name in self.params else self.buffers[name])[index])
+                value.copy_(stacked[name][index])
