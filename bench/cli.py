@@ -100,7 +100,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from reports.leaderboard import write_leaderboard
 
-    for path in write_leaderboard([Path(d) for d in args.run_dirs], Path(args.out)):
+    for path in write_leaderboard([Path(d) for d in args.run_dirs], Path(args.out), args.allow_undertrained):
         print(f"wrote {path}")
     return 0
 
@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="folders written by `augbench run`")
     board.add_argument("--out", type=text, default="reports", help="folder for leaderboard.md and leaderboard.csv "
                                                         "(default: reports/, the published leaderboard)")
+    board.add_argument("--allow-undertrained", action="store_true",
+                       help="rank runs whose budget check found groups not converged (or that have no check), "
+                            "with a warning at the top of the page")
     board.set_defaults(func=_cmd_leaderboard)
 
     agree = sub.add_parser("agreement", help="how closely two runs of one protocol agree, cell by cell",

@@ -15,6 +15,7 @@ from bench.run import provenance
 from bench.protocol.config import BenchConfig, protocol_view
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
+from bench.run.budget import describe_groups, read_budget, undertrained
 from reports.stats import iqm, probability_of_improvement, stratified_bootstrap_ci
 from reports.figures import plt
 from reports.tables import ALPHA, BASELINE, LABELLED_ONLY, SAW_MORE, comparison_table, marked, successful
@@ -207,9 +208,29 @@ def _markdown(board: pd.DataFrame, ranks: RankResult | None, run_dirs: list[Path
     return "\n".join(lines)
 
 
-def write_leaderboard(run_dirs: list[Path], out: Path) -> list[Path]:
+def check_converged(run_dirs: list[Path], allow_undertrained: bool) -> list[str]:
+    """Refuse runs with a group that was not converged or not checked (UserError naming them and the
+    budget the check suggests), unless ``allow_undertrained``; then the warning lines for the page."""
+    problems = []
+    for run_dir in run_dirs:
+        rest = undertrained(read_budget(run_dir))
+        if (run_dir / "budget.csv").is_file() and rest.empty:
+            continue
+        groups = describe_groups(rest) if len(rest) else "every group (the run has no budget check)"
+        problems.append(f"{run_dir}: {groups}")
+    if problems and not allow_undertrained:
+        raise UserError("leaderboard refused: runs with groups that were not converged on validation data ("
+                        + "; ".join(problems) + "); rerun them at the suggested budget (budget.scale, or budget.steps: "
+                        "auto) with budget.check: on, or pass --allow-undertrained to rank them with a warning")
+    return [f"**Warning: undertrained.** Ranked with --allow-undertrained although these groups were not converged "
+            f"on validation data, so their ranks may measure the budget rather than the strategy: {p}."
+            for p in problems]
+
+
+def write_leaderboard(run_dirs: list[Path], out: Path, allow_undertrained: bool = False) -> list[Path]:
     runs = [(d, *_load(d)) for d in run_dirs]
     check_same_protocol(runs)
+    warnings = check_converged(run_dirs, allow_undertrained)
     results = combine(runs)
     board, ranks = leaderboard(results)
     protocol = protocol_of(runs[0][1], runs[0][2])
@@ -223,6 +244,10 @@ def write_leaderboard(run_dirs: list[Path], out: Path) -> list[Path]:
         paths.append(out / "leaderboard-cd.png")
         atomic_write(paths[-1], buffer.getvalue())
         cd_figure = paths[-1].name
-    atomic_write(paths[0], _markdown(board, ranks, run_dirs, protocol, cd_figure))
+    page = _markdown(board, ranks, run_dirs, protocol, cd_figure)
+    if warnings:
+        title, rest = page.split("\n", 1)
+        page = "\n".join([title, "", *warnings, rest])
+    atomic_write(paths[0], page)
     atomic_write(paths[1], board.to_csv(index=False))
     return paths

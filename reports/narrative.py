@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from bench.run.budget import CONVERGED, UNCHECKED, describe_groups, undertrained
 from reports.stats import blocked_rank_correlation
 from reports.tables import ALPHA, BASELINE, quality_gain_points
 
@@ -72,12 +73,41 @@ def _size(value: float) -> str:
     return f"{100 * value:.1f} pp"
 
 
-def findings(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFrame | None = None) -> list[str]:
-    """Short statements, most general first."""
+def budget_lines(budget: pd.DataFrame, plateau: float) -> list[str]:
+    """What the budget check says, first of all: which groups were converged and, for the others,
+    that their comparisons may measure the budget."""
+    if budget.empty or (budget["outcome"] == UNCHECKED).all():
+        return ["Budget check: none (the run was made with budget.check: off, or before augbench checked "
+                "budgets): nothing shows that the classifiers reached their plateau, so every comparison below "
+                "may measure the training budget rather than the strategy."]
+    converged = budget[budget["outcome"] == CONVERGED]
+    seeds = sorted(budget.loc[budget["checked_seeds"] > 0, "checked_seeds"].unique())
+    head = (f"Budget check: {len(converged)} of {len(budget)} groups (data set, regime, classifier, strategy) "
+            f"converged: training their first {' or '.join(map(str, seeds))} seed(s) at twice the budget gained "
+            f"less than {plateau:g} pp of validation accuracy.")
+    rest = undertrained(budget)
+    if rest.empty:
+        return [head + " The comparisons below are between converged classifiers."]
+    return [head, f"Not converged: {describe_groups(rest)}. Their comparisons may measure the budget, not the "
+                  "strategy: a comparison in which a side was still rising is shown as undertrained and counted "
+                  "neither better nor worse."]
+
+
+def findings(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFrame | None = None,
+             budget: pd.DataFrame | None = None, plateau: float = 1.0) -> list[str]:
+    """Short statements, the budget check first, then most general first."""
+    opening = budget_lines(pd.DataFrame(columns=["outcome"]) if budget is None else budget, plateau)
+    return opening + _comparisons(table, results, controls)
+
+
+def _comparisons(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFrame | None) -> list[str]:
     compared = table[table["verdict"].isin(["better", "worse", "no significant difference"])]
+    undertrained_rows = table["verdict"].str.startswith("undertrained").sum()
+    held_back = [f"{undertrained_rows} comparison(s) against `{BASELINE}` are undertrained and counted neither "
+                 "better nor worse."] if undertrained_rows else []
     if compared.empty:
-        return [f"No strategy could be compared with `{BASELINE}`: the run needs `{BASELINE}` and at least "
-                "two paired seeds per cell."]
+        return held_back + [f"No strategy could be compared with `{BASELINE}`: the run needs `{BASELINE}` and at "
+                            "least two paired seeds per cell, with both sides converged."]
     seeds = int(compared["paired_seeds"].min())
     better, worse = compared[compared["verdict"] == "better"], compared[compared["verdict"] == "worse"]
     untestable = table["verdict"].str.startswith("untestable").sum()
@@ -85,7 +115,7 @@ def findings(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFrame 
              f"Holm-corrected at α = {ALPHA}): {len(better)} significantly better, {len(worse)} significantly "
              f"worse, {len(compared) - len(better) - len(worse)} not distinguishable from `{BASELINE}`"
              + (f"; {untestable} could not be tested (fewer than 2 seeds, or the same change on every seed)."
-                if untestable else ".")]
+                if untestable else ".")] + held_back
     for (dataset, regime, classifier), group in compared.groupby(["dataset", "regime", "classifier"], sort=False):
         where = f"{dataset}, {regime} per class, {classifier}"
         up, down = group[group["verdict"] == "better"], group[group["verdict"] == "worse"]

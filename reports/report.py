@@ -14,6 +14,8 @@ import yaml
 
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
+from bench.protocol.config import BudgetSpec
+from bench.run.budget import read_budget
 from reports import figures
 from reports.narrative import findings
 from reports.tables import (class_gain_table, comparison_table, control_table, failures, marked, per_seed_deltas,
@@ -172,7 +174,8 @@ def build_report(run_dir: Path) -> Path:
     table = comparison_table(results)
     controls = control_table(results)
     out = run_dir / "report"
-    tables = {"comparison": table, "failures": failures(results), "per_seed_deltas": per_seed_deltas(results),
+    tables = {"budget_check": read_budget(run_dir), "comparison": table, "failures": failures(results),
+              "per_seed_deltas": per_seed_deltas(results),
               "quality_vs_gain": quality_gain_points(results), "class_gains": class_gain_table(results),
               "against_control": controls}
     for name, frame in tables.items():
@@ -184,7 +187,9 @@ def build_report(run_dir: Path) -> Path:
     context = {"name": (config.get("config") or {}).get("name", run_dir.name), "provenance": provenance,
                "fingerprint": config.get("fingerprint", "?"), "cells": len(results)}
     notes = {group: _evaluator_note(part, results) for group, part in _groups(table)}
-    sections = Sections(findings(table, results, controls), table, made, samples, list(tables), notes,
+    plateau = ((config.get("config") or {}).get("budget") or {}).get("plateau", BudgetSpec().plateau)
+    said = findings(table, results, controls, read_budget(run_dir), plateau)
+    sections = Sections(said, table, made, samples, list(tables), notes,
                         tables["class_gains"], controls)
     atomic_write(out / "index.html", render_html(context, sections))
     atomic_write(out / "report.md", render_markdown(context, sections))

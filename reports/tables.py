@@ -50,10 +50,12 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (dataset, regime, classifier), group in ok.groupby(GROUP, sort=False):
         baseline = group[group["strategy"] == BASELINE].set_index("replicate")["test_accuracy"]
+        outcome = budget_outcomes(group)
         for strategy, cells in group.groupby("strategy", sort=False):
             accuracy = cells.set_index("replicate")["test_accuracy"]
             mean, low, high = mean_ci(accuracy)
             row = {"dataset": dataset, "regime": str(regime), "classifier": classifier, "strategy": strategy,
+                   "budget_check": outcome.get(strategy), "budget_check_other": outcome.get(BASELINE),
                    "seeds": len(accuracy), "failed": int(failed.get((dataset, regime, classifier, strategy), 0)),
                    "acc_mean": mean, "acc_ci_low": low, "acc_ci_high": high,
                    "delta_mean": math.nan, "delta_ci_low": math.nan, "delta_ci_high": math.nan,
@@ -71,6 +73,22 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
             row["chance"] = 1.0 / cells["num_classes"].iloc[0] if "num_classes" in cells else math.nan
             rows.append(row)
     return decided(pd.DataFrame(rows))
+
+
+def budget_outcomes(group: pd.DataFrame) -> dict[str, str]:
+    """Strategy -> its budget check's outcome (converged, rising, unchecked) in one (data set,
+    regime, classifier); unchecked for a run that predates the check."""
+    if "budget_check" not in group:
+        return {strategy: "unchecked" for strategy in group["strategy"].unique()}
+    return {strategy: str(outcome) if isinstance(outcome, str) else "unchecked"
+            for strategy, outcome in group.groupby("strategy", sort=False)["budget_check"].first().items()}
+
+
+def undertrained_verdict(own: str | None, other: str | None) -> str | None:
+    """The verdict of a comparison in which a side was still rising at its budget, naming the side
+    (``own``: the strategy's check, ``other``: the baseline's or control's); None where neither was."""
+    sides = [name for name, outcome in (("strategy", own), ("baseline", other)) if outcome == "rising"]
+    return None if not sides else f"undertrained ({' and '.join(sides)} still rising)"
 
 
 def paired_change(accuracy: pd.Series, baseline: pd.Series) -> dict:
@@ -95,6 +113,10 @@ def decided(table: pd.DataFrame) -> pd.DataFrame:
     table["holm_level"] = holm_levels(table["p_value"].to_numpy(), ALPHA)
     table["delta_hci_low"], table["delta_hci_high"] = zip(*map(_holm_interval, table.itertuples()))
     table["verdict"] = [verdict(d, p) for d, p in zip(table["delta_mean"], table["p_holm"])]
+    if "budget_check" in table:  # a side still rising at its budget: neither better nor worse
+        table["verdict"] = [v if v == "baseline" else undertrained_verdict(own, other) or v
+                            for v, own, other in zip(table["verdict"], table["budget_check"],
+                                                     table["budget_check_other"])]
     table["mde"] = [minimum_detectable_effect(np.std(deltas, ddof=1) if len(deltas) > 1 else math.nan, len(deltas),
                                               level) for deltas, level in zip(table["deltas"], table["holm_level"])]
     table = table.drop(columns=["deltas"], errors="ignore")
@@ -116,11 +138,13 @@ def control_table(results: pd.DataFrame) -> pd.DataFrame:
         controls = names.index[names["strategy_name"] == CONTROL]
         contenders = names.index[(names["strategy_name"] != CONTROL) & (names["fit_data"] != LABELLED_ONLY)]
         by_seed = {s: cells.set_index("replicate")["test_accuracy"] for s, cells in group.groupby("strategy")}
+        outcome = budget_outcomes(group)
         for control in controls:
             for strategy in contenders:
                 if len(by_seed[strategy].index.intersection(by_seed[control].index)):
                     rows.append({"dataset": dataset, "regime": str(regime), "classifier": classifier,
-                                 "strategy": strategy, "control": control,
+                                 "strategy": strategy, "control": control, "budget_check": outcome.get(strategy),
+                                 "budget_check_other": outcome.get(control),
                                  **paired_change(by_seed[strategy], by_seed[control])})
     return decided(pd.DataFrame(rows))
 

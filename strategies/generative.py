@@ -21,7 +21,7 @@ from bench.core.errors import CellFailed, UserError
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import FitContext, Param, Strategy, TrainingData
 from bench.training.stacked import Stacked
-from strategies.teacher import pseudo_labelled, teacher_versions
+from strategies.teacher import pseudo_labelled, teacher_versions, threshold_value
 
 RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, class-balanced", tune=True)
 BALANCE = Param(False, check=lambda value, where: _boolean(value, where),
@@ -31,8 +31,9 @@ GENERATOR_DATA = Param("labelled", choices=("labelled", "pool", "pseudo-labelled
                        help="what the generator learns from: the labelled images; with the protocol's "
                             "unlabelled images too (`pool`: see the strategy for how it uses them); or with "
                             "the pool images the teacher of `pseudo-label` labels with confidence, as if labelled")
-PSEUDO_THRESHOLD = Param(0.95, low=0.0, high=1.0, omit_default=True,
-                         help="with generator_data: pseudo-labelled, the teacher's confidence a pool image needs")
+PSEUDO_THRESHOLD = Param(0.95, low=0.0, high=1.0, omit_default=True, check=threshold_value,
+                         help="with generator_data: pseudo-labelled, the teacher's confidence a pool image needs "
+                              "(auto: the lowest at which its labels of the validation images are 95% right)")
 # the params every generator takes for the semi-supervised protocol
 POOL_PARAMS = {"generator_data": GENERATOR_DATA, "pseudo_threshold": PSEUDO_THRESHOLD}
 PROBE_PER_CLASS = 50  # samples per class that the collapse check judges after every fit
@@ -213,7 +214,7 @@ class GenerativeStrategy(Strategy):
         ``pseudo_threshold`` sure of, with its label."""
         if self.value("generator_data") != "pseudo-labelled":
             return labelled, {}
-        pseudo, _ = pseudo_labelled(labelled, ctx, self.value("pseudo_threshold"))
+        pseudo, _, _ = pseudo_labelled(labelled, ctx, self.value("pseudo_threshold"))
         joined = ImageSet(torch.cat([labelled.images, pseudo.images]), torch.cat([labelled.labels, pseudo.labels]))
         return joined, {"pseudo_labelled": len(pseudo)}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
 from strategies.classical import Classical
 from strategies.generative import RATIO
-from strategies.teacher import pseudo_labelled, teacher_versions
+from strategies.teacher import pseudo_labelled, teacher_versions, threshold_value
 
 
 @register_strategy("pseudo-label")
@@ -20,8 +20,9 @@ class PseudoLabel(Strategy):
     """Self-training control: the pool's images that a cnn teacher labels with confidence."""
 
     params = {
-        "threshold": Param(0.95, low=0.0, high=1.0, tune=True,
-                           help="the teacher's confidence an image needs to join the training data"),
+        "threshold": Param(0.95, low=0.0, high=1.0, tune=True, check=threshold_value,
+                           help="the teacher's confidence an image needs to join the training data, or auto: "
+                                "the lowest at which its labels of the validation images are 95% right"),
         "ratio": Param(RATIO.default, low=RATIO.low, high=RATIO.high, tune=True,
                        help="pool images (with the teacher's labels) per labelled image, class-balanced"),
         "policy": Classical.params["policy"],
@@ -39,10 +40,10 @@ class PseudoLabel(Strategy):
                 **(Classical.versions(params) if params["magnitude"] else {})}
 
     def fit(self, labelled, ctx):
-        pseudo, confidence = pseudo_labelled(labelled, ctx, self.values["threshold"],
-                                             round(self.values["ratio"] * len(labelled)))
+        pseudo, confidence, threshold = pseudo_labelled(labelled, ctx, self.values["threshold"],
+                                                        round(self.values["ratio"] * len(labelled)))
         transform = Classical(policy=self.values["policy"], magnitude=self.values["magnitude"]).batch_transform(ctx.hflip)
         return TrainingData(real=labelled, synthetic=pseudo if len(pseudo) else None, batch_transform=transform,
                             synthetic_kind="pseudo-labelled",
-                            info={"pseudo_labelled": len(pseudo),
+                            info={"pseudo_labelled": len(pseudo), "pseudo_label_threshold": threshold,
                                   "pseudo_label_confidence": confidence.mean().item() if len(pseudo) else float("nan")})

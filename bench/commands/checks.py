@@ -10,6 +10,7 @@ import torch
 
 from bench.protocol.config import BenchConfig, load_config
 from bench.run import provenance
+from bench.run.budget import validation_sizes
 from bench.run.cell import cached_dataset, check_grid
 
 
@@ -21,6 +22,7 @@ class Checked:
     device: torch.device
     hashes: dict[str, str]  # data set title -> content hash
     data_seconds: float  # how long loading the data took
+    n_val: dict[str, int]  # data set title -> validation images
 
 
 def load_checked(config_name: str | None, overrides: list[str]) -> Checked:
@@ -31,7 +33,8 @@ def load_checked(config_name: str | None, overrides: list[str]) -> Checked:
     datasets = {spec.title: cached_dataset(spec) for spec in config.datasets}
     data_seconds = time.perf_counter() - start
     check_grid(config, datasets)
-    return Checked(config, device, {name: ds.content_hash for name, ds in datasets.items()}, data_seconds)
+    return Checked(config, device, {name: ds.content_hash for name, ds in datasets.items()}, data_seconds,
+                   validation_sizes(config, datasets))
 
 
 def default_out(config) -> Path:

@@ -13,6 +13,7 @@ from bench.commands.summary import format_summary
 from bench.core import progress
 from bench.costs.plan import cached_estimate
 from bench.run import provenance
+from bench.run.budget import auto_steps, budget_summary, grid_and_checks, read_budget
 from bench.run.cell import Cell, expand_grid
 from bench.protocol.config import cohort_size
 from bench.run.store import RunStore, failed_by_machine
@@ -31,14 +32,18 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
     store = RunStore(out)
     store.check_claim(config)
     revision = provenance.git_revision()
-    cells = expand_grid(config, hashes, cohort_size(config, device))
-    workers = workers_for(config, device, len([c for c in cells if c.key not in store.done_keys(retry_failed)]))
+    cohort = cohort_size(config, device)
+    cells = expand_grid(config, hashes, cohort)
+    done = store.done_keys(retry_failed)
+    workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
     executor = make_executor(device, workers, config.executor)
     with executor.session(), store.lock():  # a cluster that cannot run a cell refuses before the folder is claimed
         store.claim(config, hashes)
         store.heal_cells()
+        auto = auto_steps(config, cells, device, store.root / "cache")
+        grid, checks = grid_and_checks(config, hashes, cohort, checked.n_val, auto)
         with tracking(config, out, revision) as tracker:
-            _run_grid(config, store, device, cells, checked.data_seconds, revision, executor, workers,
+            _run_grid(config, store, device, grid, checks, checked.data_seconds, revision, executor, workers,
                       tracker.log_cell, retry_failed)
             report = build_report(out)
             tracker.log_files([report, report.parent / "report.md", out / "results.csv", out / "config.yaml"])
@@ -47,17 +52,19 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
     return out
 
 
-def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float, revision: str, executor,
-              workers: int, log_cell: Callable[[Cell, dict], None], retry_failed: bool = False) -> None:
-    """Run the grid's missing cells with a progress bar, handing each record to ``log_cell`` (tracking);
-    write the tables and the provenance entry also when interrupted."""
+def _run_grid(config, store: RunStore, device, grid: list, checks: list, data_seconds: float, revision: str,
+              executor, workers: int, log_cell: Callable[[Cell, dict], None], retry_failed: bool = False) -> None:
+    """Run the grid's missing cells and budget checks with a progress bar, handing each grid record to
+    ``log_cell`` (tracking); write the tables and the provenance entry also when interrupted."""
     started = provenance.now()
+    cells = grid + checks
     done = store.done_keys(retry_failed)
     todo = [c for c in cells if c.key not in done]
     again = len((store.cell_keys() - done) & {c.key for c in cells})  # failed cells that run again
     estimate = cached_estimate(config, cells, done, store.root / "cache", device, workers, data_seconds)
     retried = f", {again} failed one(s) to try again" if again else ""
-    print(f"augbench: {config.name}: {len(cells)} cells ({len(cells) - len(todo)} already done{retried}), "
+    checked = f" and {len(checks)} budget checks at 2x" if checks else " (budget check off)"
+    print(f"augbench: {config.name}: {len(grid)} cells{checked} ({len(cells) - len(todo)} already done{retried}), "
           f"device {provenance.device_name(device)}, {workers} worker(s), {estimate} -> {store.root}",
           file=sys.stderr)
     foreign = store.foreign_keys([c.key for c in cells])
@@ -87,7 +94,8 @@ def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float,
             again = "; a rerun tries it again" if failed_by_machine(record) else ""
             say(f"failed: {cell.describe()}: {record['failure_reason']}{again}")
         bar.update(1)
-        log_cell(cell, record)
+        if not cell.is_budget_check:
+            log_cell(cell, record)
 
     def on_retry(cell, reason):
         say(f"augbench: worker died on {cell.describe()} ({reason.removeprefix('worker died: ')}): retrying once")
@@ -103,9 +111,11 @@ def _run_grid(config, store: RunStore, device, cells: list, data_seconds: float,
     finally:
         progress.warning_to(None)
         bar.close()
-        results = store.write_tables([c.key for c in cells])
+        results = store.write_tables([c.key for c in grid], [c.key for c in checks],
+                                     config.budget.plateau if config.budget.check == "on" else None)
         store.add_provenance({"config_fingerprint": config.fingerprint, "started": started,
                               "finished": provenance.now(), "completed": finished, "cells_run": bar.n - (
                                   len(cells) - len(todo)), "versions": provenance.versions(),
                               "revision": revision, "device": provenance.device_name(device), "workers": workers})
     print(format_summary(results))
+    print(budget_summary(read_budget(store.root)))

@@ -21,15 +21,17 @@ ROLES = ("cell", "fingerprint", "protocol")
 def option(default: Any = MISSING, *, help: str, low: float | None = None, high: float | None = None,
            choices: tuple[str, ...] | None = None, parse: Callable[[Any, str], Any] | None = None,
            plain: Callable[[Any], Any] | None = None, cell: bool = False, fingerprint: bool = True,
-           protocol: bool = False, flatten: bool = False, quiet: bool = False) -> Any:
+           protocol: bool = False, flatten: bool = False, quiet: bool = False, result: bool = True) -> Any:
     """A config field: its default (MISSING = required), inclusive ``low``/``high`` for numbers,
     ``choices`` for strings, or ``parse(value, where)`` for composite values with ``plain(value)``
     turning the parsed value back into plain data; its identity roles (see the module docstring);
     ``flatten`` puts a section's fields into a cell key as ``<section>_<field>``; a ``quiet`` field is
     left out of every identity while it holds its default (a field added later leaves the keys,
-    fingerprints and protocols of earlier configs as they were)."""
+    fingerprints and protocols of earlier configs as they were). Inside a section, ``result=False``
+    keeps a field that changes no cell's result (how results are checked or read) out of the cell
+    keys that the section enters."""
     metadata = dict(help=help, low=low, high=high, choices=choices, parse=parse, plain=plain, cell=cell,
-                    fingerprint=fingerprint, protocol=protocol, flatten=flatten, quiet=quiet)
+                    fingerprint=fingerprint, protocol=protocol, flatten=flatten, quiet=quiet, result=result)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -152,6 +154,20 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+def section_identity(section_value: Any, role: str) -> dict:
+    """The plain values of a section's fields as they enter ``role``: a quiet field at its default
+    is left out, and so, in cell keys, is a field that changes no result (``result=False``)."""
+    found = {}
+    for f in dataclasses.fields(section_value):
+        value = plain_value(f, getattr(section_value, f.name))
+        if f.metadata.get("quiet") and value == plain_value(f, _default(f)):
+            continue
+        if role == "cell" and not f.metadata.get("result", True):
+            continue
+        found[f.name] = value
+    return found
+
+
 def identity(obj: Any, role: str) -> dict:
     """The plain values of ``obj``'s fields that play ``role`` (cell, fingerprint or protocol)."""
     assert role in ROLES, role
@@ -159,7 +175,8 @@ def identity(obj: Any, role: str) -> dict:
     for f in dataclasses.fields(obj):
         if not f.metadata.get(role):
             continue
-        value = plain_value(f, getattr(obj, f.name))
+        value = getattr(obj, f.name)
+        value = section_identity(value, role) if "section" in f.metadata else plain_value(f, value)
         if f.metadata.get("quiet") and value == plain_value(f, _default(f)):
             continue
         if role == "cell" and f.metadata.get("flatten"):

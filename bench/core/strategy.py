@@ -64,6 +64,8 @@ class FitContext:
     class_names: tuple[str, ...] = ()  # the data set's, where known
     unlabelled: UnlabelledImages | None = None  # granted only to a strategy that sees_unlabelled
     budget_scale: float = 1.0  # the protocol's budget.scale (for a model a fit trains by a suite recipe)
+    teacher_steps: int | None = None  # with budget.steps: auto, the steps found for the teacher's `cnn`
+    val: ImageSet | None = None  # the validation images, labelled: for choices made on validation data only
     # a generator cohort (strategies/generative.py): the cache_key_parts of the fits whose generators
     # train with this one's as one stacked model (this one's among them; empty: alone), and what
     # loads their (labelled images, context)

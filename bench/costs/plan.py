@@ -403,15 +403,15 @@ class _Planner:
             self._teacher(cell, shape, k, n_real, n_unlabelled, item)
         if generative is not None:
             self._generator(cell, generative, shape, k, n_synthetic, item)
-        if cell.quality.enabled:
+        if cell.quality.enabled and not cell.is_budget_check:
             self._quality(cell, shape, k, n_real, n_synthetic, n_pool, n_test, item)
-        evaluated = cell.eval_points * n_val + n_real + n_val + n_test
-        return step, recipe.steps(n_real, cell.budget_scale), synthetic_per_step, evaluated * plain["predict_s_per_image"]
+        evaluated = cell.eval_points * n_val + (n_val if cell.is_budget_check else n_real + n_val + n_test)
+        return step, cell.budget_steps(n_real), synthetic_per_step, evaluated * plain["predict_s_per_image"]
 
     def _teacher(self, cell: Cell, shape, k: int, n_real: int, n_unlabelled: int, item: CellWork) -> None:
         """The pseudo-label teacher of the cell's fit data (a cnn by its recipe on the labelled
         images, then its labels for the pool), where no earlier item trains it and the cache lacks it."""
-        key = teacher_key(cell.fit_data_parts, cell.budget_scale)
+        key = teacher_key(cell.fit_data_parts, cell.budget_scale, cell.teacher_steps)
         if key in self.teachers:
             item.needs.append((f"teacher:{key}", 0.0))  # being trained by an earlier item
             return
@@ -419,7 +419,8 @@ class _Planner:
             return
         self.teachers.add(key)
         cost = self.calibration.classifier(TEACHER_NET, shape, k, synthetic=False)
-        seconds = (TEACHER_NET.training_recipe.steps(n_real, cell.budget_scale) * cost["step_s"]
+        steps = cell.teacher_steps or TEACHER_NET.training_recipe.steps(n_real, cell.budget_scale)
+        seconds = (steps * cost["step_s"]
                    + (n_unlabelled + n_real) * cost["predict_s_per_image"])
         self.seconds["pseudo-label teachers"] += seconds
         item.needs.append((f"teacher:{key}", seconds))

@@ -61,6 +61,8 @@ COLUMNS: tuple[Column, ...] = tuple([
          "reruns) or machine (its worker died, out of memory: a rerun tries the cell again)"),
         ("num_classes", "int", "", "classes of the data set"),
         ("budget_steps", "int", "steps", "optimizer steps the classifier trained for"),
+        ("budget_check_of", "text", "", "a budget check's record only (never in the tables): the key of the cell "
+                                        "it trains at twice the budget"),
         ("batch_size", "int", "images", "real images per step (the recipe's batch size)"),
         ("n_real", "int", "images", "labelled real images"),
         ("n_val", "int", "images", "validation images"),
@@ -84,6 +86,8 @@ COLUMNS: tuple[Column, ...] = tuple([
         ("pseudo_labelled", "int", "images", "pool images that joined with the teacher's labels: pseudo-label's training "
          "data, or a generator's with generator_data: pseudo-labelled"),
         ("pseudo_label_confidence", "float", "fraction", "pseudo-label: the teacher's mean confidence on them"),
+        ("pseudo_label_threshold", "float", "fraction", "pseudo-label: the confidence a pool image needed (with "
+         "threshold: auto, chosen on the validation images)"),
         ("synthetic_content_hash", "text", "", "synthetic-images: content hash of the given files"),
     ),
     *_columns(
@@ -162,6 +166,14 @@ COLUMNS: tuple[Column, ...] = tuple([
         ("val_accuracy", "float", "fraction", "accuracy on the validation images"),
         ("gap_accuracy", "float", "fraction", "train accuracy minus test accuracy"),
         ("gap_loss", "float", "nats", "test NLL minus train NLL"),
+    ),
+    *_columns(
+        "store",
+        ("budget_check", "text", "", "its group's budget check (data set, regime, classifier, strategy): "
+                                     "converged (doubling the budget gained less than budget.plateau on validation), "
+                                     "rising, or unchecked"),
+        ("budget_check_gain", "float", "pp", "its group's mean validation-accuracy gain from doubling the budget"),
+        ("budget_check_steps", "int", "steps", "the doubled budget its group's check trained for"),
     ),
 ])
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}

@@ -71,12 +71,46 @@ def _run_name(value: Any, where: str) -> str:
 
 
 # --------------------------------------------------------------------------------- sections
+def _budget_steps(value: Any, where: str) -> str | int:
+    if value in ("recipe", "auto"):
+        return value
+    raise UserError(f"config field {where}: {value!r} is not one of recipe, auto (recipe: the classifier "
+                    "recipe's steps times `scale`; auto: the smallest budget at which `none` plateaus on validation)")
+
+
+def _plateau(value: Any, where: str) -> float:
+    """Percentage points in (0, 100]."""
+    value = check_number(value, f"config field {where}", float, 0.0, 100.0)
+    if value == 0:
+        raise UserError(f"config field {where}: 0 is out of range (must be above 0 and at most 100 percentage "
+                        "points)")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class BudgetSpec:
-    """The `budget` section: how long each classifier trains."""
+    """The `budget` section: how long each classifier trains, and the check that it was long enough."""
 
     scale: float = option(1.0, low=0.001, high=100.0,
                           help="multiplies each classifier recipe's steps (generators have their own `steps`)")
+    steps: str = option("recipe", parse=_budget_steps, quiet=True,
+                        help="recipe: the recipe's steps times `scale`; auto: per data set, regime and "
+                             "classifier, the smallest budget, doubling from `floor`, at which `none`'s validation "
+                             "accuracy (mean of the first two seeds) gains less than `plateau` from one more "
+                             "doubling (searched once, cached; needs scale 1)")
+    floor: int = option(100, low=1, high=1_000_000, quiet=True,
+                        help="steps: auto starts its doubling here (optimizer steps)")
+    check: str = option("on", choices=("on", "off"), quiet=True, result=False,
+                        help="on: each (data set, regime, classifier, strategy) also trains its first seed(s) at "
+                             "twice the budget, on validation data, and every row says whether its group was "
+                             "converged (the gain from doubling below `plateau`); off: unchecked (the leaderboard "
+                             "refuses unchecked runs)")
+    plateau: float = option(1.0, parse=_plateau, quiet=True, result=False,
+                            help="percentage points of validation accuracy: a budget whose doubling gains less is "
+                                 "converged. 1 pp: below the smallest changes the bundled protocols resolve (their "
+                                 "minimum detectable effects are 1-5 pp), so a budget still gaining less cannot "
+                                 "turn a verdict, and above the paired noise of one doubling on a few hundred "
+                                 "validation images averaged over two seeds")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,8 +250,14 @@ def protocol_view(raw: dict, schema: type = BenchConfig) -> dict:
     """The fields of a saved config (plain data) that runs on one leaderboard must share (a quiet
     field only where it is not at its default: configs saved before it existed lack it)."""
     quiet = {f.name: plain_value(f, f.default) for f in dataclasses.fields(schema) if f.metadata.get("quiet")}
-    return {name: raw.get(name) for name in role_fields(schema, "protocol")
+    view = {name: raw.get(name) for name in role_fields(schema, "protocol")
             if not (name in quiet and raw.get(name, quiet[name]) == quiet[name])}
+    for f in dataclasses.fields(schema):  # a section's quiet fields likewise
+        if f.name in view and "section" in f.metadata and isinstance(view[f.name], dict):
+            defaults = {g.name: plain_value(g, g.default) for g in dataclasses.fields(f.metadata["section"])
+                        if g.metadata.get("quiet")}
+            view[f.name] = {k: v for k, v in view[f.name].items() if not (k in defaults and v == defaults[k])}
+    return view
 
 
 # ------------------------------------------------------------------------------- loading
@@ -319,9 +359,17 @@ def parse_config(data: dict, default_name: str = "custom", schema: type = BenchC
         data = {**data, "name": default_name}
     data = {**data, "name": str(data["name"])}
     config = parse_section(schema, data)
+    check_budget(config.budget)
     check_unlabelled_use(config)
     check_executor(config.executor)
     return config
+
+
+def check_budget(budget: BudgetSpec) -> None:
+    """Refuse ``steps: auto`` beside a ``scale`` other than 1 (auto chooses the steps itself)."""
+    if budget.steps == "auto" and budget.scale != 1:
+        raise UserError(f"config field budget.scale: {budget.scale:g} together with budget.steps: auto; auto picks "
+                        "the steps itself, so leave scale at 1 (or set steps: recipe)")
 
 
 def check_executor(spec: ExecutorSpec) -> None:

@@ -17,6 +17,7 @@ from bench.models.suite import ClassifierEntry
 from bench.protocol.config import BenchConfig
 from bench.protocol.registries import load_registries
 from bench.quality.settings import QualitySpec
+from strategies.teacher import uses_teacher
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +35,9 @@ class Cell:
     cohort_size: int = 1  # the cells its classifier trains with as one network (bench/training/cohort.py)
     generator_replicates: tuple[int, ...] = ()  # the replicates whose generators fit with its own as one
     # stacked model, a generator cohort (strategies/generative.py); empty: it fits alone
+    auto_steps: tuple[tuple[str, int], ...] = ()  # with budget.steps: auto, the steps found per classifier of
+    # its data set and regime (bench/run/budget.py); empty: each recipe's steps times budget.scale
+    budget_factor: int = 1  # 2: a budget check, its cell trained at twice the budget (never a result)
 
     @classmethod
     def from_config(cls, config: BenchConfig, *, dataset: DatasetEntry, data_hash: str, regime: Regime,
@@ -66,13 +70,42 @@ class Cell:
     def eval_points(self) -> int:
         return self.protocol.eval_points
 
+    @property
+    def steps(self) -> int | None:
+        """The steps ``budget.steps: auto`` found for its classifier (None: the recipe's times the scale)."""
+        return dict(self.auto_steps).get(self.classifier)
+
+    @property
+    def teacher_steps(self) -> int | None:
+        """The steps ``auto`` found for the `cnn` of its data set and regime, which a pseudo-label
+        teacher trains for (None: the recipe's times the scale)."""
+        return dict(self.auto_steps).get("cnn")
+
+    def budget_steps(self, n_real: int) -> int:
+        """The optimizer steps its classifier trains for (twice the budget in a budget check)."""
+        steps = self.steps or self.classifier_entry.training_recipe.steps(n_real, self.budget_scale)
+        return steps * self.budget_factor
+
+    @property
+    def is_budget_check(self) -> bool:
+        return self.budget_factor != 1
+
+    def budget_check(self) -> "Cell":
+        """Its budget check: the same cell (same fit, initial weights and real batches) trained at twice
+        the budget, alone."""
+        return replace(self, budget_factor=2, cohort_size=1)
+
     def canonical(self) -> dict:
         unlabelled = {"unlabelled": unlabelled_plain(self.protocol.unlabelled)} if self.sees_unlabelled else {}
+        teacher = self.teacher_steps is not None and uses_teacher(self.versions)
         return {"dataset": self.dataset.title, "data_hash": self.data_hash, "regime": self.regime_label,
                 "strategy": self.strategy.name, "params": self.strategy.params, "classifier": self.classifier,
                 "versions": self.versions, "replicate": self.replicate, **identity(self.protocol, "cell"),
                 **unlabelled, **({"cohort": self.cohort_size} if self.cohort_size > 1 else {}),
-                **({"generator_cohort": len(self.generator_replicates)} if self.generator_replicates else {})}
+                **({"generator_cohort": len(self.generator_replicates)} if self.generator_replicates else {}),
+                **({"steps": self.steps} if self.steps is not None else {}),
+                **({"teacher_steps": self.teacher_steps} if teacher else {}),
+                **({"budget_check": self.budget_factor} if self.is_budget_check else {})}
 
     @property
     def sees_unlabelled(self) -> bool:
@@ -110,8 +143,9 @@ class Cell:
         """Seed of the classifier's initialization, dropout and real batch order. It depends on
         neither the strategy nor quality settings nor eval points, so `none` and every strategy
         of a cell start from the same weights and see the same real batches."""
+        budget = (self.budget_scale,) if self.steps is None else (self.budget_scale, self.steps)
         return derive_seed("train", *self.fit_key_parts, self.classifier,
-                           canonical_json(self.classifier_entry.versions()), self.budget_scale)
+                           canonical_json(self.classifier_entry.versions()), *budget)
 
     @property
     def augment_seed(self) -> int:
@@ -174,15 +208,19 @@ class Cell:
             if self.quality.enabled else None
 
     def describe(self) -> str:
+        check = f" (budget check at {self.budget_factor}x)" if self.is_budget_check else ""
         return (f"{self.dataset.title}/{self.regime_label} {self.strategy.label} {self.classifier} "
-                f"seed {self.replicate}")
+                f"seed {self.replicate}{check}")
 
 
-def expand_grid(config: BenchConfig, data_hashes: dict[str, str], cohort_size: int = 1) -> list[Cell]:
+def expand_grid(config: BenchConfig, data_hashes: dict[str, str], cohort_size: int = 1,
+                auto_steps: dict[tuple[str, str], tuple[tuple[str, int], ...]] | None = None) -> list[Cell]:
     """Every cell of the config, in a stable order, in cohorts of ``cohort_size`` where its
-    classifier groups (``cohorts``)."""
-    return [Cell.from_config(config, dataset=d, data_hash=data_hashes[d.title], regime=r, strategy=s, classifier=c,
-                             replicate=k, cohort_size=cohort_size)
+    classifier groups (``cohorts``); with ``auto_steps`` ((data set, regime) -> steps per classifier)
+    each trains for the steps found for its own."""
+    return [replace(Cell.from_config(config, dataset=d, data_hash=data_hashes[d.title], regime=r, strategy=s,
+                                     classifier=c, replicate=k, cohort_size=cohort_size),
+                    auto_steps=(auto_steps or {}).get((d.title, regime_label(r)), ()))
             for d in config.datasets for r in config.regimes for s in config.strategies
             for c in config.classifier_labels for k in range(config.seeds)]
 

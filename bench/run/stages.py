@@ -5,7 +5,7 @@ and train), which reads no test image; tune runs it."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -45,6 +45,7 @@ def fit_context(cell: Cell, dataset: Dataset, split: Split, device: torch.device
     return FitContext(device=device, seed=cell.fit_seed, num_classes=dataset.num_classes, hflip=dataset.hflip,
                       class_names=dataset.class_names, cache_dir=cache_dir, cache_key_parts=cell.fit_data_parts,
                       unlabelled=granted_unlabelled(cell, dataset, split), budget_scale=cell.budget_scale,
+                      teacher_steps=cell.teacher_steps, val=split.val,
                       cohort_parts=tuple(peer.fit_data_parts for peer in cell.generator_peers()),
                       cohort_fits=cohort_fits if cell.generator_replicates else None)
 
@@ -108,10 +109,12 @@ def fit_cell(cell: Cell, device: torch.device, cache_dir: Path | None, split: Sp
     """The fit stage (and ``after_fit``) of a cell: a Trainee, or the record of its failure."""
     dataset = cached_dataset(cell.dataset)
     recipe = cell.classifier_entry.training_recipe
-    steps = recipe.steps(len(split.labelled), cell.budget_scale)
-    record = {**cell_record(cell, revision), "num_classes": dataset.num_classes, "budget_steps": steps,
-              "batch_size": recipe.batch_size, "n_real": len(split.labelled), "n_val": len(split.val),
-              "device": provenance.device_name(device), "started": provenance.now()}
+    record = {**cell_record(cell, revision), "num_classes": dataset.num_classes,
+              "budget_steps": cell.budget_steps(len(split.labelled)), "batch_size": recipe.batch_size,
+              "n_real": len(split.labelled), "n_val": len(split.val), "device": provenance.device_name(device),
+              "started": provenance.now()}
+    if cell.is_budget_check:
+        record["budget_check_of"] = replace(cell, budget_factor=1).key
     if cell.generator_replicates:
         record["generator_cohort"] = cell.generator_group
     try:
@@ -193,7 +196,7 @@ def run_cohort(cells: tuple[Cell, ...], device: torch.device, cache_dir: Path | 
     records, trainees = {}, []
     for cell in cells:
         dataset, split = data_of(cell)
-        measured = cell.quality.enabled and cache_dir is not None
+        measured = cell.quality.enabled and cache_dir is not None and not cell.is_budget_check
         quality = partial(quality_stage, cell, dataset, split, device, cache_dir) if measured else None
         trainee = fit_cell(cell, device, cache_dir, split, revision, after_fit=quality)
         if isinstance(trainee, dict):
@@ -208,7 +211,8 @@ def run_cohort(cells: tuple[Cell, ...], device: torch.device, cache_dir: Path | 
     for group in shapes.values():
         for trainee, model in zip(group, train_classifiers(group, device)):
             if model is not None:
-                trainee.record.update(evaluate(model, trainee.split, device))
+                scores = validation_accuracy if trainee.cell.is_budget_check else evaluate
+                trainee.record.update(scores(model, trainee.split, device))
                 trainee.record["finished"] = provenance.now()
             records[trainee.cell.key] = trainee.record
     return [records[cell.key] for cell in cells]
@@ -238,6 +242,12 @@ def cached_quality(cell: Cell, dataset: Dataset, split: Split, data, device: tor
     in_pool = seen is not None and cell.protocol.unlabelled.source != "path"
     return cache.json_once("quality", key, lambda: assess_quality(data, dataset, split, cell.quality, device, cache,
                                                                   cell.budget_scale, seed, samples, seen, in_pool))
+
+
+def validation_accuracy(model, split: Split, device: torch.device) -> dict:
+    """What a budget check measures: validation accuracy alone (it reads no test image)."""
+    val = classification_metrics(predict(model, split.val.images, device), split.val.labels)
+    return {"val_accuracy": val["accuracy"]}
 
 
 def evaluate(model, split: Split, device: torch.device) -> dict:

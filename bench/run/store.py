@@ -22,6 +22,7 @@ from bench.protocol.columns import PARAM_PREFIX, of_type
 from bench.protocol.config import BenchConfig
 from bench.core.errors import UserError
 from bench.core.files import atomic_write, move_aside, remove_temporary_files
+from bench.run.budget import outcomes, with_outcomes
 
 TEXT_COLUMNS = of_type("text")
 TIME_COLUMNS = of_type("time")
@@ -239,13 +240,18 @@ class RunStore:
         """The keys of every cell file in the folder, done or failed."""
         return {p.stem for p in self.cells_dir.glob("*.json")} if self.cells_dir.exists() else set()
 
-    def write_tables(self, grid_keys: list[str]) -> pd.DataFrame:
-        """Rebuild results.parquet/.csv (a row per finished cell of the grid, in the grid's order) and
-        curves.csv from the cell files. Cells outside the grid are not read."""
+    def write_tables(self, grid_keys: list[str], check_keys: list[str] = (), plateau: float | None = None
+                     ) -> pd.DataFrame:
+        """Rebuild results.parquet/.csv (a row per finished cell of the grid, in the grid's order, with
+        its group's budget check), curves.csv and budget.csv (the check of each group, from the
+        budget-check cells ``check_keys``; ``plateau`` None: the check was off) from the cell files.
+        Cells outside the grid are not read."""
         records = self.records(grid_keys)
-        results = normalize_results(_param_columns(pd.DataFrame([{k: v for k, v in r.items() if k != "curve"}
-                                                                  for r in records])))
+        results = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in records])
+        checks = outcomes(results, self.records(list(check_keys)), plateau)
+        results = normalize_results(_param_columns(with_outcomes(results, checks)))
         curves = pd.DataFrame([{"key": r["key"], **point} for r in records for point in r.get("curve", [])])
-        for name, frame in (("results.parquet", results), ("results.csv", results), ("curves.csv", curves)):
+        for name, frame in (("results.parquet", results), ("results.csv", results), ("curves.csv", curves),
+                            ("budget.csv", checks)):
             atomic_write(self.root / name, _frame_bytes(frame, Path(name).suffix))
         return results

@@ -282,12 +282,13 @@ def predict_members(net: nn.Module, images: list[torch.Tensor], device: torch.de
 
 
 def train_suite_classifier(name: str, images: ImageSet, val: ImageSet, num_classes: int, budget_scale: float,
-                           device: torch.device, seed: int) -> nn.Module:
-    """A classifier of the suite trained by its own recipe on ``images`` alone, seeded by ``seed``
-    (``val`` only feeds the learning curve): the quality evaluator, CAS and pseudo-label's teacher."""
+                           device: torch.device, seed: int, steps: int | None = None) -> nn.Module:
+    """A classifier of the suite trained by its own recipe on ``images`` alone (for ``steps``, else the
+    recipe's times ``budget_scale``), seeded by ``seed`` (``val`` only feeds the learning curve): the
+    quality evaluator, CAS and pseudo-label's teacher."""
     recipe = CLASSIFIERS.get(name).recipe
     with seeded(seed, device):
         model = build_classifier(name, tuple(images.images.shape[1:]), num_classes)
-        train(model, recipe, TrainingData(real=images), val, steps=recipe.steps(len(images), budget_scale),
+        train(model, recipe, TrainingData(real=images), val, steps=steps or recipe.steps(len(images), budget_scale),
               num_classes=num_classes, device=device, order_seed=seed, augment_seed=seed, eval_points=1)
     return model
