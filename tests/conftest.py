@@ -36,7 +36,7 @@ TINY_CONFIG = {
     "strategies": ["none", {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}}],
     "classifiers": ["mlp", "cnn"],
     "seeds": 2,
-    "budget": {"scale": 0.05},
+    "budget": {"scale": 0.05, "check": "off"},  # the budget check has tests of its own (test_budget.py)
     "eval_points": 2,
     "workers": 1,
 }

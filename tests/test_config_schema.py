@@ -67,7 +67,7 @@ def test_cell_key_is_stable():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("budget.scal=1", "unknown config field budget.scal; budget fields: scale"),
+    ("budget.scal=1", "unknown config field budget.scal; budget fields: check, floor, plateau, scale, steps"),
     ("colour=red", "unknown config field colour"),
     ("seeds.x=1", "config field seeds has no sub-fields"),
 ])

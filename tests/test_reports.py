@@ -106,7 +106,7 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
 
 
 def test_leaderboard_ranks_a_run(tiny_run, tmp_path, cli):
-    code, out, err = cli("leaderboard", tiny_run, "--out", tmp_path)
+    code, out, err = cli("leaderboard", tiny_run, "--out", tmp_path, "--allow-undertrained")  # a test budget
     assert code == 0, err
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert set(board["strategy"]) == {"none", "classical-basic", "vae"}

@@ -38,7 +38,7 @@ SEARCH_VERSION = "1"
 
 def check_replicates(n_val: int, plateau: float, seeds: int) -> int:
     """How many first seeds a group's check trains at twice the budget: one where a validation
-    accuracy's binomial standard error (at 90 % accuracy) is at most half the plateau (n_val >= 1,440
+    accuracy's binomial standard error (at 90 % accuracy) is at most half the plateau (n_val >= 3,600
     images at 1 pp), so that one doubling's gain is read to within the plateau; else the first two,
     which halve the variance of the mean gain (capped at the protocol's seeds)."""
     se_pp = 100 * math.sqrt(0.9 * 0.1 / max(1, n_val))

@@ -1,0 +1,154 @@
+"""Converged, or it does not count: the budget check, budget.steps: auto, the report and leaderboard
+that say and refuse, and pseudo-label's threshold: auto, all decided on validation data."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.core.images import ImageSet
+from bench.core.strategy import FitContext
+from bench.protocol.config import parse_config
+from bench.run.budget import check_replicates, outcomes, read_budget, search_steps
+from bench.run.cell import cached_dataset, data_of, expand_grid, make_strategy
+from bench.run.stages import fit_context
+from conftest import TINY_CONFIG
+from reports.tables import comparison_table
+from strategies.teacher import auto_threshold
+from tests_support import tiny_config_with
+
+CPU = torch.device("cpu")
+CHECKED = {"budget": {"scale": 0.05, "check": "on"}, "classifiers": ["mlp"], "strategies": ["none"]}
+
+
+def test_a_tiny_budget_is_reported_unconverged_and_the_leaderboard_refuses_it(tmp_path, cli):
+    code, out, _ = cli("run", tiny_config_with(tmp_path, CHECKED), "--out", tmp_path / "run")
+    assert code == 0
+    budget = read_budget(tmp_path / "run")
+    assert list(budget["outcome"]) == ["rising"] and budget["checked_seeds"].iloc[0] == 2
+    assert budget["check_steps"].iloc[0] == 2 * budget["budget_steps"].iloc[0]
+    results = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert len(results) == 2 and (results["budget_check"] == "rising").all()  # the checks are no result rows
+    assert "budget check: 0 of 1 group(s) converged" in out
+    said = (tmp_path / "run" / "report" / "report.md").read_text().split("## What this run says")[1]
+    assert said.lstrip().startswith("- Budget check: 0 of 1 groups") and "digits/5 mlp none" in said
+    code, _, err = cli("leaderboard", tmp_path / "run", "--out", tmp_path / "board")
+    assert code == 2 and "leaderboard refused" in err and "digits/5 mlp none" in err and "try at least" in err
+    assert not (tmp_path / "board").exists()
+    code, _, _ = cli("leaderboard", tmp_path / "run", "--out", tmp_path / "board", "--allow-undertrained")
+    assert code == 0 and "Warning: undertrained" in (tmp_path / "board" / "leaderboard.md").read_text()
+
+
+def test_the_default_budget_is_converged(tmp_path, cli):
+    change = {**CHECKED, "budget": {"scale": 1.0, "check": "on"}, "regimes": [10]}
+    code, out, _ = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
+    assert code == 0
+    budget = read_budget(tmp_path / "run")
+    assert list(budget["outcome"]) == ["converged"], budget.to_dict("records")
+    code, _, _ = cli("leaderboard", tmp_path / "run", "--out", tmp_path / "board")
+    assert code == 0
+
+
+def test_budget_check_off_runs_no_check_and_the_leaderboard_calls_it_unchecked(tmp_path, cli):
+    change = {**CHECKED, "budget": {"scale": 0.05, "check": "off"}}
+    code, out, _ = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
+    assert code == 0 and list(read_budget(tmp_path / "run")["outcome"]) == ["unchecked"]
+    assert len(list((tmp_path / "run" / "cells").glob("*.json"))) == 2
+    code, _, err = cli("leaderboard", tmp_path / "run", "--out", tmp_path / "board")
+    assert code == 2 and "unchecked" in err
+
+
+def _rows(strategy: str, gains: dict) -> list[dict]:
+    return [{"key": f"{strategy}{r}", "dataset": "d", "regime": "10", "classifier": "cnn", "strategy": strategy,
+             "replicate": r, "status": "ok", "budget_steps": 100, "val_accuracy": 0.8, "gap_accuracy": 0.1,
+             "gap_loss": 0.1,
+             "test_accuracy": 0.8 + 0.01 * r + (0.05 if strategy != "none" else 0)} for r in range(4)]
+
+
+def test_a_strategy_still_rising_is_flagged_on_its_side():
+    rows = pd.DataFrame(_rows("none", {}) + _rows("heavy", {}))
+    checks = [{"status": "ok", "budget_check_of": f"{s}{r}", "budget_steps": 200,
+               "val_accuracy": 0.8 + (0.04 if s == "heavy" else 0.002)} for s in ("none", "heavy") for r in (0, 1)]
+    table = outcomes(rows, checks, plateau=1.0)
+    assert dict(zip(table["strategy"], table["outcome"])) == {"none": "converged", "heavy": "rising"}
+    assert table.set_index("strategy").loc["heavy", "val_gain_pp"] == pytest.approx(4.0)
+    results = rows.merge(table.rename(columns={"outcome": "budget_check"})[["strategy", "budget_check"]])
+    verdict = comparison_table(results).set_index("strategy").loc["heavy", "verdict"]
+    assert verdict == "undertrained (strategy still rising)"  # +5 pp on every seed, yet not counted better
+
+
+def test_check_seeds_follow_the_noise_of_the_validation_set():
+    assert check_replicates(200, 1.0, 5) == 2  # digits at 20 per class: one accuracy's SE is 2.1 pp
+    assert check_replicates(2000, 1.0, 5) == 2  # SE 0.67 pp: still above half the plateau
+    assert check_replicates(4000, 1.0, 5) == 1  # SE 0.47 pp: one seed reads a doubling to within the plateau
+    assert check_replicates(200, 1.0, 1) == 1
+
+
+def _auto_cell(floor: int):
+    config = parse_config({**TINY_CONFIG, **CHECKED, "budget": {"steps": "auto", "floor": floor}, "regimes": [10]})
+    return expand_grid(config, {d.title: cached_dataset(d).content_hash for d in config.datasets})[0]
+
+
+def test_steps_auto_is_deterministic_and_climbs_from_a_small_floor(tmp_path):
+    cell = _auto_cell(5)
+    first = search_steps(cell, CPU, tmp_path / "a", say=lambda line: None)
+    again = search_steps(cell, CPU, tmp_path / "b", say=lambda line: None)
+    assert first["trials"] == again["trials"] and first["steps"] == again["steps"]
+    assert first["steps"] > 5 and first["plateaued"]
+    steps = [t["steps"] for t in first["trials"]]
+    assert steps == [5 * 2 ** i for i in range(len(steps))] and steps[-1] == 2 * first["steps"]
+    gains = [100 * (b["val_accuracy"] - a["val_accuracy"]) for a, b in zip(first["trials"], first["trials"][1:])]
+    assert gains[-1] < 1.0 and all(g >= 1.0 for g in gains[:-1])
+
+
+def test_steps_auto_trains_every_strategy_of_the_group_for_the_steps_found(tmp_path, cli):
+    change = {**CHECKED, "budget": {"steps": "auto", "floor": 40}, "regimes": [10], "seeds": 2,
+              "strategies": ["none", "identity"]}
+    code, out, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
+    assert code == 0 and "steps: auto: digits/10 mlp:" in err
+    results = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert results["budget_steps"].nunique() == 1 and results["budget_steps"].iloc[0] >= 40
+    by = results.set_index(["strategy", "replicate"])["test_accuracy"]
+    assert by["none"].tolist() == by["identity"].tolist()  # common random numbers at the steps found
+
+
+def test_threshold_auto_reads_validation_labels_only():
+    val_probabilities = torch.tensor([[0.99, 0.01], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
+    right = torch.tensor([0, 0, 0, 1, 0])  # the 0.7-sure label is wrong
+    assert auto_threshold(val_probabilities, right) == pytest.approx(0.8)
+    assert auto_threshold(val_probabilities, torch.tensor([0, 0, 0, 0, 0])) == pytest.approx(0.6)
+    assert auto_threshold(val_probabilities, torch.tensor([1, 1, 1, 1, 1])) == 1.0
+
+
+def test_pseudo_label_auto_never_sees_test_images(tmp_path, monkeypatch):
+    config = parse_config({**TINY_CONFIG, "regimes": [10], "unlabelled": "pool", "classifiers": ["mlp"], "seeds": 1,
+                           "strategies": [{"name": "pseudo-label", "params": {"threshold": "auto"}}]})
+    cell = expand_grid(config, {d.title: cached_dataset(d).content_hash for d in config.datasets})[0]
+    dataset, split = data_of(cell)
+    ctx = fit_context(cell, dataset, split, CPU, tmp_path)
+    assert not hasattr(ctx, "test")
+    poisoned = ImageSet(torch.full_like(split.test.images, 255), torch.full_like(split.test.labels, -1))
+    monkeypatch.setattr(type(split), "test", property(lambda self: poisoned), raising=False)
+    strategy = make_strategy(cell.strategy)
+    data = strategy.fit(split.labelled, ctx)
+    threshold = data.info["pseudo_label_threshold"]
+    assert 0.0 < threshold <= 1.0 and not math.isnan(threshold)
+    flipped = FitContext(**{**ctx.__dict__, "val": ImageSet(ctx.val.images, (ctx.val.labels + 1) % 10)})
+    assert strategy.fit(split.labelled, flipped).info["pseudo_label_threshold"] != threshold
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"budget": {"plateau": 0}}, "budget.plateau: 0 is out of range"),
+    ({"budget": {"plateau": 101}}, "budget.plateau: 101 is out of range"),
+    ({"budget": {"steps": "auto", "scale": 0.5}}, "budget.scale: 0.5 together with budget.steps: auto"),
+    ({"budget": {"steps": "many"}}, "budget.steps: 'many' is not one of recipe, auto"),
+    ({"budget": {"check": "maybe"}}, "budget.check: 'maybe' is not one of on, off"),
+    ({"strategies": [{"name": "pseudo-label", "params": {"threshold": "auto"}}]},
+     "it learns from unlabelled images"),
+    ({"strategies": [{"name": "pseudo-label", "params": {"threshold": "sure"}}], "unlabelled": "pool"},
+     "threshold: expected a number, got 'sure'"),
+])
+def test_bad_budget_input(tmp_path, cli, change, expected):
+    code, _, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
+    assert code == 2 and expected in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
