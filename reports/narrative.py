@@ -57,6 +57,26 @@ def against_control(controls: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _generators_still_improving(results: pd.DataFrame) -> list[str]:
+    """The generators whose own validation signal was still improving at the end of their fit."""
+    if "generator_converged" not in results:
+        return []
+    fits = results.dropna(subset=["generator_converged"]).drop_duplicates(["strategy", "dataset", "regime",
+                                                                           "replicate"])
+    rising = fits[~fits["generator_converged"].astype(bool)]
+    if fits.empty:
+        return []
+    if rising.empty:
+        return [f"Generators: all {len(fits)} fit(s) had stopped improving on their own validation signal (KID of "
+                "their samples against the validation images) by the end of their fit."]
+    fitted = fits.groupby("strategy", sort=False).size()
+    named = [f"{strategy} ({n} of {fitted[strategy]} fits)"
+             for strategy, n in rising.groupby("strategy", sort=False).size().items()]
+    return [f"Generators still improving at the end of their fit (their KID against the validation images was "
+            f"still falling): {', '.join(named)}. Their verdicts understate what the generator could give with a "
+            "longer fit."]
+
+
 def _unseen(undecided: pd.DataFrame) -> list[str]:
     """What the comparisons without a verdict could not see: their minimum detectable effects."""
     mde = undecided["mde"].dropna() if "mde" in undecided else pd.Series(dtype=float)
@@ -129,6 +149,7 @@ def _comparisons(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFr
                          f"{best['strategy']} {_pct(best['delta_mean'])}).")
     lines += _unseen(compared[compared["verdict"] == "no significant difference"])
     lines += against_control(pd.DataFrame() if controls is None else controls)
+    lines += _generators_still_improving(results)
     association = quality_vs_gain(results)
     if association:
         lines.append(association)

@@ -186,6 +186,7 @@ class Diffusion(GenerativeStrategy):
                 torch._foreach_lerp_(averaged, trained, 1.0 - self.values["ema"])
             if step % 50 == 0 or step == steps:
                 check_finite(step, diffusion=loss)
+            self.signal.at(step)
 
     # -- sampling -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -260,6 +260,7 @@ class GAN(GenerativeStrategy):
                     ema_b.copy_(b)
             if (step % 50 == 0 or step == steps) and members.diverged(step, discriminator=d_loss, generator=g_loss):
                 break
+            self.signal.at(step)
         return members.finish()
 
     @staticmethod

@@ -15,7 +15,12 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN as KID_MEAN
+from torch_fidelity.metric_kid import KEY_METRIC_KID_STD as KID_STD
+from torch_fidelity.metric_kid import kid_features_to_metric
+
 from bench.core.cache import FileCache, cache_key
+from bench.core.keys import canonical_json
 from bench.core.images import ImageSet
 from bench.core.errors import CellFailed, UserError
 from bench.core.seeding import derive_seed, seeded
@@ -170,8 +175,77 @@ class Members:
         return self.failures
 
 
+SIGNAL_POINTS = 4  # a fit alone measures its validation signal at this many evenly spaced steps
+SIGNAL_SAMPLES = 200  # class-balanced samples per point (a fixed draw: the same noise at every point)
+SIGNAL_PIXELS = 16  # images are average-pooled to at most this many pixels a side for the signal's KID
+
+
+def _signal_features(images: torch.Tensor) -> torch.Tensor:
+    """Pooled pixels in [0, 1], flattened: the features of the generator's validation signal (its
+    own, computed during the fit; the quality stage's evaluator comes later)."""
+    x = images.float().div(255.0)
+    size = min(SIGNAL_PIXELS, x.shape[-1])
+    return nn.functional.adaptive_avg_pool2d(x, size).flatten(1).double()
+
+
+class ValidationSignal:
+    """A generator fit's own convergence signal: KID between class-balanced samples and the
+    validation images, in pooled pixels, at ``SIGNAL_POINTS`` evenly spaced steps of a fit alone.
+    The fit was still improving at its end where the last KID is below the one before by more than
+    twice its subsets' standard deviation; ``generator_converged`` says it was not. A stacked fit (a
+    generator cohort) or a fit without validation images records none. Its samples draw from a
+    generator of their own, so the fit's weights are those of a fit that records nothing."""
+
+    def __init__(self, strategy: "GenerativeStrategy", model: nn.Module | None, labelled: ImageSet,
+                 ctx: FitContext | None, steps: int):
+        self.strategy, self.model, self.labelled, self.ctx = strategy, model, labelled, ctx
+        on = model is not None and ctx is not None and ctx.val is not None and len(ctx.val) >= 2
+        self.points = {max(1, round(steps * (i + 1) / SIGNAL_POINTS)) for i in range(SIGNAL_POINTS)} if on else set()
+        self.trace: list[dict] = []
+        if on:
+            self.reference = _signal_features(ctx.val.images)
+            self.labels = balanced_labels(SIGNAL_SAMPLES, ctx.num_classes)
+
+    @torch.no_grad()
+    def at(self, step: int) -> None:
+        """Measure the signal where ``step`` is one of its points."""
+        if step not in self.points:
+            return
+        was_training = self.model.training
+        rng = torch.Generator(device=self.ctx.device).manual_seed(derive_seed("signal", self.ctx.seed))
+        samples = self.strategy.sample(self.model.eval(), self.labels, self.labelled, self.ctx, rng)
+        self.model.train(was_training)
+        features = _signal_features(samples)
+        subset = min(100, len(features), len(self.reference))
+        kid = kid_features_to_metric(features, self.reference, kid_subsets=10, kid_subset_size=subset,
+                                     verbose=False, rng_seed=0)
+        self.trace.append({"step": step, "kid": float(kid[KID_MEAN]), "kid_std": float(kid[KID_STD])})
+
+    def columns(self) -> dict:
+        """``generator_converged`` (None where nothing was measured) and the trace as JSON text."""
+        if len(self.trace) < 2:
+            return {}
+        before, last = self.trace[-2], self.trace[-1]
+        improving = before["kid"] - last["kid"] > 2 * last["kid_std"]
+        return {"generator_converged": not improving, "generator_val_kid": last["kid"],
+                "generator_signal": canonical_json(self.trace)}
+
+
+class _NoSignal:
+    """The signal of a fit that measures none (outside ``_fit_many``)."""
+
+    def at(self, step: int) -> None:
+        pass
+
+    def columns(self) -> dict:
+        return {}
+
+
 class GenerativeStrategy(Strategy):
-    """Base of class-conditional generative strategies: fit (cached), then sample at the ratio."""
+    """Base of class-conditional generative strategies: fit (cached), then sample at the ratio.
+    Its training loop calls ``self.signal.at(step)`` after each step (``ValidationSignal``)."""
+
+    signal: ValidationSignal | _NoSignal = _NoSignal()
 
     family: ClassVar[str] = ""
     generator_version: ClassVar[str] = "2"  # bump when the generator's architecture or training changes
@@ -266,8 +340,9 @@ class GenerativeStrategy(Strategy):
             fitted = self._fit_many(fits)[own]
             if isinstance(fitted, CellFailed):
                 raise fitted
-            model, seconds = fitted
-            return model.to(ctx.device).eval(), {**info, "generator_cache_hit": False, "generator_fit_seconds": seconds}
+            model, seconds, signal = fitted
+            return model.to(ctx.device).eval(), {**info, "generator_cache_hit": False, "generator_fit_seconds": seconds,
+                                                 **signal}
         fitted_now = self._fit_cohort(ctx, cache) if cohort > 1 else set()
         with cache.lock("generator", key):
             failure = cache.load_json("generator-failed", key)
@@ -278,16 +353,17 @@ class GenerativeStrategy(Strategy):
             if cached:
                 model = self._built(labelled, ctx)
                 model.load_state_dict(state)
-                seconds = meta["fit_seconds"]
+                seconds, signal = meta["fit_seconds"], {k: v for k, v in meta.items() if k != "fit_seconds"}
             else:
                 fitted = self._fit_many([(labelled, ctx)])[0]
                 self._save(cache, key, fitted)
                 if isinstance(fitted, CellFailed):
                     raise fitted
-                model, seconds = fitted
+                model, seconds, signal = fitted
         hit = cached and key not in fitted_now  # not a hit where this call fitted it, with its cohort
-        # the time of the original fit, also on a cache hit, so that costs compare
-        return model.to(ctx.device).eval(), {**info, "generator_cache_hit": hit, "generator_fit_seconds": seconds}
+        # the time and convergence signal of the original fit, also on a cache hit, so that costs compare
+        return model.to(ctx.device).eval(), {**info, "generator_cache_hit": hit, "generator_fit_seconds": seconds,
+                                             **signal}
 
     def _built(self, labelled: ImageSet, ctx: FitContext) -> nn.Module:
         """A new generator for ``labelled``'s images, its weights seeded by the fit's key alone (not
@@ -300,8 +376,8 @@ class GenerativeStrategy(Strategy):
         if isinstance(fitted, CellFailed):
             cache.save_json("generator-failed", key, {"reason": str(fitted)})
             return
-        model, seconds = fitted
-        cache.save_json("generator", key, {"fit_seconds": seconds})
+        model, seconds, signal = fitted
+        cache.save_json("generator", key, {"fit_seconds": seconds, **signal})
         cache.save_tensors("generator", key, {k: v.cpu() for k, v in model.state_dict().items()})
 
     def _fit_cohort(self, ctx: FitContext, cache: FileCache) -> set[str]:
@@ -332,6 +408,9 @@ class GenerativeStrategy(Strategy):
         rngs = [torch.Generator(device=device).manual_seed(derive_seed("generator", self._init_seed_key(ctx)))
                 for _, ctx in fits]
         start = time.perf_counter()
+        alone = len(fits) == 1
+        self.signal = ValidationSignal(self, models[0] if alone else None, fits[0][0], fits[0][1] if alone else None,
+                                       steps)
         with seeded(derive_seed("generator-train", self._init_seed_key(fits[0][1])), device):
             for model in models:
                 model.to(device).train()
@@ -344,7 +423,7 @@ class GenerativeStrategy(Strategy):
                 if failure is not None:
                     raise failure
                 self._check(model.eval(), labelled, ctx)
-                results.append((model, seconds))
+                results.append((model, seconds, self.signal.columns()))
             except CellFailed as exc:
                 results.append(exc)
         return results

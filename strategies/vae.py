@@ -161,6 +161,7 @@ class _VAEBase(GenerativeStrategy):
             optimizer.step()
             if (step % 50 == 0 or step == steps) and members.diverged(step, vae=losses):
                 break
+            self.signal.at(step)
         return members.finish()
 
     @staticmethod

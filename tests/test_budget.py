@@ -152,3 +152,19 @@ def test_bad_budget_input(tmp_path, cli, change, expected):
     code, _, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
     assert code == 2 and expected in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_bf16_on_the_cpu_keys_its_cells_and_keeps_common_random_numbers(tmp_path, cli):
+    """precision: bf16 on the CPU (auto picks it where the CPU computes bf16 natively): the precision
+    enters the cells' keys and rows, and an identity strategy still scores exactly like `none`."""
+    change = {"strategies": ["none", "identity"], "classifiers": ["cnn"], "precision": "bf16"}
+    code, _, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "bf16")
+    assert code == 0, err
+    code, _, err = cli("run", tiny_config_with(tmp_path, {**change, "precision": "fp32"}), "--out", tmp_path / "fp32")
+    assert code == 0, err
+    bf16, fp32 = (pd.read_parquet(tmp_path / name / "results.parquet") for name in ("bf16", "fp32"))
+    assert (bf16["precision"] == "bf16").all() and (fp32["precision"] == "fp32").all()
+    assert not set(bf16["key"]) & set(fp32["key"])
+    by = bf16.set_index(["strategy", "replicate"])["test_accuracy"]
+    assert by["none"].tolist() == by["identity"].tolist()
+    assert (bf16["test_accuracy"] > 0.2).all()  # it learns: above chance (10%) at this tiny budget (15 steps)

@@ -50,7 +50,9 @@ def test_a_member_s_first_step_equals_training_it_alone(name, split):
         assert result.curve[0]["train_loss"] == pytest.approx(solo.curve[0]["train_loss"], abs=1e-5)
     for grouped_member, solo_member in zip(cohort, alone):
         for (name_, mine), theirs in zip(grouped_member.model.named_parameters(), solo_member.model.parameters()):
-            assert torch.allclose(mine, theirs, atol=1e-5, rtol=1e-4), name_
+            # grouped and plain convolutions add in other orders: after one step at lr 0.05 the resnet's
+            # weights differed by up to 5e-5 on the AVX-512 CPU of 2026-12-03 (1e-5 on earlier machines)
+            assert torch.allclose(mine, theirs, atol=1e-4, rtol=1e-4), name_
 
 
 def test_an_identity_member_scores_exactly_like_none_and_cohorts_are_deterministic(split):

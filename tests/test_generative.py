@@ -143,3 +143,30 @@ def test_a_divergent_gan_gives_a_failed_cell_not_a_crashed_run(tmp_path, cli):
     assert gan["failure_reason"].str.contains("diverged|collapse").all()
     assert (results[results["strategy"] == "none"]["status"] == "ok").all()
     assert "failed" in err
+
+
+@pytest.mark.parametrize("name", ["vae", "gan"])
+def test_the_validation_signal_is_recorded_and_changes_no_weight(name, labelled, tmp_path, monkeypatch):
+    """A fit alone with validation images measures KID against them at 4 points and says whether it
+    was still improving at the end; its samples draw from a generator of their own, so the fitted
+    weights equal those of a fit that measures nothing (no validation images in its context)."""
+    import dataclasses
+    import json
+
+    from bench.core.images import ImageSet
+    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)
+    dataset = load_dataset(DatasetEntry("digits"))
+    val = make_split(dataset, 6, SplitSpec(val_per_class=5), replicate=0).val
+    plain = _ctx(tmp_path / "plain")
+    signalled = dataclasses.replace(_ctx(tmp_path / "signal"), val=ImageSet(val.images, val.labels))
+    model_a, info_a = _make(name, steps=40).fitted_generator(labelled, plain)
+    model_b, info_b = _make(name, steps=40).fitted_generator(labelled, signalled)
+    assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
+    assert "generator_converged" not in info_a
+    trace = json.loads(info_b["generator_signal"])
+    assert [point["step"] for point in trace] == [10, 20, 30, 40]
+    assert isinstance(info_b["generator_converged"], bool) and info_b["generator_val_kid"] == trace[-1]["kid"]
+    before, last = trace[-2], trace[-1]
+    assert info_b["generator_converged"] == (before["kid"] - last["kid"] <= 2 * last["kid_std"])
+    _, cached = _make(name, steps=40).fitted_generator(labelled, signalled)  # a cache hit reports its fit's signal
+    assert cached["generator_cache_hit"] and cached["generator_signal"] == info_b["generator_signal"]

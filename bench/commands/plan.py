@@ -12,7 +12,8 @@ from bench.commands.checks import Checked, default_out, load_checked
 from bench.core.errors import UserError
 from bench.core.files import atomic_write, check_writable
 from bench.costs.plan import Plan, make_plan
-from bench.protocol.config import cohort_size
+from bench.protocol.config import cohort_size, key_precision
+from bench.run.budget import auto_steps, grid_and_checks
 from bench.run.cell import expand_grid
 from bench.run.store import RunStore, read_results
 from bench.run.tasks import workers_for
@@ -41,8 +42,18 @@ def plan_experiment(config_name: str | None, overrides: list[str], out: Path | N
 
 
 def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
+    """The plan of the grid and its budget checks (at the steps ``auto`` found where the folder's cache
+    holds its search; else at the recipe's, and the search, which ``plan`` does not run, is said)."""
     config, device = checked.config, checked.device
-    cells = expand_grid(config, checked.hashes, cohort_size(config, device))
+    cohort, precision = cohort_size(config, device), key_precision(config, device)
+    auto = auto_steps(config, expand_grid(config, checked.hashes, cohort, precision=precision), device,
+                      out / "cache", search=False)
+    grid, checks = grid_and_checks(config, checked.hashes, cohort, checked.n_val, auto, precision)
+    cells = grid + checks
+    if config.budget.steps == "auto" and not auto:
+        print(f"augbench: budget.steps: auto is not searched yet in {out}: `run` searches first (`none` at "
+              f"{config.budget.floor}, {2 * config.budget.floor}, ... steps on two seeds per data set, regime and "
+              "classifier, until a doubling gains under the plateau); the estimate below is at the recipes' steps")
     done = RunStore(out).done_keys(retry_failed)
     workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
     return make_plan(config, cells, done, out / "cache", device, workers, checked.data_seconds)

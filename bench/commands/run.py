@@ -15,7 +15,7 @@ from bench.costs.plan import cached_estimate
 from bench.run import provenance
 from bench.run.budget import auto_steps, budget_summary, grid_and_checks, read_budget
 from bench.run.cell import Cell, expand_grid
-from bench.protocol.config import cohort_size
+from bench.protocol.config import cohort_size, key_precision
 from bench.run.store import RunStore, failed_by_machine
 from bench.run.tasks import execute, make_executor, workers_for
 from bench.tracking.mlflow_runs import tracking
@@ -33,7 +33,7 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
     store.check_claim(config)
     revision = provenance.git_revision()
     cohort = cohort_size(config, device)
-    cells = expand_grid(config, hashes, cohort)
+    cells = expand_grid(config, hashes, cohort, precision=key_precision(config, device))
     done = store.done_keys(retry_failed)
     workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
     executor = make_executor(device, workers, config.executor)
@@ -41,7 +41,7 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
         store.claim(config, hashes)
         store.heal_cells()
         auto = auto_steps(config, cells, device, store.root / "cache")
-        grid, checks = grid_and_checks(config, hashes, cohort, checked.n_val, auto)
+        grid, checks = grid_and_checks(config, hashes, cohort, checked.n_val, auto, key_precision(config, device))
         with tracking(config, out, revision) as tracker:
             _run_grid(config, store, device, grid, checks, checked.data_seconds, revision, executor, workers,
                       tracker.log_cell, retry_failed)
@@ -63,10 +63,10 @@ def _run_grid(config, store: RunStore, device, grid: list, checks: list, data_se
     again = len((store.cell_keys() - done) & {c.key for c in cells})  # failed cells that run again
     estimate = cached_estimate(config, cells, done, store.root / "cache", device, workers, data_seconds)
     retried = f", {again} failed one(s) to try again" if again else ""
-    checked = f" and {len(checks)} budget checks at 2x" if checks else " (budget check off)"
-    print(f"augbench: {config.name}: {len(grid)} cells{checked} ({len(cells) - len(todo)} already done{retried}), "
-          f"device {provenance.device_name(device)}, {workers} worker(s), {estimate} -> {store.root}",
-          file=sys.stderr)
+    checks_line = f" and {len(checks)} budget checks at 2x" if checks else ""
+    print(f"augbench: {config.name}: {len(grid)} cells{checks_line} ({len(cells) - len(todo)} already done{retried})"
+          f"{'' if checks else ', no budget check'}, device {provenance.device_name(device)}, {workers} worker(s), "
+          f"{estimate} -> {store.root}", file=sys.stderr)
     foreign = store.foreign_keys([c.key for c in cells])
     if foreign:
         print(f"augbench: {len(foreign)} cell file(s) in {store.cells_dir} are not in this grid (another code "

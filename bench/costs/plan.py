@@ -84,9 +84,11 @@ class Calibration:
     only reads the cache (a missing cost raises NotCalibrated): what ``run`` uses, so that a run
     never trains a calibration model."""
 
-    def __init__(self, device: torch.device, path: Path | None = None, measure: bool = True):
+    def __init__(self, device: torch.device, path: Path | None = None, measure: bool = True, precision: str = ""):
         self.device, self.path, self.may_measure = device, path or calibration_file(), measure
-        self.where = [provenance.device_name(device), torch.__version__, torch.get_num_threads(), CALIBRATION_VERSION]
+        self.precision = precision or None  # the classifiers' (key_precision; None: the device's default)
+        self.where = [provenance.device_name(device), torch.__version__, torch.get_num_threads(), CALIBRATION_VERSION,
+                      *([precision] if precision else [])]
         try:
             self.known = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -117,7 +119,7 @@ class Calibration:
             with seeded(0, self.device):
                 members = [Member(entry.build(shape, num_classes), data, val, i, i) for i in range(size)]
                 train_cohort(members, entry.training_recipe, steps=steps, num_classes=num_classes,
-                             device=self.device, eval_points=1)
+                             device=self.device, eval_points=1, precision=self.precision)
         return images, run
 
     def classifier(self, entry: ClassifierEntry, shape: tuple, num_classes: int, synthetic: bool) -> dict:
@@ -127,8 +129,8 @@ class Calibration:
 
         def predict_s() -> float:
             model = entry.build(shape, num_classes).to(device)
-            predict(model, images.images, device)
-            return timed(lambda: predict(model, images.images, device), device) / len(images)
+            predict(model, images.images, device, precision=self.precision)
+            return timed(lambda: predict(model, images.images, device, precision=self.precision), device) / len(images)
 
         return self.cost(["classifier", entry.versions(), entry.label, shape, num_classes, entry.training_recipe,
                           synthetic], lambda: {**per_step(run, device), "predict_s_per_image": predict_s()})
@@ -313,7 +315,7 @@ def make_plan(config, cells: list[Cell], done: set[str], cache_dir: Path, device
     ``data_seconds``: how long loading the data took (each worker loads it once). With
     ``calibrate=False`` only cached costs are used (NotCalibrated where one is missing)."""
     with torch_threads(1 if device.type == "cpu" else None):  # as the workers run
-        calibration = Calibration(device, measure=calibrate)
+        calibration = Calibration(device, measure=calibrate, precision=cells[0].precision if cells else "")
         found = _make_plan(config, cells, done, cache_dir, calibration, workers)
     found.startup_seconds = calibration.worker_start()["seconds"] + data_seconds
     return found

@@ -67,6 +67,7 @@ COLUMNS: tuple[Column, ...] = tuple([
         ("n_real", "int", "images", "labelled real images"),
         ("n_val", "int", "images", "validation images"),
         ("device", "text", "", "device the cell ran on"),
+        ("precision", "text", "", "the classifier's autocast: fp32 or bf16 (config field precision)"),
         ("started", "time", "UTC", "when the cell started"),
         ("finished", "time", "UTC", "when the cell finished"),
     ),
@@ -79,6 +80,12 @@ COLUMNS: tuple[Column, ...] = tuple([
         ("generator_cache_hit", "bool", "", "the generator came from the run's cache"),
         ("generator_fit_seconds", "float", "s", "wall time of the generator's original fit (also on a cache hit; "
          "in a generator cohort its equal share of the cohort's fit)", "cost"),
+        ("generator_converged", "bool", "", "the generator's own validation signal (KID of its samples against the "
+         "validation images, in pooled pixels) was no longer improving at the end of its fit: the last of its "
+         "points was not below the one before by more than twice its spread; empty: not measured (a stacked fit)"),
+        ("generator_val_kid", "float", "", "that signal at the end of the fit (lower is closer)"),
+        ("generator_signal", "text", "", "that signal at each of its points during the fit, as JSON (step, kid, "
+         "kid_std)"),
         ("generator_cohort", "text", "", "the generator cohort whose fits trained as one stacked model with this "
          "cell's (a hash of their generator keys; empty: it trained alone)"),
         ("generator_cohort_size", "int", "fits", "the seeds' generator fits in that cohort"),

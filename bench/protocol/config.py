@@ -31,6 +31,7 @@ from bench.models.entries import classifiers_plain, parse_classifiers
 from bench.models.suite import ClassifierEntry
 from bench.protocol.registries import load_registries
 from bench.quality.settings import QualitySpec
+from bench.training.loop import device_precision, native_bf16
 
 
 # --------------------------------------------------------------------- composite field parsers
@@ -60,6 +61,15 @@ def cohort_size(config: "BenchConfig", device) -> int:
     if config.cohort == "auto":
         return AUTO_COHORT if device.type == "cuda" else 1
     return 1 if config.cohort == "off" else config.cohort
+
+
+def key_precision(config: "BenchConfig", device) -> str:
+    """The classifiers' precision on ``device`` where it differs from the device's former default
+    (``device_precision``), and so enters the cell keys; empty where it is that default."""
+    wanted = config.precision
+    if wanted == "auto":
+        wanted = "bf16" if native_bf16(device) else "fp32"
+    return "" if wanted == device_precision(device) else wanted
 
 
 def _run_name(value: Any, where: str) -> str:
@@ -213,6 +223,10 @@ class BenchConfig:
     eval_points: int = option(10, low=1, high=1000, cell=True, protocol=True,
                               help="validation accuracy measured this many times per training run")
     device: str = option("auto", choices=("auto", "cpu", "cuda"), help="where cells run")
+    precision: str = option("auto", choices=("auto", "fp32", "bf16"), fingerprint=False, quiet=True,
+                            help="the classifiers' autocast: auto (bf16 where the device computes it natively: "
+                                 "CUDA, or a CPU with AVX-512 BF16 or AMX; else fp32), fp32 or bf16; a precision "
+                                 "other than the device's former default (CPU fp32, CUDA bf16) enters the cell keys")
     cohort: str | int = option("auto", parse=_cohort, quiet=True,
                                help="cells whose classifiers train as one grouped network (same data set, regime "
                                     "and classifier, in grid order): auto (16 on CUDA, where small nets leave the "

@@ -83,6 +83,8 @@ def outcomes(rows: pd.DataFrame, checks: list[dict], plateau: float | None) -> p
                                                   val_gain_pp=("gain_pp", "mean")).reset_index()
     table = groups.merge(summary, on=GROUP, how="left")
     table["checked_seeds"] = table["checked_seeds"].fillna(0).astype(int)
+    table[["budget_steps", "check_steps", "val_gain_pp"]] = table[["budget_steps", "check_steps",
+                                                                   "val_gain_pp"]].astype(float)
     table["outcome"] = [UNCHECKED if plateau is None or math.isnan(g) else (CONVERGED if g < plateau else RISING)
                         for g in table["val_gain_pp"].astype(float)]
     return table[columns].reset_index(drop=True)
@@ -191,9 +193,9 @@ def auto_steps(config: BenchConfig, grid: list[Cell], device: torch.device, cach
 
 
 def grid_and_checks(config: BenchConfig, hashes: dict[str, str], cohort: int, n_val: dict[str, int],
-                    auto: dict | None = None) -> tuple[list[Cell], list[Cell]]:
+                    auto: dict | None = None, precision: str = "") -> tuple[list[Cell], list[Cell]]:
     """The grid (each cell at its budget: the recipe's, or what ``auto`` found) and its check cells."""
-    grid = expand_grid(config, hashes, cohort, auto)
+    grid = expand_grid(config, hashes, cohort, auto, precision)
     return grid, budget_checks(config, grid, n_val)
 
 

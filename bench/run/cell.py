@@ -38,6 +38,7 @@ class Cell:
     auto_steps: tuple[tuple[str, int], ...] = ()  # with budget.steps: auto, the steps found per classifier of
     # its data set and regime (bench/run/budget.py); empty: each recipe's steps times budget.scale
     budget_factor: int = 1  # 2: a budget check, its cell trained at twice the budget (never a result)
+    precision: str = ""  # the classifier's autocast where it is not its device's former default (config.key_precision)
 
     @classmethod
     def from_config(cls, config: BenchConfig, *, dataset: DatasetEntry, data_hash: str, regime: Regime,
@@ -105,7 +106,8 @@ class Cell:
                 **({"generator_cohort": len(self.generator_replicates)} if self.generator_replicates else {}),
                 **({"steps": self.steps} if self.steps is not None else {}),
                 **({"teacher_steps": self.teacher_steps} if teacher else {}),
-                **({"budget_check": self.budget_factor} if self.is_budget_check else {})}
+                **({"budget_check": self.budget_factor} if self.is_budget_check else {}),
+                **({"precision": self.precision} if self.precision else {})}
 
     @property
     def sees_unlabelled(self) -> bool:
@@ -214,13 +216,14 @@ class Cell:
 
 
 def expand_grid(config: BenchConfig, data_hashes: dict[str, str], cohort_size: int = 1,
-                auto_steps: dict[tuple[str, str], tuple[tuple[str, int], ...]] | None = None) -> list[Cell]:
+                auto_steps: dict[tuple[str, str], tuple[tuple[str, int], ...]] | None = None,
+                precision: str = "") -> list[Cell]:
     """Every cell of the config, in a stable order, in cohorts of ``cohort_size`` where its
     classifier groups (``cohorts``); with ``auto_steps`` ((data set, regime) -> steps per classifier)
-    each trains for the steps found for its own."""
+    each trains for the steps found for its own; ``precision`` from ``key_precision``."""
     return [replace(Cell.from_config(config, dataset=d, data_hash=data_hashes[d.title], regime=r, strategy=s,
                                      classifier=c, replicate=k, cohort_size=cohort_size),
-                    auto_steps=(auto_steps or {}).get((d.title, regime_label(r)), ()))
+                    auto_steps=(auto_steps or {}).get((d.title, regime_label(r)), ()), precision=precision)
             for d in config.datasets for r in config.regimes for s in config.strategies
             for c in config.classifier_labels for k in range(config.seeds)]
 

@@ -27,7 +27,7 @@ from bench.quality.evaluator import EVALUATOR_VERSION
 from bench.run import provenance
 from bench.run.cell import Cell, cached_dataset, data_of, granted_unlabelled, make_strategy
 from bench.run.resources import measure
-from bench.training.loop import Member, batch_split, predict, train_cohort
+from bench.training.loop import Member, batch_split, device_precision, predict, train_cohort
 from bench.training.metrics import class_recall, classification_metrics, smallest_third
 
 
@@ -112,7 +112,7 @@ def fit_cell(cell: Cell, device: torch.device, cache_dir: Path | None, split: Sp
     record = {**cell_record(cell, revision), "num_classes": dataset.num_classes,
               "budget_steps": cell.budget_steps(len(split.labelled)), "batch_size": recipe.batch_size,
               "n_real": len(split.labelled), "n_val": len(split.val), "device": provenance.device_name(device),
-              "started": provenance.now()}
+              "precision": cell.precision or device_precision(device), "started": provenance.now()}
     if cell.is_budget_check:
         record["budget_check_of"] = replace(cell, budget_factor=1).key
     if cell.generator_replicates:
@@ -158,7 +158,8 @@ def train_classifiers(trainees: list[Trainee], device: torch.device) -> list[tor
             try:
                 results = train_cohort(members, recipe, steps=steps, num_classes=trainees[0].dataset.num_classes,
                                        device=device, mixing=mixing.mode,
-                                       fresh_synthetic=mixing.synthetic_pool == "fresh", eval_points=first.eval_points)
+                                       fresh_synthetic=mixing.synthetic_pool == "fresh", eval_points=first.eval_points,
+                                       precision=first.precision or None)
             except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
                 results = [exc] * len(members)
     if len(trainees) > 1:  # each member's share of the cohort's training, and the cohort it trained in
@@ -212,7 +213,7 @@ def run_cohort(cells: tuple[Cell, ...], device: torch.device, cache_dir: Path | 
         for trainee, model in zip(group, train_classifiers(group, device)):
             if model is not None:
                 scores = validation_accuracy if trainee.cell.is_budget_check else evaluate
-                trainee.record.update(scores(model, trainee.split, device))
+                trainee.record.update(scores(model, trainee.split, device, trainee.cell.precision or None))
                 trainee.record["finished"] = provenance.now()
             records[trainee.cell.key] = trainee.record
     return [records[cell.key] for cell in cells]
@@ -244,19 +245,20 @@ def cached_quality(cell: Cell, dataset: Dataset, split: Split, data, device: tor
                                                                   cell.budget_scale, seed, samples, seen, in_pool))
 
 
-def validation_accuracy(model, split: Split, device: torch.device) -> dict:
+def validation_accuracy(model, split: Split, device: torch.device, precision: str | None = None) -> dict:
     """What a budget check measures: validation accuracy alone (it reads no test image)."""
-    val = classification_metrics(predict(model, split.val.images, device), split.val.labels)
+    val = classification_metrics(predict(model, split.val.images, device, precision=precision), split.val.labels)
     return {"val_accuracy": val["accuracy"]}
 
 
-def evaluate(model, split: Split, device: torch.device) -> dict:
+def evaluate(model, split: Split, device: torch.device, precision: str | None = None) -> dict:
     """The evaluate stage: metrics of the trained classifier on the clean labelled, validation and test
-    images."""
-    test_logits = predict(model, split.test.images, device)
+    images (in the precision it trained in)."""
+    test_logits = predict(model, split.test.images, device, precision=precision)
     test = classification_metrics(test_logits, split.test.labels)
-    train_m = classification_metrics(predict(model, split.labelled.images, device), split.labelled.labels)
-    val = classification_metrics(predict(model, split.val.images, device), split.val.labels)
+    train_m = classification_metrics(predict(model, split.labelled.images, device, precision=precision),
+                                     split.labelled.labels)
+    val = classification_metrics(predict(model, split.val.images, device, precision=precision), split.val.labels)
     recall = class_recall(test_logits, split.test.labels)
     counts = torch.bincount(split.labelled.labels, minlength=len(recall)).tolist()
     return {**{f"test_{k}": v for k, v in test.items()}, "n_test": len(split.test),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -59,19 +60,38 @@ def _warmup_cosine(steps: int) -> Callable[[int], float]:
         0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def _autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: CUDA, or a CPU with AVX-512 BF16 or AMX."""
+    if device.type == "cuda":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def device_precision(device: torch.device) -> str:
+    """The precision a device trains in when nothing else is asked: bf16 autocast on CUDA, fp32 on the CPU."""
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
+def _autocast(device: torch.device, precision: str | None = None):
+    """bf16 autocast where ``precision`` (default: the device's) is bf16."""
+    return torch.autocast(device.type, dtype=torch.bfloat16,
+                          enabled=(precision or device_precision(device)) == "bf16")
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
-    """Logits (float32, on the CPU) for uint8 images, in eval mode."""
+def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1024,
+            precision: str | None = None) -> torch.Tensor:
+    """Logits (float32, on the CPU) for uint8 images, in eval mode (in ``precision``, default the device's)."""
     was_training = model.training
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size].to(device, non_blocking=True)
-        with _autocast(device):
+        with _autocast(device, precision):
             outputs.append(model(normalize(to_input(chunk))).float().cpu())
     model.train(was_training)
     return torch.cat(outputs)
@@ -174,7 +194,8 @@ class _Feed:
 
 def train(model: nn.Module, recipe: Recipe, data: TrainingData, val: ImageSet, *, steps: int,
           num_classes: int, device: torch.device, order_seed: int, augment_seed: int, mixing: str = "add",
-          fresh_synthetic: bool = False, eval_points: int = 10, on_eval: EvalHook | None = None) -> TrainResult:
+          fresh_synthetic: bool = False, eval_points: int = 10, on_eval: EvalHook | None = None,
+          precision: str | None = None) -> TrainResult:
     """Train ``model`` for ``steps`` optimizer steps; evaluate on ``val`` at ``eval_points`` points.
 
     Real batches come from a stream seeded by ``order_seed`` alone, so every strategy of a cell
@@ -186,7 +207,7 @@ def train(model: nn.Module, recipe: Recipe, data: TrainingData, val: ImageSet, *
     """
     result, = train_cohort([Member(model, data, val, order_seed, augment_seed, on_eval)], recipe, steps=steps,
                            num_classes=num_classes, device=device, mixing=mixing, fresh_synthetic=fresh_synthetic,
-                           eval_points=eval_points)
+                           eval_points=eval_points, precision=precision)
     if isinstance(result, Exception):
         raise result
     return result
@@ -194,12 +215,13 @@ def train(model: nn.Module, recipe: Recipe, data: TrainingData, val: ImageSet, *
 
 def train_cohort(members: list[Member], recipe: Recipe, *, steps: int, num_classes: int,
                  device: torch.device, mixing: str = "add", fresh_synthetic: bool = False,
-                 eval_points: int = 10) -> list[TrainResult | Exception]:
+                 eval_points: int = 10, precision: str | None = None) -> list[TrainResult | Exception]:
     """The one training loop: train the members' models (one architecture, equal batch shapes) as
     ``train`` trains one, several as one grouped network (``bench.training.cohort``); each
     member's trained weights end in its own model. Returns per member its TrainResult, or what
     stopped it (CellFailed when its loss stopped being finite, or what its ``on_eval`` raised; the
-    other members go on). One member runs exactly the operations of a model trained alone."""
+    other members go on). One member runs exactly the operations of a model trained alone. ``precision``
+    (fp32, bf16; default the device's, ``device_precision``) is the autocast of its passes."""
     k = len(members)
     feeds = [_Feed(m, recipe, num_classes, device, mixing, fresh_synthetic) for m in members]
     if len({(f.real_per_step, f.synthetic_per_step) for f in feeds}) != 1:
@@ -221,7 +243,7 @@ def train_cohort(members: list[Member], recipe: Recipe, *, steps: int, num_class
     for step in range(1, steps + 1):
         batches = [feed.batch() for feed in feeds]
         x = batches[0][0] if k == 1 else side_by_side([b[0] for b in batches])
-        with _autocast(device):
+        with _autocast(device, precision):
             logits = net(normalize(x).contiguous(memory_format=torch.channels_last))
         outputs = [logits] if k == 1 else list(per_member(logits, k))
         losses = [-(y * F.log_softmax(out.float(), dim=1)).sum(1).mean() for out, (_, y) in zip(outputs, batches)]
@@ -235,7 +257,7 @@ def train_cohort(members: list[Member], recipe: Recipe, *, steps: int, num_class
 
         if step in eval_at:
             window_losses = (running_loss / seen_in_window).reshape(-1).tolist()
-            val_logits = predict_members(net, [m.val.images for m in members], device)
+            val_logits = predict_members(net, [m.val.images for m in members], device, precision)
             val_labels = torch.stack([m.val.labels for m in members])
             accuracies = (val_logits.argmax(2) == val_labels).float().mean(1).tolist()
             for i, (member, window_loss, val_accuracy) in enumerate(zip(members, window_losses, accuracies)):
@@ -264,18 +286,19 @@ def train_cohort(members: list[Member], recipe: Recipe, *, steps: int, num_class
 
 
 @torch.no_grad()
-def predict_members(net: nn.Module, images: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+def predict_members(net: nn.Module, images: list[torch.Tensor], device: torch.device,
+                    precision: str | None = None) -> torch.Tensor:
     """Logits (K x N x classes, on the CPU) of each of a cohort's K members for its own images (K
     sets of N uint8 images; K = 1: a model alone)."""
     k = len(images)
     if k == 1:
-        return predict(net, images[0], device)[None]
+        return predict(net, images[0], device, precision=precision)[None]
     was_training = net.training
     net.eval()
     outputs = []
     for start in range(0, len(images[0]), 1024):
         chunks = [normalize(to_input(part[start:start + 1024].to(device, non_blocking=True))) for part in images]
-        with _autocast(device):
+        with _autocast(device, precision):
             outputs.append(per_member(net(side_by_side(chunks)), k).float().cpu())
     net.train(was_training)
     return torch.cat(outputs, dim=1)
