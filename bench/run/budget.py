@@ -123,9 +123,10 @@ def describe_groups(table: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------- steps: auto
 def search_key(cell: Cell, floor: int, plateau: float) -> str:
     """What the search of a (data set, regime, classifier) depends on: the data, split, regime, the
-    classifier and its versions, the suite, the floor and the plateau."""
+    classifier and its versions, the suite, the floor, the plateau and the precision it trains in."""
     return cache_key("steps-auto", SEARCH_VERSION, cell.data_hash, cell.split, cell.regime_label, cell.classifier,
-                     cell.classifier_entry.versions(), SUITE_VERSION, floor, plateau, cell.protocol.eval_points)
+                     cell.classifier_entry.versions(), SUITE_VERSION, floor, plateau, cell.protocol.eval_points,
+                     *([cell.precision] if cell.precision else []))
 
 
 def _none_accuracy(cell: Cell, steps: int, device: torch.device, cache_dir: Path) -> float:
