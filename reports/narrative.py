@@ -103,8 +103,8 @@ def budget_lines(budget: pd.DataFrame, plateau: float) -> list[str]:
     converged = budget[budget["outcome"] == CONVERGED]
     seeds = sorted(budget.loc[budget["checked_seeds"] > 0, "checked_seeds"].unique())
     head = (f"Budget check: {len(converged)} of {len(budget)} groups (data set, regime, classifier, strategy) "
-            f"converged: training their first {' or '.join(map(str, seeds))} seed(s) at twice the budget gained "
-            f"less than {plateau:g} pp of validation accuracy.")
+            f"converged (a group converged where training its first {' or '.join(map(str, seeds))} seed(s) at "
+            f"twice the budget gained less than {plateau:g} pp of validation accuracy).")
     rest = undertrained(budget)
     if rest.empty:
         return [head + " The comparisons below are between converged classifiers."]

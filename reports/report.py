@@ -190,7 +190,7 @@ def build_report(run_dir: Path) -> Path:
     plateau = ((config.get("config") or {}).get("budget") or {}).get("plateau", BudgetSpec().plateau)
     said = findings(table, results, controls, read_budget(run_dir), plateau)
     sections = Sections(said, table, made, samples, list(tables), notes,
-                        tables["class_gains"], controls)
+                        tables["class_gains"], controls, tables["budget_check"])
     atomic_write(out / "index.html", render_html(context, sections))
     atomic_write(out / "report.md", render_markdown(context, sections))
     return out / "index.html"
@@ -206,6 +206,7 @@ class Sections:
     evaluator_notes: dict  # (dataset, regime) -> how the evaluator relates to the labelled images
     class_gains: pd.DataFrame  # long-tailed regimes: per-class change in recall against `none`
     controls: pd.DataFrame  # the semi-supervised protocol: pool-trained strategies against pseudo-label
+    budget: pd.DataFrame  # the budget check of each group (bench/run/budget.py)
 
     def class_gains_of(self, dataset, regime) -> pd.DataFrame:
         gains = self.class_gains
@@ -238,6 +239,22 @@ CONTROLS = ("Each strategy whose fit saw the unlabelled pool against the control
             "without generating (pseudo-label), on the same seeds; changes in pp with the paired t-interval at the "
             "level at which Holm's procedure over this table decided them. A gain is credited to generation only "
             "where it is better than every control.")
+
+
+BUDGET = ("Per data set, regime, classifier and strategy: the cells of its first seed(s) trained again at twice the "
+          "budget, on the validation images only, and the mean gain in validation accuracy (pp). Converged: the gain "
+          "is below budget.plateau; rising: the budget was still too short; unchecked: no check (it was off, or "
+          "failed).")
+
+
+def budget_rows(budget: pd.DataFrame) -> pd.DataFrame:
+    """The budget check's table, for reading."""
+    return pd.DataFrame({
+        "data set": budget["dataset"], "regime": budget["regime"], "classifier": budget["classifier"],
+        "strategy": budget["strategy"], "seeds checked": budget["checked_seeds"],
+        "steps": budget["budget_steps"].map(lambda v: _fmt(v, ".0f")),
+        "doubled": budget["check_steps"].map(lambda v: _fmt(v, ".0f")),
+        "val gain pp": budget["val_gain_pp"].map(lambda v: _fmt(v, "+.2f")), "outcome": budget["outcome"]})
 
 
 def control_rows(part: pd.DataFrame) -> pd.DataFrame:
@@ -288,6 +305,8 @@ def render_markdown(context, sections: Sections) -> str:
     lines = [f"# augbench report: {context['name']}", ""]
     lines += [f"- {line}" for line in _provenance_lines(context)] + ["", "## What this run says", ""]
     lines += [f"- {line}" for line in sections.said] + [""]
+    if not sections.budget.empty:
+        lines += ["## Budget check", "", BUDGET, "", budget_rows(sections.budget).to_markdown(index=False), ""]
     lines += ["## Results", "", LEGEND, ""]
     for (dataset, regime), part in _groups(sections.table):
         for classifier, rows in part.groupby("classifier", sort=False):
@@ -335,8 +354,11 @@ def render_html(context, sections: Sections) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>augbench report: {e(context['name'])}</title>",
              f"<style>{STYLE}</style></head><body>", f"<h1>augbench report: {e(context['name'])}</h1>",
              "<ul class='meta'>" + "".join(f"<li>{e(line)}</li>" for line in _provenance_lines(context)) + "</ul>",
-             "<h2>What this run says</h2><ul>" + "".join(f"<li>{e(line)}</li>" for line in sections.said) + "</ul>",
-             f"<h2>Results</h2><p class='meta'>{e(LEGEND)}</p>"]
+             "<h2>What this run says</h2><ul>" + "".join(f"<li>{e(line)}</li>" for line in sections.said) + "</ul>"]
+    if not sections.budget.empty:
+        parts += [f"<h2>Budget check</h2><p class='meta'>{e(BUDGET)}</p>",
+                  budget_rows(sections.budget).to_html(index=False, border=0, escape=True)]
+    parts += [f"<h2>Results</h2><p class='meta'>{e(LEGEND)}</p>"]
     for (dataset, regime), part in _groups(sections.table):
         for classifier, rows in part.groupby("classifier", sort=False):
             parts.append(f"<h3>{e(str(dataset))}, {e(str(regime))} per class, {e(str(classifier))}</h3>")

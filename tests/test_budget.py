@@ -1,6 +1,7 @@
 """Converged, or it does not count: the budget check, budget.steps: auto, the report and leaderboard
 that say and refuse, and pseudo-label's threshold: auto, all decided on validation data."""
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -168,3 +169,21 @@ def test_bf16_on_the_cpu_keys_its_cells_and_keeps_common_random_numbers(tmp_path
     by = bf16.set_index(["strategy", "replicate"])["test_accuracy"]
     assert by["none"].tolist() == by["identity"].tolist()
     assert (bf16["test_accuracy"] > 0.2).all()  # it learns: above chance (10%) at this tiny budget (15 steps)
+
+
+def test_checks_name_their_cells_and_train_alone_also_in_cohorts():
+    from bench.run.budget import budget_checks
+    from bench.run.cell import cells_of, cohorts
+
+    config = parse_config({**TINY_CONFIG, "budget": {"scale": 0.05}, "cohort": 2, "seeds": 3})
+    grid = expand_grid(config, {d.title: cached_dataset(d).content_hash for d in config.datasets}, cohort_size=2)
+    checks = budget_checks(config, grid, {"digits": 100})
+    assert len(checks) == 4 * 2 and {c.replicate for c in checks} == {0, 1}
+    assert {c.key for c in checks}.isdisjoint(c.key for c in grid)
+    bases = [replace(c, budget_factor=1) for c in checks]
+    assert {b.key for b in bases} <= {c.key for c in grid}  # what each check's budget_check_of names
+    assert all(c.train_seed == b.train_seed and c.fit_seed == b.fit_seed for c, b in zip(checks, bases))
+    items = cohorts(grid + checks)
+    assert all(len(cells_of(item)) == 1 for item in items if any(c.is_budget_check for c in cells_of(item)))
+    off = parse_config({**TINY_CONFIG, "budget": {"scale": 0.05, "check": "off"}})
+    assert budget_checks(off, expand_grid(off, {"digits": "h"}), {"digits": 100}) == []

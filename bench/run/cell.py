@@ -93,8 +93,8 @@ class Cell:
 
     def budget_check(self) -> "Cell":
         """Its budget check: the same cell (same fit, initial weights and real batches) trained at twice
-        the budget, alone."""
-        return replace(self, budget_factor=2, cohort_size=1)
+        the budget (alone: ``cohorts`` puts no check in a cohort)."""
+        return replace(self, budget_factor=2)
 
     def canonical(self) -> dict:
         unlabelled = {"unlabelled": unlabelled_plain(self.protocol.unlabelled)} if self.sees_unlabelled else {}
@@ -251,7 +251,7 @@ def cohorts(cells: list[Cell]) -> list[Cell | Cohort]:
     items: list[Cell | Cohort] = []
     filling: dict[tuple, int] = {}  # (data set, regime, classifier) -> index of its cohort being filled
     for cell in cells:
-        if cell.cohort_size == 1:
+        if cell.cohort_size == 1 or cell.is_budget_check:
             items.append(cell)
             continue
         group = (cell.dataset.title, cell.regime_label, cell.classifier)
