@@ -149,6 +149,7 @@ def leaderboard(results: pd.DataFrame) -> tuple[pd.DataFrame, RankResult | None]
                      "wins": int((verdicts == "better").sum()), "losses": int((verdicts == "worse").sum()),
                      "ties": int((verdicts == "no significant difference").sum()
                                  + verdicts.str.startswith("untestable").sum()),
+                     "undertrained": int(verdicts.str.startswith("undertrained").sum()),
                      "tie_mde": tied.max() if len(tied) else np.nan})
     board = pd.DataFrame(rows).sort_values(["mean_rank", "iqm_accuracy"], ascending=[True, False], kind="stable")
     return board.reset_index(drop=True), ranks
@@ -175,7 +176,9 @@ def _markdown(board: pd.DataFrame, ranks: RankResult | None, run_dirs: list[Path
                                                    zip(board["iqm_gain"], board["iqm_gain_low"], board["iqm_gain_high"])],
         "P(better than none) [95% bootstrap CI]": [_ci(v, lo, hi, ".2f", 1.0) for v, lo, hi in
                                                    zip(board["poi"], board["poi_low"], board["poi_high"])],
-        "W/T/L vs none (Holm)": [f"{w}/{t}/{loss}" for w, t, loss in zip(board["wins"], board["ties"], board["losses"])],
+        "W/T/L vs none (Holm)": [f"{w}/{t}/{loss}" + (f" ({u} undertrained)" if u else "")
+                                 for w, t, loss, u in zip(board["wins"], board["ties"], board["losses"],
+                                                          board["undertrained"])],
         "a tie could miss pp": board["tie_mde"].map(lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}"),
         "units": board["units"]})
     if ranks is None:

@@ -84,10 +84,11 @@ def budget_outcomes(group: pd.DataFrame) -> dict[str, str]:
             for strategy, outcome in group.groupby("strategy", sort=False)["budget_check"].first().items()}
 
 
-def undertrained_verdict(own: str | None, other: str | None) -> str | None:
+def undertrained_verdict(own: str | None, other: str | None, other_name: str = BASELINE) -> str | None:
     """The verdict of a comparison in which a side was still rising at its budget, naming the side
-    (``own``: the strategy's check, ``other``: the baseline's or control's); None where neither was."""
-    sides = [name for name, outcome in (("strategy", own), ("baseline", other)) if outcome == "rising"]
+    (``own``: the strategy's check, ``other``: that of ``other_name``, the baseline or the control);
+    None where neither was."""
+    sides = [name for name, outcome in (("strategy", own), (other_name, other)) if outcome == "rising"]
     return None if not sides else f"undertrained ({' and '.join(sides)} still rising)"
 
 
@@ -114,9 +115,10 @@ def decided(table: pd.DataFrame) -> pd.DataFrame:
     table["delta_hci_low"], table["delta_hci_high"] = zip(*map(_holm_interval, table.itertuples()))
     table["verdict"] = [verdict(d, p) for d, p in zip(table["delta_mean"], table["p_holm"])]
     if "budget_check" in table:  # a side still rising at its budget: neither better nor worse
-        table["verdict"] = [v if v == "baseline" else undertrained_verdict(own, other) or v
-                            for v, own, other in zip(table["verdict"], table["budget_check"],
-                                                     table["budget_check_other"])]
+        others = table["control"] if "control" in table else [BASELINE] * len(table)
+        table["verdict"] = [v if v == "baseline" else undertrained_verdict(own, other, name) or v
+                            for v, own, other, name in zip(table["verdict"], table["budget_check"],
+                                                           table["budget_check_other"], others)]
     table["mde"] = [minimum_detectable_effect(np.std(deltas, ddof=1) if len(deltas) > 1 else math.nan, len(deltas),
                                               level) for deltas, level in zip(table["deltas"], table["holm_level"])]
     table = table.drop(columns=["deltas"], errors="ignore")

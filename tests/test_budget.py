@@ -51,8 +51,8 @@ def test_the_default_budget_is_converged(tmp_path, cli):
 
 
 def test_budget_check_off_runs_no_check_and_the_leaderboard_calls_it_unchecked(tmp_path, cli):
-    change = {**CHECKED, "budget": {"scale": 0.05, "check": "off"}}
-    code, out, _ = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
+    code, out, _ = cli("run", tiny_config_with(tmp_path, CHECKED), "--set", "budget.check=off",  # YAML's false
+                       "--out", tmp_path / "run")
     assert code == 0 and list(read_budget(tmp_path / "run")["outcome"]) == ["unchecked"]
     assert len(list((tmp_path / "run" / "cells").glob("*.json"))) == 2
     code, _, err = cli("leaderboard", tmp_path / "run", "--out", tmp_path / "board")

@@ -88,6 +88,14 @@ def _budget_steps(value: Any, where: str) -> str | int:
                     "recipe's steps times `scale`; auto: the smallest budget at which `none` plateaus on validation)")
 
 
+def _on_off(value: Any, where: str) -> str:
+    """on or off (YAML reads a bare on/off as true/false: both spellings are taken)."""
+    value = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+    if value not in ("on", "off"):
+        raise UserError(f"config field {where}: {value!r} is not one of on, off")
+    return value
+
+
 def _plateau(value: Any, where: str) -> float:
     """Percentage points in (0, 100]."""
     value = check_number(value, f"config field {where}", float, 0.0, 100.0)
@@ -110,7 +118,7 @@ class BudgetSpec:
                              "doubling (searched once, cached; needs scale 1)")
     floor: int = option(100, low=1, high=1_000_000, quiet=True,
                         help="steps: auto starts its doubling here (optimizer steps)")
-    check: str = option("on", choices=("on", "off"), quiet=True, result=False,
+    check: str = option("on", parse=_on_off, quiet=True, result=False,
                         help="on: each (data set, regime, classifier, strategy) also trains its first seed(s) at "
                              "twice the budget, on validation data, and every row says whether its group was "
                              "converged (the gain from doubling below `plateau`); off: unchecked (the leaderboard "
