@@ -32,8 +32,8 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
     store = RunStore(out)
     store.check_claim(config)
     revision = provenance.git_revision()
-    cohort = cohort_size(config, device)
-    cells = expand_grid(config, hashes, cohort, precision=key_precision(config, device))
+    cohort, precision = cohort_size(config, device), key_precision(config, device)
+    cells = expand_grid(config, hashes, cohort, precision=precision)
     done = store.done_keys(retry_failed)
     workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
     executor = make_executor(device, workers, config.executor)
@@ -41,7 +41,7 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
         store.claim(config, hashes)
         store.heal_cells()
         auto = auto_steps(config, cells, device, store.root / "cache")
-        grid, checks = grid_and_checks(config, hashes, cohort, checked.n_val, auto, key_precision(config, device))
+        grid, checks = grid_and_checks(config, hashes, cohort, checked.n_val, auto, precision)
         with tracking(config, out, revision) as tracker:
             _run_grid(config, store, device, grid, checks, checked.data_seconds, revision, executor, workers,
                       tracker.log_cell, retry_failed)

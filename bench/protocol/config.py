@@ -81,13 +81,6 @@ def _run_name(value: Any, where: str) -> str:
 
 
 # --------------------------------------------------------------------------------- sections
-def _budget_steps(value: Any, where: str) -> str | int:
-    if value in ("recipe", "auto"):
-        return value
-    raise UserError(f"config field {where}: {value!r} is not one of recipe, auto (recipe: the classifier "
-                    "recipe's steps times `scale`; auto: the smallest budget at which `none` plateaus on validation)")
-
-
 def _on_off(value: Any, where: str) -> str:
     """on or off (YAML reads a bare on/off as true/false: both spellings are taken)."""
     value = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
@@ -111,7 +104,7 @@ class BudgetSpec:
 
     scale: float = option(1.0, low=0.001, high=100.0,
                           help="multiplies each classifier recipe's steps (generators have their own `steps`)")
-    steps: str = option("recipe", parse=_budget_steps, quiet=True,
+    steps: str = option("recipe", choices=("recipe", "auto"), quiet=True,
                         help="recipe: the recipe's steps times `scale`; auto: per data set, regime and "
                              "classifier, the smallest budget, doubling from `floor`, at which `none`'s validation "
                              "accuracy (mean of the first two seeds) gains less than `plateau` from one more "

@@ -28,7 +28,6 @@ from bench.protocol.config import BenchConfig
 from bench.run.cell import Cell, data_of, expand_grid
 from bench.run.stages import train_cell
 
-CHECK_FACTOR = 2  # a check trains at this multiple of the budget
 GROUP = ["dataset", "regime", "classifier", "strategy"]
 AUTO_SEEDS = 2  # steps: auto averages `none` over this many first seeds
 AUTO_DOUBLINGS = 8  # steps: auto stops at floor * 2**8 and says the budget did not plateau there
@@ -147,20 +146,22 @@ def search_steps(cell: Cell, device: torch.device, cache_dir: Path, say=print) -
     seeds = [replace(none, replicate=r) for r in range(min(AUTO_SEEDS, cell.protocol.seeds))]
     cache = FileCache(cache_dir)
 
+    def trial(steps: int) -> dict:
+        return {"steps": steps, "val_accuracy": _mean([_none_accuracy(s, steps, device, cache_dir) for s in seeds])}
+
     def search() -> dict:
         t0 = time.perf_counter()
-        trials, steps = [], budget.floor
-        accuracy = {steps: _mean([_none_accuracy(s, steps, device, cache_dir) for s in seeds])}
-        trials.append({"steps": steps, "val_accuracy": accuracy[steps]})
+        trials = [trial(budget.floor)]
         for _ in range(AUTO_DOUBLINGS):
-            accuracy[2 * steps] = _mean([_none_accuracy(s, 2 * steps, device, cache_dir) for s in seeds])
-            trials.append({"steps": 2 * steps, "val_accuracy": accuracy[2 * steps]})
+            before, after = trials[-1], trial(2 * trials[-1]["steps"])
+            trials.append(after)
             say(f"augbench: steps: auto for {cell.dataset.title}/{cell.regime_label} {cell.classifier}: "
-                f"none at {steps} steps {100 * accuracy[steps]:.1f}%, at {2 * steps} {100 * accuracy[2 * steps]:.1f}%")
-            if 100 * (accuracy[2 * steps] - accuracy[steps]) < budget.plateau:
-                return {"steps": steps, "plateaued": True, "trials": trials, "seconds": time.perf_counter() - t0}
-            steps *= 2
-        return {"steps": steps, "plateaued": False, "trials": trials, "seconds": time.perf_counter() - t0}
+                f"none at {before['steps']} steps {100 * before['val_accuracy']:.1f}%, at {after['steps']} "
+                f"{100 * after['val_accuracy']:.1f}%")
+            if 100 * (after["val_accuracy"] - before["val_accuracy"]) < budget.plateau:
+                return {"steps": before["steps"], "plateaued": True, "trials": trials,
+                        "seconds": time.perf_counter() - t0}
+        return {"steps": trials[-1]["steps"], "plateaued": False, "trials": trials, "seconds": time.perf_counter() - t0}
 
     return cache.json_once("steps-auto", search_key(cell, budget.floor, budget.plateau), search)
 

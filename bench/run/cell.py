@@ -20,6 +20,9 @@ from bench.quality.settings import QualitySpec
 from strategies.teacher import uses_teacher
 
 
+CHECK_FACTOR = 2  # a budget check trains its cell at this multiple of the budget
+
+
 @dataclass(frozen=True, kw_only=True)
 class Cell:
     """One point of the grid. Its key hashes its coordinates and the protocol's cell-identity
@@ -37,7 +40,7 @@ class Cell:
     # stacked model, a generator cohort (strategies/generative.py); empty: it fits alone
     auto_steps: tuple[tuple[str, int], ...] = ()  # with budget.steps: auto, the steps found per classifier of
     # its data set and regime (bench/run/budget.py); empty: each recipe's steps times budget.scale
-    budget_factor: int = 1  # 2: a budget check, its cell trained at twice the budget (never a result)
+    budget_factor: int = 1  # CHECK_FACTOR: a budget check, its cell trained at twice the budget (never a result)
     precision: str = ""  # the classifier's autocast where it is not its device's former default (config.key_precision)
 
     @classmethod
@@ -94,7 +97,7 @@ class Cell:
     def budget_check(self) -> "Cell":
         """Its budget check: the same cell (same fit, initial weights and real batches) trained at twice
         the budget (alone: ``cohorts`` puts no check in a cohort)."""
-        return replace(self, budget_factor=2)
+        return replace(self, budget_factor=CHECK_FACTOR)
 
     def canonical(self) -> dict:
         unlabelled = {"unlabelled": unlabelled_plain(self.protocol.unlabelled)} if self.sees_unlabelled else {}
