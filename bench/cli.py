@@ -78,8 +78,8 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.commands.run import run_experiment
 
-    run_experiment(args.config, _overrides(args), Path(args.out) if args.out else None, args.retry_failed)
-    return 0
+    outcome = run_experiment(args.config, _overrides(args), Path(args.out) if args.out else None, args.retry_failed)
+    return 1 if outcome.errored else 0  # a cell whose code raised: the run finished, but not cleanly
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

@@ -230,9 +230,28 @@ def check_converged(run_dirs: list[Path], allow_undertrained: bool) -> list[str]
             for p in problems]
 
 
+def check_no_errors(runs: list[tuple[Path, dict, pd.DataFrame]]) -> None:
+    """Refuse runs with cells whose code raised an error (a bug, not a result: ranking without them
+    would rank what survived the bug), naming them."""
+    problems = []
+    for run_dir, _, results in runs:
+        if "failure_kind" not in results:
+            continue
+        errored = results[results["failure_kind"] == "error"]
+        if len(errored):
+            cells = ", ".join(f"{r.strategy} {r.classifier} seed {r.replicate} ({r.dataset}/{r.regime})"
+                              for r in errored.head(3).itertuples())
+            problems.append(f"{run_dir}: {len(errored)} cell(s), {cells}{', ...' if len(errored) > 3 else ''}")
+    if problems:
+        raise UserError("leaderboard refused: runs with cells whose code raised an error (" + "; ".join(problems) +
+                        "); fix the error (its traceback is in the run's cells/<key>.traceback.txt, named by the "
+                        "failure_traceback column) and rerun the same command, which runs those cells again")
+
+
 def write_leaderboard(run_dirs: list[Path], out: Path, allow_undertrained: bool = False) -> list[Path]:
     runs = [(d, *_load(d)) for d in run_dirs]
     check_same_protocol(runs)
+    check_no_errors(runs)
     warnings = check_converged(run_dirs, allow_undertrained)
     results = combine(runs)
     board, ranks = leaderboard(results)

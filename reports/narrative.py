@@ -153,9 +153,23 @@ def _comparisons(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFr
     association = quality_vs_gain(results)
     if association:
         lines.append(association)
+    return lines + failure_lines(results)
+
+
+def failure_lines(results: pd.DataFrame) -> list[str]:
+    """The cells left out: errors (a bug in a cell's code, not a result) apart from the failures of
+    the method or the machine."""
     failed = results[results["status"] != "ok"]
-    if len(failed):
-        reasons = failed.groupby("strategy")["failure_reason"].first()
-        lines.append(f"{len(failed)} cell(s) failed and are left out: " +
+    kinds = failed["failure_kind"] if "failure_kind" in failed else pd.Series("method", index=failed.index)
+    errored, other = failed[kinds == "error"], failed[kinds != "error"]
+    lines = []
+    if len(errored):
+        reasons = errored.groupby("strategy")["failure_reason"].first()
+        lines.append(f"{len(errored)} cell(s) raised an error, a bug in their code rather than a result, and are "
+                     "left out (tracebacks: tables/failures.csv names their files; a rerun tries them again): " +
+                     "; ".join(f"{s}: {r}" for s, r in reasons.items()) + ".")
+    if len(other):
+        reasons = other.groupby("strategy")["failure_reason"].first()
+        lines.append(f"{len(other)} cell(s) failed and are left out: " +
                      "; ".join(f"{s}: {r}" for s, r in reasons.items()) + ".")
     return lines

@@ -170,9 +170,14 @@ def _sort_key(column: pd.Series) -> pd.Series:
     return column.map(regime_order) if column.name == "regime" else column
 
 
+FAILURE_COLUMNS = ["dataset", "regime", "strategy", "classifier", "replicate", "failure_kind", "failure_reason",
+                   "failure_traceback"]
+
+
 def failures(results: pd.DataFrame) -> pd.DataFrame:
+    """The failed cells with what failed (method, machine, error), why, and an error's traceback file."""
     failed = results[results["status"] != "ok"]
-    return failed[["dataset", "regime", "strategy", "classifier", "replicate", "failure_reason"]].reset_index(drop=True)
+    return failed.reindex(columns=FAILURE_COLUMNS).reset_index(drop=True)
 
 
 def paired_with_none(ok: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from tqdm import tqdm
 
@@ -16,16 +16,23 @@ from bench.run import provenance
 from bench.run.budget import auto_steps, budget_summary, grid_and_checks, read_budget
 from bench.run.cell import Cell, expand_grid
 from bench.protocol.config import cohort_size, key_precision
-from bench.run.store import RunStore, failed_by_machine
+from bench.run.store import RunStore, failure_kind, runs_again
 from bench.run.tasks import execute, make_executor, workers_for
 from bench.tracking.mlflow_runs import tracking
 from reports.report import build_report
 
 
+class RunOutcome(NamedTuple):
+    """Where a run wrote its files, and how many of its cells raised an error (a bug in their code)."""
+
+    out: Path
+    errored: int
+
+
 def run_experiment(config_name: str | None, overrides: list[str], out: Path | None, retry_failed: bool = False
-                   ) -> Path:
-    """Run a protocol into a run folder (resuming it: cells the machine failed run again, and with
-    ``retry_failed`` every failed cell) and return the folder."""
+                   ) -> RunOutcome:
+    """Run a protocol into a run folder (resuming it: cells the machine failed or whose code raised
+    an error run again, and with ``retry_failed`` every failed cell)."""
     checked = load_checked(config_name, overrides)
     config, device, hashes = checked.config, checked.device, checked.hashes
     out = out or default_out(config)
@@ -43,22 +50,26 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
         auto = auto_steps(config, cells, device, store.root / "cache")
         grid, checks = grid_and_checks(config, hashes, cohort, checked.n_val, auto, precision)
         with tracking(config, out, revision) as tracker:
-            _run_grid(config, store, device, grid, checks, checked.data_seconds, revision, executor, workers,
-                      tracker.log_cell, retry_failed)
+            errored = _run_grid(config, store, device, grid, checks, checked.data_seconds, revision, executor,
+                                workers, tracker.log_cell, done)
             report = build_report(out)
             tracker.log_files([report, report.parent / "report.md", out / "results.csv", out / "config.yaml"])
     print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
     print(f"report:  {report} (and report.md)")
-    return out
+    if errored:
+        print(f"augbench: {len(errored)} cell(s) raised an error (a bug in their code, not a result): tracebacks in "
+              f"{store.cells_dir}/<key>.traceback.txt ({', '.join(sorted(errored)[:3])}"
+              f"{', ...' if len(errored) > 3 else ''}); a rerun tries them again", file=sys.stderr)
+    return RunOutcome(out, len(errored))
 
 
 def _run_grid(config, store: RunStore, device, grid: list, checks: list, data_seconds: float, revision: str,
-              executor, workers: int, log_cell: Callable[[Cell, dict], None], retry_failed: bool = False) -> None:
-    """Run the grid's missing cells and budget checks with a progress bar, handing each grid record to
-    ``log_cell`` (tracking); write the tables and the provenance entry also when interrupted."""
+              executor, workers: int, log_cell: Callable[[Cell, dict], None], done: set[str]) -> list[str]:
+    """Run the grid's cells and budget checks not in ``done`` with a progress bar, handing each grid
+    record to ``log_cell`` (tracking); write the tables and the provenance entry also when
+    interrupted. Returns the keys of the cells (and checks) whose code raised an error."""
     started = provenance.now()
     cells = grid + checks
-    done = store.done_keys(retry_failed)
     todo = [c for c in cells if c.key not in done]
     again = len((store.cell_keys() - done) & {c.key for c in cells})  # failed cells that run again
     estimate = cached_estimate(config, cells, done, store.root / "cache", device, workers, data_seconds)
@@ -88,11 +99,16 @@ def _run_grid(config, store: RunStore, device, grid: list, checks: list, data_se
             running[cell.describe()] = text
             show()
 
+    errored: list[str] = []
+
     def on_done(cell, record):
         running.pop(cell.describe(), None)
         if record["status"] != "ok":
-            again = "; a rerun tries it again" if failed_by_machine(record) else ""
-            say(f"failed: {cell.describe()}: {record['failure_reason']}{again}")
+            again = "; a rerun tries it again" if runs_again(record) else ""
+            what = "raised an error" if failure_kind(record) == "error" else "failed"
+            say(f"{what}: {cell.describe()}: {record['failure_reason']}{again}")
+            if failure_kind(record) == "error":
+                errored.append(cell.key)
         bar.update(1)
         if not cell.is_budget_check:
             log_cell(cell, record)
@@ -119,3 +135,4 @@ def _run_grid(config, store: RunStore, device, grid: list, checks: list, data_se
                               "revision": revision, "device": provenance.device_name(device), "workers": workers})
     print(format_summary(results))
     print(budget_summary(read_budget(store.root)))
+    return errored

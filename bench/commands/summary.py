@@ -25,8 +25,10 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
 def format_summary(results: pd.DataFrame) -> str:
     table = summary_table(results)
     failed = int((results["status"] != "ok").sum()) if "status" in results else 0
+    errored = int((results["failure_kind"] == "error").sum()) if "failure_kind" in results else 0
     lines = ["test accuracy % (mean ± std over seeds) and train-test accuracy gap, per strategy x classifier:"]
     lines.append(table.to_string() if not table.empty else "(no successful cells)")
     if failed:
-        lines.append(f"{failed} cell(s) failed; see the failure_reason column")
+        raised = f" ({errored} raised an error: see failure_traceback)" if errored else ""
+        lines.append(f"{failed} cell(s) failed{raised}; see the failure_reason column")
     return "\n".join(lines)

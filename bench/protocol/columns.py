@@ -58,7 +58,9 @@ COLUMNS: tuple[Column, ...] = tuple([
         ("status", "text", "", "ok, or failed"),
         ("failure_reason", "text", "", "why the cell failed (divergence, collapse, a dead worker)"),
         ("failure_kind", "text", "", "what failed: method (the strategy diverged or collapsed: a result, kept by "
-         "reruns) or machine (its worker died, out of memory: a rerun tries the cell again)"),
+         "reruns), machine (its worker died, out of memory) or error (the cell's code raised an exception, a bug: "
+         "failure_reason has its type and message); a rerun tries machine and error failures again"),
+        ("failure_traceback", "text", "", "an errored cell's traceback file, relative to the run folder"),
         ("num_classes", "int", "", "classes of the data set"),
         ("budget_steps", "int", "steps", "optimizer steps the classifier trained for"),
         ("budget_check_of", "text", "", "a budget check's record only (never in the tables): the key of the cell "

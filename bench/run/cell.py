@@ -3,7 +3,7 @@ and the data it runs on."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from bench.core.keys import canonical_json, stable_hash
 from bench.core.schema import identity
@@ -139,8 +139,9 @@ class Cell:
         cells (and quality rows) that use that component."""
         return {**self.strategy_versions, **self.classifier_entry.versions()}
 
-    @property
+    @cached_property
     def key(self) -> str:
+        """The hash of ``canonical()``, computed once per cell (a resume asks it of every cell often)."""
         return stable_hash(self.canonical(), 20)
 
     @property

@@ -5,6 +5,7 @@ and train), which reads no test image; tune runs it."""
 from __future__ import annotations
 
 import contextlib
+import traceback
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -75,6 +76,16 @@ def lost_record(cell: Cell, reason: str, revision: str) -> dict:
     """The row of a cell whose worker died on every try (killed, out of memory)."""
     return {**cell_record(cell, revision), "status": "failed", "failure_reason": reason, "failure_kind": "machine",
             "finished": provenance.now()}
+
+
+def error_records(cells: tuple[Cell, ...], exc: Exception, revision: str) -> list[dict]:
+    """The rows of cells whose code raised ``exc`` (a bug in a strategy, say): failed with
+    failure_kind ``error``, the exception as the reason, and its traceback (``traceback``, which
+    the store writes to a file beside the cell's record). A rerun tries them again."""
+    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else 'raised'}"
+    text = "".join(traceback.format_exception(exc))
+    return [{**cell_record(cell, revision), "status": "failed", "failure_reason": reason, "failure_kind": "error",
+             "traceback": text, "finished": provenance.now()} for cell in cells]
 
 
 @dataclass

@@ -79,14 +79,22 @@ def _frame_bytes(frame: pd.DataFrame, suffix: str) -> bytes | str:
     return frame.to_csv(index=False)
 
 
-def failed_by_machine(record: dict) -> bool:
-    """Whether a record is a failure of the machine rather than of the method: not a result, so a
-    rerun tries its cell again (records written before ``failure_kind`` say so in their reason)."""
+def failure_kind(record: dict) -> str | None:
+    """A failed record's kind: ``method`` (a result), ``machine`` or ``error`` (not results); None
+    for a cell that did not fail. Records written before ``failure_kind`` say it in their reason."""
     if record.get("status") != "failed":
-        return False
+        return None
     kind = record.get("failure_kind")
-    return kind == "machine" or kind is None and str(record.get("failure_reason", "")).startswith(
-        ("worker died", "its Ray worker died"))
+    if isinstance(kind, str) and kind:
+        return kind
+    return "machine" if str(record.get("failure_reason", "")).startswith(("worker died", "its Ray worker died")) \
+        else "method"
+
+
+def runs_again(record: dict) -> bool:
+    """Whether a rerun tries the record's cell again: the machine failed it (a dead worker, out of
+    memory) or its code raised an error (which may be fixed by now); a method's failure is a result."""
+    return failure_kind(record) in ("machine", "error")
 
 
 class RunStore:
@@ -96,6 +104,26 @@ class RunStore:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
+        self._records: dict[str, dict] | None = None  # the cell files as read once (``_scan``), kept current
+        self._unreadable: list[tuple[Path, str]] = []  # what that read could not take as a cell's record
+
+    def _scan(self) -> dict[str, dict]:
+        """Every cell file's record by key, read once per store (``write_cell`` keeps it current):
+        a resume reads a folder of a thousand cells once, not once per question about it."""
+        if self._records is None:
+            self._records, self._unreadable = {}, []
+            for path in sorted(self.cells_dir.glob("*.json")) if self.cells_dir.exists() else []:
+                try:
+                    record = json.loads(path.read_text())
+                    problem = None if isinstance(record, dict) and record.get("key") == path.stem \
+                        else "not a cell record"
+                except (ValueError, UnicodeDecodeError) as exc:
+                    record, problem = None, str(exc)
+                if problem:
+                    self._unreadable.append((path, problem))
+                else:
+                    self._records[path.stem] = record
+        return self._records
 
     @contextmanager
     def lock(self):
@@ -188,15 +216,9 @@ class RunStore:
 
     def heal_cells(self) -> list[Path]:
         """Move aside cell files that do not read as a cell's record (their cells run again)."""
-        moved = []
-        for path in sorted(self.cells_dir.glob("*.json")) if self.cells_dir.exists() else []:
-            try:
-                record = json.loads(path.read_text())
-                problem = None if isinstance(record, dict) and record.get("key") == path.stem else "not a cell record"
-            except (ValueError, UnicodeDecodeError) as exc:
-                problem = str(exc)
-            if problem:
-                moved.append(move_aside(path, problem))
+        self._scan()
+        moved = [move_aside(path, problem) for path, problem in self._unreadable if path.exists()]
+        self._unreadable = []
         return moved
 
     def add_provenance(self, entry: dict) -> None:
@@ -210,26 +232,35 @@ class RunStore:
 
     def done_keys(self, retry_failed: bool = False) -> set[str]:
         """The keys of the cells a rerun skips: every recorded cell but those the machine failed (a
-        dead worker, out of memory), and with ``retry_failed`` but every failed one."""
-        done = set()
-        for path in self.cells_dir.glob("*.json") if self.cells_dir.exists() else ():
-            try:
-                record = json.loads(path.read_text())
-            except (ValueError, UnicodeDecodeError, OSError):
-                continue  # unreadable: heal_cells moves it aside and the cell runs again
-            if isinstance(record, dict) and record.get("status") == "failed" and (
-                    retry_failed or failed_by_machine(record)):
-                continue
-            done.add(path.stem)
-        return done
+        dead worker, out of memory) or whose code raised an error, and with ``retry_failed`` but
+        every failed one. An unreadable file is no cell's (``heal_cells`` moves it aside)."""
+        return {key for key, record in self._scan().items()
+                if not (record.get("status") == "failed" and (retry_failed or runs_again(record)))}
 
     def write_cell(self, record: dict) -> None:
+        """Write a cell's record. The traceback an errored cell carries (``traceback``) goes to
+        ``cells/<key>.traceback.txt``, which its row names (``failure_traceback``); a later record
+        of the cell removes a file left by an earlier error."""
+        record = dict(record)
+        text = record.pop("traceback", None)
+        path = self.traceback_path(record["key"])
+        if text:
+            atomic_write(path, text)
+            record["failure_traceback"] = path.relative_to(self.root).as_posix()
+        else:
+            path.unlink(missing_ok=True)
         atomic_write(self.cells_dir / f"{record['key']}.json", json.dumps(record, indent=1, default=str))
+        if self._records is not None:
+            self._records[record["key"]] = json.loads(json.dumps(record, default=str))  # as a read gives it back
+
+    def traceback_path(self, key: str) -> Path:
+        """Where an errored cell's traceback is written."""
+        return self.cells_dir / f"{key}.traceback.txt"
 
     def records(self, keys: list[str]) -> list[dict]:
         """The finished cells among ``keys``, in that order."""
-        return [json.loads((self.cells_dir / f"{key}.json").read_text()) for key in keys
-                if (self.cells_dir / f"{key}.json").is_file()]
+        records = self._scan()
+        return [records[key] for key in keys if key in records]
 
     def foreign_keys(self, grid_keys: list[str]) -> list[str]:
         """Cells in the folder that are not in the grid (another code version, data or config):
@@ -237,8 +268,8 @@ class RunStore:
         return sorted(self.cell_keys() - set(grid_keys))
 
     def cell_keys(self) -> set[str]:
-        """The keys of every cell file in the folder, done or failed."""
-        return {p.stem for p in self.cells_dir.glob("*.json")} if self.cells_dir.exists() else set()
+        """The keys of every cell in the folder, done or failed."""
+        return set(self._scan())
 
     def write_tables(self, grid_keys: list[str], check_keys: list[str] = (), plateau: float | None = None
                      ) -> pd.DataFrame:

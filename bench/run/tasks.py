@@ -12,12 +12,13 @@ from typing import Callable, Iterable
 import torch
 
 from bench.core.cache import FileCache
-from bench.core.errors import CellFailed
+from bench.core.errors import UserError
 from bench.core.executor import EXECUTORS, Executor, FolderTask, Stage
 from bench.protocol.config import BenchConfig, ExecutorSpec
 from bench.quality.evaluator import evaluator
 from bench.run.cell import Cell, Cohort, cells_of, data_of, make_strategy, work_items
-from bench.run.stages import cached_quality, fit_context, fit_strategy, lost_record, run_cell, run_cohort
+from bench.run.stages import (cached_quality, error_records, fit_context, fit_strategy, lost_record, run_cell,
+                              run_cohort)
 from bench.run.store import RunStore
 
 
@@ -45,30 +46,51 @@ class CellTask(FolderTask):
         return cells_of(item)
 
     def run_in(self, item: Cell | Cohort, root: Path) -> dict | list[dict]:
-        """A cell's record, or a cohort's records."""
-        if isinstance(item, Cohort):
-            return run_cohort(item.cells, self.device, root / "cache", self.revision)
-        return run_cell(item, self.device, root / "cache", self.revision)
+        """A cell's record, or a cohort's records. What the cells' code raises (a bug in a strategy)
+        costs those cells only: their records say ``error`` (``error_records``); bad input
+        (UserError) still ends the run."""
+        try:
+            if isinstance(item, Cohort):
+                return run_cohort(item.cells, self.device, root / "cache", self.revision)
+            return run_cell(item, self.device, root / "cache", self.revision)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded as the cells' failure, with its traceback
+            records = error_records(cells_of(item), exc, self.revision)
+            return records if isinstance(item, Cohort) else records[0]
 
     def fit_evaluator(self, cell: Cell, root: Path) -> None:
         """The replicate's quality evaluator, into ``root``'s cache."""
-        dataset, split = data_of(cell)
-        evaluator(dataset, split, self.device, FileCache(root / "cache"), cell.budget_scale)
+        with _left_to_the_cell():
+            dataset, split = data_of(cell)
+            evaluator(dataset, split, self.device, FileCache(root / "cache"), cell.budget_scale)
 
     def fit_generator(self, cell: Cell, root: Path) -> None:
         """The strategy's generator, or its generator cohort's, into ``root``'s cache (a failed fit
         is cached as failed, and recorded by the cells that need it)."""
-        dataset, split = data_of(cell)
-        ctx = fit_context(cell, dataset, split, self.device, root / "cache")
-        with contextlib.suppress(CellFailed):
+        with _left_to_the_cell():
+            dataset, split = data_of(cell)
+            ctx = fit_context(cell, dataset, split, self.device, root / "cache")
             make_strategy(cell.strategy).generative_part().fit_generator(split.labelled, ctx)
 
     def assess(self, cell: Cell, root: Path) -> None:
         """The strategy's quality row and sample grid, into ``root``'s cache and samples."""
-        dataset, split = data_of(cell)
-        with contextlib.suppress(CellFailed):
+        with _left_to_the_cell():
+            dataset, split = data_of(cell)
             data = fit_strategy(cell, dataset, split, self.device, root / "cache", {})
             cached_quality(cell, dataset, split, data, self.device, root / "cache")
+
+
+@contextlib.contextmanager
+def _left_to_the_cell():
+    """A stage that fails leaves its work undone: the cells that need it do it themselves and
+    record the failure (a method's, or an error with its traceback). Bad input still ends the run."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - the cell meets it again and records it
+        pass
 
 
 def default_workers(device: torch.device, per_gpu: int = 1) -> int:
