@@ -1,5 +1,6 @@
 """How long a resume of a large grid whose cells are all done takes: the time from `augbench run`
-to its exit when there is nothing left to run (reading the folder, the tables and the report).
+to the line that says how many cells are done (the start: reading the folder, expanding the grid,
+the estimate), and to its exit (the tables and the report too).
 
     python tests/perf/resume_start.py --template runs/quick-timing --work /tmp/resume [--seeds 100]
 
@@ -24,29 +25,60 @@ from pathlib import Path
 def make_folder(template: Path, work: Path, seeds: int) -> int:
     """The finished run folder at ``work``; returns its number of cell files."""
     from bench.commands.checks import load_checked
-    from bench.protocol.config import cohort_size, key_precision
-    from bench.run.budget import grid_and_checks
+    from bench.protocol.config import cohort_size
     from bench.run.cell import expand_grid
     from bench.run.store import RunStore
 
     checked = load_checked("quick", [f"seeds={seeds}"])
-    cohort, precision = cohort_size(checked.config, checked.device), key_precision(checked.config, checked.device)
+    cohort, precision = cohort_size(checked.config, checked.device), _key_precision(checked)
     store = RunStore(work)
     store.claim(checked.config, checked.hashes)
     records = [json.loads(p.read_text()) for p in (template / "cells").glob("*.json")]
     by_cell = {(r["strategy"], r["classifier"], "budget_check_of" in r, r["replicate"]): r for r in records}
     template_seeds = 1 + max(r["replicate"] for r in records)
-    cells = expand_grid(checked.config, checked.hashes, cohort, precision=precision)
-    grid, checks = grid_and_checks(checked.config, checked.hashes, cohort, checked.n_val, None, precision)
+    cells = expand_grid(checked.config, checked.hashes, cohort, **({"precision": precision} if precision else {}))
+    grid, checks = _grid_and_checks(checked, cohort, precision, cells)
     for cell in grid + checks:
-        record = dict(by_cell[cell.strategy.label, cell.classifier, cell.is_budget_check,
+        record = dict(by_cell[cell.strategy.label, cell.classifier, getattr(cell, "is_budget_check", False),
                               cell.replicate % template_seeds])
         record.update(key=cell.key, replicate=cell.replicate, seed=cell.train_seed)
-        if cell.is_budget_check:
+        if getattr(cell, "is_budget_check", False):
             record["budget_check_of"] = next(c.key for c in cells if c.strategy == cell.strategy
                                              and c.classifier == cell.classifier and c.replicate == cell.replicate)
         store.write_cell(record)
     return len(grid) + len(checks)
+
+
+def _key_precision(checked) -> str:
+    """The precision in the run's keys ("" at revisions before ``precision``)."""
+    try:
+        from bench.protocol.config import key_precision
+    except ImportError:
+        return ""
+    return key_precision(checked.config, checked.device)
+
+
+def _grid_and_checks(checked, cohort: int, precision: str, cells: list) -> tuple[list, list]:
+    """The grid and its budget checks (none at revisions before the budget check)."""
+    try:
+        from bench.run.budget import grid_and_checks
+    except ImportError:
+        return cells, []
+    return grid_and_checks(checked.config, checked.hashes, cohort, checked.n_val, None, precision)
+
+
+def timed_resume(command: list[str]) -> tuple[float, float, str]:
+    """(seconds to the line that counts the done cells, seconds to the exit, that line)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    start, line = None, ""
+    for text in process.stderr:
+        if start is None and "already done" in text:
+            start, line = time.perf_counter() - started, text.strip()
+    process.wait()
+    if process.returncode != 0 or start is None:
+        sys.exit(f"the resume failed (exit {process.returncode})")
+    return start, time.perf_counter() - started, line
 
 
 def main() -> None:
@@ -65,19 +97,16 @@ def main() -> None:
     planned = subprocess.run(command, capture_output=True, text=True).stdout
     if f"to do: 0 of {files} cells" not in planned:  # the keys must be the run's, or the "resume" would run it all
         sys.exit(f"the folder is not finished for this revision: {planned[-1000:]}")
-    times = []
+    starts, totals = [], []
     for _ in range(args.repeats):
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "bench.cli", "run", "quick", "--set", f"seeds={args.seeds}",
-                               "--out", str(args.work)], capture_output=True, text=True)
-        times.append(time.perf_counter() - started)
-        if done.returncode != 0 or "already done" not in done.stderr:
-            sys.exit(f"the resume failed: {done.stderr[-2000:]}")
-        line = next(line for line in done.stderr.splitlines() if "already done" in line)
+        start, total, line = timed_resume([sys.executable, "-m", "bench.cli", "run", "quick", "--set",
+                                           f"seeds={args.seeds}", "--out", str(args.work)])
+        starts.append(start)
+        totals.append(total)
     print(line)
-    print(f"resume of {files} finished cells: {', '.join(f'{t:.1f}' for t in times)} s "
-          f"(median {statistics.median(times):.1f} s)")
-
+    print(f"resume of {files} finished cells: start {', '.join(f'{t:.2f}' for t in starts)} s (median "
+          f"{statistics.median(starts):.2f} s); whole run {', '.join(f'{t:.1f}' for t in totals)} s (median "
+          f"{statistics.median(totals):.1f} s)")
 
 if __name__ == "__main__":
     main()
