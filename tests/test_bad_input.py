@@ -47,6 +47,13 @@ def test_bad_set_override(tiny_config, cli):
     assert code == 2 and "expected key=value" in err
 
 
+@pytest.mark.parametrize("value", ["", "null", "~"])
+def test_an_empty_run_name_is_refused_and_nothing_is_written(tmp_path, tiny_config, cli, value):
+    code, _, err = cli("run", tiny_config, "--set", f"name={value}", "--out", tmp_path / "run")
+    assert code == 2 and err.startswith("augbench: error: config field name: empty") and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
 def _fashion_folder(tmp_path, corrupt: str | None = None, missing: str | None = None):
     """A fake fashion-mnist folder with tiny but valid IDX files, optionally broken."""
     import numpy as np

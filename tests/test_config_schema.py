@@ -58,12 +58,15 @@ def test_fields_outside_a_cells_identity_leave_its_key_alone():
 def test_cell_key_is_stable():
     """The key of a fixed cell, pinned: an unintended change would invalidate every finished cell
     of existing run folders. (Revision 04b8b87 kept 5084eae's key, 1529686149437ba3dcef; protocol v2
-    added the `mixing` section and the code version of every component the cell uses.)"""
+    added the `mixing` section and the code version of every component the cell uses, 2ab8ad746d8c58212b31;
+    issue 29 added the quality stage's versions to the cells that measure quality.)"""
     cell = _first_cell(_config())
     assert cell.canonical()["budget_scale"] == 0.05 and "budget" not in cell.canonical()
     assert cell.canonical()["mixing"] == {"mode": "add", "synthetic_pool": "fixed"}
-    assert cell.canonical()["versions"] == {"strategy:none": "1", "classifier:mlp": "1", "suite": "1"}
-    assert cell.key == "2ab8ad746d8c58212b31"
+    assert cell.canonical()["versions"] == {"strategy:none": "1", "classifier:mlp": "1", "suite": "1",
+                                            "quality:metrics": "1", "quality:evaluator": "2",
+                                            "quality:classifier:cnn": "1", "quality:suite": "1"}
+    assert cell.key == "b1b5a276ce6db29ded46"
 
 
 @pytest.mark.parametrize("override, message", [

@@ -69,3 +69,34 @@ def test_files_are_readable_by_others_under_umask_022(small_run):
 def test_the_revision_is_read_once_per_run(small_run):
     _, calls = small_run
     assert calls == 1
+
+
+DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "text": "str", "time": "datetime64[ns, UTC]"}
+EXAMPLES = {"int": 7, "float": 0.25, "bool": True, "text": "a", "time": "2026-12-03T10:00:00+00:00"}
+
+
+def test_every_declared_type_comes_back_from_parquet_and_csv_with_gaps(tmp_path):
+    """Each declared column holds a value in one row and nothing in the other (a `none` row has no
+    generator_steps, a failed row no budget_steps): it reads back with its declared type, the
+    nullable one for whole numbers and flags, from both files."""
+    from bench.protocol.columns import COLUMNS
+    from bench.run.store import RunStore
+
+    tabled = [c for c in COLUMNS if c.type != "json" and c.stage != "store" and c.name != "key"]
+    full = {c.name: EXAMPLES[c.type] for c in tabled}  # the key is the index below
+    identity = {"key": "k1", "dataset": "digits", "regime": "5", "classifier": "mlp", "strategy": "none",
+                "status": "ok", "strategy_params": "{}", "replicate": 0}
+    gaps = {**identity, "key": "k2", "replicate": 1, "status": "failed"}
+    store = RunStore(tmp_path)
+    for record in ({**full, **identity}, gaps):
+        store.write_cell(record)
+    store.write_tables(["k1", "k2"])
+    for name in ("results.parquet", "results.csv"):
+        table = read_results(tmp_path / name).set_index("key")
+        for column in tabled:
+            assert str(table[column.name].dtype) == DTYPES[column.type], (name, column.name, table[column.name].dtype)
+            if column.name not in gaps:
+                assert table.loc["k2", column.name] is pd.NA or pd.isna(table.loc["k2", column.name]), column.name
+        assert table.loc["k1", "generator_steps"] == 7 and pd.isna(table.loc["k2", "budget_steps"])
+    plain = pd.read_parquet(tmp_path / "results.parquet")  # a user reading the file directly
+    assert str(plain["generator_steps"].dtype) == "Int64" and str(plain["budget_check_steps"].dtype) == "Int64"

@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from bench.core.images import ImageSet
+from bench.core.images import ImageSet, UnlabelledImages
+from bench.data.splits import held_out, make_split, train_pool
 from bench.protocol.columns import BY_NAME, COLUMNS, undeclared
 from bench.protocol.config import parse_config
 from bench.run.cell import cached_dataset, data_of, expand_grid
@@ -30,19 +31,84 @@ def _without_times(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in TIMES}
 
 
-@pytest.mark.parametrize("strategy", [{"name": "classical", "params": {"policy": "basic"}},
-                                      {"name": "vae", "params": {"steps": 100}}])
-def test_the_training_path_reads_no_test_image(strategy, tmp_path):
-    cell = _cell(strategy)
+def _poisoned(dataset, spec):
+    """``dataset`` with every test image replaced by noise: the official test split's (whose labels
+    are shuffled too), or those of the training pool that the split holds out (whose labels stay:
+    they decide which images are held out)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def noise(images: torch.Tensor) -> torch.Tensor:
+        return torch.randint(0, 256, images.shape, generator=generator, dtype=torch.uint8).to(images.dtype)
+
+    if dataset.test is not None:
+        shuffled = dataset.test.labels[torch.randperm(len(dataset.test), generator=generator)]
+        return dataclasses.replace(dataset, test=ImageSet(noise(dataset.test.images), shuffled))
+    mask = torch.as_tensor(held_out(dataset, spec))
+    images = dataset.train.images.clone()
+    images[mask] = noise(images[mask])
+    return dataclasses.replace(dataset, train=ImageSet(images, dataset.train.labels))
+
+
+@pytest.fixture
+def poisoned_data(monkeypatch):
+    """Every route to the data set's test images poisoned: the data set as every stage fetches it
+    (``cached_dataset``, which ``data_of`` and the fit stage use) and the split's test set."""
+    import bench.run.cell as cell_module
+
+    real = cell_module.load_dataset
+
+    cached_dataset.cache_clear()
+    monkeypatch.setattr(cell_module, "load_dataset", lambda entry: _poisoned(real(entry), TINY_SPLIT))
+    yield
+    cached_dataset.cache_clear()
+
+
+TINY_SPLIT = parse_config(TINY_CONFIG).split
+
+
+def _trained(cell, cache):
+    """The record and model of the cell's training path, on the split as the fit stage derives it."""
     _, split = data_of(cell)
-    poisoned = dataclasses.replace(split, test=ImageSet(torch.full(split.test.images.shape, float("nan")),
-                                                        split.test.labels))
-    clean_record, clean_model = train_cell(cell, CPU, tmp_path / "a", split, "r")
-    nan_record, nan_model = train_cell(cell, CPU, tmp_path / "b", poisoned, "r")
+    return train_cell(cell, CPU, cache, split, "r")
+
+
+@pytest.mark.parametrize("strategy", [{"name": "classical", "params": {"policy": "basic"}},
+                                      {"name": "vae", "params": {"steps": 100}},
+                                      {"name": "vae", "params": {"steps": 200, "generator_data": "pool"}},
+                                      {"name": "pseudo-label", "params": {"threshold": "auto"}}])
+def test_the_training_path_reads_no_test_image(strategy, tmp_path, request):
+    cell = _cell(strategy)
+    clean_record, clean_model = _trained(cell, tmp_path / "a")
+    request.getfixturevalue("poisoned_data")
+    assert not torch.equal(data_of(cell)[1].test.images, _poisoned_split_check(cell))  # the poison is in place
+    nan_record, nan_model = _trained(cell, tmp_path / "b")
     assert clean_record["status"] == nan_record["status"] == "ok"
     assert _without_times(nan_record) == _without_times(clean_record)
     for (name, clean), (_, found) in zip(clean_model.state_dict().items(), nan_model.state_dict().items()):
         assert torch.equal(clean, found), name
+
+
+def _poisoned_split_check(cell):
+    """The clean test images of the cell's split (read past the poison, from the loader itself)."""
+    from bench.data.sets import load_dataset
+
+    return make_split(load_dataset(cell.dataset), cell.regime, cell.split, cell.replicate).test.images
+
+
+def test_the_poison_catches_a_training_path_that_reads_test_images(tmp_path, monkeypatch, request):
+    """The check above can fail: a fit that is handed the test images (here pseudo-label's pool
+    swapped for the test hold-out of the data set the fit stage fetched) trains differently."""
+    import bench.run.stages as stages
+
+    def leaky(cell, dataset, split):
+        return UnlabelledImages(train_pool(dataset, split.spec)[1].images)
+
+    monkeypatch.setattr(stages, "granted_unlabelled", leaky)
+    cell = _cell({"name": "pseudo-label", "params": {"threshold": "auto"}})
+    clean_record, _ = _trained(cell, tmp_path / "a")
+    request.getfixturevalue("poisoned_data")
+    nan_record, _ = _trained(cell, tmp_path / "b")
+    assert _without_times(nan_record) != _without_times(clean_record)
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())

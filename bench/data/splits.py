@@ -83,18 +83,25 @@ def _stratified_take(labels: np.ndarray, per_class: Regime, rng: np.random.Gener
     return np.sort(np.concatenate(taken))
 
 
+def held_out(dataset: Dataset, spec: SplitSpec) -> np.ndarray:
+    """Which of ``dataset.train``'s images are held out for testing (a boolean mask): a stratified
+    share fixed by the split seed, or none where the data set has an official test split."""
+    labels = dataset.train.labels.numpy()
+    is_test = np.zeros(len(labels), dtype=bool)
+    if dataset.test is not None:
+        return is_test
+    rng = np.random.default_rng(derive_seed("test", spec.seed))
+    for cls in np.unique(labels):
+        positions = rng.permutation(np.flatnonzero(labels == cls))
+        is_test[positions[: int(round(len(positions) * spec.test_fraction))]] = True
+    return is_test
+
+
 def train_pool(dataset: Dataset, spec: SplitSpec) -> tuple[ImageSet, ImageSet]:
     """(training pool, test set): the official split, else a stratified hold-out."""
     if dataset.test is not None:
         return dataset.train, dataset.test
-    labels = dataset.train.labels.numpy()
-    rng = np.random.default_rng(derive_seed("test", spec.seed))
-    test_index = []
-    for cls in np.unique(labels):
-        positions = rng.permutation(np.flatnonzero(labels == cls))
-        test_index.append(positions[: int(round(len(positions) * spec.test_fraction))])
-    is_test = np.zeros(len(labels), dtype=bool)
-    is_test[np.concatenate(test_index)] = True
+    is_test = held_out(dataset, spec)
     return dataset.train.subset(np.flatnonzero(~is_test)), dataset.train.subset(np.flatnonzero(is_test))
 
 

@@ -370,7 +370,10 @@ def parse_config(data: dict, default_name: str = "custom", schema: type = BenchC
     if not isinstance(data, dict):
         raise UserError("config must be a mapping of fields (name, datasets, ...)")
     load_registries()  # the built-ins and the installed entry-point plugins
-    if data.get("name") is None:
+    if "name" in data and data["name"] is None:  # `name:` or `--set name=`: an empty name, not the default
+        raise UserError("config field name: empty; give the run a name (letters, digits, '.', '_' and '-') or "
+                        "leave the field out to use the config file's name")
+    if "name" not in data:
         data = {**data, "name": default_name}
     data = {**data, "name": str(data["name"])}
     config = parse_section(schema, data)

@@ -18,10 +18,10 @@ from bench.core.seeding import derive_seed
 from bench.data.sets import Dataset
 from bench.data.splits import Split, train_pool
 from bench.models.suite import CLASSIFIERS, build_classifier, classifier_versions
+from bench.quality.settings import EVALUATOR_VERSION
 from bench.training.loop import normalize, predict, to_input, train_suite_classifier
 
 EVALUATOR = "augbench-evaluator"
-EVALUATOR_VERSION = "2"  # 2: trained without the replicate's labelled images
 
 
 def train_cnn(images: ImageSet, val: ImageSet, num_classes: int, budget_scale: float, device: torch.device,

@@ -7,7 +7,18 @@ from typing import Any
 
 from bench.core.errors import UserError
 from bench.core.schema import option
+from bench.models.suite import classifier_versions
 from bench.quality.inception import default_weights_file
+
+QUALITY_VERSION = "1"  # the quality stage's arithmetic: FID/KID/IS/PR settings, CAS, memorization, references
+EVALUATOR_VERSION = "2"  # the domain evaluator's training; 2: without the replicate's labelled images
+
+
+def quality_versions() -> dict[str, str]:
+    """The code versions a quality row depends on: the stage's metrics, its evaluator, and the suite
+    `cnn` that the evaluator and CAS train. A cell that measures quality carries them in its key."""
+    return {"quality:metrics": QUALITY_VERSION, "quality:evaluator": EVALUATOR_VERSION,
+            **{f"quality:{name}": version for name, version in classifier_versions("cnn").items()}}
 
 
 def _weights_file(value: Any, where: str) -> str | None:

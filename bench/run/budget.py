@@ -82,8 +82,8 @@ def outcomes(rows: pd.DataFrame, checks: list[dict], plateau: float | None) -> p
                                                   val_gain_pp=("gain_pp", "mean")).reset_index()
     table = groups.merge(summary, on=GROUP, how="left")
     table["checked_seeds"] = table["checked_seeds"].fillna(0).astype(int)
-    table[["budget_steps", "check_steps", "val_gain_pp"]] = table[["budget_steps", "check_steps",
-                                                                   "val_gain_pp"]].astype(float)
+    table[["budget_steps", "check_steps"]] = table[["budget_steps", "check_steps"]].astype(float).astype("Int64")
+    table["val_gain_pp"] = table["val_gain_pp"].astype(float)
     table["outcome"] = [UNCHECKED if plateau is None or math.isnan(g) else (CONVERGED if g < plateau else RISING)
                         for g in table["val_gain_pp"].astype(float)]
     return table[columns].reset_index(drop=True)

@@ -16,7 +16,7 @@ from bench.data.unlabelled import unlabelled_images, unlabelled_plain
 from bench.models.suite import ClassifierEntry
 from bench.protocol.config import BenchConfig
 from bench.protocol.registries import load_registries
-from bench.quality.settings import QualitySpec
+from bench.quality.settings import QualitySpec, quality_versions
 from strategies.teacher import uses_teacher
 
 
@@ -135,9 +135,11 @@ class Cell:
 
     @property
     def versions(self) -> dict[str, str]:
-        """Every code version the cell's result depends on; a bump of one recomputes exactly the
-        cells (and quality rows) that use that component."""
-        return {**self.strategy_versions, **self.classifier_entry.versions()}
+        """Every code version the cell's result depends on, its quality columns' too where it
+        measures quality; a bump of one recomputes exactly the cells (and quality rows) that use
+        that component."""
+        return {**self.strategy_versions, **self.classifier_entry.versions(),
+                **(quality_versions() if self.quality.enabled else {})}
 
     @cached_property
     def key(self) -> str:

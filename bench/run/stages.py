@@ -22,9 +22,9 @@ from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import FitContext, TrainingData
 from bench.data.sets import Dataset
 from bench.data.splits import Split
-from bench.models.suite import SUITE_VERSION, classifier_versions
+from bench.models.suite import SUITE_VERSION
 from bench.quality.assess import assess_quality
-from bench.quality.evaluator import EVALUATOR_VERSION
+from bench.quality.settings import quality_versions
 from bench.run import provenance
 from bench.run.cell import Cell, cached_dataset, data_of, granted_unlabelled, make_strategy
 from bench.run.resources import measure
@@ -244,7 +244,7 @@ def cached_quality(cell: Cell, dataset: Dataset, split: Split, data, device: tor
     classifiers (cached in the run folder)."""
     cache = FileCache(cache_dir)
     key = cache_key(cell.fit_data_parts, cell.strategy.name, cell.strategy.params, cell.strategy_versions,
-                    asdict(cell.quality), cell.budget_scale, EVALUATOR_VERSION, classifier_versions("cnn"))
+                    asdict(cell.quality), cell.budget_scale, quality_versions())
     samples = (cache_dir.parent / "samples" /
                f"{cell.dataset.title.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}-seed{cell.replicate}"
                f"-{key[:8]}.npz")

@@ -27,6 +27,8 @@ from bench.run.budget import outcomes, with_outcomes
 TEXT_COLUMNS = of_type("text")
 TIME_COLUMNS = of_type("time")
 FLAG_COLUMNS = of_type("bool")
+INT_COLUMNS = of_type("int")
+FLOAT_COLUMNS = of_type("float")
 LOCK_FILE = ".lock"
 
 
@@ -42,7 +44,8 @@ def _param_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
-    """The canonical column types of a results table (the same from parquet, CSV or records)."""
+    """The canonical column types of a results table (the same from parquet, CSV or records), by
+    the declared type of each column (bench/protocol/columns.py)."""
     frame = frame.copy()
     for column in frame.columns:
         if column in FLAG_COLUMNS or (column.startswith(PARAM_PREFIX) and _is_flag(frame[column])):
@@ -54,6 +57,10 @@ def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
             frame[column] = text.replace("", None).astype("str")
         elif column in TIME_COLUMNS:
             frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
+        elif column in INT_COLUMNS:  # nullable: a gap (no generator, a failed cell) keeps the column whole numbers
+            frame[column] = pd.to_numeric(frame[column]).astype("Int64")
+        elif column in FLOAT_COLUMNS:
+            frame[column] = pd.to_numeric(frame[column]).astype("float64")
     return frame
 
 
