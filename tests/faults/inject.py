@@ -4,11 +4,16 @@ that the run folder stays exactly right.
     python tests/faults/inject.py --trials 20 --seed 0 [--work DIR]
 
 First a small grid runs uninterrupted (the reference). Then each trial starts the same grid in a
-fresh folder and, after a random delay, kills with SIGKILL one of three ways, in turn:
+fresh folder and, after a random delay, kills with SIGKILL one of three ways, or plants a bug, in
+turn:
 - the main process; the run is then started again to finish;
 - one busy worker; the run must go on by itself, retrying the cell once (and saying so);
 - one busy worker and then the fresh worker that retries its cell; the run must finish with that
-  cell failed by the machine, and a rerun must try it again.
+  cell failed by the machine, and a rerun must try it again;
+- a bug: the strategies' fit raises a KeyError for the cells of one fit seed, chosen at random
+  (tests/faults/fault_plugin.py); the run must finish with exactly those cells failed with an
+  error and their tracebacks, the rest as the reference, exit code 1; a rerun without the bug must
+  run those cells again.
 After each trial it checks that
 - every cell of the grid has exactly one file and one row, and no other file is in cells/;
 - every result column that is not a time, a memory figure or a cache flag is identical to the
@@ -39,8 +44,9 @@ GRID = {
     "strategies": ["none", {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}},
     {"name": "vae", "params": {"steps": 150}}],
     "classifiers": ["mlp", "cnn"], "seeds": 2, "budget": {"scale": 0.05, "check": "off"}, "eval_points": 2,
-    "quality": {"enabled": True, "samples": 50}, "workers": 2,
+    "quality": {"enabled": True, "samples": 50}, "workers": 2, "plugins": ["fault_plugin"],
 }
+KINDS = 4
 VOLATILE = ("started", "finished", "revision", "generator_cache_hit")
 
 
@@ -63,9 +69,56 @@ def alive(pid: int) -> bool:
         return False
 
 
-def _start(config: Path, out: Path) -> subprocess.Popen:
+def _start(config: Path, out: Path, fault_fit_seed: int | None = None) -> subprocess.Popen:
+    """The grid's run into ``out``; with ``fault_fit_seed`` the fits of that seed raise (a bug)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT)])}
+    env.pop("AUGBENCH_FAULT_FIT_SEED", None)
+    if fault_fit_seed is not None:
+        env["AUGBENCH_FAULT_FIT_SEED"] = str(fault_fit_seed)
     return subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(config), "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def fit_seeds(config: Path) -> dict[str, int]:
+    """Each grid cell's fit seed, by key as the run makes it (the cells of one strategy and replicate
+    share one)."""
+    from bench.commands.checks import load_checked
+    from bench.protocol.config import cohort_size, key_precision
+    from bench.run.cell import expand_grid
+
+    checked = load_checked(str(config), [])
+    cells = expand_grid(checked.config, checked.hashes, cohort_size(checked.config, checked.device),
+                        precision=key_precision(checked.config, checked.device))
+    return {cell.key: cell.fit_seed for cell in cells}
+
+
+def bug_trial(rng: random.Random, config: Path, out: Path, reference: Path) -> tuple[str, list[str]]:
+    """A bug in the fits of one random fit seed: only its cells fail (with an error), the run goes on
+    and exits 1; fixed, a rerun runs them again and the folder equals the reference."""
+    seeds = fit_seeds(config)
+    seed = rng.choice(sorted(set(seeds.values())))
+    expected = sorted(key for key, fit_seed in seeds.items() if fit_seed == seed)
+    process = _start(config, out, seed)
+    _, err = process.communicate()
+    what = f"a bug in the fit of seed {seed} ({len(expected)} cells); fixed and rerun"
+    if process.returncode != 1 or f"{len(expected)} cell(s) raised an error" not in err:
+        return what, [f"expected exit code 1 naming {len(expected)} errored cells, got {process.returncode}: "
+                      f"{err.strip()[-300:]}"]
+    results = pd.read_parquet(out / "results.parquet").set_index("key").sort_index()
+    errored = sorted(results.index[results["failure_kind"] == "error"])
+    if errored != expected:
+        return what, [f"errored cells {errored} are not those of the bug {expected}"]
+    if any(not (out / results.loc[key, "failure_traceback"]).is_file() for key in errored):
+        return what, ["an errored cell has no traceback file"]
+    rest, expected_rest = _comparable(out)[0].drop(index=errored), _comparable(reference)[0].drop(index=errored)
+    shared = [c for c in expected_rest.columns if c in rest.columns]
+    if not rest[shared].equals(expected_rest[shared]):
+        return what, ["the cells without the bug differ from the reference"]
+    rerun = _start(config, out)
+    _, err = rerun.communicate()
+    if rerun.returncode != 0 or f"{len(expected)} failed one(s) to try again" not in err:
+        return what, [f"the rerun did not run the errored cells again (exit {rerun.returncode})"]
+    return what, []
 
 
 def _comparable(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -102,9 +155,12 @@ def trial(index: int, rng: random.Random, config: Path, work: Path, reference: P
     """One kill at a random moment of a run that takes ``duration`` seconds, and its checks;
     returns (what was done, problems)."""
     out = work / f"trial-{index}"
+    kind = index % KINDS
+    if kind == 3:
+        what, problems = bug_trial(rng, config, out, reference)
+        return what, problems or _problems(out, reference, [])
     process = _start(config, out)
     pids: set[int] = set()
-    kind = index % 3
     delay = rng.uniform(2.0, (0.9 if kind < 2 else 0.6) * duration)
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline and process.poll() is None:
