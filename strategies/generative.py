@@ -29,7 +29,7 @@ from bench.training.stacked import Stacked
 from strategies.teacher import pseudo_labelled, teacher_versions, threshold_value
 
 RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, class-balanced", tune=True)
-BALANCE = Param(False, check=lambda value, where: _boolean(value, where),
+BALANCE = Param(False,
                 help="spend the synthetic images on filling the smaller classes up to the largest first "
                      "(class-conditional oversampling of an imbalanced regime); else every class gets as many")
 GENERATOR_DATA = Param("labelled", choices=("labelled", "pool", "pseudo-labelled"), omit_default=True,
@@ -43,12 +43,6 @@ PSEUDO_THRESHOLD = Param(0.95, low=0.0, high=1.0, omit_default=True, check=thres
 POOL_PARAMS = {"generator_data": GENERATOR_DATA, "pseudo_threshold": PSEUDO_THRESHOLD}
 PROBE_PER_CLASS = 50  # samples per class that the collapse check judges after every fit
 COLLAPSE_THRESHOLD = 0.1  # per-class sample diversity below this share of the real diversity = collapse
-
-
-def _boolean(value, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise UserError(f"{where}: expected true or false, got {value!r}")
-    return value
 
 
 def balanced_labels(n: int, num_classes: int) -> torch.Tensor:

@@ -98,19 +98,24 @@ def parse_value(f: dataclasses.Field, value: Any, where: str) -> Any:
         return parse_section(meta["section"], value, where)
     if meta["parse"] is not None:
         return meta["parse"](value, where)
-    default = _default(f)
-    if meta["choices"] is not None:
-        if value not in meta["choices"]:
-            raise UserError(f"config field {where}: {value!r} is not one of {', '.join(meta['choices'])}")
+    return check_plain(value, f"config field {where}", _default(f), meta["choices"], meta["low"], meta["high"])
+
+
+def check_plain(value: Any, where: str, default: Any, choices: tuple | None = None, low=None, high=None) -> Any:
+    """A value of its default's kind (config fields and strategy params alike): one of ``choices``,
+    true or false, a number in [low, high], or text; bad input raises UserError naming ``where``."""
+    if choices is not None:
+        if value not in choices:
+            raise UserError(f"{where}: {value!r} is not one of {', '.join(choices)}")
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise UserError(f"config field {where}: expected true or false, got {value!r}")
+            raise UserError(f"{where}: expected true or false, got {value!r}")
         return value
     if isinstance(default, (int, float)):
-        return check_number(value, f"config field {where}", type(default), meta["low"], meta["high"])
+        return check_number(value, where, type(default), low, high)
     if not isinstance(value, str):
-        raise UserError(f"config field {where}: expected text, got {value!r}")
+        raise UserError(f"{where}: expected text, got {value!r}")
     return value
 
 

@@ -21,8 +21,9 @@ def derive_seed(*parts) -> int:
 @contextmanager
 def seeded(seed: int, device: torch.device):
     """Seed torch's global generators for a block, restoring their state afterwards. On CUDA it
-    also asks for deterministic kernels, so that equal seeds give equal results there too (an
-    identity strategy must score exactly like `none`)."""
+    also asks for deterministic kernels, and those settings stay for the rest of the process (the
+    evaluation after a seeded block needs them as much), so that equal seeds give equal results
+    there too (an identity strategy must score exactly like `none`)."""
     if device.type == "cuda":
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         torch.use_deterministic_algorithms(True, warn_only=True)

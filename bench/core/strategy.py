@@ -13,7 +13,7 @@ import torch
 from bench.core.errors import UserError
 from bench.core.images import ImageSet, UnlabelledImages
 from bench.core.registry import Registry
-from bench.core.schema import as_list, check_number, named_entry
+from bench.core.schema import as_list, check_plain, named_entry
 
 # (images float (N,C,H,W) in [0,1], soft labels (N,K), generator) -> (images, soft labels)
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -43,11 +43,7 @@ class Param:
     def validate(self, value: Any, where: str) -> Any:
         if self.check is not None:
             return self.check(value, where)
-        if self.choices is not None:
-            if value not in self.choices:
-                raise UserError(f"{where}: {value!r} is not one of {', '.join(self.choices)}")
-            return value
-        return check_number(value, where, type(self.default), self.low, self.high)
+        return check_plain(value, where, self.default, self.choices, self.low, self.high)
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 
 from bench.core import progress
+from bench.core.memory import peak_rss_mb
 from bench.core.executor import Executor, OnDone, OnLost, OnProgress, OnRetry, OnStart, WorkerDied, register_executor
 
 
@@ -81,17 +81,6 @@ def _worker_main(connection, fn: Callable[[Any], Any], threads: int | None, pare
             connection.send(("done", fn(item)))
         except Exception as exc:  # noqa: BLE001 - raised again in the parent
             connection.send(("error", exc))
-
-
-def peak_memory_mb(pid: int) -> float | None:
-    """A live process's peak resident memory (Linux), else None."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def death_reason(exitcode: int | None, peak_mb: float | None) -> str:
@@ -162,7 +151,7 @@ class ProcessExecutor(Executor):
             while busy := [w for w in workers if w.item is not None]:
                 ready = set(wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout=1.0))
                 for worker in busy:
-                    worker.peak_mb = peak_memory_mb(worker.process.pid) or worker.peak_mb
+                    worker.peak_mb = peak_rss_mb(worker.process.pid) or worker.peak_mb
                     if worker.connection not in ready and worker.process.sentinel not in ready:
                         continue
                     (item, tries), message = worker.item, worker.receive()

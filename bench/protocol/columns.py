@@ -1,10 +1,11 @@
 """The result row: every column a cell's row can hold, declared once.
 
 Each column has a name, a type, a unit, one line of meaning and the stage that writes it. The
-store reads the types from here (so a CSV round trip gives back exactly what parquet holds), the
-reports read their metric, quality and cost columns from here, tracking logs the numeric ones, and
-`augbench list --columns` prints this table as the data dictionary of ``results.csv``.
-``tests/test_columns.py`` fails when a stage writes a column that is not declared.
+store gives every column its declared type when it builds the tables (so a CSV round trip gives
+back exactly what parquet holds), the reports read their metric, quality and cost columns from
+here, tracking logs the numeric ones, and `augbench list --columns` prints this table as the data
+dictionary of ``results.csv``. ``tests/test_stages.py`` fails when a stage writes a column that is
+not declared or not of its declared type.
 
 Stages: ``cell`` (the grid point and its provenance), ``fit`` (the strategy's fit), ``quality``
 (the quality stage), ``train`` (the training loop), ``evaluate`` (metrics on real images),

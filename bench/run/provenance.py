@@ -12,7 +12,7 @@ import torch
 from bench.core.errors import UserError
 
 PACKAGES = ["augbench", "torch", "torchvision", "numpy", "pandas", "scikit-learn", "torch-fidelity", "optuna"]
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]  # the repository: bench/run/provenance.py -> its root
 
 
 def now() -> str:

@@ -9,7 +9,8 @@ from typing import Callable
 
 import torch
 
-_STATUS = Path("/proc/self/status")
+from bench.core.memory import peak_rss_mb
+
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
@@ -23,13 +24,8 @@ def _reset_peak_rss() -> bool:
 
 
 def _peak_rss_mb() -> float:
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """This process's peak resident memory in MB (getrusage's lifetime peak where Linux does not say)."""
+    return peak_rss_mb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:

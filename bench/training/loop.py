@@ -86,15 +86,7 @@ def _autocast(device: torch.device, precision: str | None = None):
 def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1024,
             precision: str | None = None) -> torch.Tensor:
     """Logits (float32, on the CPU) for uint8 images, in eval mode (in ``precision``, default the device's)."""
-    was_training = model.training
-    model.eval()
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size].to(device, non_blocking=True)
-        with _autocast(device, precision):
-            outputs.append(model(normalize(to_input(chunk))).float().cpu())
-    model.train(was_training)
-    return torch.cat(outputs)
+    return predict_members(model, [images], device, precision, batch_size)[0]
 
 
 class IndexStream:
@@ -287,19 +279,18 @@ def train_cohort(members: list[Member], recipe: Recipe, *, steps: int, num_class
 
 @torch.no_grad()
 def predict_members(net: nn.Module, images: list[torch.Tensor], device: torch.device,
-                    precision: str | None = None) -> torch.Tensor:
-    """Logits (K x N x classes, on the CPU) of each of a cohort's K members for its own images (K
-    sets of N uint8 images; K = 1: a model alone)."""
+                    precision: str | None = None, batch_size: int = 1024) -> torch.Tensor:
+    """Logits (K x N x classes, float32 on the CPU, in eval mode) of each of a cohort's K members
+    for its own images (K sets of N uint8 images; K = 1: a model alone)."""
     k = len(images)
-    if k == 1:
-        return predict(net, images[0], device, precision=precision)[None]
     was_training = net.training
     net.eval()
     outputs = []
-    for start in range(0, len(images[0]), 1024):
-        chunks = [normalize(to_input(part[start:start + 1024].to(device, non_blocking=True))) for part in images]
+    for start in range(0, len(images[0]), batch_size):
+        chunks = [normalize(to_input(part[start:start + batch_size].to(device, non_blocking=True))) for part in images]
         with _autocast(device, precision):
-            outputs.append(per_member(net(side_by_side(chunks)), k).float().cpu())
+            logits = net(chunks[0])[None] if k == 1 else per_member(net(side_by_side(chunks)), k)
+        outputs.append(logits.float().cpu())
     net.train(was_training)
     return torch.cat(outputs, dim=1)
 
