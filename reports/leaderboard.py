@@ -1,4 +1,5 @@
 """``augbench leaderboard``: rank strategies across runs of one protocol."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,13 +12,13 @@ import yaml
 from autorank import autorank, plot_stats
 from autorank.autorank import RankResult
 
-from bench.run import provenance
-from bench.protocol.config import BenchConfig, protocol_view
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
+from bench.protocol.config import BenchConfig, protocol_view
+from bench.run import provenance
 from bench.run.budget import describe_groups, read_budget, undertrained
-from reports.stats import iqm, probability_of_improvement, stratified_bootstrap_ci
 from reports.figures import plt
+from reports.stats import iqm, probability_of_improvement, stratified_bootstrap_ci
 from reports.tables import ALPHA, BASELINE, LABELLED_ONLY, SAW_MORE, comparison_table, marked, successful
 
 
@@ -47,8 +48,10 @@ def check_same_protocol(runs: list[tuple[Path, dict, pd.DataFrame]], schema: typ
         differing = [f for f in reference if reference[f] != other[f]]
         if differing:
             details = "; ".join(f"{f}: {reference[f]!r} vs {other[f]!r}" for f in differing)
-            raise UserError(f"runs {first_dir} and {run_dir} are of different protocols ({details}); a leaderboard "
-                            "ranks runs of one protocol only (same splits, suite version, budgets)")
+            raise UserError(
+                f"runs {first_dir} and {run_dir} are of different protocols ({details}); a leaderboard "
+                "ranks runs of one protocol only (same splits, suite version, budgets)"
+            )
 
 
 def combine(runs: list[tuple[Path, dict, pd.DataFrame]]) -> pd.DataFrame:
@@ -59,8 +62,10 @@ def combine(runs: list[tuple[Path, dict, pd.DataFrame]]) -> pd.DataFrame:
     meanings = results.groupby(["strategy", "classifier"])[identity].nunique().max(axis=1)
     clash = sorted({strategy for strategy, _ in meanings[meanings > 1].index})
     if clash:
-        raise UserError(f"strategy label(s) {', '.join(clash)} name different params or code versions in "
-                        "different runs; give each its own `label` in the config, or rerun the older run")
+        raise UserError(
+            f"strategy label(s) {', '.join(clash)} name different params or code versions in "
+            "different runs; give each its own `label` in the config, or rerun the older run"
+        )
     return results
 
 
@@ -75,8 +80,11 @@ def unit_scores(results: pd.DataFrame) -> pd.DataFrame:
     lacks a classifier (a failed cell) are left out for that strategy."""
     ok = successful(results)
     classifiers = ok["classifier"].nunique()
-    scores = ok.groupby(UNIT + ["strategy"], sort=False).agg(
-        accuracy=("test_accuracy", "mean"), classifiers=("classifier", "nunique")).reset_index()
+    scores = (
+        ok.groupby(UNIT + ["strategy"], sort=False)
+        .agg(accuracy=("test_accuracy", "mean"), classifiers=("classifier", "nunique"))
+        .reset_index()
+    )
     return scores[scores["classifiers"] == classifiers].drop(columns="classifiers")
 
 
@@ -85,7 +93,9 @@ def _by_task(frame: pd.DataFrame, column: str) -> list[np.ndarray]:
 
 
 def _gains(scores: pd.DataFrame, strategy: str) -> pd.DataFrame:
-    base = scores[scores["strategy"] == BASELINE][UNIT + ["accuracy"]].rename(columns={"accuracy": "baseline"})
+    base = scores[scores["strategy"] == BASELINE][UNIT + ["accuracy"]].rename(
+        columns={"accuracy": "baseline"}
+    )
     mine = scores[scores["strategy"] == strategy].merge(base, on=UNIT)
     return mine.assign(gain=mine["accuracy"] - mine["baseline"])
 
@@ -106,17 +116,27 @@ def aggregate(scores: pd.DataFrame, strategy: str) -> dict:
     accuracy = _by_task(mine, "accuracy")
     row = {"strategy": strategy, "units": len(mine), "iqm_accuracy": iqm(mine["accuracy"])}
     row["iqm_accuracy_low"], row["iqm_accuracy_high"] = stratified_bootstrap_ci(accuracy, _iqm_pooled, seed=0)
-    row.update(iqm_gain=np.nan, iqm_gain_low=np.nan, iqm_gain_high=np.nan, poi=np.nan, poi_low=np.nan,
-               poi_high=np.nan)
+    row.update(
+        iqm_gain=np.nan,
+        iqm_gain_low=np.nan,
+        iqm_gain_high=np.nan,
+        poi=np.nan,
+        poi_low=np.nan,
+        poi_high=np.nan,
+    )
     if strategy == BASELINE:
         return row
     gains = _gains(scores, strategy)
     if len(gains):
         row["iqm_gain"] = iqm(gains["gain"])
-        row["iqm_gain_low"], row["iqm_gain_high"] = stratified_bootstrap_ci(_by_task(gains, "gain"), _iqm_pooled,
-                                                                            seed=0)
-        pairs = [array for _, part in gains.groupby(TASK, sort=False)
-                 for array in (part["accuracy"].to_numpy(), part["baseline"].to_numpy())]
+        row["iqm_gain_low"], row["iqm_gain_high"] = stratified_bootstrap_ci(
+            _by_task(gains, "gain"), _iqm_pooled, seed=0
+        )
+        pairs = [
+            array
+            for _, part in gains.groupby(TASK, sort=False)
+            for array in (part["accuracy"].to_numpy(), part["baseline"].to_numpy())
+        ]
         row["poi"] = _mean_poi(*pairs)
         row["poi_low"], row["poi_high"] = stratified_bootstrap_ci(pairs, _mean_poi, seed=0)
     return row
@@ -142,16 +162,28 @@ def leaderboard(results: pd.DataFrame) -> tuple[pd.DataFrame, RankResult | None]
     rows = []
     for strategy in dict.fromkeys(scores["strategy"]):
         verdicts = table.loc[table["strategy"] == strategy, "verdict"]
-        tied = table.loc[(table["strategy"] == strategy) & (table["verdict"] == "no significant difference"), "mde"]
+        tied = table.loc[
+            (table["strategy"] == strategy) & (table["verdict"] == "no significant difference"), "mde"
+        ]
         fit_data = table.loc[table["strategy"] == strategy, "fit_data"]
-        rows.append({**aggregate(scores, strategy), "fit_data": fit_data.iloc[0] if len(fit_data) else LABELLED_ONLY,
-                     "mean_rank": ranks.rankdf.loc[strategy, "meanrank"] if ranks is not None else np.nan,
-                     "wins": int((verdicts == "better").sum()), "losses": int((verdicts == "worse").sum()),
-                     "ties": int((verdicts == "no significant difference").sum()
-                                 + verdicts.str.startswith("untestable").sum()),
-                     "undertrained": int(verdicts.str.startswith("undertrained").sum()),
-                     "tie_mde": tied.max() if len(tied) else np.nan})
-    board = pd.DataFrame(rows).sort_values(["mean_rank", "iqm_accuracy"], ascending=[True, False], kind="stable")
+        rows.append(
+            {
+                **aggregate(scores, strategy),
+                "fit_data": fit_data.iloc[0] if len(fit_data) else LABELLED_ONLY,
+                "mean_rank": ranks.rankdf.loc[strategy, "meanrank"] if ranks is not None else np.nan,
+                "wins": int((verdicts == "better").sum()),
+                "losses": int((verdicts == "worse").sum()),
+                "ties": int(
+                    (verdicts == "no significant difference").sum()
+                    + verdicts.str.startswith("untestable").sum()
+                ),
+                "undertrained": int(verdicts.str.startswith("undertrained").sum()),
+                "tie_mde": tied.max() if len(tied) else np.nan,
+            }
+        )
+    board = pd.DataFrame(rows).sort_values(
+        ["mean_rank", "iqm_accuracy"], ascending=[True, False], kind="stable"
+    )
     return board.reset_index(drop=True), ranks
 
 
@@ -162,50 +194,79 @@ def _ci(value: float, low: float, high: float, spec: str, scale: float = 100.0) 
     return format(value * scale, spec) + bounds
 
 
-def _markdown(board: pd.DataFrame, ranks: RankResult | None, run_dirs: list[Path], protocol: dict,
-              cd_figure: str | None) -> str:
-    shown = pd.DataFrame({
-        "rank": range(1, len(board) + 1),
-        "strategy": [marked(s, d) for s, d in zip(board["strategy"], board["fit_data"])],
-        "fit saw": board["fit_data"],
-        "mean rank (Friedman)": board["mean_rank"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}"),
-        "IQM test acc % [95% bootstrap CI]": [_ci(v, lo, hi, ".1f") for v, lo, hi in
-                                              zip(board["iqm_accuracy"], board["iqm_accuracy_low"],
-                                                  board["iqm_accuracy_high"])],
-        "IQM gain vs none pp [95% bootstrap CI]": [_ci(v, lo, hi, "+.2f") for v, lo, hi in
-                                                   zip(board["iqm_gain"], board["iqm_gain_low"], board["iqm_gain_high"])],
-        "P(better than none) [95% bootstrap CI]": [_ci(v, lo, hi, ".2f", 1.0) for v, lo, hi in
-                                                   zip(board["poi"], board["poi_low"], board["poi_high"])],
-        "W/T/L vs none (Holm)": [f"{w}/{t}/{loss}" + (f" ({u} undertrained)" if u else "")
-                                 for w, t, loss, u in zip(board["wins"], board["ties"], board["losses"],
-                                                          board["undertrained"])],
-        "a tie could miss pp": board["tie_mde"].map(lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}"),
-        "units": board["units"]})
+def _markdown(
+    board: pd.DataFrame, ranks: RankResult | None, run_dirs: list[Path], protocol: dict, cd_figure: str | None
+) -> str:
+    shown = pd.DataFrame(
+        {
+            "rank": range(1, len(board) + 1),
+            "strategy": [marked(s, d) for s, d in zip(board["strategy"], board["fit_data"])],
+            "fit saw": board["fit_data"],
+            "mean rank (Friedman)": board["mean_rank"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}"),
+            "IQM test acc % [95% bootstrap CI]": [
+                _ci(v, lo, hi, ".1f")
+                for v, lo, hi in zip(
+                    board["iqm_accuracy"], board["iqm_accuracy_low"], board["iqm_accuracy_high"]
+                )
+            ],
+            "IQM gain vs none pp [95% bootstrap CI]": [
+                _ci(v, lo, hi, "+.2f")
+                for v, lo, hi in zip(board["iqm_gain"], board["iqm_gain_low"], board["iqm_gain_high"])
+            ],
+            "P(better than none) [95% bootstrap CI]": [
+                _ci(v, lo, hi, ".2f", 1.0)
+                for v, lo, hi in zip(board["poi"], board["poi_low"], board["poi_high"])
+            ],
+            "W/T/L vs none (Holm)": [
+                f"{w}/{t}/{loss}" + (f" ({u} undertrained)" if u else "")
+                for w, t, loss, u in zip(board["wins"], board["ties"], board["losses"], board["undertrained"])
+            ],
+            "a tie could miss pp": board["tie_mde"].map(lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}"),
+            "units": board["units"],
+        }
+    )
     if ranks is None:
-        friedman_line = (f"No Friedman test: it needs at least {MIN_FRIEDMAN_BLOCKS} (data set, regime, seed) units "
-                         "in which every strategy has a result; strategies are ordered by IQM accuracy.")
+        friedman_line = (
+            f"No Friedman test: it needs at least {MIN_FRIEDMAN_BLOCKS} (data set, regime, seed) units "
+            "in which every strategy has a result; strategies are ordered by IQM accuracy."
+        )
     else:
-        friedman_line = (f"Friedman test over the units where every strategy has a result: p = {ranks.pvalue:.3g}; "
-                         f"Nemenyi critical difference CD = {ranks.cd:.2f} at α = {ALPHA}: strategies whose mean ranks "
-                         "differ by less than CD are not distinguishable (rank 1 = best).")
-    lines = ["# augbench leaderboard", "",
-             f"Generated by `augbench leaderboard` on {provenance.now()} from: " + ", ".join(f"`{d}`" for d in run_dirs),
-             "", "Protocol: " + "; ".join(f"{k} = {v}" for k, v in protocol.items()), "",
-             "Unit: one (data set, regime, seed), its test accuracy averaged over the classifiers, which share the "
-             "seed's labelled images. IQM is the mean of the middle 50% of units; the gain is paired with `none` on "
-             "the same unit; P(better than none) is the Mann-Whitney probability that a unit of the strategy beats "
-             "one of `none`, averaged over (data set, regime) tasks; intervals are 95% percentile intervals of a "
-             "stratified bootstrap (seeds resampled within each task, 2000 resamples; Agarwal et al. 2021). "
-             "W/T/L count (data set, regime, classifier) groups where a paired t-test, Holm-corrected over the "
-             "whole table at α = 0.05, finds the strategy better / not distinguishable / worse than `none`: they are "
-             "the decisions; a tie could miss a change below the largest minimum detectable effect of its tied "
-             "comparisons (80% power at its Holm level). The bootstrap intervals are descriptive (95% each, not adjusted for the number of "
-             "strategies, and percentile intervals are too narrow with few seeds), so an interval may exclude 0 "
-             "where the Holm-corrected tests do not decide.", "",
-             friedman_line, "", shown.to_markdown(index=False), ""]
+        friedman_line = (
+            f"Friedman test over the units where every strategy has a result: p = {ranks.pvalue:.3g}; "
+            f"Nemenyi critical difference CD = {ranks.cd:.2f} at α = {ALPHA}: strategies whose mean ranks "
+            "differ by less than CD are not distinguishable (rank 1 = best)."
+        )
+    lines = [
+        "# augbench leaderboard",
+        "",
+        f"Generated by `augbench leaderboard` on {provenance.now()} from: "
+        + ", ".join(f"`{d}`" for d in run_dirs),
+        "",
+        "Protocol: " + "; ".join(f"{k} = {v}" for k, v in protocol.items()),
+        "",
+        "Unit: one (data set, regime, seed), its test accuracy averaged over the classifiers, which share the "
+        "seed's labelled images. IQM is the mean of the middle 50% of units; the gain is paired with `none` on "
+        "the same unit; P(better than none) is the Mann-Whitney probability that a unit of the strategy beats "
+        "one of `none`, averaged over (data set, regime) tasks; intervals are 95% percentile intervals of a "
+        "stratified bootstrap (seeds resampled within each task, 2000 resamples; Agarwal et al. 2021). "
+        "W/T/L count (data set, regime, classifier) groups where a paired t-test, Holm-corrected over the "
+        "whole table at α = 0.05, finds the strategy better / not distinguishable / worse than `none`: they are "
+        "the decisions; a tie could miss a change below the largest minimum detectable effect of its tied "
+        "comparisons (80% power at its Holm level). The bootstrap intervals are descriptive (95% each, not adjusted for the number of "
+        "strategies, and percentile intervals are too narrow with few seeds), so an interval may exclude 0 "
+        "where the Holm-corrected tests do not decide.",
+        "",
+        friedman_line,
+        "",
+        shown.to_markdown(index=False),
+        "",
+    ]
     if (board["fit_data"] != LABELLED_ONLY).any():
-        lines += [f"{SAW_MORE}: the strategy's fit saw the unlabelled pool too (the semi-supervised protocol); a gain "
-                  "is credited to generation only where it beats pseudo-label, which uses the same images.", ""]
+        lines += [
+            f"{SAW_MORE}: the strategy's fit saw the unlabelled pool too (the semi-supervised protocol); a gain "
+            "is credited to generation only where it beats pseudo-label, which uses the same images.",
+            "",
+        ]
     if cd_figure:
         lines += [f"![Critical-difference diagram]({cd_figure})", ""]
     return "\n".join(lines)
@@ -222,12 +283,17 @@ def check_converged(run_dirs: list[Path], allow_undertrained: bool) -> list[str]
         groups = describe_groups(rest) if len(rest) else "every group (the run has no budget check)"
         problems.append(f"{run_dir}: {groups}")
     if problems and not allow_undertrained:
-        raise UserError("leaderboard refused: runs with groups that were not converged on validation data ("
-                        + "; ".join(problems) + "); rerun them at the suggested budget (budget.scale, or budget.steps: "
-                        "auto) with budget.check: on, or pass --allow-undertrained to rank them with a warning")
-    return [f"**Warning: undertrained.** Ranked with --allow-undertrained although these groups were not converged "
-            f"on validation data, so their ranks may measure the budget rather than the strategy: {p}."
-            for p in problems]
+        raise UserError(
+            "leaderboard refused: runs with groups that were not converged on validation data ("
+            + "; ".join(problems)
+            + "); rerun them at the suggested budget (budget.scale, or budget.steps: "
+            "auto) with budget.check: on, or pass --allow-undertrained to rank them with a warning"
+        )
+    return [
+        f"**Warning: undertrained.** Ranked with --allow-undertrained although these groups were not converged "
+        f"on validation data, so their ranks may measure the budget rather than the strategy: {p}."
+        for p in problems
+    ]
 
 
 def check_no_errors(runs: list[tuple[Path, dict, pd.DataFrame]]) -> None:
@@ -239,13 +305,20 @@ def check_no_errors(runs: list[tuple[Path, dict, pd.DataFrame]]) -> None:
             continue
         errored = results[results["failure_kind"] == "error"]
         if len(errored):
-            cells = ", ".join(f"{r.strategy} {r.classifier} seed {r.replicate} ({r.dataset}/{r.regime})"
-                              for r in errored.head(3).itertuples())
-            problems.append(f"{run_dir}: {len(errored)} cell(s), {cells}{', ...' if len(errored) > 3 else ''}")
+            cells = ", ".join(
+                f"{r.strategy} {r.classifier} seed {r.replicate} ({r.dataset}/{r.regime})"
+                for r in errored.head(3).itertuples()
+            )
+            problems.append(
+                f"{run_dir}: {len(errored)} cell(s), {cells}{', ...' if len(errored) > 3 else ''}"
+            )
     if problems:
-        raise UserError("leaderboard refused: runs with cells whose code raised an error (" + "; ".join(problems) +
-                        "); fix the error (its traceback is in the run's cells/<key>.traceback.txt, named by the "
-                        "failure_traceback column) and rerun the same command, which runs those cells again")
+        raise UserError(
+            "leaderboard refused: runs with cells whose code raised an error ("
+            + "; ".join(problems)
+            + "); fix the error (its traceback is in the run's cells/<key>.traceback.txt, named by the "
+            "failure_traceback column) and rerun the same command, which runs those cells again"
+        )
 
 
 def write_leaderboard(run_dirs: list[Path], out: Path, allow_undertrained: bool = False) -> list[Path]:

@@ -1,5 +1,6 @@
 """'What this run says': sentences written from the comparison table, claiming only what the
 paired tests (Holm-corrected) support."""
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,11 @@ def _pct(value: float) -> str:
 
 
 def _effect(row) -> str:
-    ci = "" if math.isnan(row.delta_hci_low) else \
-        f", Holm-adjusted CI {_pct(row.delta_hci_low)} to {_pct(row.delta_hci_high)}"
+    ci = (
+        ""
+        if math.isnan(row.delta_hci_low)
+        else f", Holm-adjusted CI {_pct(row.delta_hci_low)} to {_pct(row.delta_hci_high)}"
+    )
     return f"{row.strategy} ({_pct(row.delta_mean)}{ci}, Holm p = {row.p_holm:.3g})"
 
 
@@ -31,11 +35,13 @@ def quality_vs_gain(results: pd.DataFrame) -> str | None:
     if math.isnan(rho):
         return None
     claim = ("a significant" if p < ALPHA else "no significant") + " association"
-    return (f"Generated-data quality vs. gain: {claim} between KID (evaluator features, lower is better) and "
-            f"the change in accuracy (rank correlation within seeds ρ = {rho:.2f}, permutation p = {p:.3g}, "
-            f"n = {n} points: one per generative strategy and seed, gain averaged over "
-            f"{int(points['classifiers'].max())} classifier(s); classical strategies are left out, their KID "
-            "measures distortion, not realism).")
+    return (
+        f"Generated-data quality vs. gain: {claim} between KID (evaluator features, lower is better) and "
+        f"the change in accuracy (rank correlation within seeds ρ = {rho:.2f}, permutation p = {p:.3g}, "
+        f"n = {n} points: one per generative strategy and seed, gain averaged over "
+        f"{int(points['classifiers'].max())} classifier(s); classical strategies are left out, their KID "
+        "measures distortion, not realism)."
+    )
 
 
 def against_control(controls: pd.DataFrame) -> list[str]:
@@ -44,16 +50,26 @@ def against_control(controls: pd.DataFrame) -> list[str]:
     if controls.empty:
         return []
     lines = []
-    for (dataset, regime, classifier), group in controls.groupby(["dataset", "regime", "classifier"], sort=False):
+    for (dataset, regime, classifier), group in controls.groupby(
+        ["dataset", "regime", "classifier"], sort=False
+    ):
         where = f"{dataset}, {regime} per class, {classifier}"
         for strategy, rows in group.groupby("strategy", sort=False):
-            verdicts = ", ".join(f"{r.verdict} than {r.control} ({_pct(r.delta_mean)}, Holm p = {r.p_holm:.3g})"
-                                 if r.verdict in ("better", "worse") else
-                                 f"{r.verdict} from {r.control} ({_pct(r.delta_mean)})" for r in rows.itertuples())
+            verdicts = ", ".join(
+                f"{r.verdict} than {r.control} ({_pct(r.delta_mean)}, Holm p = {r.p_holm:.3g})"
+                if r.verdict in ("better", "worse")
+                else f"{r.verdict} from {r.control} ({_pct(r.delta_mean)})"
+                for r in rows.itertuples()
+            )
             credited = (rows["verdict"] == "better").all()
-            lines.append(f"{where}: {strategy} saw the unlabelled pool; {verdicts}: "
-                         + ("a gain from generation beyond the pool itself." if credited else
-                            "no gain can be credited to generation over the pool's images themselves."))
+            lines.append(
+                f"{where}: {strategy} saw the unlabelled pool; {verdicts}: "
+                + (
+                    "a gain from generation beyond the pool itself."
+                    if credited
+                    else "no gain can be credited to generation over the pool's images themselves."
+                )
+            )
     return lines
 
 
@@ -61,20 +77,27 @@ def _generators_still_improving(results: pd.DataFrame) -> list[str]:
     """The generators whose own validation signal was still improving at the end of their fit."""
     if "generator_converged" not in results:
         return []
-    fits = results.dropna(subset=["generator_converged"]).drop_duplicates(["strategy", "dataset", "regime",
-                                                                           "replicate"])
+    fits = results.dropna(subset=["generator_converged"]).drop_duplicates(
+        ["strategy", "dataset", "regime", "replicate"]
+    )
     rising = fits[~fits["generator_converged"].astype(bool)]
     if fits.empty:
         return []
     if rising.empty:
-        return [f"Generators: all {len(fits)} fit(s) had stopped improving on their own validation signal (KID of "
-                "their samples against the validation images) by the end of their fit."]
+        return [
+            f"Generators: all {len(fits)} fit(s) had stopped improving on their own validation signal (KID of "
+            "their samples against the validation images) by the end of their fit."
+        ]
     fitted = fits.groupby("strategy", sort=False).size()
-    named = [f"{strategy} ({n} of {fitted[strategy]} fits)"
-             for strategy, n in rising.groupby("strategy", sort=False).size().items()]
-    return [f"Generators still improving at the end of their fit (their KID against the validation images was "
-            f"still falling): {', '.join(named)}. Their verdicts understate what the generator could give with a "
-            "longer fit."]
+    named = [
+        f"{strategy} ({n} of {fitted[strategy]} fits)"
+        for strategy, n in rising.groupby("strategy", sort=False).size().items()
+    ]
+    return [
+        f"Generators still improving at the end of their fit (their KID against the validation images was "
+        f"still falling): {', '.join(named)}. Their verdicts understate what the generator could give with a "
+        "longer fit."
+    ]
 
 
 def _unseen(undecided: pd.DataFrame) -> list[str]:
@@ -83,10 +106,12 @@ def _unseen(undecided: pd.DataFrame) -> list[str]:
     if mde.empty:
         return []
     span = _size(mde.min()) if mde.min() == mde.max() else f"{_size(mde.min())} to {_size(mde.max())}"
-    return [f"'Not distinguishable' is not evidence of no effect: those {len(mde)} comparison(s) had 80% power only "
-            f"for changes of {span} or more (their minimum detectable effects at their Holm levels, from their "
-            "paired spread); a smaller change could not be seen. `augbench plan CONFIG --mde PP` says how many "
-            "seeds a smaller one needs."]
+    return [
+        f"'Not distinguishable' is not evidence of no effect: those {len(mde)} comparison(s) had 80% power only "
+        f"for changes of {span} or more (their minimum detectable effects at their Holm levels, from their "
+        "paired spread); a smaller change could not be seen. `augbench plan CONFIG --mde PP` says how many "
+        "seeds a smaller one needs."
+    ]
 
 
 def _size(value: float) -> str:
@@ -97,24 +122,36 @@ def budget_lines(budget: pd.DataFrame, plateau: float) -> list[str]:
     """What the budget check says, first of all: which groups were converged and, for the others,
     that their comparisons may measure the budget."""
     if budget.empty or (budget["outcome"] == UNCHECKED).all():
-        return ["Budget check: none (the run was made with budget.check: off, or before augbench checked "
-                "budgets): nothing shows that the classifiers reached their plateau, so every comparison below "
-                "may measure the training budget rather than the strategy."]
+        return [
+            "Budget check: none (the run was made with budget.check: off, or before augbench checked "
+            "budgets): nothing shows that the classifiers reached their plateau, so every comparison below "
+            "may measure the training budget rather than the strategy."
+        ]
     converged = budget[budget["outcome"] == CONVERGED]
     seeds = sorted(budget.loc[budget["checked_seeds"] > 0, "checked_seeds"].unique())
-    head = (f"Budget check: {len(converged)} of {len(budget)} groups (data set, regime, classifier, strategy) "
-            f"converged (a group converged where training its first {' or '.join(map(str, seeds))} seed(s) at "
-            f"twice the budget gained less than {plateau:g} pp of validation accuracy).")
+    head = (
+        f"Budget check: {len(converged)} of {len(budget)} groups (data set, regime, classifier, strategy) "
+        f"converged (a group converged where training its first {' or '.join(map(str, seeds))} seed(s) at "
+        f"twice the budget gained less than {plateau:g} pp of validation accuracy)."
+    )
     rest = undertrained(budget)
     if rest.empty:
         return [head + " The comparisons below are between converged classifiers."]
-    return [head, f"Not converged: {describe_groups(rest)}. Their comparisons may measure the budget, not the "
-                  "strategy: a comparison in which a side was still rising is shown as undertrained and counted "
-                  "neither better nor worse."]
+    return [
+        head,
+        f"Not converged: {describe_groups(rest)}. Their comparisons may measure the budget, not the "
+        "strategy: a comparison in which a side was still rising is shown as undertrained and counted "
+        "neither better nor worse.",
+    ]
 
 
-def findings(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFrame | None = None,
-             budget: pd.DataFrame | None = None, plateau: float = 1.0) -> list[str]:
+def findings(
+    table: pd.DataFrame,
+    results: pd.DataFrame,
+    controls: pd.DataFrame | None = None,
+    budget: pd.DataFrame | None = None,
+    plateau: float = 1.0,
+) -> list[str]:
     """Short statements, the budget check first, then most general first."""
     opening = budget_lines(pd.DataFrame(columns=["outcome"]) if budget is None else budget, plateau)
     return opening + _comparisons(table, results, controls)
@@ -123,30 +160,51 @@ def findings(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFrame 
 def _comparisons(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFrame | None) -> list[str]:
     compared = table[table["verdict"].isin(["better", "worse", "no significant difference"])]
     undertrained_rows = table["verdict"].str.startswith("undertrained").sum()
-    held_back = [f"{undertrained_rows} comparison(s) against `{BASELINE}` are undertrained and counted neither "
-                 "better nor worse."] if undertrained_rows else []
+    held_back = (
+        [
+            f"{undertrained_rows} comparison(s) against `{BASELINE}` are undertrained and counted neither "
+            "better nor worse."
+        ]
+        if undertrained_rows
+        else []
+    )
     if compared.empty:
-        return held_back + [f"No strategy could be compared with `{BASELINE}`: the run needs `{BASELINE}` and at "
-                            "least two paired seeds per cell, with both sides converged."]
+        return held_back + [
+            f"No strategy could be compared with `{BASELINE}`: the run needs `{BASELINE}` and at "
+            "least two paired seeds per cell, with both sides converged."
+        ]
     seeds = int(compared["paired_seeds"].min())
     better, worse = compared[compared["verdict"] == "better"], compared[compared["verdict"] == "worse"]
     untestable = table["verdict"].str.startswith("untestable").sum()
-    lines = [f"{len(compared)} comparisons against `{BASELINE}` (paired t-tests over {seeds}+ seeds, "
-             f"Holm-corrected at α = {ALPHA}): {len(better)} significantly better, {len(worse)} significantly "
-             f"worse, {len(compared) - len(better) - len(worse)} not distinguishable from `{BASELINE}`"
-             + (f"; {untestable} could not be tested (fewer than 2 seeds, or the same change on every seed)."
-                if untestable else ".")] + held_back
-    for (dataset, regime, classifier), group in compared.groupby(["dataset", "regime", "classifier"], sort=False):
+    lines = [
+        f"{len(compared)} comparisons against `{BASELINE}` (paired t-tests over {seeds}+ seeds, "
+        f"Holm-corrected at α = {ALPHA}): {len(better)} significantly better, {len(worse)} significantly "
+        f"worse, {len(compared) - len(better) - len(worse)} not distinguishable from `{BASELINE}`"
+        + (
+            f"; {untestable} could not be tested (fewer than 2 seeds, or the same change on every seed)."
+            if untestable
+            else "."
+        )
+    ] + held_back
+    for (dataset, regime, classifier), group in compared.groupby(
+        ["dataset", "regime", "classifier"], sort=False
+    ):
         where = f"{dataset}, {regime} per class, {classifier}"
         up, down = group[group["verdict"] == "better"], group[group["verdict"] == "worse"]
         if len(up):
-            lines.append(f"{where}: better than `{BASELINE}`: " + "; ".join(_effect(r) for r in up.itertuples()) + ".")
+            lines.append(
+                f"{where}: better than `{BASELINE}`: " + "; ".join(_effect(r) for r in up.itertuples()) + "."
+            )
         if len(down):
-            lines.append(f"{where}: worse than `{BASELINE}`: " + "; ".join(_effect(r) for r in down.itertuples()) + ".")
+            lines.append(
+                f"{where}: worse than `{BASELINE}`: " + "; ".join(_effect(r) for r in down.itertuples()) + "."
+            )
         if not len(up) and not len(down):
             best = group.loc[group["delta_mean"].idxmax()]
-            lines.append(f"{where}: no strategy differs significantly from `{BASELINE}` (largest mean change: "
-                         f"{best['strategy']} {_pct(best['delta_mean'])}).")
+            lines.append(
+                f"{where}: no strategy differs significantly from `{BASELINE}` (largest mean change: "
+                f"{best['strategy']} {_pct(best['delta_mean'])})."
+            )
     lines += _unseen(compared[compared["verdict"] == "no significant difference"])
     lines += against_control(pd.DataFrame() if controls is None else controls)
     lines += _generators_still_improving(results)
@@ -165,11 +223,17 @@ def failure_lines(results: pd.DataFrame) -> list[str]:
     lines = []
     if len(errored):
         reasons = errored.groupby("strategy")["failure_reason"].first()
-        lines.append(f"{len(errored)} cell(s) raised an error, a bug in their code rather than a result, and are "
-                     "left out (tracebacks: tables/failures.csv names their files; a rerun tries them again): " +
-                     "; ".join(f"{s}: {r}" for s, r in reasons.items()) + ".")
+        lines.append(
+            f"{len(errored)} cell(s) raised an error, a bug in their code rather than a result, and are "
+            "left out (tracebacks: tables/failures.csv names their files; a rerun tries them again): "
+            + "; ".join(f"{s}: {r}" for s, r in reasons.items())
+            + "."
+        )
     if len(other):
         reasons = other.groupby("strategy")["failure_reason"].first()
-        lines.append(f"{len(other)} cell(s) failed and are left out: " +
-                     "; ".join(f"{s}: {r}" for s, r in reasons.items()) + ".")
+        lines.append(
+            f"{len(other)} cell(s) failed and are left out: "
+            + "; ".join(f"{s}: {r}" for s, r in reasons.items())
+            + "."
+        )
     return lines

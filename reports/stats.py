@@ -13,6 +13,7 @@
 - Association (quality against gain): Spearman's rho of ranks taken within blocks, with a
   permutation test that permutes within blocks.
 """
+
 from __future__ import annotations
 
 import math
@@ -106,10 +107,14 @@ def minimum_detectable_effect(sd: float, n: int, level: float, power: float = PO
     high = sd
     while paired_power(high, sd, n, level) < power:
         high *= 2
-    return float(optimize.brentq(lambda effect: paired_power(effect, sd, n, level) - power, 0.0, high, xtol=1e-12))
+    return float(
+        optimize.brentq(lambda effect: paired_power(effect, sd, n, level) - power, 0.0, high, xtol=1e-12)
+    )
 
 
-def seeds_for_effect(effect: float, sd: float, level: float, power: float = POWER, most: int = 1000) -> int | None:
+def seeds_for_effect(
+    effect: float, sd: float, level: float, power: float = POWER, most: int = 1000
+) -> int | None:
     """The fewest seeds (pairs) whose minimum detectable effect is at most ``effect``; None beyond
     ``most``."""
     for n in range(2, most + 1):
@@ -138,8 +143,15 @@ def stratified_bootstrap_ci(samples: list, statistic, seed: int, level: float = 
     if all(np.all(s == s[0]) for s in samples):
         value = statistic(*samples)
         return value, value
-    result = stats.bootstrap(tuple(samples), statistic, n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=level,
-                             method="percentile", vectorized=False, rng=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        tuple(samples),
+        statistic,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        confidence_level=level,
+        method="percentile",
+        vectorized=False,
+        rng=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 

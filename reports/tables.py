@@ -1,5 +1,6 @@
 """Tidy comparison tables from a results table: one row per (data, regime, classifier, strategy),
 and the per-seed units of the analyses that pool across them."""
+
 from __future__ import annotations
 
 import json
@@ -54,12 +55,25 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
         for strategy, cells in group.groupby("strategy", sort=False):
             accuracy = cells.set_index("replicate")["test_accuracy"]
             mean, low, high = mean_ci(accuracy)
-            row = {"dataset": dataset, "regime": str(regime), "classifier": classifier, "strategy": strategy,
-                   "budget_check": outcome.get(strategy), "budget_check_other": outcome.get(BASELINE),
-                   "seeds": len(accuracy), "failed": int(failed.get((dataset, regime, classifier, strategy), 0)),
-                   "acc_mean": mean, "acc_ci_low": low, "acc_ci_high": high,
-                   "delta_mean": math.nan, "delta_ci_low": math.nan, "delta_ci_high": math.nan,
-                   "p_value": math.nan, "paired_seeds": 0, "deltas": np.array([])}
+            row = {
+                "dataset": dataset,
+                "regime": str(regime),
+                "classifier": classifier,
+                "strategy": strategy,
+                "budget_check": outcome.get(strategy),
+                "budget_check_other": outcome.get(BASELINE),
+                "seeds": len(accuracy),
+                "failed": int(failed.get((dataset, regime, classifier, strategy), 0)),
+                "acc_mean": mean,
+                "acc_ci_low": low,
+                "acc_ci_high": high,
+                "delta_mean": math.nan,
+                "delta_ci_low": math.nan,
+                "delta_ci_high": math.nan,
+                "p_value": math.nan,
+                "paired_seeds": 0,
+                "deltas": np.array([]),
+            }
             if strategy != BASELINE and len(accuracy.index.intersection(baseline.index)):
                 row.update(paired_change(accuracy, baseline))
             row["gap_mean"] = cells["gap_accuracy"].mean()
@@ -68,8 +82,11 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
                 row[column] = cells[column].mean() if column in cells else math.nan
             row["quality_kind"] = cells["quality_kind"].iloc[0] if "quality_kind" in cells else None
             row["fit_data"] = cells["fit_data"].iloc[0] if "fit_data" in cells else LABELLED_ONLY
-            row["evaluator_overlaps_fit"] = bool(cells["evaluator_overlaps_fit"].fillna(False).any()) \
-                if "evaluator_overlaps_fit" in cells else False
+            row["evaluator_overlaps_fit"] = (
+                bool(cells["evaluator_overlaps_fit"].fillna(False).any())
+                if "evaluator_overlaps_fit" in cells
+                else False
+            )
             row["chance"] = 1.0 / cells["num_classes"].iloc[0] if "num_classes" in cells else math.nan
             rows.append(row)
     return decided(pd.DataFrame(rows))
@@ -80,8 +97,10 @@ def budget_outcomes(group: pd.DataFrame) -> dict[str, str]:
     regime, classifier); unchecked for a run that predates the check."""
     if "budget_check" not in group:
         return {strategy: "unchecked" for strategy in group["strategy"].unique()}
-    return {strategy: str(outcome) if isinstance(outcome, str) else "unchecked"
-            for strategy, outcome in group.groupby("strategy", sort=False)["budget_check"].first().items()}
+    return {
+        strategy: str(outcome) if isinstance(outcome, str) else "unchecked"
+        for strategy, outcome in group.groupby("strategy", sort=False)["budget_check"].first().items()
+    }
 
 
 def undertrained_verdict(own: str | None, other: str | None, other_name: str = BASELINE) -> str | None:
@@ -98,9 +117,14 @@ def paired_change(accuracy: pd.Series, baseline: pd.Series) -> dict:
     paired = accuracy.index.intersection(baseline.index)
     delta = accuracy[paired] - baseline[paired]
     mean, low, high = mean_ci(delta)
-    return {"delta_mean": mean, "delta_ci_low": low, "delta_ci_high": high,
-            "p_value": paired_test(accuracy[paired], baseline[paired]), "paired_seeds": len(paired),
-            "deltas": delta.to_numpy()}
+    return {
+        "delta_mean": mean,
+        "delta_ci_low": low,
+        "delta_ci_high": high,
+        "p_value": paired_test(accuracy[paired], baseline[paired]),
+        "paired_seeds": len(paired),
+        "deltas": delta.to_numpy(),
+    }
 
 
 def decided(table: pd.DataFrame) -> pd.DataFrame:
@@ -116,11 +140,16 @@ def decided(table: pd.DataFrame) -> pd.DataFrame:
     table["verdict"] = [verdict(d, p) for d, p in zip(table["delta_mean"], table["p_holm"])]
     if "budget_check" in table:  # a side still rising at its budget: neither better nor worse
         others = table["control"] if "control" in table else [BASELINE] * len(table)
-        table["verdict"] = [v if v == "baseline" else undertrained_verdict(own, other, name) or v
-                            for v, own, other, name in zip(table["verdict"], table["budget_check"],
-                                                           table["budget_check_other"], others)]
-    table["mde"] = [minimum_detectable_effect(np.std(deltas, ddof=1) if len(deltas) > 1 else math.nan, len(deltas),
-                                              level) for deltas, level in zip(table["deltas"], table["holm_level"])]
+        table["verdict"] = [
+            v if v == "baseline" else undertrained_verdict(own, other, name) or v
+            for v, own, other, name in zip(
+                table["verdict"], table["budget_check"], table["budget_check_other"], others
+            )
+        ]
+    table["mde"] = [
+        minimum_detectable_effect(np.std(deltas, ddof=1) if len(deltas) > 1 else math.nan, len(deltas), level)
+        for deltas, level in zip(table["deltas"], table["holm_level"])
+    ]
     table = table.drop(columns=["deltas"], errors="ignore")
     return table.sort_values(["dataset", "regime"], key=_sort_key, kind="stable").reset_index(drop=True)
 
@@ -144,10 +173,18 @@ def control_table(results: pd.DataFrame) -> pd.DataFrame:
         for control in controls:
             for strategy in contenders:
                 if len(by_seed[strategy].index.intersection(by_seed[control].index)):
-                    rows.append({"dataset": dataset, "regime": str(regime), "classifier": classifier,
-                                 "strategy": strategy, "control": control, "budget_check": outcome.get(strategy),
-                                 "budget_check_other": outcome.get(control),
-                                 **paired_change(by_seed[strategy], by_seed[control])})
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "regime": str(regime),
+                            "classifier": classifier,
+                            "strategy": strategy,
+                            "control": control,
+                            "budget_check": outcome.get(strategy),
+                            "budget_check_other": outcome.get(control),
+                            **paired_change(by_seed[strategy], by_seed[control]),
+                        }
+                    )
     return decided(pd.DataFrame(rows))
 
 
@@ -170,8 +207,16 @@ def _sort_key(column: pd.Series) -> pd.Series:
     return column.map(regime_order) if column.name == "regime" else column
 
 
-FAILURE_COLUMNS = ["dataset", "regime", "strategy", "classifier", "replicate", "failure_kind", "failure_reason",
-                   "failure_traceback"]
+FAILURE_COLUMNS = [
+    "dataset",
+    "regime",
+    "strategy",
+    "classifier",
+    "replicate",
+    "failure_kind",
+    "failure_reason",
+    "failure_traceback",
+]
 
 
 def failures(results: pd.DataFrame) -> pd.DataFrame:
@@ -190,7 +235,8 @@ def paired_with_none(ok: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def per_seed_deltas(results: pd.DataFrame) -> pd.DataFrame:
     """Test accuracy minus `none`'s for each cell with a paired `none` cell."""
     merged = paired_with_none(successful(results), ["test_accuracy"]).rename(
-        columns={"test_accuracy_none": "baseline_accuracy"})
+        columns={"test_accuracy_none": "baseline_accuracy"}
+    )
     merged["delta"] = merged["test_accuracy"] - merged["baseline_accuracy"]
     return merged
 
@@ -205,10 +251,19 @@ def seeds_needed(results: pd.DataFrame, effect: float) -> pd.DataFrame:
     rows = []
     for (dataset, regime, classifier, strategy), values in changes:
         sd = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-        rows.append({"dataset": dataset, "regime": str(regime), "classifier": classifier, "strategy": strategy,
-                     "paired_seeds": len(values), "sd": sd, "level": level,
-                     "mde": minimum_detectable_effect(sd, len(values), level),
-                     "seeds_needed": seeds_for_effect(effect, sd, level) if sd > 0 else None})
+        rows.append(
+            {
+                "dataset": dataset,
+                "regime": str(regime),
+                "classifier": classifier,
+                "strategy": strategy,
+                "paired_seeds": len(values),
+                "sd": sd,
+                "level": level,
+                "mde": minimum_detectable_effect(sd, len(values), level),
+                "seeds_needed": seeds_for_effect(effect, sd, level) if sd > 0 else None,
+            }
+        )
     return pd.DataFrame(rows).astype({"seeds_needed": "Int64"}) if rows else pd.DataFrame()
 
 
@@ -223,17 +278,26 @@ def class_gain_table(results: pd.DataFrame) -> pd.DataFrame:
     ok = successful(results)
     if "test_class_recall" not in ok:
         return pd.DataFrame()
-    merged = paired_with_none(ok[ok["regime"].map(is_long_tail).astype(bool)],
-                              ["test_class_recall", "test_recall_smallest_third"])
+    merged = paired_with_none(
+        ok[ok["regime"].map(is_long_tail).astype(bool)], ["test_class_recall", "test_recall_smallest_third"]
+    )
     rows = []
     for (dataset, regime, classifier, strategy), group in merged.groupby(GROUP + ["strategy"], sort=False):
         mine = np.array([json.loads(v) for v in group["test_class_recall"]], dtype=float)
         none = np.array([json.loads(v) for v in group["test_class_recall_none"]], dtype=float)
         change = 100 * np.nanmean(mine - none, axis=0)
         third = 100 * (group["test_recall_smallest_third"] - group["test_recall_smallest_third_none"]).mean()
-        rows.append({"dataset": dataset, "regime": regime, "classifier": classifier, "strategy": strategy,
-                     "seeds": len(group), "smallest third (pp)": round(third, 2),
-                     **{f"class {k} (pp)": round(v, 2) for k, v in enumerate(change)}})
+        rows.append(
+            {
+                "dataset": dataset,
+                "regime": regime,
+                "classifier": classifier,
+                "strategy": strategy,
+                "seeds": len(group),
+                "smallest third (pp)": round(third, 2),
+                **{f"class {k} (pp)": round(v, 2) for k, v in enumerate(change)},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -247,8 +311,18 @@ def quality_gain_points(results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     generated = deltas[deltas["quality_kind"].fillna("").str.startswith("generated")]
     unit = ["dataset", "regime", "strategy", "replicate"]
-    points = generated.groupby(unit, sort=False).agg(
-        gain=("delta", "mean"), kid=("kid_evaluator", "first"), fid=("fid_evaluator", "first"),
-        quality_n=("quality_n", "first"), classifiers=("classifier", "nunique")).reset_index()
-    points["block"] = points["dataset"] + "/" + points["regime"].astype(str) + "/" + points["replicate"].astype(str)
+    points = (
+        generated.groupby(unit, sort=False)
+        .agg(
+            gain=("delta", "mean"),
+            kid=("kid_evaluator", "first"),
+            fid=("fid_evaluator", "first"),
+            quality_n=("quality_n", "first"),
+            classifiers=("classifier", "nunique"),
+        )
+        .reset_index()
+    )
+    points["block"] = (
+        points["dataset"] + "/" + points["regime"].astype(str) + "/" + points["replicate"].astype(str)
+    )
     return points

@@ -1,5 +1,6 @@
 """Augmentation strategies, registered by name in ``bench.core.STRATEGIES``. A new strategy is one
 new module in this package: importing the package imports (and so registers) every module."""
+
 import importlib
 import pkgutil
 

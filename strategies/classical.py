@@ -1,8 +1,9 @@
 """`classical`: composable per-sample policies (basic, randaugment, trivialaugment, random-erasing,
 mixup, cutmix), applied to each training batch on the device."""
-from bench.training.augment import POLICIES, make_batch_transform, parse_policy, policy_versions
+
 from bench.core.errors import UserError
 from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
+from bench.training.augment import POLICIES, make_batch_transform, parse_policy, policy_versions
 
 
 def _check_policy(value, where: str) -> str:
@@ -16,8 +17,13 @@ class Classical(Strategy):
     """Classical augmentation: one or more policies joined with '+', at one magnitude in [0, 1]."""
 
     params = {
-        "policy": Param("basic", choices=tuple(POLICIES.names()), check=_check_policy,
-                        help="policy names joined by '+', applied in order", tune=True),
+        "policy": Param(
+            "basic",
+            choices=tuple(POLICIES.names()),
+            check=_check_policy,
+            help="policy names joined by '+', applied in order",
+            tune=True,
+        ),
         "magnitude": Param(0.5, low=0.0, high=1.0, help="strength of every policy", tune=True),
     }
 

@@ -9,6 +9,7 @@ head on the discriminator's features, trained on real images only (keeps the div
 their class). Sized to the image (8x8, 28x28 gray, 32x32 RGB: the generator starts at
 a quarter of the image size and doubles twice).
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,10 +20,10 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 from torch.nn.utils.spectral_norm import SpectralNorm
 
-from bench.training.augment import affine_matrices, blend, gray, placed_boxes, warp
-from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy, Members, stack_draws
 from bench.core.progress import counted
 from bench.core.strategy import Param, register_strategy
+from bench.training.augment import affine_matrices, blend, gray, placed_boxes, warp
+from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy, Members, stack_draws
 
 Z_DIM = 64
 BATCH = 64
@@ -35,14 +36,22 @@ class Generator(nn.Module):
         self.start = height // 4
         self.width = width
         self.embed = nn.Embedding(num_classes, Z_DIM)
-        self.project = nn.Sequential(nn.Linear(2 * Z_DIM, width * self.start ** 2), nn.BatchNorm1d(width * self.start ** 2),
-                                     nn.ReLU(inplace=True))
+        self.project = nn.Sequential(
+            nn.Linear(2 * Z_DIM, width * self.start**2),
+            nn.BatchNorm1d(width * self.start**2),
+            nn.ReLU(inplace=True),
+        )
         self.body = nn.Sequential(
-            nn.Upsample(scale_factor=2), nn.Conv2d(width, width // 2, 3, padding=1), nn.BatchNorm2d(width // 2),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(width, width // 2, 3, padding=1),
+            nn.BatchNorm2d(width // 2),
             nn.ReLU(inplace=True),
-            nn.Upsample(scale_factor=2), nn.Conv2d(width // 2, width // 4, 3, padding=1), nn.BatchNorm2d(width // 4),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(width // 2, width // 4, 3, padding=1),
+            nn.BatchNorm2d(width // 4),
             nn.ReLU(inplace=True),
-            nn.Conv2d(width // 4, channels, 3, padding=1), nn.Tanh(),
+            nn.Conv2d(width // 4, channels, 3, padding=1),
+            nn.Tanh(),
         )
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -59,10 +68,14 @@ class Discriminator(nn.Module):
         channels = shape[0]
         act = nn.LeakyReLU(0.2, inplace=True)
         self.body = nn.Sequential(
-            spectral_norm(nn.Conv2d(channels, width // 4, 3, padding=1)), act,
-            spectral_norm(nn.Conv2d(width // 4, width // 2, 4, stride=2, padding=1)), act,
-            spectral_norm(nn.Conv2d(width // 2, width // 2, 3, padding=1)), act,
-            spectral_norm(nn.Conv2d(width // 2, width, 4, stride=2, padding=1)), act,
+            spectral_norm(nn.Conv2d(channels, width // 4, 3, padding=1)),
+            act,
+            spectral_norm(nn.Conv2d(width // 4, width // 2, 4, stride=2, padding=1)),
+            act,
+            spectral_norm(nn.Conv2d(width // 2, width // 2, 3, padding=1)),
+            act,
+            spectral_norm(nn.Conv2d(width // 2, width, 4, stride=2, padding=1)),
+            act,
         )
         self.linear = spectral_norm(nn.Linear(width, 1))
         self.embed = spectral_norm(nn.Embedding(num_classes, width))
@@ -96,8 +109,10 @@ def augment_draws(n: int, h: int, w: int, rng: torch.Generator, dev) -> tuple[to
     brightness, saturation, contrast, translation x and y (fractions of the size), cutout top and
     left (shares of the room left)."""
     u = lambda: torch.rand(n, generator=rng, device=dev)  # noqa: E731
-    shift = lambda size: (torch.randint(-(size // 8), size // 8 + 1, (n,), generator=rng, device=dev)  # noqa: E731
-                          / size)
+    shift = lambda size: (
+        torch.randint(-(size // 8), size // 8 + 1, (n,), generator=rng, device=dev)  # noqa: E731
+        / size
+    )
     return u(), u(), u(), shift(w), shift(h), u(), u()
 
 
@@ -146,35 +161,54 @@ def stackable(model: nn.Module) -> None:
     for module in model.modules():
         for hook_id, hook in list(module._forward_pre_hooks.items()):
             if isinstance(hook, SpectralNorm):
-                module._forward_pre_hooks[hook_id] = _StackableSpectralNorm(hook.name, hook.n_power_iterations,
-                                                                            hook.dim, hook.eps)
+                module._forward_pre_hooks[hook_id] = _StackableSpectralNorm(
+                    hook.name, hook.n_power_iterations, hook.dim, hook.eps
+                )
 
 
 def _generate(model: ConditionalGAN, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return model.generator(z, y)
 
 
-def _discriminator_loss(model: ConditionalGAN, real, y_real, fake, y_fake, unlabelled, fake_unconditional,
-                        class_weight: float) -> torch.Tensor:
+def _discriminator_loss(
+    model: ConditionalGAN, real, y_real, fake, y_fake, unlabelled, fake_unconditional, class_weight: float
+) -> torch.Tensor:
     """The discriminator's hinge loss on (augmented) real and fake images and its class head's
     cross-entropy on the real ones; with a pool, the unconditional term's hinge loss on the pool
     images against the fakes."""
     real_score, real_logits = model.discriminator(real, y_real)
     fake_score, _ = model.discriminator(fake, y_fake)
-    loss = (F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
-            + class_weight * F.cross_entropy(real_logits, y_real))
+    loss = (
+        F.relu(1 - real_score).mean()
+        + F.relu(1 + fake_score).mean()
+        + class_weight * F.cross_entropy(real_logits, y_real)
+    )
     if unlabelled is not None:
-        loss = loss + (F.relu(1 - model.discriminator.unconditional(unlabelled)).mean()
-                       + F.relu(1 + model.discriminator.unconditional(fake_unconditional)).mean())
+        loss = loss + (
+            F.relu(1 - model.discriminator.unconditional(unlabelled)).mean()
+            + F.relu(1 + model.discriminator.unconditional(fake_unconditional)).mean()
+        )
     return loss
 
 
-def _generator_loss(model: ConditionalGAN, augmented_fake, y_fake, fake, z, fake_unconditional,
-                    class_weight: float, mode_seeking: float) -> torch.Tensor:
+def _generator_loss(
+    model: ConditionalGAN,
+    augmented_fake,
+    y_fake,
+    fake,
+    z,
+    fake_unconditional,
+    class_weight: float,
+    mode_seeking: float,
+) -> torch.Tensor:
     """The generator's loss: the discriminator's score and class head on its (augmented) images,
     the mode-seeking term, and with a pool the unconditional score."""
     score, logits = model.discriminator(augmented_fake, y_fake)
-    loss = -score.mean() + class_weight * F.cross_entropy(logits, y_fake) + mode_seeking / (mode_distance(fake, z) + 1e-5)
+    loss = (
+        -score.mean()
+        + class_weight * F.cross_entropy(logits, y_fake)
+        + mode_seeking / (mode_distance(fake, z) + 1e-5)
+    )
     if fake_unconditional is not None:
         loss = loss - model.discriminator.unconditional(fake_unconditional).mean()
     return loss
@@ -201,13 +235,23 @@ class GAN(GenerativeStrategy):
         **POOL_PARAMS,
         "steps": Param(3000, low=1, high=1_000_000, help="generator training steps"),
         "lr": Param(2e-4, low=1e-6, high=10.0, log=True, help="Adam learning rate of G and D"),
-        "ema": Param(0.999, low=0.0, high=0.9999, help="EMA decay of the generator weights used for sampling"),
+        "ema": Param(
+            0.999, low=0.0, high=0.9999, help="EMA decay of the generator weights used for sampling"
+        ),
         "diffaugment": Param("on", choices=("on", "off"), help="differentiable augmentation of D's inputs"),
-        "mode_seeking": Param(0.05, low=0.0, high=10.0,
-                              help="weight of the mode-seeking term (against collapse inside a class; 0: off)"),
-        "class_loss": Param(1.0, low=0.0, high=10.0,
-                            help="weight of the class head's cross-entropy (trained on real images; the "
-                                 "generator's images must be classified as their label; 0: off)"),
+        "mode_seeking": Param(
+            0.05,
+            low=0.0,
+            high=10.0,
+            help="weight of the mode-seeking term (against collapse inside a class; 0: off)",
+        ),
+        "class_loss": Param(
+            1.0,
+            low=0.0,
+            high=10.0,
+            help="weight of the class head's cross-entropy (trained on real images; the "
+            "generator's images must be classified as their label; 0: off)",
+        ),
     }
 
     def build(self, shape, num_classes):
@@ -232,23 +276,51 @@ class GAN(GenerativeStrategy):
         weights = (self.values["class_loss"], self.values["mode_seeking"])
         decay = min(self.values["ema"], 1.0 - 10.0 / steps) if steps > 10 else 0.0
         for step in counted(steps, f"{self.family} fit"):
-            (real, y_real, z, y_fake, unlabelled, on_real, on_fake, on_unlabelled, on_fake_unconditional,
-             on_fake_g, on_fake_g_unconditional) = stack_draws(
-                [self._draws(x, y, pool, rng, num_classes, augmenting) for x, y, pool, rng in
-                 zip(reals, labels, pools, rngs)])
-            fake = members.map(_generate, z, y_fake)  # image i and image i + BATCH/2 share a class: a mode-seeking pair
+            (
+                real,
+                y_real,
+                z,
+                y_fake,
+                unlabelled,
+                on_real,
+                on_fake,
+                on_unlabelled,
+                on_fake_unconditional,
+                on_fake_g,
+                on_fake_g_unconditional,
+            ) = stack_draws(
+                [
+                    self._draws(x, y, pool, rng, num_classes, augmenting)
+                    for x, y, pool, rng in zip(reals, labels, pools, rngs)
+                ]
+            )
+            fake = members.map(
+                _generate, z, y_fake
+            )  # image i and image i + BATCH/2 share a class: a mode-seeking pair
             detached = fake.detach()
             d_loss = members.map(
-                _discriminator_loss, _augmented(real, on_real), y_real, _augmented(detached, on_fake), y_fake,
+                _discriminator_loss,
+                _augmented(real, on_real),
+                y_real,
+                _augmented(detached, on_fake),
+                y_fake,
                 None if unlabelled is None else _augmented(unlabelled, on_unlabelled),
-                None if unlabelled is None else _augmented(detached, on_fake_unconditional), shared=weights[:1])
+                None if unlabelled is None else _augmented(detached, on_fake_unconditional),
+                shared=weights[:1],
+            )
             d_opt.zero_grad(set_to_none=True)
             d_loss.sum().backward()
             d_opt.step()
 
             g_loss = members.map(
-                _generator_loss, _augmented(fake, on_fake_g), y_fake, fake, z,
-                None if unlabelled is None else _augmented(fake, on_fake_g_unconditional), shared=weights)
+                _generator_loss,
+                _augmented(fake, on_fake_g),
+                y_fake,
+                fake,
+                z,
+                None if unlabelled is None else _augmented(fake, on_fake_g_unconditional),
+                shared=weights,
+            )
             g_opt.zero_grad(set_to_none=True)
             g_loss.sum().backward()
             g_opt.step()
@@ -258,7 +330,9 @@ class GAN(GenerativeStrategy):
                     ema_p.lerp_(p, 1.0 - decay)
                 for ema_b, b in zip(members.buffers("ema."), members.buffers("generator.")):
                     ema_b.copy_(b)
-            if (step % 50 == 0 or step == steps) and members.diverged(step, discriminator=d_loss, generator=g_loss):
+            if (step % 50 == 0 or step == steps) and members.diverged(
+                step, discriminator=d_loss, generator=g_loss
+            ):
                 break
             self.signal.at(step)
         return members.finish()
@@ -283,8 +357,19 @@ class GAN(GenerativeStrategy):
         on_fake_g = augment()
         if pool is not None:
             on_fake_g_unconditional = augment()
-        return (real_images[index], real_labels[index], z, y_fake, unlabelled, on_real, on_fake, on_unlabelled,
-                on_fake_unconditional, on_fake_g, on_fake_g_unconditional)
+        return (
+            real_images[index],
+            real_labels[index],
+            z,
+            y_fake,
+            unlabelled,
+            on_real,
+            on_fake,
+            on_unlabelled,
+            on_fake_unconditional,
+            on_fake_g,
+            on_fake_g_unconditional,
+        )
 
     @torch.no_grad()
     def sample(self, model, labels, labelled, ctx, rng):

@@ -6,6 +6,7 @@ share one fitted generator, e.g. ``vae`` and ``vae-perturb``), and implements ``
 ``train_generator`` (or, to fit several seeds' generators as one, ``train_generators`` with
 ``cohort_fits``) and ``sample``.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,31 +15,42 @@ from typing import Callable, ClassVar
 
 import torch
 from torch import nn
-
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN as KID_MEAN
 from torch_fidelity.metric_kid import KEY_METRIC_KID_STD as KID_STD
 from torch_fidelity.metric_kid import kid_features_to_metric
 
 from bench.core.cache import FileCache, cache_key
-from bench.core.keys import canonical_json
-from bench.core.images import ImageSet
 from bench.core.errors import CellFailed, UserError
+from bench.core.images import ImageSet
+from bench.core.keys import canonical_json
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import FitContext, Param, Strategy, TrainingData
 from bench.training.stacked import Stacked
 from strategies.teacher import pseudo_labelled, teacher_versions, threshold_value
 
 RATIO = Param(1.0, low=0.0, high=10.0, help="synthetic images per real image, class-balanced", tune=True)
-BALANCE = Param(False,
-                help="spend the synthetic images on filling the smaller classes up to the largest first "
-                     "(class-conditional oversampling of an imbalanced regime); else every class gets as many")
-GENERATOR_DATA = Param("labelled", choices=("labelled", "pool", "pseudo-labelled"), omit_default=True,
-                       help="what the generator learns from: the labelled images; with the protocol's "
-                            "unlabelled images too (`pool`: see the strategy for how it uses them); or with "
-                            "the pool images the teacher of `pseudo-label` labels with confidence, as if labelled")
-PSEUDO_THRESHOLD = Param(0.95, low=0.0, high=1.0, omit_default=True, check=threshold_value,
-                         help="with generator_data: pseudo-labelled, the teacher's confidence a pool image needs "
-                              "(auto: the lowest at which its labels of the validation images are 95% right)")
+BALANCE = Param(
+    False,
+    help="spend the synthetic images on filling the smaller classes up to the largest first "
+    "(class-conditional oversampling of an imbalanced regime); else every class gets as many",
+)
+GENERATOR_DATA = Param(
+    "labelled",
+    choices=("labelled", "pool", "pseudo-labelled"),
+    omit_default=True,
+    help="what the generator learns from: the labelled images; with the protocol's "
+    "unlabelled images too (`pool`: see the strategy for how it uses them); or with "
+    "the pool images the teacher of `pseudo-label` labels with confidence, as if labelled",
+)
+PSEUDO_THRESHOLD = Param(
+    0.95,
+    low=0.0,
+    high=1.0,
+    omit_default=True,
+    check=threshold_value,
+    help="with generator_data: pseudo-labelled, the teacher's confidence a pool image needs "
+    "(auto: the lowest at which its labels of the validation images are 95% right)",
+)
 # the params every generator takes for the semi-supervised protocol
 POOL_PARAMS = {"generator_data": GENERATOR_DATA, "pseudo_threshold": PSEUDO_THRESHOLD}
 PROBE_PER_CLASS = 50  # samples per class that the collapse check judges after every fit
@@ -93,8 +105,10 @@ def check_not_collapsed(samples: ImageSet, real: ImageSet, num_classes: int) -> 
             ratios.append(diversity(samples.images[samples.labels == cls]) / real_div)
     worst = min(ratios) if ratios else 1.0
     if worst < COLLAPSE_THRESHOLD:
-        raise CellFailed(f"mode collapse: samples of one class are {100 * worst:.1f}% as diverse as its real "
-                         f"images (threshold {100 * COLLAPSE_THRESHOLD:.0f}%)")
+        raise CellFailed(
+            f"mode collapse: samples of one class are {100 * worst:.1f}% as diverse as its real "
+            f"images (threshold {100 * COLLAPSE_THRESHOLD:.0f}%)"
+        )
     return worst
 
 
@@ -113,6 +127,7 @@ def check_finite(step: int, **losses: torch.Tensor) -> None:
 def stack_draws(draws: list[tuple]) -> tuple:
     """The members' random draws of a step (each a tuple of tensors, tuples of tensors, or None),
     stacked member by member."""
+
     def stacked(parts):
         if parts[0] is None:
             return None
@@ -120,6 +135,7 @@ def stack_draws(draws: list[tuple]) -> tuple:
 
     def stacked_tuple(tuples):
         return tuple(stacked(parts) for parts in zip(*tuples))
+
     return stacked_tuple(draws)
 
 
@@ -190,11 +206,19 @@ class ValidationSignal:
     generator cohort) or a fit without validation images records none. Its samples draw from a
     generator of their own, so the fit's weights are those of a fit that records nothing."""
 
-    def __init__(self, strategy: "GenerativeStrategy", model: nn.Module | None, labelled: ImageSet,
-                 ctx: FitContext | None, steps: int):
+    def __init__(
+        self,
+        strategy: "GenerativeStrategy",
+        model: nn.Module | None,
+        labelled: ImageSet,
+        ctx: FitContext | None,
+        steps: int,
+    ):
         self.strategy, self.model, self.labelled, self.ctx = strategy, model, labelled, ctx
         on = model is not None and ctx is not None and ctx.val is not None and len(ctx.val) >= 2
-        self.points = {max(1, round(steps * (i + 1) / SIGNAL_POINTS)) for i in range(SIGNAL_POINTS)} if on else set()
+        self.points = (
+            {max(1, round(steps * (i + 1) / SIGNAL_POINTS)) for i in range(SIGNAL_POINTS)} if on else set()
+        )
         self.trace: list[dict] = []
         if on:
             self.reference = _signal_features(ctx.val.images)
@@ -211,8 +235,9 @@ class ValidationSignal:
         self.model.train(was_training)
         features = _signal_features(samples)
         subset = min(100, len(features), len(self.reference))
-        kid = kid_features_to_metric(features, self.reference, kid_subsets=10, kid_subset_size=subset,
-                                     verbose=False, rng_seed=0)
+        kid = kid_features_to_metric(
+            features, self.reference, kid_subsets=10, kid_subset_size=subset, verbose=False, rng_seed=0
+        )
         self.trace.append({"step": step, "kid": float(kid[KID_MEAN]), "kid_std": float(kid[KID_STD])})
 
     def columns(self) -> dict:
@@ -221,8 +246,11 @@ class ValidationSignal:
             return {}
         before, last = self.trace[-2], self.trace[-1]
         improving = before["kid"] - last["kid"] > 2 * last["kid_std"]
-        return {"generator_converged": not improving, "generator_val_kid": last["kid"],
-                "generator_signal": canonical_json(self.trace)}
+        return {
+            "generator_converged": not improving,
+            "generator_val_kid": last["kid"],
+            "generator_signal": canonical_json(self.trace),
+        }
 
 
 class _NoSignal:
@@ -244,8 +272,12 @@ class GenerativeStrategy(Strategy):
     family: ClassVar[str] = ""
     generator_version: ClassVar[str] = "2"  # bump when the generator's architecture or training changes
     # 2: initial weights seeded by the generator's key (1 took them from the caller's random state)
-    sampling_params: ClassVar[frozenset[str]] = frozenset({"ratio", "balance"})  # params that leave the generator as is
-    cohort_fits: ClassVar[bool] = False  # its train_generators trains several generators as one (a generator cohort)
+    sampling_params: ClassVar[frozenset[str]] = frozenset(
+        {"ratio", "balance"}
+    )  # params that leave the generator as is
+    cohort_fits: ClassVar[bool] = (
+        False  # its train_generators trains several generators as one (a generator cohort)
+    )
 
     @classmethod
     def versions(cls, params):
@@ -283,7 +315,9 @@ class GenerativeStrategy(Strategy):
         if self.value("generator_data") != "pseudo-labelled":
             return labelled, {}
         pseudo, _, _ = pseudo_labelled(labelled, ctx, self.value("pseudo_threshold"))
-        joined = ImageSet(torch.cat([labelled.images, pseudo.images]), torch.cat([labelled.labels, pseudo.labels]))
+        joined = ImageSet(
+            torch.cat([labelled.images, pseudo.images]), torch.cat([labelled.labels, pseudo.labels])
+        )
         return joined, {"pseudo_labelled": len(pseudo)}
 
     def generator_params(self) -> dict:
@@ -293,14 +327,21 @@ class GenerativeStrategy(Strategy):
     def build(self, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         raise NotImplementedError
 
-    def train_generator(self, model: nn.Module, labelled: ImageSet, ctx: FitContext, steps: int,
-                        rng: torch.Generator) -> None:
+    def train_generator(
+        self, model: nn.Module, labelled: ImageSet, ctx: FitContext, steps: int, rng: torch.Generator
+    ) -> None:
         """Train one generator (raise CellFailed where it diverges); a ``cohort_fits`` strategy
         implements ``train_generators`` instead."""
         raise NotImplementedError
 
-    def sample(self, model: nn.Module, labels: torch.Tensor, labelled: ImageSet, ctx: FitContext,
-               rng: torch.Generator) -> torch.Tensor:
+    def sample(
+        self,
+        model: nn.Module,
+        labels: torch.Tensor,
+        labelled: ImageSet,
+        ctx: FitContext,
+        rng: torch.Generator,
+    ) -> torch.Tensor:
         """uint8 images (on the CPU) of the given classes."""
         raise NotImplementedError
 
@@ -311,8 +352,14 @@ class GenerativeStrategy(Strategy):
     def generator_key(self, cache_key_parts: tuple, cohort: int = 1) -> str:
         """The cache key of the fitted generator: family, code version, params, the fit's data, and
         the size of the generator cohort it trains in where it has one (``cohort`` > 1)."""
-        return cache_key(self.family, self.generator_version, self.generator_params(), cache_key_parts,
-                         self.values["steps"], *((("cohort", cohort),) if cohort > 1 else ()))
+        return cache_key(
+            self.family,
+            self.generator_version,
+            self.generator_params(),
+            cache_key_parts,
+            self.values["steps"],
+            *((("cohort", cohort),) if cohort > 1 else ()),
+        )
 
     def _init_seed_key(self, ctx: FitContext) -> str:
         """The key that seeds a generator's initial weights and draws: that of its fit alone, so
@@ -335,8 +382,12 @@ class GenerativeStrategy(Strategy):
             if isinstance(fitted, CellFailed):
                 raise fitted
             model, seconds, signal = fitted
-            return model.to(ctx.device).eval(), {**info, "generator_cache_hit": False, "generator_fit_seconds": seconds,
-                                                 **signal}
+            return model.to(ctx.device).eval(), {
+                **info,
+                "generator_cache_hit": False,
+                "generator_fit_seconds": seconds,
+                **signal,
+            }
         fitted_now = self._fit_cohort(ctx, cache) if cohort > 1 else set()
         with cache.lock("generator", key):
             failure = cache.load_json("generator-failed", key)
@@ -356,8 +407,12 @@ class GenerativeStrategy(Strategy):
                 model, seconds, signal = fitted
         hit = cached and key not in fitted_now  # not a hit where this call fitted it, with its cohort
         # the time and convergence signal of the original fit, also on a cache hit, so that costs compare
-        return model.to(ctx.device).eval(), {**info, "generator_cache_hit": hit, "generator_fit_seconds": seconds,
-                                             **signal}
+        return model.to(ctx.device).eval(), {
+            **info,
+            "generator_cache_hit": hit,
+            "generator_fit_seconds": seconds,
+            **signal,
+        }
 
     def _built(self, labelled: ImageSet, ctx: FitContext) -> nn.Module:
         """A new generator for ``labelled``'s images, its weights seeded by the fit's key alone (not
@@ -380,8 +435,12 @@ class GenerativeStrategy(Strategy):
         keys it fitted."""
         keys = [self.generator_key(parts, ctx.generator_cohort) for parts in ctx.cohort_parts]
         with cache.lock("generator-cohort", cache_key(*sorted(keys))):
-            missing = [key for key in keys
-                       if cache.load_json("generator", key) is None and cache.load_json("generator-failed", key) is None]
+            missing = [
+                key
+                for key in keys
+                if cache.load_json("generator", key) is None
+                and cache.load_json("generator-failed", key) is None
+            ]
             if not missing:
                 return set()
             peers = ctx.cohort_fits()  # loads their data: only on a miss
@@ -394,22 +453,28 @@ class GenerativeStrategy(Strategy):
         """Each fit's (labelled images, context) as (the images its generator learns from, context)."""
         return [(self.generator_training_set(labelled, ctx)[0], ctx) for labelled, ctx in fits]
 
-    def _fit_many(self, fits: list[tuple[ImageSet, FitContext]]) -> list[tuple[nn.Module, float] | CellFailed]:
+    def _fit_many(
+        self, fits: list[tuple[ImageSet, FitContext]]
+    ) -> list[tuple[nn.Module, float] | CellFailed]:
         """Train and check the generators of ``fits`` (several as one stacked model): per fit its
         model and the seconds of its training (a cohort's shared equally), or why it failed."""
         steps, device = self.values["steps"], fits[0][1].device
         models = [self._built(labelled, ctx) for labelled, ctx in fits]
-        rngs = [torch.Generator(device=device).manual_seed(derive_seed("generator", self._init_seed_key(ctx)))
-                for _, ctx in fits]
+        rngs = [
+            torch.Generator(device=device).manual_seed(derive_seed("generator", self._init_seed_key(ctx)))
+            for _, ctx in fits
+        ]
         start = time.perf_counter()
         alone = len(fits) == 1
-        self.signal = ValidationSignal(self, models[0] if alone else None, fits[0][0], fits[0][1] if alone else None,
-                                       steps)
+        self.signal = ValidationSignal(
+            self, models[0] if alone else None, fits[0][0], fits[0][1] if alone else None, steps
+        )
         with seeded(derive_seed("generator-train", self._init_seed_key(fits[0][1])), device):
             for model in models:
                 model.to(device).train()
-            failures = self.train_generators(models, [labelled for labelled, _ in fits], [ctx for _, ctx in fits],
-                                             steps, rngs)
+            failures = self.train_generators(
+                models, [labelled for labelled, _ in fits], [ctx for _, ctx in fits], steps, rngs
+            )
         seconds = (time.perf_counter() - start) / len(fits)
         results = []
         for model, (labelled, ctx), failure in zip(models, fits, failures):
@@ -422,8 +487,14 @@ class GenerativeStrategy(Strategy):
                 results.append(exc)
         return results
 
-    def train_generators(self, models: list[nn.Module], labelled_sets: list[ImageSet], ctxs: list[FitContext],
-                         steps: int, rngs: list[torch.Generator]) -> list[CellFailed | None]:
+    def train_generators(
+        self,
+        models: list[nn.Module],
+        labelled_sets: list[ImageSet],
+        ctxs: list[FitContext],
+        steps: int,
+        rngs: list[torch.Generator],
+    ) -> list[CellFailed | None]:
         """Train several generators at once (``cohort_fits`` strategies; the others train one, by
         ``train_generator``): per member its failure or None."""
         if len(models) != 1:

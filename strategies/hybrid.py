@@ -2,19 +2,22 @@
 images join the real ones, and the policy transforms every training batch (synthetic images too).
 Any generator x any policy is a config entry, e.g.
 ``{name: hybrid, params: {generator: gan, policy: basic, ratio: 1}}``."""
+
 from __future__ import annotations
 
 from bench.core.errors import UserError
-from strategies.generative import RATIO, GenerativeStrategy
 from bench.core.strategy import STRATEGIES, Param, Strategy, register_strategy
 from strategies.classical import Classical
+from strategies.generative import RATIO, GenerativeStrategy
 
 
 def _check_generator(value, where: str) -> str:
     cls = STRATEGIES.get(value, field=where) if isinstance(value, str) else None
     if cls is None or not issubclass(cls, GenerativeStrategy):
         generative = [n for n in STRATEGIES.names() if issubclass(STRATEGIES.get(n), GenerativeStrategy)]
-        raise UserError(f"{where}: {value!r} is not a generative strategy; use one of {', '.join(generative)}")
+        raise UserError(
+            f"{where}: {value!r} is not a generative strategy; use one of {', '.join(generative)}"
+        )
     return value
 
 
@@ -24,8 +27,9 @@ class Hybrid(Strategy):
 
     params = {
         "generator": Param("gan", check=_check_generator, help="a registered generative strategy"),
-        "generator_params": Param({}, check=lambda value, where: value,
-                                  help="the generator's own params (validated against it)"),
+        "generator_params": Param(
+            {}, check=lambda value, where: value, help="the generator's own params (validated against it)"
+        ),
         "ratio": RATIO,
         **Classical.params,
     }
@@ -39,7 +43,8 @@ class Hybrid(Strategy):
             raise UserError(f"{where}.generator_params: set the ratio with hybrid's own `ratio`")
         generator_cls = STRATEGIES.get(resolved["generator"])
         resolved["generator_params"] = generator_cls.resolve_params(
-            {**resolved["generator_params"], "ratio": resolved["ratio"]}, f"{where}.generator_params")
+            {**resolved["generator_params"], "ratio": resolved["ratio"]}, f"{where}.generator_params"
+        )
         resolved["generator_params"].pop("ratio")
         return resolved
 
@@ -49,7 +54,9 @@ class Hybrid(Strategy):
 
     @classmethod
     def versions(cls, params):
-        generator = STRATEGIES.get(params["generator"]).versions({**params["generator_params"], "ratio": params["ratio"]})
+        generator = STRATEGIES.get(params["generator"]).versions(
+            {**params["generator_params"], "ratio": params["ratio"]}
+        )
         return {**super().versions(params), **generator, **Classical.versions(params)}
 
     quick = {"generator_params": {"steps": 20}}

@@ -1,4 +1,5 @@
 """`none`: the baseline, real labelled images only."""
+
 from bench.core.strategy import Strategy, TrainingData, register_strategy
 
 

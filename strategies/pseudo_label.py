@@ -7,6 +7,7 @@ saw the same pool has to beat this before a gain is credited to generation rathe
 pool. With a classical ``policy`` at a ``magnitude`` above 0 every training batch is augmented
 too, so the strongest simple semi-supervised baseline is one config entry.
 """
+
 from __future__ import annotations
 
 from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
@@ -20,14 +21,30 @@ class PseudoLabel(Strategy):
     """Self-training control: the pool's images that a cnn teacher labels with confidence."""
 
     params = {
-        "threshold": Param(0.95, low=0.0, high=1.0, tune=True, check=threshold_value,
-                           help="the teacher's confidence an image needs to join the training data, or auto: "
-                                "the lowest at which its labels of the validation images are 95% right"),
-        "ratio": Param(RATIO.default, low=RATIO.low, high=RATIO.high, tune=True,
-                       help="pool images (with the teacher's labels) per labelled image, class-balanced"),
+        "threshold": Param(
+            0.95,
+            low=0.0,
+            high=1.0,
+            tune=True,
+            check=threshold_value,
+            help="the teacher's confidence an image needs to join the training data, or auto: "
+            "the lowest at which its labels of the validation images are 95% right",
+        ),
+        "ratio": Param(
+            RATIO.default,
+            low=RATIO.low,
+            high=RATIO.high,
+            tune=True,
+            help="pool images (with the teacher's labels) per labelled image, class-balanced",
+        ),
         "policy": Classical.params["policy"],
-        "magnitude": Param(0.0, low=0.0, high=1.0, tune=True,
-                           help="strength of the classical policy on every batch (0: none)"),
+        "magnitude": Param(
+            0.0,
+            low=0.0,
+            high=1.0,
+            tune=True,
+            help="strength of the classical policy on every batch (0: none)",
+        ),
     }
 
     @classmethod
@@ -36,14 +53,27 @@ class PseudoLabel(Strategy):
 
     @classmethod
     def versions(cls, params):
-        return {**super().versions(params), **teacher_versions(),
-                **(Classical.versions(params) if params["magnitude"] else {})}
+        return {
+            **super().versions(params),
+            **teacher_versions(),
+            **(Classical.versions(params) if params["magnitude"] else {}),
+        }
 
     def fit(self, labelled, ctx):
-        pseudo, confidence, threshold = pseudo_labelled(labelled, ctx, self.values["threshold"],
-                                                        round(self.values["ratio"] * len(labelled)))
-        transform = Classical(policy=self.values["policy"], magnitude=self.values["magnitude"]).batch_transform(ctx.hflip)
-        return TrainingData(real=labelled, synthetic=pseudo if len(pseudo) else None, batch_transform=transform,
-                            synthetic_kind="pseudo-labelled",
-                            info={"pseudo_labelled": len(pseudo), "pseudo_label_threshold": threshold,
-                                  "pseudo_label_confidence": confidence.mean().item() if len(pseudo) else float("nan")})
+        pseudo, confidence, threshold = pseudo_labelled(
+            labelled, ctx, self.values["threshold"], round(self.values["ratio"] * len(labelled))
+        )
+        transform = Classical(
+            policy=self.values["policy"], magnitude=self.values["magnitude"]
+        ).batch_transform(ctx.hflip)
+        return TrainingData(
+            real=labelled,
+            synthetic=pseudo if len(pseudo) else None,
+            batch_transform=transform,
+            synthetic_kind="pseudo-labelled",
+            info={
+                "pseudo_labelled": len(pseudo),
+                "pseudo_label_threshold": threshold,
+                "pseudo_label_confidence": confidence.mean().item() if len(pseudo) else float("nan"),
+            },
+        )

@@ -2,6 +2,7 @@
 ImageFolder whose class folders are named as the data set's classes, or an .npz with arrays x, y),
 mixed in at a ratio exactly as the built-in generators' samples are, and scored by the same quality
 metrics. The files' content hash is part of the params, so changed files are new cells."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,15 +13,17 @@ from bench.core.errors import UserError
 from bench.core.files import files_hash
 from bench.core.images import ImageSet
 from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
-from bench.data.sets import DatasetEntry
 from bench.data.files import labels_from, read_image_folder, read_npz, to_uint8_nchw
+from bench.data.sets import DatasetEntry
 from strategies.generative import BALANCE, RATIO, synthetic_labels
 
 
 def _check_path(value, where: str) -> str:
     if not isinstance(value, str) or not value or not Path(value).exists():
-        raise UserError(f"{where}: {value!r} does not exist; give a folder of class subfolders or an .npz file "
-                        "with arrays x, y")
+        raise UserError(
+            f"{where}: {value!r} does not exist; give a folder of class subfolders or an .npz file "
+            "with arrays x, y"
+        )
     return value
 
 
@@ -29,11 +32,17 @@ class SyntheticImages(Strategy):
     """Pre-generated images from any generator (a folder of class subfolders, or an .npz of x, y)."""
 
     params = {
-        "path": Param("", check=_check_path, names_files=True, help="ImageFolder with the data set's class names, or .npz of x, y"),
+        "path": Param(
+            "",
+            check=_check_path,
+            names_files=True,
+            help="ImageFolder with the data set's class names, or .npz of x, y",
+        ),
         "ratio": RATIO,
         "balance": BALANCE,
-        "content_hash": Param("", check=lambda value, where: value,
-                              help="set by augbench: the content hash of `path`'s files"),
+        "content_hash": Param(
+            "", check=lambda value, where: value, help="set by augbench: the content hash of `path`'s files"
+        ),
     }
 
     @classmethod
@@ -46,12 +55,18 @@ class SyntheticImages(Strategy):
     def check_data(cls, params, labelled, class_names, where):
         strategy = cls(**params)
         pool = strategy._pool(labelled, class_names, len(class_names), f"{where}.params.path")
-        labels = synthetic_labels(round(params["ratio"] * len(labelled)), labelled.labels, len(class_names),
-                                  params["balance"])
+        labels = synthetic_labels(
+            round(params["ratio"] * len(labelled)), labelled.labels, len(class_names), params["balance"]
+        )
         _check_enough(pool, labels, class_names, f"{where}.params.path")
 
-    def _pool(self, labelled: ImageSet, class_names: tuple[str, ...], num_classes: int,
-              where: str = "synthetic-images") -> ImageSet:
+    def _pool(
+        self,
+        labelled: ImageSet,
+        class_names: tuple[str, ...],
+        num_classes: int,
+        where: str = "synthetic-images",
+    ) -> ImageSet:
         """The files' images and labels, checked against the data set's classes, size and channels."""
         path = Path(self.values["path"])
         shape = tuple(labelled.images.shape[1:])
@@ -63,11 +78,14 @@ class SyntheticImages(Strategy):
             arrays = read_npz(path, spec, [("x", "y")])
             images, labels = to_uint8_nchw(arrays["x"], str(path)), labels_from(arrays["y"], str(path))
             if labels.max(initial=0) >= num_classes:
-                raise UserError(f"{where}: {path}: labels go up to {labels.max()}, the data set has {num_classes} "
-                                "classes")
+                raise UserError(
+                    f"{where}: {path}: labels go up to {labels.max()}, the data set has {num_classes} classes"
+                )
         if tuple(images.shape[1:]) != shape:
-            raise UserError(f"{where}: {path}: images are {'x'.join(map(str, images.shape[1:]))} (CxHxW), the data set's are "
-                            f"{'x'.join(map(str, shape))}; write them at the data set's size and channels")
+            raise UserError(
+                f"{where}: {path}: images are {'x'.join(map(str, images.shape[1:]))} (CxHxW), the data set's are "
+                f"{'x'.join(map(str, shape))}; write them at the data set's size and channels"
+            )
         return ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
 
     def fit(self, labelled, ctx):
@@ -83,16 +101,24 @@ class SyntheticImages(Strategy):
             chosen = torch.empty(n, dtype=torch.long)
             for c, members in enumerate(by_class):
                 wanted = torch.nonzero(labels == c).flatten()
-                order = torch.arange(len(wanted)) if generator is None else \
-                    torch.randperm(len(members), generator=generator, device=generator.device)[:len(wanted)].cpu()
+                order = (
+                    torch.arange(len(wanted))
+                    if generator is None
+                    else torch.randperm(len(members), generator=generator, device=generator.device)[
+                        : len(wanted)
+                    ].cpu()
+                )
                 chosen[wanted] = members[order]
             return pool.subset(chosen)
 
         n_synthetic = round(self.values["ratio"] * len(labelled))
         synthetic = sampler(n_synthetic, None) if n_synthetic else None
-        return TrainingData(real=labelled, synthetic=synthetic, sampler=sampler,
-                            info={"synthetic_pool_size": len(pool), "synthetic_content_hash": self.values["content_hash"]})
-
+        return TrainingData(
+            real=labelled,
+            synthetic=synthetic,
+            sampler=sampler,
+            info={"synthetic_pool_size": len(pool), "synthetic_content_hash": self.values["content_hash"]},
+        )
 
 
 def _check_enough(pool: ImageSet, labels: torch.Tensor, class_names: tuple[str, ...], where: str) -> None:
@@ -101,5 +127,7 @@ def _check_enough(pool: ImageSet, labels: torch.Tensor, class_names: tuple[str, 
     need = torch.bincount(labels, minlength=len(class_names))
     for c in torch.nonzero(need > have).flatten().tolist():
         name = class_names[c] if class_names else c
-        raise UserError(f"{where}: class {name} has {int(have[c])} images, the ratio needs {int(need[c])}; add "
-                        "images or lower the ratio")
+        raise UserError(
+            f"{where}: class {name} has {int(have[c])} images, the ratio needs {int(need[c])}; add "
+            "images or lower the ratio"
+        )

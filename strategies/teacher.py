@@ -3,6 +3,7 @@ cell's labelled images alone, and its class probabilities for every image of the
 The `pseudo-label` control trains the classifier on its confident labels; a generator with
 ``generator_data: pseudo-labelled`` trains on them (the same images, so that pseudo-label is the
 control of both)."""
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,9 @@ def teacher_key(cache_key_parts: tuple, budget_scale: float, steps: int | None =
     """The cache key of the teacher of a fit's data (trained for ``steps`` where budget.steps: auto
     found them)."""
     budget = (budget_scale,) if steps is None else (budget_scale, steps)
-    return cache_key("teacher", TEACHER_CACHE_VERSION, TEACHER, classifier_versions(TEACHER), cache_key_parts,
-                     *budget)
+    return cache_key(
+        "teacher", TEACHER_CACHE_VERSION, TEACHER, classifier_versions(TEACHER), cache_key_parts, *budget
+    )
 
 
 TEACHER_CACHE_VERSION = "2"  # 2: the cache holds its probabilities for the validation images too
@@ -53,12 +55,22 @@ def teacher_probabilities(labelled: ImageSet, ctx: FitContext) -> tuple[torch.Te
     their key), not on what chooses among its labels: it is cached in the run folder and shared by
     every strategy and setting that asks for it."""
     if ctx.unlabelled is None or not len(ctx.unlabelled):
-        raise CellFailed("pseudo-labels need the unlabelled pool, but the protocol grants none (set `unlabelled`)")
+        raise CellFailed(
+            "pseudo-labels need the unlabelled pool, but the protocol grants none (set `unlabelled`)"
+        )
     key = teacher_key(ctx.cache_key_parts, ctx.budget_scale, ctx.teacher_steps)
 
     def probabilities() -> dict[str, torch.Tensor]:
-        teacher = train_suite_classifier(TEACHER, labelled, labelled, ctx.num_classes, ctx.budget_scale,
-                                         ctx.device, derive_seed("teacher", key), ctx.teacher_steps)
+        teacher = train_suite_classifier(
+            TEACHER,
+            labelled,
+            labelled,
+            ctx.num_classes,
+            ctx.budget_scale,
+            ctx.device,
+            derive_seed("teacher", key),
+            ctx.teacher_steps,
+        )
         found = {"probabilities": predict(teacher, ctx.unlabelled.images, ctx.device).softmax(1)}
         if ctx.val is not None:
             found["val_probabilities"] = predict(teacher, ctx.val.images, ctx.device).softmax(1)
@@ -78,8 +90,9 @@ def teacher_probabilities(labelled: ImageSet, ctx: FitContext) -> tuple[torch.Te
     return found["probabilities"], found.get("val_probabilities")
 
 
-def auto_threshold(val_probabilities: torch.Tensor, val_labels: torch.Tensor,
-                   precision: float = AUTO_PRECISION) -> float:
+def auto_threshold(
+    val_probabilities: torch.Tensor, val_labels: torch.Tensor, precision: float = AUTO_PRECISION
+) -> float:
     """The lowest confidence at which the teacher's labels of the validation images it is at least
     that sure of are right at least ``precision`` of the time (1.0 where no confidence reaches it)."""
     confidence, labels = val_probabilities.max(1)
@@ -94,7 +107,9 @@ def auto_threshold(val_probabilities: torch.Tensor, val_labels: torch.Tensor,
     return float(sure[good[-1]]) if len(good) else 1.0
 
 
-def confident_balanced(probabilities: torch.Tensor, threshold: float, wanted: int | None = None) -> torch.Tensor:
+def confident_balanced(
+    probabilities: torch.Tensor, threshold: float, wanted: int | None = None
+) -> torch.Tensor:
     """Indices of the images whose top probability reaches ``threshold``: all of them, or at most
     ``wanted`` spread over the classes as evenly as the confident images allow (a class short of
     images leaves its share unfilled), the most confident first within each class."""
@@ -105,13 +120,14 @@ def confident_balanced(probabilities: torch.Tensor, threshold: float, wanted: in
         members = torch.nonzero((labels == cls) & (confidence >= threshold)).flatten()
         order = torch.argsort(confidence[members], descending=True, stable=True)
         if wanted is not None:  # an even share, the first wanted % num_classes classes one more
-            order = order[:wanted // num_classes + int(cls < wanted % num_classes)]
+            order = order[: wanted // num_classes + int(cls < wanted % num_classes)]
         chosen.append(members[order])
     return torch.cat(chosen).sort().values
 
 
-def pseudo_labelled(labelled: ImageSet, ctx: FitContext, threshold: float | str,
-                    wanted: int | None = None) -> tuple[ImageSet, torch.Tensor, float]:
+def pseudo_labelled(
+    labelled: ImageSet, ctx: FitContext, threshold: float | str, wanted: int | None = None
+) -> tuple[ImageSet, torch.Tensor, float]:
     """The pool images the teacher is at least ``threshold`` sure of (see ``confident_balanced``),
     with its labels, its confidence in each, and the threshold used (``auto``: ``auto_threshold`` on
     the validation images, whose labels alone it reads)."""

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny protocol on the embedded digits data, and a CLI runner."""
+
 from __future__ import annotations
 
 import os
@@ -27,6 +28,7 @@ else:
 def pytest_sessionfinish(session, exitstatus):
     if SESSION_CACHE is not None:
         shutil.rmtree(SESSION_CACHE, ignore_errors=True)
+
 
 TINY_CONFIG = {
     "name": "tiny",
@@ -67,15 +69,23 @@ def tiny_config(tmp_path) -> Path:
 @pytest.fixture
 def cli(capsys):
     """Run ``augbench ARGS`` in-process; returns (exit code, stdout, stderr)."""
+
     def run(*args: str):
         code = main([str(a) for a in args])
         captured = capsys.readouterr()
         return code, captured.out, captured.err
+
     return run
 
 
 def run_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run ``python -m bench.cli ARGS`` as a separate process (as a user would)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **kwargs.pop("env_extra", {})}
-    return subprocess.run([sys.executable, "-m", "bench.cli", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=kwargs.pop("cwd", ROOT), **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=kwargs.pop("cwd", ROOT),
+        **kwargs,
+    )

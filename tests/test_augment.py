@@ -1,10 +1,18 @@
 """Classical policies: per-sample randomness within a batch, valid ranges, label mixing."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.training.augment import (AUGMENT_OPS, POLICIES, apply_ops_per_sample, equalize, make_batch_transform, ops_masked,
-                           ops_on_subsets)
+from bench.training.augment import (
+    AUGMENT_OPS,
+    POLICIES,
+    apply_ops_per_sample,
+    equalize,
+    make_batch_transform,
+    ops_masked,
+    ops_on_subsets,
+)
 
 
 def _batch(n=64, c=1, size=16):
@@ -77,8 +85,13 @@ def test_the_accelerator_path_gives_every_image_the_value_of_the_cpu_path():
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(64, 3, 12, 12, generator=generator)
     index = torch.randint(0, len(AUGMENT_OPS), (64,), generator=generator)
-    magnitude, sign = torch.rand(64, generator=generator), torch.where(torch.rand(64, generator=generator) < .5, -1., 1.)
-    assert torch.allclose(ops_masked(x, index, magnitude, sign), ops_on_subsets(x, index, magnitude, sign), atol=1e-6)
+    magnitude, sign = (
+        torch.rand(64, generator=generator),
+        torch.where(torch.rand(64, generator=generator) < 0.5, -1.0, 1.0),
+    )
+    assert torch.allclose(
+        ops_masked(x, index, magnitude, sign), ops_on_subsets(x, index, magnitude, sign), atol=1e-6
+    )
 
 
 def test_equalize_spreads_a_narrow_histogram():

@@ -1,16 +1,19 @@
 """The bad-input probe: each kind of bad input (a config, a data file, a flag, an executor, a
 storage, a folder) ends with exit code 2, one `augbench: error:` line naming the field or file,
 no traceback, and the output folder absent, or byte-identical where it existed."""
+
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
-
 from tests_support import tiny_config_with
 
-SMALL = {"strategies": ["none", {"name": "classical", "params": {"policy": "basic"}}], "classifiers": ["mlp"],
-         "seeds": 1}
+SMALL = {
+    "strategies": ["none", {"name": "classical", "params": {"policy": "basic"}}],
+    "classifiers": ["mlp"],
+    "seeds": 1,
+}
 
 
 def _folder(root, classes: int, size: int = 8, per_class: int = 12):
@@ -36,56 +39,180 @@ def _npz(path, **arrays) -> str:
 
 # name -> (tmp_path -> argv with OUT standing for the output folder, what the error line must name)
 CASES = {
-    "config of random bytes": (lambda t: ["run", _write(t / "random.yaml", os.urandom(300)), "--out", "OUT"],
-                               "random.yaml"),
+    "config of random bytes": (
+        lambda t: ["run", _write(t / "random.yaml", os.urandom(300)), "--out", "OUT"],
+        "random.yaml",
+    ),
     "config path that is a folder": (lambda t: ["run", str(t), "--out", "OUT"], "is a folder"),
-    "imagefolder size 0": (lambda t: ["run", _config(t, datasets=[{"name": "imagefolder", "root": _folder(
-        t / "f", 2), "size": 0}]), "--out", "OUT"], "`size`"),
-    "imagefolder size -3": (lambda t: ["run", _config(t, datasets=[{"name": "imagefolder", "root": _folder(
-        t / "f", 2), "size": -3}]), "--out", "OUT"], "`size`"),
-    "imagefolder of one class": (lambda t: ["run", _config(t, datasets=[{"name": "imagefolder", "root": _folder(
-        t / "f", 1)}]), "--out", "OUT"], "1 class"),
-    "data root that is a file": (lambda t: ["run", _config(t, datasets=[{"name": "imagefolder", "root": _write(
-        t / "file", b"x")}]), "--out", "OUT"], "is a file"),
-    "npz of object arrays": (lambda t: ["run", _config(t, datasets=[{"name": "npz", "path": _npz(
-        t / "obj.npz", x=np.array([np.zeros((8, 8)), None], dtype=object), y=np.array([0, 1]))}]), "--out", "OUT"],
-                             "obj.npz"),
-    "npz with NaN pixels": (lambda t: ["run", _config(t, datasets=[{"name": "npz", "path": _npz(
-        t / "nan.npz", x=np.where(np.arange(64 * 200).reshape(200, 8, 8) == 5, np.nan, 0.5).astype(np.float32),
-        y=np.arange(200) % 10)}]), "--out", "OUT"], "NaN"),
+    "imagefolder size 0": (
+        lambda t: [
+            "run",
+            _config(t, datasets=[{"name": "imagefolder", "root": _folder(t / "f", 2), "size": 0}]),
+            "--out",
+            "OUT",
+        ],
+        "`size`",
+    ),
+    "imagefolder size -3": (
+        lambda t: [
+            "run",
+            _config(t, datasets=[{"name": "imagefolder", "root": _folder(t / "f", 2), "size": -3}]),
+            "--out",
+            "OUT",
+        ],
+        "`size`",
+    ),
+    "imagefolder of one class": (
+        lambda t: [
+            "run",
+            _config(t, datasets=[{"name": "imagefolder", "root": _folder(t / "f", 1)}]),
+            "--out",
+            "OUT",
+        ],
+        "1 class",
+    ),
+    "data root that is a file": (
+        lambda t: [
+            "run",
+            _config(t, datasets=[{"name": "imagefolder", "root": _write(t / "file", b"x")}]),
+            "--out",
+            "OUT",
+        ],
+        "is a file",
+    ),
+    "npz of object arrays": (
+        lambda t: [
+            "run",
+            _config(
+                t,
+                datasets=[
+                    {
+                        "name": "npz",
+                        "path": _npz(
+                            t / "obj.npz",
+                            x=np.array([np.zeros((8, 8)), None], dtype=object),
+                            y=np.array([0, 1]),
+                        ),
+                    }
+                ],
+            ),
+            "--out",
+            "OUT",
+        ],
+        "obj.npz",
+    ),
+    "npz with NaN pixels": (
+        lambda t: [
+            "run",
+            _config(
+                t,
+                datasets=[
+                    {
+                        "name": "npz",
+                        "path": _npz(
+                            t / "nan.npz",
+                            x=np.where(np.arange(64 * 200).reshape(200, 8, 8) == 5, np.nan, 0.5).astype(
+                                np.float32
+                            ),
+                            y=np.arange(200) % 10,
+                        ),
+                    }
+                ],
+            ),
+            "--out",
+            "OUT",
+        ],
+        "NaN",
+    ),
     "a regime twice": (lambda t: ["run", _config(t, regimes=[5, 5]), "--out", "OUT"], "regimes"),
-    "unknown executor": (lambda t: ["run", _config(t, executor={"name": "nonsense"}), "--out", "OUT"],
-                         "executor.name"),
-    "address without ray": (lambda t: ["run", _config(t), "--address", "127.0.0.1:1", "--out", "OUT"],
-                            "executor.address"),
-    "unreachable ray address": (lambda t: ["run", _config(t), "--executor", "ray", "--address", "127.0.0.1:1",
-                                           "--out", "OUT"], "executor.address"),
-    "unreachable ray:// address": (lambda t: ["run", _config(t), "--executor", "ray", "--address",
-                                              "ray://127.0.0.1:1", "--out", "OUT"], "executor.address"),
-    "GPUs per cell on a cluster without": (lambda t: ["run", _config(t), "--executor", "ray", "--set",
-                                                      "executor.gpus_per_cell=1", "--out", "OUT"],
-                                           "executor.gpus_per_cell"),
-    "synthetic images of other classes": (lambda t: ["run", _synthetic(t, _folder(t / "made", 2)), "--out", "OUT"],
-                                          "differ from the data set's"),
-    "synthetic images of another size": (lambda t: ["run", _synthetic(t, _npz(
-        t / "big.npz", x=np.zeros((100, 16, 16), np.uint8), y=np.arange(100) % 10)), "--out", "OUT"], "params.path"),
-    "too few synthetic images for the ratio": (lambda t: ["run", _synthetic(t, _npz(
-        t / "few.npz", x=np.zeros((20, 8, 8), np.uint8), y=np.arange(20) % 10)), "--out", "OUT"], "params.path"),
-    "synthetic labels beyond the classes": (lambda t: ["run", _synthetic(t, _npz(
-        t / "labels.npz", x=np.zeros((100, 8, 8), np.uint8), y=np.arange(100) % 12)), "--out", "OUT"],
-                                            "labels go up to"),
-    "tune storage of no known kind": (lambda t: ["tune", _config(t), "--trials", "1", "--storage", "bogus://x",
-                                                 "--out", "OUT"], "--storage"),
-    "tune storage under a file": (lambda t: ["tune", _config(t), "--trials", "1", "--storage",
-                                             f"sqlite:///{_write(t / 'file', b'x')}/optuna.db", "--out", "OUT"],
-                                  "--storage"),
+    "unknown executor": (
+        lambda t: ["run", _config(t, executor={"name": "nonsense"}), "--out", "OUT"],
+        "executor.name",
+    ),
+    "address without ray": (
+        lambda t: ["run", _config(t), "--address", "127.0.0.1:1", "--out", "OUT"],
+        "executor.address",
+    ),
+    "unreachable ray address": (
+        lambda t: ["run", _config(t), "--executor", "ray", "--address", "127.0.0.1:1", "--out", "OUT"],
+        "executor.address",
+    ),
+    "unreachable ray:// address": (
+        lambda t: ["run", _config(t), "--executor", "ray", "--address", "ray://127.0.0.1:1", "--out", "OUT"],
+        "executor.address",
+    ),
+    "GPUs per cell on a cluster without": (
+        lambda t: [
+            "run",
+            _config(t),
+            "--executor",
+            "ray",
+            "--set",
+            "executor.gpus_per_cell=1",
+            "--out",
+            "OUT",
+        ],
+        "executor.gpus_per_cell",
+    ),
+    "synthetic images of other classes": (
+        lambda t: ["run", _synthetic(t, _folder(t / "made", 2)), "--out", "OUT"],
+        "differ from the data set's",
+    ),
+    "synthetic images of another size": (
+        lambda t: [
+            "run",
+            _synthetic(t, _npz(t / "big.npz", x=np.zeros((100, 16, 16), np.uint8), y=np.arange(100) % 10)),
+            "--out",
+            "OUT",
+        ],
+        "params.path",
+    ),
+    "too few synthetic images for the ratio": (
+        lambda t: [
+            "run",
+            _synthetic(t, _npz(t / "few.npz", x=np.zeros((20, 8, 8), np.uint8), y=np.arange(20) % 10)),
+            "--out",
+            "OUT",
+        ],
+        "params.path",
+    ),
+    "synthetic labels beyond the classes": (
+        lambda t: [
+            "run",
+            _synthetic(t, _npz(t / "labels.npz", x=np.zeros((100, 8, 8), np.uint8), y=np.arange(100) % 12)),
+            "--out",
+            "OUT",
+        ],
+        "labels go up to",
+    ),
+    "tune storage of no known kind": (
+        lambda t: ["tune", _config(t), "--trials", "1", "--storage", "bogus://x", "--out", "OUT"],
+        "--storage",
+    ),
+    "tune storage under a file": (
+        lambda t: [
+            "tune",
+            _config(t),
+            "--trials",
+            "1",
+            "--storage",
+            f"sqlite:///{_write(t / 'file', b'x')}/optuna.db",
+            "--out",
+            "OUT",
+        ],
+        "--storage",
+    ),
     "tune empty study name": (lambda t: ["tune", _config(t), "--study", "", "--out", "OUT"], "--study"),
-    "tune worker index -1": (lambda t: ["tune", _config(t), "--worker-index", "-1", "--out", "OUT"],
-                             "--worker-index"),
+    "tune worker index -1": (
+        lambda t: ["tune", _config(t), "--worker-index", "-1", "--out", "OUT"],
+        "--worker-index",
+    ),
     "tune trials 0": (lambda t: ["tune", _config(t), "--trials", "0", "--out", "OUT"], "--trials"),
     "an unknown command": (lambda t: ["runn", _config(t)], "runn"),
-    "plan --json under a file": (lambda t: ["plan", _config(t), "--out", "OUT", "--json",
-                                            f"{_write(t / 'file', b'x')}/plan.json"], "--json"),
+    "plan --json under a file": (
+        lambda t: ["plan", _config(t), "--out", "OUT", "--json", f"{_write(t / 'file', b'x')}/plan.json"],
+        "--json",
+    ),
     "unknown data set": (lambda t: ["run", _config(t, datasets=["cifar99"]), "--out", "OUT"], "cifar99"),
     "unknown strategy": (lambda t: ["run", _config(t, strategies=["gann"]), "--out", "OUT"], "gann"),
     "a bad value": (lambda t: ["run", _config(t, seeds=0), "--out", "OUT"], "seeds"),
@@ -120,9 +247,11 @@ def test_a_refused_run_leaves_the_folder_it_refuses_byte_identical(tmp_path, cli
     assert code == 0, err
     assert not (out / ".lock").exists()  # a finished run leaves no lock behind
     before = _snapshot(out)
-    for argv in (["run", tiny_config_with(tmp_path, {**SMALL, "seeds": 2}, name="other"), "--out", out],
-                 ["tune", tiny_config_with(tmp_path, {**SMALL, "seeds": 2}, name="other"), "--out", out],
-                 ["run", _config(tmp_path), "--executor", "ray", "--address", "127.0.0.1:1", "--out", out]):
+    for argv in (
+        ["run", tiny_config_with(tmp_path, {**SMALL, "seeds": 2}, name="other"), "--out", out],
+        ["tune", tiny_config_with(tmp_path, {**SMALL, "seeds": 2}, name="other"), "--out", out],
+        ["run", _config(tmp_path), "--executor", "ray", "--address", "127.0.0.1:1", "--out", out],
+    ):
         code, _, err = cli(*argv)
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert _snapshot(out) == before, argv

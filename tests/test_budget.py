@@ -1,11 +1,14 @@
 """Converged, or it does not count: the budget check, budget.steps: auto, the report and leaderboard
 that say and refuse, and pseudo-label's threshold: auto, all decided on validation data."""
+
 import math
 from dataclasses import replace
 
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_CONFIG
+from tests_support import tiny_config_with
 
 from bench.core.images import ImageSet
 from bench.core.strategy import FitContext
@@ -13,10 +16,8 @@ from bench.protocol.config import parse_config
 from bench.run.budget import check_replicates, outcomes, read_budget, search_steps
 from bench.run.cell import cached_dataset, data_of, expand_grid, make_strategy
 from bench.run.stages import fit_context
-from conftest import TINY_CONFIG
 from reports.tables import comparison_table
 from strategies.teacher import auto_threshold
-from tests_support import tiny_config_with
 
 CPU = torch.device("cpu")
 CHECKED = {"budget": {"scale": 0.05, "check": "on"}, "classifiers": ["mlp"], "strategies": ["none"]}
@@ -51,8 +52,14 @@ def test_the_default_budget_is_converged(tmp_path, cli):
 
 
 def test_budget_check_off_runs_no_check_and_the_leaderboard_calls_it_unchecked(tmp_path, cli):
-    code, out, _ = cli("run", tiny_config_with(tmp_path, CHECKED), "--set", "budget.check=off",  # YAML's false
-                       "--out", tmp_path / "run")
+    code, out, _ = cli(
+        "run",
+        tiny_config_with(tmp_path, CHECKED),
+        "--set",
+        "budget.check=off",  # YAML's false
+        "--out",
+        tmp_path / "run",
+    )
     assert code == 0 and list(read_budget(tmp_path / "run")["outcome"]) == ["unchecked"]
     assert len(list((tmp_path / "run" / "cells").glob("*.json"))) == 2
     code, _, err = cli("leaderboard", tmp_path / "run", "--out", tmp_path / "board")
@@ -60,16 +67,37 @@ def test_budget_check_off_runs_no_check_and_the_leaderboard_calls_it_unchecked(t
 
 
 def _rows(strategy: str, gains: dict) -> list[dict]:
-    return [{"key": f"{strategy}{r}", "dataset": "d", "regime": "10", "classifier": "cnn", "strategy": strategy,
-             "replicate": r, "status": "ok", "budget_steps": 100, "val_accuracy": 0.8, "gap_accuracy": 0.1,
-             "gap_loss": 0.1,
-             "test_accuracy": 0.8 + 0.01 * r + (0.05 if strategy != "none" else 0)} for r in range(4)]
+    return [
+        {
+            "key": f"{strategy}{r}",
+            "dataset": "d",
+            "regime": "10",
+            "classifier": "cnn",
+            "strategy": strategy,
+            "replicate": r,
+            "status": "ok",
+            "budget_steps": 100,
+            "val_accuracy": 0.8,
+            "gap_accuracy": 0.1,
+            "gap_loss": 0.1,
+            "test_accuracy": 0.8 + 0.01 * r + (0.05 if strategy != "none" else 0),
+        }
+        for r in range(4)
+    ]
 
 
 def test_a_strategy_still_rising_is_flagged_on_its_side():
     rows = pd.DataFrame(_rows("none", {}) + _rows("heavy", {}))
-    checks = [{"status": "ok", "budget_check_of": f"{s}{r}", "budget_steps": 200,
-               "val_accuracy": 0.8 + (0.04 if s == "heavy" else 0.002)} for s in ("none", "heavy") for r in (0, 1)]
+    checks = [
+        {
+            "status": "ok",
+            "budget_check_of": f"{s}{r}",
+            "budget_steps": 200,
+            "val_accuracy": 0.8 + (0.04 if s == "heavy" else 0.002),
+        }
+        for s in ("none", "heavy")
+        for r in (0, 1)
+    ]
     table = outcomes(rows, checks, plateau=1.0)
     assert dict(zip(table["strategy"], table["outcome"])) == {"none": "converged", "heavy": "rising"}
     assert table.set_index("strategy").loc["heavy", "val_gain_pp"] == pytest.approx(4.0)
@@ -86,7 +114,9 @@ def test_check_seeds_follow_the_noise_of_the_validation_set():
 
 
 def _auto_cell(floor: int):
-    config = parse_config({**TINY_CONFIG, **CHECKED, "budget": {"steps": "auto", "floor": floor}, "regimes": [10]})
+    config = parse_config(
+        {**TINY_CONFIG, **CHECKED, "budget": {"steps": "auto", "floor": floor}, "regimes": [10]}
+    )
     return expand_grid(config, {d.title: cached_dataset(d).content_hash for d in config.datasets})[0]
 
 
@@ -97,14 +127,21 @@ def test_steps_auto_is_deterministic_and_climbs_from_a_small_floor(tmp_path):
     assert first["trials"] == again["trials"] and first["steps"] == again["steps"]
     assert first["steps"] > 5 and first["plateaued"]
     steps = [t["steps"] for t in first["trials"]]
-    assert steps == [5 * 2 ** i for i in range(len(steps))] and steps[-1] == 2 * first["steps"]
-    gains = [100 * (b["val_accuracy"] - a["val_accuracy"]) for a, b in zip(first["trials"], first["trials"][1:])]
+    assert steps == [5 * 2**i for i in range(len(steps))] and steps[-1] == 2 * first["steps"]
+    gains = [
+        100 * (b["val_accuracy"] - a["val_accuracy"]) for a, b in zip(first["trials"], first["trials"][1:])
+    ]
     assert gains[-1] < 1.0 and all(g >= 1.0 for g in gains[:-1])
 
 
 def test_steps_auto_trains_every_strategy_of_the_group_for_the_steps_found(tmp_path, cli):
-    change = {**CHECKED, "budget": {"steps": "auto", "floor": 40}, "regimes": [10], "seeds": 2,
-              "strategies": ["none", "identity"]}
+    change = {
+        **CHECKED,
+        "budget": {"steps": "auto", "floor": 40},
+        "regimes": [10],
+        "seeds": 2,
+        "strategies": ["none", "identity"],
+    }
     code, out, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
     assert code == 0 and "steps: auto: digits/10 mlp:" in err
     results = pd.read_parquet(tmp_path / "run" / "results.parquet")
@@ -122,8 +159,16 @@ def test_threshold_auto_reads_validation_labels_only():
 
 
 def test_pseudo_label_auto_never_sees_test_images(tmp_path, monkeypatch):
-    config = parse_config({**TINY_CONFIG, "regimes": [10], "unlabelled": "pool", "classifiers": ["mlp"], "seeds": 1,
-                           "strategies": [{"name": "pseudo-label", "params": {"threshold": "auto"}}]})
+    config = parse_config(
+        {
+            **TINY_CONFIG,
+            "regimes": [10],
+            "unlabelled": "pool",
+            "classifiers": ["mlp"],
+            "seeds": 1,
+            "strategies": [{"name": "pseudo-label", "params": {"threshold": "auto"}}],
+        }
+    )
     cell = expand_grid(config, {d.title: cached_dataset(d).content_hash for d in config.datasets})[0]
     dataset, split = data_of(cell)
     ctx = fit_context(cell, dataset, split, CPU, tmp_path)
@@ -138,17 +183,24 @@ def test_pseudo_label_auto_never_sees_test_images(tmp_path, monkeypatch):
     assert strategy.fit(split.labelled, flipped).info["pseudo_label_threshold"] != threshold
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"budget": {"plateau": 0}}, "budget.plateau: 0 is out of range"),
-    ({"budget": {"plateau": 101}}, "budget.plateau: 101 is out of range"),
-    ({"budget": {"steps": "auto", "scale": 0.5}}, "budget.scale: 0.5 together with budget.steps: auto"),
-    ({"budget": {"steps": "many"}}, "budget.steps: 'many' is not one of recipe, auto"),
-    ({"budget": {"check": "maybe"}}, "budget.check: 'maybe' is not one of on, off"),
-    ({"strategies": [{"name": "pseudo-label", "params": {"threshold": "auto"}}]},
-     "it learns from unlabelled images"),
-    ({"strategies": [{"name": "pseudo-label", "params": {"threshold": "sure"}}], "unlabelled": "pool"},
-     "threshold: expected a number, got 'sure'"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"budget": {"plateau": 0}}, "budget.plateau: 0 is out of range"),
+        ({"budget": {"plateau": 101}}, "budget.plateau: 101 is out of range"),
+        ({"budget": {"steps": "auto", "scale": 0.5}}, "budget.scale: 0.5 together with budget.steps: auto"),
+        ({"budget": {"steps": "many"}}, "budget.steps: 'many' is not one of recipe, auto"),
+        ({"budget": {"check": "maybe"}}, "budget.check: 'maybe' is not one of on, off"),
+        (
+            {"strategies": [{"name": "pseudo-label", "params": {"threshold": "auto"}}]},
+            "it learns from unlabelled images",
+        ),
+        (
+            {"strategies": [{"name": "pseudo-label", "params": {"threshold": "sure"}}], "unlabelled": "pool"},
+            "threshold: expected a number, got 'sure'",
+        ),
+    ],
+)
 def test_bad_budget_input(tmp_path, cli, change, expected):
     code, _, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
     assert code == 2 and expected in err and "Traceback" not in err
@@ -161,7 +213,9 @@ def test_bf16_on_the_cpu_keys_its_cells_and_keeps_common_random_numbers(tmp_path
     change = {"strategies": ["none", "identity"], "classifiers": ["cnn"], "precision": "bf16"}
     code, _, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "bf16")
     assert code == 0, err
-    code, _, err = cli("run", tiny_config_with(tmp_path, {**change, "precision": "fp32"}), "--out", tmp_path / "fp32")
+    code, _, err = cli(
+        "run", tiny_config_with(tmp_path, {**change, "precision": "fp32"}), "--out", tmp_path / "fp32"
+    )
     assert code == 0, err
     bf16, fp32 = (pd.read_parquet(tmp_path / name / "results.parquet") for name in ("bf16", "fp32"))
     assert (bf16["precision"] == "bf16").all() and (fp32["precision"] == "fp32").all()
@@ -176,7 +230,9 @@ def test_checks_name_their_cells_and_train_alone_also_in_cohorts():
     from bench.run.cell import cells_of, cohorts
 
     config = parse_config({**TINY_CONFIG, "budget": {"scale": 0.05}, "cohort": 2, "seeds": 3})
-    grid = expand_grid(config, {d.title: cached_dataset(d).content_hash for d in config.datasets}, cohort_size=2)
+    grid = expand_grid(
+        config, {d.title: cached_dataset(d).content_hash for d in config.datasets}, cohort_size=2
+    )
     checks = budget_checks(config, grid, {"digits": 100})
     assert len(checks) == 4 * 2 and {c.replicate for c in checks} == {0, 1}
     assert {c.key for c in checks}.isdisjoint(c.key for c in grid)

@@ -1,6 +1,7 @@
 """Cohorts: K classifiers trained as one grouped network give each member what training it alone
 gives (within float tolerance at the first step), keep an identity strategy bit-identical to
 `none`, let a diverging member fail alone, and are deterministic."""
+
 import pytest
 import torch
 from torch import nn
@@ -31,12 +32,16 @@ def _model(name: str, seed: int, dropout: bool = True) -> nn.Module:
 
 def _members(name: str, split, seeds=(1, 2, 3), dropout: bool = True) -> list[Member]:
     data = TrainingData(real=split.labelled)
-    return [Member(_model(name, seed, dropout), data, split.val, order_seed=10 + seed, augment_seed=20 + seed)
-            for seed in seeds]
+    return [
+        Member(_model(name, seed, dropout), data, split.val, order_seed=10 + seed, augment_seed=20 + seed)
+        for seed in seeds
+    ]
 
 
 def _run(members, name, split, steps: int):
-    return train_cohort(members, CLASSIFIERS.get(name).recipe, steps=steps, num_classes=10, device=CPU, eval_points=1)
+    return train_cohort(
+        members, CLASSIFIERS.get(name).recipe, steps=steps, num_classes=10, device=CPU, eval_points=1
+    )
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
@@ -45,11 +50,23 @@ def test_a_member_s_first_step_equals_training_it_alone(name, split):
     alone = _members(name, split, dropout=False)
     together = _run(cohort, name, split, steps=1)
     for member, result in zip(alone, together):
-        solo = train(member.model, CLASSIFIERS.get(name).recipe, member.data, split.val, steps=1, num_classes=10,
-                     device=CPU, order_seed=member.order_seed, augment_seed=member.augment_seed, eval_points=1)
+        solo = train(
+            member.model,
+            CLASSIFIERS.get(name).recipe,
+            member.data,
+            split.val,
+            steps=1,
+            num_classes=10,
+            device=CPU,
+            order_seed=member.order_seed,
+            augment_seed=member.augment_seed,
+            eval_points=1,
+        )
         assert result.curve[0]["train_loss"] == pytest.approx(solo.curve[0]["train_loss"], abs=1e-5)
     for grouped_member, solo_member in zip(cohort, alone):
-        for (name_, mine), theirs in zip(grouped_member.model.named_parameters(), solo_member.model.parameters()):
+        for (name_, mine), theirs in zip(
+            grouped_member.model.named_parameters(), solo_member.model.parameters()
+        ):
             # grouped and plain convolutions add in other orders: after one step at lr 0.05 the resnet's
             # weights differed by up to 5e-5 on the AVX-512 CPU of 2026-12-03 (1e-5 on earlier machines)
             assert torch.allclose(mine, theirs, atol=1e-4, rtol=1e-4), name_
@@ -59,8 +76,11 @@ def test_an_identity_member_scores_exactly_like_none_and_cohorts_are_determinist
     def cohort():
         data = TrainingData(real=split.labelled)
         identity = TrainingData(real=split.labelled, batch_transform=lambda x, y, g: (x, y))
-        return [Member(_model("cnn", 1), data, split.val, 11, 21), Member(_model("cnn", 1), identity, split.val, 11, 21),
-                Member(_model("cnn", 2), data, split.val, 12, 22)]
+        return [
+            Member(_model("cnn", 1), data, split.val, 11, 21),
+            Member(_model("cnn", 1), identity, split.val, 11, 21),
+            Member(_model("cnn", 2), data, split.val, 12, 22),
+        ]
 
     first, second = cohort(), cohort()
     results = _run(first, "cnn", split, steps=5)
@@ -70,7 +90,10 @@ def test_an_identity_member_scores_exactly_like_none_and_cohorts_are_determinist
         assert torch.equal(a, b)  # none and identity: bit-identical
     assert [r.curve for r in results] == [r.curve for r in again]
     for member, twin in zip(first, second):
-        assert all(torch.equal(a, b) for a, b in zip(member.model.state_dict().values(), twin.model.state_dict().values()))
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(member.model.state_dict().values(), twin.model.state_dict().values())
+        )
 
 
 def test_a_diverging_member_fails_alone(split):
@@ -84,26 +107,35 @@ def test_a_diverging_member_fails_alone(split):
 
 
 def _grid(tmp_path, cohort, strategies):
-    from bench.protocol.config import parse_config
-    from bench.run.cell import cached_dataset, expand_grid
     from conftest import TINY_CONFIG
 
-    config = parse_config({**TINY_CONFIG, "strategies": strategies, "quality": {"enabled": False}, "cohort": cohort})
-    return expand_grid(config, {"digits": cached_dataset(config.datasets[0]).content_hash}, cohort if cohort != "off"
-                       else 1)
+    from bench.protocol.config import parse_config
+    from bench.run.cell import cached_dataset, expand_grid
+
+    config = parse_config(
+        {**TINY_CONFIG, "strategies": strategies, "quality": {"enabled": False}, "cohort": cohort}
+    )
+    return expand_grid(
+        config, {"digits": cached_dataset(config.datasets[0]).content_hash}, cohort if cohort != "off" else 1
+    )
 
 
 def test_a_run_in_cohorts_keeps_identity_equal_to_none_and_its_accuracy_near_solo(tmp_path):
     from bench.run.cell import cohorts
-    from bench.run.stages import run_cohort, run_cell
+    from bench.run.stages import run_cell, run_cohort
 
     strategies = ["none", "identity", {"name": "classical", "params": {"policy": "basic"}}]
     grid = _grid(tmp_path, 3, strategies)
     items = cohorts(grid)
     assert [len(item.cells) for item in items] == [3, 3, 3, 3] and len({c.key for c in grid}) == 12
-    assert {c.key for c in grid}.isdisjoint({c.key for c in _grid(tmp_path, "off", strategies)})  # in the keys
-    records = {(r["strategy"], r["classifier"], r["replicate"]): r
-               for item in items for r in run_cohort(item.cells, CPU)}
+    assert {c.key for c in grid}.isdisjoint(
+        {c.key for c in _grid(tmp_path, "off", strategies)}
+    )  # in the keys
+    records = {
+        (r["strategy"], r["classifier"], r["replicate"]): r
+        for item in items
+        for r in run_cohort(item.cells, CPU)
+    }
     assert all(r["status"] == "ok" and r["cohort_size"] == 3 for r in records.values())
     for classifier in ("mlp", "cnn"):
         for k in (0, 1):
@@ -111,14 +143,18 @@ def test_a_run_in_cohorts_keeps_identity_equal_to_none_and_its_accuracy_near_sol
             for column in ("test_accuracy", "test_nll", "curve"):
                 assert none[column] == identity[column], (classifier, k, column)
     solo = [run_cell(c, CPU) for c in _grid(tmp_path, "off", strategies)]
-    gaps = [abs(s["test_accuracy"] - records[(s["strategy"], s["classifier"], s["replicate"])]["test_accuracy"])
-            for s in solo]
+    gaps = [
+        abs(s["test_accuracy"] - records[(s["strategy"], s["classifier"], s["replicate"])]["test_accuracy"])
+        for s in solo
+    ]
     assert sum(gaps) / len(gaps) < 0.1  # other dropout masks, the same training otherwise
 
 
 def test_cohort_off_and_one_leave_today_s_keys(tmp_path):
     strategies = ["none", "identity"]
-    assert [c.key for c in _grid(tmp_path, "off", strategies)] == [c.key for c in _grid(tmp_path, 1, strategies)]
+    assert [c.key for c in _grid(tmp_path, "off", strategies)] == [
+        c.key for c in _grid(tmp_path, 1, strategies)
+    ]
 
 
 def test_a_resumed_run_reruns_an_unfinished_cohort_and_writes_only_its_missing_cells(tmp_path, cli):
@@ -126,13 +162,23 @@ def test_a_resumed_run_reruns_an_unfinished_cohort_and_writes_only_its_missing_c
 
     from tests_support import tiny_config_with
 
-    config = tiny_config_with(tmp_path, {"strategies": ["none", "identity"], "classifiers": ["mlp"], "seeds": 2,
-                                         "cohort": 4, "quality": {"enabled": False}})
+    config = tiny_config_with(
+        tmp_path,
+        {
+            "strategies": ["none", "identity"],
+            "classifiers": ["mlp"],
+            "seeds": 2,
+            "cohort": 4,
+            "quality": {"enabled": False},
+        },
+    )
     out = tmp_path / "run"
     assert cli("run", config, "--out", out)[0] == 0
     files = sorted((out / "cells").glob("*.json"))
     before = {p.name: json.loads(p.read_text()) for p in files}
-    assert {r["cohort_size"] for r in before.values()} == {4} and len({r["cohort"] for r in before.values()}) == 1
+    assert {r["cohort_size"] for r in before.values()} == {4} and len(
+        {r["cohort"] for r in before.values()}
+    ) == 1
     files[0].unlink()
     kept = {p.name: p.stat().st_mtime_ns for p in files[1:]}
     code, _, err = cli("run", config, "--out", out)
@@ -140,14 +186,15 @@ def test_a_resumed_run_reruns_an_unfinished_cohort_and_writes_only_its_missing_c
     assert {p.name: p.stat().st_mtime_ns for p in files[1:]} == kept  # the finished cells are not rewritten
     again = json.loads(files[0].read_text())
     times = ("started", "finished", "train_seconds", "train_peak_mem_mb", "fit_seconds", "fit_peak_mem_mb")
-    assert {k: v for k, v in again.items() if k not in times} == \
-        {k: v for k, v in before[files[0].name].items() if k not in times}
+    assert {k: v for k, v in again.items() if k not in times} == {
+        k: v for k, v in before[files[0].name].items() if k not in times
+    }
 
 
 def test_each_member_gets_an_equal_share_of_the_cohort_s_training_time(tmp_path):
     from bench.run.cell import cohorts
     from bench.run.stages import run_cohort
 
-    cohort, = [item for item in cohorts(_grid(tmp_path, 4, ["none", "identity"])) if item.cells][:1]
+    (cohort,) = [item for item in cohorts(_grid(tmp_path, 4, ["none", "identity"])) if item.cells][:1]
     records = run_cohort(cohort.cells, CPU)
     assert len({r["train_seconds"] for r in records}) == 1 and len({r["cohort"] for r in records}) == 1

@@ -1,28 +1,31 @@
 """The CUDA paths: bf16 autocast training, generators on the device, the GPU's peak memory,
 torch-fidelity on CUDA, several workers on one GPU. They skip without a GPU; tests/gpu/check.sh
 runs them on a machine that has one."""
+
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_CONFIG
+from tests_support import fast_params, tiny_config_with
 
-from bench.core.cache import FileCache
-from bench.protocol.config import parse_config
 from bench.core import FitContext
+from bench.core.cache import FileCache
 from bench.core.seeding import seeded
 from bench.data.sets import DatasetEntry, load_dataset
+from bench.data.splits import SplitSpec, make_split, train_pool
+from bench.protocol.config import parse_config
 from bench.quality.evaluator import evaluator, load_evaluator
 from bench.quality.features import extract
 from bench.quality.fidelity import fidelity
 from bench.run.cell import cached_dataset, expand_grid
 from bench.run.stages import run_cell
-from bench.data.splits import SplitSpec, make_split, train_pool
 from bench.training.loop import predict
-from conftest import TINY_CONFIG
 from strategies import STRATEGIES
-from tests_support import fast_params, tiny_config_with
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 RESULTS = ("test_accuracy", "test_nll", "train_accuracy", "val_accuracy", "curve")
@@ -52,8 +55,13 @@ def test_a_cell_on_cuda_learns_as_on_the_cpu_and_records_gpu_memory():
 
 
 def test_identity_and_magnitude_zero_score_exactly_like_none_on_cuda():
-    cells = _cells(["none", "identity",
-                    {"name": "classical", "label": "basic-0", "params": {"policy": "basic", "magnitude": 0.0}}])
+    cells = _cells(
+        [
+            "none",
+            "identity",
+            {"name": "classical", "label": "basic-0", "params": {"policy": "basic", "magnitude": 0.0}},
+        ]
+    )
     records = {(c.strategy.label, c.classifier, c.replicate): run_cell(c, CUDA) for c in cells}
     for (label, classifier, replicate), record in records.items():
         baseline = records[("none", classifier, replicate)]
@@ -62,8 +70,11 @@ def test_identity_and_magnitude_zero_score_exactly_like_none_on_cuda():
 
 
 def test_a_cell_on_cuda_is_reproducible():
-    cell = _cells([{"name": "classical", "label": "trivial", "params": {"policy": "trivialaugment+mixup"}}],
-                  classifiers=["resnet"], seeds=1)[0]
+    cell = _cells(
+        [{"name": "classical", "label": "trivial", "params": {"policy": "trivialaugment+mixup"}}],
+        classifiers=["resnet"],
+        seeds=1,
+    )[0]
     first, again = run_cell(cell, CUDA), run_cell(cell, CUDA)
     assert [first[c] for c in RESULTS] == [again[c] for c in RESULTS]
 
@@ -75,8 +86,14 @@ def test_generators_fit_and_sample_on_the_device(name, tmp_path, monkeypatch):
     cls = STRATEGIES.get(name)
     fits = []
     for k in range(2):  # two fits from the same seed, as run_cell seeds them
-        ctx = FitContext(device=CUDA, seed=3, num_classes=10, hflip=False, cache_dir=tmp_path / str(k),
-                         cache_key_parts=("digits",))
+        ctx = FitContext(
+            device=CUDA,
+            seed=3,
+            num_classes=10,
+            hflip=False,
+            cache_dir=tmp_path / str(k),
+            cache_key_parts=("digits",),
+        )
         with seeded(3, CUDA):
             fits.append(cls(**cls.resolve_params(fast_params(name), "test")).fit(labelled, ctx))
     synthetic = fits[0].synthetic
@@ -91,13 +108,19 @@ def test_quality_metrics_on_cuda_match_the_cpu(tmp_path):
     judge = evaluator(dataset, make_split(dataset, 10, SplitSpec(), 0), CUDA, FileCache(tmp_path), 0.2)
     pool, test = train_pool(dataset, SplitSpec())
     first, second = pool.images[:400], test.images[:300]
+
     def metrics(device):
         net = load_evaluator(judge.weights, device)
         return fidelity(extract(net, first, device), extract(net, second, device))
 
     on_gpu, on_cpu = metrics(CUDA), metrics(CPU)
-    for name in ("frechet_inception_distance", "kernel_inception_distance_mean", "inception_score_mean",
-                 "precision", "recall"):
+    for name in (
+        "frechet_inception_distance",
+        "kernel_inception_distance_mean",
+        "inception_score_mean",
+        "precision",
+        "recall",
+    ):
         assert on_gpu[name] == pytest.approx(on_cpu[name], rel=1e-2, abs=1e-4), name
 
 

@@ -2,12 +2,12 @@
 cell's failure (kind ``error``, with its traceback in a file), the grid goes on on every executor,
 the tables and the report are written, the run exits 1 naming the errors, a rerun tries the cells
 again, and the leaderboard refuses the run."""
+
 import json
 import os
 
 import pandas as pd
 import pytest
-
 from conftest import ROOT, run_subprocess
 from tests_support import tiny_config_with
 
@@ -36,8 +36,9 @@ def _plugin(tmp_path, fail: bool = True):
     folder = tmp_path / "plugins"
     folder.mkdir(exist_ok=True)
     (folder / "buggy_plugin.py").write_text(BUGGY.replace("FAIL", str(fail)))
-    config = load_config(tiny_config_with(tmp_path, {"strategies": ["none"], "classifiers": ["mlp"], "seeds": 4},
-                                          name="probe"))
+    config = load_config(
+        tiny_config_with(tmp_path, {"strategies": ["none"], "classifiers": ["mlp"], "seeds": 4}, name="probe")
+    )
     cells = expand_grid(config, {"digits": cached_dataset(config.datasets[0]).content_hash})
     odd = sum(_fit_seed_of_buggy(cell) % 2 for cell in cells)
     assert 0 < odd < 4, odd
@@ -53,8 +54,16 @@ def _fit_seed_of_buggy(cell) -> int:
 
 
 def _config(tmp_path, **change):
-    return tiny_config_with(tmp_path, {"plugins": ["buggy_plugin"], "strategies": ["none", "buggy"],
-                                       "classifiers": ["mlp"], "seeds": 4, **change})
+    return tiny_config_with(
+        tmp_path,
+        {
+            "plugins": ["buggy_plugin"],
+            "strategies": ["none", "buggy"],
+            "classifiers": ["mlp"],
+            "seeds": 4,
+            **change,
+        },
+    )
 
 
 def _check_run(out, errors: int, stderr: str):
@@ -90,7 +99,10 @@ def test_an_error_in_a_cell_costs_that_cell_on_the_serial_executor(tmp_path):
     assert set(failures["failure_kind"]) == {"error"} and failures["failure_traceback"].notna().all()
 
     done = _run(plugins, "leaderboard", out, "--out", tmp_path / "board", "--allow-undertrained")
-    assert done.returncode == 2 and "leaderboard refused: runs with cells whose code raised an error" in done.stderr
+    assert (
+        done.returncode == 2
+        and "leaderboard refused: runs with cells whose code raised an error" in done.stderr
+    )
     assert "buggy mlp seed" in done.stderr and not (tmp_path / "board").exists()
 
     # the bug fixed: a rerun runs exactly the errored cells again, and their traceback files go
@@ -108,8 +120,11 @@ def test_an_error_in_a_cell_costs_that_cell_on_the_process_executor(tmp_path):
     done = _run(plugins, "run", config, "--out", out, "--executor", "process")
     assert done.returncode == 1, done.stderr[-3000:]
     _check_run(out, errors, done.stderr)
-    record = json.loads(next(p for p in (out / "cells").glob("*.json")
-                             if json.loads(p.read_text())["status"] == "failed").read_text())
+    record = json.loads(
+        next(
+            p for p in (out / "cells").glob("*.json") if json.loads(p.read_text())["status"] == "failed"
+        ).read_text()
+    )
     assert record["failure_kind"] == "error" and "traceback" not in record
 
 
@@ -118,7 +133,9 @@ def test_an_error_in_a_cell_costs_that_cell_under_ray(tmp_path):
     pytest.importorskip("ray")
     plugins, errors = _plugin(tmp_path)
     config, out = _config(tmp_path, quality={"enabled": True, "samples": 50}), tmp_path / "run"
-    done = _run(plugins, "run", config, "--out", out, "--executor", "ray")  # its quality stage meets the bug too
+    done = _run(
+        plugins, "run", config, "--out", out, "--executor", "ray"
+    )  # its quality stage meets the bug too
     assert done.returncode == 1, done.stderr[-3000:]
     _check_run(out, errors, done.stderr)
 

@@ -1,13 +1,14 @@
 """The executor interface: every registered executor runs each item once, reports starts and
 results, and gives a cell the same result as any other executor."""
+
 import math
 
 import pytest
 import torch
 
 import bench.execution.local  # noqa: F401 - registers serial and process
-from bench.protocol.config import load_config
 from bench.core.executor import EXECUTORS
+from bench.protocol.config import load_config
 from bench.run.cell import cached_dataset, expand_grid
 from bench.run.tasks import CellTask
 
@@ -16,7 +17,8 @@ from bench.run.tasks import CellTask
 def test_each_item_runs_once_with_start_and_done(name):
     started, done = [], {}
     EXECUTORS.get(name)(workers=2, threads=1).map_unordered(
-        math.sqrt, [1.0, 4.0, 9.0, 16.0], on_start=started.append, on_done=done.__setitem__)
+        math.sqrt, [1.0, 4.0, 9.0, 16.0], on_start=started.append, on_done=done.__setitem__
+    )
     assert sorted(started) == [1.0, 4.0, 9.0, 16.0]
     assert done == {1.0: 1.0, 4.0: 2.0, 9.0: 3.0, 16.0: 4.0}
 
@@ -35,7 +37,9 @@ def test_serial_and_process_give_identical_cells(tiny_config, tmp_path):
     results = {}
     for name in ("serial", "process"):
         found = {}
-        EXECUTORS.get(name)(workers=2, threads=1).map_unordered(task, cells, on_done=lambda c, r: found.__setitem__(c.key, r))
+        EXECUTORS.get(name)(workers=2, threads=1).map_unordered(
+            task, cells, on_done=lambda c, r: found.__setitem__(c.key, r)
+        )
         results[name] = found
     for key, record in results["serial"].items():
         other = results["process"][key]
@@ -59,11 +63,17 @@ def test_a_dead_worker_is_retried_once_then_reported_and_the_rest_goes_on(tmp_pa
     monkeypatch.setenv("AUGBENCH_TEST_MARKER", str(tmp_path / "died-once"))
     done, lost, retried = {}, {}, {}
     EXECUTORS.get("process")(workers=2, threads=1).map_unordered(
-        _die_on_three, [1, 2, 3, 4, 5], on_done=done.__setitem__, on_lost=lost.__setitem__,
-        on_retry=retried.__setitem__)
+        _die_on_three,
+        [1, 2, 3, 4, 5],
+        on_done=done.__setitem__,
+        on_lost=lost.__setitem__,
+        on_retry=retried.__setitem__,
+    )
     assert done == {1: 10, 2: 20, 4: 40, 5: 50}  # 2 died once and succeeded on its retry
     assert list(lost) == [3] and lost[3].startswith("worker died: signal 9 (SIGKILL)")
-    assert 3 in retried and set(retried) <= {2, 3} and retried[3].startswith("worker died: signal 9 (SIGKILL)")
+    assert (
+        3 in retried and set(retried) <= {2, 3} and retried[3].startswith("worker died: signal 9 (SIGKILL)")
+    )
 
 
 def test_without_on_lost_a_dead_worker_is_a_clean_error(tmp_path, monkeypatch):
@@ -76,12 +86,13 @@ def test_without_on_lost_a_dead_worker_is_a_clean_error(tmp_path, monkeypatch):
 
 def test_a_lost_cell_is_recorded_failed_and_the_grid_goes_on(tiny_config, tmp_path):
     from bench.core.executor import Executor
-    from bench.run.tasks import execute
     from bench.run.store import RunStore
+    from bench.run.tasks import execute
 
     class LosesTheFirst(Executor):
-        def map_unordered(self, fn, items, on_start=None, on_done=None, on_lost=None, on_progress=None,
-                          on_retry=None):
+        def map_unordered(
+            self, fn, items, on_start=None, on_done=None, on_lost=None, on_progress=None, on_retry=None
+        ):
             items = list(items)
             on_lost(items[0], "worker died: signal 9 (SIGKILL), peak memory 900 MB")
             for item in items[1:]:
@@ -109,15 +120,18 @@ class _RetriesTheFirst:
     def session(self):
         return self.inner.session()
 
-    def map_unordered(self, fn, items, on_start=None, on_done=None, on_lost=None, on_progress=None, on_retry=None):
+    def map_unordered(
+        self, fn, items, on_start=None, on_done=None, on_lost=None, on_progress=None, on_retry=None
+    ):
         items = list(items)
         on_retry(items[0], "worker died: signal 9 (SIGKILL), peak memory 873 MB")
         self.inner.map_unordered(fn, items, on_start, on_done, on_lost, on_progress, on_retry)
 
 
 def test_a_retried_cell_says_so_on_a_line_of_its_own(tmp_path, cli, monkeypatch):
-    import bench.commands.run as run_command
     from tests_support import tiny_config_with
+
+    import bench.commands.run as run_command
 
     real = run_command.make_executor
     monkeypatch.setattr(run_command, "make_executor", lambda *args: _RetriesTheFirst(real(*args)))
@@ -125,8 +139,10 @@ def test_a_retried_cell_says_so_on_a_line_of_its_own(tmp_path, cli, monkeypatch)
     code, _, err = cli("run", config, "--out", tmp_path / "run")
     assert code == 0, err
     line = next(line for line in err.splitlines() if "retrying once" in line)
-    assert line == ("augbench: worker died on digits/5 none mlp seed 0 (signal 9 (SIGKILL), peak memory 873 MB): "
-                    "retrying once")
+    assert line == (
+        "augbench: worker died on digits/5 none mlp seed 0 (signal 9 (SIGKILL), peak memory 873 MB): "
+        "retrying once"
+    )
 
 
 def _record_as(path, **fields):
@@ -139,15 +155,18 @@ def _record_as(path, **fields):
 
 def test_a_rerun_retries_cells_the_machine_failed_and_keeps_method_failures_unless_asked(tmp_path, cli):
     import pandas as pd
-
     from tests_support import tiny_config_with
 
     config = tiny_config_with(tmp_path, {"strategies": ["none"], "classifiers": ["mlp"], "seeds": 3})
     out = tmp_path / "run"
     assert cli("run", config, "--out", out)[0] == 0
     first, second, third = sorted((out / "cells").glob("*.json"))
-    _record_as(first, status="failed", failure_reason="worker died: signal 9 (SIGKILL)", failure_kind="machine")
-    _record_as(second, status="failed", failure_reason="worker died: signal 9 (SIGKILL)")  # written before kinds
+    _record_as(
+        first, status="failed", failure_reason="worker died: signal 9 (SIGKILL)", failure_kind="machine"
+    )
+    _record_as(
+        second, status="failed", failure_reason="worker died: signal 9 (SIGKILL)"
+    )  # written before kinds
     _record_as(third, status="failed", failure_reason="generator training diverged", failure_kind="method")
     code, _, err = cli("run", config, "--out", out)
     assert code == 0 and "(1 already done, 2 failed one(s) to try again)" in err, err

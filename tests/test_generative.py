@@ -1,18 +1,20 @@
 """Generative strategies: labelled uint8 samples, the generator cache, divergence handling."""
+
 import pandas as pd
 import pytest
 import torch
-
-from bench.data.sets import DatasetEntry, load_dataset
-from bench.core.errors import CellFailed
-from strategies.generative import GenerativeStrategy, diversity
-from bench.data.splits import SplitSpec, make_split
-from strategies import STRATEGIES
-from bench.core import FitContext
 from tests_support import fast_params, tiny_config_with
 
-GENERATIVE = [n for n in STRATEGIES.names() if issubclass(STRATEGIES.get(n), GenerativeStrategy)
-              or n == "hybrid"]
+from bench.core import FitContext
+from bench.core.errors import CellFailed
+from bench.data.sets import DatasetEntry, load_dataset
+from bench.data.splits import SplitSpec, make_split
+from strategies import STRATEGIES
+from strategies.generative import GenerativeStrategy, diversity
+
+GENERATIVE = [
+    n for n in STRATEGIES.names() if issubclass(STRATEGIES.get(n), GenerativeStrategy) or n == "hybrid"
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +24,14 @@ def labelled():
 
 
 def _ctx(tmp_path, parts=("data-a",), seed=3):
-    return FitContext(device=torch.device("cpu"), seed=seed, num_classes=10, hflip=False, cache_dir=tmp_path,
-                      cache_key_parts=parts)
+    return FitContext(
+        device=torch.device("cpu"),
+        seed=seed,
+        num_classes=10,
+        hflip=False,
+        cache_dir=tmp_path,
+        cache_key_parts=parts,
+    )
 
 
 def _make(name, **params):
@@ -56,14 +64,19 @@ def test_generator_cache_hits_on_rerun_and_misses_on_changed_input(labelled, tmp
     assert _make("vae").fit(labelled, _ctx(tmp_path, parts=("data-b",))).info["generator_cache_hit"] is False
     changed = labelled.subset(torch.arange(len(labelled) - 10))
     from bench.core.images import content_hash
-    assert _make("vae").fit(changed, _ctx(tmp_path, parts=(content_hash(changed),))).info["generator_cache_hit"] is False
+
+    assert (
+        _make("vae").fit(changed, _ctx(tmp_path, parts=(content_hash(changed),))).info["generator_cache_hit"]
+        is False
+    )
     for path in tmp_path.glob("generator-*.pt"):  # safe deserialization
         torch.load(path, weights_only=True)
 
 
 @pytest.mark.parametrize("name", [n for n in GENERATIVE if n != "hybrid"])
-def test_a_fitted_generator_depends_on_its_key_alone_not_on_who_fits_it_first(name, labelled, tmp_path,
-                                                                               monkeypatch):
+def test_a_fitted_generator_depends_on_its_key_alone_not_on_who_fits_it_first(
+    name, labelled, tmp_path, monkeypatch
+):
     """gan and hybrid share a generator through the cache: whichever fits it, with whatever random
     state before, it must come out the same (else results depend on the order cells ran in)."""
     monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)
@@ -77,8 +90,11 @@ def test_a_fitted_generator_depends_on_its_key_alone_not_on_who_fits_it_first(na
 
 def test_collapsed_samples_fail_the_fit(labelled, tmp_path, monkeypatch):
     strategy = _make("vae")
-    monkeypatch.setattr(type(strategy), "sample",
-                        lambda self, model, labels, lab, ctx, gen: torch.full((len(labels), 1, 8, 8), 7, dtype=torch.uint8))
+    monkeypatch.setattr(
+        type(strategy),
+        "sample",
+        lambda self, model, labels, lab, ctx, gen: torch.full((len(labels), 1, 8, 8), 7, dtype=torch.uint8),
+    )
     with pytest.raises(CellFailed, match="mode collapse"):
         strategy.fit(labelled, _ctx(tmp_path))
 
@@ -110,9 +126,12 @@ def test_the_vaes_class_prior_matches_the_aggregate_posterior_of_each_class():
         expected = torch.cov(mu[labels == cls].T) + torch.exp(torch.tensor(-2.0)) * torch.eye(LATENT)
         assert torch.allclose(means[cls], mu[labels == cls].mean(0))
         assert torch.allclose(factors[cls] @ factors[cls].T, expected, atol=1e-5)
-    assert torch.equal(means[2], torch.zeros(LATENT)) and torch.equal(factors[2], torch.eye(LATENT))  # no images
-    _, collapsed = class_priors(_Encoded(torch.zeros(7, LATENT), torch.zeros(7, LATENT)), images, 2,
-                                torch.device("cpu"))
+    assert torch.equal(means[2], torch.zeros(LATENT)) and torch.equal(
+        factors[2], torch.eye(LATENT)
+    )  # no images
+    _, collapsed = class_priors(
+        _Encoded(torch.zeros(7, LATENT), torch.zeros(7, LATENT)), images, 2, torch.device("cpu")
+    )
     assert torch.allclose(collapsed[0], torch.eye(LATENT))
 
 
@@ -125,16 +144,27 @@ def test_the_gans_mode_seeking_keeps_each_class_as_diverse_as_its_real_images(tm
     labelled = make_split(dataset, 10, SplitSpec(val_per_class=10), replicate=0).labelled
     worst = {}
     for name, terms in (("plain", {"mode_seeking": 0.0, "class_loss": 0.0}), ("default", {})):
-        synthetic = _make("gan", steps=300, ratio=5.0, **terms).fit(labelled, _ctx(tmp_path / name, seed=1)).synthetic
-        worst[name] = min(diversity(synthetic.images[synthetic.labels == c])
-                          / diversity(labelled.images[labelled.labels == c]) for c in range(10))
+        synthetic = (
+            _make("gan", steps=300, ratio=5.0, **terms).fit(labelled, _ctx(tmp_path / name, seed=1)).synthetic
+        )
+        worst[name] = min(
+            diversity(synthetic.images[synthetic.labels == c])
+            / diversity(labelled.images[labelled.labels == c])
+            for c in range(10)
+        )
     assert worst["default"] >= 0.6 and worst["default"] >= worst["plain"] + 0.3, worst
 
 
 def test_a_divergent_gan_gives_a_failed_cell_not_a_crashed_run(tmp_path, cli):
-    config = tiny_config_with(tmp_path, {
-        "strategies": ["none", {"name": "gan", "params": {"lr": 10.0, "steps": 150}}],
-        "classifiers": ["mlp", "cnn"], "seeds": 1, "quality": {"enabled": False}})
+    config = tiny_config_with(
+        tmp_path,
+        {
+            "strategies": ["none", {"name": "gan", "params": {"lr": 10.0, "steps": 150}}],
+            "classifiers": ["mlp", "cnn"],
+            "seeds": 1,
+            "quality": {"enabled": False},
+        },
+    )
     code, out, err = cli("run", config, "--out", tmp_path / "run")
     assert code == 0, err
     results = pd.read_csv(tmp_path / "run" / "results.csv")
@@ -154,6 +184,7 @@ def test_the_validation_signal_is_recorded_and_changes_no_weight(name, labelled,
     import json
 
     from bench.core.images import ImageSet
+
     monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)
     dataset = load_dataset(DatasetEntry("digits"))
     val = make_split(dataset, 6, SplitSpec(val_per_class=5), replicate=0).val
@@ -161,12 +192,16 @@ def test_the_validation_signal_is_recorded_and_changes_no_weight(name, labelled,
     signalled = dataclasses.replace(_ctx(tmp_path / "signal"), val=ImageSet(val.images, val.labels))
     model_a, info_a = _make(name, steps=40).fitted_generator(labelled, plain)
     model_b, info_b = _make(name, steps=40).fitted_generator(labelled, signalled)
-    assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values())
+    )
     assert "generator_converged" not in info_a
     trace = json.loads(info_b["generator_signal"])
     assert [point["step"] for point in trace] == [10, 20, 30, 40]
     assert isinstance(info_b["generator_converged"], bool) and info_b["generator_val_kid"] == trace[-1]["kid"]
     before, last = trace[-2], trace[-1]
     assert info_b["generator_converged"] == (before["kid"] - last["kid"] <= 2 * last["kid_std"])
-    _, cached = _make(name, steps=40).fitted_generator(labelled, signalled)  # a cache hit reports its fit's signal
+    _, cached = _make(name, steps=40).fitted_generator(
+        labelled, signalled
+    )  # a cache hit reports its fit's signal
     assert cached["generator_cache_hit"] and cached["generator_signal"] == info_b["generator_signal"]

@@ -1,4 +1,5 @@
 """The leaderboard's aggregates on a constructed results table, against hand-computed values."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,15 +13,29 @@ NONE = {"mlp": [0.80, 0.82, 0.78, 0.81, 0.79, 0.83], "cnn": [0.90, 0.88, 0.91, 0
 
 def _results() -> pd.DataFrame:
     rows = []
-    for strategy, shift in (("none", {"mlp": 0.0, "cnn": 0.0}), ("better", {"mlp": 0.02, "cnn": 0.04}),
-                            ("worse", {"mlp": -0.05, "cnn": -0.01})):
+    for strategy, shift in (
+        ("none", {"mlp": 0.0, "cnn": 0.0}),
+        ("better", {"mlp": 0.02, "cnn": 0.04}),
+        ("worse", {"mlp": -0.05, "cnn": -0.01}),
+    ):
         for classifier, accuracies in NONE.items():
             for seed, accuracy in enumerate(accuracies):
                 jitter = 0.001 * ((seed * 7 + len(strategy)) % 5) if strategy != "none" else 0.0
-                rows.append({"key": f"{strategy}-{classifier}-{seed}", "dataset": "digits", "regime": "10",
-                             "classifier": classifier, "strategy": strategy, "replicate": seed, "status": "ok",
-                             "test_accuracy": accuracy + shift[classifier] + jitter, "gap_accuracy": 0.0,
-                             "gap_loss": 0.0, "strategy_params": "{}"})
+                rows.append(
+                    {
+                        "key": f"{strategy}-{classifier}-{seed}",
+                        "dataset": "digits",
+                        "regime": "10",
+                        "classifier": classifier,
+                        "strategy": strategy,
+                        "replicate": seed,
+                        "status": "ok",
+                        "test_accuracy": accuracy + shift[classifier] + jitter,
+                        "gap_accuracy": 0.0,
+                        "gap_loss": 0.0,
+                        "strategy_params": "{}",
+                    }
+                )
     return pd.DataFrame(rows)
 
 

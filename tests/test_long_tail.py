@@ -1,20 +1,21 @@
 """Imbalanced regimes: long-tailed labelled draws, `as-is`, class-filling synthetic images
 (`balance: true`), per-class recall and the smallest third, and the report's per-class table."""
+
 import json
 
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_CONFIG
+from tests_support import digits_images_npz, fast_params, tiny_config_with
 
-from bench.protocol.config import load_config, parse_config
 from bench.core import FitContext
 from bench.data.sets import DatasetEntry, load_dataset
-from bench.training.metrics import class_recall, smallest_third
 from bench.data.splits import LongTail, SplitSpec, make_split
-from conftest import TINY_CONFIG
+from bench.protocol.config import load_config, parse_config
+from bench.training.metrics import class_recall, smallest_third
 from strategies import STRATEGIES
 from strategies.generative import filling_labels
-from tests_support import digits_images_npz, fast_params, tiny_config_with
 
 
 def test_long_tail_counts_follow_the_cifar_lt_convention():
@@ -30,9 +31,11 @@ def test_regime_config_forms_and_their_errors():
     assert parse_config({**TINY_CONFIG, "regimes": ["as-is"]}).regimes == (None,)  # an alias of all
     with pytest.raises(Exception, match="regime.s. all given twice"):
         parse_config({**TINY_CONFIG, "regimes": ["all", "as-is"]})  # one regime, so the same cells twice
-    for bad, message in [({"long_tail": 10}, "n_max"),
-                         ({"long_tail": 0.5, "n_max": 4}, r"long_tail: 0.5 is out of range \(must be >= 1\)"),
-                         ({"long_tail": 10, "n_max": 4, "x": 1}, "long-tailed regime")]:
+    for bad, message in [
+        ({"long_tail": 10}, "n_max"),
+        ({"long_tail": 0.5, "n_max": 4}, r"long_tail: 0.5 is out of range \(must be >= 1\)"),
+        ({"long_tail": 10, "n_max": 4, "x": 1}, "long-tailed regime"),
+    ]:
         with pytest.raises(Exception, match=message):
             parse_config({**TINY_CONFIG, "regimes": [bad]})
 
@@ -60,8 +63,15 @@ def test_smallest_third_and_class_recall():
 
 def test_a_long_tailed_run_reports_per_class_gains(cli, tmp_path):
     gan = {"name": "gan", "label": "gan-balance", "params": {**fast_params("gan"), "balance": True}}
-    config = tiny_config_with(tmp_path, {"regimes": [{"long_tail": 5, "n_max": 15}], "classifiers": ["mlp"],
-                                         "strategies": ["none", gan], "quality": {"enabled": False}})
+    config = tiny_config_with(
+        tmp_path,
+        {
+            "regimes": [{"long_tail": 5, "n_max": 15}],
+            "classifiers": ["mlp"],
+            "strategies": ["none", gan],
+            "quality": {"enabled": False},
+        },
+    )
     code, _, err = cli("run", config, "--out", tmp_path / "run")
     assert code == 0, err
     results = pd.read_csv(tmp_path / "run" / "results.csv")
@@ -77,11 +87,15 @@ def test_a_long_tailed_run_reports_per_class_gains(cli, tmp_path):
 
 
 def test_pre_generated_images_can_fill_the_small_classes_too():
-    labelled = make_split(load_dataset(DatasetEntry("digits")), LongTail(4, 8), SplitSpec(val_per_class=10), 0).labelled
+    labelled = make_split(
+        load_dataset(DatasetEntry("digits")), LongTail(4, 8), SplitSpec(val_per_class=10), 0
+    ).labelled
     cls = STRATEGIES.get("synthetic-images")
     ctx = FitContext(device=torch.device("cpu"), seed=0, num_classes=10, hflip=False)
     for balance, expected in ((False, None), (True, [8 - c for c in LongTail(4, 8).counts(10)])):
-        data = cls(**cls.resolve_params({"path": digits_images_npz(), "balance": balance}, "test")).fit(labelled, ctx)
+        data = cls(**cls.resolve_params({"path": digits_images_npz(), "balance": balance}, "test")).fit(
+            labelled, ctx
+        )
         counts = torch.bincount(data.synthetic.labels, minlength=10).tolist()
         assert sum(counts) == len(labelled)
         if expected is None:
@@ -89,13 +103,21 @@ def test_pre_generated_images_can_fill_the_small_classes_too():
         else:  # the shortfalls first (they add up to fewer than the budget), then every class evenly
             rest = len(labelled) - sum(expected)
             assert [c - e for c, e in zip(counts, expected)] == torch.bincount(
-                torch.arange(rest) % 10, minlength=10).tolist()
+                torch.arange(rest) % 10, minlength=10
+            ).tolist()
 
 
 def test_a_tuned_long_tailed_regime_is_written_back_as_a_config(tmp_path, cli):
-    config = tiny_config_with(tmp_path, {"regimes": [{"long_tail": 5, "n_max": 15}], "classifiers": ["mlp"],
-                                         "strategies": ["none", {"name": "classical", "params": {"policy": "basic"}}],
-                                         "quality": {"enabled": False}, "tune": {"trials": 2, "seeds": 1}})
+    config = tiny_config_with(
+        tmp_path,
+        {
+            "regimes": [{"long_tail": 5, "n_max": 15}],
+            "classifiers": ["mlp"],
+            "strategies": ["none", {"name": "classical", "params": {"policy": "basic"}}],
+            "quality": {"enabled": False},
+            "tune": {"trials": 2, "seeds": 1},
+        },
+    )
     code, _, err = cli("tune", config, "--out", tmp_path / "tune", "--workers", "1")
     assert code == 0, err
     tuned = next((tmp_path / "tune" / "tuning").glob("*-tuned-*.yaml"))

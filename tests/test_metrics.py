@@ -1,4 +1,5 @@
 """Classification metrics against scikit-learn and by-hand values."""
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,9 @@ def test_balanced_accuracy_and_macro_f1_match_scikit_learn(seed):
     logits = torch.randn(200, 6, generator=generator) + 2.0 * torch.nn.functional.one_hot(labels, 6)
     found = classification_metrics(logits, labels)
     predicted = logits.argmax(1).numpy()
-    assert found["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels.numpy(), predicted), abs=1e-12)
+    assert found["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(labels.numpy(), predicted), abs=1e-12
+    )
     assert found["macro_f1"] == pytest.approx(f1_score(labels.numpy(), predicted, average="macro"), abs=1e-12)
     assert found["accuracy"] == pytest.approx(float(np.mean(predicted == labels.numpy())))
 

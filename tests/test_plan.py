@@ -1,10 +1,10 @@
 """`augbench plan`: the work left after resume and a calibrated estimate, before anything runs.
 (How close the estimate comes to the measured time is a benchmark in the closing note; these
 tests check the plan's structure and bookkeeping.)"""
+
 import json
 
 import pytest
-
 from tests_support import fast_params, tiny_config_with
 
 
@@ -16,8 +16,9 @@ def _plan(cli, config, out, tmp_path):
 
 def test_plan_counts_the_work_left_and_estimates_it(cli, tmp_path):
     gan = {"name": "gan", "params": {**fast_params("gan"), "ratio": 1.0}}
-    config = tiny_config_with(tmp_path, {"strategies": ["none", gan], "seeds": 2,
-                                         "quality": {"enabled": True, "samples": 50}})
+    config = tiny_config_with(
+        tmp_path, {"strategies": ["none", gan], "seeds": 2, "quality": {"enabled": True, "samples": 50}}
+    )
     out = tmp_path / "run"
     plan, text = _plan(cli, config, out, tmp_path)
     assert (plan["cells"], plan["cells_todo"]) == (8, 8)  # 2 strategies x 2 classifiers x 2 seeds
@@ -26,7 +27,9 @@ def test_plan_counts_the_work_left_and_estimates_it(cli, tmp_path):
     assert set(plan["seconds"]) == {"training", "generator fits", "quality"}
     assert all(seconds > 0 for seconds in plan["seconds"].values())
     assert plan["startup_seconds"] > 0
-    assert plan["wall_seconds"] == pytest.approx(plan["startup_seconds"] + sum(plan["seconds"].values()) / plan["workers"])
+    assert plan["wall_seconds"] == pytest.approx(
+        plan["startup_seconds"] + sum(plan["seconds"].values()) / plan["workers"]
+    )
     assert plan["peak_mem_mb"] > 0
     assert "to do: 8 of 8 cells, 2 generator fit(s), 4 quality job(s)" in text
     assert not out.exists()  # planning writes nothing into the run folder
@@ -44,7 +47,11 @@ def test_the_calibration_is_measured_once_per_device(cli, tmp_path, monkeypatch)
     _plan(cli, config, tmp_path / "run", tmp_path)
     calibration = tmp_path / "cache" / "calibration.json"
     first = calibration.read_text()
-    assert {entry["what"][0] for entry in json.loads(first).values()} >= {"classifier", "transform", "quality"}
+    assert {entry["what"][0] for entry in json.loads(first).values()} >= {
+        "classifier",
+        "transform",
+        "quality",
+    }
     _plan(cli, config, tmp_path / "run", tmp_path)
     assert calibration.read_text() == first
 
@@ -91,9 +98,15 @@ def test_the_schedule_follows_the_critical_path():
     from bench.costs.plan import CellWork, schedule_seconds
 
     # one long generator fit that three cells need: the second worker waits for it, not 30 s of work shared
-    shared = [CellWork(1.0, [("generator:g", 20.0)]), CellWork(1.0, [("generator:g", 0.0)]),
-              CellWork(1.0, [("generator:g", 0.0)]), CellWork(1.0)]
-    assert schedule_seconds(shared, workers=2) == 22.0  # the other worker waits for the fit: not 24 / 2 = 12 s
+    shared = [
+        CellWork(1.0, [("generator:g", 20.0)]),
+        CellWork(1.0, [("generator:g", 0.0)]),
+        CellWork(1.0, [("generator:g", 0.0)]),
+        CellWork(1.0),
+    ]
+    assert (
+        schedule_seconds(shared, workers=2) == 22.0
+    )  # the other worker waits for the fit: not 24 / 2 = 12 s
     assert schedule_seconds(shared, workers=1) == 24.0  # one worker: everything in turn
     # a long cell at the end of the grid ends the run after the others
     assert schedule_seconds([CellWork(1.0)] * 4 + [CellWork(10.0)], workers=2) == 12.0
@@ -120,18 +133,26 @@ class _Costs:
 
     def generator(self, strategy, shape, num_classes, cohort=1):
         self.asked.append(("generator", cohort))
-        return {"step_s": 10.0 * cohort ** 0.5, "peak_mem_mb": 3.0, "sample_s_per_image": 0.0}
+        return {"step_s": 10.0 * cohort**0.5, "peak_mem_mb": 3.0, "sample_s_per_image": 0.0}
 
 
 def test_the_plan_costs_cohorts_and_generator_cohorts_as_the_run_forms_them(tmp_path):
+    from conftest import TINY_CONFIG
+
     from bench.costs.plan import _make_plan
     from bench.protocol.config import parse_config
     from bench.run.cell import cached_dataset, expand_grid
-    from conftest import TINY_CONFIG
 
     vae = {"name": "vae", "params": {"steps": 7}}
-    config = parse_config({**TINY_CONFIG, "strategies": ["none", vae], "classifiers": ["mlp"], "seeds": 3,
-                           "quality": {"enabled": False}})
+    config = parse_config(
+        {
+            **TINY_CONFIG,
+            "strategies": ["none", vae],
+            "classifiers": ["mlp"],
+            "seeds": 3,
+            "quality": {"enabled": False},
+        }
+    )
     hashes = {"digits": cached_dataset(config.datasets[0]).content_hash}
     costs = _Costs()
     plan = _make_plan(config, expand_grid(config, hashes, 2), set(), tmp_path, costs, workers=1)
@@ -140,22 +161,34 @@ def test_the_plan_costs_cohorts_and_generator_cohorts_as_the_run_forms_them(tmp_
     # the vae's generators: seeds 0+1 as one, seed 2 alone
     assert sorted(costs.asked) == [("cohort", 2)] * 2 + [("generator", 1), ("generator", 2)]
     assert plan.generator_fits == 3
-    assert plan.seconds["generator fits"] == pytest.approx(7 * (10.0 * 2 ** 0.5 + 10.0))
+    assert plan.seconds["generator fits"] == pytest.approx(7 * (10.0 * 2**0.5 + 10.0))
     assert plan.seconds["training"] == pytest.approx(steps * (1.5 + 1.0 + 1.0 + 1.5))
     assert plan.schedule_seconds == pytest.approx(sum(plan.seconds.values()))  # one worker
 
 
 def test_the_plan_trains_a_pseudo_label_teacher_once_per_fit_data(tmp_path):
+    from conftest import TINY_CONFIG
+
     from bench.costs.plan import TEACHER_NET, _make_plan
     from bench.protocol.config import parse_config
     from bench.run.cell import cached_dataset, expand_grid
-    from conftest import TINY_CONFIG
 
     gan = {"name": "gan", "params": {"steps": 7, "generator_data": "pseudo-labelled"}}
-    config = parse_config({**TINY_CONFIG, "regimes": [10], "unlabelled": "pool", "classifiers": ["mlp"], "seeds": 2,
-                           "strategies": ["none", "pseudo-label", gan], "quality": {"enabled": False}})
+    config = parse_config(
+        {
+            **TINY_CONFIG,
+            "regimes": [10],
+            "unlabelled": "pool",
+            "classifiers": ["mlp"],
+            "seeds": 2,
+            "strategies": ["none", "pseudo-label", gan],
+            "quality": {"enabled": False},
+        }
+    )
     cells = expand_grid(config, {"digits": cached_dataset(config.datasets[0]).content_hash})
     plan = _make_plan(config, cells, set(), tmp_path, _Costs(), workers=1)
     steps = TEACHER_NET.training_recipe.steps(100, config.budget.scale)  # 10 labelled images a class
-    assert plan.seconds["pseudo-label teachers"] == pytest.approx(2 * steps * 1.0)  # one per seed, shared by both
+    assert plan.seconds["pseudo-label teachers"] == pytest.approx(
+        2 * steps * 1.0
+    )  # one per seed, shared by both
     assert plan.schedule_seconds == pytest.approx(sum(plan.seconds.values()))

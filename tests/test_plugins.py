@@ -1,13 +1,12 @@
 """Plugins: a module named in a config, or an installed entry point, registers a data set and a
 strategy that a run then uses; a plugin that does not import is one clear error."""
+
 import os
 import textwrap
 
 import pandas as pd
 import pytest
-
 from conftest import ROOT, run_subprocess
-
 from tests_support import tiny_config_with
 
 PLUGIN = '''
@@ -53,9 +52,17 @@ def _write_plugin(folder, module, prefix):
 def test_a_plugin_named_in_the_config_registers_what_a_run_uses(tmp_path, cli, monkeypatch):
     _write_plugin(tmp_path / "plugins", "myplug", "my-")
     monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
-    config = tiny_config_with(tmp_path, {"plugins": ["myplug"], "datasets": ["my-digits-half"],
-                                         "strategies": ["none", "my-flip"], "classifiers": ["mlp"], "seeds": 1,
-                                         "quality": {"enabled": False}})
+    config = tiny_config_with(
+        tmp_path,
+        {
+            "plugins": ["myplug"],
+            "datasets": ["my-digits-half"],
+            "strategies": ["none", "my-flip"],
+            "classifiers": ["mlp"],
+            "seeds": 1,
+            "quality": {"enabled": False},
+        },
+    )
     code, _, err = cli("run", config, "--out", tmp_path / "run")
     assert code == 0, err
     results = pd.read_csv(tmp_path / "run" / "results.csv")
@@ -80,9 +87,11 @@ def test_an_installed_entry_point_registers_too(tmp_path, cli, monkeypatch):
 
 
 def test_a_plugin_that_does_not_import_is_a_clear_error(tmp_path, cli, monkeypatch):
-    (tmp_path / "broken.py").write_text(textwrap.dedent("""
+    (tmp_path / "broken.py").write_text(
+        textwrap.dedent("""
         import no_such_package_anywhere
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     config = tiny_config_with(tmp_path, {"plugins": ["broken"]})
     code, _, err = cli("run", config, "--out", tmp_path / "run")
@@ -93,8 +102,15 @@ def test_a_plugin_that_does_not_import_is_a_clear_error(tmp_path, cli, monkeypat
 def test_a_plugin_strategy_is_known_in_tune_worker_processes(tmp_path, cli, monkeypatch):
     _write_plugin(tmp_path / "plugins", "tuneplug", "tp-")
     monkeypatch.syspath_prepend(str(tmp_path / "plugins"))  # spawned workers inherit sys.path
-    config = tiny_config_with(tmp_path, {"plugins": ["tuneplug"], "strategies": ["none", "tp-dim"],
-                                         "classifiers": ["mlp", "cnn"], "seeds": 1})
+    config = tiny_config_with(
+        tmp_path,
+        {
+            "plugins": ["tuneplug"],
+            "strategies": ["none", "tp-dim"],
+            "classifiers": ["mlp", "cnn"],
+            "seeds": 1,
+        },
+    )
     code, out, err = cli("tune", config, "--trials", "1", "--workers", "2", "--out", tmp_path / "tune")
     assert code == 0, err
     trials = pd.read_csv(tmp_path / "tune" / "tuning" / "trials.csv")
@@ -104,10 +120,14 @@ def test_a_plugin_strategy_is_known_in_tune_worker_processes(tmp_path, cli, monk
 def test_a_plugin_strategy_runs_in_ray_tasks(tmp_path):
     pytest.importorskip("ray")
     _write_plugin(tmp_path / "plugins", "rayplug", "rp-")
-    config = tiny_config_with(tmp_path, {"plugins": ["rayplug"], "strategies": ["none", "rp-flip"],
-                                         "classifiers": ["mlp"], "seeds": 1})
+    config = tiny_config_with(
+        tmp_path,
+        {"plugins": ["rayplug"], "strategies": ["none", "rp-flip"], "classifiers": ["mlp"], "seeds": 1},
+    )
     env = {"PYTHONPATH": f"{tmp_path / 'plugins'}{os.pathsep}{ROOT}"}  # as a user makes a plugin importable
-    done = run_subprocess("run", config, "--out", tmp_path / "run", "--executor", "ray", env_extra=env, timeout=600)
+    done = run_subprocess(
+        "run", config, "--out", tmp_path / "run", "--executor", "ray", env_extra=env, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = pd.read_csv(tmp_path / "run" / "results.csv")
     assert sorted(results["strategy"]) == ["none", "rp-flip"] and (results["status"] == "ok").all()

@@ -1,5 +1,6 @@
 """Quality metrics: features computed once, fidelity numbers from them equal to torch-fidelity's own
 `calculate_metrics` and to independent computations."""
+
 import numpy as np
 import pytest
 import torch
@@ -10,10 +11,10 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from bench.core.cache import FileCache
 from bench.data.sets import DatasetEntry, load_dataset
+from bench.data.splits import SplitSpec, make_split, train_pool
 from bench.quality.evaluator import evaluator, load_evaluator
 from bench.quality.features import extract
 from bench.quality.fidelity import FID, KID, fidelity, inception_fid_kid
-from bench.data.splits import SplitSpec, make_split, train_pool
 
 CPU = torch.device("cpu")
 
@@ -21,8 +22,13 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def digits_eval(tmp_path_factory):
     dataset = load_dataset(DatasetEntry("digits"))
-    judge = evaluator(dataset, make_split(dataset, 10, SplitSpec(), 0), CPU,
-                      FileCache(tmp_path_factory.mktemp("cache")), 0.2)
+    judge = evaluator(
+        dataset,
+        make_split(dataset, 10, SplitSpec(), 0),
+        CPU,
+        FileCache(tmp_path_factory.mktemp("cache")),
+        0.2,
+    )
     pool, test = train_pool(dataset, SplitSpec())
     return judge.weights, judge.test_accuracy, pool, test
 
@@ -102,9 +108,21 @@ def test_metrics_from_features_computed_once_equal_torch_fidelitys_own(digits_ev
         register_feature_extractor("test-augbench-evaluator", _TorchFidelityEvaluator)
     first, second = pool.images[:300], test.images[:300]
     reference = torch_fidelity.calculate_metrics(
-        input1=_Bare(first), input2=_Bare(second), cuda=False, feature_extractor="test-augbench-evaluator",
-        feature_extractor_weights_path=str(weights), cache=False, verbose=False, save_cpu_ram=True,
-        kid_subset_size=300, batch_size=256, fid=True, kid=True, isc=True, prc=True)
+        input1=_Bare(first),
+        input2=_Bare(second),
+        cuda=False,
+        feature_extractor="test-augbench-evaluator",
+        feature_extractor_weights_path=str(weights),
+        cache=False,
+        verbose=False,
+        save_cpu_ram=True,
+        kid_subset_size=300,
+        batch_size=256,
+        fid=True,
+        kid=True,
+        isc=True,
+        prc=True,
+    )
     ours = fidelity_metrics(first, second, weights)
     assert set(ours) <= set(reference)
     for name, value in ours.items():
@@ -121,8 +139,9 @@ def test_kid_is_near_zero_for_one_distribution_and_not_for_noise(digits_eval):
     weights, _, pool, _ = digits_eval
     shuffled = pool.images[torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))]
     same = fidelity_metrics(shuffled[:400], shuffled[400:800], weights, metrics=("kid",))
-    noise = torch.randint(0, 256, (400, *pool.images.shape[1:]), dtype=torch.uint8,
-                          generator=torch.Generator().manual_seed(1))
+    noise = torch.randint(
+        0, 256, (400, *pool.images.shape[1:]), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
     against_noise = fidelity_metrics(noise, shuffled[:400], weights, metrics=("kid",))
     kid_same, kid_noise = same[KID], against_noise[KID]
     assert kid_noise > 0.1
@@ -137,7 +156,9 @@ def test_inception_path_runs_with_given_weights(digits_eval, tmp_path, monkeypat
     with monkeypatch.context() as patch:
         patch.setattr(torch, "load", lambda *a, **k: {})
         patch.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-        skeleton = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path="x")
+        skeleton = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path="x"
+        )
     weights = tmp_path / "inception.pt"
     torch.save(skeleton.state_dict(), weights)
     _, _, pool, test = digits_eval
@@ -161,11 +182,11 @@ def test_evaluator_trains_without_the_labelled_images_where_the_regime_allows():
 
 
 def test_quality_scores_what_the_classifier_trains_on_at_one_n(tmp_path):
-    from bench.training.augment import make_batch_transform
-    from bench.quality.settings import QualitySpec
     from bench.core.images import ImageSet
     from bench.core.strategy import TrainingData
     from bench.quality.assess import assess_quality
+    from bench.quality.settings import QualitySpec
+    from bench.training.augment import make_batch_transform
 
     dataset = load_dataset(DatasetEntry("digits"))
     split = make_split(dataset, 10, SplitSpec(), 0)
@@ -178,15 +199,25 @@ def test_quality_scores_what_the_classifier_trains_on_at_one_n(tmp_path):
     assert none["quality_kind"] == "real" and "cas_accuracy" not in none
     assert none["quality_n"] == none["quality_n_test"] == none["quality_ref_n"] == 100  # n_real, not 500
     assert none["evaluator_disjoint"] and none["evaluator_label_agreement"] < 1.0
-    classical = assess(TrainingData(real=split.labelled, batch_transform=make_batch_transform(("basic",), 0.5, False)),
-                       tmp_path / "samples" / "classical.npz")
+    classical = assess(
+        TrainingData(real=split.labelled, batch_transform=make_batch_transform(("basic",), 0.5, False)),
+        tmp_path / "samples" / "classical.npz",
+    )
     assert classical["quality_kind"] == "augmented" and classical["quality_n"] == 100
     assert classical["fid_evaluator"] != none["fid_evaluator"]
     assert classical["fid_evaluator_ref_real"] == none["fid_evaluator_ref_real"]  # one floor at one N
-    assert classical["sample_grid"] == "samples/classical.npz" and (tmp_path / "samples" / "classical.npz").is_file()
-    pool = ImageSet(split.labelled.images[:40].flip(-1), split.labelled.labels[:40])  # a 40-image synthetic pool
+    assert (
+        classical["sample_grid"] == "samples/classical.npz"
+        and (tmp_path / "samples" / "classical.npz").is_file()
+    )
+    pool = ImageSet(
+        split.labelled.images[:40].flip(-1), split.labelled.labels[:40]
+    )  # a 40-image synthetic pool
     generated = assess(TrainingData(real=split.labelled, synthetic=pool))
-    assert generated["quality_kind"] == "generated" and generated["quality_n"] == generated["quality_ref_n"] == 40
+    assert (
+        generated["quality_kind"] == "generated"
+        and generated["quality_n"] == generated["quality_ref_n"] == 40
+    )
     assert 0.0 <= generated["cas_accuracy"] <= 1.0 and generated["mem_near_copy_chance"] == 0.05
 
 
@@ -197,5 +228,9 @@ def test_a_handful_of_images_gives_no_fidelity_numbers_instead_of_an_error(digit
     found = fidelity_metrics(pool.images[:3], test.images[:3], weights)  # precision/recall would need > 3
     assert set(found) == {FID, KID, "inception_score_mean", "precision", "recall"}
     assert all(np.isnan(v) for v in found.values())
-    assert all(np.isfinite(v) for v in fidelity_metrics(pool.images[:MIN_IMAGES], test.images[:MIN_IMAGES],
-                                                        weights, metrics=("fid", "kid")).values())
+    assert all(
+        np.isfinite(v)
+        for v in fidelity_metrics(
+            pool.images[:MIN_IMAGES], test.images[:MIN_IMAGES], weights, metrics=("fid", "kid")
+        ).values()
+    )

@@ -1,6 +1,7 @@
 """The ray executor: the same cells and numbers as the process executor, every cell exactly once
 when a Ray worker or the driver is killed, and clear errors for bad settings. Each test starts
 its own local Ray cluster; they skip without Ray."""
+
 import builtins
 import json
 import os
@@ -13,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import ROOT
+from tests_support import tiny_config_with, wait_until
 
 import bench.protocol.registries  # noqa: F401 - registers the executors
 from bench.core.executor import EXECUTORS, FolderTask, Stage
-from conftest import ROOT
-from tests_support import tiny_config_with, wait_until
 
 ray = pytest.importorskip("ray")
 
@@ -31,29 +32,61 @@ def _run(cli, config, out, *extra):
 
 
 def test_ray_gives_every_cell_once_with_the_numbers_of_the_process_executor(cli, tmp_path):
-    config = tiny_config_with(tmp_path, {"workers": 2, "seeds": 1, "quality": {"samples": 40}, "strategies": [
-        "none", {"name": "classical", "params": {"policy": "basic"}}, {"name": "vae", "params": {"steps": 150}}]})
+    config = tiny_config_with(
+        tmp_path,
+        {
+            "workers": 2,
+            "seeds": 1,
+            "quality": {"samples": 40},
+            "strategies": [
+                "none",
+                {"name": "classical", "params": {"policy": "basic"}},
+                {"name": "vae", "params": {"steps": 150}},
+            ],
+        },
+    )
     by_process = _run(cli, config, tmp_path / "process", "--executor", "process")
     by_ray = _run(cli, config, tmp_path / "ray", "--executor", "ray")
     assert len(by_ray) == len(by_process) == 6 and by_ray["key"].is_unique
     assert (by_ray["status"] == "ok").all(), by_ray["failure_reason"].tolist()
     assert by_ray["key"].tolist() == by_process["key"].tolist()
-    for column in ("test_accuracy", "fid_evaluator", "kid_evaluator", "fid_evaluator_ref_real", "cas_accuracy",
-                   "evaluator_label_agreement", "sample_grid"):
+    for column in (
+        "test_accuracy",
+        "fid_evaluator",
+        "kid_evaluator",
+        "fid_evaluator_ref_real",
+        "cas_accuracy",
+        "evaluator_label_agreement",
+        "sample_grid",
+    ):
         pd.testing.assert_series_equal(by_ray[column], by_process[column], check_exact=True, obj=column)
     assert len(list((tmp_path / "ray" / "cells").glob("*.json"))) == 6
     # the shared work came back through the object store into the run folder: a resumed run or a report finds it
-    made = {p.relative_to(tmp_path / "process").as_posix() for p in (tmp_path / "process").glob("[cs]a*/*")
-            if p.suffix in (".pt", ".json", ".npz") and "cells" not in p.parts}
-    assert made and made == {p.relative_to(tmp_path / "ray").as_posix() for p in (tmp_path / "ray").glob("[cs]a*/*")
-                             if p.suffix in (".pt", ".json", ".npz") and "cells" not in p.parts}
+    made = {
+        p.relative_to(tmp_path / "process").as_posix()
+        for p in (tmp_path / "process").glob("[cs]a*/*")
+        if p.suffix in (".pt", ".json", ".npz") and "cells" not in p.parts
+    }
+    assert made and made == {
+        p.relative_to(tmp_path / "ray").as_posix()
+        for p in (tmp_path / "ray").glob("[cs]a*/*")
+        if p.suffix in (".pt", ".json", ".npz") and "cells" not in p.parts
+    }
 
 
 @pytest.mark.slow
 def test_ray_fits_a_generator_cohort_once_with_the_numbers_of_the_process_executor(cli, tmp_path):
-    config = tiny_config_with(tmp_path, {"workers": 2, "seeds": 2, "cohort": 2, "classifiers": ["mlp"],
-                                         "quality": {"enabled": False},
-                                         "strategies": ["none", {"name": "vae", "params": {"steps": 150}}]})
+    config = tiny_config_with(
+        tmp_path,
+        {
+            "workers": 2,
+            "seeds": 2,
+            "cohort": 2,
+            "classifiers": ["mlp"],
+            "quality": {"enabled": False},
+            "strategies": ["none", {"name": "vae", "params": {"steps": 150}}],
+        },
+    )
     by_process = _run(cli, config, tmp_path / "process", "--executor", "process")
     by_ray = _run(cli, config, tmp_path / "ray", "--executor", "ray")
     assert (by_ray["status"] == "ok").all(), by_ray["failure_reason"].tolist()
@@ -61,7 +94,9 @@ def test_ray_fits_a_generator_cohort_once_with_the_numbers_of_the_process_execut
     pd.testing.assert_series_equal(by_ray["test_accuracy"], by_process["test_accuracy"], check_exact=True)
     vae = by_ray[by_ray["strategy"] == "vae"]
     assert vae["generator_cohort_size"].tolist() == [2, 2] and vae["generator_cohort"].nunique() == 1
-    assert vae["generator_fit_seconds"].nunique() == 1  # one stage task fitted the cohort: one fit, two shares
+    assert (
+        vae["generator_fit_seconds"].nunique() == 1
+    )  # one stage task fitted the cohort: one fit, two shares
     assert len(list((tmp_path / "ray" / "cache").glob("generator-*.pt"))) == 2
 
 
@@ -73,7 +108,10 @@ class CountingTask(FolderTask):
 
     @property
     def stages(self):
-        return (Stage("a", lambda item: item // 2, self.write), Stage("b", lambda item: item // 4, self.write_b))
+        return (
+            Stage("a", lambda item: item // 2, self.write),
+            Stage("b", lambda item: item // 4, self.write_b),
+        )
 
     def write(self, item, root, stage="a", size=2):
         (root / stage).mkdir(exist_ok=True)
@@ -84,25 +122,36 @@ class CountingTask(FolderTask):
         self.write(item, root, "b", 4)
 
     def run_in(self, item, root):
-        return str(root), sorted(p.relative_to(root).as_posix().split("-")[0] for p in root.rglob("*") if p.is_file())
+        return str(root), sorted(
+            p.relative_to(root).as_posix().split("-")[0] for p in root.rglob("*") if p.is_file()
+        )
 
 
 def test_each_stage_runs_once_per_group_and_its_files_travel_to_the_items(tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     results = {}
-    EXECUTORS.get("ray")(workers=2).map_unordered(CountingTask(tmp_path), range(8),
-                                                   on_done=lambda item, result: results.__setitem__(item, result))
+    EXECUTORS.get("ray")(workers=2).map_unordered(
+        CountingTask(tmp_path), range(8), on_done=lambda item, result: results.__setitem__(item, result)
+    )
     assert sorted(results) == list(range(8))
     for item, (root, files) in results.items():
         assert root != str(tmp_path) and files == [f"a/{item // 2}", f"b/{item // 4}"]
-    written = sorted(p.relative_to(tmp_path).as_posix().split("-")[0] for p in tmp_path.rglob("*") if p.is_file())
+    written = sorted(
+        p.relative_to(tmp_path).as_posix().split("-")[0] for p in tmp_path.rglob("*") if p.is_file()
+    )
     assert written == ["a/0", "a/1", "a/2", "a/3", "b/0", "b/1"]  # one run per group, all back on the driver
 
 
 def _start_run(config, out) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", "run", config, "--out", str(out), "--executor", "ray"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", config, "--out", str(out), "--executor", "ray"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
 
 
 def _ray_task_pids() -> list[int]:
@@ -148,10 +197,13 @@ def test_a_killed_driver_resumes_without_recomputing_finished_cells(tmp_path):
 
 def test_ray_errors_name_the_field(cli, tmp_path, monkeypatch):
     config = tiny_config_with(tmp_path, {"workers": 2})
-    code, _, err = cli("run", config, "--out", tmp_path / "a", "--executor", "ray", "--address", "127.0.0.1:9")
+    code, _, err = cli(
+        "run", config, "--out", tmp_path / "a", "--executor", "ray", "--address", "127.0.0.1:9"
+    )
     assert code == 2 and "executor.address" in err and "no Ray cluster answers" in err
-    code, _, err = cli("run", config, "--out", tmp_path / "b", "--executor", "ray", "--set",
-                       "executor.gpus_per_cell=1")
+    code, _, err = cli(
+        "run", config, "--out", tmp_path / "b", "--executor", "ray", "--set", "executor.gpus_per_cell=1"
+    )
     assert code == 2 and "executor.gpus_per_cell" in err and "has 0" in err
     code, _, err = cli("run", config, "--out", tmp_path / "c", "--executor", "dask")
     assert code == 2 and "executor.name" in err

@@ -1,15 +1,16 @@
 """A run folder holds exactly its grid, one process uses it at a time, damaged state heals, and
 file-system or config mistakes end in one clear error line (issue: reliability)."""
+
 import json
 import os
 
 import pandas as pd
 import pytest
 import yaml
+from tests_support import tiny_config_with
 
 from bench.protocol.config import load_config
 from bench.run.store import RunStore
-from tests_support import tiny_config_with
 
 ONE_CELL = {"strategies": ["none"], "classifiers": ["mlp"], "seeds": 1, "quality": {"enabled": False}}
 
@@ -26,7 +27,9 @@ def test_a_foreign_cell_file_stays_out_of_the_tables(one_cell_run, cli):
     config, out = one_cell_run
     (key,) = [p.stem for p in (out / "cells").glob("*.json")]
     record = json.loads((out / "cells" / f"{key}.json").read_text())
-    (out / "cells" / "0123456789abcdef0123.json").write_text(json.dumps({**record, "key": "0123456789abcdef0123"}))
+    (out / "cells" / "0123456789abcdef0123.json").write_text(
+        json.dumps({**record, "key": "0123456789abcdef0123"})
+    )
     code, _, err = cli("run", config, "--out", out)
     assert code == 0 and "1 cell file(s)" in err and "not in this grid" in err
     assert list(pd.read_csv(out / "results.csv")["key"]) == [key]
@@ -59,7 +62,9 @@ def test_sizes_are_checked_before_the_folder_is_touched(tmp_path, cli):
 
 
 def test_damaged_state_is_moved_aside_and_recomputed(tmp_path, cli):
-    config = tiny_config_with(tmp_path, {**ONE_CELL, "strategies": ["none", {"name": "vae", "params": {"steps": 150}}]})
+    config = tiny_config_with(
+        tmp_path, {**ONE_CELL, "strategies": ["none", {"name": "vae", "params": {"steps": 150}}]}
+    )
     out = tmp_path / "run"
     assert cli("run", config, "--out", out)[0] == 0
     generator = next((out / "cache").glob("generator-*.pt"))
@@ -69,10 +74,16 @@ def test_damaged_state_is_moved_aside_and_recomputed(tmp_path, cli):
     cells[1].unlink()  # the vae cell must run again, and meet the truncated generator
     code, _, err = cli("run", config, "--out", out)
     assert code == 0, err
-    assert f"{cells[0]} could not be read (not a cell record)" in err and f"{generator} could not be read" in err
-    pieces = [piece for line in err.split("\n") for piece in line.split("\r")]  # what the terminal shows as lines
+    assert (
+        f"{cells[0]} could not be read (not a cell record)" in err and f"{generator} could not be read" in err
+    )
+    pieces = [
+        piece for line in err.split("\n") for piece in line.split("\r")
+    ]  # what the terminal shows as lines
     assert any(piece.startswith(f"augbench: warning: {generator} could not be read") for piece in pieces), err
-    assert (out / "cells" / f"{cells[0].name}.corrupt").is_file() and generator.with_name(generator.name + ".corrupt")
+    assert (out / "cells" / f"{cells[0].name}.corrupt").is_file() and generator.with_name(
+        generator.name + ".corrupt"
+    )
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 2 and (results["status"] == "ok").all()
     assert results.set_index("strategy").loc["vae", "generator_cache_hit"] == False  # noqa: E712 - refitted
@@ -99,11 +110,14 @@ def test_report_of_an_interrupted_run_says_to_rerun(tmp_path, cli):
     assert code == 2 and "rerun `augbench run`" in err
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"name": "../../escaped"}, "is not a run name"),
-    ({"datasets": ["digits", "digits"]}, "data set(s) digits given twice"),
-    ({"classifiers": ["mlp", "mlp"]}, "classifier(s) mlp given twice"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"name": "../../escaped"}, "is not a run name"),
+        ({"datasets": ["digits", "digits"]}, "data set(s) digits given twice"),
+        ({"classifiers": ["mlp", "mlp"]}, "classifier(s) mlp given twice"),
+    ],
+)
 def test_names_that_escape_or_repeat_are_refused(tmp_path, cli, change, expected):
     code, _, err = cli("run", tiny_config_with(tmp_path, {**ONE_CELL, **change}), "--out", tmp_path / "run")
     assert code == 2 and expected in err
@@ -132,6 +146,8 @@ def test_tune_refuses_a_folder_of_another_config(tmp_path, cli):
     out = tmp_path / "tune"
     first = tiny_config_with(tmp_path, {**ONE_CELL, "strategies": ["none", "classical"]})
     RunStore(out).claim(load_config(first), {"digits": "h"})
-    other = tiny_config_with(tmp_path, {**ONE_CELL, "strategies": ["none", "classical"], "seeds": 2}, name="other")
+    other = tiny_config_with(
+        tmp_path, {**ONE_CELL, "strategies": ["none", "classical"], "seeds": 2}, name="other"
+    )
     code, _, err = cli("tune", other, "--out", out, "--trials", "1")
     assert code == 2 and "holds a run of a different config" in err

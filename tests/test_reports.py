@@ -1,12 +1,12 @@
 """Reports and leaderboard: numbers match the results table, the HTML renders in a real browser,
 mixed protocols are refused."""
+
 import re
 import shutil
 import subprocess
 
 import pandas as pd
 import pytest
-
 from tests_support import tiny_config_with
 
 
@@ -16,10 +16,18 @@ def tiny_run(tmp_path_factory):
     from bench.cli import main
 
     tmp = tmp_path_factory.mktemp("report")
-    config = tiny_config_with(tmp, {
-        "strategies": ["none", {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}},
-                       {"name": "vae", "params": {"steps": 300}}],
-        "seeds": 3, "quality": {"samples": 100}})
+    config = tiny_config_with(
+        tmp,
+        {
+            "strategies": [
+                "none",
+                {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}},
+                {"name": "vae", "params": {"steps": 300}},
+            ],
+            "seeds": 3,
+            "quality": {"samples": 100},
+        },
+    )
     out = tmp / "run"
     assert main(["run", config, "--out", str(out)]) == 0
     return out
@@ -29,7 +37,12 @@ def test_run_writes_the_report(tiny_run):
     report = tiny_run / "report"
     assert (report / "index.html").is_file() and (report / "report.md").is_file()
     assert {p.name for p in (report / "figures").glob("*.png")} >= {
-        "accuracy.png", "gain_heatmap.png", "gap.png", "learning_curves.png", "gain_vs_quality.png"}
+        "accuracy.png",
+        "gain_heatmap.png",
+        "gap.png",
+        "learning_curves.png",
+        "gain_vs_quality.png",
+    }
     assert (report / "tables" / "comparison.csv").is_file()
     assert list((tiny_run / "samples").glob("*vae*.npz"))
     # a labelled grid of what the classifier trains on, for classical (augmented views) and vae
@@ -43,7 +56,9 @@ def test_report_numbers_match_the_results_table(tiny_run):
     expected = results.groupby(["classifier", "strategy"])["test_accuracy"].mean()
     for row in table.itertuples():
         assert row.acc_mean == pytest.approx(expected[(row.classifier, row.strategy)], abs=1e-12)
-    paired = results.pivot_table(index=["classifier", "replicate"], columns="strategy", values="test_accuracy")
+    paired = results.pivot_table(
+        index=["classifier", "replicate"], columns="strategy", values="test_accuracy"
+    )
     for row in table[table["strategy"] != "none"].itertuples():
         delta = (paired[row.strategy] - paired["none"]).xs(row.classifier).mean()
         assert row.delta_mean == pytest.approx(delta, abs=1e-12)
@@ -59,11 +74,14 @@ def test_each_comparison_says_what_it_could_not_see(tiny_run):
 
     results = pd.read_csv(tiny_run / "results.csv")
     table = pd.read_csv(tiny_run / "report" / "tables" / "comparison.csv")
-    paired = results.pivot_table(index=["classifier", "replicate"], columns="strategy", values="test_accuracy")
+    paired = results.pivot_table(
+        index=["classifier", "replicate"], columns="strategy", values="test_accuracy"
+    )
     for row in table[table["strategy"] != "none"].itertuples():
         changes = (paired[row.strategy] - paired["none"]).xs(row.classifier)
-        assert row.mde == pytest.approx(minimum_detectable_effect(changes.std(ddof=1), len(changes), row.holm_level),
-                                        rel=1e-9)
+        assert row.mde == pytest.approx(
+            minimum_detectable_effect(changes.std(ddof=1), len(changes), row.holm_level), rel=1e-9
+        )
     markdown = (tiny_run / "report" / "report.md").read_text()
     assert "| MDE pp" in markdown
     if (table["verdict"] == "no significant difference").any():
@@ -94,10 +112,25 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     probe = tiny_run / "report" / "probe.html"
     probe.write_text(html.replace("</body>", CHECK_IMAGES + "</body>"))
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=120)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     probe.unlink()
     title = re.search(r"<title>(.*?)</title>", result.stdout)
     assert title, result.stderr[-2000:]
@@ -122,8 +155,10 @@ def test_leaderboard_ranks_a_run(tiny_run, tmp_path, cli):
 
 def test_leaderboard_refuses_mixed_protocols(tiny_run, tmp_path, cli):
     other = tmp_path / "other"
-    config = tiny_config_with(tmp_path, {"strategies": ["none"], "split": {"seed": 1, "val_per_class": 10},
-                                         "quality": {"enabled": False}})
+    config = tiny_config_with(
+        tmp_path,
+        {"strategies": ["none"], "split": {"seed": 1, "val_per_class": 10}, "quality": {"enabled": False}},
+    )
     assert cli("run", config, "--out", other)[0] == 0
     code, _, err = cli("leaderboard", tiny_run, other, "--out", tmp_path / "board")
     assert code == 2 and "different protocols" in err and "split" in err
@@ -136,16 +171,28 @@ def test_agreement_pairs_two_runs_cell_by_cell(tmp_path, cli):
     def run(name, accuracies):
         folder = tmp_path / name
         folder.mkdir()
-        pd.DataFrame({"dataset": "digits", "regime": "10", "strategy": ["none", "none", "gan", "gan"],
-                      "classifier": "cnn", "replicate": [0, 1, 0, 1], "status": ["ok", "ok", "ok", "failed"],
-                      "test_accuracy": accuracies, "train_seconds": 1.0, "generator_key": ["", "", "g0", "g1"],
-                      "generator_fit_seconds": [0.0, 0.0, 5.0, 5.0]}).to_parquet(folder / "results.parquet")
+        pd.DataFrame(
+            {
+                "dataset": "digits",
+                "regime": "10",
+                "strategy": ["none", "none", "gan", "gan"],
+                "classifier": "cnn",
+                "replicate": [0, 1, 0, 1],
+                "status": ["ok", "ok", "ok", "failed"],
+                "test_accuracy": accuracies,
+                "train_seconds": 1.0,
+                "generator_key": ["", "", "g0", "g1"],
+                "generator_fit_seconds": [0.0, 0.0, 5.0, 5.0],
+            }
+        ).to_parquet(folder / "results.parquet")
         return folder
 
     a, b = run("a", [0.50, 0.60, 0.70, 0.10]), run("b", [0.52, 0.59, 0.70, 0.90])
     code, out, err = cli("agreement", a, b)
     assert code == 0, err
-    assert "the 3 cells finished in both: mean |change| 1.00 pp, mean change +0.33 pp" in out  # the failed one left out
+    assert (
+        "the 3 cells finished in both: mean |change| 1.00 pp, mean change +0.33 pp" in out
+    )  # the failed one left out
     assert "| none | cnn | 2 | +0.50 | 1.50 |" in out and "| gan | cnn | 1 | +0.00 | 0.00 |" in out
     code, _, err = cli("agreement", a, tmp_path / "missing")
     assert code == 2 and err.startswith("augbench: error:") and "missing" in err

@@ -1,14 +1,15 @@
 """Result files: the process umask decides their mode, parquet and CSV hold the same types, each
 strategy param has its own column, and the git revision is read once per run."""
+
 import os
 
 import pandas as pd
 import pytest
-
-from bench.run import provenance
-from bench.core.files import atomic_write
-from bench.run.store import read_results
 from tests_support import fast_params, tiny_config_with
+
+from bench.core.files import atomic_write
+from bench.run import provenance
+from bench.run.store import read_results
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
@@ -30,8 +31,11 @@ def small_run(tmp_path_factory):
     real = provenance.git_revision
     provenance.git_revision = lambda: calls.append(1) or real()
     try:
-        strategies = ["none", {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}},
-                      {"name": "gan", "params": fast_params("gan")}]
+        strategies = [
+            "none",
+            {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}},
+            {"name": "gan", "params": fast_params("gan")},
+        ]
         config = tiny_config_with(tmp, {"strategies": strategies, "classifiers": ["mlp"], "seeds": 1})
         assert main(["run", config, "--out", str(tmp / "run")]) == 0
     finally:
@@ -46,7 +50,9 @@ def test_parquet_and_csv_hold_the_same_types(small_run):
     plain = pd.read_parquet(run / "results.parquet")  # what a user reading the file directly gets
     pd.testing.assert_frame_equal(plain, from_parquet)
     assert str(plain["regime"].dtype) == "str" and (plain["regime"] == "5").all()
-    assert str(plain["started"].dtype) == "datetime64[ns, UTC]" and str(plain["finished"].dtype) == str(plain["started"].dtype)
+    assert str(plain["started"].dtype) == "datetime64[ns, UTC]" and str(plain["finished"].dtype) == str(
+        plain["started"].dtype
+    )
     assert str(plain["generator_cache_hit"].dtype) == "boolean"
     assert plain["generator_cache_hit"].isna().sum() == 2  # none and classical fit no generator
 
@@ -61,8 +67,14 @@ def test_each_strategy_param_has_its_own_column(small_run):
 
 def test_files_are_readable_by_others_under_umask_022(small_run):
     run, _ = small_run
-    for name in ("results.csv", "results.parquet", "curves.csv", "config.yaml", "provenance.json",
-                 "report/index.html"):
+    for name in (
+        "results.csv",
+        "results.parquet",
+        "curves.csv",
+        "config.yaml",
+        "provenance.json",
+        "report/index.html",
+    ):
         assert (run / name).stat().st_mode & 0o044 == 0o044, name  # the test process runs under umask 022
 
 
@@ -84,8 +96,16 @@ def test_every_declared_type_comes_back_from_parquet_and_csv_with_gaps(tmp_path)
 
     tabled = [c for c in COLUMNS if c.type != "json" and c.stage != "store" and c.name != "key"]
     full = {c.name: EXAMPLES[c.type] for c in tabled}  # the key is the index below
-    identity = {"key": "k1", "dataset": "digits", "regime": "5", "classifier": "mlp", "strategy": "none",
-                "status": "ok", "strategy_params": "{}", "replicate": 0}
+    identity = {
+        "key": "k1",
+        "dataset": "digits",
+        "regime": "5",
+        "classifier": "mlp",
+        "strategy": "none",
+        "status": "ok",
+        "strategy_params": "{}",
+        "replicate": 0,
+    }
     gaps = {**identity, "key": "k2", "replicate": 1, "status": "failed"}
     store = RunStore(tmp_path)
     for record in ({**full, **identity}, gaps):
@@ -94,9 +114,17 @@ def test_every_declared_type_comes_back_from_parquet_and_csv_with_gaps(tmp_path)
     for name in ("results.parquet", "results.csv"):
         table = read_results(tmp_path / name).set_index("key")
         for column in tabled:
-            assert str(table[column.name].dtype) == DTYPES[column.type], (name, column.name, table[column.name].dtype)
+            assert str(table[column.name].dtype) == DTYPES[column.type], (
+                name,
+                column.name,
+                table[column.name].dtype,
+            )
             if column.name not in gaps:
-                assert table.loc["k2", column.name] is pd.NA or pd.isna(table.loc["k2", column.name]), column.name
+                assert table.loc["k2", column.name] is pd.NA or pd.isna(table.loc["k2", column.name]), (
+                    column.name
+                )
         assert table.loc["k1", "generator_steps"] == 7 and pd.isna(table.loc["k2", "budget_steps"])
     plain = pd.read_parquet(tmp_path / "results.parquet")  # a user reading the file directly
-    assert str(plain["generator_steps"].dtype) == "Int64" and str(plain["budget_check_steps"].dtype) == "Int64"
+    assert (
+        str(plain["generator_steps"].dtype) == "Int64" and str(plain["budget_check_steps"].dtype) == "Int64"
+    )

@@ -1,5 +1,6 @@
 """A resume stays fast at a thousand cells: it reads each cell file of the run folder once, and a
 cell hashes its identity once."""
+
 from collections import Counter
 from pathlib import Path
 
@@ -7,8 +8,15 @@ from tests_support import tiny_config_with
 
 
 def test_a_resume_reads_each_cell_file_once(tmp_path, cli, monkeypatch):
-    config = tiny_config_with(tmp_path, {"strategies": ["none", "identity"], "classifiers": ["mlp"], "seeds": 3,
-                                         "budget": {"scale": 0.05, "check": "on"}})
+    config = tiny_config_with(
+        tmp_path,
+        {
+            "strategies": ["none", "identity"],
+            "classifiers": ["mlp"],
+            "seeds": 3,
+            "budget": {"scale": 0.05, "check": "on"},
+        },
+    )
     out = tmp_path / "run"
     assert cli("run", config, "--out", out)[0] == 0
     files = sorted((out / "cells").glob("*.json"))

@@ -1,4 +1,5 @@
 """The runner: resume after a kill, one row per cell, determinism, provenance."""
+
 import json
 import os
 import signal
@@ -8,12 +9,12 @@ import time
 
 import pandas as pd
 import torch
+from conftest import ROOT
+from tests_support import tiny_config_with
 
 from bench.protocol.config import load_config
 from bench.run.cell import expand_grid
 from bench.run.stages import run_cell
-from conftest import ROOT
-from tests_support import tiny_config_with
 
 
 def _cells(out):
@@ -24,8 +25,9 @@ def test_killed_run_resumes_with_each_cell_exactly_once(tmp_path):
     config = tiny_config_with(tmp_path, {"seeds": 3, "budget": {"scale": 0.3}, "workers": 2})
     out = tmp_path / "run"
     command = [sys.executable, "-m", "bench.cli", "run", config, "--out", str(out)]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 120
     while time.time() < deadline and (not (out / "cells").exists() or len(_cells(out)) < 2):
         time.sleep(0.05)
@@ -66,10 +68,24 @@ def test_run_writes_one_row_per_cell_with_provenance(tiny_config, tmp_path, cli)
     results = pd.read_parquet(out / "results.parquet")
     assert len(results) == 4  # 2 strategies x 2 classifiers x 1 seed
     assert results["key"].is_unique and (results["status"] == "ok").all()
-    for column in ("test_accuracy", "test_macro_f1", "test_nll", "test_ece", "train_accuracy", "gap_accuracy",
-                   "gap_loss", "fit_seconds", "train_seconds", "train_peak_mem_mb", "budget_steps", "device"):
+    for column in (
+        "test_accuracy",
+        "test_macro_f1",
+        "test_nll",
+        "test_ece",
+        "train_accuracy",
+        "gap_accuracy",
+        "gap_loss",
+        "fit_seconds",
+        "train_seconds",
+        "train_peak_mem_mb",
+        "budget_steps",
+        "device",
+    ):
         assert results[column].notna().all(), column
-    assert ((results["gap_accuracy"] - (results["train_accuracy"] - results["test_accuracy"])).abs() < 1e-9).all()
+    assert (
+        (results["gap_accuracy"] - (results["train_accuracy"] - results["test_accuracy"])).abs() < 1e-9
+    ).all()
     curves = pd.read_csv(out / "curves.csv")
     assert set(curves["key"]) == set(results["key"]) and len(curves) == 4 * 2
     provenance = json.loads((out / "provenance.json").read_text())

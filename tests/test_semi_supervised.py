@@ -1,33 +1,57 @@
 """The semi-supervised protocol: unlabelled images granted only to the strategies that learn from
 them and never with their labels, keys unchanged for the rest, the pseudo-label control, and the
 refusals of bad input."""
+
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_CONFIG
+from tests_support import tiny_config_with
 
 import bench.data.unlabelled as unlabelled_module
 from bench.core.images import ImageSet
 from bench.protocol.config import parse_config
 from bench.run.cell import cached_dataset, data_of, expand_grid, make_strategy
 from bench.run.stages import fit_context, run_cell
-from conftest import TINY_CONFIG
 from strategies.teacher import confident_balanced
-from tests_support import tiny_config_with
 
 CPU = torch.device("cpu")
-SEMI = {**TINY_CONFIG, "regimes": [10], "unlabelled": "pool", "classifiers": ["mlp"], "seeds": 1,
-        "quality": {"enabled": False}}
-POOL_USERS = [{"name": "pseudo-label", "params": {"threshold": 0.2}},  # the tests' teacher trains 15 steps
-              {"name": "vae", "label": "vae-pool", "params": {"steps": 300, "generator_data": "pool"}},
-              {"name": "gan", "label": "gan-pool", "params": {"steps": 30, "generator_data": "pool"}},
-              {"name": "vae", "label": "vae-m2", "params": {"steps": 150, "generator_data": "pool", "pool_model": "m2"}},
-              {"name": "gan", "label": "gan-pseudo",
-               "params": {"steps": 30, "generator_data": "pseudo-labelled", "pseudo_threshold": 0.2}}]
-TIMES = ("started", "finished", "fit_seconds", "train_seconds", "fit_peak_mem_mb", "train_peak_mem_mb",
-         "generator_fit_seconds", "generator_cache_hit")
+SEMI = {
+    **TINY_CONFIG,
+    "regimes": [10],
+    "unlabelled": "pool",
+    "classifiers": ["mlp"],
+    "seeds": 1,
+    "quality": {"enabled": False},
+}
+POOL_USERS = [
+    {"name": "pseudo-label", "params": {"threshold": 0.2}},  # the tests' teacher trains 15 steps
+    {"name": "vae", "label": "vae-pool", "params": {"steps": 300, "generator_data": "pool"}},
+    {"name": "gan", "label": "gan-pool", "params": {"steps": 30, "generator_data": "pool"}},
+    {
+        "name": "vae",
+        "label": "vae-m2",
+        "params": {"steps": 150, "generator_data": "pool", "pool_model": "m2"},
+    },
+    {
+        "name": "gan",
+        "label": "gan-pseudo",
+        "params": {"steps": 30, "generator_data": "pseudo-labelled", "pseudo_threshold": 0.2},
+    },
+]
+TIMES = (
+    "started",
+    "finished",
+    "fit_seconds",
+    "train_seconds",
+    "fit_peak_mem_mb",
+    "train_peak_mem_mb",
+    "generator_fit_seconds",
+    "generator_cache_hit",
+)
 
 
 def _cells(strategies: list, **change) -> list:
@@ -36,12 +60,18 @@ def _cells(strategies: list, **change) -> list:
 
 
 def test_strategies_that_do_not_learn_from_the_pool_keep_their_keys():
-    plain = ["none", {"name": "classical", "params": {"policy": "basic"}}, {"name": "gan", "params": {"steps": 30}}]
+    plain = [
+        "none",
+        {"name": "classical", "params": {"policy": "basic"}},
+        {"name": "gan", "params": {"steps": 30}},
+    ]
     assert [c.key for c in _cells(plain)] == [c.key for c in _cells(plain, unlabelled="none")]
     assert [c.fit_data for c in _cells(plain)] == ["labelled"] * 3
     pool_users = _cells(POOL_USERS)
     assert [c.fit_data for c in pool_users] == ["labelled+pool"] * len(POOL_USERS)
-    assert len({c.generator_key for c in pool_users[1:]}) == len(POOL_USERS) - 1  # each design its own generator
+    assert (
+        len({c.generator_key for c in pool_users[1:]}) == len(POOL_USERS) - 1
+    )  # each design its own generator
     assert [c.key for c in pool_users] != [c.key for c in _cells(POOL_USERS, unlabelled=200)]
     gan, gan_pool = _cells([{"name": "gan", "params": {"steps": 30}}, POOL_USERS[2]])
     assert gan.key != gan_pool.key and gan.generator_key != gan_pool.generator_key
@@ -60,7 +90,9 @@ def test_random_pool_labels_change_no_classifier_result(tmp_path, monkeypatch):
 
     def shuffled_labels(dataset, spec):
         pool, test = real_pool(dataset, spec)
-        noise = torch.randint(0, dataset.num_classes, pool.labels.shape, generator=torch.Generator().manual_seed(7))
+        noise = torch.randint(
+            0, dataset.num_classes, pool.labels.shape, generator=torch.Generator().manual_seed(7)
+        )
         return ImageSet(pool.images, noise), test
 
     monkeypatch.setattr(unlabelled_module, "train_pool", shuffled_labels)
@@ -72,7 +104,9 @@ def test_random_pool_labels_change_no_classifier_result(tmp_path, monkeypatch):
 
 
 def test_pseudo_label_takes_confident_images_class_balanced_most_confident_first():
-    probabilities = torch.tensor([[0.9, 0.1], [0.99, 0.01], [0.6, 0.4], [0.2, 0.8], [0.05, 0.95], [0.97, 0.03]])
+    probabilities = torch.tensor(
+        [[0.9, 0.1], [0.99, 0.01], [0.6, 0.4], [0.2, 0.8], [0.05, 0.95], [0.97, 0.03]]
+    )
     assert confident_balanced(probabilities, 0.85, 4).tolist() == [1, 4, 5]  # class 1 has one confident image
     assert confident_balanced(probabilities, 0.5, 2).tolist() == [1, 4]
     assert confident_balanced(probabilities, 1.0, 4).tolist() == []
@@ -81,24 +115,34 @@ def test_pseudo_label_takes_confident_images_class_balanced_most_confident_first
 def test_a_pseudo_labelled_generator_learns_from_the_images_and_labels_of_the_control(tmp_path):
     from strategies.teacher import teacher_probabilities
 
-    control, generator = _cells([{"name": "pseudo-label", "params": {"threshold": 0.2, "ratio": 10.0}}, POOL_USERS[4]])
+    control, generator = _cells(
+        [{"name": "pseudo-label", "params": {"threshold": 0.2, "ratio": 10.0}}, POOL_USERS[4]]
+    )
     dataset, split = data_of(generator)
     ctx = fit_context(generator, dataset, split, CPU, tmp_path)
     seen, info = make_strategy(generator.strategy).generator_training_set(split.labelled, ctx)
     confident = teacher_probabilities(split.labelled, ctx)[0].max(1).values >= 0.2
     assert info["pseudo_labelled"] == int(confident.sum()) > 0
-    assert torch.equal(seen.images[:len(split.labelled)], split.labelled.images)
-    taken = make_strategy(control.strategy).fit(split.labelled, fit_context(control, dataset, split, CPU, tmp_path))
+    assert torch.equal(seen.images[: len(split.labelled)], split.labelled.images)
+    taken = make_strategy(control.strategy).fit(
+        split.labelled, fit_context(control, dataset, split, CPU, tmp_path)
+    )
     assert len(taken.synthetic) == info["pseudo_labelled"]  # every confident image: the control's very data
     order = lambda images: images.flatten(1).sum(1).argsort()  # noqa: E731
-    tail = seen.images[len(split.labelled):]
+    tail = seen.images[len(split.labelled) :]
     assert torch.equal(tail[order(tail)], taken.synthetic.images[order(taken.synthetic.images)])
     assert len(list(tmp_path.rglob("teacher*.json"))) == 1  # one teacher, shared
 
 
 def test_a_semi_supervised_run_says_what_each_fit_saw(tmp_path, cli):
-    config = tiny_config_with(tmp_path, {**SEMI, "strategies": ["none", POOL_USERS[0], POOL_USERS[1]],
-                                         "quality": {"enabled": True, "samples": 100}})
+    config = tiny_config_with(
+        tmp_path,
+        {
+            **SEMI,
+            "strategies": ["none", POOL_USERS[0], POOL_USERS[1]],
+            "quality": {"enabled": True, "samples": 100},
+        },
+    )
     code, _, err = cli("run", config, "--out", tmp_path / "run")
     assert code == 0, err
     results = pd.read_csv(tmp_path / "run" / "results.csv").set_index("strategy")
@@ -106,7 +150,9 @@ def test_a_semi_supervised_run_says_what_each_fit_saw(tmp_path, cli):
     assert results.loc["pseudo-label", "fit_data"] == results.loc["vae-pool", "fit_data"] == "labelled+pool"
     assert results.loc["pseudo-label", "quality_kind"] == "pseudo-labelled"
     assert results.loc["pseudo-label", "pseudo_labelled"] > 0
-    assert bool(results.loc["vae-pool", "evaluator_overlaps_fit"]) and not bool(results.loc["none", "evaluator_overlaps_fit"])
+    assert bool(results.loc["vae-pool", "evaluator_overlaps_fit"]) and not bool(
+        results.loc["none", "evaluator_overlaps_fit"]
+    )
     report = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "vae-pool †" in report and "pseudo-label †" in report and "none †" not in report
     assert "generation against the same unlabelled images" in report
@@ -127,17 +173,25 @@ def test_a_folder_of_unlabelled_images_is_granted_and_content_hashed(tmp_path):
     assert _cells([every_image], unlabelled={"path": str(path)})[0].key != first.key
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"unlabelled": 100_000}, "unlabelled"),
-    ({"unlabelled": "everything"}, "unlabelled"),
-    ({"unlabelled": "none", "strategies": ["none", POOL_USERS[1]]}, "strategies[1]"),
-    ({"strategies": [{"name": "pseudo-label", "params": {"threshold": 1.5}}]}, "threshold"),
-    ({"strategies": [{"name": "vae", "params": {"pool_model": "m2"}}]}, "pool_model"),
-    ({"strategies": [{"name": "gan", "params": {"generator_data": "pool", "pseudo_threshold": 0.5}}]},
-     "pseudo_threshold"),
-    ({"strategies": [{"name": "vae", "params": {"generator_data": "pool", "pool_model": "m3"}}]}, "pool_model"),
-    ({"unlabelled": {"path": "/no/such/folder"}}, "unlabelled.path"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"unlabelled": 100_000}, "unlabelled"),
+        ({"unlabelled": "everything"}, "unlabelled"),
+        ({"unlabelled": "none", "strategies": ["none", POOL_USERS[1]]}, "strategies[1]"),
+        ({"strategies": [{"name": "pseudo-label", "params": {"threshold": 1.5}}]}, "threshold"),
+        ({"strategies": [{"name": "vae", "params": {"pool_model": "m2"}}]}, "pool_model"),
+        (
+            {"strategies": [{"name": "gan", "params": {"generator_data": "pool", "pseudo_threshold": 0.5}}]},
+            "pseudo_threshold",
+        ),
+        (
+            {"strategies": [{"name": "vae", "params": {"generator_data": "pool", "pool_model": "m3"}}]},
+            "pool_model",
+        ),
+        ({"unlabelled": {"path": "/no/such/folder"}}, "unlabelled.path"),
+    ],
+)
 def test_bad_unlabelled_input_is_one_clear_error_and_writes_nothing(tmp_path, cli, change, field):
     config = tiny_config_with(tmp_path, {**SEMI, "strategies": ["none", POOL_USERS[0]], **change})
     code, _, err = cli("run", config, "--out", tmp_path / "run")
@@ -149,8 +203,9 @@ def test_bad_unlabelled_input_is_one_clear_error_and_writes_nothing(tmp_path, cl
 def test_unlabelled_images_of_another_size_are_refused_before_anything_is_written(tmp_path, cli):
     path = tmp_path / "big.npz"
     np.savez(path, x=np.zeros((20, 1, 16, 16), dtype=np.uint8))
-    config = tiny_config_with(tmp_path, {**SEMI, "strategies": ["none", POOL_USERS[0]],
-                                         "unlabelled": {"path": str(path)}})
+    config = tiny_config_with(
+        tmp_path, {**SEMI, "strategies": ["none", POOL_USERS[0]], "unlabelled": {"path": str(path)}}
+    )
     code, _, err = cli("run", config, "--out", tmp_path / "run")
     assert code == 2 and "unlabelled.path" in err and "(1, 16, 16)" in err and "(1, 8, 8)" in err, err
     assert not (tmp_path / "run").exists()
@@ -161,16 +216,45 @@ def test_the_control_table_pairs_each_pool_strategy_with_each_control_by_seed():
 
     from reports.tables import control_table
 
-    accuracy = {"none": [0.70, 0.72, 0.71, 0.69], "pseudo-label": [0.75, 0.74, 0.77, 0.73],
-                "gan-pool": [0.78, 0.75, 0.80, 0.76], "gan": [0.60, 0.61, 0.62, 0.63]}
+    accuracy = {
+        "none": [0.70, 0.72, 0.71, 0.69],
+        "pseudo-label": [0.75, 0.74, 0.77, 0.73],
+        "gan-pool": [0.78, 0.75, 0.80, 0.76],
+        "gan": [0.60, 0.61, 0.62, 0.63],
+    }
     names = {"none": "none", "pseudo-label": "pseudo-label", "gan-pool": "gan", "gan": "gan"}
-    seen = {"none": "labelled", "pseudo-label": "labelled+pool", "gan-pool": "labelled+pool", "gan": "labelled"}
-    results = pd.DataFrame([{"dataset": "d", "regime": "10", "classifier": "cnn", "strategy": s,
-                             "strategy_name": names[s], "fit_data": seen[s], "replicate": k, "status": "ok",
-                             "test_accuracy": a} for s, values in accuracy.items() for k, a in enumerate(values)])
+    seen = {
+        "none": "labelled",
+        "pseudo-label": "labelled+pool",
+        "gan-pool": "labelled+pool",
+        "gan": "labelled",
+    }
+    results = pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "regime": "10",
+                "classifier": "cnn",
+                "strategy": s,
+                "strategy_name": names[s],
+                "fit_data": seen[s],
+                "replicate": k,
+                "status": "ok",
+                "test_accuracy": a,
+            }
+            for s, values in accuracy.items()
+            for k, a in enumerate(values)
+        ]
+    )
     table = control_table(results)
-    assert table[["strategy", "control"]].values.tolist() == [["gan-pool", "pseudo-label"]]  # not gan, not none
+    assert table[["strategy", "control"]].values.tolist() == [
+        ["gan-pool", "pseudo-label"]
+    ]  # not gan, not none
     row = table.iloc[0]
-    assert row["delta_mean"] == pytest.approx(np.mean(np.subtract(accuracy["gan-pool"], accuracy["pseudo-label"])))
-    assert row["p_value"] == pytest.approx(stats.ttest_rel(accuracy["gan-pool"], accuracy["pseudo-label"]).pvalue)
+    assert row["delta_mean"] == pytest.approx(
+        np.mean(np.subtract(accuracy["gan-pool"], accuracy["pseudo-label"]))
+    )
+    assert row["p_value"] == pytest.approx(
+        stats.ttest_rel(accuracy["gan-pool"], accuracy["pseudo-label"]).pvalue
+    )
     assert row["p_holm"] == pytest.approx(row["p_value"])  # one comparison

@@ -1,22 +1,28 @@
 """A run's workers never outlive it, and SIGTERM ends a run as Ctrl-C does: finished cells are
 kept, the tables are written, the exit code is not 0."""
+
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
-
 from conftest import ROOT
-from faults.inject import alive as _alive, children as _children
+from faults.inject import alive as _alive
+from faults.inject import children as _children
 from tests_support import tiny_config_with, wait_until
 
 
 def _start_run(tmp_path) -> tuple[subprocess.Popen, Path]:
     config = tiny_config_with(tmp_path, {"workers": 2, "seeds": 6, "quality": {"enabled": False}})
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", config, "--out", str(out)], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", config, "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert wait_until(lambda: len(_children(process.pid)) >= 2, 120), "the workers did not start"
     return process, out
 

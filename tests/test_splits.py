@@ -1,10 +1,11 @@
 """The split protocol is deterministic, disjoint and stratified."""
+
 import numpy as np
 import pytest
 import torch
 
-from bench.data.sets import DatasetEntry, load_dataset
 from bench.core.errors import UserError
+from bench.data.sets import DatasetEntry, load_dataset
 from bench.data.splits import SplitSpec, make_split
 
 
@@ -45,11 +46,17 @@ def test_parts_are_disjoint_and_stratified():
 
     # 300 images with unique content, 3 classes, no official test split
     images = torch.arange(300, dtype=torch.int64).view(300, 1, 1, 1)
-    train = ImageSet(torch.stack([images % 256, images // 256], 1).view(300, 2, 1, 1).to(torch.uint8),
-                     torch.arange(300) % 3)
+    train = ImageSet(
+        torch.stack([images % 256, images // 256], 1).view(300, 2, 1, 1).to(torch.uint8),
+        torch.arange(300) % 3,
+    )
     ds = Dataset("toy", train, None, ("a", "b", "c"), False, content_hash(train))
     split = make_split(ds, 10, SplitSpec(seed=0, val_per_class=20, test_fraction=0.3), replicate=0)
-    test_rows, val_rows, lab_rows = _rows(split.test.images), _rows(split.val.images), _rows(split.labelled.images)
+    test_rows, val_rows, lab_rows = (
+        _rows(split.test.images),
+        _rows(split.val.images),
+        _rows(split.labelled.images),
+    )
     assert len(test_rows) == 90 and len(val_rows) == 60 and len(lab_rows) == 30
     assert not test_rows & val_rows and not test_rows & lab_rows and not val_rows & lab_rows
     assert np.bincount(split.labelled.labels.numpy()).tolist() == [10] * 3

@@ -1,9 +1,12 @@
 """A cell's stages: the training path reads no test image, and every column a stage writes is
 declared in the row schema (bench/protocol/columns.py)."""
+
 import dataclasses
 
 import pytest
 import torch
+from conftest import TINY_CONFIG
+from tests_support import fast_params
 
 from bench.core.images import ImageSet, UnlabelledImages
 from bench.data.splits import held_out, make_split, train_pool
@@ -11,18 +14,31 @@ from bench.protocol.columns import BY_NAME, COLUMNS, undeclared
 from bench.protocol.config import parse_config
 from bench.run.cell import cached_dataset, data_of, expand_grid
 from bench.run.stages import run_cell, train_cell
-from conftest import TINY_CONFIG
 from strategies import STRATEGIES
-from tests_support import fast_params
 
 CPU = torch.device("cpu")
-TIMES = ("started", "finished", "fit_seconds", "train_seconds", "fit_peak_mem_mb", "train_peak_mem_mb",
-         "generator_fit_seconds")
+TIMES = (
+    "started",
+    "finished",
+    "fit_seconds",
+    "train_seconds",
+    "fit_peak_mem_mb",
+    "train_peak_mem_mb",
+    "generator_fit_seconds",
+)
 
 
 def _cell(strategy: dict, classifier: str = "mlp"):
-    config = parse_config({**TINY_CONFIG, "regimes": [10], "unlabelled": "pool", "strategies": [strategy],
-                           "classifiers": [classifier], "seeds": 1})
+    config = parse_config(
+        {
+            **TINY_CONFIG,
+            "regimes": [10],
+            "unlabelled": "pool",
+            "strategies": [strategy],
+            "classifiers": [classifier],
+            "seeds": 1,
+        }
+    )
     hashes = {d.title: cached_dataset(d).content_hash for d in config.datasets}
     return expand_grid(config, hashes)[0]
 
@@ -72,15 +88,22 @@ def _trained(cell, cache):
     return train_cell(cell, CPU, cache, split, "r")
 
 
-@pytest.mark.parametrize("strategy", [{"name": "classical", "params": {"policy": "basic"}},
-                                      {"name": "vae", "params": {"steps": 100}},
-                                      {"name": "vae", "params": {"steps": 200, "generator_data": "pool"}},
-                                      {"name": "pseudo-label", "params": {"threshold": "auto"}}])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"name": "classical", "params": {"policy": "basic"}},
+        {"name": "vae", "params": {"steps": 100}},
+        {"name": "vae", "params": {"steps": 200, "generator_data": "pool"}},
+        {"name": "pseudo-label", "params": {"threshold": "auto"}},
+    ],
+)
 def test_the_training_path_reads_no_test_image(strategy, tmp_path, request):
     cell = _cell(strategy)
     clean_record, clean_model = _trained(cell, tmp_path / "a")
     request.getfixturevalue("poisoned_data")
-    assert not torch.equal(data_of(cell)[1].test.images, _poisoned_split_check(cell))  # the poison is in place
+    assert not torch.equal(
+        data_of(cell)[1].test.images, _poisoned_split_check(cell)
+    )  # the poison is in place
     nan_record, nan_model = _trained(cell, tmp_path / "b")
     assert clean_record["status"] == nan_record["status"] == "ok"
     assert _without_times(nan_record) == _without_times(clean_record)

@@ -1,13 +1,24 @@
 """Report statistics against scipy on known inputs."""
+
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from reports.stats import (blocked_rank_correlation, holm, holm_levels, iqm, mean_ci, minimum_detectable_effect,
-                           paired_power, paired_test, probability_of_improvement, seeds_for_effect,
-                           stratified_bootstrap_ci)
+from reports.stats import (
+    blocked_rank_correlation,
+    holm,
+    holm_levels,
+    iqm,
+    mean_ci,
+    minimum_detectable_effect,
+    paired_power,
+    paired_test,
+    probability_of_improvement,
+    seeds_for_effect,
+    stratified_bootstrap_ci,
+)
 
 
 def test_mean_ci_matches_scipy_t_interval():
@@ -61,8 +72,11 @@ def test_holm_levels_are_the_levels_of_the_step_down_decisions():
 def test_holm_level_intervals_agree_with_holm_verdicts_where_plain_intervals_do_not():
     """Three paired comparisons, each with p ~ 0.03: each plain 95% interval excludes 0, but Holm
     rejects none. At the Holm levels every interval contains 0, as the verdicts say."""
-    deltas = [np.array([0.010, 0.020, 0.030, 0.012]), np.array([0.011, 0.021, 0.029, 0.013]),
-              np.array([0.012, 0.019, 0.031, 0.011])]
+    deltas = [
+        np.array([0.010, 0.020, 0.030, 0.012]),
+        np.array([0.011, 0.021, 0.029, 0.013]),
+        np.array([0.012, 0.019, 0.031, 0.011]),
+    ]
     p = [stats.ttest_1samp(d, 0).pvalue for d in deltas]
     assert all(0.01 < v < 0.05 for v in p)
     assert all(mean_ci(d)[1] > 0 for d in deltas)  # the plain interval excludes 0
@@ -110,7 +124,9 @@ def test_blocked_rank_correlation_ranks_within_blocks():
     assert math.isnan(blocked_rank_correlation([1, 2], [2, 1], [0, 0], seed=0)[0])
 
 
-@pytest.mark.parametrize("n, level", [(3, 0.05), (5, 0.05), (10, 0.0125), (20, 0.005), (50, 0.001), (2, 0.05)])
+@pytest.mark.parametrize(
+    "n, level", [(3, 0.05), (5, 0.05), (10, 0.0125), (20, 0.005), (50, 0.001), (2, 0.05)]
+)
 def test_power_arithmetic_equals_statsmodels_ttest_power(n, level):
     from statsmodels.stats.power import TTestPower
 
@@ -122,7 +138,9 @@ def test_power_arithmetic_equals_statsmodels_ttest_power(n, level):
         assert paired_power(1.2 * effect_size, 1.2, n, level) == pytest.approx(theirs, abs=1e-10)
         compared += 1
     assert compared >= 3
-    expected = TTestPower().solve_power(effect_size=None, nobs=n, alpha=level, power=0.8, alternative="two-sided")
+    expected = TTestPower().solve_power(
+        effect_size=None, nobs=n, alpha=level, power=0.8, alternative="two-sided"
+    )
     assert minimum_detectable_effect(1.2, n, level) == pytest.approx(1.2 * expected, rel=1e-6)
 
 
@@ -140,4 +158,6 @@ def test_the_mde_has_the_power_it_claims_where_statsmodels_solves_short():
 def test_seeds_for_an_effect_are_the_fewest_that_reach_it():
     n = seeds_for_effect(0.01, 0.012, 0.005)
     assert minimum_detectable_effect(0.012, n, 0.005) <= 0.01 < minimum_detectable_effect(0.012, n - 1, 0.005)
-    assert math.isnan(minimum_detectable_effect(0.0, 5, 0.05)) and math.isnan(minimum_detectable_effect(1.0, 1, 0.05))
+    assert math.isnan(minimum_detectable_effect(0.0, 5, 0.05)) and math.isnan(
+        minimum_detectable_effect(1.0, 1, 0.05)
+    )

@@ -1,15 +1,16 @@
 """`synthetic-images`: images a built-in generator wrote out reproduce that generator's quality
 numbers (and its accuracy within noise); a mismatched folder is one clear error."""
+
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from tests_support import tiny_config_with
 
+from bench.data.splits import make_split
 from bench.protocol.config import load_config
 from bench.run.cell import cached_dataset, expand_grid
 from bench.run.stages import fit_strategy
-from bench.data.splits import make_split
-from tests_support import tiny_config_with
 
 VAE = {"name": "vae", "params": {"steps": 150}}
 BASE = {"classifiers": ["mlp"], "seeds": 1, "quality": {"samples": 100}}
@@ -23,13 +24,30 @@ def test_a_generators_pool_written_out_scores_as_the_generator(tmp_path, cli):
     data = fit_strategy(cell, dataset, split, torch.device("cpu"), None, {})
     np.savez(tmp_path / "vae-pool.npz", x=data.synthetic.images.numpy(), y=data.synthetic.labels.numpy())
 
-    both = tiny_config_with(tmp_path, {**BASE, "strategies": [
-        "none", VAE, {"name": "synthetic-images", "params": {"path": str(tmp_path / "vae-pool.npz")}}]})
+    both = tiny_config_with(
+        tmp_path,
+        {
+            **BASE,
+            "strategies": [
+                "none",
+                VAE,
+                {"name": "synthetic-images", "params": {"path": str(tmp_path / "vae-pool.npz")}},
+            ],
+        },
+    )
     code, _, err = cli("run", both, "--out", tmp_path / "run")
     assert code == 0, err
     rows = pd.read_csv(tmp_path / "run" / "results.csv").set_index("strategy")
-    for column in ("quality_n", "fid_evaluator", "kid_evaluator", "precision_evaluator", "recall_evaluator",
-                   "evaluator_label_agreement", "cas_accuracy", "mem_near_copy_fraction"):
+    for column in (
+        "quality_n",
+        "fid_evaluator",
+        "kid_evaluator",
+        "precision_evaluator",
+        "recall_evaluator",
+        "evaluator_label_agreement",
+        "cas_accuracy",
+        "mem_near_copy_fraction",
+    ):
         assert rows.loc["synthetic-images", column] == rows.loc["vae", column], column
     assert rows.loc["synthetic-images", "quality_kind"] == "generated"
     assert abs(rows.loc["synthetic-images", "test_accuracy"] - rows.loc["vae", "test_accuracy"]) < 0.05
@@ -40,11 +58,14 @@ def test_a_folder_with_other_classes_is_a_clear_error(tmp_path, cli):
     for name in ("cat", "dog"):
         (folder / name).mkdir(parents=True)
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / name / "0.png")
-    config = tiny_config_with(tmp_path, {**BASE, "strategies": [{"name": "synthetic-images",
-                                                                 "params": {"path": str(folder)}}]})
+    config = tiny_config_with(
+        tmp_path, {**BASE, "strategies": [{"name": "synthetic-images", "params": {"path": str(folder)}}]}
+    )
     code, _, err = cli("run", config, "--out", tmp_path / "run")
     assert code == 2 and "its classes ['cat', 'dog'] differ from the data set's" in err
-    config = tiny_config_with(tmp_path, {**BASE, "strategies": [{"name": "synthetic-images",
-                                                                 "params": {"path": str(tmp_path / "nope")}}]})
+    config = tiny_config_with(
+        tmp_path,
+        {**BASE, "strategies": [{"name": "synthetic-images", "params": {"path": str(tmp_path / "nope")}}]},
+    )
     code, _, err = cli("run", config, "--out", tmp_path / "run2")
     assert code == 2 and "does not exist" in err

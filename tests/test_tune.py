@@ -1,5 +1,6 @@
 """Tuning: test data is never read, a killed tune resumes with no lost trials, workers share a
 PostgreSQL study without duplicates."""
+
 import os
 import shutil
 import signal
@@ -15,13 +16,18 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import ROOT
 from tests_support import tiny_config_with
 
-TUNE_CONFIG = {"strategies": ["none", {"name": "classical", "params": {"policy": "basic"}}],
-               "classifiers": ["mlp"], "budget": {"scale": 0.1}, "eval_points": 3,
-               "quality": {"enabled": False}, "tune": {"trials": 4, "seeds": 1}, "workers": 1}
+TUNE_CONFIG = {
+    "strategies": ["none", {"name": "classical", "params": {"policy": "basic"}}],
+    "classifiers": ["mlp"],
+    "budget": {"scale": 0.1},
+    "eval_points": 3,
+    "quality": {"enabled": False},
+    "tune": {"trials": 4, "seeds": 1},
+    "workers": 1,
+}
 
 
 class SealedTestSet:
@@ -38,18 +44,23 @@ def _finished(storage: str) -> dict[str, list]:
     out = {}
     for summary in optuna.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        out[summary.study_name] = [t for t in study.get_trials(deepcopy=False)
-                                   if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+        out[summary.study_name] = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        ]
     return out
 
 
 def test_tuning_never_reads_test_data(tmp_path, monkeypatch, capsys):
     import bench.data.splits
-    from bench.run.stages import run_cell
     from bench.commands.tune import tune_experiment
+    from bench.run.stages import run_cell
 
     real_pool = bench.data.splits.train_pool
-    monkeypatch.setattr(bench.data.splits, "train_pool", lambda ds, spec: (real_pool(ds, spec)[0], SealedTestSet()))
+    monkeypatch.setattr(
+        bench.data.splits, "train_pool", lambda ds, spec: (real_pool(ds, spec)[0], SealedTestSet())
+    )
     config = tiny_config_with(tmp_path, TUNE_CONFIG)
     out = tune_experiment(config, [], 3, None, None, tmp_path / "tune", workers=1)
     trials = _finished(f"sqlite:///{out / 'tuning' / 'optuna.db'}")
@@ -69,9 +80,22 @@ def test_tuning_never_reads_test_data(tmp_path, monkeypatch, capsys):
 def test_killed_tune_resumes_with_no_lost_trials(tmp_path):
     config = tiny_config_with(tmp_path, {**TUNE_CONFIG, "budget": {"scale": 0.3}})
     out = tmp_path / "tune"
-    command = [sys.executable, "-m", "bench.cli", "tune", config, "--trials", "5", "--out", str(out), "--workers", "1"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "bench.cli",
+        "tune",
+        config,
+        "--trials",
+        "5",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     storage = f"sqlite:///{out / 'tuning' / 'optuna.db'}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -120,27 +144,69 @@ def postgres():
         shutil.chown(data, "postgres")
     port = _free_port()
     user = "postgres" if as_user else os.environ.get("USER", "postgres")
-    subprocess.run(as_user + [str(bin_dir / "initdb"), "-D", str(data), "-U", user, "--auth=trust"],
-                   check=True, capture_output=True)
-    subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w", "-o",
-                              f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
-                   check=True, capture_output=True)
-    subprocess.run(as_user + [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "augbench"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        as_user + [str(bin_dir / "initdb"), "-D", str(data), "-U", user, "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        as_user
+        + [
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(data / "log"),
+            "-w",
+            "-o",
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        as_user + [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "augbench"],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://{user}@127.0.0.1:{port}/augbench"
     finally:
-        subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(home, ignore_errors=True)
 
 
 def test_two_workers_share_a_postgresql_study(postgres, tmp_path):
     config = tiny_config_with(tmp_path, {**TUNE_CONFIG, "budget": {"scale": 0.3}})
-    command = [sys.executable, "-m", "bench.cli", "tune", config, "--trials", "6", "--storage", postgres,
-               "--study", "shared", "--workers", "1"]
-    workers = [subprocess.Popen(command + ["--out", str(tmp_path / f"w{i}"), "--worker-index", str(i)], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for i in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.cli",
+        "tune",
+        config,
+        "--trials",
+        "6",
+        "--storage",
+        postgres,
+        "--study",
+        "shared",
+        "--workers",
+        "1",
+    ]
+    workers = [
+        subprocess.Popen(
+            command + ["--out", str(tmp_path / f"w{i}"), "--worker-index", str(i)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [w.communicate(timeout=600) for w in workers]
     assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outputs]
     finished = _finished(postgres)

@@ -1,15 +1,20 @@
 """Code versions in every key: a version bump recomputes exactly the cells and quality rows that
 depend on the bumped component, and the tables never pool rows of different versions."""
+
 import json
 
 import pandas as pd
-
-from strategies.gan import GAN
 from tests_support import tiny_config_with
 
-STRATEGIES = ["none", {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}},
-              {"name": "gan", "params": {"steps": 20}}, {"name": "vae", "params": {"steps": 150}},
-              {"name": "hybrid", "params": {"generator": "vae", "generator_params": {"steps": 150}}}]
+from strategies.gan import GAN
+
+STRATEGIES = [
+    "none",
+    {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}},
+    {"name": "gan", "params": {"steps": 20}},
+    {"name": "vae", "params": {"steps": 150}},
+    {"name": "hybrid", "params": {"generator": "vae", "generator_params": {"steps": 150}}},
+]
 
 
 def _cells(out):
@@ -21,8 +26,9 @@ def _quality_entries(out):
 
 
 def test_a_generator_version_bump_recomputes_exactly_its_cells(tmp_path, cli, monkeypatch):
-    config = tiny_config_with(tmp_path, {"strategies": STRATEGIES, "seeds": 1, "classifiers": ["mlp"],
-                                         "quality": {"samples": 50}})
+    config = tiny_config_with(
+        tmp_path, {"strategies": STRATEGIES, "seeds": 1, "classifiers": ["mlp"], "quality": {"samples": 50}}
+    )
     out = tmp_path / "run"
     assert cli("run", config, "--out", out)[0] == 0
     cells, quality = _cells(out), _quality_entries(out)
@@ -41,7 +47,10 @@ def test_a_generator_version_bump_recomputes_exactly_its_cells(tmp_path, cli, mo
 
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 5 and results["strategy"].is_unique  # the old gan row is not in the table
-    assert json.loads(results.set_index("strategy").loc["gan", "versions"])["generator:gan"] == GAN.generator_version
+    assert (
+        json.loads(results.set_index("strategy").loc["gan", "versions"])["generator:gan"]
+        == GAN.generator_version
+    )
 
 
 def _files(out, kind):
@@ -51,8 +60,15 @@ def _files(out, kind):
 def test_a_quality_version_bump_recomputes_the_quality_rows_and_nothing_else(tmp_path, cli, monkeypatch):
     import bench.quality.settings as settings
 
-    config = tiny_config_with(tmp_path, {"strategies": ["none", {"name": "vae", "params": {"steps": 150}}],
-                                         "seeds": 1, "classifiers": ["mlp"], "quality": {"samples": 50}})
+    config = tiny_config_with(
+        tmp_path,
+        {
+            "strategies": ["none", {"name": "vae", "params": {"steps": 150}}],
+            "seeds": 1,
+            "classifiers": ["mlp"],
+            "quality": {"samples": 50},
+        },
+    )
     out = tmp_path / "run"
     assert cli("run", config, "--out", out)[0] == 0
     cells, quality = _cells(out), _quality_entries(out)
@@ -75,8 +91,16 @@ def test_a_quality_version_bump_leaves_cells_without_quality_alone(tmp_path, mon
     from bench.protocol.config import parse_config
     from bench.run.cell import expand_grid
 
-    config = parse_config({"name": "v", "datasets": ["digits"], "strategies": ["none"], "classifiers": ["mlp"],
-                           "quality": {"enabled": False}}, "v")
+    config = parse_config(
+        {
+            "name": "v",
+            "datasets": ["digits"],
+            "strategies": ["none"],
+            "classifiers": ["mlp"],
+            "quality": {"enabled": False},
+        },
+        "v",
+    )
     before = [c.key for c in expand_grid(config, {"digits": "h"})]
     monkeypatch.setattr(settings, "QUALITY_VERSION", "bumped")
     assert [c.key for c in expand_grid(config, {"digits": "h"})] == before
@@ -86,12 +110,21 @@ def test_every_component_is_in_the_versions():
     from bench.protocol.config import parse_config
     from bench.run.cell import expand_grid
 
-    config = parse_config({"name": "v", "datasets": ["digits"], "strategies": STRATEGIES[1:],
-                           "classifiers": ["cnn"]}, "v")
+    config = parse_config(
+        {"name": "v", "datasets": ["digits"], "strategies": STRATEGIES[1:], "classifiers": ["cnn"]}, "v"
+    )
     versions = {c.strategy.label: c.versions for c in expand_grid(config, {"digits": "h"})}
-    assert set(versions["classical-basic"]) == {"strategy:classical", "policy:basic", "classifier:cnn", "suite",
-                                                "quality:metrics", "quality:evaluator", "quality:classifier:cnn",
-                                                "quality:suite"}
+    assert set(versions["classical-basic"]) == {
+        "strategy:classical",
+        "policy:basic",
+        "classifier:cnn",
+        "suite",
+        "quality:metrics",
+        "quality:evaluator",
+        "quality:classifier:cnn",
+        "quality:suite",
+    }
     assert {"strategy:gan", "generator:gan"} <= set(versions["gan"])
     assert {"strategy:hybrid", "strategy:vae", "generator:vae", "strategy:classical", "policy:basic"} <= set(
-        versions["hybrid"])
+        versions["hybrid"]
+    )

@@ -1,10 +1,10 @@
 """Helpers for tests: configs derived from the tiny protocol, data files, polling."""
+
 import copy
 import time
 from pathlib import Path
 
 import yaml
-
 from conftest import TINY_CONFIG
 
 

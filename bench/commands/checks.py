@@ -1,5 +1,6 @@
 """What every command that runs a protocol does first: load it and check it against its data, before
 any folder is touched."""
+
 from __future__ import annotations
 
 import time
@@ -33,8 +34,13 @@ def load_checked(config_name: str | None, overrides: list[str]) -> Checked:
     datasets = {spec.title: cached_dataset(spec) for spec in config.datasets}
     data_seconds = time.perf_counter() - start
     check_grid(config, datasets)
-    return Checked(config, device, {name: ds.content_hash for name, ds in datasets.items()}, data_seconds,
-                   validation_sizes(config, datasets))
+    return Checked(
+        config,
+        device,
+        {name: ds.content_hash for name, ds in datasets.items()},
+        data_seconds,
+        validation_sizes(config, datasets),
+    )
 
 
 def default_out(config) -> Path:

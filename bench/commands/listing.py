@@ -1,5 +1,6 @@
 """`augbench list`: what is registered (configs, data sets, strategies with their params, policies,
 classifiers, executors), every config field, and with ``--columns`` the result row's columns."""
+
 from __future__ import annotations
 
 import configs
@@ -29,8 +30,11 @@ def print_registries(plugins: tuple[str, ...] = ()) -> None:
     print("strategies:")
     for name in STRATEGIES.names():
         cls = STRATEGIES.get(name)
-        needs = f" [needs pip install 'augbench[{','.join(sorted(set(cls.requires.values())))}]']" \
-            if cls.requires else ""
+        needs = (
+            f" [needs pip install 'augbench[{','.join(sorted(set(cls.requires.values())))}]']"
+            if cls.requires
+            else ""
+        )
         print(f"  {name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}{origin(cls)}{needs}")
         for pname, spec in cls.params.items():
             bounds = f"[{spec.low}, {spec.high}]" if spec.low is not None else ", ".join(spec.choices or ())
@@ -39,8 +43,10 @@ def print_registries(plugins: tuple[str, ...] = ()) -> None:
     print(f"classifiers (suite v{SUITE_VERSION}):")
     for name in CLASSIFIERS.names():
         r = CLASSIFIERS.get(name).recipe
-        print(f"  {name:<8} {r.optimizer} lr {r.lr} wd {r.weight_decay} batch {r.batch_size}, "
-              f"{r.epochs} epochs, at least {r.min_steps} steps{origin(CLASSIFIERS.get(name).build)}")
+        print(
+            f"  {name:<8} {r.optimizer} lr {r.lr} wd {r.weight_decay} batch {r.batch_size}, "
+            f"{r.epochs} epochs, at least {r.min_steps} steps{origin(CLASSIFIERS.get(name).build)}"
+        )
     print("executors:   " + ", ".join(EXECUTORS.names()))
     print("config fields (set in the YAML, or with --set path=value):")
     for path, default, help_text in describe(BenchConfig):

@@ -1,5 +1,6 @@
 """`augbench plan`: what a protocol still has to do in its run folder (read, not written) and its
 cost; with ``--mde`` also the seeds a verdict needs to see a change of that size, and their cost."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,14 @@ from bench.run.tasks import workers_for
 from reports.tables import seeds_needed
 
 
-def plan_experiment(config_name: str | None, overrides: list[str], out: Path | None,
-                    json_path: Path | None = None, mde: float | None = None, retry_failed: bool = False) -> Plan:
+def plan_experiment(
+    config_name: str | None,
+    overrides: list[str],
+    out: Path | None,
+    json_path: Path | None = None,
+    mde: float | None = None,
+    retry_failed: bool = False,
+) -> Plan:
     """Print what a protocol still has to do in its run folder (read, not written) and its cost
     (with ``retry_failed``, as ``run --retry-failed`` would do it); with ``mde`` (pp) the seeds each
     comparison needs for that minimum detectable effect, from the paired spread of the folder's
@@ -46,14 +53,21 @@ def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
     holds its search; else at the recipe's, and the search, which ``plan`` does not run, is said)."""
     config, device = checked.config, checked.device
     cohort, precision = cohort_size(config, device), key_precision(config, device)
-    auto = auto_steps(config, expand_grid(config, checked.hashes, cohort, precision=precision), device,
-                      out / "cache", search=False)
+    auto = auto_steps(
+        config,
+        expand_grid(config, checked.hashes, cohort, precision=precision),
+        device,
+        out / "cache",
+        search=False,
+    )
     grid, checks = grid_and_checks(config, checked.hashes, cohort, checked.n_val, auto, precision)
     cells = grid + checks
     if config.budget.steps == "auto" and not auto:
-        print(f"augbench: budget.steps: auto is not searched yet in {out}: `run` searches first (`none` at "
-              f"{config.budget.floor}, {2 * config.budget.floor}, ... steps on two seeds per data set, regime and "
-              "classifier, until a doubling gains under the plateau); the estimate below is at the recipes' steps")
+        print(
+            f"augbench: budget.steps: auto is not searched yet in {out}: `run` searches first (`none` at "
+            f"{config.budget.floor}, {2 * config.budget.floor}, ... steps on two seeds per data set, regime and "
+            "classifier, until a doubling gains under the plateau); the estimate below is at the recipes' steps"
+        )
     done = RunStore(out).done_keys(retry_failed)
     workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
     return make_plan(config, cells, done, out / "cache", device, workers, checked.data_seconds)
@@ -63,26 +77,45 @@ def _earlier_results(out: Path) -> pd.DataFrame:
     """The results of the run in ``out``, whose paired spread --mde plans from."""
     path = out / "results.parquet"
     if not path.is_file():
-        raise UserError(f"--mde: no earlier run of this protocol in {out} to take the paired spread from; run it "
-                        "first with a few seeds (augbench run CONFIG --set seeds=3), or give its folder with --out")
+        raise UserError(
+            f"--mde: no earlier run of this protocol in {out} to take the paired spread from; run it "
+            "first with a few seeds (augbench run CONFIG --set seeds=3), or give its folder with --out"
+        )
     return read_results(path)
 
 
-def _seeds_for(config_name: str | None, overrides: list[str], checked: Checked, results: pd.DataFrame, mde: float,
-               out: Path) -> dict:
+def _seeds_for(
+    config_name: str | None,
+    overrides: list[str],
+    checked: Checked,
+    results: pd.DataFrame,
+    mde: float,
+    out: Path,
+) -> dict:
     """Print, per comparison, the seeds its MDE needs to reach ``mde`` pp, and plan a run with the
     most of them; return both for the JSON."""
     table = seeds_needed(results, mde / 100)
     if table.empty:
-        raise UserError(f"--mde: the run in {out} has no comparison against none with paired seeds to plan from")
+        raise UserError(
+            f"--mde: the run in {out} has no comparison against none with paired seeds to plan from"
+        )
     level = table["level"].iloc[0]
-    print(f"\nseeds for a minimum detectable effect of {mde:g} pp (80% power at Holm's strictest level "
-          f"{level:.2g} = 0.05 / {len(table)} comparisons, from the paired spread of the run in {out}):")
+    print(
+        f"\nseeds for a minimum detectable effect of {mde:g} pp (80% power at Holm's strictest level "
+        f"{level:.2g} = 0.05 / {len(table)} comparisons, from the paired spread of the run in {out}):"
+    )
     for row in table.itertuples():
-        needs = "untestable (no spread)" if pd.isna(row.seeds_needed) and not row.sd > 0 else \
-            "more than 1,000" if pd.isna(row.seeds_needed) else str(row.seeds_needed)
-        print(f"  {row.dataset}/{row.regime} {row.classifier} {row.strategy}: sd {100 * row.sd:.2f} pp over "
-              f"{row.paired_seeds} seeds, MDE now {_pp(row.mde)}, seeds needed {needs}")
+        needs = (
+            "untestable (no spread)"
+            if pd.isna(row.seeds_needed) and not row.sd > 0
+            else "more than 1,000"
+            if pd.isna(row.seeds_needed)
+            else str(row.seeds_needed)
+        )
+        print(
+            f"  {row.dataset}/{row.regime} {row.classifier} {row.strategy}: sd {100 * row.sd:.2f} pp over "
+            f"{row.paired_seeds} seeds, MDE now {_pp(row.mde)}, seeds needed {needs}"
+        )
     needed = table["seeds_needed"].dropna()
     extra = {"mde_pp": mde, "seeds_for_mde": table.to_dict(orient="records")}
     if needed.empty:
@@ -94,8 +127,10 @@ def _seeds_for(config_name: str | None, overrides: list[str], checked: Checked, 
         return extra
     bigger = load_checked(config_name, [*overrides, f"seeds={most}"])
     planned = _plan(bigger, default_out(bigger.config))
-    print(f"  with {most} seeds (every comparison above): {planned.cells_todo} cells to run, {planned.headline()} "
-          f"(augbench run CONFIG --set seeds={most})")
+    print(
+        f"  with {most} seeds (every comparison above): {planned.cells_todo} cells to run, {planned.headline()} "
+        f"(augbench run CONFIG --set seeds={most})"
+    )
     return {**extra, "seeds": most, "plan_at_those_seeds": planned.to_dict()}
 
 

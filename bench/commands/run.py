@@ -1,5 +1,6 @@
 """`augbench run`: load and check a protocol, run its missing cells with progress, then write the
 tables and the report."""
+
 from __future__ import annotations
 
 import sys
@@ -12,10 +13,10 @@ from bench.commands.checks import default_out, load_checked
 from bench.commands.summary import format_summary
 from bench.core import progress
 from bench.costs.plan import cached_estimate
+from bench.protocol.config import cohort_size, key_precision
 from bench.run import provenance
 from bench.run.budget import auto_steps, budget_summary, grid_and_checks, read_budget
 from bench.run.cell import Cell, expand_grid
-from bench.protocol.config import cohort_size, key_precision
 from bench.run.store import RunStore, failure_kind, runs_again
 from bench.run.tasks import execute, make_executor, workers_for
 from bench.tracking.mlflow_runs import tracking
@@ -29,8 +30,9 @@ class RunOutcome(NamedTuple):
     errored: int
 
 
-def run_experiment(config_name: str | None, overrides: list[str], out: Path | None, retry_failed: bool = False
-                   ) -> RunOutcome:
+def run_experiment(
+    config_name: str | None, overrides: list[str], out: Path | None, retry_failed: bool = False
+) -> RunOutcome:
     """Run a protocol into a run folder (resuming it: cells the machine failed or whose code raised
     an error run again, and with ``retry_failed`` every failed cell)."""
     checked = load_checked(config_name, overrides)
@@ -44,27 +46,55 @@ def run_experiment(config_name: str | None, overrides: list[str], out: Path | No
     done = store.done_keys(retry_failed)
     workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
     executor = make_executor(device, workers, config.executor)
-    with executor.session(), store.lock():  # a cluster that cannot run a cell refuses before the folder is claimed
+    with (
+        executor.session(),
+        store.lock(),
+    ):  # a cluster that cannot run a cell refuses before the folder is claimed
         store.claim(config, hashes)
         store.heal_cells()
         auto = auto_steps(config, cells, device, store.root / "cache")
         grid, checks = grid_and_checks(config, hashes, cohort, checked.n_val, auto, precision)
         with tracking(config, out, revision) as tracker:
-            errored = _run_grid(config, store, device, grid, checks, checked.data_seconds, revision, executor,
-                                workers, tracker.log_cell, done)
+            errored = _run_grid(
+                config,
+                store,
+                device,
+                grid,
+                checks,
+                checked.data_seconds,
+                revision,
+                executor,
+                workers,
+                tracker.log_cell,
+                done,
+            )
             report = build_report(out)
             tracker.log_files([report, report.parent / "report.md", out / "results.csv", out / "config.yaml"])
     print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
     print(f"report:  {report} (and report.md)")
     if errored:
-        print(f"augbench: {len(errored)} cell(s) raised an error (a bug in their code, not a result): tracebacks in "
-              f"{store.cells_dir}/<key>.traceback.txt ({', '.join(sorted(errored)[:3])}"
-              f"{', ...' if len(errored) > 3 else ''}); a rerun tries them again", file=sys.stderr)
+        print(
+            f"augbench: {len(errored)} cell(s) raised an error (a bug in their code, not a result): tracebacks in "
+            f"{store.cells_dir}/<key>.traceback.txt ({', '.join(sorted(errored)[:3])}"
+            f"{', ...' if len(errored) > 3 else ''}); a rerun tries them again",
+            file=sys.stderr,
+        )
     return RunOutcome(out, len(errored))
 
 
-def _run_grid(config, store: RunStore, device, grid: list, checks: list, data_seconds: float, revision: str,
-              executor, workers: int, log_cell: Callable[[Cell, dict], None], done: set[str]) -> list[str]:
+def _run_grid(
+    config,
+    store: RunStore,
+    device,
+    grid: list,
+    checks: list,
+    data_seconds: float,
+    revision: str,
+    executor,
+    workers: int,
+    log_cell: Callable[[Cell, dict], None],
+    done: set[str],
+) -> list[str]:
     """Run the grid's cells and budget checks not in ``done`` with a progress bar, handing each grid
     record to ``log_cell`` (tracking); write the tables and the provenance entry also when
     interrupted. Returns the keys of the cells (and checks) whose code raised an error."""
@@ -75,20 +105,32 @@ def _run_grid(config, store: RunStore, device, grid: list, checks: list, data_se
     estimate = cached_estimate(config, cells, done, store.root / "cache", device, workers, data_seconds)
     retried = f", {again} failed one(s) to try again" if again else ""
     checks_line = f" and {len(checks)} budget checks at 2x" if checks else ""
-    print(f"augbench: {config.name}: {len(grid)} cells{checks_line} ({len(cells) - len(todo)} already done{retried})"
-          f"{'' if checks else ', no budget check'}, device {provenance.device_name(device)}, {workers} worker(s), "
-          f"{estimate} -> {store.root}", file=sys.stderr)
+    print(
+        f"augbench: {config.name}: {len(grid)} cells{checks_line} ({len(cells) - len(todo)} already done{retried})"
+        f"{'' if checks else ', no budget check'}, device {provenance.device_name(device)}, {workers} worker(s), "
+        f"{estimate} -> {store.root}",
+        file=sys.stderr,
+    )
     foreign = store.foreign_keys([c.key for c in cells])
     if foreign:
-        print(f"augbench: {len(foreign)} cell file(s) in {store.cells_dir} are not in this grid (another code "
-              "version, data or config): left alone and kept out of the tables", file=sys.stderr)
+        print(
+            f"augbench: {len(foreign)} cell file(s) in {store.cells_dir} are not in this grid (another code "
+            "version, data or config): left alone and kept out of the tables",
+            file=sys.stderr,
+        )
 
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(cells), initial=len(cells) - len(todo), unit="cell", file=sys.stderr, dynamic_ncols=True
+    )
     running: dict[str, str] = {}  # cell -> what it reports doing
 
     def show() -> None:
-        bar.set_postfix_str(" | ".join(f"{name}: {doing}" if doing else name
-                                       for name, doing in list(running.items())[-workers:]), refresh=True)
+        bar.set_postfix_str(
+            " | ".join(
+                f"{name}: {doing}" if doing else name for name, doing in list(running.items())[-workers:]
+            ),
+            refresh=True,
+        )
 
     def on_start(cell):
         running[cell.describe()] = ""
@@ -114,7 +156,9 @@ def _run_grid(config, store: RunStore, device, grid: list, checks: list, data_se
             log_cell(cell, record)
 
     def on_retry(cell, reason):
-        say(f"augbench: worker died on {cell.describe()} ({reason.removeprefix('worker died: ')}): retrying once")
+        say(
+            f"augbench: worker died on {cell.describe()} ({reason.removeprefix('worker died: ')}): retrying once"
+        )
 
     def say(line: str) -> None:  # a line above the bar, never inside it
         tqdm.write(line, file=sys.stderr)
@@ -127,12 +171,24 @@ def _run_grid(config, store: RunStore, device, grid: list, checks: list, data_se
     finally:
         progress.warning_to(None)
         bar.close()
-        results = store.write_tables([c.key for c in grid], [c.key for c in checks],
-                                     config.budget.plateau if config.budget.check == "on" else None)
-        store.add_provenance({"config_fingerprint": config.fingerprint, "started": started,
-                              "finished": provenance.now(), "completed": finished, "cells_run": bar.n - (
-                                  len(cells) - len(todo)), "versions": provenance.versions(),
-                              "revision": revision, "device": provenance.device_name(device), "workers": workers})
+        results = store.write_tables(
+            [c.key for c in grid],
+            [c.key for c in checks],
+            config.budget.plateau if config.budget.check == "on" else None,
+        )
+        store.add_provenance(
+            {
+                "config_fingerprint": config.fingerprint,
+                "started": started,
+                "finished": provenance.now(),
+                "completed": finished,
+                "cells_run": bar.n - (len(cells) - len(todo)),
+                "versions": provenance.versions(),
+                "revision": revision,
+                "device": provenance.device_name(device),
+                "workers": workers,
+            }
+        )
     print(format_summary(results))
     print(budget_summary(read_budget(store.root)))
     return errored

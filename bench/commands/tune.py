@@ -1,5 +1,6 @@
 """`augbench tune`: tune every strategy of a protocol (resuming its studies), then write the trials, the
 tuned configs and the tuning report."""
+
 from __future__ import annotations
 
 import sys
@@ -17,9 +18,16 @@ from bench.tuning.studies import open_study, run_study, studies_of, trials_table
 from reports.tuning import build_tuning_report
 
 
-def tune_experiment(config_name: str | None, overrides: list[str], trials: int | None, storage: str | None,
-                    study_prefix: str | None, out: Path | None, workers: int | None = None,
-                    worker_index: int = 0) -> Path:
+def tune_experiment(
+    config_name: str | None,
+    overrides: list[str],
+    trials: int | None,
+    storage: str | None,
+    study_prefix: str | None,
+    out: Path | None,
+    workers: int | None = None,
+    worker_index: int = 0,
+) -> Path:
     """Tune every strategy of a protocol (resuming its studies), write the trials, the tuned configs
     and the tuning report; return the output folder."""
     checked = load_checked(config_name, overrides)
@@ -49,13 +57,26 @@ def tune_experiment(config_name: str | None, overrides: list[str], trials: int |
         if not storage:
             storage = f"sqlite:///{(tuning / 'optuna.db').resolve()}"
             open_studies()
-        print(f"augbench tune: {len(specs)} studies x {n_trials} trials ({config.tune.seeds} seed(s) each), "
-              f"storage {storage}, {workers} worker(s) -> {out}", file=sys.stderr)
-        task = partial(run_study, config=config, n_trials=n_trials, storage_url=storage, prefix=prefix,
-                       device_type=device.type, cache_dir=str(out / "cache"), revision=provenance.git_revision(),
-                       worker_index=worker_index)
+        print(
+            f"augbench tune: {len(specs)} studies x {n_trials} trials ({config.tune.seeds} seed(s) each), "
+            f"storage {storage}, {workers} worker(s) -> {out}",
+            file=sys.stderr,
+        )
+        task = partial(
+            run_study,
+            config=config,
+            n_trials=n_trials,
+            storage_url=storage,
+            prefix=prefix,
+            device_type=device.type,
+            cache_dir=str(out / "cache"),
+            revision=provenance.git_revision(),
+            worker_index=worker_index,
+        )
         start = time.perf_counter()
-        executor.map_unordered(task, specs, on_done=lambda spec, name: print(f"  done: {name}", file=sys.stderr))
+        executor.map_unordered(
+            task, specs, on_done=lambda spec, name: print(f"  done: {name}", file=sys.stderr)
+        )
     studies = {s.name(prefix): open_study(s.name(prefix), storage) for s in specs}
     table = trials_table(specs, studies, prefix)
     atomic_write(tuning / "trials.csv", table.to_csv(index=False))

@@ -6,16 +6,27 @@ Plugin authors import from here, e.g. ``from bench.core import Param, Strategy, 
 register_strategy``. The names load on first use (PEP 562), so that importing a light module such
 as ``bench.core.errors`` does not import torch: the CLI's --help and --version stay fast.
 """
+
 import importlib
 
 _EXPORTS = {
-    "CellFailed": "errors", "UserError": "errors",
-    "EXECUTORS": "executor", "Executor": "executor", "register_executor": "executor",
-    "ImageSet": "images", "content_hash": "images",
+    "CellFailed": "errors",
+    "UserError": "errors",
+    "EXECUTORS": "executor",
+    "Executor": "executor",
+    "register_executor": "executor",
+    "ImageSet": "images",
+    "content_hash": "images",
     "Registry": "registry",
-    "derive_seed": "seeding", "seeded": "seeding",
-    "STRATEGIES": "strategy", "BatchTransform": "strategy", "FitContext": "strategy", "Param": "strategy",
-    "Strategy": "strategy", "TrainingData": "strategy", "register_strategy": "strategy",
+    "derive_seed": "seeding",
+    "seeded": "seeding",
+    "STRATEGIES": "strategy",
+    "BatchTransform": "strategy",
+    "FitContext": "strategy",
+    "Param": "strategy",
+    "Strategy": "strategy",
+    "TrainingData": "strategy",
+    "register_strategy": "strategy",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -4,6 +4,7 @@ Entries are named by a key that hashes everything they depend on (data content h
 params, seed, code version), so changed input never hits a stale entry. Writers hold a per-key
 file lock, so two workers needing one entry fit it once; weights load with ``weights_only``.
 """
+
 from __future__ import annotations
 
 import fcntl

@@ -4,6 +4,7 @@ An executor calls ``fn(item)`` for every item, in any order, and reports each st
 result to the caller, who writes results as they arrive. Implementations register by name
 (``serial``, ``process``: bench/execution/local.py; ``ray``: bench/execution/ray.py) and are chosen by ``EXECUTORS.get(name)``.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -19,7 +20,9 @@ OnStart = Callable[[Any], None]
 OnDone = Callable[[Any, Any], None]
 OnLost = Callable[[Any, str], None]  # (item, reason) for an item whose worker died on every try
 OnRetry = Callable[[Any, str], None]  # (item, reason) for an item whose worker died, tried again
-OnProgress = Callable[[Any, str], None]  # (item, text): a line of progress from inside the item (bench.core.progress)
+OnProgress = Callable[
+    [Any, str], None
+]  # (item, text): a line of progress from inside the item (bench.core.progress)
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,16 @@ class Executor(ABC):
         yield
 
     @abstractmethod
-    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
-                      on_start: OnStart | None = None, on_done: OnDone | None = None,
-                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None,
-                      on_retry: OnRetry | None = None) -> None:
+    def map_unordered(
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        on_start: OnStart | None = None,
+        on_done: OnDone | None = None,
+        on_lost: OnLost | None = None,
+        on_progress: OnProgress | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> None:
         """Call ``fn`` on each item; ``on_start(item)`` as it starts, ``on_done(item, result)`` as
         it finishes, ``on_progress(item, text)`` for what it reports on the way, where the executor
         carries that (in the calling process). Executors that run items in other processes retry

@@ -1,4 +1,5 @@
 """Writing files so that a kill at any moment leaves each one whole or absent."""
+
 from __future__ import annotations
 
 import hashlib

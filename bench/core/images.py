@@ -1,4 +1,5 @@
 """Labelled images in memory, and the content hash that names them in every key."""
+
 from __future__ import annotations
 
 import hashlib

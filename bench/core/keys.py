@@ -1,4 +1,5 @@
 """Canonical JSON and the hashes built from it: cell keys, cache keys and config fingerprints."""
+
 from __future__ import annotations
 
 import hashlib

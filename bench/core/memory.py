@@ -1,4 +1,5 @@
 """A process's peak resident memory, as Linux reports it."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Network reachability, checked before a client library waits minutes on a dead address."""
+
 from __future__ import annotations
 
 import socket

@@ -2,6 +2,7 @@
 decorators, named in a config (``plugins: [my_package.augmentations]``) or installed under the
 entry-point group ``augbench.plugins``. Loading is idempotent, so every worker process can load
 what the config names before it runs a cell."""
+
 from __future__ import annotations
 
 import importlib
@@ -29,8 +30,10 @@ def _import(module: str, what: str) -> None:
     try:
         importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - any failure of a user's module is reported, not raised
-        raise UserError(f"{what} does not import: {type(exc).__name__}: {exc}; fix the module or leave it out "
-                        "of `plugins`") from None
+        raise UserError(
+            f"{what} does not import: {type(exc).__name__}: {exc}; fix the module or leave it out "
+            "of `plugins`"
+        ) from None
 
 
 def origin(obj: object) -> str:

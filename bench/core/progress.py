@@ -2,6 +2,7 @@
 bar, and warnings that must not land inside that bar. The process that runs a cell sets where
 reports and warnings go (an executor: its worker's pipe to the run, or the run's bar itself);
 elsewhere reports go nowhere and warnings to stderr. Reporting changes no result."""
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """Name -> object registries, as in timm and torch-fidelity."""
+
 from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar

@@ -7,6 +7,7 @@ Identity roles of a field (top-level fields of the protocol):
 - ``fingerprint``: it enters the run folder's fingerprint (a folder holds one config);
 - ``protocol``: runs ranked together on one leaderboard must agree on it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,10 +19,22 @@ MISSING = dataclasses.MISSING
 ROLES = ("cell", "fingerprint", "protocol")
 
 
-def option(default: Any = MISSING, *, help: str, low: float | None = None, high: float | None = None,
-           choices: tuple[str, ...] | None = None, parse: Callable[[Any, str], Any] | None = None,
-           plain: Callable[[Any], Any] | None = None, cell: bool = False, fingerprint: bool = True,
-           protocol: bool = False, flatten: bool = False, quiet: bool = False, result: bool = True) -> Any:
+def option(
+    default: Any = MISSING,
+    *,
+    help: str,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    parse: Callable[[Any, str], Any] | None = None,
+    plain: Callable[[Any], Any] | None = None,
+    cell: bool = False,
+    fingerprint: bool = True,
+    protocol: bool = False,
+    flatten: bool = False,
+    quiet: bool = False,
+    result: bool = True,
+) -> Any:
     """A config field: its default (MISSING = required), inclusive ``low``/``high`` for numbers,
     ``choices`` for strings, or ``parse(value, where)`` for composite values with ``plain(value)``
     turning the parsed value back into plain data; its identity roles (see the module docstring);
@@ -30,8 +43,20 @@ def option(default: Any = MISSING, *, help: str, low: float | None = None, high:
     fingerprints and protocols of earlier configs as they were). Inside a section, ``result=False``
     keeps a field that changes no cell's result (how results are checked or read) out of the cell
     keys that the section enters."""
-    metadata = dict(help=help, low=low, high=high, choices=choices, parse=parse, plain=plain, cell=cell,
-                    fingerprint=fingerprint, protocol=protocol, flatten=flatten, quiet=quiet, result=result)
+    metadata = dict(
+        help=help,
+        low=low,
+        high=high,
+        choices=choices,
+        parse=parse,
+        plain=plain,
+        cell=cell,
+        fingerprint=fingerprint,
+        protocol=protocol,
+        flatten=flatten,
+        quiet=quiet,
+        result=result,
+    )
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -50,11 +75,16 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default if f.default is not MISSING else f.default_factory()
 
 
-def check_number(value: Any, where: str, kind: type = float, low: float | None = None,
-                 high: float | None = None) -> Any:
+def check_number(
+    value: Any, where: str, kind: type = float, low: float | None = None, high: float | None = None
+) -> Any:
     """The one check of a configured number: ``kind`` (int or float, never a bool) within the
     inclusive bounds; returns it as ``kind``. ``where`` names the field in the error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (kind is int and value != int(value))
+    ):
         raise UserError(f"{where}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         bound = f"[{low}, {high}]" if high is not None else f">= {low}"
@@ -79,8 +109,9 @@ def named_entry(item: Any, where: str, what: str, keys: tuple[str, ...]) -> dict
         raise UserError(f"config field {where}: expected a {what} name or {{name: ..., {keys[1]}: ...}}")
     unknown = set(item) - set(keys)
     if unknown:
-        raise UserError(f"config field {where}: unknown key(s) {', '.join(sorted(unknown))} "
-                        f"(known: {', '.join(keys)})")
+        raise UserError(
+            f"config field {where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(keys)})"
+        )
     return item
 
 
@@ -98,10 +129,14 @@ def parse_value(f: dataclasses.Field, value: Any, where: str) -> Any:
         return parse_section(meta["section"], value, where)
     if meta["parse"] is not None:
         return meta["parse"](value, where)
-    return check_plain(value, f"config field {where}", _default(f), meta["choices"], meta["low"], meta["high"])
+    return check_plain(
+        value, f"config field {where}", _default(f), meta["choices"], meta["low"], meta["high"]
+    )
 
 
-def check_plain(value: Any, where: str, default: Any, choices: tuple | None = None, low=None, high=None) -> Any:
+def check_plain(
+    value: Any, where: str, default: Any, choices: tuple | None = None, low=None, high=None
+) -> Any:
     """A value of its default's kind (config fields and strategy params alike): one of ``choices``,
     true or false, a number in [low, high], or text; bad input raises UserError naming ``where``."""
     if choices is not None:
@@ -201,13 +236,16 @@ def check_path(cls: type, path: str) -> None:
     node, done = cls, []
     for part in path.split("."):
         if node is None:
-            raise UserError(f"config field {'.'.join(done)} has no sub-fields; set it as a whole, "
-                            f"e.g. --set '{'.'.join(done)}=[...]'")
+            raise UserError(
+                f"config field {'.'.join(done)} has no sub-fields; set it as a whole, "
+                f"e.g. --set '{'.'.join(done)}=[...]'"
+            )
         known = {f.name: f for f in dataclasses.fields(node)}
         if part not in known:
             where = f"{'.'.join(done)} " if done else ""
-            raise UserError(f"unknown config field {'.'.join(done + [part])}; {where}fields: "
-                            f"{', '.join(sorted(known))}")
+            raise UserError(
+                f"unknown config field {'.'.join(done + [part])}; {where}fields: {', '.join(sorted(known))}"
+            )
         done.append(part)
         node = known[part].metadata.get("section")
 

@@ -1,5 +1,6 @@
 """Randomness from explicit seeds only: stable seed derivation and a seeded scope for torch's
 global generator (model initialization and dropout draw from it)."""
+
 from __future__ import annotations
 
 import hashlib

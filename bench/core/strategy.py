@@ -1,9 +1,9 @@
 """The strategy contract: declared hyperparameters, a fit on a cell's labelled images, and the
 training data it hands the trainer. Strategies register by name in ``STRATEGIES``."""
+
 from __future__ import annotations
 
 import importlib.util
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -98,7 +98,9 @@ class Strategy:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"  # bump when the strategy's code changes what it produces
     params: ClassVar[dict[str, Param]] = {}
-    requires: ClassVar[dict[str, str]] = {}  # optional module it imports -> the augbench extra that installs it
+    requires: ClassVar[
+        dict[str, str]
+    ] = {}  # optional module it imports -> the augbench extra that installs it
     quick: ClassVar[dict[str, Any]] = {}  # params that make a fit take a moment (the test suite's runs)
 
     def __init__(self, **params: Any):
@@ -115,8 +117,9 @@ class Strategy:
         return False
 
     @classmethod
-    def check_data(cls, params: dict[str, Any], labelled: ImageSet, class_names: tuple[str, ...],
-                   where: str) -> None:
+    def check_data(
+        cls, params: dict[str, Any], labelled: ImageSet, class_names: tuple[str, ...], where: str
+    ) -> None:
         """Raise UserError where these params cannot work with a data set whose labelled images
         (of one regime) are ``labelled`` (e.g. files that do not fit it). Called for every data set
         and regime before any folder is written or any cell runs."""
@@ -133,17 +136,26 @@ class Strategy:
         missing = cls.missing_modules()
         if missing:
             extras = ",".join(sorted({cls.requires[m] for m in missing}))
-            raise UserError(f"{where}: strategy {cls.name!r} needs {', '.join(missing)}; install it with "
-                            f"pip install 'augbench[{extras}]' (or pip install {' '.join(missing)})")
+            raise UserError(
+                f"{where}: strategy {cls.name!r} needs {', '.join(missing)}; install it with "
+                f"pip install 'augbench[{extras}]' (or pip install {' '.join(missing)})"
+            )
         unknown = sorted(set(given) - set(cls.params))
         if unknown:
             known = ", ".join(sorted(cls.params)) or "(none)"
-            raise UserError(f"{where}: unknown parameter(s) {', '.join(unknown)} for strategy "
-                            f"{cls.name!r}; known: {known}")
-        resolved = {name: spec.validate(given.get(name, spec.default), f"{where}.{name}")
-                    for name, spec in cls.params.items()}
-        return {name: value for name, value in resolved.items()
-                if not (cls.params[name].omit_default and value == cls.params[name].default)}
+            raise UserError(
+                f"{where}: unknown parameter(s) {', '.join(unknown)} for strategy "
+                f"{cls.name!r}; known: {known}"
+            )
+        resolved = {
+            name: spec.validate(given.get(name, spec.default), f"{where}.{name}")
+            for name, spec in cls.params.items()
+        }
+        return {
+            name: value
+            for name, value in resolved.items()
+            if not (cls.params[name].omit_default and value == cls.params[name].default)
+        }
 
     @classmethod
     def versions(cls, params: dict[str, Any]) -> dict[str, str]:
@@ -168,9 +180,11 @@ STRATEGIES: Registry = Registry("strategy", "strategies")
 
 def register_strategy(name: str):
     """Class decorator: registers a Strategy subclass under ``name``."""
+
     def decorator(cls: type[Strategy]) -> type[Strategy]:
         cls.name = name
         return STRATEGIES.register(name)(cls)
+
     return decorator
 
 
@@ -198,6 +212,8 @@ def parse_strategies(value: Any, where: str) -> tuple[StrategyEntry, ...]:
     labels = [s.label for s in entries]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
-        raise UserError(f"config field {where}: label(s) {', '.join(duplicated)} used twice; give each "
-                        "entry its own `label`")
+        raise UserError(
+            f"config field {where}: label(s) {', '.join(duplicated)} used twice; give each "
+            "entry its own `label`"
+        )
     return entries

@@ -9,6 +9,7 @@ that needs a generator, an evaluator or a quality row computes it, and a cell th
 computed elsewhere waits for it (as the cache's locks make it), so that one long generator fit or
 a cell at the end of the grid lengthens the run as it does in fact.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -24,24 +25,24 @@ from typing import Callable
 
 import torch
 
-from bench.run import provenance
 from bench.core.cache import FileCache
 from bench.core.files import atomic_write, user_cache_dir
 from bench.core.images import ImageSet, UnlabelledImages
 from bench.core.keys import stable_hash
 from bench.core.seeding import seeded
 from bench.core.strategy import FitContext, TrainingData
-from bench.execution.local import torch_threads
 from bench.data.sets import Dataset
+from bench.data.splits import make_split, train_pool
+from bench.data.unlabelled import unlabelled_images
+from bench.execution.local import torch_threads
 from bench.models.suite import ClassifierEntry, Recipe, build_classifier
 from bench.quality.assess import QualityWork, evaluator_work, strategy_work
 from bench.quality.evaluator import EvaluatorNet, evaluator_training_images
 from bench.quality.features import extract
 from bench.quality.fidelity import fidelity
-from bench.run.resources import measure, timed
+from bench.run import provenance
 from bench.run.cell import Cell, cached_dataset, cells_of, make_strategy, work_items
-from bench.data.splits import make_split, train_pool
-from bench.data.unlabelled import unlabelled_images
+from bench.run.resources import measure, timed
 from bench.training.loop import Member, batch_split, predict, train_cohort
 from strategies.classical import Classical
 from strategies.generative import PROBE_PER_CLASS, GenerativeStrategy
@@ -60,8 +61,10 @@ def calibration_file() -> Path:
 
 def _random_images(shape: tuple[int, ...], num_classes: int, n: int = CALIBRATION_IMAGES) -> ImageSet:
     generator = torch.Generator().manual_seed(0)
-    return ImageSet(torch.randint(0, 256, (n, *shape), generator=generator, dtype=torch.uint8),
-                    torch.arange(n) % num_classes)
+    return ImageSet(
+        torch.randint(0, 256, (n, *shape), generator=generator, dtype=torch.uint8),
+        torch.arange(n) % num_classes,
+    )
 
 
 def per_step(run: Callable[[int], None], device: torch.device, steps: int = 10) -> dict:
@@ -84,11 +87,18 @@ class Calibration:
     only reads the cache (a missing cost raises NotCalibrated): what ``run`` uses, so that a run
     never trains a calibration model."""
 
-    def __init__(self, device: torch.device, path: Path | None = None, measure: bool = True, precision: str = ""):
+    def __init__(
+        self, device: torch.device, path: Path | None = None, measure: bool = True, precision: str = ""
+    ):
         self.device, self.path, self.may_measure = device, path or calibration_file(), measure
         self.precision = precision or None  # the classifiers' (key_precision; None: the device's default)
-        self.where = [provenance.device_name(device), torch.__version__, torch.get_num_threads(), CALIBRATION_VERSION,
-                      *([precision] if precision else [])]
+        self.where = [
+            provenance.device_name(device),
+            torch.__version__,
+            torch.get_num_threads(),
+            CALIBRATION_VERSION,
+            *([precision] if precision else []),
+        ]
         try:
             self.known = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -108,8 +118,9 @@ class Calibration:
                 pass  # a read-only home: the calibration is simply not kept
         return self.known[key]
 
-    def _training(self, entry: ClassifierEntry, shape: tuple, num_classes: int, synthetic: bool,
-                  size: int) -> tuple[ImageSet, Callable[[int], None]]:
+    def _training(
+        self, entry: ClassifierEntry, shape: tuple, num_classes: int, synthetic: bool, size: int
+    ) -> tuple[ImageSet, Callable[[int], None]]:
         """Random images, and what trains ``size`` classifiers on them (as one cohort) for k steps."""
         images = _random_images(shape, num_classes)
         data = TrainingData(real=images, synthetic=images if synthetic else None)
@@ -118,8 +129,16 @@ class Calibration:
         def run(steps: int) -> None:
             with seeded(0, self.device):
                 members = [Member(entry.build(shape, num_classes), data, val, i, i) for i in range(size)]
-                train_cohort(members, entry.training_recipe, steps=steps, num_classes=num_classes,
-                             device=self.device, eval_points=1, precision=self.precision)
+                train_cohort(
+                    members,
+                    entry.training_recipe,
+                    steps=steps,
+                    num_classes=num_classes,
+                    device=self.device,
+                    eval_points=1,
+                    precision=self.precision,
+                )
+
         return images, run
 
     def classifier(self, entry: ClassifierEntry, shape: tuple, num_classes: int, synthetic: bool) -> dict:
@@ -130,16 +149,41 @@ class Calibration:
         def predict_s() -> float:
             model = entry.build(shape, num_classes).to(device)
             predict(model, images.images, device, precision=self.precision)
-            return timed(lambda: predict(model, images.images, device, precision=self.precision), device) / len(images)
+            return timed(
+                lambda: predict(model, images.images, device, precision=self.precision), device
+            ) / len(images)
 
-        return self.cost(["classifier", entry.versions(), entry.label, shape, num_classes, entry.training_recipe,
-                          synthetic], lambda: {**per_step(run, device), "predict_s_per_image": predict_s()})
+        return self.cost(
+            [
+                "classifier",
+                entry.versions(),
+                entry.label,
+                shape,
+                num_classes,
+                entry.training_recipe,
+                synthetic,
+            ],
+            lambda: {**per_step(run, device), "predict_s_per_image": predict_s()},
+        )
 
-    def cohort(self, entry: ClassifierEntry, shape: tuple, num_classes: int, synthetic: bool, size: int) -> dict:
+    def cohort(
+        self, entry: ClassifierEntry, shape: tuple, num_classes: int, synthetic: bool, size: int
+    ) -> dict:
         """Seconds per step of ``size`` classifiers trained as one grouped network (a cohort)."""
         _, run = self._training(entry, shape, num_classes, synthetic, size)
-        return self.cost(["cohort", entry.versions(), entry.label, shape, num_classes, entry.training_recipe,
-                          synthetic, size], lambda: per_step(run, self.device))
+        return self.cost(
+            [
+                "cohort",
+                entry.versions(),
+                entry.label,
+                shape,
+                num_classes,
+                entry.training_recipe,
+                synthetic,
+                size,
+            ],
+            lambda: per_step(run, self.device),
+        )
 
     def transform(self, policy: str, magnitude: float, hflip: bool, shape: tuple, batch: int) -> dict:
         transform = Classical(policy=policy, magnitude=magnitude).batch_transform(hflip)
@@ -153,38 +197,67 @@ class Calibration:
             for _ in range(steps):
                 transform(x, y, generator)
 
-        return self.cost(["transform", policy, magnitude, hflip, shape, batch], lambda: per_step(run, self.device))
+        return self.cost(
+            ["transform", policy, magnitude, hflip, shape, batch], lambda: per_step(run, self.device)
+        )
 
     def generator(self, strategy, shape: tuple, num_classes: int, cohort: int = 1) -> dict:
         """Seconds per step of a generator's fit (of ``cohort`` fits as one stacked model) and
         per sampled image."""
         device = self.device
         images = _random_images(shape, num_classes)
-        ctx = FitContext(device=device, seed=0, num_classes=num_classes, hflip=False,
-                         unlabelled=UnlabelledImages(images.images))  # for a generator that learns from a pool
+        ctx = FitContext(
+            device=device,
+            seed=0,
+            num_classes=num_classes,
+            hflip=False,
+            unlabelled=UnlabelledImages(images.images),
+        )  # for a generator that learns from a pool
 
         def run(steps: int) -> None:
             with seeded(0, device):  # a diverging fit's steps still took their time
                 models = [strategy.build(shape, num_classes).to(device).train() for _ in range(cohort)]
-                strategy.train_generators(models, [images] * cohort, [ctx] * cohort, steps,
-                                          [torch.Generator(device=device).manual_seed(i) for i in range(cohort)])
+                strategy.train_generators(
+                    models,
+                    [images] * cohort,
+                    [ctx] * cohort,
+                    steps,
+                    [torch.Generator(device=device).manual_seed(i) for i in range(cohort)],
+                )
 
         def sampling() -> dict:
             with seeded(0, device):
                 model = strategy.build(shape, num_classes).to(device).eval()
             labels = torch.arange(CALIBRATION_IMAGES) % num_classes
-            seconds = timed(lambda: strategy.sample(model, labels, images, ctx,
-                                                    torch.Generator(device=device).manual_seed(0)), device)
+            seconds = timed(
+                lambda: strategy.sample(
+                    model, labels, images, ctx, torch.Generator(device=device).manual_seed(0)
+                ),
+                device,
+            )
             return {"sample_s_per_image": seconds / CALIBRATION_IMAGES}
 
-        params = {k: v for k, v in strategy.values.items()  # what the cost per step and per image depends on
-                  if k != "steps" and k not in GenerativeStrategy.sampling_params}
-        return self.cost(["generator", strategy.name, strategy.versions(strategy.values), params, shape, num_classes,
-                          *(["cohort", cohort] if cohort > 1 else [])],
-                         lambda: {**per_step(run, device, steps=5), **sampling()})
+        params = {
+            k: v
+            for k, v in strategy.values.items()  # what the cost per step and per image depends on
+            if k != "steps" and k not in GenerativeStrategy.sampling_params
+        }
+        return self.cost(
+            [
+                "generator",
+                strategy.name,
+                strategy.versions(strategy.values),
+                params,
+                shape,
+                num_classes,
+                *(["cohort", cohort] if cohort > 1 else []),
+            ],
+            lambda: {**per_step(run, device, steps=5), **sampling()},
+        )
 
     def worker_start(self) -> dict:
         """Seconds a fresh Python takes to import the runner (torch and all), as a spawned worker does."""
+
         def run() -> dict:
             start = time.perf_counter()
             subprocess.run([sys.executable, "-c", "import bench.run.tasks"], check=True, capture_output=True)
@@ -200,12 +273,22 @@ class Calibration:
         def run() -> dict:
             with tempfile.TemporaryDirectory() as folder:
                 weights = Path(folder) / "evaluator.pt"
-                torch.save({"model": build_classifier("cnn", shape, num_classes).state_dict(),
-                            "shape": torch.tensor(shape), "num_classes": torch.tensor(num_classes)}, weights)
+                torch.save(
+                    {
+                        "model": build_classifier("cnn", shape, num_classes).state_dict(),
+                        "shape": torch.tensor(shape),
+                        "num_classes": torch.tensor(num_classes),
+                    },
+                    weights,
+                )
                 net = EvaluatorNet(weights).to(self.device).eval()
                 images = _random_images(shape, num_classes, n).images
-                seconds = timed(lambda: fidelity(extract(net, images, self.device),
-                                                 extract(net, images.flip(0), self.device)), self.device)
+                seconds = timed(
+                    lambda: fidelity(
+                        extract(net, images, self.device), extract(net, images.flip(0), self.device)
+                    ),
+                    self.device,
+                )
             return {"s_per_image": seconds / (2 * n)}
 
         return self.cost(["quality", shape, num_classes, n], run)
@@ -238,7 +321,9 @@ class Plan:
     def wall_seconds(self) -> float:
         if not self.cells_todo:
             return 0.0
-        return self.startup_seconds + max(self.schedule_seconds, sum(self.seconds.values()) / max(1, self.workers))
+        return self.startup_seconds + max(
+            self.schedule_seconds, sum(self.seconds.values()) / max(1, self.workers)
+        )
 
     def to_dict(self) -> dict:
         return {**asdict(self), "wall_seconds": self.wall_seconds}
@@ -248,17 +333,20 @@ class Plan:
 
     def describe(self) -> str:
         parts = ", ".join(f"{kind} {format_duration(s)}" for kind, s in self.seconds.items())
-        return "\n".join([
-            f"augbench plan: {self.config} on {self.device}, {self.workers} worker(s)",
-            f"  to do: {self.cells_todo} of {self.cells} cells, {self.generator_fits} generator fit(s), "
-            f"{self.quality_jobs} quality job(s) with {self.evaluators} evaluator(s)",
-            f"  {self.headline()} (start {format_duration(self.startup_seconds)}, then serial: {parts}; "
-            f"shared evenly it would take {format_duration(sum(self.seconds.values()) / max(1, self.workers))})",
-            f"  peak memory: about {self.peak_mem_mb:,.0f} MB per worker "
-            f"({'GPU allocator' if 'cpu' not in self.device else 'resident set'})",
-            "  (calibrated on this device, cached in "
-            f"{calibration_file()}; the workers take the cells in grid order, and wait for a generator, "
-            "evaluator or quality row that another cell is computing)"])
+        return "\n".join(
+            [
+                f"augbench plan: {self.config} on {self.device}, {self.workers} worker(s)",
+                f"  to do: {self.cells_todo} of {self.cells} cells, {self.generator_fits} generator fit(s), "
+                f"{self.quality_jobs} quality job(s) with {self.evaluators} evaluator(s)",
+                f"  {self.headline()} (start {format_duration(self.startup_seconds)}, then serial: {parts}; "
+                f"shared evenly it would take {format_duration(sum(self.seconds.values()) / max(1, self.workers))})",
+                f"  peak memory: about {self.peak_mem_mb:,.0f} MB per worker "
+                f"({'GPU allocator' if 'cpu' not in self.device else 'resident set'})",
+                "  (calibrated on this device, cached in "
+                f"{calibration_file()}; the workers take the cells in grid order, and wait for a generator, "
+                "evaluator or quality row that another cell is computing)",
+            ]
+        )
 
 
 @dataclass
@@ -305,12 +393,25 @@ def _split_sizes(dataset: Dataset, cell: Cell) -> tuple[int, int, int, int, int]
     split = make_split(dataset, cell.regime, cell.split, 0)
     pool, _ = train_pool(dataset, cell.split)
     unlabelled = unlabelled_images(cell.protocol.unlabelled, dataset, split, 0)
-    return (len(split.labelled), len(split.val), len(split.test), len(evaluator_training_images(pool, split)[0]),
-            0 if unlabelled is None else len(unlabelled))
+    return (
+        len(split.labelled),
+        len(split.val),
+        len(split.test),
+        len(evaluator_training_images(pool, split)[0]),
+        0 if unlabelled is None else len(unlabelled),
+    )
 
 
-def make_plan(config, cells: list[Cell], done: set[str], cache_dir: Path, device: torch.device,
-              workers: int, data_seconds: float = 0.0, calibrate: bool = True) -> Plan:
+def make_plan(
+    config,
+    cells: list[Cell],
+    done: set[str],
+    cache_dir: Path,
+    device: torch.device,
+    workers: int,
+    data_seconds: float = 0.0,
+    calibrate: bool = True,
+) -> Plan:
     """The work of ``cells`` not in ``done`` and its cost, calibrated on ``device``;
     ``data_seconds``: how long loading the data took (each worker loads it once). With
     ``calibrate=False`` only cached costs are used (NotCalibrated where one is missing)."""
@@ -327,10 +428,19 @@ def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers
     todo = [c for c in cells if c.key not in done]
     planner = _Planner(config, FileCache(cache_dir), calibration)
     work = [planner.item_work(cells_of(item)) for item in work_items(cells, {c.key for c in todo})]
-    return Plan(config=config.name, device=provenance.device_name(calibration.device), workers=workers,
-                cells=len(cells), cells_todo=len(todo), generator_fits=len(planner.fits),
-                quality_jobs=len(planner.quality_jobs), evaluators=len(planner.evaluators),
-                seconds=dict(planner.seconds), peak_mem_mb=planner.peak, schedule_seconds=schedule_seconds(work, workers))
+    return Plan(
+        config=config.name,
+        device=provenance.device_name(calibration.device),
+        workers=workers,
+        cells=len(cells),
+        cells_todo=len(todo),
+        generator_fits=len(planner.fits),
+        quality_jobs=len(planner.quality_jobs),
+        evaluators=len(planner.evaluators),
+        seconds=dict(planner.seconds),
+        peak_mem_mb=planner.peak,
+        schedule_seconds=schedule_seconds(work, workers),
+    )
 
 
 class _Planner:
@@ -353,7 +463,9 @@ class _Planner:
         classifiers trained together in groups of one batch shape (as ``run_cohort`` does)."""
         item = CellWork(0.0)
         self.seconds.setdefault("training", 0.0)
-        groups: dict[int, list[float]] = defaultdict(list)  # synthetic per step -> the members' solo step seconds
+        groups: dict[int, list[float]] = defaultdict(
+            list
+        )  # synthetic per step -> the members' solo step seconds
         steps = 0
         for cell in cells:
             step, steps, synthetic_per_step, evaluated = self._cell(cell, item)
@@ -366,10 +478,19 @@ class _Planner:
             if size == 1:
                 train = solo_steps[0]
             else:  # from the launch-bound one-model step towards the measured cohort of the protocol's size
-                alone = self.calibration.classifier(first.classifier_entry, tuple(dataset.image_shape),
-                                                    dataset.num_classes, synthetic=bool(synthetic_per_step))["step_s"]
-                full = self.calibration.cohort(first.classifier_entry, tuple(dataset.image_shape),
-                                               dataset.num_classes, bool(synthetic_per_step), first.cohort_size)
+                alone = self.calibration.classifier(
+                    first.classifier_entry,
+                    tuple(dataset.image_shape),
+                    dataset.num_classes,
+                    synthetic=bool(synthetic_per_step),
+                )["step_s"]
+                full = self.calibration.cohort(
+                    first.classifier_entry,
+                    tuple(dataset.image_shape),
+                    dataset.num_classes,
+                    bool(synthetic_per_step),
+                    first.cohort_size,
+                )
                 self.peak = max(self.peak, full["peak_mem_mb"])
                 grouped = alone + (full["step_s"] - alone) * (size - 1) / max(1, first.cohort_size - 1)
                 train = grouped + sum(solo_steps) - size * alone  # the members' transforms run one by one
@@ -390,16 +511,25 @@ class _Planner:
         generative = strategy.generative_part()
         recipe: Recipe = cell.classifier_entry.training_recipe
         n_synthetic = round(generative.values["ratio"] * n_real) if generative else 0
-        real_per_step, synthetic_per_step = batch_split(recipe.batch_size, n_real, n_synthetic, self.config.mixing.mode)
+        real_per_step, synthetic_per_step = batch_split(
+            recipe.batch_size, n_real, n_synthetic, self.config.mixing.mode
+        )
         plain = calibration.classifier(cell.classifier_entry, shape, k, synthetic=False)
         step = plain["step_s"]
         if synthetic_per_step:
-            doubled = calibration.classifier(cell.classifier_entry, shape, k, synthetic=True)  # B real + B synthetic
+            doubled = calibration.classifier(
+                cell.classifier_entry, shape, k, synthetic=True
+            )  # B real + B synthetic
             step += (doubled["step_s"] - plain["step_s"]) * synthetic_per_step / recipe.batch_size
             self.peak = max(self.peak, doubled["peak_mem_mb"])
         if "policy" in strategy.values:
-            step += calibration.transform(strategy.values["policy"], strategy.values["magnitude"], dataset.hflip,
-                                          shape, real_per_step + synthetic_per_step)["step_s"]
+            step += calibration.transform(
+                strategy.values["policy"],
+                strategy.values["magnitude"],
+                dataset.hflip,
+                shape,
+                real_per_step + synthetic_per_step,
+            )["step_s"]
         self.peak = max(self.peak, plain["peak_mem_mb"])
         if uses_teacher(cell.strategy_versions):
             self._teacher(cell, shape, k, n_real, n_unlabelled, item)
@@ -422,8 +552,7 @@ class _Planner:
         self.teachers.add(key)
         cost = self.calibration.classifier(TEACHER_NET, shape, k, synthetic=False)
         steps = cell.teacher_steps or TEACHER_NET.training_recipe.steps(n_real, cell.budget_scale)
-        seconds = (steps * cost["step_s"]
-                   + (n_unlabelled + n_real) * cost["predict_s_per_image"])
+        seconds = steps * cost["step_s"] + (n_unlabelled + n_real) * cost["predict_s_per_image"]
         self.seconds["pseudo-label teachers"] += seconds
         item.needs.append((f"teacher:{key}", seconds))
 
@@ -446,8 +575,17 @@ class _Planner:
         item.needs.append((f"generator:{group}", fit_seconds))
         self.peak = max(self.peak, cost["peak_mem_mb"])
 
-    def _quality(self, cell: Cell, shape, k: int, n_real: int, n_synthetic: int, n_pool: int, n_test: int,
-                 item: CellWork) -> None:
+    def _quality(
+        self,
+        cell: Cell,
+        shape,
+        k: int,
+        n_real: int,
+        n_synthetic: int,
+        n_pool: int,
+        n_test: int,
+        item: CellWork,
+    ) -> None:
         """The cell's quality row and its replicate's evaluator, where no earlier item computes them."""
         job, evaluator = cell.quality_group, cell.evaluator_group
         scored = min(cell.quality.samples, n_synthetic or n_real, n_test)
@@ -455,20 +593,31 @@ class _Planner:
         if evaluator not in self.evaluators:
             self.evaluators.add(evaluator)
             evaluator_seconds = self.calibration.quality_seconds(
-                evaluator_work(n_pool, scored, cell.budget_scale), shape, k, cell.quality.samples)
+                evaluator_work(n_pool, scored, cell.budget_scale), shape, k, cell.quality.samples
+            )
         if job not in self.quality_jobs:
             self.quality_jobs.add(job)
             job_seconds = self.calibration.quality_seconds(
-                strategy_work(scored, n_synthetic, cell.budget_scale), shape, k, cell.quality.samples)
+                strategy_work(scored, n_synthetic, cell.budget_scale), shape, k, cell.quality.samples
+            )
         self.seconds["quality"] += evaluator_seconds + job_seconds
         item.needs += [(f"evaluator:{evaluator}", evaluator_seconds), (f"quality:{job}", job_seconds)]
 
 
-def cached_estimate(config, cells: list[Cell], done: set[str], cache_dir: Path, device: torch.device,
-                    workers: int, data_seconds: float = 0.0) -> str:
+def cached_estimate(
+    config,
+    cells: list[Cell],
+    done: set[str],
+    cache_dir: Path,
+    device: torch.device,
+    workers: int,
+    data_seconds: float = 0.0,
+) -> str:
     """The headline of the plan from the cached calibration alone, for ``run``'s first line; where
     the cache lacks a cost (or anything else fails) a hint to run ``augbench plan``. Never raises."""
     try:
-        return make_plan(config, cells, done, cache_dir, device, workers, data_seconds, calibrate=False).headline()
+        return make_plan(
+            config, cells, done, cache_dir, device, workers, data_seconds, calibrate=False
+        ).headline()
     except Exception:  # noqa: BLE001 - an estimate must never stop a run
         return "run `augbench plan` for an estimate"

@@ -1,4 +1,5 @@
 """Config entries of the data layer: the `datasets` list and the `regimes` list."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,11 +45,15 @@ def parse_datasets(value: Any, where: str) -> tuple[DatasetEntry, ...]:
 def _long_tail(value: dict, where: str) -> LongTail:
     unknown = sorted(set(value) - {"long_tail", "n_max"})
     if unknown or "n_max" not in value:
-        raise UserError(f"config field {where}: a long-tailed regime is {{long_tail: IMBALANCE, n_max: N}} "
-                        f"(class i gets N * IMBALANCE^(-i/(K-1)) images), got {value!r}")
+        raise UserError(
+            f"config field {where}: a long-tailed regime is {{long_tail: IMBALANCE, n_max: N}} "
+            f"(class i gets N * IMBALANCE^(-i/(K-1)) images), got {value!r}"
+        )
     imbalance, n_max = value["long_tail"], value["n_max"]
-    return LongTail(check_number(imbalance, f"config field {where}.long_tail", float, 1),
-                    check_number(n_max, f"config field {where}.n_max", int, 1))
+    return LongTail(
+        check_number(imbalance, f"config field {where}.long_tail", float, 1),
+        check_number(n_max, f"config field {where}.n_max", int, 1),
+    )
 
 
 def _regime(value: Any, where: str) -> Regime:
@@ -57,8 +62,10 @@ def _regime(value: Any, where: str) -> Regime:
     if isinstance(value, dict):
         return _long_tail(value, where)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"config field {where}: expected a positive number of images per class, 'all' ('as-is'), "
-                        f"or {{long_tail: IMBALANCE, n_max: N}}, got {value!r}")
+        raise UserError(
+            f"config field {where}: expected a positive number of images per class, 'all' ('as-is'), "
+            f"or {{long_tail: IMBALANCE, n_max: N}}, got {value!r}"
+        )
     return value
 
 
@@ -70,5 +77,7 @@ def parse_regimes(value: Any, where: str) -> tuple[Regime, ...]:
 
 def regimes_plain(regimes: tuple[Regime, ...]) -> list:
     """Each regime as the config writes it."""
-    return ["all" if r is None else {"long_tail": r.imbalance, "n_max": r.n_max} if isinstance(r, LongTail) else r
-            for r in regimes]
+    return [
+        "all" if r is None else {"long_tail": r.imbalance, "n_max": r.n_max} if isinstance(r, LongTail) else r
+        for r in regimes
+    ]

@@ -1,4 +1,5 @@
 """Data sets: a registry of loaders, each giving uint8 N x C x H x W images with int64 labels."""
+
 from __future__ import annotations
 
 import gzip
@@ -62,9 +63,11 @@ DATASETS: Registry = Registry("data set")
 
 def register_dataset(name: str, options: tuple[str, ...] = ()):
     """Register a loader ``spec -> Dataset`` under ``name``, with the options its config entry takes."""
+
     def decorator(load):
         load.options = options
         return DATASETS.register(name)(load)
+
     return decorator
 
 
@@ -77,16 +80,20 @@ def make_dataset(name, train, test, class_names, hflip) -> Dataset:
     """A loaded data set; one with fewer than two classes is refused (nothing to classify)."""
     classes = torch.unique(train.labels).numel()
     if classes < 2:
-        raise UserError(f"data set {name}: its training images hold {classes} class(es); a classifier needs at "
-                        "least two (an ImageFolder needs a subfolder per class)")
+        raise UserError(
+            f"data set {name}: its training images hold {classes} class(es); a classifier needs at "
+            "least two (an ImageFolder needs a subfolder per class)"
+        )
     return Dataset(name, train, test, tuple(class_names), hflip, content_hash(train, test))
 
 
 def _from_numpy(images: np.ndarray, labels: np.ndarray) -> ImageSet:
     if images.ndim == 3:
         images = images[:, None]
-    return ImageSet(torch.from_numpy(np.array(images, dtype=np.uint8, order="C")),
-                    torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+    return ImageSet(
+        torch.from_numpy(np.array(images, dtype=np.uint8, order="C")),
+        torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+    )
 
 
 @register_dataset("digits")
@@ -107,10 +114,22 @@ def _mnist5k(spec: DatasetEntry) -> Dataset:
     return make_dataset("mnist5k", _from_numpy(images, labels), None, [str(c) for c in range(10)], False)
 
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-_GET_FASHION = ("install it with `apt-get install dataset-fashion-mnist`, or set the data set's "
-                "`root` to a folder holding the four IDX .gz files")
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+_GET_FASHION = (
+    "install it with `apt-get install dataset-fashion-mnist`, or set the data set's "
+    "`root` to a folder holding the four IDX .gz files"
+)
 
 
 def read_idx(path: Path, expected_ndim: int) -> np.ndarray:
@@ -125,7 +144,7 @@ def read_idx(path: Path, expected_ndim: int) -> np.ndarray:
         ndim = raw[3]
         if ndim != expected_ndim:
             raise ValueError(f"has {ndim} dimensions, expected {expected_ndim}")
-        shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+        shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
         body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
         if body.size != int(np.prod(shape)):
             raise ValueError(f"holds {body.size} bytes of data, its header says {int(np.prod(shape))}")
@@ -144,8 +163,10 @@ def _fashion_mnist(spec: DatasetEntry) -> Dataset:
         images = read_idx(root / f"{prefix}-images-idx3-ubyte.gz", 3)
         labels = read_idx(root / f"{prefix}-labels-idx1-ubyte.gz", 1)
         if len(images) != len(labels) or labels.max(initial=0) > 9:
-            raise UserError(f"data files {root}/{prefix}-* disagree (image and label counts or label "
-                            f"values); {_GET_FASHION}")
+            raise UserError(
+                f"data files {root}/{prefix}-* disagree (image and label counts or label "
+                f"values); {_GET_FASHION}"
+            )
         return _from_numpy(images, labels)
 
     return make_dataset("fashion-mnist", split("train"), split("t10k"), FASHION_CLASSES, True)
@@ -163,8 +184,10 @@ def _torchvision_loader(class_name: str, hflip: bool):
             try:
                 ds = cls(root=root, download=spec.download, **kwargs)
             except RuntimeError as exc:
-                raise UserError(f"torchvision data set {class_name} not found under {root} ({exc}); "
-                                f"set `download: true` for it in the config, or `root` to where it is") from None
+                raise UserError(
+                    f"torchvision data set {class_name} not found under {root} ({exc}); "
+                    f"set `download: true` for it in the config, or `root` to where it is"
+                ) from None
             data = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
             if data.ndim == 4 and data.shape[-1] == 3:  # CIFAR stores N x H x W x C
                 data = data.transpose(0, 3, 1, 2)

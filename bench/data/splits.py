@@ -6,17 +6,18 @@
   draw per replicate (seed index), so that seeds also vary the labelled subset. The draw is the
   same for every strategy and classifier: it depends only on data set, split seed, regime, replicate.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from bench.core.images import ImageSet
-from bench.data.sets import Dataset
 from bench.core.errors import UserError
+from bench.core.images import ImageSet
 from bench.core.schema import option
 from bench.core.seeding import derive_seed
+from bench.data.sets import Dataset
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,8 +26,12 @@ class SplitSpec:
 
     seed: int = option(0, low=0, help="fixes the test hold-out and the validation set")
     val_per_class: int = option(50, low=1, help="validation images per class, taken from the training pool")
-    test_fraction: float = option(0.3, low=0.05, high=0.9,
-                                  help="share held out for testing where the data set has no official test split")
+    test_fraction: float = option(
+        0.3,
+        low=0.05,
+        high=0.9,
+        help="share held out for testing where the data set has no official test split",
+    )
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,10 @@ class LongTail:
         return f"lt{self.imbalance:g}x{self.n_max}"
 
     def counts(self, num_classes: int) -> list[int]:
-        return [max(1, round(self.n_max * self.imbalance ** (-i / max(1, num_classes - 1))))
-                for i in range(num_classes)]
+        return [
+            max(1, round(self.n_max * self.imbalance ** (-i / max(1, num_classes - 1))))
+            for i in range(num_classes)
+        ]
 
 
 # A regime: images per class (int), every image of the pool as it is (None: `all`), or long-tailed.
@@ -66,8 +73,9 @@ def regime_label(regime: Regime) -> str:
     return "all" if regime is None else str(regime)
 
 
-def _stratified_take(labels: np.ndarray, per_class: Regime, rng: np.random.Generator,
-                     what: str) -> np.ndarray:
+def _stratified_take(
+    labels: np.ndarray, per_class: Regime, rng: np.random.Generator, what: str
+) -> np.ndarray:
     """Per class, a random ``per_class`` positions (all when None; by class for a long tail),
     returned sorted."""
     classes = np.unique(labels)
@@ -77,8 +85,10 @@ def _stratified_take(labels: np.ndarray, per_class: Regime, rng: np.random.Gener
         positions = np.flatnonzero(labels == cls)
         count = per_class if wanted is None else wanted[cls]
         if count is not None and count > len(positions):
-            raise UserError(f"{what}={per_class} asks for {count} images of class {cls}, which has "
-                            f"{len(positions)} left; lower it")
+            raise UserError(
+                f"{what}={per_class} asks for {count} images of class {cls}, which has "
+                f"{len(positions)} left; lower it"
+            )
         taken.append(rng.permutation(positions)[:count])
     return np.sort(np.concatenate(taken))
 
@@ -110,11 +120,22 @@ def make_split(dataset: Dataset, n_per_class: Regime, spec: SplitSpec, replicate
     replicate."""
     pool, test = train_pool(dataset, spec)
     labels = pool.labels.numpy()
-    val_index = _stratified_take(labels, spec.val_per_class,
-                                 np.random.default_rng(derive_seed("val", spec.seed)), "split.val_per_class")
+    val_index = _stratified_take(
+        labels,
+        spec.val_per_class,
+        np.random.default_rng(derive_seed("val", spec.seed)),
+        "split.val_per_class",
+    )
     rest = np.setdiff1d(np.arange(len(labels)), val_index)
     rng = np.random.default_rng(derive_seed("labelled", spec.seed, n_per_class, replicate))
     labelled_index = rest[_stratified_take(labels[rest], n_per_class, rng, "regimes")]
     unlabelled_index = np.setdiff1d(rest, labelled_index)
-    return Split(pool.subset(labelled_index), pool.subset(val_index), test, labelled_index, val_index, spec,
-                 unlabelled_index)
+    return Split(
+        pool.subset(labelled_index),
+        pool.subset(val_index),
+        test,
+        labelled_index,
+        val_index,
+        spec,
+        unlabelled_index,
+    )

@@ -8,6 +8,7 @@ images it grants the strategies that ask for them, as ``UnlabelledImages`` (a ty
   recursively, or an .npz with an array ``x``), content-hashed into the key; they must have the
   data set's size and channels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,8 +46,12 @@ class UnlabelledSpec:
     @property
     def label(self) -> str:
         """How rows and reports name what a pool-using fit saw besides the labelled images."""
-        return {"none": "", "pool": "pool", "count": f"pool:{self.count}",
-                "path": f"folder:{Path(self.path).name}"}[self.source]
+        return {
+            "none": "",
+            "pool": "pool",
+            "count": f"pool:{self.count}",
+            "path": f"folder:{Path(self.path).name}",
+        }[self.source]
 
 
 def parse_unlabelled(value: Any, where: str = "unlabelled") -> UnlabelledSpec:
@@ -57,16 +62,25 @@ def parse_unlabelled(value: Any, where: str = "unlabelled") -> UnlabelledSpec:
         return UnlabelledSpec("pool")
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
-            raise UserError(f"config field {where}: {value} images is not a pool; give at least 1, pool or none")
+            raise UserError(
+                f"config field {where}: {value} images is not a pool; give at least 1, pool or none"
+            )
         return UnlabelledSpec("count", count=value)
-    if isinstance(value, dict) and set(value) <= {"path", "content_hash"} and isinstance(value.get("path"), str):
+    if (
+        isinstance(value, dict)
+        and set(value) <= {"path", "content_hash"}
+        and isinstance(value.get("path"), str)
+    ):
         path = Path(value["path"])
         if not path.exists():
-            raise UserError(f"config field {where}.path: {path} does not exist; give a folder of images or an "
-                            ".npz file with an array x")
+            raise UserError(
+                f"config field {where}.path: {path} does not exist; give a folder of images or an "
+                ".npz file with an array x"
+            )
         return UnlabelledSpec("path", path=str(path), content_hash=files_hash(path))
-    raise UserError(f"config field {where}: expected none, pool, a number of pool images, or {{path: DIR}}, "
-                    f"got {value!r}")
+    raise UserError(
+        f"config field {where}: expected none, pool, a number of pool images, or {{path: DIR}}, got {value!r}"
+    )
 
 
 def unlabelled_plain(spec: UnlabelledSpec) -> Any:
@@ -96,12 +110,16 @@ def _read_folder(path: str, content_hash: str) -> torch.Tensor:
     arrays = [read_image(p, first.shape[0], None) for p in files]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise UserError(f"{FIELD}.path: the images in {source} have several sizes ({sorted(shapes)}); resize them "
-                        "to the data set's size")
+        raise UserError(
+            f"{FIELD}.path: the images in {source} have several sizes ({sorted(shapes)}); resize them "
+            "to the data set's size"
+        )
     return torch.from_numpy(np.stack(arrays))
 
 
-def unlabelled_images(spec: UnlabelledSpec, dataset: Dataset, split: Split, replicate: int) -> UnlabelledImages | None:
+def unlabelled_images(
+    spec: UnlabelledSpec, dataset: Dataset, split: Split, replicate: int
+) -> UnlabelledImages | None:
     """The unlabelled images that ``spec`` grants for one split (None for ``none``). Their labels
     never leave this function: only the images do."""
     if not spec.enabled:
@@ -109,15 +127,19 @@ def unlabelled_images(spec: UnlabelledSpec, dataset: Dataset, split: Split, repl
     if spec.source == "path":
         images = _read_folder(spec.path, spec.content_hash)
         if tuple(images.shape[1:]) != tuple(dataset.image_shape):
-            raise UserError(f"{FIELD}.path: its images are {tuple(images.shape[1:])} (channels, height, width), the "
-                            f"data set's are {tuple(dataset.image_shape)}; convert them to the data set's size")
+            raise UserError(
+                f"{FIELD}.path: its images are {tuple(images.shape[1:])} (channels, height, width), the "
+                f"data set's are {tuple(dataset.image_shape)}; convert them to the data set's size"
+            )
         return UnlabelledImages(images)
     pool, _ = train_pool(dataset, split.spec)
     candidates = split.unlabelled_index
     if spec.source == "count":
         if spec.count > len(candidates):
-            raise UserError(f"{FIELD}: {spec.count} images asked, but the pool holds {len(candidates)} that are "
-                            "neither labelled nor validation at this regime; lower it or use pool")
+            raise UserError(
+                f"{FIELD}: {spec.count} images asked, but the pool holds {len(candidates)} that are "
+                "neither labelled nor validation at this regime; lower it or use pool"
+            )
         rng = np.random.default_rng(derive_seed("unlabelled", split.spec.seed, len(candidates), replicate))
         candidates = np.sort(rng.choice(candidates, spec.count, replace=False))
     return UnlabelledImages(pool.images[torch.as_tensor(candidates, dtype=torch.long)])

@@ -4,6 +4,7 @@ Both give every item the same torch thread count, so a result does not depend on
 ran it or on how many items were left. The process executor survives a worker's death (the item
 is retried once, then reported lost) and its workers never outlive it.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -20,8 +21,17 @@ from typing import Any, Callable, Iterable
 import torch
 
 from bench.core import progress
+from bench.core.executor import (
+    Executor,
+    OnDone,
+    OnLost,
+    OnProgress,
+    OnRetry,
+    OnStart,
+    WorkerDied,
+    register_executor,
+)
 from bench.core.memory import peak_rss_mb
-from bench.core.executor import Executor, OnDone, OnLost, OnProgress, OnRetry, OnStart, WorkerDied, register_executor
 
 
 @contextmanager
@@ -40,15 +50,23 @@ def torch_threads(threads: int | None):
 class SerialExecutor(Executor):
     """One item after another in the calling process (``workers`` is ignored)."""
 
-    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
-                      on_start: OnStart | None = None, on_done: OnDone | None = None,
-                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None,
-                      on_retry: OnRetry | None = None) -> None:
+    def map_unordered(
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        on_start: OnStart | None = None,
+        on_done: OnDone | None = None,
+        on_lost: OnLost | None = None,
+        on_progress: OnProgress | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> None:
         with torch_threads(self.threads):
             for item in items:
                 if on_start:
                     on_start(item)
-                progress.reporting_to(None if on_progress is None else lambda text, it=item: on_progress(it, text))
+                progress.reporting_to(
+                    None if on_progress is None else lambda text, it=item: on_progress(it, text)
+                )
                 try:
                     result = fn(item)
                 finally:
@@ -119,18 +137,25 @@ class ProcessExecutor(Executor):
 
     retries = 1
 
-    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
-                      on_start: OnStart | None = None, on_done: OnDone | None = None,
-                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None,
-                      on_retry: OnRetry | None = None) -> None:
+    def map_unordered(
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        on_start: OnStart | None = None,
+        on_done: OnDone | None = None,
+        on_lost: OnLost | None = None,
+        on_progress: OnProgress | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> None:
         queue = deque((item, 0) for item in items)
         context = multiprocessing.get_context("spawn")
         workers: list[_Worker] = []
 
         def start_worker(slot: int) -> _Worker:
             mine, theirs = context.Pipe()
-            process = context.Process(target=_worker_main, args=(theirs, fn, self.threads, os.getpid(), slot),
-                                      daemon=True)
+            process = context.Process(
+                target=_worker_main, args=(theirs, fn, self.threads, os.getpid(), slot), daemon=True
+            )
             process.start()
             theirs.close()
             workers.append(_Worker(process, mine, slot))
@@ -149,7 +174,9 @@ class ProcessExecutor(Executor):
             for slot in range(min(self.workers, len(queue))):
                 hand_out(start_worker(slot))
             while busy := [w for w in workers if w.item is not None]:
-                ready = set(wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout=1.0))
+                ready = set(
+                    wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
+                )
                 for worker in busy:
                     worker.peak_mb = peak_rss_mb(worker.process.pid) or worker.peak_mb
                     if worker.connection not in ready and worker.process.sentinel not in ready:
@@ -174,8 +201,16 @@ class ProcessExecutor(Executor):
         finally:
             self._stop(workers)
 
-    def _give_up_or_retry(self, worker: _Worker, item: Any, tries: int, workers: list[_Worker], queue: deque,
-                          on_lost: OnLost | None, on_retry: OnRetry | None) -> None:
+    def _give_up_or_retry(
+        self,
+        worker: _Worker,
+        item: Any,
+        tries: int,
+        workers: list[_Worker],
+        queue: deque,
+        on_lost: OnLost | None,
+        on_retry: OnRetry | None,
+    ) -> None:
         """A busy worker died: its item goes first to a fresh worker, or is given up after the retry."""
         worker.process.join()
         workers.remove(worker)
@@ -203,4 +238,3 @@ class ProcessExecutor(Executor):
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join()
-

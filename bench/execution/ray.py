@@ -11,6 +11,7 @@ writes them into the run folder, so no file system is shared with the workers. R
 optional extra (``pip install 'augbench[ray]'``), imported only here and only when this executor
 runs.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,11 +24,20 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 from bench.core.errors import UserError
+from bench.core.executor import (
+    Executor,
+    FolderTask,
+    OnDone,
+    OnLost,
+    OnProgress,
+    OnRetry,
+    OnStart,
+    WorkerDied,
+    register_executor,
+)
+from bench.core.files import atomic_write
 from bench.core.net import unreachable
 from bench.core.schema import option
-from bench.core.executor import (Executor, FolderTask, OnDone, OnLost, OnProgress, OnRetry, OnStart, WorkerDied,
-                                 register_executor)
-from bench.core.files import atomic_write
 
 RETRIES = 2  # tries after the first, for a task whose worker died
 
@@ -73,8 +83,11 @@ def _own_folder(upstream: tuple[Files, ...]) -> Iterator[tuple[Path, set[str]]]:
 
 def _files(root: Path) -> Files:
     """Every finished file under ``root`` (not locks, not half-written temporary files)."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
-            if p.is_file() and p.suffix not in (".lock", ".tmp")}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix not in (".lock", ".tmp")
+    }
 
 
 def write_missing(root: Path, files: Files) -> None:
@@ -88,8 +101,10 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise UserError("config field executor.name: ray is not installed; install it with "
-                        "pip install 'augbench[ray]' (or pip install ray)") from None
+        raise UserError(
+            "config field executor.name: ray is not installed; install it with "
+            "pip install 'augbench[ray]' (or pip install ray)"
+        ) from None
     return ray
 
 
@@ -100,21 +115,34 @@ def check_reachable(address: str) -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     why = unreachable(host, int(port)) if port.isdigit() else f"no port in {address!r}"
     if why:
-        raise UserError(f"config field executor.address: no Ray cluster answers at {address!r} ({why}); give "
-                        "auto, HOST:PORT of a running head node (ray start --head), or ray://HOST:PORT")
+        raise UserError(
+            f"config field executor.address: no Ray cluster answers at {address!r} ({why}); give "
+            "auto, HOST:PORT of a running head node (ray start --head), or ray://HOST:PORT"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
 class RaySettings:
     """The ray executor's settings in the config's `executor` section."""
 
-    address: str = option("", help="ray: the cluster to join: auto (a running cluster on this machine), HOST:PORT "
-                                   "or ray://HOST:PORT; empty starts a private local cluster")
+    address: str = option(
+        "",
+        help="ray: the cluster to join: auto (a running cluster on this machine), HOST:PORT "
+        "or ray://HOST:PORT; empty starts a private local cluster",
+    )
     cpus_per_cell: float = option(1.0, low=0.01, high=1024, help="ray: CPUs each cell reserves")
-    gpus_per_cell: float = option(0.0, low=0, high=64, help="ray: GPUs each cell reserves; fractions share a GPU "
-                                                            "(0.25: four cells per GPU)")
-    max_in_flight: int = option(0, low=0, high=100000, help="ray: cells submitted at once (0: as many as the "
-                                                            "cluster's resources run side by side)")
+    gpus_per_cell: float = option(
+        0.0,
+        low=0,
+        high=64,
+        help="ray: GPUs each cell reserves; fractions share a GPU (0.25: four cells per GPU)",
+    )
+    max_in_flight: int = option(
+        0,
+        low=0,
+        high=100000,
+        help="ray: cells submitted at once (0: as many as the cluster's resources run side by side)",
+    )
 
 
 @register_executor("ray")
@@ -123,23 +151,44 @@ class RayExecutor(Executor):
 
     settings = RaySettings
 
-    def __init__(self, workers: int = 1, threads: int | None = 1, address: str = "", cpus_per_task: float = 1.0,
-                 gpus_per_task: float = 0.0, max_in_flight: int = 0):
+    def __init__(
+        self,
+        workers: int = 1,
+        threads: int | None = 1,
+        address: str = "",
+        cpus_per_task: float = 1.0,
+        gpus_per_task: float = 0.0,
+        max_in_flight: int = 0,
+    ):
         super().__init__(workers, threads)
-        self.address, self.cpus, self.gpus, self.max_in_flight = address, cpus_per_task, gpus_per_task, max_in_flight
+        self.address, self.cpus, self.gpus, self.max_in_flight = (
+            address,
+            cpus_per_task,
+            gpus_per_task,
+            max_in_flight,
+        )
 
     @classmethod
     def configured(cls, settings, workers, threads):
-        return cls(workers=workers, threads=threads, address=settings.address, cpus_per_task=settings.cpus_per_cell,
-                   gpus_per_task=settings.gpus_per_cell, max_in_flight=settings.max_in_flight)
+        return cls(
+            workers=workers,
+            threads=threads,
+            address=settings.address,
+            cpus_per_task=settings.cpus_per_cell,
+            gpus_per_task=settings.gpus_per_cell,
+            max_in_flight=settings.max_in_flight,
+        )
 
     def _connect(self, ray) -> bool:
         """Join (or start) the cluster; True when this call started Ray and must shut it down."""
         if ray.is_initialized():
             return False
         check_reachable(self.address)
-        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get(
-            "PYTHONPATH", "")) if p)}}
+        runtime_env = {
+            "env_vars": {
+                "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
+            }
+        }
         try:
             quiet = {"runtime_env": runtime_env, "log_to_driver": False, "logging_level": "error"}
             if self.address:
@@ -147,8 +196,10 @@ class RayExecutor(Executor):
             else:
                 ray.init(num_cpus=max(int(self.cpus), self.workers), include_dashboard=False, **quiet)
         except (ConnectionError, RuntimeError) as exc:
-            raise UserError(f"config field executor.address: cannot join Ray at {self.address or 'a local cluster'!r} "
-                            f"({exc})") from None
+            raise UserError(
+                f"config field executor.address: cannot join Ray at {self.address or 'a local cluster'!r} "
+                f"({exc})"
+            ) from None
         return True
 
     def _slots(self, ray) -> int:
@@ -156,12 +207,18 @@ class RayExecutor(Executor):
         resources = ray.cluster_resources()
         cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
         if self.gpus > gpus:
-            raise UserError(f"config field executor.gpus_per_cell: {self.gpus} GPU(s) per cell, but the Ray cluster "
-                            f"has {gpus:g}; use 0 on a cluster without GPUs")
+            raise UserError(
+                f"config field executor.gpus_per_cell: {self.gpus} GPU(s) per cell, but the Ray cluster "
+                f"has {gpus:g}; use 0 on a cluster without GPUs"
+            )
         if self.cpus > cpus:
-            raise UserError(f"config field executor.cpus_per_cell: {self.cpus} CPU(s) per cell, but the Ray cluster "
-                            f"has {cpus:g}")
-        fits = int(cpus // self.cpus) if not self.gpus else min(int(cpus // self.cpus), int(gpus // self.gpus))
+            raise UserError(
+                f"config field executor.cpus_per_cell: {self.cpus} CPU(s) per cell, but the Ray cluster "
+                f"has {cpus:g}"
+            )
+        fits = (
+            int(cpus // self.cpus) if not self.gpus else min(int(cpus // self.cpus), int(gpus // self.gpus))
+        )
         return self.max_in_flight or max(1, fits)
 
     @contextmanager
@@ -176,10 +233,16 @@ class RayExecutor(Executor):
             if started_here:
                 ray.shutdown()
 
-    def map_unordered(self, fn: Callable[[Any], Any], items: Iterable[Any],
-                      on_start: OnStart | None = None, on_done: OnDone | None = None,
-                      on_lost: OnLost | None = None, on_progress: OnProgress | None = None,
-                      on_retry: OnRetry | None = None) -> None:
+    def map_unordered(
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        on_start: OnStart | None = None,
+        on_done: OnDone | None = None,
+        on_lost: OnLost | None = None,
+        on_progress: OnProgress | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> None:
         """As the interface says; progress inside a task is not carried back (``on_progress`` unused),
         and Ray retries a task whose worker died without telling (``on_retry`` unused)."""
         with self.session():
@@ -203,8 +266,9 @@ class RayExecutor(Executor):
                     if group is None:
                         continue
                     if (stage.name, group) not in stage_refs:
-                        stage_refs[stage.name, group] = stage_task.remote(shared_fn, stage.name, unit, self.threads,
-                                                                          *upstream)
+                        stage_refs[stage.name, group] = stage_task.remote(
+                            shared_fn, stage.name, unit, self.threads, *upstream
+                        )
                     if stage_refs[stage.name, group] not in upstream:
                         upstream.append(stage_refs[stage.name, group])
             return task.remote(shared_fn, item, self.threads, *upstream), upstream
@@ -226,8 +290,11 @@ class RayExecutor(Executor):
                         result = ray.get(ref)
                     except ray.exceptions.RayTaskError as exc:  # fn raised: raise it here, as locally
                         raise exc.as_instanceof_cause() from None
-                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                            ray.exceptions.TaskUnschedulableError) as exc:
+                    except (
+                        ray.exceptions.WorkerCrashedError,
+                        ray.exceptions.NodeDiedError,
+                        ray.exceptions.TaskUnschedulableError,
+                    ) as exc:
                         reason = f"its Ray worker died on {RETRIES + 1} tries ({type(exc).__name__})"
                         if on_lost is None:
                             raise WorkerDied(f"an item's {reason}") from None

@@ -1,5 +1,6 @@
 """Config entries of the classifier suite: the `classifiers` list (suite names, or configured
 entries such as a timm model with its own recipe)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,12 +12,17 @@ from bench.core.errors import UserError
 from bench.core.schema import as_list, check_number, named_entry, refuse_repeats
 from bench.models.suite import CLASSIFIERS, ClassifierEntry, Recipe
 
-
 CLASSIFIER_OPTIONS = {"timm": ("model", "pretrained", "input_size")}
 RECIPE_FIELDS = {f.name: f.type for f in dataclasses.fields(Recipe)}
 # (low, high) of a recipe's numbers
-RECIPE_BOUNDS = {"lr": (1e-12, None), "weight_decay": (0, None), "batch_size": (1, None), "epochs": (0, None),
-                 "min_steps": (1, None), "label_smoothing": (0, 1)}
+RECIPE_BOUNDS = {
+    "lr": (1e-12, None),
+    "weight_decay": (0, None),
+    "batch_size": (1, None),
+    "epochs": (0, None),
+    "min_steps": (1, None),
+    "label_smoothing": (0, 1),
+}
 
 
 def _recipe(value: Any, base: Recipe, where: str) -> Recipe:
@@ -25,11 +31,16 @@ def _recipe(value: Any, base: Recipe, where: str) -> Recipe:
         raise UserError(f"config field {where}: expected a mapping of {', '.join(RECIPE_FIELDS)}")
     unknown = sorted(set(value) - set(RECIPE_FIELDS))
     if unknown:
-        raise UserError(f"config field {where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(RECIPE_FIELDS)})")
+        raise UserError(
+            f"config field {where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(RECIPE_FIELDS)})"
+        )
     if value.get("optimizer", base.optimizer) not in ("sgd", "adamw"):
         raise UserError(f"config field {where}.optimizer: {value['optimizer']!r} is not one of sgd, adamw")
-    checked = {name: check_number(v, f"config field {where}.{name}", type(getattr(base, name)), *RECIPE_BOUNDS[name])
-               for name, v in value.items() if name in RECIPE_BOUNDS}
+    checked = {
+        name: check_number(v, f"config field {where}.{name}", type(getattr(base, name)), *RECIPE_BOUNDS[name])
+        for name, v in value.items()
+        if name in RECIPE_BOUNDS
+    }
     return dataclasses.replace(base, **{**value, **checked})
 
 
@@ -46,11 +57,18 @@ def _classifier(item: Any, where: str) -> ClassifierEntry:
         raise UserError(f"config field {where}: give the timm `model` (e.g. resnet18)")
     weights = dict(chosen).get("pretrained")
     if weights is not None and not Path(str(weights)).is_file():
-        raise UserError(f"config field {where}.pretrained: {weights} does not exist; give a local weights file")
+        raise UserError(
+            f"config field {where}.pretrained: {weights} does not exist; give a local weights file"
+        )
     recipe = _recipe(item["recipe"], spec.recipe, f"{where}.recipe") if "recipe" in item else None
     label = str(item.get("label") or (f"{name}-{item['model']}" if "model" in item else name))
-    entry = ClassifierEntry(label, str(name), chosen, recipe,
-                            hashlib.sha256(Path(weights).read_bytes()).hexdigest() if weights else "")
+    entry = ClassifierEntry(
+        label,
+        str(name),
+        chosen,
+        recipe,
+        hashlib.sha256(Path(weights).read_bytes()).hexdigest() if weights else "",
+    )
     if name == "timm":
         entry.build((1, 8, 8), 2)  # a missing timm or an unknown model fails here, not in a cell
     return entry
@@ -64,6 +82,14 @@ def parse_classifiers(value: Any, where: str) -> tuple[ClassifierEntry, ...]:
 
 def classifiers_plain(entries: tuple[ClassifierEntry, ...]) -> list:
     """Suite classifiers as their names (so existing fingerprints stay), configured ones as mappings."""
-    return [e.name if e.label == e.name and not e.options and e.recipe is None else
-            {"name": e.name, "label": e.label, **dict(e.options),
-             **({"recipe": dataclasses.asdict(e.recipe)} if e.recipe else {})} for e in entries]
+    return [
+        e.name
+        if e.label == e.name and not e.options and e.recipe is None
+        else {
+            "name": e.name,
+            "label": e.label,
+            **dict(e.options),
+            **({"recipe": dataclasses.asdict(e.recipe)} if e.recipe else {}),
+        }
+        for e in entries
+    ]

@@ -4,6 +4,7 @@ Changing an architecture or a recipe changes results: bump that classifier's ``v
 do (only its cells recompute); bump SUITE_VERSION when what the whole suite shares changes (the
 training loop, the input normalization).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,9 +57,11 @@ CLASSIFIERS: Registry = Registry("classifier")
 
 def classifier(name: str, recipe: Recipe, version: str = "1"):
     """Register a builder ``(image_shape, num_classes) -> nn.Module`` with its recipe and version."""
+
     def decorator(build):
         CLASSIFIERS.register(name)(SuiteClassifier(build, recipe, version))
         return build
+
     return decorator
 
 
@@ -66,8 +69,14 @@ def classifier(name: str, recipe: Recipe, version: str = "1"):
 def mlp(shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     c, h, w = shape
     return nn.Sequential(
-        nn.Flatten(), nn.Linear(c * h * w, 512), nn.ReLU(), nn.Dropout(0.2),
-        nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.2), nn.Linear(256, num_classes),
+        nn.Flatten(),
+        nn.Linear(c * h * w, 512),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(512, 256),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(256, num_classes),
     )
 
 
@@ -91,12 +100,17 @@ class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
         )
-        self.skip = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.skip(x))
@@ -121,8 +135,13 @@ def resnet(shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def timm_classifier(shape: tuple[int, int, int], num_classes: int, model: str, pretrained: str | None = None,
-                    input_size: int | None = None) -> nn.Module:
+def timm_classifier(
+    shape: tuple[int, int, int],
+    num_classes: int,
+    model: str,
+    pretrained: str | None = None,
+    input_size: int | None = None,
+) -> nn.Module:
     """A timm model (optional extra: ``pip install -e '.[timm]'``) for ``shape`` images: ``in_chans``
     and the head set to the data, weights from a local file (``weights_only``; a head of another
     size is left as initialised), inputs resized to ``input_size`` where given."""
@@ -139,7 +158,9 @@ def timm_classifier(shape: tuple[int, int, int], num_classes: int, model: str, p
         except (OSError, RuntimeError, ValueError) as exc:
             raise UserError(f"classifier timm: weights file {pretrained} does not load ({exc})") from None
         own = net.state_dict()
-        net.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
+        net.load_state_dict(
+            {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False
+        )
     return nn.Sequential(Resize(input_size), net) if input_size else net
 
 
@@ -186,9 +207,15 @@ class ClassifierEntry:
         """The suite's versions, and for a configured classifier its library, options and recipe."""
         found = classifier_versions(self.name)
         if self.options or self.recipe:
-            found["classifier-config"] = stable_hash({
-                "options": dict(self.options), "recipe": asdict(self.training_recipe), "weights": self.weights_hash,
-                "library": _library_version(self.name)}, 16)
+            found["classifier-config"] = stable_hash(
+                {
+                    "options": dict(self.options),
+                    "recipe": asdict(self.training_recipe),
+                    "weights": self.weights_hash,
+                    "library": _library_version(self.name),
+                },
+                16,
+            )
         return found
 
 

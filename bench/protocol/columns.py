@@ -11,6 +11,7 @@ Stages: ``cell`` (the grid point and its provenance), ``fit`` (the strategy's fi
 (the quality stage), ``train`` (the training loop), ``evaluate`` (metrics on real images),
 ``store`` (added when the tables are built).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,156 +37,344 @@ def _columns(stage: str, *rows: tuple) -> list[Column]:
     return [Column(name, type_, unit, meaning, stage, *rest) for name, type_, unit, meaning, *rest in rows]
 
 
-COLUMNS: tuple[Column, ...] = tuple([
-    *_columns(
-        "cell",
-        ("key", "text", "", "hash of the cell's canonical config (its identity: coordinates, params, versions)"),
-        ("dataset", "text", "", "data set label"),
-        ("data_hash", "text", "", "content hash of the data set's images and labels"),
-        ("regime", "text", "", "labelled images per class, `all`, or a long tail lt<imbalance>x<n_max>"),
-        ("strategy", "text", "", "strategy label (as the config names the column of the grid)"),
-        ("strategy_name", "text", "", "registered strategy name"),
-        ("strategy_params", "text", "", "the strategy's resolved params as JSON"),
-        ("fit_data", "text", "", "what the strategy's fit saw: labelled, or labelled+pool (+pool:N, "
-                                 "+folder:NAME) under the semi-supervised protocol"),
-        ("classifier", "text", "", "classifier label"),
-        ("replicate", "int", "", "seed index: labelled draw, initial weights, batch order"),
-        ("seed", "int", "", "the cell's training seed (initial weights, dropout, real batch order)"),
-        ("suite_version", "text", "", "version of the classifier suite"),
-        ("versions", "text", "", "every code version the result depends on, as JSON"),
-        ("split_seed", "int", "", "seed of the test hold-out and the validation set"),
-        ("budget_scale", "float", "", "multiplier of the classifiers' training budget"),
-        ("revision", "text", "", "git revision of the code that ran the cell"),
-        ("status", "text", "", "ok, or failed"),
-        ("failure_reason", "text", "", "why the cell failed (divergence, collapse, a dead worker)"),
-        ("failure_kind", "text", "", "what failed: method (the strategy diverged or collapsed: a result, kept by "
-         "reruns), machine (its worker died, out of memory) or error (the cell's code raised an exception, a bug: "
-         "failure_reason has its type and message); a rerun tries machine and error failures again"),
-        ("failure_traceback", "text", "", "an errored cell's traceback file, relative to the run folder"),
-        ("num_classes", "int", "", "classes of the data set"),
-        ("budget_steps", "int", "steps", "optimizer steps the classifier trained for"),
-        ("budget_check_of", "text", "", "a budget check's record only (never in the tables): the key of the cell "
-                                        "it trains at twice the budget"),
-        ("batch_size", "int", "images", "real images per step (the recipe's batch size)"),
-        ("n_real", "int", "images", "labelled real images"),
-        ("n_val", "int", "images", "validation images"),
-        ("device", "text", "", "device the cell ran on"),
-        ("precision", "text", "", "the classifier's autocast: fp32 or bf16 (config field precision)"),
-        ("started", "time", "UTC", "when the cell started"),
-        ("finished", "time", "UTC", "when the cell finished"),
-    ),
-    *_columns(
-        "fit",
-        ("fit_seconds", "float", "s", "wall time of the strategy's fit (a cached generator loads fast)", "cost"),
-        ("fit_peak_mem_mb", "float", "MB", "peak memory of the fit (CUDA allocator, else resident set)", "cost"),
-        ("generator_steps", "int", "steps", "the generator's training steps"),
-        ("generator_key", "text", "", "cache key of the fitted generator"),
-        ("generator_cache_hit", "bool", "", "the generator came from the run's cache"),
-        ("generator_fit_seconds", "float", "s", "wall time of the generator's original fit (also on a cache hit; "
-         "in a generator cohort its equal share of the cohort's fit)", "cost"),
-        ("generator_converged", "bool", "", "the generator's own validation signal (KID of its samples against the "
-         "validation images, in pooled pixels) was no longer improving at the end of its fit: the last of its "
-         "points was not below the one before by more than twice its spread; empty: not measured (a stacked fit)"),
-        ("generator_val_kid", "float", "", "that signal at the end of the fit (lower is closer)"),
-        ("generator_signal", "text", "", "that signal at each of its points during the fit, as JSON (step, kid, "
-         "kid_std)"),
-        ("generator_cohort", "text", "", "the generator cohort whose fits trained as one stacked model with this "
-         "cell's (a hash of their generator keys; empty: it trained alone)"),
-        ("generator_cohort_size", "int", "fits", "the seeds' generator fits in that cohort"),
-        ("synthetic_pool_size", "int", "images", "synthetic-images: images in the given pool"),
-        ("pseudo_labelled", "int", "images", "pool images that joined with the teacher's labels: pseudo-label's training "
-         "data, or a generator's with generator_data: pseudo-labelled"),
-        ("pseudo_label_confidence", "float", "fraction", "pseudo-label: the teacher's mean confidence on them"),
-        ("pseudo_label_threshold", "float", "fraction", "pseudo-label: the confidence a pool image needed (with "
-         "threshold: auto, chosen on the validation images)"),
-        ("synthetic_content_hash", "text", "", "synthetic-images: content hash of the given files"),
-    ),
-    *_columns(
-        "quality",
-        ("quality_kind", "text", "", "what was scored: generated, pseudo-labelled (pool images with a "
-                                     "teacher's labels), either +augmented, augmented or real"),
-        ("quality_n", "int", "images", "distinct images per side of FID/KID/IS/PR (compare only at equal N)",
-         "quality"),
-        ("quality_n_test", "int", "images", "real test images they were compared with"),
-        ("quality_extractor", "text", "", "the feature extractor (the replicate's evaluator network)"),
-        ("evaluator_disjoint", "bool", "", "the evaluator trained on none of the labelled images"),
-        ("evaluator_overlaps_fit", "bool", "", "the evaluator trained on images the strategy's fit saw (labelled, "
-                                               "or pool images under the semi-supervised protocol)"),
-        ("evaluator_test_accuracy", "float", "fraction", "the evaluator's test accuracy"),
-        ("fid_evaluator", "float", "", "FID in the evaluator's feature space (biased upward at small N)", "quality"),
-        ("kid_evaluator", "float", "", "KID in the evaluator's feature space (unbiased)", "quality"),
-        ("fid_evaluator_ref_real", "float", "", "FID of as many unused real images: the floor at this N",
-         "quality"),
-        ("kid_evaluator_ref_real", "float", "", "KID of as many unused real images: the floor at this N",
-         "quality"),
-        ("is_evaluator", "float", "", "Inception Score from the evaluator's logits", "quality"),
-        ("precision_evaluator", "float", "fraction", "improved precision (Kynkaanniemi et al.)", "quality"),
-        ("recall_evaluator", "float", "fraction", "improved recall (Kynkaanniemi et al.)", "quality"),
-        ("evaluator_label_agreement", "float", "fraction", "scored images the evaluator assigns their own label",
-         "quality"),
-        ("cas_accuracy", "float", "fraction", "classification accuracy score: a cnn trained on the synthetic "
-                                              "(generated or pseudo-labelled) images alone, tested on real test "
-                                              "images", "quality"),
-        ("mem_nn_ratio", "float", "", "median distance to the nearest image the fit saw (labelled and pool), "
-                                      "generated / real test", "quality"),
-        ("mem_near_copy_fraction", "float", "fraction", "generated images nearer a training image than 95% of "
-                                                        "real test images are", "quality"),
-        ("mem_near_copy_chance", "float", "fraction", "the near-copy fraction of real test images (chance)",
-         "quality"),
-        ("fid_inception", "float", "", "standard Inception-v3 FID (with inception_weights)", "quality"),
-        ("kid_inception", "float", "", "standard Inception-v3 KID (with inception_weights)", "quality"),
-        ("quality_ref_n", "int", "images", "real images of the real-vs-real reference"),
-        ("fid_evaluator_ref_noise", "float", "", "FID of uniform noise: the ceiling"),
-        ("kid_evaluator_ref_noise", "float", "", "KID of uniform noise: the ceiling"),
-        ("mem_nn_synthetic_median", "float", "", "median nearest-training-image distance of generated images"),
-        ("mem_nn_test_median", "float", "", "median nearest-training-image distance of real test images"),
-        ("sample_grid", "text", "", "the sample file of real and trained-on images, relative to the run folder"),
-        ("quality_seconds", "float", "s", "wall time of the quality stage"),
-        ("quality_peak_mem_mb", "float", "MB", "peak memory of the quality stage"),
-    ),
-    *_columns(
-        "train",
-        ("n_synthetic", "int", "images", "synthetic images in the fixed pool"),
-        ("train_seconds", "float", "s", "wall time of the classifier's training", "cost"),
-        ("train_peak_mem_mb", "float", "MB", "peak memory of the training", "cost"),
-        ("mixing", "text", "", "how synthetic images join the real ones: add or replace"),
-        ("cohort", "text", "", "the cohort whose classifiers trained as one network with this one (a hash of "
-         "its cells' keys; empty: trained alone)"),
-        ("cohort_size", "int", "cells", "classifiers in that cohort (its train_seconds are this cell's share)"),
-        ("synthetic_pool", "text", "", "fixed, or fresh samples every synthetic epoch"),
-        ("real_per_step", "int", "images", "real images per step"),
-        ("synthetic_per_step", "int", "images", "synthetic images per step"),
-        ("train_images_processed", "int", "images", "images the classifier saw in training, real and synthetic"),
-        ("budget_epochs", "float", "epochs", "passes over the labelled real images"),
-        ("curve", "json", "", "validation accuracy and training loss during training (written to curves.csv, "
-                              "not to the results tables)"),
-    ),
-    *_columns(
-        "evaluate",
-        ("test_accuracy", "float", "fraction", "accuracy on the real test images"),
-        ("test_balanced_accuracy", "float", "fraction", "mean per-class recall on the test images", "metric"),
-        ("test_macro_f1", "float", "fraction", "macro-averaged F1 on the test images", "metric"),
-        ("test_nll", "float", "nats", "mean negative log-likelihood on the test images", "metric"),
-        ("test_ece", "float", "fraction", "expected calibration error on the test images (15 bins)", "metric"),
-        ("n_test", "int", "images", "test images"),
-        ("test_class_recall", "text", "", "per-class test recall as JSON, by class index"),
-        ("test_recall_smallest_third", "float", "fraction", "mean test recall of the third of classes with the "
-                                                            "fewest labelled images"),
-        ("train_accuracy", "float", "fraction", "accuracy on the labelled real images (clean)"),
-        ("train_nll", "float", "nats", "negative log-likelihood on the labelled real images"),
-        ("val_accuracy", "float", "fraction", "accuracy on the validation images"),
-        ("gap_accuracy", "float", "fraction", "train accuracy minus test accuracy"),
-        ("gap_loss", "float", "nats", "test NLL minus train NLL"),
-    ),
-    *_columns(
-        "store",
-        ("budget_check", "text", "", "its group's budget check (data set, regime, classifier, strategy): "
-                                     "converged (doubling the budget gained less than budget.plateau on validation), "
-                                     "rising, or unchecked"),
-        ("budget_check_gain", "float", "pp", "its group's mean validation-accuracy gain from doubling the budget"),
-        ("budget_check_steps", "int", "steps", "the doubled budget its group's check trained for"),
-    ),
-])
+COLUMNS: tuple[Column, ...] = tuple(
+    [
+        *_columns(
+            "cell",
+            (
+                "key",
+                "text",
+                "",
+                "hash of the cell's canonical config (its identity: coordinates, params, versions)",
+            ),
+            ("dataset", "text", "", "data set label"),
+            ("data_hash", "text", "", "content hash of the data set's images and labels"),
+            ("regime", "text", "", "labelled images per class, `all`, or a long tail lt<imbalance>x<n_max>"),
+            ("strategy", "text", "", "strategy label (as the config names the column of the grid)"),
+            ("strategy_name", "text", "", "registered strategy name"),
+            ("strategy_params", "text", "", "the strategy's resolved params as JSON"),
+            (
+                "fit_data",
+                "text",
+                "",
+                "what the strategy's fit saw: labelled, or labelled+pool (+pool:N, "
+                "+folder:NAME) under the semi-supervised protocol",
+            ),
+            ("classifier", "text", "", "classifier label"),
+            ("replicate", "int", "", "seed index: labelled draw, initial weights, batch order"),
+            ("seed", "int", "", "the cell's training seed (initial weights, dropout, real batch order)"),
+            ("suite_version", "text", "", "version of the classifier suite"),
+            ("versions", "text", "", "every code version the result depends on, as JSON"),
+            ("split_seed", "int", "", "seed of the test hold-out and the validation set"),
+            ("budget_scale", "float", "", "multiplier of the classifiers' training budget"),
+            ("revision", "text", "", "git revision of the code that ran the cell"),
+            ("status", "text", "", "ok, or failed"),
+            ("failure_reason", "text", "", "why the cell failed (divergence, collapse, a dead worker)"),
+            (
+                "failure_kind",
+                "text",
+                "",
+                "what failed: method (the strategy diverged or collapsed: a result, kept by "
+                "reruns), machine (its worker died, out of memory) or error (the cell's code raised an exception, a bug: "
+                "failure_reason has its type and message); a rerun tries machine and error failures again",
+            ),
+            ("failure_traceback", "text", "", "an errored cell's traceback file, relative to the run folder"),
+            ("num_classes", "int", "", "classes of the data set"),
+            ("budget_steps", "int", "steps", "optimizer steps the classifier trained for"),
+            (
+                "budget_check_of",
+                "text",
+                "",
+                "a budget check's record only (never in the tables): the key of the cell "
+                "it trains at twice the budget",
+            ),
+            ("batch_size", "int", "images", "real images per step (the recipe's batch size)"),
+            ("n_real", "int", "images", "labelled real images"),
+            ("n_val", "int", "images", "validation images"),
+            ("device", "text", "", "device the cell ran on"),
+            ("precision", "text", "", "the classifier's autocast: fp32 or bf16 (config field precision)"),
+            ("started", "time", "UTC", "when the cell started"),
+            ("finished", "time", "UTC", "when the cell finished"),
+        ),
+        *_columns(
+            "fit",
+            (
+                "fit_seconds",
+                "float",
+                "s",
+                "wall time of the strategy's fit (a cached generator loads fast)",
+                "cost",
+            ),
+            (
+                "fit_peak_mem_mb",
+                "float",
+                "MB",
+                "peak memory of the fit (CUDA allocator, else resident set)",
+                "cost",
+            ),
+            ("generator_steps", "int", "steps", "the generator's training steps"),
+            ("generator_key", "text", "", "cache key of the fitted generator"),
+            ("generator_cache_hit", "bool", "", "the generator came from the run's cache"),
+            (
+                "generator_fit_seconds",
+                "float",
+                "s",
+                "wall time of the generator's original fit (also on a cache hit; "
+                "in a generator cohort its equal share of the cohort's fit)",
+                "cost",
+            ),
+            (
+                "generator_converged",
+                "bool",
+                "",
+                "the generator's own validation signal (KID of its samples against the "
+                "validation images, in pooled pixels) was no longer improving at the end of its fit: the last of its "
+                "points was not below the one before by more than twice its spread; empty: not measured (a stacked fit)",
+            ),
+            ("generator_val_kid", "float", "", "that signal at the end of the fit (lower is closer)"),
+            (
+                "generator_signal",
+                "text",
+                "",
+                "that signal at each of its points during the fit, as JSON (step, kid, kid_std)",
+            ),
+            (
+                "generator_cohort",
+                "text",
+                "",
+                "the generator cohort whose fits trained as one stacked model with this "
+                "cell's (a hash of their generator keys; empty: it trained alone)",
+            ),
+            ("generator_cohort_size", "int", "fits", "the seeds' generator fits in that cohort"),
+            ("synthetic_pool_size", "int", "images", "synthetic-images: images in the given pool"),
+            (
+                "pseudo_labelled",
+                "int",
+                "images",
+                "pool images that joined with the teacher's labels: pseudo-label's training "
+                "data, or a generator's with generator_data: pseudo-labelled",
+            ),
+            (
+                "pseudo_label_confidence",
+                "float",
+                "fraction",
+                "pseudo-label: the teacher's mean confidence on them",
+            ),
+            (
+                "pseudo_label_threshold",
+                "float",
+                "fraction",
+                "pseudo-label: the confidence a pool image needed (with "
+                "threshold: auto, chosen on the validation images)",
+            ),
+            ("synthetic_content_hash", "text", "", "synthetic-images: content hash of the given files"),
+        ),
+        *_columns(
+            "quality",
+            (
+                "quality_kind",
+                "text",
+                "",
+                "what was scored: generated, pseudo-labelled (pool images with a "
+                "teacher's labels), either +augmented, augmented or real",
+            ),
+            (
+                "quality_n",
+                "int",
+                "images",
+                "distinct images per side of FID/KID/IS/PR (compare only at equal N)",
+                "quality",
+            ),
+            ("quality_n_test", "int", "images", "real test images they were compared with"),
+            ("quality_extractor", "text", "", "the feature extractor (the replicate's evaluator network)"),
+            ("evaluator_disjoint", "bool", "", "the evaluator trained on none of the labelled images"),
+            (
+                "evaluator_overlaps_fit",
+                "bool",
+                "",
+                "the evaluator trained on images the strategy's fit saw (labelled, "
+                "or pool images under the semi-supervised protocol)",
+            ),
+            ("evaluator_test_accuracy", "float", "fraction", "the evaluator's test accuracy"),
+            (
+                "fid_evaluator",
+                "float",
+                "",
+                "FID in the evaluator's feature space (biased upward at small N)",
+                "quality",
+            ),
+            ("kid_evaluator", "float", "", "KID in the evaluator's feature space (unbiased)", "quality"),
+            (
+                "fid_evaluator_ref_real",
+                "float",
+                "",
+                "FID of as many unused real images: the floor at this N",
+                "quality",
+            ),
+            (
+                "kid_evaluator_ref_real",
+                "float",
+                "",
+                "KID of as many unused real images: the floor at this N",
+                "quality",
+            ),
+            ("is_evaluator", "float", "", "Inception Score from the evaluator's logits", "quality"),
+            (
+                "precision_evaluator",
+                "float",
+                "fraction",
+                "improved precision (Kynkaanniemi et al.)",
+                "quality",
+            ),
+            ("recall_evaluator", "float", "fraction", "improved recall (Kynkaanniemi et al.)", "quality"),
+            (
+                "evaluator_label_agreement",
+                "float",
+                "fraction",
+                "scored images the evaluator assigns their own label",
+                "quality",
+            ),
+            (
+                "cas_accuracy",
+                "float",
+                "fraction",
+                "classification accuracy score: a cnn trained on the synthetic "
+                "(generated or pseudo-labelled) images alone, tested on real test "
+                "images",
+                "quality",
+            ),
+            (
+                "mem_nn_ratio",
+                "float",
+                "",
+                "median distance to the nearest image the fit saw (labelled and pool), generated / real test",
+                "quality",
+            ),
+            (
+                "mem_near_copy_fraction",
+                "float",
+                "fraction",
+                "generated images nearer a training image than 95% of real test images are",
+                "quality",
+            ),
+            (
+                "mem_near_copy_chance",
+                "float",
+                "fraction",
+                "the near-copy fraction of real test images (chance)",
+                "quality",
+            ),
+            ("fid_inception", "float", "", "standard Inception-v3 FID (with inception_weights)", "quality"),
+            ("kid_inception", "float", "", "standard Inception-v3 KID (with inception_weights)", "quality"),
+            ("quality_ref_n", "int", "images", "real images of the real-vs-real reference"),
+            ("fid_evaluator_ref_noise", "float", "", "FID of uniform noise: the ceiling"),
+            ("kid_evaluator_ref_noise", "float", "", "KID of uniform noise: the ceiling"),
+            (
+                "mem_nn_synthetic_median",
+                "float",
+                "",
+                "median nearest-training-image distance of generated images",
+            ),
+            ("mem_nn_test_median", "float", "", "median nearest-training-image distance of real test images"),
+            (
+                "sample_grid",
+                "text",
+                "",
+                "the sample file of real and trained-on images, relative to the run folder",
+            ),
+            ("quality_seconds", "float", "s", "wall time of the quality stage"),
+            ("quality_peak_mem_mb", "float", "MB", "peak memory of the quality stage"),
+        ),
+        *_columns(
+            "train",
+            ("n_synthetic", "int", "images", "synthetic images in the fixed pool"),
+            ("train_seconds", "float", "s", "wall time of the classifier's training", "cost"),
+            ("train_peak_mem_mb", "float", "MB", "peak memory of the training", "cost"),
+            ("mixing", "text", "", "how synthetic images join the real ones: add or replace"),
+            (
+                "cohort",
+                "text",
+                "",
+                "the cohort whose classifiers trained as one network with this one (a hash of "
+                "its cells' keys; empty: trained alone)",
+            ),
+            (
+                "cohort_size",
+                "int",
+                "cells",
+                "classifiers in that cohort (its train_seconds are this cell's share)",
+            ),
+            ("synthetic_pool", "text", "", "fixed, or fresh samples every synthetic epoch"),
+            ("real_per_step", "int", "images", "real images per step"),
+            ("synthetic_per_step", "int", "images", "synthetic images per step"),
+            (
+                "train_images_processed",
+                "int",
+                "images",
+                "images the classifier saw in training, real and synthetic",
+            ),
+            ("budget_epochs", "float", "epochs", "passes over the labelled real images"),
+            (
+                "curve",
+                "json",
+                "",
+                "validation accuracy and training loss during training (written to curves.csv, "
+                "not to the results tables)",
+            ),
+        ),
+        *_columns(
+            "evaluate",
+            ("test_accuracy", "float", "fraction", "accuracy on the real test images"),
+            (
+                "test_balanced_accuracy",
+                "float",
+                "fraction",
+                "mean per-class recall on the test images",
+                "metric",
+            ),
+            ("test_macro_f1", "float", "fraction", "macro-averaged F1 on the test images", "metric"),
+            ("test_nll", "float", "nats", "mean negative log-likelihood on the test images", "metric"),
+            (
+                "test_ece",
+                "float",
+                "fraction",
+                "expected calibration error on the test images (15 bins)",
+                "metric",
+            ),
+            ("n_test", "int", "images", "test images"),
+            ("test_class_recall", "text", "", "per-class test recall as JSON, by class index"),
+            (
+                "test_recall_smallest_third",
+                "float",
+                "fraction",
+                "mean test recall of the third of classes with the fewest labelled images",
+            ),
+            ("train_accuracy", "float", "fraction", "accuracy on the labelled real images (clean)"),
+            ("train_nll", "float", "nats", "negative log-likelihood on the labelled real images"),
+            ("val_accuracy", "float", "fraction", "accuracy on the validation images"),
+            ("gap_accuracy", "float", "fraction", "train accuracy minus test accuracy"),
+            ("gap_loss", "float", "nats", "test NLL minus train NLL"),
+        ),
+        *_columns(
+            "store",
+            (
+                "budget_check",
+                "text",
+                "",
+                "its group's budget check (data set, regime, classifier, strategy): "
+                "converged (doubling the budget gained less than budget.plateau on validation), "
+                "rising, or unchecked",
+            ),
+            (
+                "budget_check_gain",
+                "float",
+                "pp",
+                "its group's mean validation-accuracy gain from doubling the budget",
+            ),
+            ("budget_check_steps", "int", "steps", "the doubled budget its group's check trained for"),
+        ),
+    ]
+)
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 PARAM_PREFIX = "param_"  # the store adds param_<name> for every strategy param (stage `store`)
 
@@ -214,6 +403,8 @@ def describe() -> list[str]:
     """The data dictionary as lines: name, type, unit, stage, meaning."""
     lines = [f"{'column':<27} {'type':<6} {'unit':<9} {'stage':<9} meaning"]
     lines += [f"{c.name:<27} {c.type:<6} {c.unit or '-':<9} {c.stage:<9} {c.meaning}" for c in COLUMNS]
-    lines.append(f"{PARAM_PREFIX + '<name>':<27} {'any':<6} {'-':<9} {'store':<9} each strategy param, from "
-                 "strategy_params (mappings as JSON text)")
+    lines.append(
+        f"{PARAM_PREFIX + '<name>':<27} {'any':<6} {'-':<9} {'store':<9} each strategy param, from "
+        "strategy_params (mappings as JSON text)"
+    )
     return lines

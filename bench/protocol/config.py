@@ -4,6 +4,7 @@ Each field is declared once, below, with its default, range, help and identity r
 bench/core/schema.py); everything else about the config is derived from those declarations.
 Bundled protocols ship inside the package (``configs``) and are found through importlib.resources.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,8 +21,18 @@ import configs
 from bench.core.errors import UserError
 from bench.core.executor import EXECUTORS
 from bench.core.keys import stable_hash
-from bench.core.schema import (as_list, check_number, check_path, identity, option, parse_section, plain_value, role_fields,
-                               section, to_plain)
+from bench.core.schema import (
+    as_list,
+    check_number,
+    check_path,
+    identity,
+    option,
+    parse_section,
+    plain_value,
+    role_fields,
+    section,
+    to_plain,
+)
 from bench.core.strategy import STRATEGIES, StrategyEntry, parse_strategies
 from bench.data.entries import datasets_plain, parse_datasets, parse_regimes, regimes_plain
 from bench.data.sets import DatasetEntry
@@ -75,8 +86,10 @@ def key_precision(config: "BenchConfig", device) -> str:
 def _run_name(value: Any, where: str) -> str:
     """A run name names a folder under runs/: letters, digits, '.', '_', '-' only (no path)."""
     if not isinstance(value, str) or not RUN_NAME.fullmatch(value):
-        raise UserError(f"config field {where}: {value!r} is not a run name; use letters, digits, '.', '_' and "
-                        "'-' (it names a folder under runs/)")
+        raise UserError(
+            f"config field {where}: {value!r} is not a run name; use letters, digits, '.', '_' and "
+            "'-' (it names a folder under runs/)"
+        )
     return value
 
 
@@ -93,8 +106,9 @@ def _plateau(value: Any, where: str) -> float:
     """Percentage points in (0, 100]."""
     value = check_number(value, f"config field {where}", float, 0.0, 100.0)
     if value == 0:
-        raise UserError(f"config field {where}: 0 is out of range (must be above 0 and at most 100 percentage "
-                        "points)")
+        raise UserError(
+            f"config field {where}: 0 is out of range (must be above 0 and at most 100 percentage points)"
+        )
     return value
 
 
@@ -102,46 +116,80 @@ def _plateau(value: Any, where: str) -> float:
 class BudgetSpec:
     """The `budget` section: how long each classifier trains, and the check that it was long enough."""
 
-    scale: float = option(1.0, low=0.001, high=100.0,
-                          help="multiplies each classifier recipe's steps (generators have their own `steps`)")
-    steps: str = option("recipe", choices=("recipe", "auto"), quiet=True,
-                        help="recipe: the recipe's steps times `scale`; auto: per data set, regime and "
-                             "classifier, the smallest budget, doubling from `floor`, at which `none`'s validation "
-                             "accuracy (mean of the first two seeds) gains less than `plateau` from one more "
-                             "doubling (searched once, cached; needs scale 1)")
-    floor: int = option(100, low=1, high=1_000_000, quiet=True,
-                        help="steps: auto starts its doubling here (optimizer steps)")
-    check: str = option("on", parse=_on_off, quiet=True, result=False,
-                        help="on: each (data set, regime, classifier, strategy) also trains its first seed(s) at "
-                             "twice the budget, on validation data, and every row says whether its group was "
-                             "converged (the gain from doubling below `plateau`); off: unchecked (the leaderboard "
-                             "refuses unchecked runs)")
-    plateau: float = option(1.0, parse=_plateau, quiet=True, result=False,
-                            help="percentage points of validation accuracy: a budget whose doubling gains less is "
-                                 "converged. 1 pp: below the smallest changes the bundled protocols resolve (their "
-                                 "minimum detectable effects are 1-5 pp), so a budget still gaining less cannot "
-                                 "turn a verdict, and above the paired noise of one doubling on a few hundred "
-                                 "validation images averaged over two seeds")
+    scale: float = option(
+        1.0,
+        low=0.001,
+        high=100.0,
+        help="multiplies each classifier recipe's steps (generators have their own `steps`)",
+    )
+    steps: str = option(
+        "recipe",
+        choices=("recipe", "auto"),
+        quiet=True,
+        help="recipe: the recipe's steps times `scale`; auto: per data set, regime and "
+        "classifier, the smallest budget, doubling from `floor`, at which `none`'s validation "
+        "accuracy (mean of the first two seeds) gains less than `plateau` from one more "
+        "doubling (searched once, cached; needs scale 1)",
+    )
+    floor: int = option(
+        100, low=1, high=1_000_000, quiet=True, help="steps: auto starts its doubling here (optimizer steps)"
+    )
+    check: str = option(
+        "on",
+        parse=_on_off,
+        quiet=True,
+        result=False,
+        help="on: each (data set, regime, classifier, strategy) also trains its first seed(s) at "
+        "twice the budget, on validation data, and every row says whether its group was "
+        "converged (the gain from doubling below `plateau`); off: unchecked (the leaderboard "
+        "refuses unchecked runs)",
+    )
+    plateau: float = option(
+        1.0,
+        parse=_plateau,
+        quiet=True,
+        result=False,
+        help="percentage points of validation accuracy: a budget whose doubling gains less is "
+        "converged. 1 pp: below the smallest changes the bundled protocols resolve (their "
+        "minimum detectable effects are 1-5 pp), so a budget still gaining less cannot "
+        "turn a verdict, and above the paired noise of one doubling on a few hundred "
+        "validation images averaged over two seeds",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class MixingSpec:
     """The `mixing` section: how synthetic images join the real ones (see README, Protocol)."""
 
-    mode: str = option("add", choices=("add", "replace"),
-                       help="add: every step keeps the real batch of `none` and adds round(ratio*B) synthetic "
-                            "images; replace: a fixed batch B of which ratio/(1+ratio) is synthetic")
-    synthetic_pool: str = option("fixed", choices=("fixed", "fresh"),
-                                 help="fixed: one set of round(ratio*n) synthetic images; fresh: sampled anew from "
-                                      "the generator every synthetic epoch")
+    mode: str = option(
+        "add",
+        choices=("add", "replace"),
+        help="add: every step keeps the real batch of `none` and adds round(ratio*B) synthetic "
+        "images; replace: a fixed batch B of which ratio/(1+ratio) is synthetic",
+    )
+    synthetic_pool: str = option(
+        "fixed",
+        choices=("fixed", "fresh"),
+        help="fixed: one set of round(ratio*n) synthetic images; fresh: sampled anew from "
+        "the generator every synthetic epoch",
+    )
 
 
 def _executor_section() -> type:
     """The `executor` section: ``name``, then the settings that each registered executor declares in
     its own module (``Executor.settings``), so that a new executor adds its settings without a line
     here. Two executors may not declare one name."""
-    fields = [("name", str, option("auto", help="auto (process for several workers, else serial), or one of "
-                                              f"{', '.join(EXECUTORS.names())}"))]
+    fields = [
+        (
+            "name",
+            str,
+            option(
+                "auto",
+                help="auto (process for several workers, else serial), or one of "
+                f"{', '.join(EXECUTORS.names())}",
+            ),
+        )
+    ]
     for name in EXECUTORS.names():
         settings = EXECUTORS.get(name).settings
         for f in dataclasses.fields(settings) if settings else ():
@@ -162,8 +210,10 @@ def _tracking_uri(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise UserError(f"config field {where}: expected an MLflow tracking URI such as sqlite:///mlflow.db")
     if value and importlib.util.find_spec("mlflow") is None:
-        raise UserError(f"config field {where}: experiment tracking needs MLflow; install it with "
-                        "pip install 'augbench[mlflow]' or leave tracking out")
+        raise UserError(
+            f"config field {where}: experiment tracking needs MLflow; install it with "
+            "pip install 'augbench[mlflow]' or leave tracking out"
+        )
     return value
 
 
@@ -171,10 +221,13 @@ def _tracking_uri(value: Any, where: str) -> str:
 class TrackingSpec:
     """The `tracking` section: optional experiment tracking (none of it changes a result)."""
 
-    mlflow: str = option("", parse=_tracking_uri,
-                         help="MLflow tracking URI (sqlite:///mlflow.db, http://HOST:5000, databricks): one MLflow "
-                              "run per cell under one parent run per `augbench run`; empty: off, and MLflow is "
-                              "not imported (pip install 'augbench[mlflow]')")
+    mlflow: str = option(
+        "",
+        parse=_tracking_uri,
+        help="MLflow tracking URI (sqlite:///mlflow.db, http://HOST:5000, databricks): one MLflow "
+        "run per cell under one parent run per `augbench run`; empty: off, and MLflow is "
+        "not imported (pip install 'augbench[mlflow]')",
+    )
     experiment: str = option("augbench", help="MLflow experiment the runs go to (created if missing)")
 
 
@@ -191,56 +244,109 @@ class BenchConfig:
     """A protocol: data sets x regimes x strategies x classifiers x seeds, and how each cell runs."""
 
     name: str = option("custom", parse=_run_name, help="run name (default: the config file's name)")
-    plugins: tuple[str, ...] = option((), parse=_plugins, fingerprint=False,
-                                      help="modules to import first: they register data sets, strategies, "
-                                           "classifiers or policies (installed packages can also register "
-                                           "through the entry-point group augbench.plugins)")
-    datasets: tuple[DatasetEntry, ...] = option(parse=parse_datasets, plain=datasets_plain, protocol=True,
-                                               help="a list of data set names (one name alone stands for a list "
-                                                    "of one, as in every list field), or {name, root, download, label, and the "
-                                                    "options of its kind: imagefolder: size, channels, hflip, "
-                                                    "max_gb; npz: path, hflip, max_gb; medmnist: flag, size, "
-                                                    "hflip, max_gb}")
-    regimes: tuple[Regime, ...] = option((None,), parse=parse_regimes, plain=regimes_plain, protocol=True,
-                                         help="labelled images per class, 'all' (alias 'as-is'), or a long tail "
-                                              "{long_tail: IMBALANCE, n_max: N}")
+    plugins: tuple[str, ...] = option(
+        (),
+        parse=_plugins,
+        fingerprint=False,
+        help="modules to import first: they register data sets, strategies, "
+        "classifiers or policies (installed packages can also register "
+        "through the entry-point group augbench.plugins)",
+    )
+    datasets: tuple[DatasetEntry, ...] = option(
+        parse=parse_datasets,
+        plain=datasets_plain,
+        protocol=True,
+        help="a list of data set names (one name alone stands for a list "
+        "of one, as in every list field), or {name, root, download, label, and the "
+        "options of its kind: imagefolder: size, channels, hflip, "
+        "max_gb; npz: path, hflip, max_gb; medmnist: flag, size, "
+        "hflip, max_gb}",
+    )
+    regimes: tuple[Regime, ...] = option(
+        (None,),
+        parse=parse_regimes,
+        plain=regimes_plain,
+        protocol=True,
+        help="labelled images per class, 'all' (alias 'as-is'), or a long tail "
+        "{long_tail: IMBALANCE, n_max: N}",
+    )
     split: SplitSpec = section(SplitSpec, cell=True, protocol=True, help="test / validation / labelled split")
-    unlabelled: UnlabelledSpec = option(UnlabelledSpec(), parse=parse_unlabelled, plain=unlabelled_plain,
-                                        protocol=True, quiet=True,
-                                        help="images without labels that strategies may learn from (the "
-                                             "semi-supervised protocol): none, pool (every training-pool image "
-                                             "neither labelled nor validation), a number of those, or {path: "
-                                             "DIR_OR_NPZ} of your own; it enters the keys of the cells whose "
-                                             "strategy uses it")
-    strategies: tuple[StrategyEntry, ...] = option(parse=parse_strategies,
-                                                   help="strategy names, or {name, label, params}")
-    classifiers: tuple[ClassifierEntry, ...] = option(parse=parse_classifiers, plain=classifiers_plain, protocol=True,
-                                          help="classifiers of the suite (mlp, cnn, resnet), or {name: timm, model, "
-                                               "pretrained: FILE, input_size, label, recipe: {optimizer, lr, "
-                                               "weight_decay, batch_size, epochs, min_steps, label_smoothing}}")
-    seeds: int = option(3, low=1, high=100, protocol=True, help="replicates (labelled draw, init, batch order)")
+    unlabelled: UnlabelledSpec = option(
+        UnlabelledSpec(),
+        parse=parse_unlabelled,
+        plain=unlabelled_plain,
+        protocol=True,
+        quiet=True,
+        help="images without labels that strategies may learn from (the "
+        "semi-supervised protocol): none, pool (every training-pool image "
+        "neither labelled nor validation), a number of those, or {path: "
+        "DIR_OR_NPZ} of your own; it enters the keys of the cells whose "
+        "strategy uses it",
+    )
+    strategies: tuple[StrategyEntry, ...] = option(
+        parse=parse_strategies, help="strategy names, or {name, label, params}"
+    )
+    classifiers: tuple[ClassifierEntry, ...] = option(
+        parse=parse_classifiers,
+        plain=classifiers_plain,
+        protocol=True,
+        help="classifiers of the suite (mlp, cnn, resnet), or {name: timm, model, "
+        "pretrained: FILE, input_size, label, recipe: {optimizer, lr, "
+        "weight_decay, batch_size, epochs, min_steps, label_smoothing}}",
+    )
+    seeds: int = option(
+        3, low=1, high=100, protocol=True, help="replicates (labelled draw, init, batch order)"
+    )
     budget: BudgetSpec = section(BudgetSpec, cell=True, flatten=True, protocol=True, help="training budget")
-    mixing: MixingSpec = section(MixingSpec, cell=True, protocol=True, help="how synthetic images are mixed in")
-    eval_points: int = option(10, low=1, high=1000, cell=True, protocol=True,
-                              help="validation accuracy measured this many times per training run")
+    mixing: MixingSpec = section(
+        MixingSpec, cell=True, protocol=True, help="how synthetic images are mixed in"
+    )
+    eval_points: int = option(
+        10,
+        low=1,
+        high=1000,
+        cell=True,
+        protocol=True,
+        help="validation accuracy measured this many times per training run",
+    )
     device: str = option("auto", choices=("auto", "cpu", "cuda"), help="where cells run")
-    precision: str = option("auto", choices=("auto", "fp32", "bf16"), fingerprint=False, quiet=True,
-                            help="the classifiers' autocast: auto (bf16 where the device computes it natively: "
-                                 "CUDA, or a CPU with AVX-512 BF16 or AMX; else fp32), fp32 or bf16; a precision "
-                                 "other than the device's former default (CPU fp32, CUDA bf16) enters the cell keys")
-    cohort: str | int = option("auto", parse=_cohort, quiet=True,
-                               help="cells whose classifiers train as one grouped network (same data set, regime "
-                                    "and classifier, in grid order): auto (16 on CUDA, where small nets leave the "
-                                    "GPU waiting on kernel launches; off on the CPU, where it does not pay), off, "
-                                    "or a number; above 1 it enters the cells' keys")
-    workers: int = option(0, low=0, high=256, fingerprint=False,
-                          help="cells side by side (0 = automatic: one per core up to 2 on a CPU; on CUDA "
-                               "workers_per_gpu on each GPU)")
-    workers_per_gpu: int = option(8, low=1, high=64, fingerprint=False,
-                                  help="with device cuda and workers 0: processes per GPU (at most one per CPU "
-                                       "core); a small net leaves a GPU mostly idle between its kernel launches")
-    executor: ExecutorSpec = section(ExecutorSpec, fingerprint=False, help="what runs the cells: local "
-                                                                            "processes or a Ray cluster")
+    precision: str = option(
+        "auto",
+        choices=("auto", "fp32", "bf16"),
+        fingerprint=False,
+        quiet=True,
+        help="the classifiers' autocast: auto (bf16 where the device computes it natively: "
+        "CUDA, or a CPU with AVX-512 BF16 or AMX; else fp32), fp32 or bf16; a precision "
+        "other than the device's former default (CPU fp32, CUDA bf16) enters the cell keys",
+    )
+    cohort: str | int = option(
+        "auto",
+        parse=_cohort,
+        quiet=True,
+        help="cells whose classifiers train as one grouped network (same data set, regime "
+        "and classifier, in grid order): auto (16 on CUDA, where small nets leave the "
+        "GPU waiting on kernel launches; off on the CPU, where it does not pay), off, "
+        "or a number; above 1 it enters the cells' keys",
+    )
+    workers: int = option(
+        0,
+        low=0,
+        high=256,
+        fingerprint=False,
+        help="cells side by side (0 = automatic: one per core up to 2 on a CPU; on CUDA "
+        "workers_per_gpu on each GPU)",
+    )
+    workers_per_gpu: int = option(
+        8,
+        low=1,
+        high=64,
+        fingerprint=False,
+        help="with device cuda and workers 0: processes per GPU (at most one per CPU "
+        "core); a small net leaves a GPU mostly idle between its kernel launches",
+    )
+    executor: ExecutorSpec = section(
+        ExecutorSpec, fingerprint=False, help="what runs the cells: local processes or a Ray cluster"
+    )
     quality: QualitySpec = section(QualitySpec, cell=True, help="synthetic-data quality")
     tune: TuneSpec = section(TuneSpec, fingerprint=False, help="`augbench tune` settings")
     tracking: TrackingSpec = section(TrackingSpec, fingerprint=False, help="experiment tracking (MLflow)")
@@ -265,12 +371,18 @@ def protocol_view(raw: dict, schema: type = BenchConfig) -> dict:
     """The fields of a saved config (plain data) that runs on one leaderboard must share (a quiet
     field only where it is not at its default: configs saved before it existed lack it)."""
     quiet = {f.name: plain_value(f, f.default) for f in dataclasses.fields(schema) if f.metadata.get("quiet")}
-    view = {name: raw.get(name) for name in role_fields(schema, "protocol")
-            if not (name in quiet and raw.get(name, quiet[name]) == quiet[name])}
+    view = {
+        name: raw.get(name)
+        for name in role_fields(schema, "protocol")
+        if not (name in quiet and raw.get(name, quiet[name]) == quiet[name])
+    }
     for f in dataclasses.fields(schema):  # a section's quiet fields likewise
         if f.name in view and "section" in f.metadata and isinstance(view[f.name], dict):
-            defaults = {g.name: plain_value(g, g.default) for g in dataclasses.fields(f.metadata["section"])
-                        if g.metadata.get("quiet")}
+            defaults = {
+                g.name: plain_value(g, g.default)
+                for g in dataclasses.fields(f.metadata["section"])
+                if g.metadata.get("quiet")
+            }
             view[f.name] = {k: v for k, v in view[f.name].items() if not (k in defaults and v == defaults[k])}
     return view
 
@@ -286,8 +398,11 @@ def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool 
         key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, (str, int, float, bool)) and key in first_line:
             raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is given twice (first on line {first_line[key]}); keep one",
-                key_node.start_mark)
+                None,
+                None,
+                f"key {key!r} is given twice (first on line {first_line[key]}); keep one",
+                key_node.start_mark,
+            )
         first_line[key] = key_node.start_mark.line + 1
     return loader.construct_mapping(node, deep=deep)
 
@@ -310,16 +425,20 @@ def resolve_config(name_or_path: str | None) -> tuple[str, str]:
         except OSError as exc:
             raise UserError(f"config {path} cannot be read: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
-            raise UserError(f"config {path} is not a text (UTF-8) file (byte {exc.start} is not text); give the "
-                            "path of a YAML config") from None
+            raise UserError(
+                f"config {path} is not a text (UTF-8) file (byte {exc.start} is not text); give the "
+                "path of a YAML config"
+            ) from None
     if path.is_dir():
-        raise UserError(f"config {path} is a folder; give the path of a YAML config file in it (or a bundled "
-                        "config name)")
+        raise UserError(
+            f"config {path} is a folder; give the path of a YAML config file in it (or a bundled config name)"
+        )
     bundled = configs.bundled()
     if text in bundled:
         return bundled[text].read_text(), text
-    raise UserError(f"config {text!r} not found: give a YAML file path or a bundled config "
-                    f"({', '.join(sorted(bundled))})")
+    raise UserError(
+        f"config {text!r} not found: give a YAML file path or a bundled config ({', '.join(sorted(bundled))})"
+    )
 
 
 def read_yaml(text: str, source: str) -> dict:
@@ -347,7 +466,9 @@ def apply_overrides(data: dict, overrides: list[str], schema: type = BenchConfig
         try:
             value = load_yaml(text)
         except yaml.YAMLError as exc:
-            raise UserError(f"--set {item!r}: value is not valid YAML ({' '.join(str(exc).split())})") from None
+            raise UserError(
+                f"--set {item!r}: value is not valid YAML ({' '.join(str(exc).split())})"
+            ) from None
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
@@ -371,8 +492,10 @@ def parse_config(data: dict, default_name: str = "custom", schema: type = BenchC
         raise UserError("config must be a mapping of fields (name, datasets, ...)")
     load_registries()  # the built-ins and the installed entry-point plugins
     if "name" in data and data["name"] is None:  # `name:` or `--set name=`: an empty name, not the default
-        raise UserError("config field name: empty; give the run a name (letters, digits, '.', '_' and '-') or "
-                        "leave the field out to use the config file's name")
+        raise UserError(
+            "config field name: empty; give the run a name (letters, digits, '.', '_' and '-') or "
+            "leave the field out to use the config file's name"
+        )
     if "name" not in data:
         data = {**data, "name": default_name}
     data = {**data, "name": str(data["name"])}
@@ -386,8 +509,10 @@ def parse_config(data: dict, default_name: str = "custom", schema: type = BenchC
 def check_budget(budget: BudgetSpec) -> None:
     """Refuse ``steps: auto`` beside a ``scale`` other than 1 (auto chooses the steps itself)."""
     if budget.steps == "auto" and budget.scale != 1:
-        raise UserError(f"config field budget.scale: {budget.scale:g} together with budget.steps: auto; auto picks "
-                        "the steps itself, so leave scale at 1 (or set steps: recipe)")
+        raise UserError(
+            f"config field budget.scale: {budget.scale:g} together with budget.steps: auto; auto picks "
+            "the steps itself, so leave scale at 1 (or set steps: recipe)"
+        )
 
 
 def check_executor(spec: ExecutorSpec) -> None:
@@ -399,9 +524,11 @@ def check_executor(spec: ExecutorSpec) -> None:
         settings = EXECUTORS.get(name).settings
         for f in dataclasses.fields(settings) if settings and name != spec.name else ():
             if getattr(spec, f.name) != f.default:
-                raise UserError(f"config field executor.{f.name}: a setting of the {name} executor, but "
-                                f"executor.name is {spec.name}; set executor.name: {name} (--executor {name}) or "
-                                f"drop it")
+                raise UserError(
+                    f"config field executor.{f.name}: a setting of the {name} executor, but "
+                    f"executor.name is {spec.name}; set executor.name: {name} (--executor {name}) or "
+                    f"drop it"
+                )
 
 
 def check_unlabelled_use(config: BenchConfig) -> None:
@@ -410,12 +537,16 @@ def check_unlabelled_use(config: BenchConfig) -> None:
         return
     for i, entry in enumerate(config.strategies):
         if STRATEGIES.get(entry.name).sees_unlabelled(entry.params):
-            raise UserError(f"config field strategies[{i}] ({entry.label}): it learns from unlabelled images "
-                            "(generator_data: pool or pseudo-labelled, or pseudo-label), but `unlabelled` is none; set unlabelled: "
-                            "pool (or a number of pool images, or {path: DIR})")
+            raise UserError(
+                f"config field strategies[{i}] ({entry.label}): it learns from unlabelled images "
+                "(generator_data: pool or pseudo-labelled, or pseudo-label), but `unlabelled` is none; set unlabelled: "
+                "pool (or a number of pool images, or {path: DIR})"
+            )
 
 
 def with_changes(config: BenchConfig, **sections: dict) -> BenchConfig:
     """A copy of ``config`` with fields of its sections replaced, e.g. ``quality={"enabled": False}``."""
-    return dataclasses.replace(config, **{name: dataclasses.replace(getattr(config, name), **changes)
-                                          for name, changes in sections.items()})
+    return dataclasses.replace(
+        config,
+        **{name: dataclasses.replace(getattr(config, name), **changes) for name, changes in sections.items()},
+    )

@@ -4,6 +4,7 @@ policies and built-in data sets register where they are defined, below); ``load_
 the installed entry-point plugins and the config's plugin modules. Every process of every command
 goes through it: the config's parser before it reads a field, and every worker before its first
 item (see ``bench.run.tasks``)."""
+
 from __future__ import annotations
 
 import strategies  # noqa: F401 - the built-in strategies (strategies/__init__.py imports each module)

@@ -11,6 +11,7 @@ precision/recall are computed from those features (bench/quality/fidelity.py); f
 also CAS and memorization (bench/quality/memorization.py). With Inception-v3 weights the standard
 Inception FID/KID are computed too. The extractor's name says which evaluator it was.
 """
+
 from __future__ import annotations
 
 import io
@@ -27,8 +28,14 @@ from bench.core.images import ImageSet, UnlabelledImages
 from bench.core.strategy import TrainingData
 from bench.data.sets import Dataset
 from bench.data.splits import Split, train_pool
-from bench.quality.evaluator import (Evaluator, EvaluatorNet, classification_accuracy_score, cnn_steps, evaluator,
-                                     load_evaluator)
+from bench.quality.evaluator import (
+    Evaluator,
+    EvaluatorNet,
+    classification_accuracy_score,
+    cnn_steps,
+    evaluator,
+    load_evaluator,
+)
 from bench.quality.features import Features, extract
 from bench.quality.fidelity import FID, IS, KID, fidelity, inception_fid_kid
 from bench.quality.inception import default_weights_file
@@ -56,8 +63,9 @@ def evaluator_work(n_evaluator_images: int, n_scored: int, budget_scale: float) 
     return QualityWork(cnn_steps(n_evaluator_images, budget_scale), 2 * n_scored)
 
 
-def trained_on_images(data: TrainingData, num_classes: int, generator: torch.Generator,
-                      device: torch.device) -> tuple[ImageSet, str]:
+def trained_on_images(
+    data: TrainingData, num_classes: int, generator: torch.Generator, device: torch.device
+) -> tuple[ImageSet, str]:
     """The images the classifier trains on besides the unchanged real ones, one view of each
     distinct image, and their kind: ``generated`` (the synthetic pool; ``pseudo-labelled`` where it
     holds real pool images with a teacher's labels), ``generated+augmented`` (the pool through the
@@ -75,23 +83,34 @@ def trained_on_images(data: TrainingData, num_classes: int, generator: torch.Gen
     return shown, "augmented" if kind == "real" else f"{kind}+augmented"
 
 
-def save_samples(path: Path, real: ImageSet, shown: ImageSet, class_names: tuple[str, ...], kind: str,
-                 per_class: int = 8) -> None:
+def save_samples(
+    path: Path, real: ImageSet, shown: ImageSet, class_names: tuple[str, ...], kind: str, per_class: int = 8
+) -> None:
     """Up to ``per_class`` real and trained-on images of every class, for the report's sample grids."""
+
     def take(images: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.cat([torch.nonzero(images.labels == c).flatten()[:per_class] for c in range(len(class_names))])
+        index = torch.cat(
+            [torch.nonzero(images.labels == c).flatten()[:per_class] for c in range(len(class_names))]
+        )
         return images.images[index], images.labels[index]
 
     (real_images, real_labels), (shown_images, shown_labels) = take(real), take(shown)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, real_images=real_images.numpy(), real_labels=real_labels.numpy(),
-                        shown_images=shown_images.numpy(), shown_labels=shown_labels.numpy(),
-                        class_names=np.array(class_names), kind=np.array(kind))
+    np.savez_compressed(
+        buffer,
+        real_images=real_images.numpy(),
+        real_labels=real_labels.numpy(),
+        shown_images=shown_images.numpy(),
+        shown_labels=shown_labels.numpy(),
+        class_names=np.array(class_names),
+        kind=np.array(kind),
+    )
     atomic_write(path, buffer.getvalue())
 
 
-def reference_distances(pool: ImageSet, split: Split, test: Features, net: EvaluatorNet, device: torch.device,
-                        seed: int) -> dict:
+def reference_distances(
+    pool: ImageSet, split: Split, test: Features, net: EvaluatorNet, device: torch.device, seed: int
+) -> dict:
     """FID/KID against the same test images of two references: as many distinct real images from
     the pool (neither labelled nor validation) as are scored (real vs real: the floor at this N),
     and uniform noise (the ceiling)."""
@@ -117,42 +136,71 @@ def subset_of(images: ImageSet, n: int, seed: int) -> ImageSet:
 
 
 def _evaluator_columns(judge: Evaluator) -> dict:
-    return {"quality_extractor": judge.name, "evaluator_disjoint": judge.disjoint,
-            "evaluator_test_accuracy": judge.test_accuracy}
+    return {
+        "quality_extractor": judge.name,
+        "evaluator_disjoint": judge.disjoint,
+        "evaluator_test_accuracy": judge.test_accuracy,
+    }
 
 
-def assess_quality(data: TrainingData, dataset: Dataset, split: Split, spec: QualitySpec, device: torch.device,
-                   cache: FileCache, budget_scale: float, seed: int, samples_path: Path | None,
-                   unlabelled: UnlabelledImages | None = None, unlabelled_in_pool: bool = False) -> dict:
+def assess_quality(
+    data: TrainingData,
+    dataset: Dataset,
+    split: Split,
+    spec: QualitySpec,
+    device: torch.device,
+    cache: FileCache,
+    budget_scale: float,
+    seed: int,
+    samples_path: Path | None,
+    unlabelled: UnlabelledImages | None = None,
+    unlabelled_in_pool: bool = False,
+) -> dict:
     """All quality columns for one fitted strategy. ``unlabelled``: the images without labels its fit
     saw besides the labelled ones (memorization is measured against both); ``unlabelled_in_pool``:
     they are training-pool images, which the evaluator trained on too."""
     judge = evaluator(dataset, split, device, cache, budget_scale)
     net = load_evaluator(judge.weights, device)
-    shown, kind = trained_on_images(data, dataset.num_classes, torch.Generator(device=device).manual_seed(seed),
-                                    device)
+    shown, kind = trained_on_images(
+        data, dataset.num_classes, torch.Generator(device=device).manual_seed(seed), device
+    )
     n = min(spec.samples, len(shown), len(split.test))
     scored, test = subset_of(shown, n, seed), subset_of(split.test, n, seed + 1)
     scored_f, test_f = extract(net, scored.images, device), extract(net, test.images, device)
     found = fidelity(scored_f, test_f)
     pool, _ = train_pool(dataset, split.spec)
     references = cache.json_once(  # shared by every strategy of a replicate with this N
-        "reference", cache_key(judge.name, n, seed),
-        lambda: reference_distances(pool, split, test_f, net, device, seed))
-    row = {"quality_kind": kind, "quality_n": n, "quality_n_test": len(test), **_evaluator_columns(judge),
-           "evaluator_overlaps_fit": not judge.disjoint or unlabelled_in_pool,
-           "fid_evaluator": found[FID], "kid_evaluator": found[KID], "is_evaluator": found[IS],
-           "precision_evaluator": found["precision"], "recall_evaluator": found["recall"],
-           "evaluator_label_agreement": (scored_f.logits.argmax(1) == scored.labels).float().mean().item(),
-           **references}
+        "reference",
+        cache_key(judge.name, n, seed),
+        lambda: reference_distances(pool, split, test_f, net, device, seed),
+    )
+    row = {
+        "quality_kind": kind,
+        "quality_n": n,
+        "quality_n_test": len(test),
+        **_evaluator_columns(judge),
+        "evaluator_overlaps_fit": not judge.disjoint or unlabelled_in_pool,
+        "fid_evaluator": found[FID],
+        "kid_evaluator": found[KID],
+        "is_evaluator": found[IS],
+        "precision_evaluator": found["precision"],
+        "recall_evaluator": found["recall"],
+        "evaluator_label_agreement": (scored_f.logits.argmax(1) == scored.labels).float().mean().item(),
+        **references,
+    }
     if spec.inception_weights:
         weights = default_weights_file() if spec.inception_weights == "auto" else spec.inception_weights
         row.update(inception_fid_kid(scored.images, test.images, device, str(weights)))
     if kind != "real" and kind != "augmented":  # a synthetic pool: generated or pseudo-labelled images
-        row["cas_accuracy"] = classification_accuracy_score(shown, split, dataset.num_classes, budget_scale, device,
-                                                            seed + 2)
+        row["cas_accuracy"] = classification_accuracy_score(
+            shown, split, dataset.num_classes, budget_scale, device, seed + 2
+        )
     if kind.startswith("generated"):
-        seen = split.labelled.images if unlabelled is None else torch.cat([split.labelled.images, unlabelled.images])
+        seen = (
+            split.labelled.images
+            if unlabelled is None
+            else torch.cat([split.labelled.images, unlabelled.images])
+        )
         row.update(memorization(scored_f, extract(net, seen, device), test_f))
     if kind != "real" and samples_path is not None:
         save_samples(samples_path, split.labelled, shown, dataset.class_names, kind)

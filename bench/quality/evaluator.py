@@ -2,6 +2,7 @@
 labelled images (where the regime leaves enough), cached per replicate. Its penultimate features are
 the feature space of every fidelity number; the same recipe trained on generated images alone gives
 CAS (classification accuracy score)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,8 +25,9 @@ from bench.training.loop import normalize, predict, to_input, train_suite_classi
 EVALUATOR = "augbench-evaluator"
 
 
-def train_cnn(images: ImageSet, val: ImageSet, num_classes: int, budget_scale: float, device: torch.device,
-              seed: int) -> nn.Module:
+def train_cnn(
+    images: ImageSet, val: ImageSet, num_classes: int, budget_scale: float, device: torch.device, seed: int
+) -> nn.Module:
     """The suite's `cnn`, trained by its recipe on ``images`` (val only feeds the learning curve)."""
     return train_suite_classifier("cnn", images, val, num_classes, budget_scale, device, seed)
 
@@ -39,10 +41,13 @@ def accuracy_on(model: nn.Module, test: ImageSet, device: torch.device) -> float
     return (predict(model, test.images, device).argmax(1) == test.labels).float().mean().item()
 
 
-def classification_accuracy_score(generated: ImageSet, split: Split, num_classes: int, budget_scale: float,
-                                  device: torch.device, seed: int) -> float:
+def classification_accuracy_score(
+    generated: ImageSet, split: Split, num_classes: int, budget_scale: float, device: torch.device, seed: int
+) -> float:
     """CAS: test accuracy of a `cnn` trained on the generated images alone."""
-    return accuracy_on(train_cnn(generated, split.val, num_classes, budget_scale, device, seed), split.test, device)
+    return accuracy_on(
+        train_cnn(generated, split.val, num_classes, budget_scale, device, seed), split.test, device
+    )
 
 
 @dataclass(frozen=True)
@@ -65,24 +70,43 @@ def evaluator_training_images(pool: ImageSet, split: Split) -> tuple[ImageSet, b
     return pool, False
 
 
-def evaluator(dataset: Dataset, split: Split, device: torch.device, cache: FileCache,
-              budget_scale: float) -> Evaluator:
+def evaluator(
+    dataset: Dataset, split: Split, device: torch.device, cache: FileCache, budget_scale: float
+) -> Evaluator:
     """The domain evaluator of one replicate's split (trained once, then cached)."""
     pool, test = train_pool(dataset, split.spec)
     images, disjoint = evaluator_training_images(pool, split)
-    key = cache_key(EVALUATOR_VERSION, classifier_versions("cnn"), dataset.content_hash, split.spec, budget_scale,
-                    stable_hash(split.labelled_index.tolist()) if disjoint else "whole pool")
+    key = cache_key(
+        EVALUATOR_VERSION,
+        classifier_versions("cnn"),
+        dataset.content_hash,
+        split.spec,
+        budget_scale,
+        stable_hash(split.labelled_index.tolist()) if disjoint else "whole pool",
+    )
 
     def fit() -> dict:
-        model = train_cnn(images, split.val, dataset.num_classes, budget_scale, device, derive_seed("evaluator", key))
-        cache.save_tensors("evaluator", key, {"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                                              "shape": torch.tensor(dataset.image_shape),
-                                              "num_classes": torch.tensor(dataset.num_classes)})
+        model = train_cnn(
+            images, split.val, dataset.num_classes, budget_scale, device, derive_seed("evaluator", key)
+        )
+        cache.save_tensors(
+            "evaluator",
+            key,
+            {
+                "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                "shape": torch.tensor(dataset.image_shape),
+                "num_classes": torch.tensor(dataset.num_classes),
+            },
+        )
         return {"test_accuracy": accuracy_on(model, test, device)}
 
     meta = cache.json_once("evaluator", key, fit, with_tensors=True)
-    return Evaluator(cache.tensors_path("evaluator", key), f"{EVALUATOR}:{dataset.name}:{key[:10]}", disjoint,
-                     meta["test_accuracy"])
+    return Evaluator(
+        cache.tensors_path("evaluator", key),
+        f"{EVALUATOR}:{dataset.name}:{key[:10]}",
+        disjoint,
+        meta["test_accuracy"],
+    )
 
 
 class EvaluatorNet(nn.Module):

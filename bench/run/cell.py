@@ -1,13 +1,14 @@
 """A cell of the grid (data x regime x strategy x classifier x seed): its identity, key and seeds,
 and the data it runs on."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property, lru_cache
 
+from bench.core.images import UnlabelledImages
 from bench.core.keys import canonical_json, stable_hash
 from bench.core.schema import identity
-from bench.core.images import UnlabelledImages
 from bench.core.seeding import derive_seed
 from bench.core.strategy import STRATEGIES, StrategyEntry
 from bench.data.sets import Dataset, DatasetEntry, load_dataset
@@ -18,7 +19,6 @@ from bench.protocol.config import BenchConfig
 from bench.protocol.registries import load_registries
 from bench.quality.settings import QualitySpec, quality_versions
 from strategies.teacher import uses_teacher
-
 
 CHECK_FACTOR = 2  # a budget check trains its cell at this multiple of the budget
 
@@ -40,23 +40,48 @@ class Cell:
     # stacked model, a generator cohort (strategies/generative.py); empty: it fits alone
     auto_steps: tuple[tuple[str, int], ...] = ()  # with budget.steps: auto, the steps found per classifier of
     # its data set and regime (bench/run/budget.py); empty: each recipe's steps times budget.scale
-    budget_factor: int = 1  # CHECK_FACTOR: a budget check, its cell trained at twice the budget (never a result)
-    precision: str = ""  # the classifier's autocast where it is not its device's former default (config.key_precision)
+    budget_factor: int = (
+        1  # CHECK_FACTOR: a budget check, its cell trained at twice the budget (never a result)
+    )
+    precision: str = (
+        ""  # the classifier's autocast where it is not its device's former default (config.key_precision)
+    )
 
     @classmethod
-    def from_config(cls, config: BenchConfig, *, dataset: DatasetEntry, data_hash: str, regime: Regime,
-                    strategy: StrategyEntry, classifier: str, replicate: int, cohort_size: int = 1) -> "Cell":
+    def from_config(
+        cls,
+        config: BenchConfig,
+        *,
+        dataset: DatasetEntry,
+        data_hash: str,
+        regime: Regime,
+        strategy: StrategyEntry,
+        classifier: str,
+        replicate: int,
+        cohort_size: int = 1,
+    ) -> "Cell":
         """The cell; with ``cohort_size`` above 1 its classifier trains in a cohort where it groups,
         and its generator in a generator cohort of consecutive replicates where the strategy's
         generator fits so."""
-        cell = cls(dataset=dataset, data_hash=data_hash, regime=regime, strategy=strategy, classifier=classifier,
-                   replicate=replicate, protocol=config)
+        cell = cls(
+            dataset=dataset,
+            data_hash=data_hash,
+            regime=regime,
+            strategy=strategy,
+            classifier=classifier,
+            replicate=replicate,
+            protocol=config,
+        )
         generative = make_strategy(strategy).generative_part()
         first = replicate - replicate % cohort_size
         replicates = tuple(range(first, min(first + cohort_size, config.seeds)))
-        return replace(cell, cohort_size=cohort_size if cell.classifier_entry.groupable else 1,
-                       generator_replicates=replicates if len(replicates) > 1 and generative is not None
-                       and generative.cohort_fits else ())
+        return replace(
+            cell,
+            cohort_size=cohort_size if cell.classifier_entry.groupable else 1,
+            generator_replicates=replicates
+            if len(replicates) > 1 and generative is not None and generative.cohort_fits
+            else (),
+        )
 
     @property
     def split(self) -> SplitSpec:
@@ -100,23 +125,35 @@ class Cell:
         return replace(self, budget_factor=CHECK_FACTOR)
 
     def canonical(self) -> dict:
-        unlabelled = {"unlabelled": unlabelled_plain(self.protocol.unlabelled)} if self.sees_unlabelled else {}
+        unlabelled = (
+            {"unlabelled": unlabelled_plain(self.protocol.unlabelled)} if self.sees_unlabelled else {}
+        )
         teacher = self.teacher_steps is not None and uses_teacher(self.versions)
-        return {"dataset": self.dataset.title, "data_hash": self.data_hash, "regime": self.regime_label,
-                "strategy": self.strategy.name, "params": self.strategy.params, "classifier": self.classifier,
-                "versions": self.versions, "replicate": self.replicate, **identity(self.protocol, "cell"),
-                **unlabelled, **({"cohort": self.cohort_size} if self.cohort_size > 1 else {}),
-                **({"generator_cohort": len(self.generator_replicates)} if self.generator_replicates else {}),
-                **({"steps": self.steps} if self.steps is not None else {}),
-                **({"teacher_steps": self.teacher_steps} if teacher else {}),
-                **({"budget_check": self.budget_factor} if self.is_budget_check else {}),
-                **({"precision": self.precision} if self.precision else {})}
+        return {
+            "dataset": self.dataset.title,
+            "data_hash": self.data_hash,
+            "regime": self.regime_label,
+            "strategy": self.strategy.name,
+            "params": self.strategy.params,
+            "classifier": self.classifier,
+            "versions": self.versions,
+            "replicate": self.replicate,
+            **identity(self.protocol, "cell"),
+            **unlabelled,
+            **({"cohort": self.cohort_size} if self.cohort_size > 1 else {}),
+            **({"generator_cohort": len(self.generator_replicates)} if self.generator_replicates else {}),
+            **({"steps": self.steps} if self.steps is not None else {}),
+            **({"teacher_steps": self.teacher_steps} if teacher else {}),
+            **({"budget_check": self.budget_factor} if self.is_budget_check else {}),
+            **({"precision": self.precision} if self.precision else {}),
+        }
 
     @property
     def sees_unlabelled(self) -> bool:
         """Whether the strategy's fit learns from the protocol's unlabelled images."""
-        return self.protocol.unlabelled.enabled and \
-            STRATEGIES.get(self.strategy.name).sees_unlabelled(self.strategy.params)
+        return self.protocol.unlabelled.enabled and STRATEGIES.get(self.strategy.name).sees_unlabelled(
+            self.strategy.params
+        )
 
     @property
     def fit_data(self) -> str:
@@ -138,8 +175,11 @@ class Cell:
         """Every code version the cell's result depends on, its quality columns' too where it
         measures quality; a bump of one recomputes exactly the cells (and quality rows) that use
         that component."""
-        return {**self.strategy_versions, **self.classifier_entry.versions(),
-                **(quality_versions() if self.quality.enabled else {})}
+        return {
+            **self.strategy_versions,
+            **self.classifier_entry.versions(),
+            **(quality_versions() if self.quality.enabled else {}),
+        }
 
     @cached_property
     def key(self) -> str:
@@ -152,8 +192,13 @@ class Cell:
         neither the strategy nor quality settings nor eval points, so `none` and every strategy
         of a cell start from the same weights and see the same real batches."""
         budget = (self.budget_scale,) if self.steps is None else (self.budget_scale, self.steps)
-        return derive_seed("train", *self.fit_key_parts, self.classifier,
-                           canonical_json(self.classifier_entry.versions()), *budget)
+        return derive_seed(
+            "train",
+            *self.fit_key_parts,
+            self.classifier,
+            canonical_json(self.classifier_entry.versions()),
+            *budget,
+        )
 
     @property
     def augment_seed(self) -> int:
@@ -167,7 +212,9 @@ class Cell:
     @property
     def fit_seed(self) -> int:
         """Seed of the strategy's fit and quality: the same for every classifier of the cell."""
-        return derive_seed("fit", *self.fit_key_parts, self.strategy.name, canonical_json(self.strategy.params))
+        return derive_seed(
+            "fit", *self.fit_key_parts, self.strategy.name, canonical_json(self.strategy.params)
+        )
 
     @property
     def fit_key_parts(self) -> tuple:
@@ -178,7 +225,9 @@ class Cell:
     def fit_data_parts(self) -> tuple:
         """What the fitted strategy (its generator, its quality row) depends on: ``fit_key_parts``,
         and the unlabelled images where the fit sees them."""
-        return self.fit_key_parts + ((unlabelled_plain(self.protocol.unlabelled),) if self.sees_unlabelled else ())
+        return self.fit_key_parts + (
+            (unlabelled_plain(self.protocol.unlabelled),) if self.sees_unlabelled else ()
+        )
 
     @property
     def evaluator_group(self) -> tuple | None:
@@ -189,7 +238,11 @@ class Cell:
     def generator_key(self) -> str | None:
         """The cache key of the generator the strategy fits (None for a strategy without one)."""
         generative = make_strategy(self.strategy).generative_part()
-        return None if generative is None else generative.generator_key(self.fit_data_parts, self.generator_cohort)
+        return (
+            None
+            if generative is None
+            else generative.generator_key(self.fit_data_parts, self.generator_cohort)
+        )
 
     @property
     def generator_group(self) -> str | None:
@@ -212,26 +265,51 @@ class Cell:
     @property
     def quality_group(self) -> tuple | None:
         """What the strategy's quality row depends on: every classifier of the cell shares it."""
-        return (self.fit_data_parts, self.strategy.name, canonical_json(self.strategy.params)) \
-            if self.quality.enabled else None
+        return (
+            (self.fit_data_parts, self.strategy.name, canonical_json(self.strategy.params))
+            if self.quality.enabled
+            else None
+        )
 
     def describe(self) -> str:
         check = f" (budget check at {self.budget_factor}x)" if self.is_budget_check else ""
-        return (f"{self.dataset.title}/{self.regime_label} {self.strategy.label} {self.classifier} "
-                f"seed {self.replicate}{check}")
+        return (
+            f"{self.dataset.title}/{self.regime_label} {self.strategy.label} {self.classifier} "
+            f"seed {self.replicate}{check}"
+        )
 
 
-def expand_grid(config: BenchConfig, data_hashes: dict[str, str], cohort_size: int = 1,
-                auto_steps: dict[tuple[str, str], tuple[tuple[str, int], ...]] | None = None,
-                precision: str = "") -> list[Cell]:
+def expand_grid(
+    config: BenchConfig,
+    data_hashes: dict[str, str],
+    cohort_size: int = 1,
+    auto_steps: dict[tuple[str, str], tuple[tuple[str, int], ...]] | None = None,
+    precision: str = "",
+) -> list[Cell]:
     """Every cell of the config, in a stable order, in cohorts of ``cohort_size`` where its
     classifier groups (``cohorts``); with ``auto_steps`` ((data set, regime) -> steps per classifier)
     each trains for the steps found for its own; ``precision`` from ``key_precision``."""
-    return [replace(Cell.from_config(config, dataset=d, data_hash=data_hashes[d.title], regime=r, strategy=s,
-                                     classifier=c, replicate=k, cohort_size=cohort_size),
-                    auto_steps=(auto_steps or {}).get((d.title, regime_label(r)), ()), precision=precision)
-            for d in config.datasets for r in config.regimes for s in config.strategies
-            for c in config.classifier_labels for k in range(config.seeds)]
+    return [
+        replace(
+            Cell.from_config(
+                config,
+                dataset=d,
+                data_hash=data_hashes[d.title],
+                regime=r,
+                strategy=s,
+                classifier=c,
+                replicate=k,
+                cohort_size=cohort_size,
+            ),
+            auto_steps=(auto_steps or {}).get((d.title, regime_label(r)), ()),
+            precision=precision,
+        )
+        for d in config.datasets
+        for r in config.regimes
+        for s in config.strategies
+        for c in config.classifier_labels
+        for k in range(config.seeds)
+    ]
 
 
 @dataclass(frozen=True)
@@ -291,8 +369,12 @@ def check_grid(config: BenchConfig, datasets: dict[str, Dataset]) -> None:
             split = make_split(dataset, regime, config.split, 0)
             unlabelled_images(config.unlabelled, dataset, split, 0)
             for i, entry in enumerate(config.strategies):
-                STRATEGIES.get(entry.name).check_data(entry.params, split.labelled, dataset.class_names,
-                                                      f"config field strategies[{i}] ({entry.label})")
+                STRATEGIES.get(entry.name).check_data(
+                    entry.params,
+                    split.labelled,
+                    dataset.class_names,
+                    f"config field strategies[{i}] ({entry.label})",
+                )
 
 
 @lru_cache(maxsize=4)
@@ -306,8 +388,11 @@ def make_strategy(entry: StrategyEntry):
 
 def granted_unlabelled(cell: Cell, dataset: Dataset, split: Split) -> UnlabelledImages | None:
     """The unlabelled images the protocol grants the cell's strategy: None unless it learns from them."""
-    return unlabelled_images(cell.protocol.unlabelled, dataset, split, cell.replicate) if cell.sees_unlabelled \
+    return (
+        unlabelled_images(cell.protocol.unlabelled, dataset, split, cell.replicate)
+        if cell.sees_unlabelled
         else None
+    )
 
 
 def data_of(cell: Cell) -> tuple[Dataset, Split]:

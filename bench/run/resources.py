@@ -1,4 +1,5 @@
 """Wall time and peak memory of a block of work, on CUDA or on the CPU."""
+
 from __future__ import annotations
 
 import resource

@@ -5,6 +5,7 @@ flushed and renamed into place, so a kill at any moment leaves each file either 
 results.parquet and results.csv hold the same columns with the same types: read the CSV with
 ``read_results`` to get them back exactly (plain ``pd.read_csv`` guesses types per column).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -18,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from bench.protocol.columns import PARAM_PREFIX, of_type
-from bench.protocol.config import BenchConfig
 from bench.core.errors import UserError
 from bench.core.files import atomic_write, move_aside, remove_temporary_files
+from bench.protocol.columns import PARAM_PREFIX, of_type
+from bench.protocol.config import BenchConfig
 from bench.run.budget import outcomes, with_outcomes
 
 TEXT_COLUMNS = of_type("text")
@@ -38,8 +39,13 @@ def _param_columns(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     params = [json.loads(text) for text in frame["strategy_params"]]
     names = sorted({name for p in params for name in p})
-    columns = {f"{PARAM_PREFIX}{name}": [json.dumps(p[name], sort_keys=True) if isinstance(p.get(name), dict)
-                                         else p.get(name) for p in params] for name in names}
+    columns = {
+        f"{PARAM_PREFIX}{name}": [
+            json.dumps(p[name], sort_keys=True) if isinstance(p.get(name), dict) else p.get(name)
+            for p in params
+        ]
+        for name in names
+    }
     return frame.assign(**columns)
 
 
@@ -49,15 +55,23 @@ def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     for column in frame.columns:
         if column in FLAG_COLUMNS or (column.startswith(PARAM_PREFIX) and _is_flag(frame[column])):
-            frame[column] = frame[column].map(
-                lambda v: v if isinstance(v, bool) else {"True": True, "False": False}.get(v, pd.NA)).astype("boolean")
-        elif column in TEXT_COLUMNS or (column.startswith(PARAM_PREFIX) and frame[column].map(
-                lambda v: isinstance(v, str)).any()):
+            frame[column] = (
+                frame[column]
+                .map(lambda v: v if isinstance(v, bool) else {"True": True, "False": False}.get(v, pd.NA))
+                .astype("boolean")
+            )
+        elif column in TEXT_COLUMNS or (
+            column.startswith(PARAM_PREFIX) and frame[column].map(lambda v: isinstance(v, str)).any()
+        ):
             text = frame[column].map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v)))
             frame[column] = text.replace("", None).astype("str")
         elif column in TIME_COLUMNS:
-            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
-        elif column in INT_COLUMNS:  # nullable: a gap (no generator, a failed cell) keeps the column whole numbers
+            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601").astype(
+                "datetime64[ns, UTC]"
+            )
+        elif (
+            column in INT_COLUMNS
+        ):  # nullable: a gap (no generator, a failed cell) keeps the column whole numbers
             frame[column] = pd.to_numeric(frame[column]).astype("Int64")
         elif column in FLOAT_COLUMNS:
             frame[column] = pd.to_numeric(frame[column]).astype("float64")
@@ -94,8 +108,11 @@ def failure_kind(record: dict) -> str | None:
     kind = record.get("failure_kind")
     if isinstance(kind, str) and kind:
         return kind
-    return "machine" if str(record.get("failure_reason", "")).startswith(("worker died", "its Ray worker died")) \
+    return (
+        "machine"
+        if str(record.get("failure_reason", "")).startswith(("worker died", "its Ray worker died"))
         else "method"
+    )
 
 
 def runs_again(record: dict) -> bool:
@@ -122,8 +139,11 @@ class RunStore:
             for path in sorted(self.cells_dir.glob("*.json")) if self.cells_dir.exists() else []:
                 try:
                     record = json.loads(path.read_text())
-                    problem = None if isinstance(record, dict) and record.get("key") == path.stem \
+                    problem = (
+                        None
+                        if isinstance(record, dict) and record.get("key") == path.stem
                         else "not a cell record"
+                    )
                 except (ValueError, UnicodeDecodeError) as exc:
                     record, problem = None, str(exc)
                 if problem:
@@ -168,8 +188,10 @@ class RunStore:
                 handle.seek(0)
                 holder = handle.read().strip() or "unknown"
                 handle.close()
-                raise UserError(f"output folder {self.root} is in use by another augbench process (pid {holder}); "
-                                "wait for it to finish, or choose another --out") from None
+                raise UserError(
+                    f"output folder {self.root} is in use by another augbench process (pid {holder}); "
+                    "wait for it to finish, or choose another --out"
+                ) from None
             try:
                 if os.stat(self.root / LOCK_FILE).st_ino == os.fstat(handle.fileno()).st_ino:
                     return handle
@@ -183,8 +205,9 @@ class RunStore:
         marker = self.root / "config.yaml"
         if not marker.exists():
             if self.root.is_dir() and any(p.name != LOCK_FILE for p in self.root.iterdir()):
-                raise UserError(f"output folder {self.root} is not empty and holds no augbench run; "
-                                "choose another --out")
+                raise UserError(
+                    f"output folder {self.root} is not empty and holds no augbench run; choose another --out"
+                )
             return None
         try:
             stored = yaml.safe_load(marker.read_text())
@@ -192,17 +215,21 @@ class RunStore:
             stored = f"not valid YAML ({' '.join(str(exc).split())[:100]})"
         if not isinstance(stored, dict) or "fingerprint" not in stored:
             problem = stored if isinstance(stored, str) else "no fingerprint in it"
-            raise UserError(f"{marker} is corrupt ({problem}); delete it to reuse the folder's cells with this "
-                            "config, or choose another --out")
+            raise UserError(
+                f"{marker} is corrupt ({problem}); delete it to reuse the folder's cells with this "
+                "config, or choose another --out"
+            )
         return stored
 
     def check_claim(self, config: BenchConfig) -> None:
         """Refuse, touching nothing, a folder that ``claim`` would refuse for ``config``."""
         stored = self._stored_run()
         if stored is not None and stored["fingerprint"] != config.fingerprint:
-            raise UserError(f"output folder {self.root} holds a run of a different config "
-                            f"(fingerprint {stored['fingerprint']}, this one {config.fingerprint}); "
-                            "choose another --out, or delete that folder to start over")
+            raise UserError(
+                f"output folder {self.root} holds a run of a different config "
+                f"(fingerprint {stored['fingerprint']}, this one {config.fingerprint}); "
+                "choose another --out, or delete that folder to start over"
+            )
 
     def claim(self, config: BenchConfig, data_hashes: dict[str, str]) -> None:
         """Use this folder for ``config``; refuse a folder that holds a run of another config. Say so
@@ -213,13 +240,21 @@ class RunStore:
             changed = {name: (stored.get("data_hashes") or {}).get(name) for name in data_hashes}
             changed = {n: old for n, old in changed.items() if old is not None and old != data_hashes[n]}
             for name, old in changed.items():
-                print(f"augbench: the data of {name} changed since this folder's last run (content hash "
-                      f"{old[:12]} -> {data_hashes[name][:12]}): cells of the old data stay in the folder, "
-                      "outside this grid and out of the tables", file=sys.stderr)
+                print(
+                    f"augbench: the data of {name} changed since this folder's last run (content hash "
+                    f"{old[:12]} -> {data_hashes[name][:12]}): cells of the old data stay in the folder, "
+                    "outside this grid and out of the tables",
+                    file=sys.stderr,
+                )
             if not changed and stored.get("data_hashes") == data_hashes:
                 return
-        atomic_write(self.root / "config.yaml", yaml.safe_dump(
-            {"fingerprint": config.fingerprint, "data_hashes": data_hashes, "config": config.raw}, sort_keys=False))
+        atomic_write(
+            self.root / "config.yaml",
+            yaml.safe_dump(
+                {"fingerprint": config.fingerprint, "data_hashes": data_hashes, "config": config.raw},
+                sort_keys=False,
+            ),
+        )
 
     def heal_cells(self) -> list[Path]:
         """Move aside cell files that do not read as a cell's record (their cells run again)."""
@@ -241,8 +276,11 @@ class RunStore:
         """The keys of the cells a rerun skips: every recorded cell but those the machine failed (a
         dead worker, out of memory) or whose code raised an error, and with ``retry_failed`` but
         every failed one. An unreadable file is no cell's (``heal_cells`` moves it aside)."""
-        return {key for key, record in self._scan().items()
-                if not (record.get("status") == "failed" and (retry_failed or runs_again(record)))}
+        return {
+            key
+            for key, record in self._scan().items()
+            if not (record.get("status") == "failed" and (retry_failed or runs_again(record)))
+        }
 
     def write_cell(self, record: dict) -> None:
         """Write a cell's record. The traceback an errored cell carries (``traceback``) goes to
@@ -258,7 +296,9 @@ class RunStore:
             path.unlink(missing_ok=True)
         atomic_write(self.cells_dir / f"{record['key']}.json", json.dumps(record, indent=1, default=str))
         if self._records is not None:
-            self._records[record["key"]] = json.loads(json.dumps(record, default=str))  # as a read gives it back
+            self._records[record["key"]] = json.loads(
+                json.dumps(record, default=str)
+            )  # as a read gives it back
 
     def traceback_path(self, key: str) -> Path:
         """Where an errored cell's traceback is written."""
@@ -278,8 +318,9 @@ class RunStore:
         """The keys of every cell in the folder, done or failed."""
         return set(self._scan())
 
-    def write_tables(self, grid_keys: list[str], check_keys: list[str] = (), plateau: float | None = None
-                     ) -> pd.DataFrame:
+    def write_tables(
+        self, grid_keys: list[str], check_keys: list[str] = (), plateau: float | None = None
+    ) -> pd.DataFrame:
         """Rebuild results.parquet/.csv (a row per finished cell of the grid, in the grid's order, with
         its group's budget check), curves.csv and budget.csv (the check of each group, from the
         budget-check cells ``check_keys``; ``plateau`` None: the check was off) from the cell files.
@@ -289,7 +330,11 @@ class RunStore:
         checks = outcomes(results, self.records(list(check_keys)), plateau)
         results = normalize_results(_param_columns(with_outcomes(results, checks)))
         curves = pd.DataFrame([{"key": r["key"], **point} for r in records for point in r.get("curve", [])])
-        for name, frame in (("results.parquet", results), ("results.csv", results), ("curves.csv", curves),
-                            ("budget.csv", checks)):
+        for name, frame in (
+            ("results.parquet", results),
+            ("results.csv", results),
+            ("curves.csv", curves),
+            ("budget.csv", checks),
+        ):
             atomic_write(self.root / name, _frame_bytes(frame, Path(name).suffix))
         return results

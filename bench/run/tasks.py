@@ -1,5 +1,6 @@
 """Running cells through an executor: the task a worker runs (with the work that cells share as
 stages of its own), the number of workers, and the executor a config asks for."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +18,15 @@ from bench.core.executor import EXECUTORS, Executor, FolderTask, Stage
 from bench.protocol.config import BenchConfig, ExecutorSpec
 from bench.quality.evaluator import evaluator
 from bench.run.cell import Cell, Cohort, cells_of, data_of, make_strategy, work_items
-from bench.run.stages import (cached_quality, error_records, fit_context, fit_strategy, lost_record, run_cell,
-                              run_cohort)
+from bench.run.stages import (
+    cached_quality,
+    error_records,
+    fit_context,
+    fit_strategy,
+    lost_record,
+    run_cell,
+    run_cohort,
+)
 from bench.run.store import RunStore
 
 
@@ -38,9 +46,11 @@ class CellTask(FolderTask):
 
     @property
     def stages(self) -> tuple[Stage, ...]:
-        return (Stage("evaluator", attrgetter("evaluator_group"), self.fit_evaluator),
-                Stage("generator", attrgetter("generator_group"), self.fit_generator),
-                Stage("quality", attrgetter("quality_group"), self.assess))
+        return (
+            Stage("evaluator", attrgetter("evaluator_group"), self.fit_evaluator),
+            Stage("generator", attrgetter("generator_group"), self.fit_generator),
+            Stage("quality", attrgetter("quality_group"), self.assess),
+        )
 
     def stage_units(self, item: Cell | Cohort) -> tuple[Cell, ...]:
         return cells_of(item)
@@ -112,14 +122,23 @@ def make_executor(device: torch.device, workers: int, settings: ExecutorSpec | N
     run's thread policy: one torch thread per CPU worker, always."""
     settings = settings or ExecutorSpec()
     name = settings.name if settings.name != "auto" else ("process" if workers > 1 else "serial")
-    return EXECUTORS.get(name, field="executor.name").configured(settings, workers=workers,
-                                                                 threads=1 if device.type == "cpu" else None)
+    return EXECUTORS.get(name, field="executor.name").configured(
+        settings, workers=workers, threads=1 if device.type == "cpu" else None
+    )
 
 
-def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, executor: Executor, revision: str,
-            on_start: Callable[[Cell], None], on_done: Callable[[Cell, dict], None],
-            on_progress: Callable[[Cell, str], None] | None = None,
-            on_retry: Callable[[Cell, str], None] | None = None, grid: list[Cell] | None = None) -> None:
+def execute(
+    cells: Iterable[Cell],
+    store: RunStore,
+    device: torch.device,
+    executor: Executor,
+    revision: str,
+    on_start: Callable[[Cell], None],
+    on_done: Callable[[Cell, dict], None],
+    on_progress: Callable[[Cell, str], None] | None = None,
+    on_retry: Callable[[Cell, str], None] | None = None,
+    grid: list[Cell] | None = None,
+) -> None:
     """Run cells, in the cohorts that their cohort size forms in ``grid`` (default: the cells;
     ``cohorts``), writing each record as its work item finishes. A cohort with a finished cell runs
     whole again, so that its members are those of the grid, and only its unfinished cells are
@@ -142,8 +161,15 @@ def execute(cells: Iterable[Cell], store: RunStore, device: torch.device, execut
 
     task = CellTask(device.type, store.root, revision)
     executor.map_unordered(
-        task, items, on_start=lambda item: each(item, on_start), on_done=finished,
-        on_lost=lambda item, reason: each(item, lambda c: (store.write_cell(r := lost_record(c, reason, revision)),
-                                                           on_done(c, r))),
-        on_progress=None if on_progress is None else lambda item, text: each(item, lambda c: on_progress(c, text)),
-        on_retry=None if on_retry is None else lambda item, reason: each(item, lambda c: on_retry(c, reason)))
+        task,
+        items,
+        on_start=lambda item: each(item, on_start),
+        on_done=finished,
+        on_lost=lambda item, reason: each(
+            item, lambda c: (store.write_cell(r := lost_record(c, reason, revision)), on_done(c, r))
+        ),
+        on_progress=None
+        if on_progress is None
+        else lambda item, text: each(item, lambda c: on_progress(c, text)),
+        on_retry=None if on_retry is None else lambda item, reason: each(item, lambda c: on_retry(c, reason)),
+    )

@@ -8,6 +8,7 @@ MLflow is an optional extra (``pip install 'augbench[mlflow]'``), imported only 
 ``tracking.mlflow`` names a URI. Tracking never changes a result: a store that fails mid-run is
 reported once and logging stops, while the run goes on.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,10 +21,10 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
-from bench.protocol.config import BenchConfig, TrackingSpec
 from bench.core.errors import UserError
 from bench.core.net import unreachable
 from bench.protocol.columns import of_type
+from bench.protocol.config import BenchConfig, TrackingSpec
 from reports import figures
 
 NUMERIC = frozenset(of_type("int") + of_type("float"))
@@ -47,8 +48,11 @@ def flatten(value, prefix: str = "") -> dict[str, str]:
 
 def metric_values(record: dict) -> dict[str, float]:
     """The numeric columns of a result row, as the row schema declares them (not the identifying seeds)."""
-    return {name: float(value) for name, value in record.items()
-            if name in NUMERIC and name not in NOT_METRICS and value is not None}
+    return {
+        name: float(value)
+        for name, value in record.items()
+        if name in NUMERIC and name not in NOT_METRICS and value is not None
+    }
 
 
 def _millis(iso: str | None) -> int:
@@ -81,26 +85,38 @@ class MlflowTracker:
         try:
             self.client = mlflow.MlflowClient(spec.mlflow)
             experiment = self.client.get_experiment_by_name(spec.experiment)
-            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
-                spec.experiment, artifact_location=_artifact_location(spec.mlflow))
+            experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else self.client.create_experiment(
+                    spec.experiment, artifact_location=_artifact_location(spec.mlflow)
+                )
+            )
             self.experiment_id = experiment_id
             self.parent = self.client.create_run(
-                experiment_id, run_name=f"{config.name}-{config.fingerprint[:8]}",
-                tags={"augbench.fingerprint": config.fingerprint, "augbench.run_folder": str(run_dir.resolve()),
-                      "augbench.revision": revision}).info.run_id
+                experiment_id,
+                run_name=f"{config.name}-{config.fingerprint[:8]}",
+                tags={
+                    "augbench.fingerprint": config.fingerprint,
+                    "augbench.run_folder": str(run_dir.resolve()),
+                    "augbench.revision": revision,
+                },
+            ).info.run_id
             self._params(self.parent, flatten(config.raw))
         except Exception as exc:  # noqa: BLE001 - any store error (bad URI, unreachable server, bad file)
-            raise UserError(f"config field tracking.mlflow: MLflow cannot use {spec.mlflow!r}: "
-                            f"{_first_line(exc)}; give a reachable tracking URI such as sqlite:///mlflow.db") from None
+            raise UserError(
+                f"config field tracking.mlflow: MLflow cannot use {spec.mlflow!r}: "
+                f"{_first_line(exc)}; give a reachable tracking URI such as sqlite:///mlflow.db"
+            ) from None
 
     def _params(self, run_id: str, params: dict[str, str]) -> None:
         items = [self._param(k, v) for k, v in params.items()]
         for start in range(0, len(items), BATCH):
-            self.client.log_batch(run_id, params=items[start:start + BATCH])
+            self.client.log_batch(run_id, params=items[start : start + BATCH])
 
     def _metrics(self, run_id: str, metrics: list) -> None:
         for start in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
     def _guarded(self, what: str, action) -> None:
         """Run a logging action; the first failure is reported and ends logging (results are unaffected)."""
@@ -110,8 +126,11 @@ class MlflowTracker:
             action()
         except Exception as exc:  # noqa: BLE001 - the store failed; the benchmark must not
             self._broken = True
-            print(f"augbench: warning: MLflow logging stopped at {what}: {_first_line(exc)}; the run goes on and "
-                  "its results folder is complete", file=sys.stderr)
+            print(
+                f"augbench: warning: MLflow logging stopped at {what}: {_first_line(exc)}; the run goes on and "
+                "its results folder is complete",
+                file=sys.stderr,
+            )
 
     def log_cell(self, cell, record: dict) -> None:
         """One nested run for a finished (or failed) cell."""
@@ -120,15 +139,29 @@ class MlflowTracker:
     def _log_cell(self, cell, record: dict) -> None:
         now = int(time.time() * 1000)
         run_id = self.client.create_run(
-            self.experiment_id, run_name=cell.describe(), start_time=_millis(record.get("started")),
-            tags={"mlflow.parentRunId": self.parent, "augbench.key": cell.key,
-                  "augbench.status": record["status"], "augbench.seed": str(record.get("seed", "")),
-                  **({"augbench.failure_reason": record["failure_reason"][:5000]}
-                     if record.get("failure_reason") else {})}).info.run_id
+            self.experiment_id,
+            run_name=cell.describe(),
+            start_time=_millis(record.get("started")),
+            tags={
+                "mlflow.parentRunId": self.parent,
+                "augbench.key": cell.key,
+                "augbench.status": record["status"],
+                "augbench.seed": str(record.get("seed", "")),
+                **(
+                    {"augbench.failure_reason": record["failure_reason"][:5000]}
+                    if record.get("failure_reason")
+                    else {}
+                ),
+            },
+        ).info.run_id
         self._params(run_id, flatten(cell.canonical()))
         metrics = [self._metric(name, value, now, 0) for name, value in metric_values(record).items()]
-        metrics += [self._metric(CURVE[name], float(point[name]), now, int(point["step"]))
-                    for point in record.get("curve", []) for name in CURVE if name in point]
+        metrics += [
+            self._metric(CURVE[name], float(point[name]), now, int(point["step"]))
+            for point in record.get("curve", [])
+            for name in CURVE
+            if name in point
+        ]
         self._metrics(run_id, metrics)
         grid = self._grid_png(record.get("sample_grid"), cell)
         if grid is not None:
@@ -142,7 +175,9 @@ class MlflowTracker:
             return None
         if relative not in self._rendered:
             png = Path(self._grids.name) / f"{Path(relative).stem}.png"
-            fig = figures.sample_grid(self.run_dir / relative, f"{cell.strategy.label}, seed {cell.replicate}")
+            fig = figures.sample_grid(
+                self.run_dir / relative, f"{cell.strategy.label}, seed {cell.replicate}"
+            )
             fig.savefig(png, dpi=100, bbox_inches="tight")
             figures.plt.close(fig)
             self._rendered[relative] = png
@@ -174,8 +209,10 @@ def _check_reachable(uri: str) -> None:
         return
     why = unreachable(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80))
     if why:
-        raise UserError(f"config field tracking.mlflow: no MLflow server answers at {uri!r} ({why}); start it "
-                        "(mlflow server) or give a local store such as sqlite:///mlflow.db")
+        raise UserError(
+            f"config field tracking.mlflow: no MLflow server answers at {uri!r} ({why}); start it "
+            "(mlflow server) or give a local store such as sqlite:///mlflow.db"
+        )
 
 
 def _first_line(exc: Exception) -> str:

@@ -9,6 +9,7 @@ ops are per-sample blends, RandAugment/TrivialAugment pick an op per sample (see
 Policies are registered by name and compose in the order given, e.g. ``basic+random-erasing``.
 Each takes one ``magnitude`` in [0, 1] that scales its strength.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,9 +38,11 @@ POLICIES: Registry = Registry("policy", "policies")
 
 def policy(name: str, version: str = "1"):
     """Register a policy under ``name`` with its code version (bump it when its output changes)."""
+
     def decorator(fn: Policy) -> Policy:
         fn.version = version
         return POLICIES.register(name)(fn)
+
     return decorator
 
 
@@ -57,8 +60,17 @@ def _sign(n: int, ctx: AugContext, device) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- geometry
-def affine_matrices(n: int, device, rotate_deg=None, scale=None, shear_x=None, shear_y=None,
-                    translate_x=None, translate_y=None, flip=None) -> torch.Tensor:
+def affine_matrices(
+    n: int,
+    device,
+    rotate_deg=None,
+    scale=None,
+    shear_x=None,
+    shear_y=None,
+    translate_x=None,
+    translate_y=None,
+    flip=None,
+) -> torch.Tensor:
     """Per-sample forward 3x3 matrices in normalized coordinates ([-1, 1]); None = no such op.
 
     Translations are fractions of the image size; ``flip`` is a boolean mask.
@@ -165,6 +177,7 @@ def _op_geometric(**kw_of_strength):
     def op(x, m, s):
         kwargs = {k: f(m * s) for k, f in kw_of_strength.items()}
         return warp(x, affine_matrices(len(x), x.device, **kwargs))
+
     return op
 
 
@@ -177,8 +190,9 @@ AUGMENT_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torc
     "rotate": _op_geometric(rotate_deg=lambda v: 30.0 * v),
     "brightness": lambda x, m, s: blend(x, torch.zeros_like(x), 1.0 + 0.9 * m * s),
     "color": lambda x, m, s: blend(x, gray(x).expand_as(x), 1.0 + 0.9 * m * s),
-    "contrast": lambda x, m, s: blend(x, gray(x).mean(dim=(1, 2, 3), keepdim=True).expand_as(x),
-                                       1.0 + 0.9 * m * s),
+    "contrast": lambda x, m, s: blend(
+        x, gray(x).mean(dim=(1, 2, 3), keepdim=True).expand_as(x), 1.0 + 0.9 * m * s
+    ),
     "sharpness": lambda x, m, s: blend(x, _blur(x), 1.0 + 0.9 * m * s),
     "posterize": lambda x, m, s: posterize(x, 8 - (4.0 * m).floor()),
     "solarize": lambda x, m, s: torch.where(x >= (1.0 - m).view(-1, 1, 1, 1), 1.0 - x, x),
@@ -187,8 +201,9 @@ AUGMENT_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torc
 }
 
 
-def apply_ops_per_sample(x: torch.Tensor, op_index: torch.Tensor, magnitude: torch.Tensor,
-                         sign: torch.Tensor) -> torch.Tensor:
+def apply_ops_per_sample(
+    x: torch.Tensor, op_index: torch.Tensor, magnitude: torch.Tensor, sign: torch.Tensor
+) -> torch.Tensor:
     """Apply op ``op_index[i]`` of AUGMENT_OPS to image i (the same values either way): on the CPU
     each op runs once on the images that picked it; on an accelerator each op runs on the whole
     batch and every image keeps its own op's output, since picking out the images would wait on
@@ -222,7 +237,8 @@ def basic(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     shift_x = torch.randint(-pad, pad + 1, (n,), generator=ctx.generator, device=dev) / w
     shift_y = torch.randint(-pad, pad + 1, (n,), generator=ctx.generator, device=dev) / h
     forward = affine_matrices(
-        n, dev,
+        n,
+        dev,
         rotate_deg=_rand(n, ctx, dev, -30.0 * m, 30.0 * m),
         scale=_rand(n, ctx, dev, 1.0 - 0.2 * m, 1.0 + 0.2 * m),
         translate_x=_rand(n, ctx, dev, -0.1 * m, 0.1 * m) + shift_x,
@@ -257,8 +273,14 @@ def boxes(n: int, h: int, w: int, area: torch.Tensor, aspect: torch.Tensor, ctx:
     return placed_boxes(h, w, area, aspect, _rand(n, ctx, dev), _rand(n, ctx, dev))
 
 
-def placed_boxes(h: int, w: int, area: torch.Tensor, aspect: torch.Tensor, top_share: torch.Tensor,
-                 left_share: torch.Tensor) -> torch.Tensor:
+def placed_boxes(
+    h: int,
+    w: int,
+    area: torch.Tensor,
+    aspect: torch.Tensor,
+    top_share: torch.Tensor,
+    left_share: torch.Tensor,
+) -> torch.Tensor:
     """``boxes`` with its placement given: top and left as shares in [0, 1) of the room left."""
     dev = area.device
     box_h = (torch.sqrt(area * aspect) * h).clamp(1, h)
@@ -267,8 +289,12 @@ def placed_boxes(h: int, w: int, area: torch.Tensor, aspect: torch.Tensor, top_s
     left = left_share * (w - box_w)
     rows = torch.arange(h, device=dev).view(1, h, 1)
     cols = torch.arange(w, device=dev).view(1, 1, w)
-    inside = ((rows >= top.view(-1, 1, 1).floor()) & (rows < (top + box_h).view(-1, 1, 1).floor())
-              & (cols >= left.view(-1, 1, 1).floor()) & (cols < (left + box_w).view(-1, 1, 1).floor()))
+    inside = (
+        (rows >= top.view(-1, 1, 1).floor())
+        & (rows < (top + box_h).view(-1, 1, 1).floor())
+        & (cols >= left.view(-1, 1, 1).floor())
+        & (cols < (left + box_w).view(-1, 1, 1).floor())
+    )
     return inside.unsqueeze(1)
 
 

@@ -10,6 +10,7 @@ optimizers are elementwise, and no operation mixes two blocks); ``member`` copie
 member back into a model of its own. A model with a layer that cannot be grouped gives None, and
 its cells train alone.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,7 +19,16 @@ import torch
 from torch import nn
 
 # layers that act on each channel (or element) alone, so K members side by side are K members
-_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Identity, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.AvgPool2d)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Identity,
+    nn.AdaptiveAvgPool2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+)
 
 
 class GroupedDropout(nn.Module):
@@ -35,8 +45,13 @@ class GroupedDropout(nn.Module):
         if not self.training or self.p == 0:
             return x
         block = (x.shape[0], x.shape[1] // self.k, *x.shape[2:])
-        keep = torch.cat([torch.empty(block, device=x.device).bernoulli_(1 - self.p, generator=g)
-                          for g in self.generators], dim=1)
+        keep = torch.cat(
+            [
+                torch.empty(block, device=x.device).bernoulli_(1 - self.p, generator=g)
+                for g in self.generators
+            ],
+            dim=1,
+        )
         return x * keep.to(x.dtype) / (1 - self.p)
 
 
@@ -47,6 +62,8 @@ def seed_dropout(net: nn.Module, seeds: list[int]) -> None:
     for module in net.modules():
         if isinstance(module, GroupedDropout):
             module.generators = generators
+
+
 _CONTAINERS = (nn.Sequential,)
 
 
@@ -58,8 +75,11 @@ class GroupedLinear(nn.Module):
         super().__init__()
         self.k, self.out_features = len(layers), layers[0].out_features
         self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))  # K x out x in
-        self.bias = nn.Parameter(torch.cat([layer.bias.detach() for layer in layers])) \
-            if layers[0].bias is not None else None
+        self.bias = (
+            nn.Parameter(torch.cat([layer.bias.detach() for layer in layers]))
+            if layers[0].bias is not None
+            else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.einsum("bki,koi->bko", x.reshape(len(x), self.k, -1), self.weight)
@@ -73,8 +93,16 @@ def _grouped_conv(layers: list[nn.Conv2d]) -> nn.Conv2d | None:
     if first.groups != 1 or first.padding_mode != "zeros":
         return None
     k = len(layers)
-    grouped = nn.Conv2d(k * first.in_channels, k * first.out_channels, first.kernel_size, first.stride,
-                        first.padding, first.dilation, groups=k, bias=first.bias is not None)
+    grouped = nn.Conv2d(
+        k * first.in_channels,
+        k * first.out_channels,
+        first.kernel_size,
+        first.stride,
+        first.padding,
+        first.dilation,
+        groups=k,
+        bias=first.bias is not None,
+    )
     with torch.no_grad():
         grouped.weight.copy_(torch.cat([layer.weight for layer in layers]))
         if first.bias is not None:
@@ -84,8 +112,9 @@ def _grouped_conv(layers: list[nn.Conv2d]) -> nn.Conv2d | None:
 
 def _grouped_norm(layers: list[nn.BatchNorm2d]) -> nn.BatchNorm2d:
     first = layers[0]
-    grouped = nn.BatchNorm2d(len(layers) * first.num_features, first.eps, first.momentum, first.affine,
-                             first.track_running_stats)
+    grouped = nn.BatchNorm2d(
+        len(layers) * first.num_features, first.eps, first.momentum, first.affine, first.track_running_stats
+    )
     with torch.no_grad():
         for name, value in [*grouped.named_parameters(), *grouped.named_buffers()]:
             parts = [getattr(layer, name) for layer in layers]
@@ -152,8 +181,11 @@ def member(cohort: nn.Module, index: int, k: int, model: nn.Module) -> nn.Module
             target.copy_(source[index])
         else:
             size = target.shape[0]
-            target.copy_(source.reshape(k, size, *target.shape[1:])[index] if source.shape[0] == k * size
-                         else source.reshape(k, -1)[index].view_as(target))
+            target.copy_(
+                source.reshape(k, size, *target.shape[1:])[index]
+                if source.shape[0] == k * size
+                else source.reshape(k, -1)[index].view_as(target)
+            )
     return model
 
 

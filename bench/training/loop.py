@@ -4,6 +4,7 @@ Data lives on the device as uint8 tensors; batches are index slices of ``randper
 DataLoader); the strategy's batch transform runs on the device; AMP (bf16) on CUDA. Real batches
 depend only on the order seed, so strategies compare on common random numbers.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.core.images import ImageSet
 from bench.core.errors import CellFailed
+from bench.core.images import ImageSet
 from bench.core.seeding import derive_seed, seeded
-from bench.models.suite import CLASSIFIERS, GROUPABLE, Recipe, build_classifier
 from bench.core.strategy import TrainingData
+from bench.models.suite import CLASSIFIERS, GROUPABLE, Recipe, build_classifier
 from bench.training.cohort import grouped, per_member, seed_dropout, side_by_side
 from bench.training.cohort import member as cohort_member
 
@@ -48,7 +49,10 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": recipe.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
     return torch.optim.AdamW(groups, lr=recipe.lr)
@@ -56,8 +60,11 @@ def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 def _warmup_cosine(steps: int) -> Callable[[int], float]:
     warmup = max(1, steps // 20)
-    return lambda step: (step + 1) / warmup if step < warmup else \
-        0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+    return lambda step: (
+        (step + 1) / warmup
+        if step < warmup
+        else 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+    )
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -78,13 +85,19 @@ def device_precision(device: torch.device) -> str:
 
 def _autocast(device: torch.device, precision: str | None = None):
     """bf16 autocast where ``precision`` (default: the device's) is bf16."""
-    return torch.autocast(device.type, dtype=torch.bfloat16,
-                          enabled=(precision or device_precision(device)) == "bf16")
+    return torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=(precision or device_precision(device)) == "bf16"
+    )
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1024,
-            precision: str | None = None) -> torch.Tensor:
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 1024,
+    precision: str | None = None,
+) -> torch.Tensor:
     """Logits (float32, on the CPU) for uint8 images, in eval mode (in ``precision``, default the device's)."""
     return predict_members(model, [images], device, precision, batch_size)[0]
 
@@ -94,8 +107,13 @@ class IndexStream:
     batches that run across epoch boundaries, so every batch has the same size even when ``n`` is
     smaller than the batch. ``on_epoch`` is called as each new permutation starts."""
 
-    def __init__(self, n: int, generator: torch.Generator, device: torch.device,
-                 on_epoch: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        n: int,
+        generator: torch.Generator,
+        device: torch.device,
+        on_epoch: Callable[[], None] | None = None,
+    ):
         self.n, self.generator, self.device, self.on_epoch = n, generator, device, on_epoch
         self.order, self.cursor = torch.empty(0, dtype=torch.long, device=device), n
 
@@ -105,8 +123,11 @@ class IndexStream:
             if self.cursor >= self.n:
                 if self.on_epoch is not None and len(self.order):
                     self.on_epoch()
-                self.order, self.cursor = torch.randperm(self.n, generator=self.generator, device=self.device), 0
-            chunk = self.order[self.cursor:self.cursor + k]
+                self.order, self.cursor = (
+                    torch.randperm(self.n, generator=self.generator, device=self.device),
+                    0,
+                )
+            chunk = self.order[self.cursor : self.cursor + k]
             self.cursor += len(chunk)
             k -= len(chunk)
             parts.append(chunk)
@@ -142,8 +163,15 @@ class _Feed:
     """One member's batches: real ones from a stream seeded by its order seed alone (common random
     numbers), synthetic ones and the batch transform from its augment seed."""
 
-    def __init__(self, member: Member, recipe: Recipe, num_classes: int, device: torch.device, mixing: str,
-                 fresh_synthetic: bool):
+    def __init__(
+        self,
+        member: Member,
+        recipe: Recipe,
+        num_classes: int,
+        device: torch.device,
+        mixing: str,
+        fresh_synthetic: bool,
+    ):
         data = member.data
         self.data, self.recipe, self.num_classes = data, recipe, num_classes
         self.real_images, self.real_labels = data.real.images.to(device), data.real.labels.to(device)
@@ -152,17 +180,24 @@ class _Feed:
         self.n_synthetic = data.n_synthetic
         if self.n_synthetic:
             self._load_synthetic(data.synthetic)
-        self.real_per_step, self.synthetic_per_step = batch_split(recipe.batch_size, len(self.real_labels),
-                                                                  self.n_synthetic, mixing)
-        self.real_stream = IndexStream(len(self.real_labels),
-                                       torch.Generator(device=device).manual_seed(member.order_seed), device)
-        self.synthetic_stream = IndexStream(self.n_synthetic, self.augment_generator, device,
-                                            self._refresh_synthetic if fresh_synthetic and data.sampler is not None
-                                            else None)
+        self.real_per_step, self.synthetic_per_step = batch_split(
+            recipe.batch_size, len(self.real_labels), self.n_synthetic, mixing
+        )
+        self.real_stream = IndexStream(
+            len(self.real_labels), torch.Generator(device=device).manual_seed(member.order_seed), device
+        )
+        self.synthetic_stream = IndexStream(
+            self.n_synthetic,
+            self.augment_generator,
+            device,
+            self._refresh_synthetic if fresh_synthetic and data.sampler is not None else None,
+        )
 
     def _load_synthetic(self, images: ImageSet) -> None:
-        self.pool["images"], self.pool["labels"] = images.images.to(self.real_images.device), images.labels.to(
-            self.real_images.device)
+        self.pool["images"], self.pool["labels"] = (
+            images.images.to(self.real_images.device),
+            images.labels.to(self.real_images.device),
+        )
 
     def _refresh_synthetic(self) -> None:
         self._load_synthetic(self.data.sampler(self.n_synthetic, self.augment_generator))
@@ -184,10 +219,23 @@ class _Feed:
         return x, y
 
 
-def train(model: nn.Module, recipe: Recipe, data: TrainingData, val: ImageSet, *, steps: int,
-          num_classes: int, device: torch.device, order_seed: int, augment_seed: int, mixing: str = "add",
-          fresh_synthetic: bool = False, eval_points: int = 10, on_eval: EvalHook | None = None,
-          precision: str | None = None) -> TrainResult:
+def train(
+    model: nn.Module,
+    recipe: Recipe,
+    data: TrainingData,
+    val: ImageSet,
+    *,
+    steps: int,
+    num_classes: int,
+    device: torch.device,
+    order_seed: int,
+    augment_seed: int,
+    mixing: str = "add",
+    fresh_synthetic: bool = False,
+    eval_points: int = 10,
+    on_eval: EvalHook | None = None,
+    precision: str | None = None,
+) -> TrainResult:
     """Train ``model`` for ``steps`` optimizer steps; evaluate on ``val`` at ``eval_points`` points.
 
     Real batches come from a stream seeded by ``order_seed`` alone, so every strategy of a cell
@@ -197,17 +245,34 @@ def train(model: nn.Module, recipe: Recipe, data: TrainingData, val: ImageSet, *
     strategy's generator every synthetic epoch. Raises CellFailed when the loss stops being finite
     (checked at each evaluation point, so that no step waits on the device).
     """
-    result, = train_cohort([Member(model, data, val, order_seed, augment_seed, on_eval)], recipe, steps=steps,
-                           num_classes=num_classes, device=device, mixing=mixing, fresh_synthetic=fresh_synthetic,
-                           eval_points=eval_points, precision=precision)
+    (result,) = train_cohort(
+        [Member(model, data, val, order_seed, augment_seed, on_eval)],
+        recipe,
+        steps=steps,
+        num_classes=num_classes,
+        device=device,
+        mixing=mixing,
+        fresh_synthetic=fresh_synthetic,
+        eval_points=eval_points,
+        precision=precision,
+    )
     if isinstance(result, Exception):
         raise result
     return result
 
 
-def train_cohort(members: list[Member], recipe: Recipe, *, steps: int, num_classes: int,
-                 device: torch.device, mixing: str = "add", fresh_synthetic: bool = False,
-                 eval_points: int = 10, precision: str | None = None) -> list[TrainResult | Exception]:
+def train_cohort(
+    members: list[Member],
+    recipe: Recipe,
+    *,
+    steps: int,
+    num_classes: int,
+    device: torch.device,
+    mixing: str = "add",
+    fresh_synthetic: bool = False,
+    eval_points: int = 10,
+    precision: str | None = None,
+) -> list[TrainResult | Exception]:
     """The one training loop: train the members' models (one architecture, equal batch shapes) as
     ``train`` trains one, several as one grouped network (``bench.training.cohort``); each
     member's trained weights end in its own model. Returns per member its TrainResult, or what
@@ -238,13 +303,17 @@ def train_cohort(members: list[Member], recipe: Recipe, *, steps: int, num_class
         with _autocast(device, precision):
             logits = net(normalize(x).contiguous(memory_format=torch.channels_last))
         outputs = [logits] if k == 1 else list(per_member(logits, k))
-        losses = [-(y * F.log_softmax(out.float(), dim=1)).sum(1).mean() for out, (_, y) in zip(outputs, batches)]
+        losses = [
+            -(y * F.log_softmax(out.float(), dim=1)).sum(1).mean() for out, (_, y) in zip(outputs, batches)
+        ]
         loss = losses[0] if k == 1 else torch.stack(losses).sum()  # a sum: each member gets its own gradient
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        running_loss = running_loss + (losses[0].detach() if k == 1 else torch.stack(losses).detach())  # no sync
+        running_loss = running_loss + (
+            losses[0].detach() if k == 1 else torch.stack(losses).detach()
+        )  # no sync
         seen_in_window += 1
 
         if step in eval_at:
@@ -258,8 +327,14 @@ def train_cohort(members: list[Member], recipe: Recipe, *, steps: int, num_class
                 if not math.isfinite(window_loss):
                     stopped[i] = CellFailed(f"training diverged: loss is {window_loss} before step {step}")
                     continue
-                curves[i].append({"step": step, "epoch": step * real_per_step / len(feeds[i].real_labels),
-                                  "train_loss": window_loss, "val_accuracy": val_accuracy})
+                curves[i].append(
+                    {
+                        "step": step,
+                        "epoch": step * real_per_step / len(feeds[i].real_labels),
+                        "train_loss": window_loss,
+                        "val_accuracy": val_accuracy,
+                    }
+                )
                 if member.on_eval is not None:
                     try:
                         member.on_eval(len(curves[i]) - 1, val_accuracy)
@@ -273,13 +348,23 @@ def train_cohort(members: list[Member], recipe: Recipe, *, steps: int, num_class
     if k > 1:
         for i, m in enumerate(members):
             cohort_member(net, i, k, m.model.to(device, memory_format=torch.channels_last))
-    return [stopped.get(i) or TrainResult(curve=curves[i], steps=steps, real_per_step=real_per_step,
-                                          synthetic_per_step=synthetic_per_step) for i in range(k)]
+    return [
+        stopped.get(i)
+        or TrainResult(
+            curve=curves[i], steps=steps, real_per_step=real_per_step, synthetic_per_step=synthetic_per_step
+        )
+        for i in range(k)
+    ]
 
 
 @torch.no_grad()
-def predict_members(net: nn.Module, images: list[torch.Tensor], device: torch.device,
-                    precision: str | None = None, batch_size: int = 1024) -> torch.Tensor:
+def predict_members(
+    net: nn.Module,
+    images: list[torch.Tensor],
+    device: torch.device,
+    precision: str | None = None,
+    batch_size: int = 1024,
+) -> torch.Tensor:
     """Logits (K x N x classes, float32 on the CPU, in eval mode) of each of a cohort's K members
     for its own images (K sets of N uint8 images; K = 1: a model alone)."""
     k = len(images)
@@ -287,7 +372,10 @@ def predict_members(net: nn.Module, images: list[torch.Tensor], device: torch.de
     net.eval()
     outputs = []
     for start in range(0, len(images[0]), batch_size):
-        chunks = [normalize(to_input(part[start:start + batch_size].to(device, non_blocking=True))) for part in images]
+        chunks = [
+            normalize(to_input(part[start : start + batch_size].to(device, non_blocking=True)))
+            for part in images
+        ]
         with _autocast(device, precision):
             logits = net(chunks[0])[None] if k == 1 else per_member(net(side_by_side(chunks)), k)
         outputs.append(logits.float().cpu())
@@ -295,14 +383,32 @@ def predict_members(net: nn.Module, images: list[torch.Tensor], device: torch.de
     return torch.cat(outputs, dim=1)
 
 
-def train_suite_classifier(name: str, images: ImageSet, val: ImageSet, num_classes: int, budget_scale: float,
-                           device: torch.device, seed: int, steps: int | None = None) -> nn.Module:
+def train_suite_classifier(
+    name: str,
+    images: ImageSet,
+    val: ImageSet,
+    num_classes: int,
+    budget_scale: float,
+    device: torch.device,
+    seed: int,
+    steps: int | None = None,
+) -> nn.Module:
     """A classifier of the suite trained by its own recipe on ``images`` alone (for ``steps``, else the
     recipe's times ``budget_scale``), seeded by ``seed`` (``val`` only feeds the learning curve): the
     quality evaluator, CAS and pseudo-label's teacher."""
     recipe = CLASSIFIERS.get(name).recipe
     with seeded(seed, device):
         model = build_classifier(name, tuple(images.images.shape[1:]), num_classes)
-        train(model, recipe, TrainingData(real=images), val, steps=steps or recipe.steps(len(images), budget_scale),
-              num_classes=num_classes, device=device, order_seed=seed, augment_seed=seed, eval_points=1)
+        train(
+            model,
+            recipe,
+            TrainingData(real=images),
+            val,
+            steps=steps or recipe.steps(len(images), budget_scale),
+            num_classes=num_classes,
+            device=device,
+            order_seed=seed,
+            augment_seed=seed,
+            eval_points=1,
+        )
     return model

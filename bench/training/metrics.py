@@ -1,5 +1,6 @@
 """Classification metrics computed from logits: accuracy, balanced accuracy, macro-F1, NLL, ECE,
 per-class recall."""
+
 from __future__ import annotations
 
 import torch
@@ -15,14 +16,17 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     for low, high in zip(edges[:-1], edges[1:]):
         in_bin = (confidence > low) & (confidence <= high)
         if in_bin.any():
-            ece += in_bin.float().mean().item() * abs(correct[in_bin].mean().item()
-                                                     - confidence[in_bin].mean().item())
+            ece += in_bin.float().mean().item() * abs(
+                correct[in_bin].mean().item() - confidence[in_bin].mean().item()
+            )
     return ece
 
 
 def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Counts (K, K): row = true class, column = predicted class."""
-    return torch.bincount(labels * num_classes + predicted, minlength=num_classes ** 2).view(num_classes, num_classes)
+    return torch.bincount(labels * num_classes + predicted, minlength=num_classes**2).view(
+        num_classes, num_classes
+    )
 
 
 def balanced_accuracy(confusion: torch.Tensor) -> float:

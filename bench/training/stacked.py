@@ -5,6 +5,7 @@ classifiers' grouped networks (bench/training/cohort.py) it takes any forward, s
 each operation, but every random draw has to come from outside (each member draws from its own
 generator, then the draws are stacked).
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,9 +50,11 @@ class Stacked:
         """``fn(model, *args, *shared)`` for every member at once: ``model`` is the member's model,
         each of ``per_member`` has a leading dimension K (one slice per member) or is None, ``shared`` is
         the same for all; the results come stacked along a new leading dimension K."""
+
         def one(params, buffers, *args):
             state = {f"module.{name}": value for name, value in {**params, **buffers}.items()}
             return functional_call(self._calling, state, (fn, *args, *shared))
+
         in_dims = (0, 0, *(None if arg is None else 0 for arg in per_member))
         return vmap(one, in_dims=in_dims, randomness="error")(self.params, self.buffers, *per_member)
 

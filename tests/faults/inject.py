@@ -22,6 +22,7 @@ After each trial it checks that
 - no temporary file is left behind.
 It prints one line per trial and a summary, and exits 1 if any check failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,11 +41,22 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = {
-    "name": "faults", "datasets": ["digits"], "regimes": [5], "split": {"seed": 0, "val_per_class": 10},
-    "strategies": ["none", {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}},
-    {"name": "vae", "params": {"steps": 150}}],
-    "classifiers": ["mlp", "cnn"], "seeds": 2, "budget": {"scale": 0.05, "check": "off"}, "eval_points": 2,
-    "quality": {"enabled": True, "samples": 50}, "workers": 2, "plugins": ["fault_plugin"],
+    "name": "faults",
+    "datasets": ["digits"],
+    "regimes": [5],
+    "split": {"seed": 0, "val_per_class": 10},
+    "strategies": [
+        "none",
+        {"name": "classical", "label": "classical-basic", "params": {"policy": "basic"}},
+        {"name": "vae", "params": {"steps": 150}},
+    ],
+    "classifiers": ["mlp", "cnn"],
+    "seeds": 2,
+    "budget": {"scale": 0.05, "check": "off"},
+    "eval_points": 2,
+    "quality": {"enabled": True, "samples": 50},
+    "workers": 2,
+    "plugins": ["fault_plugin"],
 }
 KINDS = 4
 VOLATILE = ("started", "finished", "revision", "generator_cache_hit")
@@ -75,8 +87,14 @@ def _start(config: Path, out: Path, fault_fit_seed: int | None = None) -> subpro
     env.pop("AUGBENCH_FAULT_FIT_SEED", None)
     if fault_fit_seed is not None:
         env["AUGBENCH_FAULT_FIT_SEED"] = str(fault_fit_seed)
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(config), "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", str(config), "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def fit_seeds(config: Path) -> dict[str, int]:
@@ -87,8 +105,12 @@ def fit_seeds(config: Path) -> dict[str, int]:
     from bench.run.cell import expand_grid
 
     checked = load_checked(str(config), [])
-    cells = expand_grid(checked.config, checked.hashes, cohort_size(checked.config, checked.device),
-                        precision=key_precision(checked.config, checked.device))
+    cells = expand_grid(
+        checked.config,
+        checked.hashes,
+        cohort_size(checked.config, checked.device),
+        precision=key_precision(checked.config, checked.device),
+    )
     return {cell.key: cell.fit_seed for cell in cells}
 
 
@@ -102,15 +124,20 @@ def bug_trial(rng: random.Random, config: Path, out: Path, reference: Path) -> t
     _, err = process.communicate()
     what = f"a bug in the fit of seed {seed} ({len(expected)} cells); fixed and rerun"
     if process.returncode != 1 or f"{len(expected)} cell(s) raised an error" not in err:
-        return what, [f"expected exit code 1 naming {len(expected)} errored cells, got {process.returncode}: "
-                      f"{err.strip()[-300:]}"]
+        return what, [
+            f"expected exit code 1 naming {len(expected)} errored cells, got {process.returncode}: "
+            f"{err.strip()[-300:]}"
+        ]
     results = pd.read_parquet(out / "results.parquet").set_index("key").sort_index()
     errored = sorted(results.index[results["failure_kind"] == "error"])
     if errored != expected:
         return what, [f"errored cells {errored} are not those of the bug {expected}"]
     if any(not (out / results.loc[key, "failure_traceback"]).is_file() for key in errored):
         return what, ["an errored cell has no traceback file"]
-    rest, expected_rest = _comparable(out)[0].drop(index=errored), _comparable(reference)[0].drop(index=errored)
+    rest, expected_rest = (
+        _comparable(out)[0].drop(index=errored),
+        _comparable(reference)[0].drop(index=errored),
+    )
     shared = [c for c in expected_rest.columns if c in rest.columns]
     if not rest[shared].equals(expected_rest[shared]):
         return what, ["the cells without the bug differ from the reference"]
@@ -150,8 +177,9 @@ def _problems(out: Path, reference: Path, run_pids: list[int]) -> list[str]:
     return found
 
 
-def trial(index: int, rng: random.Random, config: Path, work: Path, reference: Path,
-          duration: float) -> tuple[str, list[str]]:
+def trial(
+    index: int, rng: random.Random, config: Path, work: Path, reference: Path, duration: float
+) -> tuple[str, list[str]]:
     """One kill at a random moment of a run that takes ``duration`` seconds, and its checks;
     returns (what was done, problems)."""
     out = work / f"trial-{index}"
@@ -166,7 +194,9 @@ def trial(index: int, rng: random.Random, config: Path, work: Path, reference: P
     while time.monotonic() < deadline and process.poll() is None:
         pids.update(children(process.pid))
         time.sleep(0.1)
-    running = {pid for pid in children(process.pid) if alive(pid)}  # the workers, and multiprocessing's helper
+    running = {
+        pid for pid in children(process.pid) if alive(pid)
+    }  # the workers, and multiprocessing's helper
     workers = busy(sorted(running))
     if process.poll() is not None:
         what = "finished before the kill"
@@ -192,7 +222,9 @@ def trial(index: int, rng: random.Random, config: Path, work: Path, reference: P
             _kill(retry_worker)
         _, err = process.communicate()
         if process.returncode != 0:
-            return "killed a worker", [f"the run failed with exit code {process.returncode}: {err.strip()[-300:]}"]
+            return "killed a worker", [
+                f"the run failed with exit code {process.returncode}: {err.strip()[-300:]}"
+            ]
         if retry_worker is None:
             # a worker killed between two cells has none to retry (it used CPU time a moment before)
             said = "saying it retried the cell" if "retrying once" in err else "no cell was in flight"
@@ -200,7 +232,11 @@ def trial(index: int, rng: random.Random, config: Path, work: Path, reference: P
         else:
             what = f"killed a worker after {delay:.1f} s and the one retrying its cell; rerun"
             results = pd.read_parquet(out / "results.parquet")
-            kinds = list(results.loc[results["status"] == "failed", "failure_kind"]) if "failure_kind" in results else []
+            kinds = (
+                list(results.loc[results["status"] == "failed", "failure_kind"])
+                if "failure_kind" in results
+                else []
+            )
             if not kinds:  # the first worker was between two cells: nothing was in flight, nothing lost
                 what = f"killed a worker after {delay:.1f} s (no cell in flight) and the one after it"
                 pids.update(children(process.pid))
@@ -218,12 +254,14 @@ def trial(index: int, rng: random.Random, config: Path, work: Path, reference: P
 def busy(pids: list[int], interval: float = 0.3) -> list[int]:
     """Those of ``pids`` that used CPU time within ``interval`` seconds (a worker on a cell; an idle
     one waits for its next cell without any)."""
+
     def cpu(pid: int) -> int:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()
             return int(fields[11]) + int(fields[12])  # utime + stime
         except (OSError, IndexError):
             return -1
+
     before = {pid: cpu(pid) for pid in pids}
     time.sleep(interval)
     return [pid for pid in pids if cpu(pid) > before[pid] >= 0]
@@ -255,7 +293,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="folder for the runs (default: a temporary one)"
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="augbench-faults-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -268,14 +308,20 @@ def main() -> int:
         print("the uninterrupted reference run failed", file=sys.stderr)
         return 1
     duration = time.perf_counter() - start
-    print(f"reference: {len(pd.read_parquet(reference / 'results.parquet'))} cells in {duration:.0f} s", flush=True)
+    print(
+        f"reference: {len(pd.read_parquet(reference / 'results.parquet'))} cells in {duration:.0f} s",
+        flush=True,
+    )
     rng = random.Random(args.seed)
     failed = 0
     for index in range(args.trials):
         shutil.rmtree(work / f"trial-{index}", ignore_errors=True)
         what, problems = trial(index, rng, config, work, reference, duration)
         failed += bool(problems)
-        print(f"trial {index:2d}: {what}: " + ("ok" if not problems else "FAILED: " + "; ".join(problems)), flush=True)
+        print(
+            f"trial {index:2d}: {what}: " + ("ok" if not problems else "FAILED: " + "; ".join(problems)),
+            flush=True,
+        )
     print(f"{args.trials - failed} of {args.trials} trials passed every check ({work})")
     return 1 if failed else 0
 

@@ -9,6 +9,7 @@ MFU counts the useful arithmetic: the FLOPs of one model's forward and backward 
 (``torch.utils.flop_counter.FlopCounterMode``) times the model-steps per second, over
 PEAK_FLOPS, the bf16 matrix rate measured on the H200 we use.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,10 @@ def _members(name: str, k: int) -> list[Member]:
     members = []
     for i in range(k):
         generator = torch.Generator().manual_seed(i)
-        images = ImageSet(torch.randint(0, 256, (1000, *SHAPE), generator=generator, dtype=torch.uint8),
-                          torch.arange(1000) % 10)
+        images = ImageSet(
+            torch.randint(0, 256, (1000, *SHAPE), generator=generator, dtype=torch.uint8),
+            torch.arange(1000) % 10,
+        )
         with seeded(i, DEVICE):
             model = build_classifier(name, SHAPE, 10)
         members.append(Member(model, TrainingData(real=images), images.subset(torch.arange(64)), i, i))
@@ -47,8 +50,10 @@ def _members(name: str, k: int) -> list[Member]:
 def _loop_seconds(name: str, k: int, steps: int) -> float:
     recipe = CLASSIFIERS.get(name).recipe
     members = _members(name, k)
-    return timed(lambda: train_cohort(members, recipe, steps=steps, num_classes=10, device=DEVICE, eval_points=1),
-                 DEVICE)
+    return timed(
+        lambda: train_cohort(members, recipe, steps=steps, num_classes=10, device=DEVICE, eval_points=1),
+        DEVICE,
+    )
 
 
 def model_steps_per_second(name: str, k: int, steps: int) -> float:
@@ -111,20 +116,27 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,8,32" if DEVICE.type == "cuda" else "1,4")
     parser.add_argument("--models", default="cnn,resnet")
     parser.add_argument("--steps", type=int, default=60 if DEVICE.type == "cuda" else 10)
-    parser.add_argument("--compile", default="cnn" if DEVICE.type == "cuda" else "",
-                        help="models whose bare step is also timed under torch.compile (comma-separated)")
+    parser.add_argument(
+        "--compile",
+        default="cnn" if DEVICE.type == "cuda" else "",
+        help="models whose bare step is also timed under torch.compile (comma-separated)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     found: dict = {"device": str(DEVICE), "peak_flops": PEAK_FLOPS, "models": {}}
     for name in args.models.split(","):
         flops = flops_per_model_step(name)
         rates = {k: model_steps_per_second(name, k, args.steps) for k in sizes}
-        figures = {"flops_per_model_step": flops,
-                   "model_steps_per_second": {str(k): round(v, 2) for k, v in rates.items()},
-                   "speedup_over_solo": {str(k): round(v / rates[sizes[0]], 2) for k, v in rates.items()},
-                   "mfu": {str(k): round(v * flops / PEAK_FLOPS, 5) for k, v in rates.items()}}
-        figures["bare_step"] = {str(k): bare_step_rates(name, k, args.steps, name in args.compile.split(","))
-                                for k in (sizes[0], sizes[-1])}
+        figures = {
+            "flops_per_model_step": flops,
+            "model_steps_per_second": {str(k): round(v, 2) for k, v in rates.items()},
+            "speedup_over_solo": {str(k): round(v / rates[sizes[0]], 2) for k, v in rates.items()},
+            "mfu": {str(k): round(v * flops / PEAK_FLOPS, 5) for k, v in rates.items()},
+        }
+        figures["bare_step"] = {
+            str(k): bare_step_rates(name, k, args.steps, name in args.compile.split(","))
+            for k in (sizes[0], sizes[-1])
+        }
         found["models"][name] = figures
         print(name, json.dumps(figures), flush=True)
     with open(args.out, "w") as handle:

@@ -4,6 +4,7 @@ the batch transforms' rate. Diagnostic, for tests/gpu/check.sh and for whoever t
 
     python tests/gpu/step_profile.py OUT.json
 """
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,12 @@ import warnings
 
 import torch
 
-from bench.training.augment import make_batch_transform, parse_policy
 from bench.core.images import ImageSet
 from bench.core.seeding import seeded
 from bench.core.strategy import TrainingData
 from bench.models.suite import CLASSIFIERS, build_classifier
 from bench.run.resources import timed
+from bench.training.augment import make_batch_transform, parse_policy
 from bench.training.loop import train
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -33,9 +34,21 @@ def _train(name: str, steps: int, transform=None) -> float:
     data = TrainingData(real=images, batch_transform=transform)
     with seeded(0, DEVICE):
         model = build_classifier(name, SHAPE, 10)
-        return timed(lambda: train(model, CLASSIFIERS.get(name).recipe, data, images.subset(torch.arange(64)),
-                                   steps=steps, num_classes=10, device=DEVICE, order_seed=0, augment_seed=0,
-                                   eval_points=1), DEVICE)
+        return timed(
+            lambda: train(
+                model,
+                CLASSIFIERS.get(name).recipe,
+                data,
+                images.subset(torch.arange(64)),
+                steps=steps,
+                num_classes=10,
+                device=DEVICE,
+                order_seed=0,
+                augment_seed=0,
+                eval_points=1,
+            ),
+            DEVICE,
+        )
 
 
 def steps_per_second(name: str, transform=None) -> float:
@@ -78,6 +91,7 @@ def transform_rate(policy: str, batch: int) -> float:
     x = torch.rand(batch, *SHAPE, device=DEVICE)
     y = torch.zeros(batch, 10, device=DEVICE)
     generator = torch.Generator(device=DEVICE).manual_seed(0)
+
     def run(count: int) -> None:
         for _ in range(count):
             transform(x, y, generator)
@@ -94,12 +108,14 @@ def main(path: str) -> None:
     found["steps_per_second"]["cnn+basic"] = steps_per_second("cnn", basic)
     found["host_syncs"]["cnn"] = host_syncs("cnn")
     found["host_syncs"]["cnn+trivialaugment"] = host_syncs(
-        "cnn", make_batch_transform(parse_policy("trivialaugment"), 0.5, True))
+        "cnn", make_batch_transform(parse_policy("trivialaugment"), 0.5, True)
+    )
     if DEVICE.type == "cuda":  # the cost of deterministic kernels
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
         found["steps_per_second_nondeterministic"] = {
-            name: 200 / (_train(name, 220) - _train(name, 20)) for name in ("mlp", "cnn")}
+            name: 200 / (_train(name, 220) - _train(name, 20)) for name in ("mlp", "cnn")
+        }
     for policy in ("basic", "trivialaugment", "randaugment", "mixup"):
         for batch in (128, 4096):
             found["transform_img_per_s"][f"{policy}@{batch}"] = transform_rate(policy, batch)

@@ -10,6 +10,7 @@ budget check, under the cell's own key and replicate), then times `augbench run`
 times. Keys come from the code on the Python path, so run it once per revision (a git worktree
 each) to compare revisions side by side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,15 +37,28 @@ def make_folder(template: Path, work: Path, seeds: int) -> int:
     records = [json.loads(p.read_text()) for p in (template / "cells").glob("*.json")]
     by_cell = {(r["strategy"], r["classifier"], "budget_check_of" in r, r["replicate"]): r for r in records}
     template_seeds = 1 + max(r["replicate"] for r in records)
-    cells = expand_grid(checked.config, checked.hashes, cohort, **({"precision": precision} if precision else {}))
+    cells = expand_grid(
+        checked.config, checked.hashes, cohort, **({"precision": precision} if precision else {})
+    )
     grid, checks = _grid_and_checks(checked, cohort, precision, cells)
     for cell in grid + checks:
-        record = dict(by_cell[cell.strategy.label, cell.classifier, getattr(cell, "is_budget_check", False),
-                              cell.replicate % template_seeds])
+        record = dict(
+            by_cell[
+                cell.strategy.label,
+                cell.classifier,
+                getattr(cell, "is_budget_check", False),
+                cell.replicate % template_seeds,
+            ]
+        )
         record.update(key=cell.key, replicate=cell.replicate, seed=cell.train_seed)
         if getattr(cell, "is_budget_check", False):
-            record["budget_check_of"] = next(c.key for c in cells if c.strategy == cell.strategy
-                                             and c.classifier == cell.classifier and c.replicate == cell.replicate)
+            record["budget_check_of"] = next(
+                c.key
+                for c in cells
+                if c.strategy == cell.strategy
+                and c.classifier == cell.classifier
+                and c.replicate == cell.replicate
+            )
         store.write_cell(record)
     return len(grid) + len(checks)
 
@@ -92,21 +106,46 @@ def main() -> None:
     started = time.perf_counter()
     files = make_folder(args.template, args.work, args.seeds)
     print(f"made {files} finished cell files in {time.perf_counter() - started:.1f} s", flush=True)
-    command = [sys.executable, "-m", "bench.cli", "plan", "quick", "--set", f"seeds={args.seeds}", "--out",
-               str(args.work)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.cli",
+        "plan",
+        "quick",
+        "--set",
+        f"seeds={args.seeds}",
+        "--out",
+        str(args.work),
+    ]
     planned = subprocess.run(command, capture_output=True, text=True).stdout
-    if f"to do: 0 of {files} cells" not in planned:  # the keys must be the run's, or the "resume" would run it all
+    if (
+        f"to do: 0 of {files} cells" not in planned
+    ):  # the keys must be the run's, or the "resume" would run it all
         sys.exit(f"the folder is not finished for this revision: {planned[-1000:]}")
     starts, totals = [], []
     for _ in range(args.repeats):
-        start, total, line = timed_resume([sys.executable, "-m", "bench.cli", "run", "quick", "--set",
-                                           f"seeds={args.seeds}", "--out", str(args.work)])
+        start, total, line = timed_resume(
+            [
+                sys.executable,
+                "-m",
+                "bench.cli",
+                "run",
+                "quick",
+                "--set",
+                f"seeds={args.seeds}",
+                "--out",
+                str(args.work),
+            ]
+        )
         starts.append(start)
         totals.append(total)
     print(line)
-    print(f"resume of {files} finished cells: start {', '.join(f'{t:.2f}' for t in starts)} s (median "
-          f"{statistics.median(starts):.2f} s); whole run {', '.join(f'{t:.1f}' for t in totals)} s (median "
-          f"{statistics.median(totals):.1f} s)")
+    print(
+        f"resume of {files} finished cells: start {', '.join(f'{t:.2f}' for t in starts)} s (median "
+        f"{statistics.median(starts):.2f} s); whole run {', '.join(f'{t:.1f}' for t in totals)} s (median "
+        f"{statistics.median(totals):.1f} s)"
+    )
+
 
 if __name__ == "__main__":
     main()
