@@ -244,17 +244,17 @@ def _markdown(
         "",
         "Protocol: " + "; ".join(f"{k} = {v}" for k, v in protocol.items()),
         "",
-        "Unit: one (data set, regime, seed), its test accuracy averaged over the classifiers, which share the "
-        "seed's labelled images. IQM is the mean of the middle 50% of units; the gain is paired with `none` on "
-        "the same unit; P(better than none) is the Mann-Whitney probability that a unit of the strategy beats "
-        "one of `none`, averaged over (data set, regime) tasks; intervals are 95% percentile intervals of a "
-        "stratified bootstrap (seeds resampled within each task, 2000 resamples; Agarwal et al. 2021). "
-        "W/T/L count (data set, regime, classifier) groups where a paired t-test, Holm-corrected over the "
-        "whole table at α = 0.05, finds the strategy better / not distinguishable / worse than `none`: they are "
-        "the decisions; a tie could miss a change below the largest minimum detectable effect of its tied "
-        "comparisons (80% power at its Holm level). The bootstrap intervals are descriptive (95% each, not adjusted for the number of "
-        "strategies, and percentile intervals are too narrow with few seeds), so an interval may exclude 0 "
-        "where the Holm-corrected tests do not decide.",
+        "Unit: one (data set, regime, seed), its test accuracy averaged over the classifiers, which share "
+        "the seed's labelled images. IQM is the mean of the middle 50% of units; the gain is paired with "
+        "`none` on the same unit; P(better than none) is the Mann-Whitney probability that a unit of the "
+        "strategy beats one of `none`, averaged over (data set, regime) tasks; intervals are 95% percentile "
+        "intervals of a stratified bootstrap (seeds resampled within each task, 2000 resamples; Agarwal et "
+        "al. 2021). W/T/L count (data set, regime, classifier) groups where a paired t-test, Holm-corrected "
+        "over the whole table at α = 0.05, finds the strategy better / not distinguishable / worse than "
+        "`none`: they are the decisions; a tie could miss a change below the largest minimum detectable "
+        "effect of its tied comparisons (80% power at its Holm level). The bootstrap intervals are "
+        "descriptive (95% each, not adjusted for the number of strategies, and percentile intervals are too "
+        "narrow with few seeds), so an interval may exclude 0 where the Holm-corrected tests do not decide.",
         "",
         friedman_line,
         "",
@@ -263,8 +263,8 @@ def _markdown(
     ]
     if (board["fit_data"] != LABELLED_ONLY).any():
         lines += [
-            f"{SAW_MORE}: the strategy's fit saw the unlabelled pool too (the semi-supervised protocol); a gain "
-            "is credited to generation only where it beats pseudo-label, which uses the same images.",
+            f"{SAW_MORE}: the strategy's fit saw the unlabelled pool too (the semi-supervised protocol); a "
+            "gain is credited to generation only where it beats pseudo-label, which uses the same images.",
             "",
         ]
     if cd_figure:
@@ -290,8 +290,8 @@ def check_converged(run_dirs: list[Path], allow_undertrained: bool) -> list[str]
             "auto) with budget.check: on, or pass --allow-undertrained to rank them with a warning"
         )
     return [
-        f"**Warning: undertrained.** Ranked with --allow-undertrained although these groups were not converged "
-        f"on validation data, so their ranks may measure the budget rather than the strategy: {p}."
+        "**Warning: undertrained.** Ranked with --allow-undertrained although these groups were not "
+        f"converged on validation data, so their ranks may measure the budget rather than the strategy: {p}."
         for p in problems
     ]
 

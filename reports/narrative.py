@@ -85,8 +85,8 @@ def _generators_still_improving(results: pd.DataFrame) -> list[str]:
         return []
     if rising.empty:
         return [
-            f"Generators: all {len(fits)} fit(s) had stopped improving on their own validation signal (KID of "
-            "their samples against the validation images) by the end of their fit."
+            f"Generators: all {len(fits)} fit(s) had stopped improving on their own validation signal "
+            "(KID of their samples against the validation images) by the end of their fit."
         ]
     fitted = fits.groupby("strategy", sort=False).size()
     named = [
@@ -107,10 +107,10 @@ def _unseen(undecided: pd.DataFrame) -> list[str]:
         return []
     span = _size(mde.min()) if mde.min() == mde.max() else f"{_size(mde.min())} to {_size(mde.max())}"
     return [
-        f"'Not distinguishable' is not evidence of no effect: those {len(mde)} comparison(s) had 80% power only "
-        f"for changes of {span} or more (their minimum detectable effects at their Holm levels, from their "
-        "paired spread); a smaller change could not be seen. `augbench plan CONFIG --mde PP` says how many "
-        "seeds a smaller one needs."
+        f"'Not distinguishable' is not evidence of no effect: those {len(mde)} comparison(s) had 80% power "
+        f"only for changes of {span} or more (their minimum detectable effects at their Holm levels, from "
+        "their paired spread); a smaller change could not be seen. `augbench plan CONFIG --mde PP` says how "
+        "many seeds a smaller one needs."
     ]
 
 

@@ -340,10 +340,10 @@ CONTROLS = (
 
 
 BUDGET = (
-    "Per data set, regime, classifier and strategy: the cells of its first seed(s) trained again at twice the "
-    "budget, on the validation images only, and the mean gain in validation accuracy (pp). Converged: the gain "
-    "is below budget.plateau; rising: the budget was still too short; unchecked: no check (it was off, or "
-    "failed)."
+    "Per data set, regime, classifier and strategy: the cells of its first seed(s) trained again at twice "
+    "the budget, on the validation images only, and the mean gain in validation accuracy (pp). Converged: "
+    "the gain is below budget.plateau; rising: the budget was still too short; unchecked: no check (it was "
+    "off, or failed)."
 )
 
 
@@ -506,7 +506,8 @@ def _img(png: bytes, alt: str) -> str:
 def render_html(context, sections: Sections) -> str:
     e = html.escape
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>augbench report: {e(context['name'])}</title>",
+        "<!doctype html><html><head><meta charset='utf-8'><title>augbench report: "
+        f"{e(context['name'])}</title>",
         f"<style>{STYLE}</style></head><body>",
         f"<h1>augbench report: {e(context['name'])}</h1>",
         "<ul class='meta'>" + "".join(f"<li>{e(line)}</li>" for line in _provenance_lines(context)) + "</ul>",

@@ -110,9 +110,10 @@ def build_tuning_report(folder: Path, trials: pd.DataFrame, studies: dict[str, o
     md += [f"## {title}\n\n![{title}](figures/{name}.png)\n" for name, title, _ in pngs]
     atomic_write(folder / "report.md", "\n".join(md) + "\n")
     page = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>augbench tuning</title><style>{STYLE}</style>"
-        "</head><body><h1>augbench tuning report</h1><p class='meta'>Objective: validation accuracy (test data "
-        "is not read). Every study has the same trial budget.</p>",
+        "<!doctype html><html><head><meta charset='utf-8'><title>augbench "
+        f"tuning</title><style>{STYLE}</style></head><body><h1>augbench tuning report</h1><p "
+        "class='meta'>Objective: validation accuracy (test data is not read). Every study has the same trial "
+        "budget.</p>",
         "<h2>Trials per study</h2>",
         counts.to_html(border=0),
         "<h2>Best params per study</h2>",

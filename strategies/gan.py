@@ -108,11 +108,13 @@ def augment_draws(n: int, h: int, w: int, rng: torch.Generator, dev) -> tuple[to
     """The random numbers of one DiffAugment of n images of h x w, in the order it draws them:
     brightness, saturation, contrast, translation x and y (fractions of the size), cutout top and
     left (shares of the room left)."""
-    u = lambda: torch.rand(n, generator=rng, device=dev)  # noqa: E731
-    shift = lambda size: (
-        torch.randint(-(size // 8), size // 8 + 1, (n,), generator=rng, device=dev)  # noqa: E731
-        / size
-    )
+
+    def u() -> torch.Tensor:
+        return torch.rand(n, generator=rng, device=dev)
+
+    def shift(size: int) -> torch.Tensor:
+        return torch.randint(-(size // 8), size // 8 + 1, (n,), generator=rng, device=dev) / size
+
     return u(), u(), u(), shift(w), shift(h), u(), u()
 
 

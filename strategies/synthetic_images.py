@@ -83,8 +83,8 @@ class SyntheticImages(Strategy):
                 )
         if tuple(images.shape[1:]) != shape:
             raise UserError(
-                f"{where}: {path}: images are {'x'.join(map(str, images.shape[1:]))} (CxHxW), the data set's are "
-                f"{'x'.join(map(str, shape))}; write them at the data set's size and channels"
+                f"{where}: {path}: images are {'x'.join(map(str, images.shape[1:]))} (CxHxW), the data set's "
+                f"are {'x'.join(map(str, shape))}; write them at the data set's size and channels"
             )
         return ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
 

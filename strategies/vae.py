@@ -2,8 +2,8 @@
 
 β-VAE loss (Bernoulli reconstruction + β·KL) with a linear KL warm-up. `vae` decodes samples of a
 per-class Gaussian matched to the aggregate posterior of the labelled images (ex-post density
-estimation, after Ghosh et al. 2020; or of the standard normal prior); `vae-perturb` encodes real images, perturbs their
-latent and decodes with the same label.
+estimation, after Ghosh et al. 2020; or of the standard normal prior); `vae-perturb` encodes real
+images, perturbs their latent and decodes with the same label.
 Both share one fitted VAE when their VAE params are equal.
 """
 

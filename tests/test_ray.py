@@ -61,7 +61,8 @@ def test_ray_gives_every_cell_once_with_the_numbers_of_the_process_executor(cli,
     ):
         pd.testing.assert_series_equal(by_ray[column], by_process[column], check_exact=True, obj=column)
     assert len(list((tmp_path / "ray" / "cells").glob("*.json"))) == 6
-    # the shared work came back through the object store into the run folder: a resumed run or a report finds it
+    # the shared work came back through the object store into the run folder: a resumed run or a
+    # report finds it
     made = {
         p.relative_to(tmp_path / "process").as_posix()
         for p in (tmp_path / "process").glob("[cs]a*/*")

@@ -216,8 +216,9 @@ def run_throughput_benchmark(
     )
     print(f"{'measure':<36}{'augbench img/s':>16}{'reference img/s':>17}{'ratio':>8}")
     print(f"{'augmentation alone':<36}{aug_ours:>16,.0f}{aug_ref:>17,.0f}{aug_ours / aug_ref:>7.1f}x")
+    train_ratio = train_ours / train_ref
     print(
-        f"{'cnn training with augmentation':<36}{train_ours:>16,.0f}{train_ref:>17,.0f}{train_ours / train_ref:>7.1f}x"
+        f"{'cnn training with augmentation':<36}{train_ours:>16,.0f}{train_ref:>17,.0f}{train_ratio:>7.1f}x"
     )
     figures = {
         "dataset": dataset,

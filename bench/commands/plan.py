@@ -65,8 +65,9 @@ def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
     if config.budget.steps == "auto" and not auto:
         print(
             f"augbench: budget.steps: auto is not searched yet in {out}: `run` searches first (`none` at "
-            f"{config.budget.floor}, {2 * config.budget.floor}, ... steps on two seeds per data set, regime and "
-            "classifier, until a doubling gains under the plateau); the estimate below is at the recipes' steps"
+            f"{config.budget.floor}, {2 * config.budget.floor}, ... steps on two seeds per data set, regime "
+            "and classifier, until a doubling gains under the plateau); the estimate below is at the "
+            "recipes' steps"
         )
     done = RunStore(out).done_keys(retry_failed)
     workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
@@ -128,8 +129,8 @@ def _seeds_for(
     bigger = load_checked(config_name, [*overrides, f"seeds={most}"])
     planned = _plan(bigger, default_out(bigger.config))
     print(
-        f"  with {most} seeds (every comparison above): {planned.cells_todo} cells to run, {planned.headline()} "
-        f"(augbench run CONFIG --set seeds={most})"
+        f"  with {most} seeds (every comparison above): {planned.cells_todo} cells to run, "
+        f"{planned.headline()} (augbench run CONFIG --set seeds={most})"
     )
     return {**extra, "seeds": most, "plan_at_those_seeds": planned.to_dict()}
 

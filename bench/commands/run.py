@@ -74,9 +74,10 @@ def run_experiment(
     print(f"report:  {report} (and report.md)")
     if errored:
         print(
-            f"augbench: {len(errored)} cell(s) raised an error (a bug in their code, not a result): tracebacks in "
-            f"{store.cells_dir}/<key>.traceback.txt ({', '.join(sorted(errored)[:3])}"
-            f"{', ...' if len(errored) > 3 else ''}); a rerun tries them again",
+            f"augbench: {len(errored)} cell(s) raised an error (a bug in their code, not a result): "
+            f"tracebacks in {store.cells_dir}/<key>.traceback.txt "
+            f"({', '.join(sorted(errored)[:3])}{', ...' if len(errored) > 3 else ''}); a rerun tries them "
+            "again",
             file=sys.stderr,
         )
     return RunOutcome(out, len(errored))
@@ -106,9 +107,9 @@ def _run_grid(
     retried = f", {again} failed one(s) to try again" if again else ""
     checks_line = f" and {len(checks)} budget checks at 2x" if checks else ""
     print(
-        f"augbench: {config.name}: {len(grid)} cells{checks_line} ({len(cells) - len(todo)} already done{retried})"
-        f"{'' if checks else ', no budget check'}, device {provenance.device_name(device)}, {workers} worker(s), "
-        f"{estimate} -> {store.root}",
+        f"augbench: {config.name}: {len(grid)} cells{checks_line} ({len(cells) - len(todo)} already "
+        f"done{retried}){'' if checks else ', no budget check'}, device {provenance.device_name(device)}, "
+        f"{workers} worker(s), {estimate} -> {store.root}",
         file=sys.stderr,
     )
     foreign = store.foreign_keys([c.key for c in cells])
@@ -157,7 +158,8 @@ def _run_grid(
 
     def on_retry(cell, reason):
         say(
-            f"augbench: worker died on {cell.describe()} ({reason.removeprefix('worker died: ')}): retrying once"
+            f"augbench: worker died on {cell.describe()} ({reason.removeprefix('worker died: ')}): retrying "
+            "once"
         )
 
     def say(line: str) -> None:  # a line above the bar, never inside it

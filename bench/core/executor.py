@@ -2,7 +2,8 @@
 
 An executor calls ``fn(item)`` for every item, in any order, and reports each start and each
 result to the caller, who writes results as they arrive. Implementations register by name
-(``serial``, ``process``: bench/execution/local.py; ``ray``: bench/execution/ray.py) and are chosen by ``EXECUTORS.get(name)``.
+(``serial``, ``process``: bench/execution/local.py; ``ray``: bench/execution/ray.py) and are
+chosen by ``EXECUTORS.get(name)``.
 """
 
 from __future__ import annotations
@@ -105,8 +106,9 @@ class Executor(ABC):
         it finishes, ``on_progress(item, text)`` for what it reports on the way, where the executor
         carries that (in the calling process). Executors that run items in other processes retry
         an item whose worker died (saying so with ``on_retry(item, reason)`` where they see it),
-        then report it with ``on_lost(item, reason)`` (raising WorkerDied without one) and go on. ``fn`` and the items must pickle for those executors.
-        A ``fn`` that is a FolderTask may have its stages run first (see FolderTask)."""
+        then report it with ``on_lost(item, reason)`` (raising WorkerDied without one) and go on.
+        ``fn`` and the items must pickle for those executors. A ``fn`` that is a FolderTask may
+        have its stages run first (see FolderTask)."""
 
 
 EXECUTORS: Registry = Registry("executor")

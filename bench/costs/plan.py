@@ -339,7 +339,8 @@ class Plan:
                 f"  to do: {self.cells_todo} of {self.cells} cells, {self.generator_fits} generator fit(s), "
                 f"{self.quality_jobs} quality job(s) with {self.evaluators} evaluator(s)",
                 f"  {self.headline()} (start {format_duration(self.startup_seconds)}, then serial: {parts}; "
-                f"shared evenly it would take {format_duration(sum(self.seconds.values()) / max(1, self.workers))})",
+                "shared evenly it would take "
+                f"{format_duration(sum(self.seconds.values()) / max(1, self.workers))})",
                 f"  peak memory: about {self.peak_mem_mb:,.0f} MB per worker "
                 f"({'GPU allocator' if 'cpu' not in self.device else 'resident set'})",
                 "  (calibrated on this device, cached in "

@@ -42,7 +42,7 @@ def check_memory(spec: DatasetEntry, needed_bytes: int, what: str) -> None:
 
 
 def to_uint8_nchw(array: np.ndarray, where: str) -> np.ndarray:
-    """Images as uint8 N x C x H x W from HWC or CHW (or HW), uint8 or float in [0, 1] -> uint8 N x C x H x W."""
+    """Images as uint8 N x C x H x W from N x HWC or CHW (or HW), uint8 or float in [0, 1]."""
     if array.ndim == 3:
         array = array[:, None]
     if array.ndim != 4:
@@ -279,7 +279,8 @@ def _medmnist(spec: DatasetEntry) -> Dataset:
     path = Path(spec.root) / (f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz")
     if not path.is_file():
         raise UserError(
-            f"medmnist file {path} {why_not(path, folder=False)}; download {path.name} from MedMNIST into {spec.root}"
+            f"medmnist file {path} {why_not(path, folder=False)}; download {path.name} from MedMNIST into "
+            f"{spec.root}"
         )
     pairs = [("train_images", "train_labels"), ("val_images", "val_labels"), ("test_images", "test_labels")]
     return _from_arrays(spec, path, read_npz(path, spec, pairs), pairs[:2], pairs[2])

@@ -74,8 +74,8 @@ COLUMNS: tuple[Column, ...] = tuple(
                 "failure_kind",
                 "text",
                 "",
-                "what failed: method (the strategy diverged or collapsed: a result, kept by "
-                "reruns), machine (its worker died, out of memory) or error (the cell's code raised an exception, a bug: "
+                "what failed: method (the strategy diverged or collapsed: a result, kept by reruns), machine "
+                "(its worker died, out of memory) or error (the cell's code raised an exception, a bug: "
                 "failure_reason has its type and message); a rerun tries machine and error failures again",
             ),
             ("failure_traceback", "text", "", "an errored cell's traceback file, relative to the run folder"),
@@ -127,9 +127,9 @@ COLUMNS: tuple[Column, ...] = tuple(
                 "generator_converged",
                 "bool",
                 "",
-                "the generator's own validation signal (KID of its samples against the "
-                "validation images, in pooled pixels) was no longer improving at the end of its fit: the last of its "
-                "points was not below the one before by more than twice its spread; empty: not measured (a stacked fit)",
+                "the generator's own validation signal (KID of its samples against the validation images, in "
+                "pooled pixels) was no longer improving at the end of its fit: the last of its points was "
+                "not below the one before by more than twice its spread; empty: not measured (a stacked fit)",
             ),
             ("generator_val_kid", "float", "", "that signal at the end of the fit (lower is closer)"),
             (

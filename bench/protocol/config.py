@@ -539,8 +539,8 @@ def check_unlabelled_use(config: BenchConfig) -> None:
         if STRATEGIES.get(entry.name).sees_unlabelled(entry.params):
             raise UserError(
                 f"config field strategies[{i}] ({entry.label}): it learns from unlabelled images "
-                "(generator_data: pool or pseudo-labelled, or pseudo-label), but `unlabelled` is none; set unlabelled: "
-                "pool (or a number of pool images, or {path: DIR})"
+                "(generator_data: pool or pseudo-labelled, or pseudo-label), but `unlabelled` is none; "
+                "set unlabelled: pool (or a number of pool images, or {path: DIR})"
             )
 
 

@@ -251,8 +251,8 @@ def auto_steps(
         found.setdefault(where, {})[cell.classifier] = result["steps"]
         note = "" if result["plateaued"] else " (no plateau up to there: the budget check will say)"
         say(
-            f"augbench: steps: auto: {where[0]}/{where[1]} {cell.classifier}: {result['steps']} steps, searched "
-            f"in {result['seconds']:.0f} s{note}"
+            f"augbench: steps: auto: {where[0]}/{where[1]} {cell.classifier}: {result['steps']} steps, "
+            f"searched in {result['seconds']:.0f} s{note}"
         )
     return {where: tuple(sorted(steps.items())) for where, steps in found.items()}
 
@@ -283,6 +283,9 @@ def budget_summary(table: pd.DataFrame) -> str:
     if table.empty:
         return "budget check: no group"
     converged = (table["outcome"] == CONVERGED).sum()
-    line = f"budget check: {converged} of {len(table)} group(s) converged (validation gain from doubling below plateau)"
+    line = (
+        f"budget check: {converged} of {len(table)} group(s) converged (validation gain from doubling "
+        "below plateau)"
+    )
     rest = undertrained(table)
     return line + (f"; not converged: {describe_groups(rest)}" if len(rest) else "")

@@ -202,7 +202,8 @@ def fit_cell(
 
 
 def failed(record: dict, exc: Exception) -> dict:
-    """``record`` as failed by ``exc``: the method's failure (CellFailed), or the machine's (out of memory)."""
+    """``record`` as failed by ``exc``: the method's failure (CellFailed), or the machine's (out of
+    memory)."""
     if isinstance(exc, CellFailed):
         return {
             **record,
@@ -211,7 +212,8 @@ def failed(record: dict, exc: Exception) -> dict:
             "failure_kind": "method",
             "finished": provenance.now(),
         }
-    reason = f"out of memory ({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})"
+    said = str(exc).strip()
+    reason = f"out of memory ({said.splitlines()[0][:200] if said else type(exc).__name__})"
     return {
         **record,
         "status": "failed",
@@ -365,12 +367,8 @@ def cached_quality(
         cell.budget_scale,
         quality_versions(),
     )
-    samples = (
-        cache_dir.parent
-        / "samples"
-        / f"{cell.dataset.title.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}-seed{cell.replicate}"
-        f"-{key[:8]}.npz"
-    )
+    name = f"{cell.dataset.title.replace(':', '-')}-{cell.regime_label}-{cell.strategy.label}"
+    samples = cache_dir.parent / "samples" / f"{name}-seed{cell.replicate}-{key[:8]}.npz"
     # one seed per (data, split, regime, replicate): every strategy meets the same test images
     seed = derive_seed("quality", *cell.fit_key_parts) % 2**62
     seen = granted_unlabelled(cell, dataset, split)  # memorization is measured against all the fit saw

@@ -127,8 +127,8 @@ class MlflowTracker:
         except Exception as exc:  # noqa: BLE001 - the store failed; the benchmark must not
             self._broken = True
             print(
-                f"augbench: warning: MLflow logging stopped at {what}: {_first_line(exc)}; the run goes on and "
-                "its results folder is complete",
+                f"augbench: warning: MLflow logging stopped at {what}: {_first_line(exc)}; the run goes on "
+                "and its results folder is complete",
                 file=sys.stderr,
             )
 

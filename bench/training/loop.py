@@ -98,7 +98,8 @@ def predict(
     batch_size: int = 1024,
     precision: str | None = None,
 ) -> torch.Tensor:
-    """Logits (float32, on the CPU) for uint8 images, in eval mode (in ``precision``, default the device's)."""
+    """Logits (float32, on the CPU) for uint8 images, in eval mode (in ``precision``, default the
+    device's)."""
     return predict_members(model, [images], device, precision, batch_size)[0]
 
 
