@@ -84,8 +84,8 @@ TINY_SPLIT = parse_config(TINY_CONFIG).split
 
 def _trained(cell, cache):
     """The record and model of the cell's training path, on the split as the fit stage derives it."""
-    _, split = data_of(cell)
-    return train_cell(cell, CPU, cache, split, "r")
+    dataset, split = data_of(cell)
+    return train_cell(cell, CPU, cache, dataset, split, "r")
 
 
 @pytest.mark.parametrize(
@@ -157,3 +157,22 @@ def test_list_columns_prints_the_data_dictionary(cli):
     assert code == 0
     printed = {line.split()[0] for line in out.splitlines()[1:] if line.strip()}
     assert {c.name for c in COLUMNS} <= printed and "param_<name>" in printed
+
+
+@pytest.mark.parametrize(
+    "column, value, problem",
+    [
+        ("made_up", 1, "made_up is not a declared column"),
+        ("n_real", "ten", "n_real is declared int, got str"),
+        ("n_real", True, "n_real is declared int, got bool"),
+        ("generator_cache_hit", "yes", "generator_cache_hit is declared bool"),
+    ],
+)
+def test_write_cell_refuses_a_row_that_does_not_match_the_schema(tmp_path, column, value, problem):
+    from bench.run.store import RunStore
+
+    store = RunStore(tmp_path)
+    with pytest.raises(ValueError, match=problem):
+        store.write_cell({"key": "k", "status": "ok", column: value})
+    assert not (tmp_path / "cells" / "k.json").exists()
+    store.write_cell({"key": "k", "status": "ok", "n_real": 10, "generator_steps": None})  # a gap is allowed

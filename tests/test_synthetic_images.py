@@ -21,7 +21,7 @@ def test_a_generators_pool_written_out_scores_as_the_generator(tmp_path, cli):
     cell = expand_grid(config, {"digits": cached_dataset(config.datasets[0]).content_hash})[0]
     dataset = cached_dataset(cell.dataset)
     split = make_split(dataset, cell.regime, cell.split, cell.replicate)
-    data = fit_strategy(cell, dataset, split, torch.device("cpu"), None, {})
+    data, _ = fit_strategy(cell, dataset, split, torch.device("cpu"), None)
     np.savez(tmp_path / "vae-pool.npz", x=data.synthetic.images.numpy(), y=data.synthetic.labels.numpy())
 
     both = tiny_config_with(

@@ -72,10 +72,9 @@ def per_step(run: Callable[[int], None], device: torch.device, steps: int = 10) 
     the peak memory of the longer run."""
     run(3)
     short = timed(lambda: run(steps), device)
-    memory: dict = {}
-    with measure(device, memory, "run"):
+    with measure(device) as usage:
         long = timed(lambda: run(3 * steps), device)
-    return {"step_s": max(0.0, (long - short) / (2 * steps)), "peak_mem_mb": memory["run_peak_mem_mb"]}
+    return {"step_s": max(0.0, (long - short) / (2 * steps)), "peak_mem_mb": usage.peak_mb}
 
 
 class NotCalibrated(Exception):

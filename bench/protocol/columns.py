@@ -389,6 +389,23 @@ def undeclared(names) -> list[str]:
     return sorted(name for name in names if not declared(name))
 
 
+PYTHON_TYPES = {"text": str, "int": int, "float": (int, float), "bool": bool, "time": str, "json": list}
+
+
+def row_problems(row: dict) -> list[str]:
+    """What is wrong with a cell's row: columns no declaration covers, and values not of their
+    column's declared type (None is a gap, allowed everywhere). Empty for a good row."""
+    problems = [f"{name} is not a declared column (bench/protocol/columns.py)" for name in undeclared(row)]
+    for name, value in row.items():
+        column = BY_NAME.get(name)
+        if column is None or value is None:
+            continue
+        wrong_bool = isinstance(value, bool) and column.type in ("int", "float")
+        if wrong_bool or not isinstance(value, PYTHON_TYPES[column.type]):
+            problems.append(f"{name} is declared {column.type}, got {type(value).__name__} {value!r:.60}")
+    return problems
+
+
 def of_type(type_: str) -> tuple[str, ...]:
     """Names of the declared columns of one type, in declaration order."""
     return tuple(c.name for c in COLUMNS if c.type == type_)

@@ -120,12 +120,15 @@ def reference_distances(
     chosen = torch.from_numpy(unused)[torch.randperm(len(unused), generator=generator)[:n]]
     real = pool.images[chosen]
     noise = torch.randint(0, 256, (n, *pool.images.shape[1:]), dtype=torch.uint8, generator=generator)
-    row = {"quality_ref_n": len(real)}
-    for name, images in (("real", real), ("noise", noise)):
-        found = fidelity(extract(net, images, device), test, metrics=("fid", "kid"))
-        row[f"fid_evaluator_ref_{name}"] = found[FID]
-        row[f"kid_evaluator_ref_{name}"] = found[KID]
-    return row
+    real_found = fidelity(extract(net, real, device), test, metrics=("fid", "kid"))
+    noise_found = fidelity(extract(net, noise, device), test, metrics=("fid", "kid"))
+    return {
+        "quality_ref_n": len(real),
+        "fid_evaluator_ref_real": real_found[FID],
+        "kid_evaluator_ref_real": real_found[KID],
+        "fid_evaluator_ref_noise": noise_found[FID],
+        "kid_evaluator_ref_noise": noise_found[KID],
+    }
 
 
 def subset_of(images: ImageSet, n: int, seed: int) -> ImageSet:

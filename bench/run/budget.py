@@ -168,9 +168,9 @@ def search_key(cell: Cell, floor: int, plateau: float) -> str:
 
 def _none_accuracy(cell: Cell, steps: int, device: torch.device, cache_dir: Path) -> float:
     """Validation accuracy of `none` on ``cell``'s data at ``steps`` (the run's own `none` cell there)."""
-    _, split = data_of(cell)
+    dataset, split = data_of(cell)
     probe = replace(cell, auto_steps=((cell.classifier, steps),), cohort_size=1)
-    record, _ = train_cell(probe, device, cache_dir, split, "search")
+    record, _ = train_cell(probe, device, cache_dir, dataset, split, "search")
     return record["curve"][-1]["val_accuracy"] if record["status"] == "ok" else float("nan")
 
 

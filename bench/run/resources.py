@@ -5,8 +5,9 @@ from __future__ import annotations
 import resource
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -40,13 +41,22 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+@dataclass
+class Usage:
+    """What a block of work used: wall seconds and peak memory in MB (set when the block ends)."""
+
+    seconds: float = 0.0
+    peak_mb: float = 0.0
+
+
 @contextmanager
-def measure(device: torch.device, into: dict, prefix: str):
-    """Record ``{prefix}_seconds`` and ``{prefix}_peak_mem_mb`` into ``into``.
+def measure(device: torch.device) -> Iterator[Usage]:
+    """The wall time and peak memory of a block, in the ``Usage`` it yields (also when it raises).
 
     On CUDA the peak is the allocator's peak over the block; on the CPU it is the process's peak
     resident set over the block (it includes the process baseline, e.g. the torch runtime).
     """
+    usage = Usage()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -54,11 +64,11 @@ def measure(device: torch.device, into: dict, prefix: str):
         _reset_peak_rss()
     start = time.perf_counter()
     try:
-        yield
+        yield usage
     finally:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-            into[f"{prefix}_peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+            usage.peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
         else:
-            into[f"{prefix}_peak_mem_mb"] = _peak_rss_mb()
-        into[f"{prefix}_seconds"] = time.perf_counter() - start
+            usage.peak_mb = _peak_rss_mb()
+        usage.seconds = time.perf_counter() - start

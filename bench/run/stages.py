@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import traceback
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +26,7 @@ from bench.models.suite import SUITE_VERSION
 from bench.quality.assess import assess_quality
 from bench.quality.settings import quality_versions
 from bench.run import provenance
-from bench.run.cell import Cell, cached_dataset, data_of, granted_unlabelled, make_strategy
+from bench.run.cell import Cell, data_of, granted_unlabelled, make_strategy
 from bench.run.resources import measure
 from bench.training.loop import Member, batch_split, device_precision, predict, train_cohort
 from bench.training.metrics import class_recall, classification_metrics, smallest_third
@@ -64,14 +63,23 @@ def fit_context(
 
 
 def fit_strategy(
-    cell: Cell, dataset: Dataset, split: Split, device: torch.device, cache_dir: Path | None, timings: dict
-):
-    """Fit the cell's strategy on its labelled images; seeded by everything but the classifier."""
-    with seeded(cell.fit_seed, device):
-        with measure(device, timings, "fit"):
-            return make_strategy(cell.strategy).fit(
+    cell: Cell, dataset: Dataset, split: Split, device: torch.device, cache_dir: Path | None
+) -> tuple[TrainingData | None, dict]:
+    """The fit stage: the cell's strategy fitted on its labelled images (seeded by everything but
+    the classifier). Returns its training data and its columns (memory, time, the strategy's own),
+    or None and the columns of its failure."""
+    failure = None
+    with seeded(cell.fit_seed, device), measure(device) as usage:
+        try:
+            data = make_strategy(cell.strategy).fit(
                 split.labelled, fit_context(cell, dataset, split, device, cache_dir)
             )
+        except STAGE_FAILURES as exc:
+            data, failure = None, exc
+    columns = {"fit_peak_mem_mb": usage.peak_mb, "fit_seconds": usage.seconds}
+    if data is None:
+        return None, {**columns, **failure_columns(failure)}
+    return data, {**columns, **data.info}
 
 
 def cell_record(cell: Cell, revision: str) -> dict:
@@ -99,6 +107,26 @@ def cell_record(cell: Cell, revision: str) -> dict:
     }
 
 
+def cell_columns(cell: Cell, dataset: Dataset, split: Split, device: torch.device, revision: str) -> dict:
+    """The cell stage: ``cell_record`` and what the cell runs on (its data's sizes, its budget, the
+    device and precision), as it starts."""
+    check = {"budget_check_of": replace(cell, budget_factor=1).key} if cell.is_budget_check else {}
+    stacked = {"generator_cohort": cell.generator_group} if cell.generator_replicates else {}
+    return {
+        **cell_record(cell, revision),
+        "num_classes": dataset.num_classes,
+        "budget_steps": cell.budget_steps(len(split.labelled)),
+        "batch_size": cell.classifier_entry.training_recipe.batch_size,
+        "n_real": len(split.labelled),
+        "n_val": len(split.val),
+        "device": provenance.device_name(device),
+        "precision": cell.precision or device_precision(device),
+        "started": provenance.now(),
+        **check,
+        **stacked,
+    }
+
+
 def lost_record(cell: Cell, reason: str, revision: str) -> dict:
     """The row of a cell whose worker died on every try (killed, out of memory)."""
     return {
@@ -114,9 +142,8 @@ def error_records(cells: tuple[Cell, ...], exc: Exception, revision: str) -> lis
     """The rows of cells whose code raised ``exc`` (a bug in a strategy, say): failed with
     failure_kind ``error``, the exception as the reason, and its traceback (``traceback``, which
     the store writes to a file beside the cell's record). A rerun tries them again."""
-    reason = (
-        f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else 'raised'}"
-    )
+    said = str(exc).strip()
+    reason = f"{type(exc).__name__}: {said.splitlines()[0][:300] if said else 'raised'}"
     text = "".join(traceback.format_exception(exc))
     return [
         {
@@ -131,134 +158,118 @@ def error_records(cells: tuple[Cell, ...], exc: Exception, revision: str) -> lis
     ]
 
 
+STAGE_FAILURES = (CellFailed, torch.cuda.OutOfMemoryError, MemoryError)  # what a stage records as a failure
+
+
+def failure_columns(exc: Exception, stage: str = "") -> dict:
+    """The columns of a cell failed by ``exc`` in ``stage`` (named in the reason unless it is the fit
+    or the training): the method's failure (CellFailed), or the machine's (out of memory)."""
+    said = str(exc).strip()
+    if isinstance(exc, CellFailed):
+        reason, kind = said, "method"
+    else:
+        reason, kind = (
+            f"out of memory ({said.splitlines()[0][:200] if said else type(exc).__name__})",
+            "machine",
+        )
+    return {
+        "status": "failed",
+        "failure_reason": f"{stage} stage failed: {reason}" if stage else reason,
+        "failure_kind": kind,
+        "finished": provenance.now(),
+    }
+
+
 @dataclass
 class Trainee:
-    """A cell whose strategy is fitted, on its way to a trained classifier."""
+    """A cell whose strategy is fitted (and its quality measured), on its way to a trained
+    classifier; ``columns``: its row so far."""
 
     cell: Cell
-    dataset: Dataset
     split: Split
     data: TrainingData
-    record: dict
+    columns: dict
+    image_shape: tuple[int, ...]
     on_eval: Callable | None = None
+
+
+def prepare(
+    cell: Cell,
+    dataset: Dataset,
+    split: Split,
+    device: torch.device,
+    cache_dir: Path | None,
+    revision: str,
+    quality: bool = False,
+    on_eval=None,
+) -> Trainee | dict:
+    """The cell, fit and (with ``quality``) quality stages of a cell, in that order: a Trainee, or
+    the row of the stage that failed."""
+    columns = cell_columns(cell, dataset, split, device, revision)
+    data, fit_columns = fit_strategy(cell, dataset, split, device, cache_dir)
+    columns = {**columns, **fit_columns}
+    if data is None:
+        return columns
+    if quality:
+        try:
+            columns = {**columns, **quality_stage(cell, dataset, split, device, cache_dir, data)}
+        except STAGE_FAILURES as exc:
+            return {**columns, **failure_columns(exc, "quality")}
+    return Trainee(cell, split, data, columns, dataset.image_shape, on_eval)
 
 
 def train_cell(
     cell: Cell,
     device: torch.device,
     cache_dir: Path | None,
+    dataset: Dataset,
     split: Split,
     revision: str,
     on_eval=None,
-    after_fit: Callable[[TrainingData], dict] | None = None,
 ) -> tuple[dict, torch.nn.Module | None]:
     """The training path: fit the cell's strategy, then train its classifier. It reads the labelled
     and validation images of ``split`` and never its test images (tune runs it as it is).
-
-    ``after_fit(data)`` (the runner's quality stage) runs between the two and adds its columns.
-    Returns (record, model); on divergence the record says ``failed`` and the model is None.
-    """
-    trainee = fit_cell(cell, device, cache_dir, split, revision, on_eval, after_fit)
+    Returns (row, model); on divergence the row says ``failed`` and the model is None."""
+    trainee = prepare(cell, dataset, split, device, cache_dir, revision, on_eval=on_eval)
     if isinstance(trainee, dict):
         return trainee, None
-    return trainee.record, train_classifiers([trainee], device)[0]
+    model, train_columns = train_classifiers([trainee], device)[0]
+    return {**trainee.columns, **train_columns}, model
 
 
-def fit_cell(
-    cell: Cell,
-    device: torch.device,
-    cache_dir: Path | None,
-    split: Split,
-    revision: str,
-    on_eval=None,
-    after_fit: Callable[[TrainingData], dict] | None = None,
-) -> Trainee | dict:
-    """The fit stage (and ``after_fit``) of a cell: a Trainee, or the record of its failure."""
-    dataset = cached_dataset(cell.dataset)
-    recipe = cell.classifier_entry.training_recipe
-    record = {
-        **cell_record(cell, revision),
-        "num_classes": dataset.num_classes,
-        "budget_steps": cell.budget_steps(len(split.labelled)),
-        "batch_size": recipe.batch_size,
-        "n_real": len(split.labelled),
-        "n_val": len(split.val),
-        "device": provenance.device_name(device),
-        "precision": cell.precision or device_precision(device),
-        "started": provenance.now(),
-    }
-    if cell.is_budget_check:
-        record["budget_check_of"] = replace(cell, budget_factor=1).key
-    if cell.generator_replicates:
-        record["generator_cohort"] = cell.generator_group
-    try:
-        data = fit_strategy(cell, dataset, split, device, cache_dir, record)
-        record.update(data.info)
-        if after_fit is not None:
-            record.update(after_fit(data))
-    except (CellFailed, torch.cuda.OutOfMemoryError, MemoryError) as exc:
-        return failed(record, exc)
-    return Trainee(cell, dataset, split, data, record, on_eval)
-
-
-def failed(record: dict, exc: Exception) -> dict:
-    """``record`` as failed by ``exc``: the method's failure (CellFailed), or the machine's (out of
-    memory)."""
-    if isinstance(exc, CellFailed):
-        return {
-            **record,
-            "status": "failed",
-            "failure_reason": str(exc),
-            "failure_kind": "method",
-            "finished": provenance.now(),
-        }
-    said = str(exc).strip()
-    reason = f"out of memory ({said.splitlines()[0][:200] if said else type(exc).__name__})"
-    return {
-        **record,
-        "status": "failed",
-        "failure_reason": reason,
-        "failure_kind": "machine",
-        "finished": provenance.now(),
-    }
-
-
-def train_classifiers(trainees: list[Trainee], device: torch.device) -> list[torch.nn.Module | None]:
+def train_classifiers(
+    trainees: list[Trainee], device: torch.device
+) -> list[tuple[torch.nn.Module | None, dict]]:
     """The train stage: the cells' classifiers trained by the one loop on their strategies' data,
-    each from its cell's initial weights, several (of equal batch shapes) as one grouped network;
-    their columns go into the records (a failed one says so and gives None)."""
+    each from its cell's initial weights, several (of equal batch shapes) as one grouped network.
+    Returns each one's model and columns (a failed one: None and its failure)."""
     first = trainees[0].cell
     recipe = first.classifier_entry.training_recipe
-    steps = trainees[0].record["budget_steps"]
+    steps = trainees[0].columns["budget_steps"]
     mixing = first.protocol.mixing
+    num_classes = trainees[0].columns["num_classes"]
     members = []
-    timings: dict = {}
-    with seeded(
-        first.train_seed, device
-    ):  # a model alone draws its dropout masks on from its initial weights
+    # a model alone draws its dropout masks on from its initial weights
+    with seeded(first.train_seed, device):
         for trainee in trainees:
             with seeded(trainee.cell.train_seed, device) if len(trainees) > 1 else contextlib.nullcontext():
-                model = trainee.cell.classifier_entry.build(
-                    trainee.dataset.image_shape, trainee.dataset.num_classes
-                )
-            trainee.record["n_synthetic"] = trainee.data.n_synthetic
-            members.append(
-                Member(
-                    model,
-                    trainee.data,
-                    trainee.split.val,
-                    trainee.cell.train_seed,
-                    trainee.cell.augment_seed,
-                    trainee.on_eval,
-                )
+                model = trainee.cell.classifier_entry.build(trainee.image_shape, num_classes)
+            member = Member(
+                model,
+                trainee.data,
+                trainee.split.val,
+                trainee.cell.train_seed,
+                trainee.cell.augment_seed,
+                trainee.on_eval,
             )
-        with measure(device, timings, "train"):
+            members.append(member)
+        with measure(device) as usage:
             try:
                 results = train_cohort(
                     members,
                     recipe,
                     steps=steps,
-                    num_classes=trainees[0].dataset.num_classes,
+                    num_classes=num_classes,
                     device=device,
                     mixing=mixing.mode,
                     fresh_synthetic=mixing.synthetic_pool == "fresh",
@@ -267,60 +278,51 @@ def train_classifiers(trainees: list[Trainee], device: torch.device) -> list[tor
                 )
             except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
                 results = [exc] * len(members)
+    shared = {"train_peak_mem_mb": usage.peak_mb, "train_seconds": usage.seconds / len(trainees)}
     if len(trainees) > 1:  # each member's share of the cohort's training, and the cohort it trained in
-        timings.update(
-            train_seconds=timings["train_seconds"] / len(trainees),
-            cohort=stable_hash([t.cell.key for t in trainees], 20),
-            cohort_size=len(trainees),
-        )
-    models = []
+        shared.update(cohort=stable_hash([t.cell.key for t in trainees], 20), cohort_size=len(trainees))
+    trained = []
     for trainee, member, result in zip(trainees, members, results):
-        record = trainee.record
-        record.update(timings)
+        columns = {"n_synthetic": trainee.data.n_synthetic, **shared}
         if isinstance(result, Exception):
-            if len(trainees) == 1 and not isinstance(
-                result, (CellFailed, torch.cuda.OutOfMemoryError, MemoryError)
-            ):
+            if len(trainees) == 1 and not isinstance(result, STAGE_FAILURES):
                 raise result  # what a hook raised (tune's pruning)
-            record.update(failed(record, result))
-            models.append(None)
+            trained.append((None, {**columns, **failure_columns(result)}))
             continue
-        steps_done = steps * (result.real_per_step + result.synthetic_per_step)
-        record.update(
+        columns.update(
             mixing=mixing.mode,
             synthetic_pool=mixing.synthetic_pool,
             real_per_step=result.real_per_step,
             synthetic_per_step=result.synthetic_per_step,
-            train_images_processed=steps_done,
+            train_images_processed=steps * (result.real_per_step + result.synthetic_per_step),
             budget_epochs=steps * result.real_per_step / len(trainee.split.labelled),
             curve=result.curve,
         )
-        models.append(member.model)
-    return models
+        trained.append((member.model, columns))
+    return trained
 
 
 def run_cell(
     cell: Cell, device: torch.device, cache_dir: Path | None = None, revision: str = "unknown"
 ) -> dict:
-    """Run one cell: fit -> quality (with a cache folder, where the protocol measures it) -> train ->
-    evaluate. Returns its result record (status ``failed`` with a reason on divergence)."""
+    """Run one cell: cell -> fit -> quality (with a cache folder, where the protocol measures it)
+    -> train -> evaluate. Returns its row (status ``failed`` with a reason on divergence)."""
     return run_cohort((cell,), device, cache_dir, revision)[0]
 
 
 def run_cohort(
     cells: tuple[Cell, ...], device: torch.device, cache_dir: Path | None = None, revision: str = "unknown"
 ) -> list[dict]:
-    """Run cells whose classifiers train as one network: each one's fit and quality as alone, then
-    the classifiers of equal batch shapes trained together, then each one evaluated as alone.
-    Returns their records in order."""
-    records, trainees = {}, []
+    """Run cells whose classifiers train as one network: each one's cell, fit and quality stages as
+    alone, then the classifiers of equal batch shapes trained together, then each one evaluated as
+    alone. Each row merges its stages' columns in that order. Returns the rows in order."""
+    rows, trainees = {}, []
     for cell in cells:
         dataset, split = data_of(cell)
-        measured = cell.quality.enabled and cache_dir is not None and not cell.is_budget_check
-        quality = partial(quality_stage, cell, dataset, split, device, cache_dir) if measured else None
-        trainee = fit_cell(cell, device, cache_dir, split, revision, after_fit=quality)
+        quality = cell.quality.enabled and cache_dir is not None and not cell.is_budget_check
+        trainee = prepare(cell, dataset, split, device, cache_dir, revision, quality)
         if isinstance(trainee, dict):
-            records[cell.key] = trainee
+            rows[cell.key] = trainee
         else:
             trainees.append(trainee)
     shapes: dict[tuple, list[Trainee]] = {}
@@ -333,23 +335,23 @@ def run_cohort(
         )
         shapes.setdefault((shape, len(trainee.split.val)), []).append(trainee)
     for group in shapes.values():
-        for trainee, model in zip(group, train_classifiers(group, device)):
+        for trainee, (model, train_columns) in zip(group, train_classifiers(group, device)):
+            row = {**trainee.columns, **train_columns}
             if model is not None:
                 scores = validation_accuracy if trainee.cell.is_budget_check else evaluate
-                trainee.record.update(scores(model, trainee.split, device, trainee.cell.precision or None))
-                trainee.record["finished"] = provenance.now()
-            records[trainee.cell.key] = trainee.record
-    return [records[cell.key] for cell in cells]
+                row.update(scores(model, trainee.split, device, trainee.cell.precision or None))
+                row["finished"] = provenance.now()
+            rows[trainee.cell.key] = row
+    return [rows[cell.key] for cell in cells]
 
 
 def quality_stage(
     cell: Cell, dataset: Dataset, split: Split, device: torch.device, cache_dir: Path, data: TrainingData
 ) -> dict:
     """The quality stage of a cell: its strategy's quality columns with the stage's time and memory."""
-    columns: dict = {}
-    with measure(device, columns, "quality"):
-        columns.update(cached_quality(cell, dataset, split, data, device, cache_dir))
-    return columns
+    with measure(device) as usage:
+        columns = cached_quality(cell, dataset, split, data, device, cache_dir)
+    return {**columns, "quality_peak_mem_mb": usage.peak_mb, "quality_seconds": usage.seconds}
 
 
 def cached_quality(
@@ -404,7 +406,11 @@ def evaluate(model, split: Split, device: torch.device, precision: str | None = 
     recall = class_recall(test_logits, split.test.labels)
     counts = torch.bincount(split.labelled.labels, minlength=len(recall)).tolist()
     return {
-        **{f"test_{k}": v for k, v in test.items()},
+        "test_accuracy": test["accuracy"],
+        "test_balanced_accuracy": test["balanced_accuracy"],
+        "test_macro_f1": test["macro_f1"],
+        "test_nll": test["nll"],
+        "test_ece": test["ece"],
         "n_test": len(split.test),
         "test_class_recall": canonical_json([round(r, 6) for r in recall]),
         "test_recall_smallest_third": float(np.nanmean([recall[k] for k in smallest_third(counts)])),

@@ -21,7 +21,7 @@ import yaml
 
 from bench.core.errors import UserError
 from bench.core.files import atomic_write, move_aside, remove_temporary_files
-from bench.protocol.columns import PARAM_PREFIX, of_type
+from bench.protocol.columns import PARAM_PREFIX, of_type, row_problems
 from bench.protocol.config import BenchConfig
 from bench.run.budget import outcomes, with_outcomes
 
@@ -288,6 +288,11 @@ class RunStore:
         of the cell removes a file left by an earlier error."""
         record = dict(record)
         text = record.pop("traceback", None)
+        problems = row_problems(record)
+        if problems:  # a stage wrote a column the schema does not declare, or of another type: a bug
+            raise ValueError(
+                f"cell {record.get('key')}: its row does not match the schema: {'; '.join(problems)}"
+            )
         path = self.traceback_path(record["key"])
         if text:
             atomic_write(path, text)

@@ -15,6 +15,7 @@ import torch
 from bench.core.cache import FileCache
 from bench.core.errors import UserError
 from bench.core.executor import EXECUTORS, Executor, FolderTask, Stage
+from bench.protocol.columns import row_problems
 from bench.protocol.config import BenchConfig, ExecutorSpec
 from bench.quality.evaluator import evaluator
 from bench.run.cell import Cell, Cohort, cells_of, data_of, make_strategy, work_items
@@ -24,7 +25,6 @@ from bench.run.stages import (
     fit_context,
     fit_strategy,
     lost_record,
-    run_cell,
     run_cohort,
 )
 from bench.run.store import RunStore
@@ -60,9 +60,12 @@ class CellTask(FolderTask):
         costs those cells only: their records say ``error`` (``error_records``); bad input
         (UserError) still ends the run."""
         try:
-            if isinstance(item, Cohort):
-                return run_cohort(item.cells, self.device, root / "cache", self.revision)
-            return run_cell(item, self.device, root / "cache", self.revision)
+            rows = run_cohort(cells_of(item), self.device, root / "cache", self.revision)
+            for row in rows:  # a plugin's columns that the schema does not hold are its cell's error
+                problems = row_problems(row)
+                if problems:
+                    raise ValueError(f"the row does not match the schema: {'; '.join(problems)}")
+            return rows if isinstance(item, Cohort) else rows[0]
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded as the cells' failure, with its traceback
@@ -87,8 +90,9 @@ class CellTask(FolderTask):
         """The strategy's quality row and sample grid, into ``root``'s cache and samples."""
         with _left_to_the_cell():
             dataset, split = data_of(cell)
-            data = fit_strategy(cell, dataset, split, self.device, root / "cache", {})
-            cached_quality(cell, dataset, split, data, self.device, root / "cache")
+            data, _ = fit_strategy(cell, dataset, split, self.device, root / "cache")
+            if data is not None:
+                cached_quality(cell, dataset, split, data, self.device, root / "cache")
 
 
 @contextlib.contextmanager

@@ -137,7 +137,7 @@ def make_objective(
                         f"pruned at evaluation point {point} (validation {accuracy:.3f})"
                     )
 
-            record, _ = train_cell(cell, device, cache_dir, split, revision, on_eval)
+            record, _ = train_cell(cell, device, cache_dir, dataset, split, revision, on_eval)
             if record["status"] != "ok":
                 trial.set_user_attr("failure", record["failure_reason"])
                 raise optuna.TrialPruned(record["failure_reason"])
