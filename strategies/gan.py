@@ -143,7 +143,7 @@ def _augmented(x: torch.Tensor, draws: tuple[torch.Tensor, ...] | None) -> torch
 
 class _StackableSpectralNorm(SpectralNorm):
     """torch's spectral norm with its power iteration written without ``out=`` (which vmap cannot
-    batch): the same arithmetic, for generator cohorts (bench/training/stacked.py)."""
+    batch): the same arithmetic, for stacked fits (bench/training/stacked.py)."""
 
     def compute_weight(self, module: nn.Module, do_power_iteration: bool) -> torch.Tensor:
         weight = getattr(module, self.name + "_orig")
@@ -259,7 +259,7 @@ class GAN(GenerativeStrategy):
     def build(self, shape, num_classes):
         return ConditionalGAN(shape, num_classes)
 
-    cohort_fits = True
+    fits_stacked = True
 
     def train_generators(self, models, labelled_sets, ctxs, steps, rngs):
         """Hinge loss on the labelled images through the projection discriminator; with

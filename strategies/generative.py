@@ -4,7 +4,7 @@ the generator cache, and divergence / mode-collapse checks.
 A subclass declares its params, a ``family`` (strategies of one family with equal generator params
 share one fitted generator, e.g. ``vae`` and ``vae-perturb``), and implements ``build``,
 ``train_generator`` (or, to fit several seeds' generators as one, ``train_generators`` with
-``cohort_fits``) and ``sample``.
+``fits_stacked``) and ``sample``.
 """
 
 from __future__ import annotations
@@ -202,8 +202,8 @@ class ValidationSignal:
     """A generator fit's own convergence signal: KID between class-balanced samples and the
     validation images, in pooled pixels, at ``SIGNAL_POINTS`` evenly spaced steps of a fit alone.
     The fit was still improving at its end where the last KID is below the one before by more than
-    twice its subsets' standard deviation; ``generator_converged`` says it was not. A stacked fit (a
-    generator cohort) or a fit without validation images records none. Its samples draw from a
+    twice its subsets' standard deviation; ``generator_converged`` says it was not. A stacked fit (several
+    seeds' generators as one model) or a fit without validation images records none. Its samples draw from a
     generator of their own, so the fit's weights are those of a fit that records nothing."""
 
     def __init__(
@@ -275,8 +275,8 @@ class GenerativeStrategy(Strategy):
     sampling_params: ClassVar[frozenset[str]] = frozenset(
         {"ratio", "balance"}
     )  # params that leave the generator as is
-    cohort_fits: ClassVar[bool] = (
-        False  # its train_generators trains several generators as one (a generator cohort)
+    fits_stacked: ClassVar[bool] = (
+        False  # its train_generators trains several generators as one (a stacked fit)
     )
 
     @classmethod
@@ -330,7 +330,7 @@ class GenerativeStrategy(Strategy):
     def train_generator(
         self, model: nn.Module, labelled: ImageSet, ctx: FitContext, steps: int, rng: torch.Generator
     ) -> None:
-        """Train one generator (raise CellFailed where it diverges); a ``cohort_fits`` strategy
+        """Train one generator (raise CellFailed where it diverges); a ``fits_stacked`` strategy
         implements ``train_generators`` instead."""
         raise NotImplementedError
 
@@ -351,7 +351,7 @@ class GenerativeStrategy(Strategy):
 
     def generator_key(self, cache_key_parts: tuple, cohort: int = 1) -> str:
         """The cache key of the fitted generator: family, code version, params, the fit's data, and
-        the size of the generator cohort it trains in where it has one (``cohort`` > 1)."""
+        the size of the stacked fit it trains in where it has one (``cohort`` > 1)."""
         return cache_key(
             self.family,
             self.generator_version,
@@ -363,20 +363,20 @@ class GenerativeStrategy(Strategy):
 
     def _init_seed_key(self, ctx: FitContext) -> str:
         """The key that seeds a generator's initial weights and draws: that of its fit alone, so
-        that a member of a generator cohort starts and draws as it would alone."""
+        that a member of a stacked fit starts and draws as it would alone."""
         return self.generator_key(ctx.cache_key_parts)
 
     def fitted_generator(self, labelled: ImageSet, ctx: FitContext) -> tuple[nn.Module, dict]:
         """The fitted generator, from the cache when it holds one; a failed fit is cached as failed.
-        In a generator cohort (``ctx.cohort_fits``) a miss fits every member not yet cached, as one."""
+        In a stacked fit (``ctx.stacked_fits``) a miss fits every member not yet cached, as one."""
         cache = FileCache(ctx.cache_dir) if ctx.cache_dir is not None else None
-        cohort = ctx.generator_cohort if ctx.cohort_fits is not None and self.cohort_fits else 1
+        cohort = ctx.stacked_size if ctx.stacked_fits is not None and self.fits_stacked else 1
         key = self.generator_key(ctx.cache_key_parts, cohort)
         info = {"generator_steps": self.values["steps"], "generator_key": key}
         if cohort > 1:
-            info["generator_cohort_size"] = cohort
+            info["stacked_fit_size"] = cohort
         if cache is None:  # nothing to keep the other members in: fit them all, take this one
-            fits = self._learnt_from(ctx.cohort_fits()) if cohort > 1 else [(labelled, ctx)]
+            fits = self._learnt_from(ctx.stacked_fits()) if cohort > 1 else [(labelled, ctx)]
             own = [peer.cache_key_parts for _, peer in fits].index(ctx.cache_key_parts)
             fitted = self._fit_many(fits)[own]
             if isinstance(fitted, CellFailed):
@@ -430,10 +430,10 @@ class GenerativeStrategy(Strategy):
         cache.save_tensors("generator", key, {k: v.cpu() for k, v in model.state_dict().items()})
 
     def _fit_cohort(self, ctx: FitContext, cache: FileCache) -> set[str]:
-        """Fit the members of ``ctx``'s generator cohort that the cache holds neither fitted nor
+        """Fit the members of ``ctx``'s stacked fit that the cache holds neither fitted nor
         failed, as one stacked model, and cache each (under one lock for the cohort); return the
         keys it fitted."""
-        keys = [self.generator_key(parts, ctx.generator_cohort) for parts in ctx.cohort_parts]
+        keys = [self.generator_key(parts, ctx.stacked_size) for parts in ctx.stacked_parts]
         with cache.lock("generator-cohort", cache_key(*sorted(keys))):
             missing = [
                 key
@@ -443,7 +443,7 @@ class GenerativeStrategy(Strategy):
             ]
             if not missing:
                 return set()
-            peers = ctx.cohort_fits()  # loads their data: only on a miss
+            peers = ctx.stacked_fits()  # loads their data: only on a miss
             fits = self._learnt_from([peer for peer, key in zip(peers, keys) if key in missing])
             for key, result in zip(missing, self._fit_many(fits)):
                 self._save(cache, key, result)
@@ -495,7 +495,7 @@ class GenerativeStrategy(Strategy):
         steps: int,
         rngs: list[torch.Generator],
     ) -> list[CellFailed | None]:
-        """Train several generators at once (``cohort_fits`` strategies; the others train one, by
+        """Train several generators at once (``fits_stacked`` strategies; the others train one, by
         ``train_generator``): per member its failure or None."""
         if len(models) != 1:
             raise ValueError(f"{self.name} fits its generators one at a time")

@@ -164,7 +164,7 @@ class _VAEBase(GenerativeStrategy):
             return M2VAE(shape, num_classes)
         return ConditionalVAE(shape, num_classes, no_label=self.value("generator_data") == "pool")
 
-    cohort_fits = True
+    fits_stacked = True
 
     def train_generators(self, models, labelled_sets, ctxs, steps, rngs):
         """The ELBO on labelled batches; with ``generator_data: pool`` each step adds as many

@@ -94,7 +94,7 @@ def test_ray_fits_a_generator_cohort_once_with_the_numbers_of_the_process_execut
     assert by_ray["key"].tolist() == by_process["key"].tolist()
     pd.testing.assert_series_equal(by_ray["test_accuracy"], by_process["test_accuracy"], check_exact=True)
     vae = by_ray[by_ray["strategy"] == "vae"]
-    assert vae["generator_cohort_size"].tolist() == [2, 2] and vae["generator_cohort"].nunique() == 1
+    assert vae["stacked_fit_size"].tolist() == [2, 2] and vae["stacked_fit"].nunique() == 1
     assert (
         vae["generator_fit_seconds"].nunique() == 1
     )  # one stage task fitted the cohort: one fit, two shares

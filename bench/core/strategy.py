@@ -62,16 +62,16 @@ class FitContext:
     budget_scale: float = 1.0  # the protocol's budget.scale (for a model a fit trains by a suite recipe)
     teacher_steps: int | None = None  # with budget.steps: auto, the steps found for the teacher's `cnn`
     val: ImageSet | None = None  # the validation images, labelled: for choices made on validation data only
-    # a generator cohort (strategies/generative.py): the cache_key_parts of the fits whose generators
+    # a stacked fit (strategies/generative.py): the cache_key_parts of the fits whose generators
     # train with this one's as one stacked model (this one's among them; empty: alone), and what
     # loads their (labelled images, context)
-    cohort_parts: tuple[tuple, ...] = ()
-    cohort_fits: Callable[[], list[tuple[ImageSet, "FitContext"]]] | None = None
+    stacked_parts: tuple[tuple, ...] = ()
+    stacked_fits: Callable[[], list[tuple[ImageSet, "FitContext"]]] | None = None
 
     @property
-    def generator_cohort(self) -> int:
-        """The fits in its generator cohort (1: alone)."""
-        return len(self.cohort_parts) or 1
+    def stacked_size(self) -> int:
+        """The fits in its stacked fit (1: alone)."""
+        return len(self.stacked_parts) or 1
 
 
 @dataclass

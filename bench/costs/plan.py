@@ -445,7 +445,7 @@ def _make_plan(config, cells, done, cache_dir, calibration: Calibration, workers
 
 class _Planner:
     """Adds up the costs of work items as they come, counting each shared piece (a generator fit
-    or generator cohort, an evaluator, a quality row) once, where the first item needs it."""
+    or stacked fit, an evaluator, a quality row) once, where the first item needs it."""
 
     def __init__(self, config, cache: FileCache, calibration: Calibration):
         self.config, self.cache, self.calibration = config, cache, calibration
@@ -557,8 +557,8 @@ class _Planner:
         item.needs.append((f"teacher:{key}", seconds))
 
     def _generator(self, cell: Cell, generative, shape, k: int, n_synthetic: int, item: CellWork) -> None:
-        """The fit of the cell's generator, or of its generator cohort (all its members at once)."""
-        keys = [peer.generator_key for peer in cell.generator_peers() or [cell]]
+        """The fit of the cell's generator, or of its stacked fit (all its members at once)."""
+        keys = [peer.generator_key for peer in cell.stacked_peers() or [cell]]
         group = cell.generator_group
         if group in self.fitted_cohorts:
             item.needs.append((f"generator:{group}", 0.0))  # being fitted by an earlier item

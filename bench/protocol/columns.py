@@ -120,7 +120,7 @@ COLUMNS: tuple[Column, ...] = tuple(
                 "float",
                 "s",
                 "wall time of the generator's original fit (also on a cache hit; "
-                "in a generator cohort its equal share of the cohort's fit)",
+                "in a stacked fit its equal share of the stack's fit)",
                 "cost",
             ),
             (
@@ -139,13 +139,13 @@ COLUMNS: tuple[Column, ...] = tuple(
                 "that signal at each of its points during the fit, as JSON (step, kid, kid_std)",
             ),
             (
-                "generator_cohort",
+                "stacked_fit",
                 "text",
                 "",
-                "the generator cohort whose fits trained as one stacked model with this "
-                "cell's (a hash of their generator keys; empty: it trained alone)",
+                "the stacked fit: the generators of consecutive seeds that trained as one stacked model with "
+                "this cell's (a hash of their generator keys; empty: it trained alone)",
             ),
-            ("generator_cohort_size", "int", "fits", "the seeds' generator fits in that cohort"),
+            ("stacked_fit_size", "int", "fits", "the seeds' generator fits in that stacked fit"),
             ("synthetic_pool_size", "int", "images", "synthetic-images: images in the given pool"),
             (
                 "pseudo_labelled",

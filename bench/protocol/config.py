@@ -323,10 +323,11 @@ class BenchConfig:
         "auto",
         parse=_cohort,
         quiet=True,
-        help="cells whose classifiers train as one grouped network (same data set, regime "
-        "and classifier, in grid order): auto (16 on CUDA, where small nets leave the "
-        "GPU waiting on kernel launches; off on the CPU, where it does not pay), off, "
-        "or a number; above 1 it enters the cells' keys",
+        help="cells whose classifiers train as one grouped network, a cohort (same data set, regime "
+        "and classifier, in grid order), and seeds whose generators fit as one stacked model, a "
+        "stacked fit (gan, vae): auto (16 on CUDA, where small nets leave the GPU waiting on kernel "
+        "launches; off on the CPU, where it does not pay), off, or a number; above 1 it enters the "
+        "cells' keys",
     )
     workers: int = option(
         0,

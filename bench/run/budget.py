@@ -180,7 +180,7 @@ def search_steps(cell: Cell, device: torch.device, cache_dir: Path, say=print) -
     (mean over its first two seeds). Returns {steps, plateaued, trials: [{steps, val_accuracy}],
     seconds}."""
     budget = cell.protocol.budget
-    none = replace(cell, strategy=StrategyEntry("none", "none", {}), generator_replicates=())
+    none = replace(cell, strategy=StrategyEntry("none", "none", {}), stacked_replicates=())
     seeds = [replace(none, replicate=r) for r in range(min(AUTO_SEEDS, cell.protocol.seeds))]
     cache = FileCache(cache_dir)
 

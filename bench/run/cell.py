@@ -36,8 +36,8 @@ class Cell:
     replicate: int
     protocol: BenchConfig  # the protocol the cell belongs to
     cohort_size: int = 1  # the cells its classifier trains with as one network (bench/training/cohort.py)
-    generator_replicates: tuple[int, ...] = ()  # the replicates whose generators fit with its own as one
-    # stacked model, a generator cohort (strategies/generative.py); empty: it fits alone
+    stacked_replicates: tuple[int, ...] = ()  # the replicates whose generators fit with its own as one
+    # stacked model: a stacked fit (strategies/generative.py); empty: it fits alone
     auto_steps: tuple[tuple[str, int], ...] = ()  # with budget.steps: auto, the steps found per classifier of
     # its data set and regime (bench/run/budget.py); empty: each recipe's steps times budget.scale
     budget_factor: int = (
@@ -61,7 +61,7 @@ class Cell:
         cohort_size: int = 1,
     ) -> "Cell":
         """The cell; with ``cohort_size`` above 1 its classifier trains in a cohort where it groups,
-        and its generator in a generator cohort of consecutive replicates where the strategy's
+        and its generator in a stacked fit of consecutive replicates where the strategy's
         generator fits so."""
         cell = cls(
             dataset=dataset,
@@ -78,8 +78,8 @@ class Cell:
         return replace(
             cell,
             cohort_size=cohort_size if cell.classifier_entry.groupable else 1,
-            generator_replicates=replicates
-            if len(replicates) > 1 and generative is not None and generative.cohort_fits
+            stacked_replicates=replicates
+            if len(replicates) > 1 and generative is not None and generative.fits_stacked
             else (),
         )
 
@@ -141,7 +141,8 @@ class Cell:
             **identity(self.protocol, "cell"),
             **unlabelled,
             **({"cohort": self.cohort_size} if self.cohort_size > 1 else {}),
-            **({"generator_cohort": len(self.generator_replicates)} if self.generator_replicates else {}),
+            # "generator_cohort": the key's name for the stacked fit's size since before the rename
+            **({"generator_cohort": len(self.stacked_replicates)} if self.stacked_replicates else {}),
             **({"steps": self.steps} if self.steps is not None else {}),
             **({"teacher_steps": self.teacher_steps} if teacher else {}),
             **({"budget_check": self.budget_factor} if self.is_budget_check else {}),
@@ -239,28 +240,26 @@ class Cell:
         """The cache key of the generator the strategy fits (None for a strategy without one)."""
         generative = make_strategy(self.strategy).generative_part()
         return (
-            None
-            if generative is None
-            else generative.generator_key(self.fit_data_parts, self.generator_cohort)
+            None if generative is None else generative.generator_key(self.fit_data_parts, self.stacked_size)
         )
 
     @property
     def generator_group(self) -> str | None:
-        """What the generator stage fits once for this cell: its generator, or its generator cohort
+        """What the generator stage fits once for this cell: its generator, or its stacked fit
         (named by its members' keys). None for a strategy without a generator."""
         key = self.generator_key
-        if key is None or not self.generator_replicates:
+        if key is None or not self.stacked_replicates:
             return key
-        return stable_hash([peer.generator_key for peer in self.generator_peers()], 20)
+        return stable_hash([peer.generator_key for peer in self.stacked_peers()], 20)
 
     @property
-    def generator_cohort(self) -> int:
+    def stacked_size(self) -> int:
         """The generator fits that train as one with this cell's (1: alone)."""
-        return len(self.generator_replicates) or 1
+        return len(self.stacked_replicates) or 1
 
-    def generator_peers(self) -> list["Cell"]:
-        """The cells of the other replicates of its generator cohort, and itself, in replicate order."""
-        return [replace(self, replicate=r) for r in self.generator_replicates]
+    def stacked_peers(self) -> list["Cell"]:
+        """The cells of the other replicates of its stacked fit, and itself, in replicate order."""
+        return [replace(self, replicate=r) for r in self.stacked_replicates]
 
     @property
     def quality_group(self) -> tuple | None:

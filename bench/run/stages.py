@@ -36,11 +36,11 @@ def fit_context(
     cell: Cell, dataset: Dataset, split: Split, device: torch.device, cache_dir: Path | None
 ) -> FitContext:
     """What the cell's strategy may use besides its labelled images: the unlabelled images only where
-    the protocol grants them and the strategy learns from them; the fits of its generator cohort."""
+    the protocol grants them and the strategy learns from them; the fits stacked with its own."""
 
-    def cohort_fits() -> list[tuple[ImageSet, FitContext]]:
+    def stacked_fits() -> list[tuple[ImageSet, FitContext]]:
         fits = []
-        for peer in cell.generator_peers():
+        for peer in cell.stacked_peers():
             peer_dataset, peer_split = data_of(peer)
             fits.append((peer_split.labelled, fit_context(peer, peer_dataset, peer_split, device, cache_dir)))
         return fits
@@ -57,8 +57,8 @@ def fit_context(
         budget_scale=cell.budget_scale,
         teacher_steps=cell.teacher_steps,
         val=split.val,
-        cohort_parts=tuple(peer.fit_data_parts for peer in cell.generator_peers()),
-        cohort_fits=cohort_fits if cell.generator_replicates else None,
+        stacked_parts=tuple(peer.fit_data_parts for peer in cell.stacked_peers()),
+        stacked_fits=stacked_fits if cell.stacked_replicates else None,
     )
 
 
@@ -111,7 +111,7 @@ def cell_columns(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
     """The cell stage: ``cell_record`` and what the cell runs on (its data's sizes, its budget, the
     device and precision), as it starts."""
     check = {"budget_check_of": replace(cell, budget_factor=1).key} if cell.is_budget_check else {}
-    stacked = {"generator_cohort": cell.generator_group} if cell.generator_replicates else {}
+    stacked = {"stacked_fit": cell.generator_group} if cell.stacked_replicates else {}
     return {
         **cell_record(cell, revision),
         "num_classes": dataset.num_classes,

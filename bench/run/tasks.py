@@ -79,7 +79,7 @@ class CellTask(FolderTask):
             evaluator(dataset, split, self.device, FileCache(root / "cache"), cell.budget_scale)
 
     def fit_generator(self, cell: Cell, root: Path) -> None:
-        """The strategy's generator, or its generator cohort's, into ``root``'s cache (a failed fit
+        """The strategy's generator, or its stacked fit's, into ``root``'s cache (a failed fit
         is cached as failed, and recorded by the cells that need it)."""
         with _left_to_the_cell():
             dataset, split = data_of(cell)

@@ -51,7 +51,7 @@ POOL = UnlabelledImages(
 
 
 def _ctx(tmp_path, part: str, fits=None, parts: str = "") -> FitContext:
-    """A fit's context; with ``fits`` one of a generator cohort whose members' key parts are ``parts``."""
+    """A fit's context; with ``fits`` one of a stacked fit whose members' key parts are ``parts``."""
     return FitContext(
         device=CPU,
         seed=1,
@@ -60,8 +60,8 @@ def _ctx(tmp_path, part: str, fits=None, parts: str = "") -> FitContext:
         cache_dir=tmp_path,
         cache_key_parts=(part,),
         unlabelled=POOL,
-        cohort_parts=tuple((p,) for p in parts),
-        cohort_fits=fits,
+        stacked_parts=tuple((p,) for p in parts),
+        stacked_fits=fits,
     )
 
 
@@ -173,9 +173,7 @@ def test_a_diverging_member_fails_alone_and_each_member_gets_its_own_cache_entry
         return [(sets[part], _ctx(tmp_path, part, fits, "abc")) for part in "abc"]
 
     model, info = strategy.fitted_generator(sets["a"], _ctx(tmp_path, "a", fits, "abc"))
-    assert (
-        info["generator_cohort_size"] == 3 and not info["generator_cache_hit"]
-    )  # this cell's call fitted it
+    assert info["stacked_fit_size"] == 3 and not info["generator_cache_hit"]  # this cell's call fitted it
     assert all(torch.isfinite(p).all() for p in model.parameters())
     from bench.core.cache import FileCache
     from bench.core.errors import CellFailed
@@ -257,8 +255,8 @@ def test_a_run_with_generator_cohorts_gives_every_seed_its_own_generator(tmp_pat
     rows = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
     vae = sorted((r for r in rows if r["strategy"] == "vae"), key=lambda r: r["replicate"])
     assert all(r["status"] == "ok" for r in rows), [r["failure_reason"] for r in rows]
-    assert [r.get("generator_cohort_size") for r in vae] == [2, 2, None]  # seeds 0 and 1 as one, seed 2 alone
-    assert vae[0]["generator_cohort"] == vae[1]["generator_cohort"] and not vae[2].get("generator_cohort")
+    assert [r.get("stacked_fit_size") for r in vae] == [2, 2, None]  # seeds 0 and 1 as one, seed 2 alone
+    assert vae[0]["stacked_fit"] == vae[1]["stacked_fit"] and not vae[2].get("stacked_fit")
     assert len({r["generator_key"] for r in vae}) == 3
     assert vae[0]["generator_fit_seconds"] == vae[1]["generator_fit_seconds"]  # equal shares
     assert {p.stem.removeprefix("generator-") for p in (out / "cache").glob("generator-*.pt")} == {
@@ -283,11 +281,11 @@ def test_generator_cohorts_are_in_the_keys_of_their_cells_only(tmp_path):
     config = parse_config({**TINY_CONFIG, "strategies": strategies, "classifiers": ["mlp"], "seeds": 2})
     hashes = {"digits": cached_dataset(config.datasets[0]).content_hash}
     alone, grouped = expand_grid(config, hashes, 1), expand_grid(config, hashes, 2)
-    in_cohorts = [cell for cell in grouped if cell.generator_replicates]
+    in_cohorts = [cell for cell in grouped if cell.stacked_replicates]
     assert {cell.strategy.name for cell in in_cohorts} == {"vae", "gan"} and len(
         in_cohorts
     ) == 4  # diffusion: alone
-    assert all(dataclasses.replace(cell, generator_replicates=()).key != cell.key for cell in in_cohorts)
-    assert [dataclasses.replace(cell, generator_replicates=()).generator_key for cell in grouped] == [
+    assert all(dataclasses.replace(cell, stacked_replicates=()).key != cell.key for cell in in_cohorts)
+    assert [dataclasses.replace(cell, stacked_replicates=()).generator_key for cell in grouped] == [
         cell.generator_key for cell in alone
     ]  # a fit alone keeps its key
