@@ -312,7 +312,7 @@ class GenerativeStrategy(Strategy):
         """The labelled images the generator learns from, and result columns on them: the cell's,
         joined with ``generator_data: pseudo-labelled`` by every pool image the teacher is
         ``pseudo_threshold`` sure of, with its label."""
-        if self.value("generator_data") != "pseudo-labelled":
+        if not self.trains_teacher():
             return labelled, {}
         pseudo, _, _ = pseudo_labelled(labelled, ctx, self.value("pseudo_threshold"))
         joined = ImageSet(
@@ -348,6 +348,12 @@ class GenerativeStrategy(Strategy):
     # -- shared ---------------------------------------------------------------------------------
     def generative_part(self) -> "GenerativeStrategy":
         return self
+
+    def synthetic_count(self, n_real: int) -> int:
+        return round(self.values["ratio"] * n_real)
+
+    def trains_teacher(self) -> bool:
+        return self.value("generator_data") == "pseudo-labelled"
 
     def generator_key(self, cache_key_parts: tuple, cohort: int = 1) -> str:
         """The cache key of the fitted generator: family, code version, params, the fit's data, and
@@ -527,7 +533,7 @@ class GenerativeStrategy(Strategy):
             labels = synthetic_labels(n, labelled.labels, ctx.num_classes, self.values.get("balance", False))
             return ImageSet(self.sample(model, labels, seen, ctx, rng), labels)
 
-        n_synthetic = round(self.values["ratio"] * len(labelled))
+        n_synthetic = self.synthetic_count(len(labelled))
         generator = torch.Generator(device=ctx.device).manual_seed(derive_seed("synthetic", ctx.seed))
         synthetic = sampler(n_synthetic, generator) if n_synthetic else None
         return TrainingData(real=labelled, synthetic=synthetic, info=info, sampler=sampler)

@@ -59,9 +59,15 @@ class PseudoLabel(Strategy):
             **(Classical.versions(params) if params["magnitude"] else {}),
         }
 
+    def synthetic_count(self, n_real: int) -> int:
+        return round(self.values["ratio"] * n_real)
+
+    def trains_teacher(self) -> bool:
+        return True
+
     def fit(self, labelled, ctx):
         pseudo, confidence, threshold = pseudo_labelled(
-            labelled, ctx, self.values["threshold"], round(self.values["ratio"] * len(labelled))
+            labelled, ctx, self.values["threshold"], self.synthetic_count(len(labelled))
         )
         transform = Classical(
             policy=self.values["policy"], magnitude=self.values["magnitude"]

@@ -56,7 +56,7 @@ class SyntheticImages(Strategy):
         strategy = cls(**params)
         pool = strategy._pool(labelled, class_names, len(class_names), f"{where}.params.path")
         labels = synthetic_labels(
-            round(params["ratio"] * len(labelled)), labelled.labels, len(class_names), params["balance"]
+            strategy.synthetic_count(len(labelled)), labelled.labels, len(class_names), params["balance"]
         )
         _check_enough(pool, labels, class_names, f"{where}.params.path")
 
@@ -88,6 +88,9 @@ class SyntheticImages(Strategy):
             )
         return ImageSet(torch.from_numpy(images), torch.from_numpy(labels))
 
+    def synthetic_count(self, n_real: int) -> int:
+        return round(self.values["ratio"] * n_real)
+
     def fit(self, labelled, ctx):
         pool = self._pool(labelled, ctx.class_names, ctx.num_classes)
         by_class = [torch.nonzero(pool.labels == c).flatten() for c in range(ctx.num_classes)]
@@ -111,7 +114,7 @@ class SyntheticImages(Strategy):
                 chosen[wanted] = members[order]
             return pool.subset(chosen)
 
-        n_synthetic = round(self.values["ratio"] * len(labelled))
+        n_synthetic = self.synthetic_count(len(labelled))
         synthetic = sampler(n_synthetic, None) if n_synthetic else None
         return TrainingData(
             real=labelled,

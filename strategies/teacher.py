@@ -25,11 +25,6 @@ def teacher_versions() -> dict[str, str]:
     return {f"teacher:{name}": version for name, version in classifier_versions(TEACHER).items()}
 
 
-def uses_teacher(versions: dict[str, str]) -> bool:
-    """Whether a strategy with these code versions (its ``versions``) trains on the teacher's labels."""
-    return any(name.startswith("teacher:") for name in versions)
-
-
 def teacher_key(cache_key_parts: tuple, budget_scale: float, steps: int | None = None) -> str:
     """The cache key of the teacher of a fit's data (trained for ``steps`` where budget.steps: auto
     found them)."""

@@ -192,3 +192,41 @@ def test_the_plan_trains_a_pseudo_label_teacher_once_per_fit_data(tmp_path):
         2 * steps * 1.0
     )  # one per seed, shared by both
     assert plan.schedule_seconds == pytest.approx(sum(plan.seconds.values()))
+
+
+class _SyntheticCosts(_Costs):
+    """Fixed costs where a step with synthetic images costs twice a plain one."""
+
+    def classifier(self, entry, shape, num_classes, synthetic):
+        return {"step_s": 2.0 if synthetic else 1.0, "peak_mem_mb": 1.0, "predict_s_per_image": 0.0}
+
+
+def test_the_plan_costs_the_images_each_strategy_says_its_fit_adds(tmp_path):
+    """pseudo-label's pool images join its training batches: the plan asks the strategy how many
+    (the method its fit uses), so they are costed as a generator's images are."""
+    from conftest import TINY_CONFIG
+
+    from bench.costs.plan import _make_plan
+    from bench.protocol.config import parse_config
+    from bench.run.cell import cached_dataset, expand_grid, make_strategy
+    from bench.training.loop import batch_split
+
+    config = parse_config(
+        {
+            **TINY_CONFIG,
+            "regimes": [10],
+            "unlabelled": "pool",
+            "classifiers": ["mlp"],
+            "seeds": 1,
+            "strategies": ["pseudo-label"],
+            "quality": {"enabled": False},
+        }
+    )
+    cell = expand_grid(config, {"digits": cached_dataset(config.datasets[0]).content_hash})[0]
+    plan = _make_plan(config, [cell], set(), tmp_path, _SyntheticCosts(), workers=1)
+    recipe = cell.classifier_entry.training_recipe
+    added = make_strategy(cell.strategy).synthetic_count(100)  # 10 labelled images a class
+    _, synthetic_per_step = batch_split(recipe.batch_size, 100, added, "add")
+    assert added == 100 and synthetic_per_step > 0
+    expected = cell.budget_steps(100) * (1.0 + synthetic_per_step / recipe.batch_size)
+    assert plan.seconds["training"] == pytest.approx(expected)

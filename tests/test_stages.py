@@ -2,6 +2,7 @@
 declared in the row schema (bench/protocol/columns.py)."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from bench.core.images import ImageSet, UnlabelledImages
 from bench.data.splits import held_out, make_split, train_pool
 from bench.protocol.columns import BY_NAME, COLUMNS, undeclared
 from bench.protocol.config import parse_config
-from bench.run.cell import cached_dataset, data_of, expand_grid
+from bench.run.cell import cached_dataset, data_of, expand_grid, make_strategy
 from bench.run.stages import run_cell, train_cell
 from strategies import STRATEGIES
 
@@ -139,6 +140,12 @@ def test_every_column_a_stage_writes_is_declared(name, tmp_path):
     record = run_cell(_cell({"name": name, "params": fast_params(name)}, "cnn"), CPU, tmp_path / "cache", "r")
     assert record["status"] == "ok" or "collapse" in record["failure_reason"], record["failure_reason"]
     assert undeclared(record) == []
+    strategy = make_strategy(_cell({"name": name, "params": fast_params(name)}).strategy)
+    if record["status"] == "ok":  # the plan's count of the images its fit adds is the fit's (at most)
+        assert record["n_synthetic"] <= strategy.synthetic_count(record["n_real"])
+        if strategy.generative_part() is not None:
+            assert record["n_synthetic"] == strategy.synthetic_count(record["n_real"])
+    assert strategy.trains_teacher() == any(v.startswith("teacher:") for v in json.loads(record["versions"]))
     kinds = {"text": str, "int": int, "float": (int, float), "bool": bool, "time": str, "json": list}
     for column, value in record.items():
         if value is not None:

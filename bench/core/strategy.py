@@ -174,6 +174,18 @@ class Strategy:
         """The generative strategy whose fitted generator this one uses, if any (for `augbench plan`)."""
         return None
 
+    def synthetic_count(self, n_real: int) -> int:
+        """The images its fit adds to the ``n_real`` labelled ones (generated, or pool images with a
+        teacher's labels: at most this many where the teacher is sure of fewer). Its fit makes them
+        by this method, and `augbench plan` costs them by it; 0: none."""
+        generative = self.generative_part()
+        return 0 if generative is None else generative.synthetic_count(n_real)
+
+    def trains_teacher(self) -> bool:
+        """Whether its fit needs the pseudo-label teacher of its data (strategies/teacher.py)."""
+        generative = self.generative_part()
+        return generative is not None and generative.trains_teacher()
+
 
 STRATEGIES: Registry = Registry("strategy", "strategies")
 

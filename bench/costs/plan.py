@@ -36,7 +36,7 @@ from bench.data.splits import make_split, train_pool
 from bench.data.unlabelled import unlabelled_images
 from bench.execution.local import torch_threads
 from bench.models.suite import ClassifierEntry, Recipe, build_classifier
-from bench.quality.assess import QualityWork, evaluator_work, strategy_work
+from bench.quality.assess import QualityWork, evaluator_work, scored_count, strategy_work
 from bench.quality.evaluator import EvaluatorNet, evaluator_training_images
 from bench.quality.features import extract
 from bench.quality.fidelity import fidelity
@@ -46,7 +46,7 @@ from bench.run.resources import measure, timed
 from bench.training.loop import Member, batch_split, predict, train_cohort
 from strategies.classical import Classical
 from strategies.generative import PROBE_PER_CLASS, GenerativeStrategy
-from strategies.teacher import TEACHER, teacher_key, uses_teacher
+from strategies.teacher import TEACHER, teacher_key
 
 CALIBRATION_VERSION = "3"  # 2: generators' sampling time too; 3: quality per image of features computed once
 EVALUATOR_NET = ClassifierEntry("cnn", "cnn")  # the quality evaluator is the suite's cnn
@@ -510,7 +510,7 @@ class _Planner:
         strategy = make_strategy(cell.strategy)
         generative = strategy.generative_part()
         recipe: Recipe = cell.classifier_entry.training_recipe
-        n_synthetic = round(generative.values["ratio"] * n_real) if generative else 0
+        n_synthetic = strategy.synthetic_count(n_real)  # as its fit makes them
         real_per_step, synthetic_per_step = batch_split(
             recipe.batch_size, n_real, n_synthetic, self.config.mixing.mode
         )
@@ -531,7 +531,7 @@ class _Planner:
                 real_per_step + synthetic_per_step,
             )["step_s"]
         self.peak = max(self.peak, plain["peak_mem_mb"])
-        if uses_teacher(cell.strategy_versions):
+        if strategy.trains_teacher():
             self._teacher(cell, shape, k, n_real, n_unlabelled, item)
         if generative is not None:
             self._generator(cell, generative, shape, k, n_synthetic, item)
@@ -588,7 +588,7 @@ class _Planner:
     ) -> None:
         """The cell's quality row and its replicate's evaluator, where no earlier item computes them."""
         job, evaluator = cell.quality_group, cell.evaluator_group
-        scored = min(cell.quality.samples, n_synthetic or n_real, n_test)
+        scored = scored_count(cell.quality.samples, n_synthetic or n_real, n_test)
         evaluator_seconds = job_seconds = 0.0
         if evaluator not in self.evaluators:
             self.evaluators.add(evaluator)

@@ -53,6 +53,12 @@ class QualityWork:
     feature_images: int
 
 
+def scored_count(samples: int, n_trained_on: int, n_test: int) -> int:
+    """N, the distinct images per side that the quality stage scores: at most ``samples``, and no
+    more than the images trained on besides the real ones (or the real ones) and the test images."""
+    return min(samples, n_trained_on, n_test)
+
+
 def strategy_work(n_scored: int, n_synthetic: int, budget_scale: float) -> QualityWork:
     """A strategy's quality row: its scored images and as many test images, and CAS where generated."""
     return QualityWork(cnn_steps(n_synthetic, budget_scale) if n_synthetic else 0, 2 * n_scored)
@@ -167,7 +173,7 @@ def assess_quality(
     shown, kind = trained_on_images(
         data, dataset.num_classes, torch.Generator(device=device).manual_seed(seed), device
     )
-    n = min(spec.samples, len(shown), len(split.test))
+    n = scored_count(spec.samples, len(shown), len(split.test))
     scored, test = subset_of(shown, n, seed), subset_of(split.test, n, seed + 1)
     scored_f, test_f = extract(net, scored.images, device), extract(net, test.images, device)
     found = fidelity(scored_f, test_f)

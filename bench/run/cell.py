@@ -18,7 +18,6 @@ from bench.models.suite import ClassifierEntry
 from bench.protocol.config import BenchConfig
 from bench.protocol.registries import load_registries
 from bench.quality.settings import QualitySpec, quality_versions
-from strategies.teacher import uses_teacher
 
 CHECK_FACTOR = 2  # a budget check trains its cell at this multiple of the budget
 
@@ -128,7 +127,7 @@ class Cell:
         unlabelled = (
             {"unlabelled": unlabelled_plain(self.protocol.unlabelled)} if self.sees_unlabelled else {}
         )
-        teacher = self.teacher_steps is not None and uses_teacher(self.versions)
+        teacher = self.teacher_steps is not None and make_strategy(self.strategy).trains_teacher()
         return {
             "dataset": self.dataset.title,
             "data_hash": self.data_hash,
