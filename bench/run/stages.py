@@ -127,35 +127,30 @@ def cell_columns(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
     }
 
 
+def failed_columns(reason: str, kind: str) -> dict:
+    """The columns that end a failed row: its reason, its kind (method, machine, error) and when."""
+    return {"status": "failed", "failure_reason": reason, "failure_kind": kind, "finished": provenance.now()}
+
+
+def _first_line(exc: Exception, limit: int) -> str:
+    """The first line of an exception's message (at most ``limit`` characters; empty without one)."""
+    said = str(exc).strip()
+    return said.splitlines()[0][:limit] if said else ""
+
+
 def lost_record(cell: Cell, reason: str, revision: str) -> dict:
     """The row of a cell whose worker died on every try (killed, out of memory)."""
-    return {
-        **cell_record(cell, revision),
-        "status": "failed",
-        "failure_reason": reason,
-        "failure_kind": "machine",
-        "finished": provenance.now(),
-    }
+    return {**cell_record(cell, revision), **failed_columns(reason, "machine")}
 
 
 def error_records(cells: tuple[Cell, ...], exc: Exception, revision: str) -> list[dict]:
     """The rows of cells whose code raised ``exc`` (a bug in a strategy, say): failed with
     failure_kind ``error``, the exception as the reason, and its traceback (``traceback``, which
     the store writes to a file beside the cell's record). A rerun tries them again."""
-    said = str(exc).strip()
-    reason = f"{type(exc).__name__}: {said.splitlines()[0][:300] if said else 'raised'}"
+    reason = f"{type(exc).__name__}: {_first_line(exc, 300) or 'raised'}"
     text = "".join(traceback.format_exception(exc))
-    return [
-        {
-            **cell_record(cell, revision),
-            "status": "failed",
-            "failure_reason": reason,
-            "failure_kind": "error",
-            "traceback": text,
-            "finished": provenance.now(),
-        }
-        for cell in cells
-    ]
+    failed = failed_columns(reason, "error")
+    return [{**cell_record(cell, revision), **failed, "traceback": text} for cell in cells]
 
 
 STAGE_FAILURES = (CellFailed, torch.cuda.OutOfMemoryError, MemoryError)  # what a stage records as a failure
@@ -164,20 +159,11 @@ STAGE_FAILURES = (CellFailed, torch.cuda.OutOfMemoryError, MemoryError)  # what 
 def failure_columns(exc: Exception, stage: str = "") -> dict:
     """The columns of a cell failed by ``exc`` in ``stage`` (named in the reason unless it is the fit
     or the training): the method's failure (CellFailed), or the machine's (out of memory)."""
-    said = str(exc).strip()
     if isinstance(exc, CellFailed):
-        reason, kind = said, "method"
+        reason, kind = str(exc).strip(), "method"
     else:
-        reason, kind = (
-            f"out of memory ({said.splitlines()[0][:200] if said else type(exc).__name__})",
-            "machine",
-        )
-    return {
-        "status": "failed",
-        "failure_reason": f"{stage} stage failed: {reason}" if stage else reason,
-        "failure_kind": kind,
-        "finished": provenance.now(),
-    }
+        reason, kind = f"out of memory ({_first_line(exc, 200) or type(exc).__name__})", "machine"
+    return failed_columns(f"{stage} stage failed: {reason}" if stage else reason, kind)
 
 
 @dataclass

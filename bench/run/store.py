@@ -299,11 +299,10 @@ class RunStore:
             record["failure_traceback"] = path.relative_to(self.root).as_posix()
         else:
             path.unlink(missing_ok=True)
-        atomic_write(self.cells_dir / f"{record['key']}.json", json.dumps(record, indent=1, default=str))
+        written = json.dumps(record, indent=1, default=str)
+        atomic_write(self.cells_dir / f"{record['key']}.json", written)
         if self._records is not None:
-            self._records[record["key"]] = json.loads(
-                json.dumps(record, default=str)
-            )  # as a read gives it back
+            self._records[record["key"]] = json.loads(written)  # as a read gives it back
 
     def traceback_path(self, key: str) -> Path:
         """Where an errored cell's traceback is written."""
