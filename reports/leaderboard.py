@@ -16,7 +16,7 @@ from bench.core.errors import UserError
 from bench.core.files import atomic_write
 from bench.protocol.config import BenchConfig, protocol_view
 from bench.run import provenance
-from bench.run.budget import describe_groups, read_budget, undertrained
+from bench.run.budget import CheckFacts, describe_groups, read_budget, undertrained
 from reports.figures import plt
 from reports.stats import iqm, probability_of_improvement, stratified_bootstrap_ci
 from reports.tables import ALPHA, BASELINE, LABELLED_ONLY, SAW_MORE, comparison_table, marked, successful
@@ -272,22 +272,28 @@ def _markdown(
     return "\n".join(lines)
 
 
-def check_converged(run_dirs: list[Path], allow_undertrained: bool) -> list[str]:
-    """Refuse runs with a group that was not converged or not checked (UserError naming them and the
-    budget the check suggests), unless ``allow_undertrained``; then the warning lines for the page."""
+def check_converged(runs: list[tuple[Path, dict, pd.DataFrame]], allow_undertrained: bool) -> list[str]:
+    """Refuse runs with a group that was not converged (rising, unresolved) or not checked (UserError
+    naming them, the budget the check suggests and what would resolve a check), unless
+    ``allow_undertrained``; then the warning lines for the page."""
     problems = []
-    for run_dir in run_dirs:
+    for run_dir, config, _ in runs:
         rest = undertrained(read_budget(run_dir))
         if (run_dir / "budget.csv").is_file() and rest.empty:
             continue
-        groups = describe_groups(rest) if len(rest) else "every group (the run has no budget check)"
+        groups = (
+            describe_groups(rest, CheckFacts.of(config))
+            if len(rest)
+            else "every group (the run has no budget check)"
+        )
         problems.append(f"{run_dir}: {groups}")
     if problems and not allow_undertrained:
         raise UserError(
             "leaderboard refused: runs with groups that were not converged on validation data ("
             + "; ".join(problems)
             + "); rerun them at the suggested budget (budget.scale, or budget.steps: "
-            "auto) with budget.check: on, or pass --allow-undertrained to rank them with a warning"
+            "auto) or with a check that resolves the plateau, with budget.check: on, or pass "
+            "--allow-undertrained to rank them with a warning"
         )
     return [
         "**Warning: undertrained.** Ranked with --allow-undertrained although these groups were not "
@@ -325,7 +331,7 @@ def write_leaderboard(run_dirs: list[Path], out: Path, allow_undertrained: bool 
     runs = [(d, *_load(d)) for d in run_dirs]
     check_same_protocol(runs)
     check_no_errors(runs)
-    warnings = check_converged(run_dirs, allow_undertrained)
+    warnings = check_converged(runs, allow_undertrained)
     results = combine(runs)
     board, ranks = leaderboard(results)
     protocol = protocol_of(runs[0][1], runs[0][2])

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from bench.run.budget import CONVERGED, UNCHECKED, describe_groups, undertrained
+from bench.run.budget import CONVERGED, UNCHECKED, CheckFacts, describe_groups, undertrained
 from reports.stats import blocked_rank_correlation
 from reports.tables import ALPHA, BASELINE, quality_gain_points
 
@@ -118,31 +118,59 @@ def _size(value: float) -> str:
     return f"{100 * value:.1f} pp"
 
 
-def budget_lines(budget: pd.DataFrame, plateau: float) -> list[str]:
-    """What the budget check says, first of all: which groups were converged and, for the others,
-    that their comparisons may measure the budget."""
+def budget_lines(budget: pd.DataFrame, facts: CheckFacts) -> list[str]:
+    """What the budget check says, first of all: which groups were converged, by a check that could
+    have seen otherwise, and for the others why their comparisons may measure the budget and what
+    would resolve an unresolved check."""
     if budget.empty or (budget["outcome"] == UNCHECKED).all():
         return [
             "Budget check: none (the run was made with budget.check: off, or before augbench checked "
             "budgets): nothing shows that the classifiers reached their plateau, so every comparison below "
-            "may measure the training budget rather than the strategy."
+            "may measure the training budget rather than the strategy, and none is counted better or worse."
         ]
     converged = budget[budget["outcome"] == CONVERGED]
     seeds = sorted(budget.loc[budget["checked_seeds"] > 0, "checked_seeds"].unique())
+    resolution = budget["resolution_pp"].dropna() if "resolution_pp" in budget else pd.Series(dtype=float)
+    read = (
+        f"; the checks read the gain to within {resolution.min():.1f}-{resolution.max():.1f} pp (the gain "
+        "each had 80% power to see, from its seeds' paired per-image differences)"
+        if len(resolution)
+        else ""
+    )
     head = (
         f"Budget check: {len(converged)} of {len(budget)} groups (data set, regime, classifier, strategy) "
         f"converged (a group converged where training its first {' or '.join(map(str, seeds))} seed(s) at "
-        f"twice the budget gained less than {plateau:g} pp of validation accuracy)."
+        f"twice the budget gained less than {facts.plateau:g} pp of validation accuracy, by a check that "
+        f"could see a {facts.plateau:g}-pp gain{read})."
     )
+    head += raised_sentence(budget)
     rest = undertrained(budget)
     if rest.empty:
         return [head + " The comparisons below are between converged classifiers."]
     return [
         head,
-        f"Not converged: {describe_groups(rest)}. Their comparisons may measure the budget, not the "
-        "strategy: a comparison in which a side was still rising is shown as undertrained and counted "
-        "neither better nor worse.",
+        f"Not converged: {describe_groups(rest, facts)}. Their comparisons may measure the budget, not the "
+        "strategy: a comparison with a side that was still rising, unresolved or unchecked is shown as "
+        "undertrained and counted neither better nor worse.",
     ]
+
+
+def raised_sentence(budget: pd.DataFrame) -> str:
+    """The budgets the run raised because a group's check still rose (empty where it raised none)."""
+    if "start_steps" not in budget:
+        return ""
+    raised = budget[budget["start_steps"].notna() & (budget["start_steps"] != budget["budget_steps"])]
+    triples = raised.drop_duplicates(["dataset", "regime", "classifier"])
+    if triples.empty:
+        return ""
+    said = "; ".join(
+        f"{row.dataset}/{row.regime} {row.classifier} from {int(row.start_steps)} to {int(row.budget_steps)}"
+        for row in triples.itertuples()
+    )
+    return (
+        f" The run raised budgets where a check still rose, every strategy of the data set, regime and "
+        f"classifier alike: {said} steps."
+    )
 
 
 def findings(
@@ -150,10 +178,10 @@ def findings(
     results: pd.DataFrame,
     controls: pd.DataFrame | None = None,
     budget: pd.DataFrame | None = None,
-    plateau: float = 1.0,
+    facts: CheckFacts = CheckFacts(),
 ) -> list[str]:
     """Short statements, the budget check first, then most general first."""
-    opening = budget_lines(pd.DataFrame(columns=["outcome"]) if budget is None else budget, plateau)
+    opening = budget_lines(pd.DataFrame(columns=["outcome"]) if budget is None else budget, facts)
     return opening + _comparisons(table, results, controls)
 
 
@@ -169,10 +197,15 @@ def _comparisons(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFr
         else []
     )
     if compared.empty:
-        return held_back + [
-            f"No strategy could be compared with `{BASELINE}`: the run needs `{BASELINE}` and at "
-            "least two paired seeds per cell, with both sides converged."
-        ]
+        return (
+            held_back
+            + [
+                f"No strategy could be compared with `{BASELINE}`: the run needs `{BASELINE}` and at "
+                "least two paired seeds per cell, with both sides converged by a resolved budget check."
+            ]
+            + _generators_still_improving(results)
+            + failure_lines(results)
+        )
     seeds = int(compared["paired_seeds"].min())
     better, worse = compared[compared["verdict"] == "better"], compared[compared["verdict"] == "worse"]
     untestable = table["verdict"].str.startswith("untestable").sum()

@@ -15,8 +15,7 @@ import yaml
 
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
-from bench.protocol.config import BudgetSpec
-from bench.run.budget import read_budget
+from bench.run.budget import CheckFacts, read_budget
 from reports import figures
 from reports.narrative import findings
 from reports.tables import (
@@ -268,8 +267,7 @@ def build_report(run_dir: Path) -> Path:
         "cells": len(results),
     }
     notes = {group: _evaluator_note(part, results) for group, part in _groups(table)}
-    plateau = ((config.get("config") or {}).get("budget") or {}).get("plateau", BudgetSpec().plateau)
-    said = findings(table, results, controls, read_budget(run_dir), plateau)
+    said = findings(table, results, controls, read_budget(run_dir), CheckFacts.of(config.get("config")))
     sections = Sections(
         said,
         table,
@@ -341,9 +339,13 @@ CONTROLS = (
 
 BUDGET = (
     "Per data set, regime, classifier and strategy: the cells of its first seed(s) trained again at twice "
-    "the budget, on the validation images only, and the mean gain in validation accuracy (pp). Converged: "
-    "the gain is below budget.plateau; rising: the budget was still too short; unchecked: no check (it was "
-    "off, or failed)."
+    "the budget (the run's final one: where a check still rose, the run doubled the budget from where it "
+    "started, every strategy alike), on the validation images only; the mean gain in validation accuracy "
+    "(pp) and the check's resolution (pp: the gain it had 80% power to see, one-sided at 5%, from the "
+    "seeds' paired per-image differences). Converged: the gain is below budget.plateau and the "
+    "resolution at most the plateau; "
+    "rising: the gain reached the plateau; unresolved: the check could not tell (more checked seeds, more "
+    "validation images or a larger plateau would); unchecked: no check (it was off, or failed)."
 )
 
 
@@ -356,9 +358,13 @@ def budget_rows(budget: pd.DataFrame) -> pd.DataFrame:
             "classifier": budget["classifier"],
             "strategy": budget["strategy"],
             "seeds checked": budget["checked_seeds"],
+            "started at": budget.get("start_steps", budget["budget_steps"]).map(lambda v: _fmt(v, ".0f")),
             "steps": budget["budget_steps"].map(lambda v: _fmt(v, ".0f")),
             "doubled": budget["check_steps"].map(lambda v: _fmt(v, ".0f")),
             "val gain pp": budget["val_gain_pp"].map(lambda v: _fmt(v, "+.2f")),
+            "resolution pp": budget.get("resolution_pp", pd.Series(math.nan, index=budget.index)).map(
+                lambda v: _fmt(v, ".2f")
+            ),
             "outcome": budget["outcome"],
         }
     )

@@ -93,8 +93,8 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def budget_outcomes(group: pd.DataFrame) -> dict[str, str]:
-    """Strategy -> its budget check's outcome (converged, rising, unchecked) in one (data set,
-    regime, classifier); unchecked for a run that predates the check."""
+    """Strategy -> its budget check's outcome (converged, rising, unresolved, unchecked) in one (data
+    set, regime, classifier); unchecked for a run that predates the check."""
     if "budget_check" not in group:
         return {strategy: "unchecked" for strategy in group["strategy"].unique()}
     return {
@@ -103,12 +103,19 @@ def budget_outcomes(group: pd.DataFrame) -> dict[str, str]:
     }
 
 
+NOT_CONVERGED = {"rising": "still rising", "unresolved": "unresolved", "unchecked": "unchecked"}
+
+
 def undertrained_verdict(own: str | None, other: str | None, other_name: str = BASELINE) -> str | None:
-    """The verdict of a comparison in which a side was still rising at its budget, naming the side
-    (``own``: the strategy's check, ``other``: that of ``other_name``, the baseline or the control);
-    None where neither was."""
-    sides = [name for name, outcome in (("strategy", own), (other_name, other)) if outcome == "rising"]
-    return None if not sides else f"undertrained ({' and '.join(sides)} still rising)"
+    """The verdict of a comparison in which a side was not shown converged at its budget (still
+    rising, unresolved or unchecked), naming the side (``own``: the strategy's check, ``other``:
+    that of ``other_name``, the baseline or the control); None where both were converged."""
+    sides = [
+        f"{name} {NOT_CONVERGED[outcome]}"
+        for name, outcome in (("strategy", own), (other_name, other))
+        if outcome in NOT_CONVERGED
+    ]
+    return None if not sides else f"undertrained ({'; '.join(sides)})"
 
 
 def paired_change(accuracy: pd.Series, baseline: pd.Series) -> dict:
@@ -138,7 +145,7 @@ def decided(table: pd.DataFrame) -> pd.DataFrame:
     table["holm_level"] = holm_levels(table["p_value"].to_numpy(), ALPHA)
     table["delta_hci_low"], table["delta_hci_high"] = zip(*map(_holm_interval, table.itertuples()))
     table["verdict"] = [verdict(d, p) for d, p in zip(table["delta_mean"], table["p_holm"])]
-    if "budget_check" in table:  # a side still rising at its budget: neither better nor worse
+    if "budget_check" in table:  # a side not shown converged at its budget: neither better nor worse
         others = table["control"] if "control" in table else [BASELINE] * len(table)
         table["verdict"] = [
             v if v == "baseline" else undertrained_verdict(own, other, name) or v

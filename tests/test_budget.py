@@ -1,6 +1,7 @@
 """Converged, or it does not count: the budget check, budget.steps: auto, the report and leaderboard
 that say and refuse, and pseudo-label's threshold: auto, all decided on validation data."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -13,14 +14,31 @@ from tests_support import tiny_config_with
 from bench.core.images import ImageSet
 from bench.core.strategy import FitContext
 from bench.protocol.config import parse_config
-from bench.run.budget import check_replicates, outcomes, read_budget, search_steps
+from bench.run.budget import (
+    CheckFacts,
+    best_resolution_pp,
+    check_replicates,
+    describe_groups,
+    outcomes,
+    read_budget,
+    read_doubling,
+    resolution_pp,
+    search_steps,
+)
 from bench.run.cell import cached_dataset, data_of, expand_grid, make_strategy
 from bench.run.stages import fit_context
+from bench.training.metrics import correct_bits
 from reports.tables import comparison_table
 from strategies.teacher import auto_threshold
 
 CPU = torch.device("cpu")
-CHECKED = {"budget": {"scale": 0.05, "check": "on"}, "classifiers": ["mlp"], "strategies": ["none"]}
+# 400 validation images: a check of two seeds can resolve 1 pp (at best 0.87 pp)
+CHECKED = {
+    "budget": {"scale": 0.05, "check": "on", "max_steps": 15},  # 15: the budget, never raised
+    "split": {"seed": 0, "val_per_class": 40},
+    "classifiers": ["mlp"],
+    "strategies": ["none"],
+}
 
 
 def test_a_tiny_budget_is_reported_unconverged_and_the_leaderboard_refuses_it(tmp_path, cli):
@@ -41,8 +59,36 @@ def test_a_tiny_budget_is_reported_unconverged_and_the_leaderboard_refuses_it(tm
     assert code == 0 and "Warning: undertrained" in (tmp_path / "board" / "leaderboard.md").read_text()
 
 
+def test_a_rising_strategy_raises_its_triples_budget_inside_the_run_and_a_rerun_does_nothing(tmp_path, cli):
+    change = {
+        **CHECKED,
+        "budget": {"scale": 0.05, "check": "on", "max_steps": 60},
+        "strategies": ["none", "identity"],
+    }
+    config = tiny_config_with(tmp_path, change)
+    code, out, err = cli("run", config, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "still rising at 15 steps: every strategy of it trains again at 30" in err
+    budget = read_budget(tmp_path / "run")
+    results = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert (budget["start_steps"] == 15).all() and budget["budget_steps"].nunique() == 1
+    final = int(budget["budget_steps"].iloc[0])
+    assert final in (30, 60) and (results["budget_steps"] == final).all() and len(results) == 4
+    assert final == 60 or not (budget["outcome"] == "rising").any()  # raised until none rose, or the cap
+    by = results.set_index(["strategy", "replicate"])["test_accuracy"]
+    assert by["none"].tolist() == by["identity"].tolist()  # common random numbers at the raised budget
+    said = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert f"digits/5 mlp from 15 to {final} steps" in said
+    cells = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "cells").glob("*.json")}
+    assert len(cells) > 4 + 4  # the cells at 15 steps stay in the folder, out of the tables
+    code, _, err = cli("run", config, "--out", tmp_path / "run")
+    assert code == 0 and "(0 already done" not in err
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "cells").glob("*.json")} == cells
+    assert pd.read_parquet(tmp_path / "run" / "results.parquet").equals(results)
+
+
 def test_the_default_budget_is_converged(tmp_path, cli):
-    change = {**CHECKED, "budget": {"scale": 1.0, "check": "on"}, "regimes": [10]}
+    change = {**CHECKED, "budget": {"scale": 1.0, "check": "on", "plateau": 3}, "regimes": [10]}
     code, out, _ = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
     assert code == 0
     budget = read_budget(tmp_path / "run")
@@ -66,7 +112,16 @@ def test_budget_check_off_runs_no_check_and_the_leaderboard_calls_it_unchecked(t
     assert code == 2 and "unchecked" in err
 
 
-def _rows(strategy: str, gains: dict) -> list[dict]:
+N_VAL = 400
+
+
+def _bits(right: int, first: int = 0) -> str:
+    """val_correct of a model that got ``right`` of N_VAL validation images right, from ``first`` on."""
+    wrong = (torch.arange(N_VAL) < first) | (torch.arange(N_VAL) >= first + right)
+    return correct_bits(torch.eye(2)[wrong.long()], torch.zeros(N_VAL).long())
+
+
+def _rows(strategy: str) -> list[dict]:
     return [
         {
             "key": f"{strategy}{r}",
@@ -77,7 +132,9 @@ def _rows(strategy: str, gains: dict) -> list[dict]:
             "replicate": r,
             "status": "ok",
             "budget_steps": 100,
+            "n_val": N_VAL,
             "val_accuracy": 0.8,
+            "val_correct": _bits(320),
             "gap_accuracy": 0.1,
             "gap_loss": 0.1,
             "test_accuracy": 0.8 + 0.01 * r + (0.05 if strategy != "none" else 0),
@@ -86,31 +143,72 @@ def _rows(strategy: str, gains: dict) -> list[dict]:
     ]
 
 
+def _check(of: str, right: int, n: int = N_VAL) -> dict:
+    return {
+        "status": "ok",
+        "budget_check_of": of,
+        "budget_steps": 200,
+        "n_val": n,
+        "val_accuracy": right / n,
+        "val_correct": _bits(right),
+    }
+
+
 def test_a_strategy_still_rising_is_flagged_on_its_side():
-    rows = pd.DataFrame(_rows("none", {}) + _rows("heavy", {}))
-    checks = [
-        {
-            "status": "ok",
-            "budget_check_of": f"{s}{r}",
-            "budget_steps": 200,
-            "val_accuracy": 0.8 + (0.04 if s == "heavy" else 0.002),
-        }
-        for s in ("none", "heavy")
-        for r in (0, 1)
-    ]
+    rows = pd.DataFrame(_rows("none") + _rows("heavy"))
+    checks = [_check(f"{s}{r}", 336 if s == "heavy" else 321) for s in ("none", "heavy") for r in (0, 1)]
     table = outcomes(rows, checks, plateau=1.0)
     assert dict(zip(table["strategy"], table["outcome"])) == {"none": "converged", "heavy": "rising"}
     assert table.set_index("strategy").loc["heavy", "val_gain_pp"] == pytest.approx(4.0)
+    assert table["paired"].all()
     results = rows.merge(table.rename(columns={"outcome": "budget_check"})[["strategy", "budget_check"]])
     verdict = comparison_table(results).set_index("strategy").loc["heavy", "verdict"]
     assert verdict == "undertrained (strategy still rising)"  # +5 pp on every seed, yet not counted better
 
 
-def test_check_seeds_follow_the_noise_of_the_validation_set():
-    assert check_replicates(200, 1.0, 5) == 2  # digits at 20 per class: one accuracy's SE is 2.1 pp
-    assert check_replicates(2000, 1.0, 5) == 2  # SE 0.67 pp: still above half the plateau
-    assert check_replicates(4000, 1.0, 5) == 1  # SE 0.47 pp: one seed reads a doubling to within the plateau
+def test_a_check_that_could_not_see_the_plateau_is_unresolved_and_refused(tmp_path, cli):
+    """The same +0.25 pp gain is converged where the paired check resolves 1 pp, and unresolved where
+    the two models also disagree on many images both ways (the same gain, read far less sharply)."""
+    rows = pd.DataFrame(_rows("none"))
+    sharp = outcomes(rows, [_check(f"none{r}", 321) for r in (0, 1)], plateau=1.0)
+    assert sharp["outcome"].iloc[0] == "converged" and sharp["resolution_pp"].iloc[0] <= 1.0
+    # right on images 40-360 where the base was right on 0-319: 81 images differ, 1 net gain
+    noisy = [{**_check(f"none{r}", 321), "val_correct": _bits(321, first=40)} for r in (0, 1)]
+    blunt = outcomes(rows, noisy, plateau=1.0)
+    assert blunt["outcome"].iloc[0] == "unresolved" and blunt["resolution_pp"].iloc[0] > 1.0
+    results = pd.DataFrame(_rows("none") + _rows("heavy"))
+    results["budget_check"] = results["strategy"].map({"none": "unresolved", "heavy": "converged"})
+    verdict = comparison_table(results).set_index("strategy").loc["heavy", "verdict"]
+    assert verdict == "undertrained (none unresolved)"  # +5 pp on every seed, yet not counted better
+    facts = CheckFacts(plateau=1.0, seeds=5, val_per_class=40)
+    said = describe_groups(blunt, facts)
+    assert "unresolved" in said and "budget.check_seeds:" in said and "split.val_per_class:" in said
+
+
+def test_a_paired_resolution_is_at_most_the_unpaired_one_on_the_same_models(tmp_path, cli):
+    change = {**CHECKED, "seeds": 2, "regimes": [10]}
+    code, _, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
+    assert code == 0, err
+    records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "cells").glob("*.json")]
+    base = {r["key"]: r for r in records if "budget_check_of" not in r}
+    checks = [r for r in records if "budget_check_of" in r]
+    assert len(checks) == 2 and all(len(c["val_correct"]) == 2 * -(-400 // 8) for c in checks)
+    paired = [read_doubling(base[c["budget_check_of"]], c) for c in checks]
+    unpaired = [read_doubling(base[c["budget_check_of"]], {**c, "val_correct": ""}) for c in checks]
+    assert all(p.paired for p in paired) and not any(u.paired for u in unpaired)
+    assert [p.gain for p in paired] == pytest.approx([u.gain for u in unpaired])  # the same gains
+    assert resolution_pp(paired, 1.0) <= resolution_pp(unpaired, 1.0)
+    assert resolution_pp(paired, 1.0) < 0.9 * resolution_pp(unpaired, 1.0)  # and far sharper
+
+
+def test_check_seeds_follow_the_resolution_the_validation_set_allows():
+    assert check_replicates(200, 1.0, 5) == 4  # 200 images: three seeds cannot resolve 1 pp even at best
+    assert best_resolution_pp(200, 3, 1.0) > 1.0 >= best_resolution_pp(200, 4, 1.0)
+    assert check_replicates(2000, 1.0, 5) == 2  # two seeds can resolve 1 pp at best
+    assert check_replicates(200, 3.0, 5) == 2
     assert check_replicates(200, 1.0, 1) == 1
+    assert check_replicates(200, 1.0, 5, "3") == 3
+    assert best_resolution_pp(400, 4, 1.0) == pytest.approx(best_resolution_pp(800, 2, 1.0))  # images x seeds
 
 
 def _auto_cell(floor: int):
@@ -191,6 +289,17 @@ def test_pseudo_label_auto_never_sees_test_images(tmp_path, monkeypatch):
         ({"budget": {"steps": "auto", "scale": 0.5}}, "budget.scale: 0.5 together with budget.steps: auto"),
         ({"budget": {"steps": "many"}}, "budget.steps: 'many' is not one of recipe, auto"),
         ({"budget": {"check": "maybe"}}, "budget.check: 'maybe' is not one of on, off"),
+        ({"budget": {"check_seeds": 0}}, "budget.check_seeds: 0 is out of range"),
+        (
+            {"budget": {"max_steps": 10, "plateau": 3}},
+            "budget.max_steps: 10 is below the budget of mlp (300 steps)",
+        ),
+        ({"budget": {"max_steps": 20.5}}, "budget.max_steps: expected an integer, got 20.5"),
+        ({"budget": {"check_seeds": "some"}}, "budget.check_seeds: expected an integer, got 'some'"),
+        (
+            {"budget": {"check": "on", "plateau": 1}},  # 100 validation images, 2 seeds: 1.7 pp at best
+            "budget.plateau: 1 pp cannot be resolved on digits's 100 validation images",
+        ),
         (
             {"strategies": [{"name": "pseudo-label", "params": {"threshold": "auto"}}]},
             "it learns from unlabelled images",
@@ -233,7 +342,7 @@ def test_checks_name_their_cells_and_train_alone_also_in_cohorts():
     grid = expand_grid(
         config, {d.title: cached_dataset(d).content_hash for d in config.datasets}, cohort_size=2
     )
-    checks = budget_checks(config, grid, {"digits": 100})
+    checks = budget_checks(config, grid, {"digits": 2000})  # two seeds resolve 1 pp on 2000 images
     assert len(checks) == 4 * 2 and {c.replicate for c in checks} == {0, 1}
     assert {c.key for c in checks}.isdisjoint(c.key for c in grid)
     bases = [replace(c, budget_factor=1) for c in checks]

@@ -86,7 +86,8 @@ def test_cell_key_is_stable():
     [
         (
             "budget.scal=1",
-            "unknown config field budget.scal; budget fields: check, floor, plateau, scale, steps",
+            "unknown config field budget.scal; budget fields: check, check_seeds, floor, max_steps, plateau, "
+            "scale, steps",
         ),
         ("colour=red", "unknown config field colour"),
         ("seeds.x=1", "config field seeds has no sub-fields"),

@@ -34,6 +34,7 @@ def _results() -> pd.DataFrame:
                         "gap_accuracy": 0.0,
                         "gap_loss": 0.0,
                         "strategy_params": "{}",
+                        "budget_check": "converged",
                     }
                 )
     return pd.DataFrame(rows)

@@ -11,7 +11,7 @@ import torch
 
 from bench.protocol.config import BenchConfig, load_config
 from bench.run import provenance
-from bench.run.budget import validation_sizes
+from bench.run.budget import check_max_steps, check_resolvable, validation_sizes
 from bench.run.cell import cached_dataset, check_grid
 
 
@@ -26,20 +26,21 @@ class Checked:
     n_val: dict[str, int]  # data set title -> validation images
 
 
-def load_checked(config_name: str | None, overrides: list[str]) -> Checked:
-    """Load and check a protocol: bad input fails here, before any folder is touched."""
+def load_checked(config_name: str | None, overrides: list[str], budget_check: bool = True) -> Checked:
+    """Load and check a protocol: bad input fails here, before any folder is touched; with
+    ``budget_check`` (run, plan) also the check's settings (tune trains no check)."""
     config = load_config(config_name, overrides)
     device = provenance.resolve_device(config.device)
     start = time.perf_counter()
     datasets = {spec.title: cached_dataset(spec) for spec in config.datasets}
     data_seconds = time.perf_counter() - start
     check_grid(config, datasets)
+    n_val = validation_sizes(config, datasets)
+    if budget_check:
+        check_resolvable(config, n_val)
+        check_max_steps(config, datasets)
     return Checked(
-        config,
-        device,
-        {name: ds.content_hash for name, ds in datasets.items()},
-        data_seconds,
-        validation_sizes(config, datasets),
+        config, device, {name: ds.content_hash for name, ds in datasets.items()}, data_seconds, n_val
     )
 
 

@@ -15,7 +15,16 @@ from bench.core import progress
 from bench.costs.plan import cached_estimate
 from bench.protocol.config import cohort_size, key_precision
 from bench.run import provenance
-from bench.run.budget import auto_steps, budget_summary, grid_and_checks, read_budget
+from bench.run.budget import (
+    Budgets,
+    CheckFacts,
+    auto_steps,
+    budget_summary,
+    grid_and_checks,
+    raise_budgets,
+    read_budget,
+    with_raised,
+)
 from bench.run.cell import Cell, expand_grid
 from bench.run.store import RunStore, failure_kind, runs_again
 from bench.run.tasks import execute, make_executor, workers_for
@@ -53,21 +62,37 @@ def run_experiment(
         store.claim(config, hashes)
         store.heal_cells()
         auto = auto_steps(config, cells, device, store.root / "cache")
-        grid, checks = grid_and_checks(config, hashes, cohort, checked.n_val, auto, precision)
         with tracking(config, out, revision) as tracker:
-            errored = _run_grid(
-                config,
-                store,
-                device,
-                grid,
-                checks,
-                checked.data_seconds,
-                revision,
-                executor,
-                workers,
-                tracker.log_cell,
-                done,
-            )
+            raised: Budgets = {}
+            errors: set[str] = set()
+            while True:  # each round raises the budgets whose check still rose, until none can rise
+                grid, checks = grid_and_checks(
+                    config, hashes, cohort, checked.n_val, with_raised(auto, raised), precision
+                )
+                errors |= set(
+                    _run_grid(
+                        config,
+                        store,
+                        device,
+                        grid,
+                        checks,
+                        checked.data_seconds,
+                        revision,
+                        executor,
+                        workers,
+                        tracker.log_cell,
+                        done,
+                        raised,
+                    )
+                )
+                done |= {cell.key for cell in grid + checks}  # a later round runs none of them again
+                more, said = raise_budgets(config, read_budget(store.root), raised)
+                for line in said:
+                    print(line, file=sys.stderr)
+                if more == raised:
+                    break
+                raised = more
+            errored = sorted(errors & {cell.key for cell in grid + checks})  # those of the final grid
             report = build_report(out)
             tracker.log_files([report, report.parent / "report.md", out / "results.csv", out / "config.yaml"])
     print(f"\nresults: {out}/results.csv (and .parquet, curves.csv, provenance.json)")
@@ -95,6 +120,7 @@ def _run_grid(
     workers: int,
     log_cell: Callable[[Cell, dict], None],
     done: set[str],
+    raised: Budgets,
 ) -> list[str]:
     """Run the grid's cells and budget checks not in ``done`` with a progress bar, handing each grid
     record to ``log_cell`` (tracking); write the tables and the provenance entry also when
@@ -177,6 +203,7 @@ def _run_grid(
             [c.key for c in grid],
             [c.key for c in checks],
             config.budget.plateau if config.budget.check == "on" else None,
+            raised,
         )
         store.add_provenance(
             {
@@ -192,5 +219,5 @@ def _run_grid(
             }
         )
     print(format_summary(results))
-    print(budget_summary(read_budget(store.root)))
+    print(budget_summary(read_budget(store.root), CheckFacts.of(config)))
     return errored

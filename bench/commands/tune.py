@@ -30,7 +30,7 @@ def tune_experiment(
 ) -> Path:
     """Tune every strategy of a protocol (resuming its studies), write the trials, the tuned configs
     and the tuning report; return the output folder."""
-    checked = load_checked(config_name, overrides)
+    checked = load_checked(config_name, overrides, budget_check=False)
     config, device = checked.config, checked.device
     specs = studies_of(config, checked.hashes)
     if not specs:

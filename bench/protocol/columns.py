@@ -352,6 +352,13 @@ COLUMNS: tuple[Column, ...] = tuple(
             ("train_accuracy", "float", "fraction", "accuracy on the labelled real images (clean)"),
             ("train_nll", "float", "nats", "negative log-likelihood on the labelled real images"),
             ("val_accuracy", "float", "fraction", "accuracy on the validation images"),
+            (
+                "val_correct",
+                "text",
+                "",
+                "which validation images it got right (hex bits, in the split's order), which the budget "
+                "check pairs image by image; in the cell files only, not in results.csv",
+            ),
             ("gap_accuracy", "float", "fraction", "train accuracy minus test accuracy"),
             ("gap_loss", "float", "nats", "test NLL minus train NLL"),
         ),
@@ -362,8 +369,16 @@ COLUMNS: tuple[Column, ...] = tuple(
                 "text",
                 "",
                 "its group's budget check (data set, regime, classifier, strategy): "
-                "converged (doubling the budget gained less than budget.plateau on validation), "
-                "rising, or unchecked",
+                "converged (doubling the budget gained less than budget.plateau on validation, by a "
+                "check whose resolution is at most the plateau), rising (it gained the plateau or "
+                "more), unresolved (neither: the check could not tell), or unchecked",
+            ),
+            (
+                "budget_check_resolution",
+                "float",
+                "pp",
+                "the smallest gain its group's check had 80% power to see (one-sided 5%), from its "
+                "seeds' paired per-image differences on the validation images",
             ),
             (
                 "budget_check_gain",
@@ -376,6 +391,7 @@ COLUMNS: tuple[Column, ...] = tuple(
     ]
 )
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
+CELL_FILES_ONLY = ("val_correct",)  # kept in the cell files for the budget check, left out of the tables
 PARAM_PREFIX = "param_"  # the store adds param_<name> for every strategy param (stage `store`)
 
 

@@ -112,6 +112,20 @@ def _plateau(value: Any, where: str) -> float:
     return value
 
 
+def _max_steps(value: Any, where: str) -> str:
+    """auto, or a whole number of optimizer steps (kept as text: the field's one type)."""
+    if value == "auto":
+        return value
+    return str(check_number(value, f"config field {where}", int, 1, 100_000_000))
+
+
+def _check_seeds(value: Any, where: str) -> str:
+    """auto, or a whole number of seeds from 1 to 100 (kept as text: the field's one type)."""
+    if value == "auto":
+        return value
+    return str(check_number(value, f"config field {where}", int, 1, 100))
+
+
 @dataclass(frozen=True, kw_only=True)
 class BudgetSpec:
     """The `budget` section: how long each classifier trains, and the check that it was long enough."""
@@ -149,11 +163,29 @@ class BudgetSpec:
         parse=_plateau,
         quiet=True,
         result=False,
-        help="percentage points of validation accuracy: a budget whose doubling gains less is "
-        "converged. 1 pp: below the smallest changes the bundled protocols resolve (their "
-        "minimum detectable effects are 1-5 pp), so a budget still gaining less cannot "
-        "turn a verdict, and above the paired noise of one doubling on a few hundred "
-        "validation images averaged over two seeds",
+        help="percentage points of validation accuracy: a budget whose doubling gains less, by a "
+        "check whose resolution is at most this, is converged. 1 pp: below the smallest changes "
+        "the bundled protocols resolve (their minimum detectable effects are 1-5 pp), so a budget "
+        "still gaining less cannot turn a verdict",
+    )
+    max_steps: str = option(
+        "auto",
+        parse=_max_steps,
+        quiet=True,
+        result=False,
+        help="where a group's check finds it still rising, the run doubles the budget of its data "
+        "set, regime and classifier (every strategy alike) and trains and checks them again, up to "
+        "this many optimizer steps: auto (4 times the starting budget: two doublings) or a whole "
+        "number at least the budget (the budget itself: never raise)",
+    )
+    check_seeds: str = option(
+        "auto",
+        parse=_check_seeds,
+        quiet=True,
+        result=False,
+        help="how many first seeds each group's check trains at twice the budget: auto (the fewest, "
+        "at least 2, that could resolve `plateau` on the validation set: bench/run/budget.py) or a "
+        "whole number from 1 to `seeds`",
     )
 
 

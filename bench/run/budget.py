@@ -1,10 +1,12 @@
 """Converged, or it does not count: the budget check and ``budget.steps: auto``, both on validation data.
 
-- The check: each (data set, regime, classifier, strategy) group of a run also trains the cell of its
-  first seed (or first two, see ``check_replicates``) at twice the budget, as cells of their own
-  (same fit, initial weights and real batches; never in the tables as results). A group is
-  *converged* when doubling gains less than ``budget.plateau`` percentage points of validation
-  accuracy (mean over its checked seeds); every row carries its group's outcome.
+- The check: each (data set, regime, classifier, strategy) group of a run also trains the cells of
+  its first seeds (``check_replicates``) at twice the budget, as cells of their own (same fit,
+  initial weights and real batches; never in the tables as results). Each seed's 1x and 2x models
+  are paired image by image on the validation images (``read_doubling``); the group's gain is the
+  mean over its checked seeds and its *resolution* the gain the check had 80 % power to see
+  (``resolution_pp``). Converged: gain below ``budget.plateau`` and resolution at most the plateau;
+  rising: gain at or above it; unresolved: neither. Every row carries its group's outcome.
 - ``auto``: per (data set, regime, classifier), the smallest budget, doubling from ``budget.floor``,
   at which `none`'s validation accuracy (mean of the first two seeds) gains less than the plateau
   from one more doubling; searched once and cached in the run folder.
@@ -15,34 +17,131 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import NormalDist
+from typing import NamedTuple
 
 import pandas as pd
 import torch
 
 from bench.core.cache import FileCache, cache_key
+from bench.core.errors import UserError
 from bench.core.strategy import StrategyEntry
 from bench.data.sets import Dataset
+from bench.data.splits import make_split
 from bench.models.suite import SUITE_VERSION
 from bench.protocol.config import BenchConfig
 from bench.run.cell import Cell, data_of, expand_grid
 from bench.run.stages import train_cell
+from bench.training.metrics import read_correct_bits
 
 GROUP = ["dataset", "regime", "classifier", "strategy"]
 AUTO_SEEDS = 2  # steps: auto averages `none` over this many first seeds
 AUTO_DOUBLINGS = 8  # steps: auto stops at floor * 2**8 and says the budget did not plateau there
-CONVERGED, RISING, UNCHECKED = "converged", "rising", "unchecked"
+CONVERGED, RISING, UNRESOLVED, UNCHECKED = "converged", "rising", "unresolved", "unchecked"
 SEARCH_VERSION = "1"
+# a check's resolution: the gain a one-sided test at 5 % would see with 80 % power
+Z_RESOLUTION = NormalDist().inv_cdf(0.95) + NormalDist().inv_cdf(0.80)
 
 
-def check_replicates(n_val: int, plateau: float, seeds: int) -> int:
-    """How many first seeds a group's check trains at twice the budget: one where a validation
-    accuracy's binomial standard error (at 90 % accuracy) is at most half the plateau (n_val >= 3,600
-    images at 1 pp), so that one doubling's gain is read to within the plateau; else the first two,
-    which halve the variance of the mean gain (capped at the protocol's seeds)."""
-    se_pp = 100 * math.sqrt(0.9 * 0.1 / max(1, n_val))
-    return min(seeds, 1 if se_pp <= plateau / 2 else 2)
+# ----------------------------------------------------------------------------- resolution
+@dataclass(frozen=True)
+class Doubling:
+    """What one seed's check read: the gain in validation accuracy from doubling (a fraction), the
+    per-image variance of that gain, the validation images, and whether the two models were paired
+    image by image (else the variance is that of two independent accuracies)."""
+
+    gain: float
+    variance: float
+    n: int
+    paired: bool
+
+
+def read_doubling(base: dict, check: dict) -> Doubling:
+    """The doubling of one seed, from its row and its check's row: paired on the same validation
+    images where both carry ``val_correct`` (the per-image difference, McNemar-style), else unpaired."""
+    n = int(base.get("n_val") or check.get("n_val") or 0)
+    bits = base.get("val_correct"), check.get("val_correct")
+    if n and all(isinstance(b, str) and b for b in bits):
+        diff = read_correct_bits(bits[1], n).astype(float) - read_correct_bits(bits[0], n).astype(float)
+        return Doubling(float(diff.mean()), float(diff.var(ddof=1)) if n > 1 else math.inf, n, True)
+    p1, p2 = float(base["val_accuracy"]), float(check["val_accuracy"])
+    variance = p1 * (1 - p1) + p2 * (1 - p2)
+    return Doubling(p2 - p1, variance, max(n, 1), False)
+
+
+def resolution_pp(doublings: list[Doubling], plateau: float) -> float:
+    """The smallest mean gain (pp) the check had 80 % power to see with a one-sided test at 5 %,
+    from the seeds' doublings pooled (their mean gain's standard error). Each seed's variance is at
+    least that of a gain of ``plateau`` made by images turning right alone, p(1-p): a check whose
+    two models happened to agree on every image still had to see a plateau-sized gain on n images."""
+    if not doublings:
+        return math.nan
+    floor = _binary_variance(plateau / 100)
+    total = sum(max(d.variance, floor) / d.n for d in doublings)
+    return 100 * Z_RESOLUTION * math.sqrt(total) / len(doublings)
+
+
+def best_resolution_pp(n_val: int, seeds: int, plateau: float) -> float:
+    """The resolution of a check of ``seeds`` seeds on ``n_val`` images at its best: the two models
+    of each seed differing only where the doubled one gained (no check of that size resolves finer)."""
+    return resolution_pp([Doubling(0.0, 0.0, max(n_val, 1), True)] * seeds, plateau)
+
+
+def _binary_variance(p: float) -> float:
+    return p * (1 - p)
+
+
+def outcome(gain_pp: float, resolution: float, plateau: float | None) -> str:
+    """converged (gain below the plateau, read by a check that resolves the plateau), rising (gain at
+    or above it), unresolved (neither: the check could not tell), unchecked (no check)."""
+    if plateau is None or math.isnan(gain_pp):
+        return UNCHECKED
+    if gain_pp >= plateau:
+        return RISING
+    return CONVERGED if resolution <= plateau else UNRESOLVED
+
+
+def check_replicates(n_val: int, plateau: float, seeds: int, asked: str = "auto") -> int:
+    """How many first seeds a group's check trains at twice the budget (at most the protocol's):
+    ``asked`` (budget.check_seeds), or with auto the fewest, at least 2, whose best resolution
+    (``best_resolution_pp``) is at most the plateau."""
+    if asked != "auto":
+        return min(seeds, int(asked))
+    wanted = 2
+    while wanted < seeds and best_resolution_pp(n_val, wanted, plateau) > plateau:
+        wanted += 1
+    return min(seeds, wanted)
+
+
+def check_resolvable(config: BenchConfig, n_val: dict[str, int]) -> None:
+    """Refuse a plateau that the check can never resolve on a data set's validation images, even with
+    every seed checked and two models that differ only where one gained (UserError naming the
+    field and what would do)."""
+    if config.budget.check == "off":
+        return
+    plateau = config.budget.plateau
+    for title, n in n_val.items():
+        seeds = check_replicates(n, plateau, config.seeds, config.budget.check_seeds)
+        best = best_resolution_pp(n, seeds, plateau)
+        if best > plateau:
+            raise UserError(
+                f"config field budget.plateau: {plateau:g} pp cannot be resolved on {title}'s {n} validation "
+                f"images with {seeds} checked seed(s): at best the check sees gains of {best:.1f} pp. Raise "
+                f"budget.plateau to at least {math.ceil(10 * best) / 10:g}, split.val_per_class to at least "
+                f"{_val_per_class_for(n, seeds, plateau, config)}, or the seeds checked (seeds, "
+                "budget.check_seeds), or set budget.check: off (the leaderboard refuses unchecked runs)"
+            )
+
+
+def _val_per_class_for(n: int, seeds: int, plateau: float, config: BenchConfig) -> int:
+    """The validation images per class at which the best check of ``seeds`` seeds resolves ``plateau``."""
+    per_class = config.split.val_per_class
+    classes = max(1, n // max(1, per_class))
+    while best_resolution_pp(per_class * classes, seeds, plateau) > plateau:
+        per_class += 1
+    return per_class
 
 
 def budget_checks(config: BenchConfig, grid: list[Cell], n_val: dict[str, int]) -> list[Cell]:
@@ -50,10 +149,12 @@ def budget_checks(config: BenchConfig, grid: list[Cell], n_val: dict[str, int]) 
     cells at twice the budget. ``n_val`` gives each data set's validation images."""
     if config.budget.check == "off":
         return []
+    budget = config.budget
     return [
         cell.budget_check()
         for cell in grid
-        if cell.replicate < check_replicates(n_val[cell.dataset.title], config.budget.plateau, config.seeds)
+        if cell.replicate
+        < check_replicates(n_val[cell.dataset.title], budget.plateau, config.seeds, budget.check_seeds)
     ]
 
 
@@ -62,77 +163,130 @@ def validation_sizes(config: BenchConfig, datasets: dict[str, Dataset]) -> dict[
     return {title: config.split.val_per_class * dataset.num_classes for title, dataset in datasets.items()}
 
 
-def outcomes(rows: pd.DataFrame, checks: list[dict], plateau: float | None) -> pd.DataFrame:
-    """Per group: the checked seeds, the budget and the checked budget, the mean validation gain from
-    doubling (pp) and the outcome: converged, rising (the gain reached ``plateau``), or unchecked (no
-    check ran, or one failed; ``plateau`` None: the check was off)."""
+BUDGET_COLUMNS = GROUP + [
+    "checked_seeds",
+    "start_steps",
+    "budget_steps",
+    "check_steps",
+    "val_gain_pp",
+    "resolution_pp",
+    "paired",
+    "outcome",
+]
+
+
+def outcomes(
+    rows: pd.DataFrame, checks: list[dict], plateau: float | None, raised: "Budgets | None" = None
+) -> pd.DataFrame:
+    """Per group: the checked seeds, the budget (and ``start_steps``, where the run started it before
+    raising it: ``raised``) and the checked budget, the mean validation gain from doubling (pp), the
+    check's resolution (pp, ``resolution_pp``), whether its seeds were read paired, and the outcome
+    (``outcome``; ``plateau`` None: the check was off)."""
     base = rows.set_index("key") if len(rows) else pd.DataFrame()
-    found = []
+    found: dict[tuple, list] = {}
     for check in checks:
         if check.get("status") != "ok" or check.get("budget_check_of") not in base.index:
             continue
         row = base.loc[check["budget_check_of"]]
         if row["status"] != "ok":
             continue
-        found.append(
+        group = tuple(row[c] for c in GROUP)
+        found.setdefault(group, []).append((row, check, read_doubling(row.to_dict(), check)))
+    groups = rows[GROUP].drop_duplicates() if len(rows) else pd.DataFrame(columns=GROUP)
+    table = []
+    for group in groups.itertuples(index=False):
+        read = found.get(tuple(group), [])
+        doublings = [d for _, _, d in read]
+        gain = 100 * sum(d.gain for d in doublings) / len(doublings) if doublings else math.nan
+        resolution = resolution_pp(doublings, plateau) if doublings and plateau else math.nan
+        steps = read[0][0]["budget_steps"] if read else None
+        table.append(
             {
-                **{c: row[c] for c in GROUP},
-                "replicate": row["replicate"],
-                "steps": row["budget_steps"],
-                "check_steps": check["budget_steps"],
-                "gain_pp": 100 * (check["val_accuracy"] - row["val_accuracy"]),
+                **dict(zip(GROUP, group)),
+                "checked_seeds": len({row["replicate"] for row, _, _ in read}),
+                "start_steps": (raised or {}).get(tuple(group)[:3], (steps,))[0],
+                "budget_steps": steps,
+                "check_steps": read[0][1]["budget_steps"] if read else None,
+                "val_gain_pp": gain,
+                "resolution_pp": resolution,
+                "paired": bool(doublings) and all(d.paired for d in doublings),
+                "outcome": outcome(gain, resolution, plateau),
             }
         )
-    columns = GROUP + ["checked_seeds", "budget_steps", "check_steps", "val_gain_pp", "outcome"]
-    groups = rows[GROUP].drop_duplicates() if len(rows) else pd.DataFrame(columns=GROUP)
-    gains = pd.DataFrame(found, columns=GROUP + ["replicate", "steps", "check_steps", "gain_pp"])
-    summary = (
-        gains.groupby(GROUP, sort=False)
-        .agg(
-            checked_seeds=("replicate", "nunique"),
-            budget_steps=("steps", "first"),
-            check_steps=("check_steps", "first"),
-            val_gain_pp=("gain_pp", "mean"),
-        )
-        .reset_index()
-    )
-    table = groups.merge(summary, on=GROUP, how="left")
-    table["checked_seeds"] = table["checked_seeds"].fillna(0).astype(int)
-    table[["budget_steps", "check_steps"]] = (
-        table[["budget_steps", "check_steps"]].astype(float).astype("Int64")
-    )
-    table["val_gain_pp"] = table["val_gain_pp"].astype(float)
-    table["outcome"] = [
-        UNCHECKED if plateau is None or math.isnan(g) else (CONVERGED if g < plateau else RISING)
-        for g in table["val_gain_pp"].astype(float)
-    ]
-    return table[columns].reset_index(drop=True)
+    table = pd.DataFrame(table, columns=BUDGET_COLUMNS)
+    steps = ["start_steps", "budget_steps", "check_steps"]
+    table[steps] = table[steps].astype(float).astype("Int64")
+    table[["val_gain_pp", "resolution_pp"]] = table[["val_gain_pp", "resolution_pp"]].astype(float)
+    table["checked_seeds"] = table["checked_seeds"].astype(int)
+    return table
 
 
 def with_outcomes(results: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """Every row with its group's outcome (``budget_check``), validation gain from doubling
-    (``budget_check_gain``, pp) and checked budget (``budget_check_steps``)."""
+    (``budget_check_gain``, pp), the check's resolution (``budget_check_resolution``, pp) and
+    checked budget (``budget_check_steps``)."""
     if results.empty:
         return results
     joined = table.rename(
         columns={
             "outcome": "budget_check",
             "val_gain_pp": "budget_check_gain",
+            "resolution_pp": "budget_check_resolution",
             "check_steps": "budget_check_steps",
         }
     )
-    joined = joined[GROUP + ["budget_check", "budget_check_gain", "budget_check_steps"]]
+    joined = joined[
+        GROUP + ["budget_check", "budget_check_gain", "budget_check_resolution", "budget_check_steps"]
+    ]
     results = results.drop(columns=[c for c in joined.columns if c not in GROUP and c in results])
     return results.merge(joined, on=GROUP, how="left")
 
 
 def undertrained(table: pd.DataFrame) -> pd.DataFrame:
-    """The groups that were not converged (rising or unchecked)."""
+    """The groups that were not converged (rising, unresolved or unchecked)."""
     return table[table["outcome"] != CONVERGED] if len(table) else table
 
 
-def describe_groups(table: pd.DataFrame) -> str:
-    """The groups of ``table`` in words, with the budget the check suggests for the rising ones."""
+class CheckFacts(NamedTuple):
+    """What the words on a check need of its protocol: the plateau (pp), the seeds and the validation
+    images per class."""
+
+    plateau: float = 1.0
+    seeds: int = 0
+    val_per_class: int = 0
+
+    @classmethod
+    def of(cls, config: dict | BenchConfig | None) -> "CheckFacts":
+        """From a config, or a run folder's resolved config.yaml (a dict); defaults without one."""
+        if config is None:
+            return cls()
+        if isinstance(config, BenchConfig):
+            return cls(config.budget.plateau, config.seeds, config.split.val_per_class)
+        budget, split = config.get("budget") or {}, config.get("split") or {}
+        return cls(
+            float(budget.get("plateau", cls().plateau)),
+            int(config.get("seeds", 0)),
+            int(split.get("val_per_class", 0)),
+        )
+
+
+def what_resolves(row, facts: CheckFacts) -> str:
+    """What would resolve an unresolved group's check at the plateau, from the spread it measured:
+    more checked seeds, a larger validation set, or a larger plateau (the resolution falls as the
+    square root of either count)."""
+    factor = (row.resolution_pp / facts.plateau) ** 2
+    seeds = math.ceil(row.checked_seeds * factor)
+    more = "" if seeds <= facts.seeds else f" and seeds: {seeds}"
+    return (
+        f"budget.check_seeds: {seeds}{more}, or split.val_per_class: "
+        f"{math.ceil(facts.val_per_class * factor)}, or budget.plateau: "
+        f"{math.ceil(10 * row.resolution_pp) / 10:g}"
+    )
+
+
+def describe_groups(table: pd.DataFrame, facts: CheckFacts | None = None) -> str:
+    """The groups of ``table`` in words: for the rising ones the budget the check suggests, for the
+    unresolved ones their resolution and (given ``facts``) what would resolve it."""
     parts = []
     for row in table.itertuples():
         where = f"{row.dataset}/{row.regime} {row.classifier} {row.strategy}"
@@ -141,9 +295,88 @@ def describe_groups(table: pd.DataFrame) -> str:
                 f"{where} (+{row.val_gain_pp:.1f} pp from {int(row.budget_steps)} to "
                 f"{int(row.check_steps)} steps: try at least {int(row.check_steps)})"
             )
+        elif row.outcome == UNRESOLVED:
+            fix = f": {what_resolves(row, facts)} would resolve it" if facts and facts.val_per_class else ""
+            parts.append(
+                f"{where} (unresolved: {row.val_gain_pp:+.1f} pp from doubling, read to within "
+                f"{row.resolution_pp:.1f} pp{fix})"
+            )
         else:
             parts.append(f"{where} (unchecked)")
     return "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------- raised budgets
+TRIPLE = ["dataset", "regime", "classifier"]
+RAISE_AUTO = 4  # budget.max_steps: auto raises a budget to at most this multiple of where it started
+Budgets = dict[tuple[str, str, str], tuple[int, int]]  # (data set, regime, classifier) -> (start, steps)
+
+
+def max_steps(config: BenchConfig, start: int) -> int:
+    """The most steps a budget that started at ``start`` is raised to (budget.max_steps)."""
+    asked = config.budget.max_steps
+    return start * RAISE_AUTO if asked == "auto" else int(asked)
+
+
+def raise_budgets(config: BenchConfig, table: pd.DataFrame, raised: Budgets) -> tuple[Budgets, list[str]]:
+    """One more raise: every (data set, regime, classifier) with a rising group gets twice its budget,
+    every strategy alike (so that common random numbers hold), unless that passes budget.max_steps.
+    Returns the budgets raised so far (``raised`` where nothing more can rise) and a line per
+    triple saying what happened."""
+    raised, said = dict(raised), []
+    rising = table[table["outcome"] == RISING] if len(table) else table
+    for (dataset, regime, classifier), groups in rising.groupby(TRIPLE, sort=False):
+        steps = int(groups["budget_steps"].iloc[0])
+        start = raised.get((dataset, regime, classifier), (steps, steps))[0]
+        where = f"{dataset}/{regime} {classifier}"
+        names = ", ".join(groups["strategy"])
+        if 2 * steps > max_steps(config, start):
+            said.append(
+                f"augbench: {where}: {names} still rising at {steps} steps, and budget.max_steps "
+                f"({max_steps(config, start)}) stops a raise to {2 * steps}: they stay rising"
+            )
+            continue
+        raised[(dataset, regime, classifier)] = (start, 2 * steps)
+        said.append(
+            f"augbench: {where}: {names} still rising at {steps} steps: every strategy of it trains "
+            f"again at {2 * steps} (and is checked at {4 * steps})"
+        )
+    return raised, said
+
+
+def with_raised(
+    auto: dict[tuple[str, str], tuple[tuple[str, int], ...]], raised: Budgets
+) -> dict[tuple[str, str], tuple[tuple[str, int], ...]]:
+    """The steps per (data set, regime) and classifier that the grid trains at: ``auto``'s, with the
+    raised budgets in their place."""
+    steps = {where: dict(found) for where, found in auto.items()}
+    for (dataset, regime, classifier), (_, now) in raised.items():
+        steps.setdefault((dataset, regime), {})[classifier] = now
+    return {where: tuple(sorted(found.items())) for where, found in steps.items()}
+
+
+def check_max_steps(config: BenchConfig, datasets: dict[str, Dataset]) -> None:
+    """Refuse a budget.max_steps below a classifier's budget before any raise (its recipe's steps
+    times budget.scale on the largest labelled set of the protocol; with steps: auto, the floor)."""
+    if config.budget.max_steps == "auto":
+        return
+    starts: dict[str, int] = {}
+    for dataset in datasets.values():
+        for regime in config.regimes:
+            n_real = len(make_split(dataset, regime, config.split, 0).labelled)
+            for entry in config.classifiers:
+                steps = (
+                    config.budget.floor
+                    if config.budget.steps == "auto"
+                    else entry.training_recipe.steps(n_real, config.budget.scale)
+                )
+                starts[entry.label] = max(starts.get(entry.label, 0), steps)
+    for classifier, steps in starts.items():
+        if int(config.budget.max_steps) < steps:
+            raise UserError(
+                f"config field budget.max_steps: {config.budget.max_steps} is below the budget of "
+                f"{classifier} ({steps} steps); give at least {steps} (that budget itself never raises)"
+            )
 
 
 # ----------------------------------------------------------------------------- steps: auto
@@ -278,14 +511,14 @@ def read_budget(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"regime": str})
 
 
-def budget_summary(table: pd.DataFrame) -> str:
+def budget_summary(table: pd.DataFrame, facts: CheckFacts | None = None) -> str:
     """One line on the budget check: how many groups were converged, and which were not."""
     if table.empty:
         return "budget check: no group"
     converged = (table["outcome"] == CONVERGED).sum()
     line = (
         f"budget check: {converged} of {len(table)} group(s) converged (validation gain from doubling "
-        "below plateau)"
+        "below the plateau, by a check that resolves it)"
     )
     rest = undertrained(table)
-    return line + (f"; not converged: {describe_groups(rest)}" if len(rest) else "")
+    return line + (f"; not converged: {describe_groups(rest, facts)}" if len(rest) else "")

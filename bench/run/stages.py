@@ -29,7 +29,7 @@ from bench.run import provenance
 from bench.run.cell import Cell, data_of, granted_unlabelled, make_strategy
 from bench.run.resources import measure
 from bench.training.loop import Member, batch_split, device_precision, predict, train_cohort
-from bench.training.metrics import class_recall, classification_metrics, smallest_third
+from bench.training.metrics import class_recall, classification_metrics, correct_bits, smallest_third
 
 
 def fit_context(
@@ -371,11 +371,13 @@ def cached_quality(
 
 
 def validation_accuracy(model, split: Split, device: torch.device, precision: str | None = None) -> dict:
-    """What a budget check measures: validation accuracy alone (it reads no test image)."""
-    val = classification_metrics(
-        predict(model, split.val.images, device, precision=precision), split.val.labels
-    )
-    return {"val_accuracy": val["accuracy"]}
+    """What a budget check measures: validation accuracy alone, and which validation images were right
+    (it reads no test image)."""
+    logits = predict(model, split.val.images, device, precision=precision)
+    return {
+        "val_accuracy": classification_metrics(logits, split.val.labels)["accuracy"],
+        "val_correct": correct_bits(logits, split.val.labels),
+    }
 
 
 def evaluate(model, split: Split, device: torch.device, precision: str | None = None) -> dict:
@@ -386,9 +388,8 @@ def evaluate(model, split: Split, device: torch.device, precision: str | None = 
     train_m = classification_metrics(
         predict(model, split.labelled.images, device, precision=precision), split.labelled.labels
     )
-    val = classification_metrics(
-        predict(model, split.val.images, device, precision=precision), split.val.labels
-    )
+    val_logits = predict(model, split.val.images, device, precision=precision)
+    val = classification_metrics(val_logits, split.val.labels)
     recall = class_recall(test_logits, split.test.labels)
     counts = torch.bincount(split.labelled.labels, minlength=len(recall)).tolist()
     return {
@@ -403,6 +404,7 @@ def evaluate(model, split: Split, device: torch.device, precision: str | None = 
         "train_accuracy": train_m["accuracy"],
         "train_nll": train_m["nll"],
         "val_accuracy": val["accuracy"],
+        "val_correct": correct_bits(val_logits, split.val.labels),
         "gap_accuracy": train_m["accuracy"] - test["accuracy"],
         "gap_loss": test["nll"] - train_m["nll"],
     }

@@ -21,9 +21,9 @@ import yaml
 
 from bench.core.errors import UserError
 from bench.core.files import atomic_write, move_aside, remove_temporary_files
-from bench.protocol.columns import PARAM_PREFIX, of_type, row_problems
+from bench.protocol.columns import CELL_FILES_ONLY, PARAM_PREFIX, of_type, row_problems
 from bench.protocol.config import BenchConfig
-from bench.run.budget import outcomes, with_outcomes
+from bench.run.budget import Budgets, outcomes, with_outcomes
 
 TEXT_COLUMNS = of_type("text")
 TIME_COLUMNS = of_type("time")
@@ -323,16 +323,22 @@ class RunStore:
         return set(self._scan())
 
     def write_tables(
-        self, grid_keys: list[str], check_keys: list[str] = (), plateau: float | None = None
+        self,
+        grid_keys: list[str],
+        check_keys: list[str] = (),
+        plateau: float | None = None,
+        raised: Budgets | None = None,
     ) -> pd.DataFrame:
         """Rebuild results.parquet/.csv (a row per finished cell of the grid, in the grid's order, with
         its group's budget check), curves.csv and budget.csv (the check of each group, from the
-        budget-check cells ``check_keys``; ``plateau`` None: the check was off) from the cell files.
-        Cells outside the grid are not read."""
+        budget-check cells ``check_keys``; ``plateau`` None: the check was off; ``raised``: the
+        budgets the run raised, and where they started) from the cell files. Cells outside the grid
+        are not read."""
         records = self.records(grid_keys)
         results = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in records])
-        checks = outcomes(results, self.records(list(check_keys)), plateau)
-        results = normalize_results(_param_columns(with_outcomes(results, checks)))
+        checks = outcomes(results, self.records(list(check_keys)), plateau, raised)
+        results = with_outcomes(results.drop(columns=list(CELL_FILES_ONLY), errors="ignore"), checks)
+        results = normalize_results(_param_columns(results))
         curves = pd.DataFrame([{"key": r["key"], **point} for r in records for point in r.get("curve", [])])
         for name, frame in (
             ("results.parquet", results),

@@ -1,8 +1,9 @@
 """Classification metrics computed from logits: accuracy, balanced accuracy, macro-F1, NLL, ECE,
-per-class recall."""
+per-class recall, and which images were right (``correct_bits``)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -70,3 +71,15 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
         "nll": F.cross_entropy(logits, labels).item(),
         "ece": expected_calibration_error(logits.softmax(1), labels),
     }
+
+
+def correct_bits(logits: torch.Tensor, labels: torch.Tensor) -> str:
+    """Which images a model got right, as hex (bit i of the packed bytes, most significant first:
+    image i): two models scored on the same images can then be paired image by image."""
+    correct = (logits.float().cpu().argmax(1) == labels.cpu()).numpy()
+    return np.packbits(correct).tobytes().hex()
+
+
+def read_correct_bits(text: str, n: int) -> np.ndarray:
+    """``correct_bits`` back as n booleans."""
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
