@@ -16,7 +16,7 @@ from bench.core.errors import UserError
 from bench.core.files import atomic_write
 from bench.protocol.config import BenchConfig, protocol_view
 from bench.run import provenance
-from bench.run.budget import CheckFacts, describe_groups, read_budget, undertrained
+from bench.run.budget import CheckFacts, describe_groups, read_budget, read_generators, undertrained
 from reports.figures import plt
 from reports.stats import iqm, probability_of_improvement, stratified_bootstrap_ci
 from reports.tables import ALPHA, BASELINE, LABELLED_ONLY, SAW_MORE, comparison_table, marked, successful
@@ -279,6 +279,11 @@ def check_converged(runs: list[tuple[Path, dict, pd.DataFrame]], allow_undertrai
     problems = []
     for run_dir, config, _ in runs:
         rest = undertrained(read_budget(run_dir))
+        generators = undertrained(read_generators(run_dir))
+        if len(generators):
+            problems.append(
+                f"{run_dir}: generators {describe_groups(generators, CheckFacts.of(config), 'generator')}"
+            )
         if (run_dir / "budget.csv").is_file() and rest.empty:
             continue
         groups = (

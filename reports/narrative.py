@@ -173,15 +173,69 @@ def raised_sentence(budget: pd.DataFrame) -> str:
     )
 
 
+def generator_lines(generators: pd.DataFrame, results: pd.DataFrame, facts: CheckFacts) -> list[str]:
+    """What the generator check says: which generators were converged (their cells' validation
+    accuracy with the generator fitted at twice its steps), what a doubling of the others costs, and
+    where the check and the fits' own KID signal (``generator_converged``) disagree."""
+    if generators.empty:
+        return []
+    converged = generators[generators["outcome"] == CONVERGED]
+    line = (
+        f"Generator check: {len(converged)} of {len(generators)} generative groups converged (the cells of "
+        "the checked seeds trained again with the generator fitted for twice its steps gained less than "
+        f"{facts.plateau:g} pp of validation accuracy, by a check that could see it)."
+    )
+    rest = undertrained(generators)
+    if len(rest):
+        cost = rest["fit_seconds_doubled"].dropna() if "fit_seconds_doubled" in rest else pd.Series()
+        line += (
+            f" Not converged: {describe_groups(rest, facts, 'generator')}; their verdicts are 'undertrained "
+            "generator', neither better nor worse"
+            + (f" (a fit at the doubled steps took up to {cost.max():.0f} s here)" if len(cost) else "")
+            + ". Generators' budgets are not raised by the run: give them more `steps`."
+        )
+    return [line] + _signal_disagreements(generators, results)
+
+
+def _signal_disagreements(generators: pd.DataFrame, results: pd.DataFrame) -> list[str]:
+    """Groups where the generator check and the fits' own KID signal disagree."""
+    if "generator_converged" not in results:
+        return []
+    signal = (
+        results.dropna(subset=["generator_converged"])
+        .groupby(["dataset", "regime", "classifier", "strategy"], sort=False)["generator_converged"]
+        .all()
+    )
+    disagree = []
+    for row in generators.itertuples():
+        own = signal.get((row.dataset, str(row.regime), row.classifier, row.strategy))
+        if own is None or row.outcome not in (CONVERGED, "rising"):
+            continue
+        if bool(own) != (row.outcome == CONVERGED):
+            said = "still improving" if not own else "converged"
+            disagree.append(
+                f"{row.dataset}/{row.regime} {row.classifier} {row.strategy} ({row.outcome}; KID {said})"
+            )
+    if not disagree:
+        return []
+    return [
+        "The generator check and the fits' own validation signal (KID at four points of each fit) disagree "
+        f"on: {'; '.join(disagree)}. The check measures what the classifier gains; the signal only the "
+        "samples' distance to the validation images."
+    ]
+
+
 def findings(
     table: pd.DataFrame,
     results: pd.DataFrame,
     controls: pd.DataFrame | None = None,
     budget: pd.DataFrame | None = None,
     facts: CheckFacts = CheckFacts(),
+    generators: pd.DataFrame | None = None,
 ) -> list[str]:
-    """Short statements, the budget check first, then most general first."""
+    """Short statements, the budget and generator checks first, then most general first."""
     opening = budget_lines(pd.DataFrame(columns=["outcome"]) if budget is None else budget, facts)
+    opening += generator_lines(pd.DataFrame() if generators is None else generators, results, facts)
     return opening + _comparisons(table, results, controls)
 
 

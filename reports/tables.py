@@ -62,6 +62,7 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
                 "strategy": strategy,
                 "budget_check": outcome.get(strategy),
                 "budget_check_other": outcome.get(BASELINE),
+                "generator_check": generator_outcome(cells),
                 "seeds": len(accuracy),
                 "failed": int(failed.get((dataset, regime, classifier, strategy), 0)),
                 "acc_mean": mean,
@@ -90,6 +91,15 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
             row["chance"] = 1.0 / cells["num_classes"].iloc[0] if "num_classes" in cells else math.nan
             rows.append(row)
     return decided(pd.DataFrame(rows))
+
+
+def generator_outcome(cells: pd.DataFrame) -> str | None:
+    """A strategy's generator check in one group (None where it fits no generator, or the run
+    predates the check)."""
+    if "generator_check" not in cells:
+        return None
+    found = cells["generator_check"].dropna()
+    return str(found.iloc[0]) if len(found) else None
 
 
 def budget_outcomes(group: pd.DataFrame) -> dict[str, str]:
@@ -153,6 +163,13 @@ def decided(table: pd.DataFrame) -> pd.DataFrame:
                 table["verdict"], table["budget_check"], table["budget_check_other"], others
             )
         ]
+    if "generator_check" in table:  # a generator not shown converged: its verdict measures its budget
+        table["verdict"] = [
+            f"undertrained generator ({NOT_CONVERGED[g]})"
+            if g in NOT_CONVERGED and not (v == "baseline" or v.startswith("undertrained"))
+            else v
+            for v, g in zip(table["verdict"], table["generator_check"])
+        ]
     table["mde"] = [
         minimum_detectable_effect(np.std(deltas, ddof=1) if len(deltas) > 1 else math.nan, len(deltas), level)
         for deltas, level in zip(table["deltas"], table["holm_level"])
@@ -189,6 +206,7 @@ def control_table(results: pd.DataFrame) -> pd.DataFrame:
                             "control": control,
                             "budget_check": outcome.get(strategy),
                             "budget_check_other": outcome.get(control),
+                            "generator_check": generator_outcome(group[group["strategy"] == strategy]),
                             **paired_change(by_seed[strategy], by_seed[control]),
                         }
                     )

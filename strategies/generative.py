@@ -288,6 +288,11 @@ class GenerativeStrategy(Strategy):
     def sees_unlabelled(cls, params):
         return params.get("generator_data", GENERATOR_DATA.default) != "labelled"
 
+    @classmethod
+    def doubled_generator(cls, params):
+        steps = params.get("steps", 0)  # 0: a pretrained generator, not fitted here
+        return {**params, "steps": 2 * steps} if steps else None
+
     # a param that only applies with one generator_data (left out of the resolved params at its default)
     pool_use_params: ClassVar[dict[str, str]] = {"pseudo_threshold": "pseudo-labelled"}
 

@@ -53,6 +53,11 @@ class Hybrid(Strategy):
         return STRATEGIES.get(params["generator"]).sees_unlabelled(params["generator_params"])
 
     @classmethod
+    def doubled_generator(cls, params):
+        inner = STRATEGIES.get(params["generator"]).doubled_generator(params["generator_params"])
+        return None if inner is None else {**params, "generator_params": inner}
+
+    @classmethod
     def versions(cls, params):
         generator = STRATEGIES.get(params["generator"]).versions(
             {**params["generator_params"], "ratio": params["ratio"]}

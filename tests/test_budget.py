@@ -352,3 +352,33 @@ def test_checks_name_their_cells_and_train_alone_also_in_cohorts():
     assert all(len(cells_of(item)) == 1 for item in items if any(c.is_budget_check for c in cells_of(item)))
     off = parse_config({**TINY_CONFIG, "budget": {"scale": 0.05, "check": "off"}})
     assert budget_checks(off, expand_grid(off, {"digits": "h"}), {"digits": 100}) == []
+
+
+def test_a_gan_at_a_tenth_of_its_steps_is_not_called_converged_by_the_generator_check(tmp_path, cli):
+    """The generator check fits the GAN again at twice its steps for the checked seed and pairs the
+    classifiers on the validation images: at 300 of its 3,000 steps it must not pass as converged,
+    its comparison is 'undertrained generator', and the leaderboard refuses the run."""
+    change = {
+        **CHECKED,
+        "regimes": [10],
+        "strategies": ["none", {"name": "gan", "params": {"steps": 300, "ratio": 1.0}}],
+        "budget": {"scale": 0.4, "check": "on", "plateau": 2, "check_seeds": 1, "max_steps": 120},
+    }
+    code, out, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "2 budget checks at 2x and 1 generator checks at 2x" in err
+    generators = pd.read_csv(tmp_path / "run" / "generator.csv")
+    assert list(generators["strategy"]) == ["gan"] and generators["check_generator_steps"].iloc[0] == 600
+    assert generators["outcome"].iloc[0] in ("rising", "unresolved")
+    assert "generator check: 0 of 1 generative group(s) converged" in out
+    results = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert len(results) == 4 and results.loc[results["strategy"] == "none", "generator_check"].isna().all()
+    verdict = pd.read_csv(tmp_path / "run" / "report" / "tables" / "comparison.csv").set_index("strategy")
+    assert verdict.loc["gan", "verdict"].startswith("undertrained generator (")
+    records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "cells").glob("*.json")]
+    check = next(r for r in records if "generator_check_of" in r)
+    base = next(r for r in records if r["key"] == check["generator_check_of"])
+    assert check["seed"] == base["seed"] and check["generator_steps"] == 2 * base["generator_steps"]
+    assert "test_accuracy" not in check  # a check reads validation images only
+    code, _, err = cli("leaderboard", tmp_path / "run", "--out", tmp_path / "board")
+    assert code == 2 and "generators digits/10 mlp gan" in err

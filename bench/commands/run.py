@@ -20,9 +20,11 @@ from bench.run.budget import (
     CheckFacts,
     auto_steps,
     budget_summary,
+    generator_summary,
     grid_and_checks,
     raise_budgets,
     read_budget,
+    read_generators,
     with_raised,
 )
 from bench.run.cell import Cell, expand_grid
@@ -131,7 +133,14 @@ def _run_grid(
     again = len((store.cell_keys() - done) & {c.key for c in cells})  # failed cells that run again
     estimate = cached_estimate(config, cells, done, store.root / "cache", device, workers, data_seconds)
     retried = f", {again} failed one(s) to try again" if again else ""
-    checks_line = f" and {len(checks)} budget checks at 2x" if checks else ""
+    budget_checks = sum(c.is_budget_check for c in checks)
+    generator_checks = len(checks) - budget_checks
+    checks_line = (
+        f" and {budget_checks} budget checks at 2x"
+        + (f" and {generator_checks} generator checks at 2x" if generator_checks else "")
+        if checks
+        else ""
+    )
     print(
         f"augbench: {config.name}: {len(grid)} cells{checks_line} ({len(cells) - len(todo)} already "
         f"done{retried}){'' if checks else ', no budget check'}, device {provenance.device_name(device)}, "
@@ -179,7 +188,7 @@ def _run_grid(
             if failure_kind(record) == "error":
                 errored.append(cell.key)
         bar.update(1)
-        if not cell.is_budget_check:
+        if not cell.is_check:
             log_cell(cell, record)
 
     def on_retry(cell, reason):
@@ -220,4 +229,7 @@ def _run_grid(
         )
     print(format_summary(results))
     print(budget_summary(read_budget(store.root), CheckFacts.of(config)))
+    generators = generator_summary(read_generators(store.root), CheckFacts.of(config))
+    if generators:
+        print(generators)
     return errored

@@ -170,6 +170,12 @@ class Strategy:
     def fit(self, labelled: ImageSet, ctx: FitContext) -> TrainingData:
         raise NotImplementedError
 
+    @classmethod
+    def doubled_generator(cls, params: dict[str, Any]) -> dict[str, Any] | None:
+        """Its params with its generator fitted for twice the steps (the generator check of
+        bench/run/budget.py), or None where it fits no generator."""
+        return None
+
     def generative_part(self) -> "Strategy | None":
         """The generative strategy whose fitted generator this one uses, if any (for `augbench plan`)."""
         return None

@@ -535,9 +535,9 @@ class _Planner:
             self._teacher(cell, shape, k, n_real, n_unlabelled, item)
         if generative is not None:
             self._generator(cell, generative, shape, k, n_synthetic, item)
-        if cell.quality.enabled and not cell.is_budget_check:
+        if cell.quality.enabled and not cell.is_check:
             self._quality(cell, shape, k, n_real, n_synthetic, n_pool, n_test, item)
-        evaluated = cell.eval_points * n_val + (n_val if cell.is_budget_check else n_real + n_val + n_test)
+        evaluated = cell.eval_points * n_val + (n_val if cell.is_check else n_real + n_val + n_test)
         return step, cell.budget_steps(n_real), synthetic_per_step, evaluated * plain["predict_s_per_image"]
 
     def _teacher(self, cell: Cell, shape, k: int, n_real: int, n_unlabelled: int, item: CellWork) -> None:

@@ -88,6 +88,13 @@ COLUMNS: tuple[Column, ...] = tuple(
                 "a budget check's record only (never in the tables): the key of the cell "
                 "it trains at twice the budget",
             ),
+            (
+                "generator_check_of",
+                "text",
+                "",
+                "a generator check's record only (never in the tables): the key of the cell "
+                "whose generator it fits at twice its steps",
+            ),
             ("batch_size", "int", "images", "real images per step (the recipe's batch size)"),
             ("n_real", "int", "images", "labelled real images"),
             ("n_val", "int", "images", "validation images"),
@@ -387,6 +394,26 @@ COLUMNS: tuple[Column, ...] = tuple(
                 "its group's mean validation-accuracy gain from doubling the budget",
             ),
             ("budget_check_steps", "int", "steps", "the doubled budget its group's check trained for"),
+            (
+                "generator_check",
+                "text",
+                "",
+                "its group's generator check (a strategy that fits a generator): its cells' validation "
+                "accuracy with the generator fitted at twice its steps; converged, rising, unresolved or "
+                "unchecked, as for budget_check",
+            ),
+            (
+                "generator_check_gain",
+                "float",
+                "pp",
+                "its group's mean validation-accuracy gain from doubling the generator's steps",
+            ),
+            (
+                "generator_check_resolution",
+                "float",
+                "pp",
+                "the smallest gain its group's generator check had 80% power to see (one-sided 5%)",
+            ),
         ),
     ]
 )

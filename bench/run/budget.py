@@ -144,18 +144,32 @@ def _val_per_class_for(n: int, seeds: int, plateau: float, config: BenchConfig) 
     return per_class
 
 
-def budget_checks(config: BenchConfig, grid: list[Cell], n_val: dict[str, int]) -> list[Cell]:
-    """The check cells of a grid (none with ``budget.check: off``): for each group, its first seeds'
-    cells at twice the budget. ``n_val`` gives each data set's validation images."""
+def _checked(config: BenchConfig, grid: list[Cell], n_val: dict[str, int]) -> list[Cell]:
+    """The grid's cells that the checks double: each group's first seeds (``check_replicates``);
+    none with ``budget.check: off``."""
     if config.budget.check == "off":
         return []
     budget = config.budget
     return [
-        cell.budget_check()
+        cell
         for cell in grid
         if cell.replicate
         < check_replicates(n_val[cell.dataset.title], budget.plateau, config.seeds, budget.check_seeds)
     ]
+
+
+def budget_checks(config: BenchConfig, grid: list[Cell], n_val: dict[str, int]) -> list[Cell]:
+    """The budget checks of a grid: for each group, its first seeds' cells at twice the budget.
+    ``n_val`` gives each data set's validation images."""
+    return [cell.budget_check() for cell in _checked(config, grid, n_val)]
+
+
+def generator_checks(config: BenchConfig, grid: list[Cell], n_val: dict[str, int]) -> list[Cell]:
+    """The generator checks of a grid: for each group whose strategy fits a generator, the cells of
+    the seeds the budget check doubles, with the generator fitted alone at twice its steps (a cached
+    fit of its own, keyed like any fit)."""
+    checks = [cell.generator_check() for cell in _checked(config, grid, n_val)]
+    return [replace(check, stacked_replicates=()) for check in checks if check is not None]
 
 
 def validation_sizes(config: BenchConfig, datasets: dict[str, Dataset]) -> dict[str, int]:
@@ -175,6 +189,43 @@ BUDGET_COLUMNS = GROUP + [
 ]
 
 
+def _read_checks(rows: pd.DataFrame, checks: list[dict], link: str) -> dict[tuple, list]:
+    """Group -> [(row, check, Doubling)] for each finished check whose ``link`` names a finished row."""
+    base = rows.set_index("key") if len(rows) else pd.DataFrame()
+    found: dict[tuple, list] = {}
+    for check in checks:
+        if check.get("status") != "ok" or check.get(link) not in base.index:
+            continue
+        row = base.loc[check[link]]
+        if row["status"] != "ok":
+            continue
+        group = tuple(row[c] for c in GROUP)
+        found.setdefault(group, []).append((row, check, read_doubling(row.to_dict(), check)))
+    return found
+
+
+def _decided(read: list, plateau: float | None) -> dict:
+    """A group's checked seeds, mean gain (pp), resolution (pp), pairing and outcome."""
+    doublings = [d for _, _, d in read]
+    gain = 100 * sum(d.gain for d in doublings) / len(doublings) if doublings else math.nan
+    resolution = resolution_pp(doublings, plateau) if doublings and plateau else math.nan
+    return {
+        "checked_seeds": len({row["replicate"] for row, _, _ in read}),
+        "val_gain_pp": gain,
+        "resolution_pp": resolution,
+        "paired": bool(doublings) and all(d.paired for d in doublings),
+        "outcome": outcome(gain, resolution, plateau),
+    }
+
+
+def _typed(table: list[dict], columns: list[str], steps: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(table, columns=columns)
+    frame[steps] = frame[steps].astype(float).astype("Int64")
+    frame[["val_gain_pp", "resolution_pp"]] = frame[["val_gain_pp", "resolution_pp"]].astype(float)
+    frame["checked_seeds"] = frame["checked_seeds"].astype(int)
+    return frame
+
+
 def outcomes(
     rows: pd.DataFrame, checks: list[dict], plateau: float | None, raised: "Budgets | None" = None
 ) -> pd.DataFrame:
@@ -182,64 +233,78 @@ def outcomes(
     raising it: ``raised``) and the checked budget, the mean validation gain from doubling (pp), the
     check's resolution (pp, ``resolution_pp``), whether its seeds were read paired, and the outcome
     (``outcome``; ``plateau`` None: the check was off)."""
-    base = rows.set_index("key") if len(rows) else pd.DataFrame()
-    found: dict[tuple, list] = {}
-    for check in checks:
-        if check.get("status") != "ok" or check.get("budget_check_of") not in base.index:
-            continue
-        row = base.loc[check["budget_check_of"]]
-        if row["status"] != "ok":
-            continue
-        group = tuple(row[c] for c in GROUP)
-        found.setdefault(group, []).append((row, check, read_doubling(row.to_dict(), check)))
+    found = _read_checks(rows, checks, "budget_check_of")
     groups = rows[GROUP].drop_duplicates() if len(rows) else pd.DataFrame(columns=GROUP)
     table = []
     for group in groups.itertuples(index=False):
         read = found.get(tuple(group), [])
-        doublings = [d for _, _, d in read]
-        gain = 100 * sum(d.gain for d in doublings) / len(doublings) if doublings else math.nan
-        resolution = resolution_pp(doublings, plateau) if doublings and plateau else math.nan
         steps = read[0][0]["budget_steps"] if read else None
+        decided = _decided(read, plateau)
         table.append(
             {
                 **dict(zip(GROUP, group)),
-                "checked_seeds": len({row["replicate"] for row, _, _ in read}),
+                **decided,
                 "start_steps": (raised or {}).get(tuple(group)[:3], (steps,))[0],
                 "budget_steps": steps,
                 "check_steps": read[0][1]["budget_steps"] if read else None,
-                "val_gain_pp": gain,
-                "resolution_pp": resolution,
-                "paired": bool(doublings) and all(d.paired for d in doublings),
-                "outcome": outcome(gain, resolution, plateau),
             }
         )
-    table = pd.DataFrame(table, columns=BUDGET_COLUMNS)
-    steps = ["start_steps", "budget_steps", "check_steps"]
-    table[steps] = table[steps].astype(float).astype("Int64")
-    table[["val_gain_pp", "resolution_pp"]] = table[["val_gain_pp", "resolution_pp"]].astype(float)
-    table["checked_seeds"] = table["checked_seeds"].astype(int)
-    return table
+    return _typed(table, BUDGET_COLUMNS, ["start_steps", "budget_steps", "check_steps"])
 
 
-def with_outcomes(results: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """Every row with its group's outcome (``budget_check``), validation gain from doubling
-    (``budget_check_gain``, pp), the check's resolution (``budget_check_resolution``, pp) and
-    checked budget (``budget_check_steps``)."""
+GENERATOR_COLUMNS = GROUP + [
+    "checked_seeds",
+    "generator_steps",
+    "check_generator_steps",
+    "val_gain_pp",
+    "resolution_pp",
+    "paired",
+    "outcome",
+    "fit_seconds_doubled",
+]
+
+
+def generator_outcomes(rows: pd.DataFrame, checks: list[dict], plateau: float | None) -> pd.DataFrame:
+    """Per group whose strategy fits a generator (its rows carry ``generator_steps``): the generator
+    check's checked seeds, the generator's steps and the doubled ones, the mean validation gain of
+    the classifier from doubling them (pp), the resolution, the outcome (as for the budget check)
+    and what a doubled fit took (``fit_seconds_doubled``, mean over the checks that fitted it)."""
+    found = _read_checks(rows, checks, "generator_check_of")
+    if rows.empty or "generator_steps" not in rows:
+        return _typed([], GENERATOR_COLUMNS, ["generator_steps", "check_generator_steps"])
+    generative = rows[rows["generator_steps"].notna()]
+    table = []
+    for group in generative[GROUP].drop_duplicates().itertuples(index=False):
+        read = found.get(tuple(group), [])
+        fits = [c.get("fit_seconds") for _, c, _ in read if c.get("fit_seconds")]
+        steps = generative[(generative[GROUP] == pd.Series(dict(zip(GROUP, group)))).all(axis=1)]
+        table.append(
+            {
+                **dict(zip(GROUP, group)),
+                **_decided(read, plateau),
+                "generator_steps": steps["generator_steps"].iloc[0],
+                "check_generator_steps": read[0][1].get("generator_steps") if read else None,
+                "fit_seconds_doubled": max(fits) if fits else math.nan,
+            }
+        )
+    return _typed(table, GENERATOR_COLUMNS, ["generator_steps", "check_generator_steps"])
+
+
+def with_outcomes(results: pd.DataFrame, table: pd.DataFrame, generators: pd.DataFrame) -> pd.DataFrame:
+    """Every row with its group's budget check (``budget_check``: the outcome, ``_gain`` and
+    ``_resolution`` in pp, ``_steps``: the doubled budget) and, where its strategy fits a generator,
+    its generator check (``generator_check``, ``_gain``, ``_resolution``)."""
     if results.empty:
         return results
-    joined = table.rename(
-        columns={
-            "outcome": "budget_check",
-            "val_gain_pp": "budget_check_gain",
-            "resolution_pp": "budget_check_resolution",
-            "check_steps": "budget_check_steps",
-        }
-    )
-    joined = joined[
-        GROUP + ["budget_check", "budget_check_gain", "budget_check_resolution", "budget_check_steps"]
-    ]
-    results = results.drop(columns=[c for c in joined.columns if c not in GROUP and c in results])
-    return results.merge(joined, on=GROUP, how="left")
+    for frame, prefix, extra in (
+        (table, "budget_check", {"check_steps": "budget_check_steps"}),
+        (generators, "generator_check", {}),
+    ):
+        names = {"outcome": prefix, "val_gain_pp": f"{prefix}_gain", "resolution_pp": f"{prefix}_resolution"}
+        joined = frame.rename(columns={**names, **extra})[GROUP + list(names.values()) + list(extra.values())]
+        results = results.drop(columns=[c for c in joined.columns if c not in GROUP and c in results])
+        results = results.merge(joined, on=GROUP, how="left")
+    return results
 
 
 def undertrained(table: pd.DataFrame) -> pd.DataFrame:
@@ -284,13 +349,19 @@ def what_resolves(row, facts: CheckFacts) -> str:
     )
 
 
-def describe_groups(table: pd.DataFrame, facts: CheckFacts | None = None) -> str:
-    """The groups of ``table`` in words: for the rising ones the budget the check suggests, for the
-    unresolved ones their resolution and (given ``facts``) what would resolve it."""
+def describe_groups(table: pd.DataFrame, facts: CheckFacts | None = None, what: str = "budget") -> str:
+    """The groups of ``table`` (budget.csv, or generator.csv with ``what`` "generator") in words: for
+    the rising ones what the check suggests, for the unresolved ones their resolution and (given
+    ``facts``) what would resolve it."""
     parts = []
     for row in table.itertuples():
         where = f"{row.dataset}/{row.regime} {row.classifier} {row.strategy}"
-        if row.outcome == RISING:
+        if row.outcome == RISING and what == "generator":
+            parts.append(
+                f"{where} (+{row.val_gain_pp:.1f} pp from a generator fitted for {int(row.generator_steps)} "
+                f"to {int(row.check_generator_steps)} steps: give it at least that many)"
+            )
+        elif row.outcome == RISING:
             parts.append(
                 f"{where} (+{row.val_gain_pp:.1f} pp from {int(row.budget_steps)} to "
                 f"{int(row.check_steps)} steps: try at least {int(row.check_steps)})"
@@ -498,17 +569,38 @@ def grid_and_checks(
     auto: dict | None = None,
     precision: str = "",
 ) -> tuple[list[Cell], list[Cell]]:
-    """The grid (each cell at its budget: the recipe's, or what ``auto`` found) and its check cells."""
+    """The grid (each cell at its budget: the recipe's, or what ``auto`` found) and its check cells
+    (budget checks, then generator checks)."""
     grid = expand_grid(config, hashes, cohort, auto, precision)
-    return grid, budget_checks(config, grid, n_val)
+    return grid, budget_checks(config, grid, n_val) + generator_checks(config, grid, n_val)
 
 
-def read_budget(run_dir: Path) -> pd.DataFrame:
-    """A run folder's budget.csv (empty where the run predates the check)."""
-    path = Path(run_dir) / "budget.csv"
+def read_budget(run_dir: Path, name: str = "budget.csv") -> pd.DataFrame:
+    """A run folder's budget.csv, or with ``name`` generator.csv (empty where the run predates it)."""
+    path = Path(run_dir) / name
     if not path.is_file() or path.stat().st_size <= 1:
         return pd.DataFrame(columns=GROUP + ["outcome"])
     return pd.read_csv(path, dtype={"regime": str})
+
+
+def read_generators(run_dir: Path) -> pd.DataFrame:
+    """A run folder's generator.csv: the generator check of each generative group."""
+    return read_budget(run_dir, "generator.csv")
+
+
+def generator_summary(table: pd.DataFrame, facts: CheckFacts | None = None) -> str:
+    """One line on the generator check (empty without a generative group)."""
+    if table.empty:
+        return ""
+    converged = (table["outcome"] == CONVERGED).sum()
+    rest = undertrained(table)
+    line = f"generator check: {converged} of {len(table)} generative group(s) converged"
+    return line + (
+        f"; not converged (their verdicts are 'undertrained generator'): "
+        f"{describe_groups(rest, facts, 'generator')}"
+        if len(rest)
+        else ""
+    )
 
 
 def budget_summary(table: pd.DataFrame, facts: CheckFacts | None = None) -> str:

@@ -39,9 +39,9 @@ class Cell:
     # stacked model: a stacked fit (strategies/generative.py); empty: it fits alone
     auto_steps: tuple[tuple[str, int], ...] = ()  # with budget.steps: auto, the steps found per classifier of
     # its data set and regime (bench/run/budget.py); empty: each recipe's steps times budget.scale
-    budget_factor: int = (
-        1  # CHECK_FACTOR: a budget check, its cell trained at twice the budget (never a result)
-    )
+    budget_factor: int = 1  # CHECK_FACTOR: a budget check, its cell trained at twice the budget
+    generator_factor: int = 1  # CHECK_FACTOR: a generator check, its generator fitted at twice its steps
+    check_of: str = ""  # a check's (never a result): the key of the cell it doubles
     precision: str = (
         ""  # the classifier's autocast where it is not its device's former default (config.key_precision)
     )
@@ -118,10 +118,30 @@ class Cell:
     def is_budget_check(self) -> bool:
         return self.budget_factor != 1
 
+    @property
+    def is_generator_check(self) -> bool:
+        return self.generator_factor != 1
+
+    @property
+    def is_check(self) -> bool:
+        """A check (of the budget or the generator): scored on validation images only, never a result,
+        no quality stage, trained alone (``cohorts`` puts no check in a cohort)."""
+        return self.is_budget_check or self.is_generator_check
+
     def budget_check(self) -> "Cell":
         """Its budget check: the same cell (same fit, initial weights and real batches) trained at twice
-        the budget (alone: ``cohorts`` puts no check in a cohort)."""
-        return replace(self, budget_factor=CHECK_FACTOR)
+        the budget."""
+        return replace(self, budget_factor=CHECK_FACTOR, check_of=self.key)
+
+    def generator_check(self) -> "Cell | None":
+        """Its generator check: the same cell (same initial weights and real batches, budget and
+        classifier) with its strategy's generator fitted at twice its steps; None where the strategy
+        fits no generator."""
+        doubled = STRATEGIES.get(self.strategy.name).doubled_generator(self.strategy.params)
+        if doubled is None:
+            return None
+        strategy = replace(self.strategy, params=doubled)
+        return replace(self, strategy=strategy, generator_factor=CHECK_FACTOR, check_of=self.key)
 
     def canonical(self) -> dict:
         unlabelled = (
@@ -145,6 +165,7 @@ class Cell:
             **({"steps": self.steps} if self.steps is not None else {}),
             **({"teacher_steps": self.teacher_steps} if teacher else {}),
             **({"budget_check": self.budget_factor} if self.is_budget_check else {}),
+            **({"generator_check": self.generator_factor} if self.is_generator_check else {}),
             **({"precision": self.precision} if self.precision else {}),
         }
 
@@ -270,7 +291,13 @@ class Cell:
         )
 
     def describe(self) -> str:
-        check = f" (budget check at {self.budget_factor}x)" if self.is_budget_check else ""
+        check = (
+            f" (budget check at {self.budget_factor}x)"
+            if self.is_budget_check
+            else f" (generator check at {self.generator_factor}x)"
+            if self.is_generator_check
+            else ""
+        )
         return (
             f"{self.dataset.title}/{self.regime_label} {self.strategy.label} {self.classifier} "
             f"seed {self.replicate}{check}"
@@ -333,7 +360,7 @@ def cohorts(cells: list[Cell]) -> list[Cell | Cohort]:
     items: list[Cell | Cohort] = []
     filling: dict[tuple, int] = {}  # (data set, regime, classifier) -> index of its cohort being filled
     for cell in cells:
-        if cell.cohort_size == 1 or cell.is_budget_check:
+        if cell.cohort_size == 1 or cell.is_check:
             items.append(cell)
             continue
         group = (cell.dataset.title, cell.regime_label, cell.classifier)

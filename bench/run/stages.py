@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import traceback
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -110,7 +110,8 @@ def cell_record(cell: Cell, revision: str) -> dict:
 def cell_columns(cell: Cell, dataset: Dataset, split: Split, device: torch.device, revision: str) -> dict:
     """The cell stage: ``cell_record`` and what the cell runs on (its data's sizes, its budget, the
     device and precision), as it starts."""
-    check = {"budget_check_of": replace(cell, budget_factor=1).key} if cell.is_budget_check else {}
+    link = "budget_check_of" if cell.is_budget_check else "generator_check_of"
+    check = {link: cell.check_of} if cell.is_check else {}
     stacked = {"stacked_fit": cell.generator_group} if cell.stacked_replicates else {}
     return {
         **cell_record(cell, revision),
@@ -305,7 +306,7 @@ def run_cohort(
     rows, trainees = {}, []
     for cell in cells:
         dataset, split = data_of(cell)
-        quality = cell.quality.enabled and cache_dir is not None and not cell.is_budget_check
+        quality = cell.quality.enabled and cache_dir is not None and not cell.is_check
         trainee = prepare(cell, dataset, split, device, cache_dir, revision, quality)
         if isinstance(trainee, dict):
             rows[cell.key] = trainee
@@ -324,7 +325,7 @@ def run_cohort(
         for trainee, (model, train_columns) in zip(group, train_classifiers(group, device)):
             row = {**trainee.columns, **train_columns}
             if model is not None:
-                scores = validation_accuracy if trainee.cell.is_budget_check else evaluate
+                scores = validation_accuracy if trainee.cell.is_check else evaluate
                 row.update(scores(model, trainee.split, device, trainee.cell.precision or None))
                 row["finished"] = provenance.now()
             rows[trainee.cell.key] = row

@@ -23,7 +23,7 @@ from bench.core.errors import UserError
 from bench.core.files import atomic_write, move_aside, remove_temporary_files
 from bench.protocol.columns import CELL_FILES_ONLY, PARAM_PREFIX, of_type, row_problems
 from bench.protocol.config import BenchConfig
-from bench.run.budget import Budgets, outcomes, with_outcomes
+from bench.run.budget import Budgets, generator_outcomes, outcomes, with_outcomes
 
 TEXT_COLUMNS = of_type("text")
 TIME_COLUMNS = of_type("time")
@@ -336,8 +336,11 @@ class RunStore:
         are not read."""
         records = self.records(grid_keys)
         results = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in records])
-        checks = outcomes(results, self.records(list(check_keys)), plateau, raised)
-        results = with_outcomes(results.drop(columns=list(CELL_FILES_ONLY), errors="ignore"), checks)
+        check_records = self.records(list(check_keys))
+        checks = outcomes(results, check_records, plateau, raised)
+        generators = generator_outcomes(results, check_records, plateau)
+        results = results.drop(columns=list(CELL_FILES_ONLY), errors="ignore")
+        results = with_outcomes(results, checks, generators)
         results = normalize_results(_param_columns(results))
         curves = pd.DataFrame([{"key": r["key"], **point} for r in records for point in r.get("curve", [])])
         for name, frame in (
@@ -345,6 +348,7 @@ class RunStore:
             ("results.csv", results),
             ("curves.csv", curves),
             ("budget.csv", checks),
+            ("generator.csv", generators),
         ):
             atomic_write(self.root / name, _frame_bytes(frame, Path(name).suffix))
         return results
