@@ -4,6 +4,7 @@ classifiers, executors), every config field, and with ``--columns`` the result r
 from __future__ import annotations
 
 import configs
+from bench.core.errors import UserError
 from bench.core.executor import EXECUTORS
 from bench.core.plugins import origin
 from bench.core.schema import describe
@@ -11,9 +12,21 @@ from bench.core.strategy import STRATEGIES
 from bench.data.sets import DATASETS
 from bench.models.suite import CLASSIFIERS, SUITE_VERSION
 from bench.protocol import columns
-from bench.protocol.config import BenchConfig
+from bench.protocol.config import BenchConfig, load_config
 from bench.protocol.registries import load_registries
+from bench.run.budget import resolution_note, validation_sizes
+from bench.run.cell import cached_dataset
 from bench.training.augment import POLICIES
+
+
+def _check_note(name: str) -> str:
+    """What a bundled config's budget check can resolve, or why that cannot be said here."""
+    config = load_config(name, [])
+    try:
+        datasets = {spec.title: cached_dataset(spec) for spec in config.datasets}
+    except UserError:
+        return "(its data is not on this machine)"
+    return resolution_note(config, validation_sizes(config, datasets))
 
 
 def print_columns() -> None:
@@ -25,7 +38,11 @@ def print_registries(plugins: tuple[str, ...] = ()) -> None:
     """Everything a config can name, with the plugins' registrations marked."""
     load_registries(plugins)
 
-    print("bundled configs: " + ", ".join(sorted(configs.bundled())))
+    print(
+        "bundled configs (what each one's budget check can resolve at best; a run's report says what it did):"
+    )
+    for name in sorted(configs.bundled()):
+        print(f"  {name:<22} {_check_note(name)}")
     print("data sets:   " + ", ".join(name + origin(DATASETS.get(name)) for name in DATASETS.names()))
     print("strategies:")
     for name in STRATEGIES.names():

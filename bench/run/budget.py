@@ -135,6 +135,21 @@ def check_resolvable(config: BenchConfig, n_val: dict[str, int]) -> None:
             )
 
 
+def resolution_note(config: BenchConfig, n_val: dict[str, int]) -> str:
+    """What a protocol's budget check can resolve at best, per data set (``n_val``: its validation
+    images), in words: checked seeds, images, best resolution and the plateau."""
+    if config.budget.check == "off":
+        return "budget check off"
+    plateau, parts = config.budget.plateau, []
+    for title, n in n_val.items():
+        seeds = check_replicates(n, plateau, config.seeds, config.budget.check_seeds)
+        best = best_resolution_pp(n, seeds, plateau)
+        parts.append(
+            f"{title}: {seeds} checked seed(s) on {n} validation images resolve {best:.1f} pp at best"
+        )
+    return f"plateau {plateau:g} pp; " + "; ".join(parts)
+
+
 def _val_per_class_for(n: int, seeds: int, plateau: float, config: BenchConfig) -> int:
     """The validation images per class at which the best check of ``seeds`` seeds resolves ``plateau``."""
     per_class = config.split.val_per_class
