@@ -14,7 +14,7 @@ from bench.core.errors import UserError
 from bench.core.files import atomic_write, check_writable
 from bench.costs.plan import Plan, make_plan
 from bench.protocol.config import cohort_size, key_precision
-from bench.run.budget import auto_steps, grid_and_checks
+from bench.run.budget import auto_steps, grid_and_checks, with_raised, worst_case_raises
 from bench.run.cell import expand_grid
 from bench.run.store import RunStore, read_results
 from bench.run.tasks import workers_for
@@ -64,14 +64,29 @@ def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
     cells = grid + checks
     if config.budget.steps == "auto" and not auto:
         print(
-            f"augbench: budget.steps: auto is not searched yet in {out}: `run` searches first (`none` at "
-            f"{config.budget.floor}, {2 * config.budget.floor}, ... steps on two seeds per data set, regime "
-            "and classifier, until a doubling gains under the plateau); the estimate below is at the "
-            "recipes' steps"
+            f"augbench: budget.steps: auto is not searched yet in {out}: `run` searches first (`none` on "
+            "the budget check's seeds per data set, regime and classifier, from the larger of "
+            f"{config.budget.floor} steps and the recipe's budget, down or up until a doubling is converged "
+            "by a resolved check); the estimate below is at the recipes' steps"
         )
     done = RunStore(out).done_keys(retry_failed)
     workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
-    return make_plan(config, cells, done, out / "cache", device, workers, checked.data_seconds)
+    found = make_plan(config, cells, done, out / "cache", device, workers, checked.data_seconds)
+    raised = [
+        cell
+        for budgets in worst_case_raises(config, grid)
+        for part in grid_and_checks(
+            config, checked.hashes, cohort, checked.n_val, with_raised(auto, budgets), precision
+        )
+        for cell in part
+    ]
+    if raised:
+        worst = make_plan(config, cells + raised, done, out / "cache", device, workers, checked.data_seconds)
+        found.worst_case = (
+            f"worst case, if every group kept rising until budget.max_steps stops the raises: "
+            f"{worst.cells_todo} cells to run, {worst.headline()}"
+        )
+    return found
 
 
 def _earlier_results(out: Path) -> pd.DataFrame:

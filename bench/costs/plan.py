@@ -315,6 +315,7 @@ class Plan:
     startup_seconds: float = 0.0  # a worker's start: imports and loading the data, once per run
     peak_mem_mb: float = 0.0  # per worker
     schedule_seconds: float = 0.0  # the workers' makespan on the critical path (see CellWork)
+    worst_case: str = ""  # what the run costs if every raisable budget is raised (bench/run/budget.py)
 
     @property
     def wall_seconds(self) -> float:
@@ -342,6 +343,7 @@ class Plan:
                 f"{format_duration(sum(self.seconds.values()) / max(1, self.workers))})",
                 f"  peak memory: about {self.peak_mem_mb:,.0f} MB per worker "
                 f"({'GPU allocator' if 'cpu' not in self.device else 'resident set'})",
+                *([f"  {self.worst_case}"] if self.worst_case else []),
                 "  (calibrated on this device, cached in "
                 f"{calibration_file()}; the workers take the cells in grid order, and wait for a generator, "
                 "evaluator or quality row that another cell is computing)",

@@ -141,12 +141,17 @@ class BudgetSpec:
         choices=("recipe", "auto"),
         quiet=True,
         help="recipe: the recipe's steps times `scale`; auto: per data set, regime and "
-        "classifier, the smallest budget, doubling from `floor`, at which `none`'s validation "
-        "accuracy (mean of the first two seeds) gains less than `plateau` from one more "
-        "doubling (searched once, cached; needs scale 1)",
+        "classifier, the budget at which doubling gains `none` less than `plateau` of validation "
+        "accuracy by a check that resolves it (the budget check's seeds and rule), searched from "
+        "the larger of `floor` and the recipe's budget, down while halving stays converged, else "
+        "up (searched once, cached; needs scale 1)",
     )
     floor: int = option(
-        100, low=1, high=1_000_000, quiet=True, help="steps: auto starts its doubling here (optimizer steps)"
+        100,
+        low=1,
+        high=1_000_000,
+        quiet=True,
+        help="steps: auto searches no lower than this (optimizer steps)",
     )
     check: str = option(
         "on",

@@ -7,9 +7,10 @@
   mean over its checked seeds and its *resolution* the gain the check had 80 % power to see
   (``resolution_pp``). Converged: gain below ``budget.plateau`` and resolution at most the plateau;
   rising: gain at or above it; unresolved: neither. Every row carries its group's outcome.
-- ``auto``: per (data set, regime, classifier), the smallest budget, doubling from ``budget.floor``,
-  at which `none`'s validation accuracy (mean of the first two seeds) gains less than the plateau
-  from one more doubling; searched once and cached in the run folder.
+- Raised budgets: where a group still rises, ``run`` doubles its triple's budget (``raise_budgets``).
+- The generator check: the same seeds' cells with the generator fitted at twice its steps.
+- ``auto``: per (data set, regime, classifier), a budget whose doubling is converged by the same
+  rule, searched down or up from the recipe's budget (``search_steps``); cached in the run folder.
 """
 
 from __future__ import annotations
@@ -33,14 +34,13 @@ from bench.data.splits import make_split
 from bench.models.suite import SUITE_VERSION
 from bench.protocol.config import BenchConfig
 from bench.run.cell import Cell, data_of, expand_grid
-from bench.run.stages import train_cell
+from bench.run.stages import train_cell, validation_accuracy
 from bench.training.metrics import read_correct_bits
 
 GROUP = ["dataset", "regime", "classifier", "strategy"]
-AUTO_SEEDS = 2  # steps: auto averages `none` over this many first seeds
-AUTO_DOUBLINGS = 8  # steps: auto stops at floor * 2**8 and says the budget did not plateau there
+AUTO_DOUBLINGS = 8  # steps: auto compares at most this many doublings upwards, then says it found no plateau
 CONVERGED, RISING, UNRESOLVED, UNCHECKED = "converged", "rising", "unresolved", "unchecked"
-SEARCH_VERSION = "1"
+SEARCH_VERSION = "2"  # 2: read by the check's rule (paired, resolved), from the recipe's budget down or up
 # a check's resolution: the gain a one-sided test at 5 % would see with 80 % power
 Z_RESOLUTION = NormalDist().inv_cdf(0.95) + NormalDist().inv_cdf(0.80)
 
@@ -430,6 +430,30 @@ def raise_budgets(config: BenchConfig, table: pd.DataFrame, raised: Budgets) -> 
     return raised, said
 
 
+def worst_case_raises(config: BenchConfig, grid: list[Cell]) -> list[Budgets]:
+    """The raised budgets of the worst case, one per round of the run: every (data set, regime,
+    classifier) of ``grid`` still rising after each raise, doubled until budget.max_steps stops it."""
+    if config.budget.check == "off":
+        return []
+    starts: dict[tuple[str, str, str], int] = {}
+    for cell in grid:
+        triple = (cell.dataset.title, cell.regime_label, cell.classifier)
+        if triple not in starts:
+            starts[triple] = cell.budget_steps(len(data_of(cell)[1].labelled))
+    rounds: list[Budgets] = []
+    raised: Budgets = {}
+    while True:
+        more = {
+            triple: (start, 2 * raised.get(triple, (start, start))[1])
+            for triple, start in starts.items()
+            if 2 * raised.get(triple, (start, start))[1] <= max_steps(config, start)
+        }
+        if not more:
+            return rounds
+        raised = {**raised, **more}
+        rounds.append(raised)
+
+
 def with_raised(
     auto: dict[tuple[str, str], tuple[tuple[str, int], ...]], raised: Budgets
 ) -> dict[tuple[str, str], tuple[tuple[str, int], ...]]:
@@ -466,9 +490,10 @@ def check_max_steps(config: BenchConfig, datasets: dict[str, Dataset]) -> None:
 
 
 # ----------------------------------------------------------------------------- steps: auto
-def search_key(cell: Cell, floor: int, plateau: float) -> str:
+def search_key(cell: Cell, budget, seeds: int) -> str:
     """What the search of a (data set, regime, classifier) depends on: the data, split, regime, the
-    classifier and its versions, the suite, the floor, the plateau and the precision it trains in."""
+    classifier and its versions, the suite, the floor, the plateau, the seeds it reads and the
+    precision it trains in."""
     return cache_key(
         "steps-auto",
         SEARCH_VERSION,
@@ -478,63 +503,88 @@ def search_key(cell: Cell, floor: int, plateau: float) -> str:
         cell.classifier,
         cell.classifier_entry.versions(),
         SUITE_VERSION,
-        floor,
-        plateau,
+        budget.floor,
+        budget.plateau,
+        seeds,
         cell.protocol.eval_points,
         *([cell.precision] if cell.precision else []),
     )
 
 
-def _none_accuracy(cell: Cell, steps: int, device: torch.device, cache_dir: Path) -> float:
-    """Validation accuracy of `none` on ``cell``'s data at ``steps`` (the run's own `none` cell there)."""
+def _none_read(cell: Cell, steps: int, device: torch.device, cache_dir: Path) -> dict:
+    """`none` on ``cell``'s data at ``steps`` (the run's own `none` cell there): its validation
+    accuracy, which validation images it got right, and how many there are."""
     dataset, split = data_of(cell)
     probe = replace(cell, auto_steps=((cell.classifier, steps),), cohort_size=1)
-    record, _ = train_cell(probe, device, cache_dir, dataset, split, "search")
-    return record["curve"][-1]["val_accuracy"] if record["status"] == "ok" else float("nan")
+    record, model = train_cell(probe, device, cache_dir, dataset, split, "search")
+    if model is None:
+        return {"val_accuracy": math.nan, "val_correct": "", "n_val": len(split.val)}
+    return {**validation_accuracy(model, split, device, cell.precision or None), "n_val": len(split.val)}
 
 
 def search_steps(cell: Cell, device: torch.device, cache_dir: Path, say=print) -> dict:
-    """The steps ``auto`` picks for ``cell``'s (data set, regime, classifier), cached in ``cache_dir``:
-    the smallest budget, doubling from the floor, whose doubling gains `none` less than the plateau
-    (mean over its first two seeds). Returns {steps, plateaued, trials: [{steps, val_accuracy}],
-    seconds}."""
+    """The steps ``auto`` picks for ``cell``'s (data set, regime, classifier), cached in ``cache_dir``,
+    read by the budget check's rule (its seeds, paired per image, converged only where resolved). It
+    starts at the larger of the floor and the recipe's budget: where doubling that is converged, it
+    halves while the halved budget is converged too (never below the floor); else it doubles until a
+    doubling is converged, unresolved (then the run's check says so) or 8 doublings were tried.
+    Returns {steps, outcome (of doubling those steps), checks: [{steps, doubled, gain_pp,
+    resolution_pp, outcome}], trials: [{steps, val_accuracy}], seconds}."""
     budget = cell.protocol.budget
     none = replace(cell, strategy=StrategyEntry("none", "none", {}), stacked_replicates=())
-    seeds = [replace(none, replicate=r) for r in range(min(AUTO_SEEDS, cell.protocol.seeds))]
-    cache = FileCache(cache_dir)
+    split = data_of(none)[1]
+    replicates = _search_seeds(cell)
+    seeds = [replace(none, replicate=r) for r in range(replicates)]
+    reads: dict[int, list[dict]] = {}
 
-    def trial(steps: int) -> dict:
-        return {
-            "steps": steps,
-            "val_accuracy": _mean([_none_accuracy(s, steps, device, cache_dir) for s in seeds]),
-        }
+    def at(steps: int) -> list[dict]:
+        if steps not in reads:
+            reads[steps] = [_none_read(seed, steps, device, cache_dir) for seed in seeds]
+        return reads[steps]
+
+    def compare(low: int, high: int) -> dict:
+        doublings = [read_doubling(a, b) for a, b in zip(at(low), at(high))]
+        gain = 100 * _mean([d.gain for d in doublings])
+        resolution = resolution_pp(doublings, budget.plateau)
+        said = outcome(gain, resolution, budget.plateau)
+        say(
+            f"augbench: steps: auto for {cell.dataset.title}/{cell.regime_label} {cell.classifier}: none "
+            f"{gain:+.1f} pp from {low} to {high} steps (read to within {resolution:.1f} pp): {said}"
+        )
+        return {"steps": low, "doubled": high, "gain_pp": gain, "resolution_pp": resolution, "outcome": said}
 
     def search() -> dict:
         t0 = time.perf_counter()
-        trials = [trial(budget.floor)]
-        for _ in range(AUTO_DOUBLINGS):
-            before, after = trials[-1], trial(2 * trials[-1]["steps"])
-            trials.append(after)
-            say(
-                f"augbench: steps: auto for {cell.dataset.title}/{cell.regime_label} {cell.classifier}: "
-                f"none at {before['steps']} steps {100 * before['val_accuracy']:.1f}%, at {after['steps']} "
-                f"{100 * after['val_accuracy']:.1f}%"
-            )
-            if 100 * (after["val_accuracy"] - before["val_accuracy"]) < budget.plateau:
-                return {
-                    "steps": before["steps"],
-                    "plateaued": True,
-                    "trials": trials,
-                    "seconds": time.perf_counter() - t0,
-                }
+        steps = max(budget.floor, cell.classifier_entry.training_recipe.steps(len(split.labelled)))
+        checks = [compare(steps, 2 * steps)]
+        if checks[-1]["outcome"] == CONVERGED:
+            while steps // 2 >= budget.floor:
+                checks.append(compare(steps // 2, steps))
+                if checks[-1]["outcome"] != CONVERGED:
+                    break
+                steps //= 2
+        else:
+            while checks[-1]["outcome"] == RISING and len(checks) < AUTO_DOUBLINGS:
+                steps *= 2
+                checks.append(compare(steps, 2 * steps))
         return {
-            "steps": trials[-1]["steps"],
-            "plateaued": False,
-            "trials": trials,
+            "steps": steps,
+            "outcome": next(c["outcome"] for c in reversed(checks) if c["steps"] == steps),
+            "checks": checks,
+            "trials": [
+                {"steps": s, "val_accuracy": _mean([r["val_accuracy"] for r in reads[s]])}
+                for s in sorted(reads)
+            ],
             "seconds": time.perf_counter() - t0,
         }
 
-    return cache.json_once("steps-auto", search_key(cell, budget.floor, budget.plateau), search)
+    return FileCache(cache_dir).json_once("steps-auto", search_key(cell, budget, replicates), search)
+
+
+def _search_seeds(cell: Cell) -> int:
+    """The seeds the search reads: those the budget check checks."""
+    budget, n_val = cell.protocol.budget, len(data_of(cell)[1].val)
+    return check_replicates(n_val, budget.plateau, cell.protocol.seeds, budget.check_seeds)
 
 
 def _mean(values: list[float]) -> float:
@@ -559,7 +609,7 @@ def auto_steps(
         where = (cell.dataset.title, cell.regime_label)
         if cell.replicate or cell.classifier in found.get(where, {}):
             continue
-        key = search_key(cell, config.budget.floor, config.budget.plateau)
+        key = search_key(cell, config.budget, _search_seeds(cell))
         result = (
             search_steps(cell, device, cache_dir, say)
             if search
@@ -568,7 +618,11 @@ def auto_steps(
         if result is None:
             continue
         found.setdefault(where, {})[cell.classifier] = result["steps"]
-        note = "" if result["plateaued"] else " (no plateau up to there: the budget check will say)"
+        note = (
+            ""
+            if result["outcome"] == CONVERGED
+            else f" (doubling it: {result['outcome']}; the budget check will say more)"
+        )
         say(
             f"augbench: steps: auto: {where[0]}/{where[1]} {cell.classifier}: {result['steps']} steps, "
             f"searched in {result['seconds']:.0f} s{note}"
