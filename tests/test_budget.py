@@ -380,6 +380,7 @@ def test_checks_name_their_cells_and_train_alone_also_in_cohorts():
     assert budget_checks(off, expand_grid(off, {"digits": "h"}), {"digits": 100}) == []
 
 
+@pytest.mark.slow  # two GAN fits (300 and 600 steps) and a run: about a minute on 2 cores
 def test_a_gan_at_a_tenth_of_its_steps_is_not_called_converged_by_the_generator_check(tmp_path, cli):
     """The generator check fits the GAN again at twice its steps for the checked seed and pairs the
     classifiers on the validation images: at 300 of its 3,000 steps it must not pass as converged,
