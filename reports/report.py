@@ -362,44 +362,44 @@ GENERATOR = (
 )
 
 
-def generator_rows(generators: pd.DataFrame) -> pd.DataFrame:
-    """The generator check's table, for reading."""
+def _check_rows(
+    table: pd.DataFrame, steps: list[tuple[str, str]], extra: list[tuple[str, str, str]]
+) -> pd.DataFrame:
+    """A check's table (budget.csv, generator.csv) for reading: the group, the seeds checked, its
+    ``steps`` columns (label, column) as whole numbers, gain, resolution, outcome and ``extra``
+    (label, column, format). A column an older run lacks reads as a gap."""
+
+    def column(name: str, form: str) -> pd.Series:
+        return table.get(name, pd.Series(math.nan, index=table.index)).map(lambda v: _fmt(v, form))
+
     return pd.DataFrame(
         {
-            "data set": generators["dataset"],
-            "regime": generators["regime"],
-            "classifier": generators["classifier"],
-            "strategy": generators["strategy"],
-            "seeds checked": generators["checked_seeds"],
-            "generator steps": generators["generator_steps"].map(lambda v: _fmt(v, ".0f")),
-            "doubled": generators["check_generator_steps"].map(lambda v: _fmt(v, ".0f")),
-            "val gain pp": generators["val_gain_pp"].map(lambda v: _fmt(v, "+.2f")),
-            "resolution pp": generators["resolution_pp"].map(lambda v: _fmt(v, ".2f")),
-            "outcome": generators["outcome"],
-            "doubled fit s": generators["fit_seconds_doubled"].map(lambda v: _fmt(v, ".0f")),
+            "data set": table["dataset"],
+            "regime": table["regime"],
+            "classifier": table["classifier"],
+            "strategy": table["strategy"],
+            "seeds checked": table["checked_seeds"],
+            **{label: column(name, ".0f") for label, name in steps},
+            "val gain pp": column("val_gain_pp", "+.2f"),
+            "resolution pp": column("resolution_pp", ".2f"),
+            "outcome": table["outcome"],
+            **{label: column(name, form) for label, name, form in extra},
         }
     )
+
+
+def generator_rows(generators: pd.DataFrame) -> pd.DataFrame:
+    """The generator check's table, for reading."""
+    steps = [("generator steps", "generator_steps"), ("doubled", "check_generator_steps")]
+    return _check_rows(generators, steps, [("doubled fit s", "fit_seconds_doubled", ".0f")])
 
 
 def budget_rows(budget: pd.DataFrame) -> pd.DataFrame:
     """The budget check's table, for reading."""
-    return pd.DataFrame(
-        {
-            "data set": budget["dataset"],
-            "regime": budget["regime"],
-            "classifier": budget["classifier"],
-            "strategy": budget["strategy"],
-            "seeds checked": budget["checked_seeds"],
-            "started at": budget.get("start_steps", budget["budget_steps"]).map(lambda v: _fmt(v, ".0f")),
-            "steps": budget["budget_steps"].map(lambda v: _fmt(v, ".0f")),
-            "doubled": budget["check_steps"].map(lambda v: _fmt(v, ".0f")),
-            "val gain pp": budget["val_gain_pp"].map(lambda v: _fmt(v, "+.2f")),
-            "resolution pp": budget.get("resolution_pp", pd.Series(math.nan, index=budget.index)).map(
-                lambda v: _fmt(v, ".2f")
-            ),
-            "outcome": budget["outcome"],
-        }
-    )
+    if "start_steps" not in budget:  # a run from before budgets were raised: it started where it ended
+        budget = budget.assign(start_steps=budget["budget_steps"])
+    steps = [("started at", "start_steps"), ("steps", "budget_steps"), ("doubled", "check_steps")]
+    return _check_rows(budget, steps, [])
 
 
 def control_rows(part: pd.DataFrame) -> pd.DataFrame:
@@ -460,28 +460,21 @@ def _has_quality(part: pd.DataFrame) -> bool:
     return part["kid_evaluator"].notna().any()
 
 
+def check_tables(sections: Sections) -> list[tuple[str, str, pd.DataFrame]]:
+    """The checks' sections of the report (title, legend, table), those the run has."""
+    found = [
+        ("Budget check", BUDGET, sections.budget, budget_rows),
+        ("Generator check", GENERATOR, sections.generators, generator_rows),
+    ]
+    return [(title, legend, rows(table)) for title, legend, table, rows in found if not table.empty]
+
+
 def render_markdown(context, sections: Sections) -> str:
     lines = [f"# augbench report: {context['name']}", ""]
     lines += [f"- {line}" for line in _provenance_lines(context)] + ["", "## What this run says", ""]
     lines += [f"- {line}" for line in sections.said] + [""]
-    if not sections.budget.empty:
-        lines += [
-            "## Budget check",
-            "",
-            BUDGET,
-            "",
-            budget_rows(sections.budget).to_markdown(index=False),
-            "",
-        ]
-    if not sections.generators.empty:
-        lines += [
-            "## Generator check",
-            "",
-            GENERATOR,
-            "",
-            generator_rows(sections.generators).to_markdown(index=False),
-            "",
-        ]
+    for title, legend, rows in check_tables(sections):
+        lines += [f"## {title}", "", legend, "", rows.to_markdown(index=False), ""]
     lines += ["## Results", "", LEGEND, ""]
     for (dataset, regime), part in _groups(sections.table):
         for classifier, rows in part.groupby("classifier", sort=False):
@@ -562,15 +555,10 @@ def render_html(context, sections: Sections) -> str:
         + "".join(f"<li>{e(line)}</li>" for line in sections.said)
         + "</ul>",
     ]
-    if not sections.budget.empty:
+    for title, legend, rows in check_tables(sections):
         parts += [
-            f"<h2>Budget check</h2><p class='meta'>{e(BUDGET)}</p>",
-            budget_rows(sections.budget).to_html(index=False, border=0, escape=True),
-        ]
-    if not sections.generators.empty:
-        parts += [
-            f"<h2>Generator check</h2><p class='meta'>{e(GENERATOR)}</p>",
-            generator_rows(sections.generators).to_html(index=False, border=0, escape=True),
+            f"<h2>{title}</h2><p class='meta'>{e(legend)}</p>",
+            rows.to_html(index=False, border=0, escape=True),
         ]
     parts += [f"<h2>Results</h2><p class='meta'>{e(LEGEND)}</p>"]
     for (dataset, regime), part in _groups(sections.table):
