@@ -80,8 +80,9 @@ def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
         )
         for cell in part
     ]
-    if raised:
-        worst = make_plan(config, cells + raised, done, out / "cache", device, workers, checked.data_seconds)
+    if raised:  # a triple that stopped rising repeats its cells in later rounds: count each cell once
+        every = list({cell.key: cell for cell in cells + raised}.values())
+        worst = make_plan(config, every, done, out / "cache", device, workers, checked.data_seconds)
         found.worst_case = (
             f"worst case, if every group kept rising until budget.max_steps stops the raises: "
             f"{worst.cells_todo} cells to run, {worst.headline()}"
