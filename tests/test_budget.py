@@ -33,6 +33,7 @@ from reports.tables import comparison_table
 from strategies.teacher import auto_threshold
 
 CPU = torch.device("cpu")
+SEVERITY = {"converged": 0, "unresolved": 1, "rising": 2}
 # 400 validation images: a check of two seeds can resolve 1 pp (at best 0.87 pp)
 CHECKED = {
     "budget": {"scale": 0.05, "check": "on", "max_steps": 15},  # 15: the budget, never raised
@@ -256,6 +257,34 @@ def test_steps_auto_is_deterministic_and_reads_by_the_checks_rule(tmp_path):
         assert first["steps"] >= 300
     above = search_steps(_auto_cell(400), CPU, tmp_path / "c", say=lambda line: None)
     assert above["checks"][0]["steps"] == 400 and above["steps"] >= 400  # the floor bounds it below
+
+
+@pytest.mark.slow  # two searches of the mlp from 300 steps: about 45 s on 2 cores
+def test_steps_auto_on_the_grid_reads_every_strategy_and_a_rising_one_holds_it_up(tmp_path):
+    strong = {
+        "name": "classical",
+        "label": "strong",
+        "params": {"policy": "trivialaugment", "magnitude": 1.0},
+    }
+    change = {"budget": {"steps": "auto", "floor": 20}, "regimes": [10], "strategies": ["none", strong]}
+    alone = parse_config({**TINY_CONFIG, **CHECKED, **change})
+    on_grid = parse_config(
+        {**TINY_CONFIG, **CHECKED, **change, "budget": {**change["budget"], "search": "grid"}}
+    )
+    hashes = {d.title: cached_dataset(d).content_hash for d in alone.datasets}
+    said: list[str] = []
+    none_only = search_steps(expand_grid(alone, hashes)[0], CPU, tmp_path / "a", say=said.append)
+    assert all(" none " in line for line in said)
+    grid = expand_grid(on_grid, hashes)
+    said.clear()
+    both = search_steps(grid[0], CPU, tmp_path / "b", say=said.append, grid=grid)
+    for check in both["checks"]:  # each doubling read on both strategies, decided by the less converged
+        lines = [line for line in said if f"from {check['steps']} to {check['doubled']} steps" in line]
+        assert sorted(line.split(" mlp: ")[1].split()[0] for line in lines) == ["none", "strong"]
+        assert check["outcome"] == max((line.rsplit(": ", 1)[1] for line in lines), key=SEVERITY.get)
+    # a strategy can only hold the search up; here trivialaugment at full magnitude still rises from 300
+    # to 600 steps (+2.0 pp on 2026-12-07) where none alone stops at 300 (+0.0 pp, unresolved)
+    assert both["steps"] > none_only["steps"]
 
 
 def test_steps_auto_trains_every_strategy_of_the_group_for_the_steps_found(tmp_path, cli):

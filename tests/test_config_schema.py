@@ -87,7 +87,7 @@ def test_cell_key_is_stable():
         (
             "budget.scal=1",
             "unknown config field budget.scal; budget fields: check, check_seeds, floor, max_steps, plateau, "
-            "scale, steps",
+            "scale, search, steps",
         ),
         ("colour=red", "unknown config field colour"),
         ("seeds.x=1", "config field seeds has no sub-fields"),

@@ -64,8 +64,9 @@ def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
     cells = grid + checks
     if config.budget.steps == "auto" and not auto:
         print(
-            f"augbench: budget.steps: auto is not searched yet in {out}: `run` searches first (`none` on "
-            "the budget check's seeds per data set, regime and classifier, from the larger of "
+            f"augbench: budget.steps: auto is not searched yet in {out}: `run` searches first "
+            f"({'every strategy' if config.budget.search == 'grid' else '`none`'} on the budget "
+            "check's seeds per data set, regime and classifier, from the larger of "
             f"{config.budget.floor} steps and the recipe's budget, down or up until a doubling is converged "
             "by a resolved check); the estimate below is at the recipes' steps"
         )

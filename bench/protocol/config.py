@@ -141,10 +141,20 @@ class BudgetSpec:
         choices=("recipe", "auto"),
         quiet=True,
         help="recipe: the recipe's steps times `scale`; auto: per data set, regime and "
-        "classifier, the budget at which doubling gains `none` less than `plateau` of validation "
+        "classifier, the budget at which doubling gains `none` (with `search: grid`, every strategy) "
+        "less than `plateau` of validation "
         "accuracy by a check that resolves it (the budget check's seeds and rule), searched from "
         "the larger of `floor` and the recipe's budget, down while halving stays converged, else "
         "up (searched once, cached; needs scale 1)",
+    )
+    search: str = option(
+        "none",
+        choices=("none", "grid"),
+        quiet=True,
+        help="what steps: auto reads: none (the baseline alone) or grid (every strategy of the grid on "
+        "that data set, regime and classifier, none included: the budget at which all of them are "
+        "converged; dearer per step of the search, cheaper than raising every cell of the run "
+        "afterwards where the strategies need more steps than none)",
     )
     floor: int = option(
         100,

@@ -437,7 +437,7 @@ def worst_case_raises(config: BenchConfig, grid: list[Cell]) -> list[Budgets]:
         return []
     starts: dict[tuple[str, str, str], int] = {}
     for cell in grid:
-        triple = (cell.dataset.title, cell.regime_label, cell.classifier)
+        triple = triple_of(cell)
         if triple not in starts:
             starts[triple] = cell.budget_steps(len(data_of(cell)[1].labelled))
     rounds: list[Budgets] = []
@@ -490,10 +490,12 @@ def check_max_steps(config: BenchConfig, datasets: dict[str, Dataset]) -> None:
 
 
 # ----------------------------------------------------------------------------- steps: auto
-def search_key(cell: Cell, budget, seeds: int) -> str:
+def search_key(cell: Cell, budget, searched: dict[str, list[Cell]]) -> str:
     """What the search of a (data set, regime, classifier) depends on: the data, split, regime, the
-    classifier and its versions, the suite, the floor, the plateau, the seeds it reads and the
-    precision it trains in."""
+    classifier and its versions, the suite, the floor, the plateau, the seeds it reads, the precision
+    it trains in and, where it reads more than `none`, the strategies it reads (their cells' keys)."""
+    seeds = len(next(iter(searched.values())))
+    strategies = sorted(replace(cells[0], cohort_size=1).key for cells in searched.values())
     return cache_key(
         "steps-auto",
         SEARCH_VERSION,
@@ -508,12 +510,36 @@ def search_key(cell: Cell, budget, seeds: int) -> str:
         seeds,
         cell.protocol.eval_points,
         *([cell.precision] if cell.precision else []),
+        *(strategies if len(searched) > 1 else []),
     )
 
 
-def _none_read(cell: Cell, steps: int, device: torch.device, cache_dir: Path) -> dict:
-    """`none` on ``cell``'s data at ``steps`` (the run's own `none` cell there): its validation
-    accuracy, which validation images it got right, and how many there are."""
+def searched_cells(cell: Cell, grid: list[Cell]) -> dict[str, list[Cell]]:
+    """The cells the search of ``cell``'s (data set, regime, classifier) trains, by strategy label:
+    the budget check's seeds of `none` and, with budget.search: grid, those of every strategy the
+    grid has there."""
+    seeds = _search_seeds(cell)
+    none = replace(cell, strategy=StrategyEntry("none", "none", {}), stacked_replicates=())
+    found = {"none": [replace(none, replicate=r) for r in range(seeds)]}
+    if cell.protocol.budget.search == "grid":
+        for other in grid:
+            if (
+                other.strategy.label != "none"
+                and other.replicate < seeds
+                and triple_of(other) == triple_of(cell)
+            ):
+                found.setdefault(other.strategy.label, []).append(other)
+    return found
+
+
+def triple_of(cell: Cell) -> tuple[str, str, str]:
+    """A cell's (data set, regime, classifier): the cells whose budget moves together."""
+    return cell.dataset.title, cell.regime_label, cell.classifier
+
+
+def _validation_read(cell: Cell, steps: int, device: torch.device, cache_dir: Path) -> dict:
+    """``cell`` trained at ``steps`` (the run's own cell there): its validation accuracy, which
+    validation images it got right, and how many there are."""
     dataset, split = data_of(cell)
     probe = replace(cell, auto_steps=((cell.classifier, steps),), cohort_size=1)
     record, model = train_cell(probe, device, cache_dir, dataset, split, "search")
@@ -522,36 +548,53 @@ def _none_read(cell: Cell, steps: int, device: torch.device, cache_dir: Path) ->
     return {**validation_accuracy(model, split, device, cell.precision or None), "n_val": len(split.val)}
 
 
-def search_steps(cell: Cell, device: torch.device, cache_dir: Path, say=print) -> dict:
+# a doubling's outcome for the whole triple: its least converged strategy's
+_SEVERITY = {CONVERGED: 0, UNRESOLVED: 1, RISING: 2}
+
+
+def search_steps(
+    cell: Cell, device: torch.device, cache_dir: Path, say=print, grid: list[Cell] | None = None
+) -> dict:
     """The steps ``auto`` picks for ``cell``'s (data set, regime, classifier), cached in ``cache_dir``,
-    read by the budget check's rule (its seeds, paired per image, converged only where resolved). It
-    starts at the larger of the floor and the recipe's budget: where doubling that is converged, it
-    halves while the halved budget is converged too (never below the floor); else it doubles until a
-    doubling is converged, unresolved (then the run's check says so) or 8 doublings were tried.
-    Returns {steps, outcome (of doubling those steps), checks: [{steps, doubled, gain_pp,
-    resolution_pp, outcome}], trials: [{steps, val_accuracy}], seconds}."""
+    read by the budget check's rule (its seeds, paired per image, converged only where resolved) on
+    `none`, or with budget.search: grid on every strategy of ``grid`` there (a doubling is as converged
+    as its least converged strategy). It starts at the larger of the floor and the recipe's budget:
+    where doubling that is converged, it halves while the halved budget is converged too (never below
+    the floor); else it doubles until a doubling is converged, unresolved (then the run's check says
+    so) or 8 doublings were tried. Returns {steps, outcome (of doubling those steps), checks: [{steps,
+    doubled, strategy, gain_pp, resolution_pp, outcome}], trials: [{steps, val_accuracy}], seconds}."""
     budget = cell.protocol.budget
-    none = replace(cell, strategy=StrategyEntry("none", "none", {}), stacked_replicates=())
-    split = data_of(none)[1]
-    replicates = _search_seeds(cell)
-    seeds = [replace(none, replicate=r) for r in range(replicates)]
-    reads: dict[int, list[dict]] = {}
+    searched = searched_cells(cell, grid or [])
+    split = data_of(cell)[1]
+    reads: dict[tuple[str, int], list[dict]] = {}
 
-    def at(steps: int) -> list[dict]:
-        if steps not in reads:
-            reads[steps] = [_none_read(seed, steps, device, cache_dir) for seed in seeds]
-        return reads[steps]
+    def at(label: str, steps: int) -> list[dict]:
+        if (label, steps) not in reads:
+            reads[label, steps] = [_validation_read(c, steps, device, cache_dir) for c in searched[label]]
+        return reads[label, steps]
 
-    def compare(low: int, high: int) -> dict:
-        doublings = [read_doubling(a, b) for a, b in zip(at(low), at(high))]
+    def compare_one(label: str, low: int, high: int) -> dict:
+        doublings = [read_doubling(a, b) for a, b in zip(at(label, low), at(label, high))]
         gain = 100 * _mean([d.gain for d in doublings])
         resolution = resolution_pp(doublings, budget.plateau)
         said = outcome(gain, resolution, budget.plateau)
         say(
-            f"augbench: steps: auto for {cell.dataset.title}/{cell.regime_label} {cell.classifier}: none "
+            f"augbench: steps: auto for {cell.dataset.title}/{cell.regime_label} {cell.classifier}: {label} "
             f"{gain:+.1f} pp from {low} to {high} steps (read to within {resolution:.1f} pp): {said}"
         )
-        return {"steps": low, "doubled": high, "gain_pp": gain, "resolution_pp": resolution, "outcome": said}
+        return {
+            "steps": low,
+            "doubled": high,
+            "strategy": label,
+            "gain_pp": gain,
+            "resolution_pp": resolution,
+            "outcome": said,
+        }
+
+    def compare(low: int, high: int) -> dict:
+        return max(
+            (compare_one(label, low, high) for label in searched), key=lambda c: _SEVERITY[c["outcome"]]
+        )
 
     def search() -> dict:
         t0 = time.perf_counter()
@@ -572,13 +615,13 @@ def search_steps(cell: Cell, device: torch.device, cache_dir: Path, say=print) -
             "outcome": next(c["outcome"] for c in reversed(checks) if c["steps"] == steps),
             "checks": checks,
             "trials": [
-                {"steps": s, "val_accuracy": _mean([r["val_accuracy"] for r in reads[s]])}
-                for s in sorted(reads)
+                {"steps": s, "strategy": label, "val_accuracy": _mean([r["val_accuracy"] for r in read])}
+                for (label, s), read in sorted(reads.items(), key=lambda item: (item[0][1], item[0][0]))
             ],
             "seconds": time.perf_counter() - t0,
         }
 
-    return FileCache(cache_dir).json_once("steps-auto", search_key(cell, budget, replicates), search)
+    return FileCache(cache_dir).json_once("steps-auto", search_key(cell, budget, searched), search)
 
 
 def _search_seeds(cell: Cell) -> int:
@@ -609,9 +652,9 @@ def auto_steps(
         where = (cell.dataset.title, cell.regime_label)
         if cell.replicate or cell.classifier in found.get(where, {}):
             continue
-        key = search_key(cell, config.budget, _search_seeds(cell))
+        key = search_key(cell, config.budget, searched_cells(cell, grid))
         result = (
-            search_steps(cell, device, cache_dir, say)
+            search_steps(cell, device, cache_dir, say, grid)
             if search
             else FileCache(cache_dir).load_json("steps-auto", key)
         )
