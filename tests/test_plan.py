@@ -32,6 +32,7 @@ def test_plan_counts_the_work_left_and_estimates_it(cli, tmp_path):
     )
     assert plan["peak_mem_mb"] > 0
     assert "to do: 8 of 8 cells, 2 generator fit(s), 4 quality job(s)" in text
+    assert "doubling every generator's steps (the run never does it itself): 2 fit(s)" in text
     assert not out.exists()  # planning writes nothing into the run folder
 
     code, _, err = cli("run", config, "--out", out)

@@ -12,7 +12,7 @@ import pandas as pd
 from bench.commands.checks import Checked, default_out, load_checked
 from bench.core.errors import UserError
 from bench.core.files import atomic_write, check_writable
-from bench.costs.plan import Plan, make_plan
+from bench.costs.plan import Plan, format_duration, make_plan
 from bench.protocol.config import cohort_size, key_precision
 from bench.run.budget import auto_steps, grid_and_checks, with_raised, worst_case_raises
 from bench.run.cell import expand_grid
@@ -87,6 +87,14 @@ def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
         found.worst_case = (
             f"worst case, if every group kept rising until budget.max_steps stops the raises: "
             f"{worst.cells_todo} cells to run, {worst.headline()}"
+        )
+    doubled = [cell for cell in (c.generator_check() for c in grid) if cell is not None]
+    if doubled:  # every generator at twice its steps: the fits alone, as if none were cached
+        fits = make_plan(config, doubled, set(), out / "cache", device, workers, checked.data_seconds)
+        found.generator_doubling = (
+            f"doubling every generator's steps (the run never does it itself): {fits.generator_fits} "
+            f"fit(s) at twice their steps, about {format_duration(fits.seconds.get('generator fits', 0.0))} "
+            "of fitting, serial"
         )
     return found
 

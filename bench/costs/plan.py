@@ -316,6 +316,7 @@ class Plan:
     peak_mem_mb: float = 0.0  # per worker
     schedule_seconds: float = 0.0  # the workers' makespan on the critical path (see CellWork)
     worst_case: str = ""  # what the run costs if every raisable budget is raised (bench/run/budget.py)
+    generator_doubling: str = ""  # what doubling every generator's steps would cost (never done by a run)
 
     @property
     def wall_seconds(self) -> float:
@@ -344,6 +345,7 @@ class Plan:
                 f"  peak memory: about {self.peak_mem_mb:,.0f} MB per worker "
                 f"({'GPU allocator' if 'cpu' not in self.device else 'resident set'})",
                 *([f"  {self.worst_case}"] if self.worst_case else []),
+                *([f"  {self.generator_doubling}"] if self.generator_doubling else []),
                 "  (calibrated on this device, cached in "
                 f"{calibration_file()}; the workers take the cells in grid order, and wait for a generator, "
                 "evaluator or quality row that another cell is computing)",
