@@ -19,7 +19,16 @@ from bench.run import provenance
 from bench.run.budget import CheckFacts, describe_groups, read_budget, read_generators, undertrained
 from reports.figures import plt
 from reports.stats import iqm, probability_of_improvement, stratified_bootstrap_ci
-from reports.tables import ALPHA, BASELINE, LABELLED_ONLY, SAW_MORE, comparison_table, marked, successful
+from reports.tables import (
+    ALPHA,
+    BASELINE,
+    LABELLED_ONLY,
+    SAW_MORE,
+    comparison_table,
+    control_labels,
+    marked,
+    successful,
+)
 
 
 def _load(run_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -158,6 +167,7 @@ def leaderboard(results: pd.DataFrame) -> tuple[pd.DataFrame, RankResult | None]
     `none` from the per-classifier paired tests (Holm over the whole table). Also the Friedman result."""
     scores = unit_scores(results)
     table = comparison_table(results)
+    controls = control_labels(results)
     ranks = friedman(scores)
     rows = []
     for strategy in dict.fromkeys(scores["strategy"]):
@@ -170,6 +180,7 @@ def leaderboard(results: pd.DataFrame) -> tuple[pd.DataFrame, RankResult | None]
             {
                 **aggregate(scores, strategy),
                 "fit_data": fit_data.iloc[0] if len(fit_data) else LABELLED_ONLY,
+                "control": strategy in controls,
                 "mean_rank": ranks.rankdf.loc[strategy, "meanrank"] if ranks is not None else np.nan,
                 "wins": int((verdicts == "better").sum()),
                 "losses": int((verdicts == "worse").sum()),
@@ -262,9 +273,17 @@ def _markdown(
         "",
     ]
     if (board["fit_data"] != LABELLED_ONLY).any():
+        controls = board.loc[board["control"], "strategy"].tolist() if "control" in board else []
+        beat = (
+            f"every control of these runs, {', '.join(controls)} (in the board's order), "
+            "which use the same images without generating any"
+            if controls
+            else "a control that uses the same images without generating any (pseudo-label, fixmatch); "
+            "these runs have none"
+        )
         lines += [
             f"{SAW_MORE}: the strategy's fit saw the unlabelled pool too (the semi-supervised protocol); a "
-            "gain is credited to generation only where it beats pseudo-label, which uses the same images.",
+            f"gain is credited to generation only where it beats {beat}.",
             "",
         ]
     if cd_figure:

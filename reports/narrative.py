@@ -54,6 +54,10 @@ def against_control(controls: pd.DataFrame) -> list[str]:
         ["dataset", "regime", "classifier"], sort=False
     ):
         where = f"{dataset}, {regime} per class, {classifier}"
+        if "strongest" in group and group["strongest"].any():
+            strongest = group.loc[group["strongest"].astype(bool), "control"].iloc[0]
+            every = ", ".join(dict.fromkeys(group["control"]))
+            lines.append(f"{where}: the strongest control is {strongest} (controls in this run: {every}).")
         for strategy, rows in group.groupby("strategy", sort=False):
             verdicts = ", ".join(
                 f"{r.verdict} than {r.control} ({_pct(r.delta_mean)}, Holm p = {r.p_holm:.3g})"

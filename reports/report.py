@@ -296,7 +296,7 @@ class Sections:
     table_names: list[str]
     evaluator_notes: dict  # (dataset, regime) -> how the evaluator relates to the labelled images
     class_gains: pd.DataFrame  # long-tailed regimes: per-class change in recall against `none`
-    controls: pd.DataFrame  # the semi-supervised protocol: pool-trained strategies against pseudo-label
+    controls: pd.DataFrame  # the semi-supervised protocol: pool-trained strategies against every control
     budget: pd.DataFrame  # the budget check of each group (bench/run/budget.py)
     generators: pd.DataFrame  # the generator check of each generative group
 
@@ -328,16 +328,17 @@ LEGEND = (
     "N distinct images per side, next to the real-vs-real floor at the same N; KID (unbiased) is the "
     "headline, FID is biased upward at small N and compares only at equal N. For augmented real images it "
     "measures distortion, not realism. † marks a strategy whose fit saw the unlabelled pool too (the "
-    "semi-supervised protocol): credit a gain to generation only where it beats pseudo-label, which uses "
-    "the same images without generating any."
+    "semi-supervised protocol): credit a gain to generation only where it beats every control (pseudo-label, "
+    "fixmatch), which use the same images without generating any."
 )
 
 
 CONTROLS = (
-    "Each strategy whose fit saw the unlabelled pool against the control that uses the same images "
-    "without generating (pseudo-label), on the same seeds; changes in pp with the paired t-interval at the "
-    "level at which Holm's procedure over this table decided them. A gain is credited to generation only "
-    "where it is better than every control."
+    "Each strategy whose fit saw the unlabelled pool against every control in the run, which use the "
+    "same images without generating (pseudo-label, fixmatch), on the same seeds; changes in pp with the "
+    "paired t-interval at the level at which Holm's procedure over this table decided them; ★ marks the "
+    "strongest control (highest mean test accuracy). A gain is credited to generation only where it is "
+    "better than every control."
 )
 
 
@@ -408,7 +409,9 @@ def control_rows(part: pd.DataFrame) -> pd.DataFrame:
         {
             "classifier": part["classifier"],
             "strategy": part["strategy"],
-            "control": part["control"],
+            "control": [
+                f"{c} ★" if strongest else c for c, strongest in zip(part["control"], part["strongest"])
+            ],
             "seeds": part["paired_seeds"],
             "Δ vs control pp [Holm-adjusted CI]": [
                 _interval(d, lo, hi, "+.1f")

@@ -20,7 +20,7 @@ QUALITY_COLUMNS = in_report("quality")
 COST_COLUMNS = in_report("cost")
 
 
-CONTROL = "pseudo-label"  # the registered name of the semi-supervised protocol's control
+CONTROL = "pseudo-label"  # the control of runs from before rows said which strategies are (`control`)
 LABELLED_ONLY = "labelled"  # fit_data of a strategy whose fit saw the labelled images alone
 SAW_MORE = "†"  # marks a strategy whose fit saw unlabelled images too
 
@@ -178,20 +178,37 @@ def decided(table: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["dataset", "regime"], key=_sort_key, kind="stable").reset_index(drop=True)
 
 
+def control_labels(results: pd.DataFrame) -> list[str]:
+    """The strategies (labels) of ``results`` that are controls of the semi-supervised protocol: they
+    learn from the unlabelled images without generating any (pseudo-label, fixmatch; the rows'
+    ``control``), the strongest (highest mean test accuracy) first."""
+    ok = successful(results)
+    if "fit_data" not in ok or ok.empty:
+        return []
+    by_name = ok["strategy_name"] == CONTROL  # rows written before `control` was a column
+    is_control = ok["control"].astype("boolean").fillna(by_name).astype(bool) if "control" in ok else by_name
+    means = ok[is_control].groupby("strategy")["test_accuracy"].mean()
+    return list(means.sort_values(ascending=False, kind="stable").index)
+
+
 def control_table(results: pd.DataFrame) -> pd.DataFrame:
     """The semi-supervised protocol's question: per (dataset, regime, classifier), every strategy
-    whose fit saw unlabelled images (a generator with ``generator_data: pool``) against every entry
-    of the control (pseudo-label: the same images, nothing generated) on the same seeds, decided by
-    Holm over this table. A gain is credited to generation only where the verdict is ``better``
-    against every control. Empty where the run has no control."""
+    whose fit saw unlabelled images and is no control (a generator with ``generator_data: pool``,
+    generation on top of fixmatch) against every control in the run (``control_labels``: the same
+    images, nothing generated) on the same seeds, decided by Holm over this table; ``strongest`` marks
+    the rows against the group's strongest control (highest mean test accuracy). A gain is credited to
+    generation only where the verdict is ``better`` against every control. Empty without a control."""
     ok = successful(results)
-    if "fit_data" not in ok:
+    every_control = control_labels(results)
+    if not every_control:
         return pd.DataFrame()
     rows = []
     for (dataset, regime, classifier), group in ok.groupby(GROUP, sort=False):
-        names = group.groupby("strategy", sort=False)[["strategy_name", "fit_data"]].first()
-        controls = names.index[names["strategy_name"] == CONTROL]
-        contenders = names.index[(names["strategy_name"] != CONTROL) & (names["fit_data"] != LABELLED_ONLY)]
+        names = group.groupby("strategy", sort=False)["fit_data"].first()
+        means = group.groupby("strategy")["test_accuracy"].mean()
+        controls = [c for c in names.index if c in every_control]
+        strongest = max(controls, key=means.get) if controls else None
+        contenders = [s for s in names.index if s not in every_control and names[s] != LABELLED_ONLY]
         by_seed = {s: cells.set_index("replicate")["test_accuracy"] for s, cells in group.groupby("strategy")}
         outcome = budget_outcomes(group)
         for control in controls:
@@ -204,6 +221,7 @@ def control_table(results: pd.DataFrame) -> pd.DataFrame:
                             "classifier": classifier,
                             "strategy": strategy,
                             "control": control,
+                            "strongest": control == strongest,
                             "budget_check": outcome.get(strategy),
                             "budget_check_other": outcome.get(control),
                             "generator_check": generator_outcome(group[group["strategy"] == strategy]),

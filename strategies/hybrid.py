@@ -1,12 +1,17 @@
-"""`hybrid`: a generative strategy composed with a classical policy. The generator's synthetic
-images join the real ones, and the policy transforms every training batch (synthetic images too).
-Any generator x any policy is a config entry, e.g.
-``{name: hybrid, params: {generator: gan, policy: basic, ratio: 1}}``."""
+"""`hybrid`: a generative strategy composed with a classical policy, and optionally an objective on
+the unlabelled pool. The generator's synthetic images join the real ones, the policy transforms
+every training batch (synthetic images too), and an ``objective`` (``bench.training.objectives``)
+adds its loss on the pool images beside them. Any generator x any policy (x any objective) is a
+config entry, e.g. ``{name: hybrid, params: {generator: gan, policy: basic, ratio: 1}}``, or
+generation on top of FixMatch, one paired comparison against `fixmatch` with the same params:
+``{name: hybrid, params: {generator: vae, generator_params: {generator_data: pool}, objective:
+fixmatch}}``."""
 
 from __future__ import annotations
 
 from bench.core.errors import UserError
 from bench.core.strategy import STRATEGIES, Param, Strategy, register_strategy
+from bench.training.objectives import OBJECTIVES, make_objective, objective_versions
 from strategies.classical import Classical
 from strategies.generative import RATIO, GenerativeStrategy
 
@@ -32,6 +37,18 @@ class Hybrid(Strategy):
         ),
         "ratio": RATIO,
         **Classical.params,
+        "objective": Param(
+            "",
+            check=lambda value, where: value and OBJECTIVES.get(value, field=where).name,
+            omit_default=True,
+            help="a registered objective on the unlabelled pool (e.g. fixmatch), or '' for none",
+        ),
+        "objective_params": Param(
+            {},
+            check=lambda value, where: value,
+            omit_default=True,
+            help="the objective's own params (validated against it; fixmatch's as `fixmatch` names them)",
+        ),
     }
 
     @classmethod
@@ -46,11 +63,24 @@ class Hybrid(Strategy):
             {**resolved["generator_params"], "ratio": resolved["ratio"]}, f"{where}.generator_params"
         )
         resolved["generator_params"].pop("ratio")
+        objective = resolved.get("objective", "")
+        given_objective = resolved.get("objective_params", {})
+        if not isinstance(given_objective, dict):
+            raise UserError(f"{where}.objective_params: expected a mapping of parameter: value")
+        if given_objective and not objective:
+            raise UserError(
+                f"{where}.objective_params: given without an `objective`; name one or leave them out"
+            )
+        if objective:
+            resolved["objective_params"] = OBJECTIVES.get(objective).resolve_params(
+                given_objective, f"{where}.objective_params"
+            )
         return resolved
 
     @classmethod
     def sees_unlabelled(cls, params):
-        return STRATEGIES.get(params["generator"]).sees_unlabelled(params["generator_params"])
+        generator = STRATEGIES.get(params["generator"])
+        return bool(params.get("objective")) or generator.sees_unlabelled(params["generator_params"])
 
     @classmethod
     def doubled_generator(cls, params):
@@ -62,7 +92,12 @@ class Hybrid(Strategy):
         generator = STRATEGIES.get(params["generator"]).versions(
             {**params["generator_params"], "ratio": params["ratio"]}
         )
-        return {**super().versions(params), **generator, **Classical.versions(params)}
+        objective = (
+            objective_versions(params["objective"], params["objective_params"])
+            if params.get("objective")
+            else {}
+        )
+        return {**super().versions(params), **generator, **Classical.versions(params), **objective}
 
     quick = {"generator_params": {"steps": 20}}
 
@@ -70,8 +105,14 @@ class Hybrid(Strategy):
         generator_cls = STRATEGIES.get(self.values["generator"])
         return generator_cls(**self.values["generator_params"], ratio=self.values["ratio"])
 
+    def objective_part(self, hflip: bool = False):
+        objective = self.values.get("objective")
+        return make_objective(objective, self.values["objective_params"], hflip) if objective else None
+
     def fit(self, labelled, ctx):
         data = self.generative_part().fit(labelled, ctx)
         classical = Classical(policy=self.values["policy"], magnitude=self.values["magnitude"])
         data.batch_transform = classical.batch_transform(ctx.hflip)
+        data.objective = self.objective_part(ctx.hflip)
+        data.unlabelled = ctx.unlabelled if data.objective is not None else None
         return data

@@ -10,14 +10,15 @@ too, so the strongest simple semi-supervised baseline is one config entry.
 
 from __future__ import annotations
 
-from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
+from bench.core.strategy import Param, TrainingData, register_strategy
 from strategies.classical import Classical
+from strategies.controls import PoolControl
 from strategies.generative import RATIO
 from strategies.teacher import pseudo_labelled, teacher_versions, threshold_value
 
 
 @register_strategy("pseudo-label")
-class PseudoLabel(Strategy):
+class PseudoLabel(PoolControl):
     """Self-training control: the pool's images that a cnn teacher labels with confidence."""
 
     params = {
@@ -48,16 +49,8 @@ class PseudoLabel(Strategy):
     }
 
     @classmethod
-    def sees_unlabelled(cls, params):
-        return True
-
-    @classmethod
     def versions(cls, params):
-        return {
-            **super().versions(params),
-            **teacher_versions(),
-            **(Classical.versions(params) if params["magnitude"] else {}),
-        }
+        return {**super().versions(params), **teacher_versions()}
 
     def synthetic_count(self, n_real: int) -> int:
         return round(self.values["ratio"] * n_real)
@@ -69,13 +62,10 @@ class PseudoLabel(Strategy):
         pseudo, confidence, threshold = pseudo_labelled(
             labelled, ctx, self.values["threshold"], self.synthetic_count(len(labelled))
         )
-        transform = Classical(
-            policy=self.values["policy"], magnitude=self.values["magnitude"]
-        ).batch_transform(ctx.hflip)
         return TrainingData(
             real=labelled,
             synthetic=pseudo if len(pseudo) else None,
-            batch_transform=transform,
+            batch_transform=self.batch_policy(ctx.hflip),
             synthetic_kind="pseudo-labelled",
             info={
                 "pseudo_labelled": len(pseudo),

@@ -2,31 +2,18 @@
 them and never with their labels, keys unchanged for the rest, the pseudo-label control, and the
 refusals of bad input."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_CONFIG
-from tests_support import tiny_config_with
+from tests_support import SEMI, lie_about_pool_labels, tiny_config_with, without_times
 
-import bench.data.unlabelled as unlabelled_module
-from bench.core.images import ImageSet
 from bench.protocol.config import parse_config
 from bench.run.cell import cached_dataset, data_of, expand_grid, make_strategy
 from bench.run.stages import fit_context, run_cell
 from strategies.teacher import confident_balanced
 
 CPU = torch.device("cpu")
-SEMI = {
-    **TINY_CONFIG,
-    "regimes": [10],
-    "unlabelled": "pool",
-    "classifiers": ["mlp"],
-    "seeds": 1,
-    "quality": {"enabled": False},
-}
 POOL_USERS = [
     {"name": "pseudo-label", "params": {"threshold": 0.2}},  # the tests' teacher trains 15 steps
     {"name": "vae", "label": "vae-pool", "params": {"steps": 300, "generator_data": "pool"}},
@@ -42,16 +29,6 @@ POOL_USERS = [
         "params": {"steps": 30, "generator_data": "pseudo-labelled", "pseudo_threshold": 0.2},
     },
 ]
-TIMES = (
-    "started",
-    "finished",
-    "fit_seconds",
-    "train_seconds",
-    "fit_peak_mem_mb",
-    "train_peak_mem_mb",
-    "generator_fit_seconds",
-    "generator_cache_hit",
-)
 
 
 def _cells(strategies: list, **change) -> list:
@@ -78,29 +55,15 @@ def test_strategies_that_do_not_learn_from_the_pool_keep_their_keys():
     assert gan.train_seed == gan_pool.train_seed  # the same initial weights and real batches as `none`
 
 
-def _without_times(record: dict) -> str:
-    """The record without its times, as comparable text (NaN equals NaN there)."""
-    return json.dumps({k: v for k, v in record.items() if k not in TIMES}, sort_keys=True)
-
-
 def test_random_pool_labels_change_no_classifier_result(tmp_path, monkeypatch):
     cells = _cells(POOL_USERS)
     honest = [run_cell(c, CPU, tmp_path / "honest", "r") for c in cells]
-    real_pool = unlabelled_module.train_pool
-
-    def shuffled_labels(dataset, spec):
-        pool, test = real_pool(dataset, spec)
-        noise = torch.randint(
-            0, dataset.num_classes, pool.labels.shape, generator=torch.Generator().manual_seed(7)
-        )
-        return ImageSet(pool.images, noise), test
-
-    monkeypatch.setattr(unlabelled_module, "train_pool", shuffled_labels)
+    lie_about_pool_labels(monkeypatch)
     lied_to = [run_cell(c, CPU, tmp_path / "lied-to", "r") for c in cells]
     assert [r["status"] for r in honest] == [r["status"] for r in lied_to] == ["ok"] * len(cells)
     assert honest[0]["status"] == honest[1]["status"] == "ok" and honest[0]["pseudo_labelled"] > 0
     for before, after in zip(honest, lied_to):
-        assert _without_times(after) == _without_times(before), before["strategy"]
+        assert without_times(after) == without_times(before), before["strategy"]
 
 
 def test_pseudo_label_takes_confident_images_class_balanced_most_confident_first():
@@ -258,3 +221,43 @@ def test_the_control_table_pairs_each_pool_strategy_with_each_control_by_seed():
         stats.ttest_rel(accuracy["gan-pool"], accuracy["pseudo-label"]).pvalue
     )
     assert row["p_holm"] == pytest.approx(row["p_value"])  # one comparison
+
+
+def test_the_control_table_takes_every_control_of_the_run_and_names_the_strongest():
+    from reports.tables import control_labels, control_table
+
+    accuracy = {
+        "none": [0.70, 0.72, 0.71],
+        "pseudo-label": [0.75, 0.74, 0.77],
+        "fixmatch": [0.90, 0.91, 0.92],
+        "vae-pool": [0.78, 0.75, 0.80],
+        "vae-pool+fixmatch": [0.91, 0.93, 0.92],
+    }
+    controls = {"pseudo-label", "fixmatch"}
+    results = pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "regime": "10",
+                "classifier": "cnn",
+                "strategy": s,
+                "strategy_name": s.split("+")[0].replace("-pool", ""),
+                "fit_data": "labelled" if s == "none" else "labelled+pool",
+                "control": s in controls,
+                "replicate": k,
+                "status": "ok",
+                "test_accuracy": a,
+            }
+            for s, values in accuracy.items()
+            for k, a in enumerate(values)
+        ]
+    )
+    assert control_labels(results) == ["fixmatch", "pseudo-label"]  # the strongest first
+    table = control_table(results)
+    assert sorted(map(tuple, table[["strategy", "control"]].values.tolist())) == [
+        ("vae-pool", "fixmatch"),
+        ("vae-pool", "pseudo-label"),
+        ("vae-pool+fixmatch", "fixmatch"),
+        ("vae-pool+fixmatch", "pseudo-label"),
+    ]  # fixmatch is a control, not a contender; none is neither
+    assert (table["strongest"] == (table["control"] == "fixmatch")).all()

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from conftest import TINY_CONFIG
-from tests_support import fast_params
+from tests_support import TIMES, fast_params
 
 from bench.core.images import ImageSet, UnlabelledImages
 from bench.data.splits import held_out, make_split, train_pool
@@ -18,15 +18,6 @@ from bench.run.stages import run_cell, train_cell
 from strategies import STRATEGIES
 
 CPU = torch.device("cpu")
-TIMES = (
-    "started",
-    "finished",
-    "fit_seconds",
-    "train_seconds",
-    "fit_peak_mem_mb",
-    "train_peak_mem_mb",
-    "generator_fit_seconds",
-)
 
 
 def _cell(strategy: dict, classifier: str = "mlp"):
@@ -96,6 +87,7 @@ def _trained(cell, cache):
         {"name": "vae", "params": {"steps": 100}},
         {"name": "vae", "params": {"steps": 200, "generator_data": "pool"}},
         {"name": "pseudo-label", "params": {"threshold": "auto"}},
+        {"name": "fixmatch", "params": {"mu": 1, "threshold": 0.15}},
     ],
 )
 def test_the_training_path_reads_no_test_image(strategy, tmp_path, request):

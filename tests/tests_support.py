@@ -1,11 +1,58 @@
-"""Helpers for tests: configs derived from the tiny protocol, data files, polling."""
+"""Helpers for tests: configs derived from the tiny protocol, data files, polling, records compared
+without their times, and a pool whose labels lie."""
 
 import copy
+import json
 import time
 from pathlib import Path
 
+import torch
 import yaml
 from conftest import TINY_CONFIG
+
+import bench.data.unlabelled as unlabelled_module
+from bench.core.images import ImageSet
+
+# the semi-supervised protocol at the tests' size: the tiny config with the whole pool, mlp, one seed
+SEMI = {
+    **TINY_CONFIG,
+    "regimes": [10],
+    "unlabelled": "pool",
+    "classifiers": ["mlp"],
+    "seeds": 1,
+    "quality": {"enabled": False},
+}
+# a record's columns that differ between two runs of the same cell
+TIMES = (
+    "started",
+    "finished",
+    "fit_seconds",
+    "train_seconds",
+    "fit_peak_mem_mb",
+    "train_peak_mem_mb",
+    "generator_fit_seconds",
+    "generator_cache_hit",
+)
+
+
+def without_times(record: dict, *also: str) -> str:
+    """The record without its times (and the columns ``also``), as comparable text (NaN equals NaN)."""
+    return json.dumps({k: v for k, v in record.items() if k not in TIMES + also}, sort_keys=True)
+
+
+def lie_about_pool_labels(monkeypatch) -> None:
+    """From now on the unlabelled pool's labels are random (seeded): a strategy that never reads them
+    cannot tell."""
+    real_pool = unlabelled_module.train_pool
+
+    def shuffled_labels(dataset, spec):
+        pool, test = real_pool(dataset, spec)
+        noise = torch.randint(
+            0, dataset.num_classes, pool.labels.shape, generator=torch.Generator().manual_seed(7)
+        )
+        return ImageSet(pool.images, noise), test
+
+    monkeypatch.setattr(unlabelled_module, "train_pool", shuffled_labels)
 
 
 def wait_until(condition, timeout: float) -> bool:

@@ -17,6 +17,7 @@ from bench.protocol.registries import load_registries
 from bench.run.budget import resolution_note, validation_sizes
 from bench.run.cell import cached_dataset
 from bench.training.augment import POLICIES
+from bench.training.objectives import OBJECTIVES
 
 
 def _check_note(name: str) -> str:
@@ -53,10 +54,13 @@ def print_registries(plugins: tuple[str, ...] = ()) -> None:
             else ""
         )
         print(f"  {name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}{origin(cls)}{needs}")
-        for pname, spec in cls.params.items():
-            bounds = f"[{spec.low}, {spec.high}]" if spec.low is not None else ", ".join(spec.choices or ())
-            print(f"      {pname} = {spec.default!r}  ({bounds}) {spec.help}")
+        _print_params(cls.params)
     print("policies:    " + ", ".join(POLICIES.names()) + "  (compose with '+', e.g. basic+random-erasing)")
+    print("objectives (losses on unlabelled images; `fixmatch`, or a hybrid's `objective`):")
+    for name in OBJECTIVES.names():
+        cls = OBJECTIVES.get(name)
+        print(f"  {name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}{origin(cls)}")
+        _print_params(cls.params)
     print(f"classifiers (suite v{SUITE_VERSION}):")
     for name in CLASSIFIERS.names():
         r = CLASSIFIERS.get(name).recipe
@@ -68,3 +72,10 @@ def print_registries(plugins: tuple[str, ...] = ()) -> None:
     print("config fields (set in the YAML, or with --set path=value):")
     for path, default, help_text in describe(BenchConfig):
         print(f"  {path:<26} {default}\n      {help_text}")
+
+
+def _print_params(params: dict) -> None:
+    """A strategy's or objective's declared params, one per line."""
+    for name, spec in params.items():
+        bounds = f"[{spec.low}, {spec.high}]" if spec.low is not None else ", ".join(spec.choices or ())
+        print(f"      {name} = {spec.default!r}  ({bounds}) {spec.help}")

@@ -26,6 +26,15 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def register_class(self, name: str) -> Callable[[T], T]:
+        """Class decorator: registers the class under ``name`` and sets its ``name`` to it."""
+
+        def decorator(cls: T) -> T:
+            cls.name = name
+            return self.register(name)(cls)
+
+        return decorator
+
     def get(self, name: str, field: str | None = None) -> T:
         """Look a name up; an unknown name is a UserError that lists the known ones."""
         if name not in self._items:

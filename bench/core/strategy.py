@@ -46,6 +46,24 @@ class Param:
         return check_plain(value, where, self.default, self.choices, self.low, self.high)
 
 
+def resolve_declared(specs: dict[str, Param], given: dict[str, Any], where: str, what: str) -> dict[str, Any]:
+    """``given`` against the declared ``specs`` of ``what`` (a strategy, an objective): defaults
+    filled in, every value validated, those at an ``omit_default`` default left out; an unknown
+    name raises UserError."""
+    unknown = sorted(set(given) - set(specs))
+    if unknown:
+        known = ", ".join(sorted(specs)) or "(none)"
+        raise UserError(f"{where}: unknown parameter(s) {', '.join(unknown)} for {what}; known: {known}")
+    resolved = {
+        name: spec.validate(given.get(name, spec.default), f"{where}.{name}") for name, spec in specs.items()
+    }
+    return {
+        name: value
+        for name, value in resolved.items()
+        if not (specs[name].omit_default and value == specs[name].default)
+    }
+
+
 @dataclass(frozen=True)
 class FitContext:
     """Everything a strategy's fit may use besides the labelled images."""
@@ -76,11 +94,15 @@ class FitContext:
 
 @dataclass
 class TrainingData:
-    """What a strategy hands the trainer: real images, synthetic labelled images, a batch transform."""
+    """What a strategy hands the trainer: real images, synthetic labelled images, a batch transform,
+    and unlabelled images with an objective on them (``bench.training.objectives``) that the one
+    training loop adds to the supervised loss."""
 
     real: ImageSet
     synthetic: ImageSet | None = None
     batch_transform: BatchTransform | None = None
+    unlabelled: UnlabelledImages | None = None
+    objective: Any = None  # an Objective (bench.training.objectives) on ``unlabelled``, or None
     info: dict[str, Any] = field(default_factory=dict)  # extra result columns (generator steps, ...)
     synthetic_kind: str = "generated"  # what the synthetic images are: generated, or pseudo-labelled (real)
     # draws n class-balanced labelled images from the strategy's generator (generative strategies)
@@ -140,22 +162,7 @@ class Strategy:
                 f"{where}: strategy {cls.name!r} needs {', '.join(missing)}; install it with "
                 f"pip install 'augbench[{extras}]' (or pip install {' '.join(missing)})"
             )
-        unknown = sorted(set(given) - set(cls.params))
-        if unknown:
-            known = ", ".join(sorted(cls.params)) or "(none)"
-            raise UserError(
-                f"{where}: unknown parameter(s) {', '.join(unknown)} for strategy "
-                f"{cls.name!r}; known: {known}"
-            )
-        resolved = {
-            name: spec.validate(given.get(name, spec.default), f"{where}.{name}")
-            for name, spec in cls.params.items()
-        }
-        return {
-            name: value
-            for name, value in resolved.items()
-            if not (cls.params[name].omit_default and value == cls.params[name].default)
-        }
+        return resolve_declared(cls.params, given, where, f"strategy {cls.name!r}")
 
     @classmethod
     def versions(cls, params: dict[str, Any]) -> dict[str, str]:
@@ -174,6 +181,18 @@ class Strategy:
     def doubled_generator(cls, params: dict[str, Any]) -> dict[str, Any] | None:
         """Its params with its generator fitted for twice the steps (the generator check of
         bench/run/budget.py), or None where it fits no generator."""
+        return None
+
+    @classmethod
+    def is_control(cls, params: dict[str, Any]) -> bool:
+        """Whether it is a control of the semi-supervised protocol: it learns from the unlabelled
+        images without generating any (pseudo-label, fixmatch); a generator that saw the same images
+        is credited with a gain only where it beats every control."""
+        return False
+
+    def objective_part(self, hflip: bool = False) -> Any:
+        """The objective on unlabelled images its training adds (bench.training.objectives), if any,
+        for a data set with(out) horizontal flips (`augbench plan` costs it)."""
         return None
 
     def generative_part(self) -> "Strategy | None":
@@ -198,12 +217,7 @@ STRATEGIES: Registry = Registry("strategy", "strategies")
 
 def register_strategy(name: str):
     """Class decorator: registers a Strategy subclass under ``name``."""
-
-    def decorator(cls: type[Strategy]) -> type[Strategy]:
-        cls.name = name
-        return STRATEGIES.register(name)(cls)
-
-    return decorator
+    return STRATEGIES.register_class(name)
 
 
 @dataclass(frozen=True)

@@ -467,17 +467,17 @@ class _Planner:
         classifiers trained together in groups of one batch shape (as ``run_cohort`` does)."""
         item = CellWork(0.0)
         self.seconds.setdefault("training", 0.0)
-        groups: dict[int, list[float]] = defaultdict(
-            list
-        )  # synthetic per step -> the members' solo step seconds
+        # (synthetic per step, the key of a cell that trains alone) -> the members' solo step seconds
+        groups: dict[tuple[int, str], list[float]] = defaultdict(list)
         steps = 0
         for cell in cells:
             step, steps, synthetic_per_step, evaluated = self._cell(cell, item)
-            groups[synthetic_per_step].append(step)
+            alone = cell.key if make_strategy(cell.strategy).objective_part() is not None else ""
+            groups[synthetic_per_step, alone].append(step)
             item.train_seconds += evaluated
         first = cells[0]
         dataset = cached_dataset(first.dataset)
-        for synthetic_per_step, solo_steps in groups.items():
+        for (synthetic_per_step, _), solo_steps in groups.items():
             size = len(solo_steps)
             if size == 1:
                 train = solo_steps[0]
@@ -520,12 +520,19 @@ class _Planner:
         )
         plain = calibration.classifier(cell.classifier_entry, shape, k, synthetic=False)
         step = plain["step_s"]
-        if synthetic_per_step:
+        objective = strategy.objective_part(dataset.hflip)
+        trained, inferred, views = (
+            objective.passes(recipe.batch_size) if objective is not None and objective.active else (0, 0, [])
+        )
+        if synthetic_per_step or trained:  # an extra image trained costs what a synthetic one does
             doubled = calibration.classifier(
                 cell.classifier_entry, shape, k, synthetic=True
             )  # B real + B synthetic
-            step += (doubled["step_s"] - plain["step_s"]) * synthetic_per_step / recipe.batch_size
+            step += (doubled["step_s"] - plain["step_s"]) * (synthetic_per_step + trained) / recipe.batch_size
             self.peak = max(self.peak, doubled["peak_mem_mb"])
+        step += inferred * plain["predict_s_per_image"]  # the views that only infer (FixMatch's weak one)
+        for policy, magnitude, images in views:
+            step += calibration.transform(policy, magnitude, dataset.hflip, shape, images)["step_s"]
         if "policy" in strategy.values:
             step += calibration.transform(
                 strategy.values["policy"],

@@ -60,6 +60,13 @@ COLUMNS: tuple[Column, ...] = tuple(
                 "what the strategy's fit saw: labelled, or labelled+pool (+pool:N, "
                 "+folder:NAME) under the semi-supervised protocol",
             ),
+            (
+                "control",
+                "bool",
+                "",
+                "the strategy learns from the unlabelled images without generating any (pseudo-label, "
+                "fixmatch): a control of the semi-supervised protocol",
+            ),
             ("classifier", "text", "", "classifier label"),
             ("replicate", "int", "", "seed index: labelled draw, initial weights, batch order"),
             ("seed", "int", "", "the cell's training seed (initial weights, dropout, real batch order)"),
@@ -314,6 +321,19 @@ COLUMNS: tuple[Column, ...] = tuple(
             ("synthetic_pool", "text", "", "fixed, or fresh samples every synthetic epoch"),
             ("real_per_step", "int", "images", "real images per step"),
             ("synthetic_per_step", "int", "images", "synthetic images per step"),
+            (
+                "unlabelled_per_step",
+                "int",
+                "images",
+                "a strategy with an objective on unlabelled images (fixmatch): unlabelled images per step",
+            ),
+            (
+                "mask_rate",
+                "float",
+                "fraction",
+                "a strategy with an objective on unlabelled images: the share of them its loss used "
+                "(fixmatch: above the threshold) over the last evaluation window of training",
+            ),
             (
                 "train_images_processed",
                 "int",

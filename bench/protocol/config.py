@@ -587,7 +587,8 @@ def check_unlabelled_use(config: BenchConfig) -> None:
         if STRATEGIES.get(entry.name).sees_unlabelled(entry.params):
             raise UserError(
                 f"config field strategies[{i}] ({entry.label}): it learns from unlabelled images "
-                "(generator_data: pool or pseudo-labelled, or pseudo-label), but `unlabelled` is none; "
+                "(generator_data: pool or pseudo-labelled, pseudo-label, fixmatch or an objective), but "
+                "`unlabelled` is none; "
                 "set unlabelled: pool (or a number of pool images, or {path: DIR})"
             )
 

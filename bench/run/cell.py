@@ -177,6 +177,11 @@ class Cell:
         )
 
     @property
+    def is_control(self) -> bool:
+        """Whether its strategy is a control of the semi-supervised protocol (``Strategy.is_control``)."""
+        return self.sees_unlabelled and STRATEGIES.get(self.strategy.name).is_control(self.strategy.params)
+
+    @property
     def fit_data(self) -> str:
         """What the strategy's fit saw: ``labelled``, or ``labelled+pool`` (``+pool:N``, ``+folder:NAME``)."""
         return f"labelled+{self.protocol.unlabelled.label}" if self.sees_unlabelled else "labelled"

@@ -93,6 +93,7 @@ def cell_record(cell: Cell, revision: str) -> dict:
         "strategy_name": cell.strategy.name,
         "strategy_params": canonical_json(cell.strategy.params),
         "fit_data": cell.fit_data,
+        "control": cell.is_control,
         "classifier": cell.classifier,
         "replicate": cell.replicate,
         "seed": cell.train_seed,
@@ -282,6 +283,11 @@ def train_classifiers(
             real_per_step=result.real_per_step,
             synthetic_per_step=result.synthetic_per_step,
             train_images_processed=steps * (result.real_per_step + result.synthetic_per_step),
+            **(
+                {"unlabelled_per_step": result.unlabelled_per_step, "mask_rate": result.mask_rate}
+                if trainee.data.objective is not None
+                else {}
+            ),
             budget_epochs=steps * result.real_per_step / len(trainee.split.labelled),
             curve=result.curve,
         )
@@ -320,7 +326,9 @@ def run_cohort(
             trainee.data.n_synthetic,
             trainee.cell.protocol.mixing.mode,
         )
-        shapes.setdefault((shape, len(trainee.split.val)), []).append(trainee)
+        # a cell whose objective adds passes on unlabelled images trains alone (bench/training/loop.py)
+        alone = trainee.cell.key if trainee.data.objective is not None else ""
+        shapes.setdefault((shape, len(trainee.split.val), alone), []).append(trainee)
     for group in shapes.values():
         for trainee, (model, train_columns) in zip(group, train_classifiers(group, device)):
             row = {**trainee.columns, **train_columns}

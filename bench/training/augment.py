@@ -36,11 +36,12 @@ Policy = Callable[[torch.Tensor, torch.Tensor, AugContext], Batch]
 POLICIES: Registry = Registry("policy", "policies")
 
 
-def policy(name: str, version: str = "1"):
-    """Register a policy under ``name`` with its code version (bump it when its output changes)."""
+def policy(name: str, version: str = "1", mixes_labels: bool = False):
+    """Register a policy under ``name`` with its code version (bump it when its output changes);
+    ``mixes_labels``: it blends images and their labels (no use on unlabelled images)."""
 
     def decorator(fn: Policy) -> Policy:
-        fn.version = version
+        fn.version, fn.mixes_labels = version, mixes_labels
         return POLICIES.register(name)(fn)
 
     return decorator
@@ -321,7 +322,7 @@ def _partner(n: int, ctx: AugContext, dev) -> torch.Tensor:
     return torch.randperm(n, generator=ctx.generator, device=dev)
 
 
-@policy("mixup")
+@policy("mixup", mixes_labels=True)
 def mixup(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     """Mixup with a Beta(0.4m, 0.4m) weight per image (alpha 0.2 at the default magnitude)."""
     n, dev = len(x), x.device
@@ -331,7 +332,7 @@ def mixup(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     return x, lam.view(-1, 1) * y + (1 - lam.view(-1, 1)) * y[partner]
 
 
-@policy("cutmix")
+@policy("cutmix", mixes_labels=True)
 def cutmix(x: torch.Tensor, y: torch.Tensor, ctx: AugContext) -> Batch:
     """CutMix: a box per image from a partner image; labels mix by the pasted area (alpha 2m)."""
     n, _, h, w = x.shape

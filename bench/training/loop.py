@@ -34,6 +34,8 @@ class TrainResult:
     steps: int
     real_per_step: int
     synthetic_per_step: int
+    unlabelled_per_step: int = 0  # unlabelled images per step of its objective (0: none)
+    mask_rate: float | None = None  # the share of them its objective used, over the last evaluation window
 
 
 def to_input(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -162,7 +164,9 @@ class Member:
 
 class _Feed:
     """One member's batches: real ones from a stream seeded by its order seed alone (common random
-    numbers), synthetic ones and the batch transform from its augment seed."""
+    numbers), synthetic ones and the batch transform from its augment seed, and where its data has
+    an active objective, unlabelled ones (and their views) from a stream of their own seed, derived
+    from the order seed, so that strategies with one objective draw the same unlabelled batches."""
 
     def __init__(
         self,
@@ -193,6 +197,16 @@ class _Feed:
             device,
             self._refresh_synthetic if fresh_synthetic and data.sampler is not None else None,
         )
+        active = data.objective is not None and data.objective.active
+        self.objective = data.objective if active else None
+        self.unlabelled_per_step = self.objective.unlabelled_per_step(recipe.batch_size) if active else 0
+        if active:
+            self.unlabelled_images = data.unlabelled.images.to(device)
+            seed = derive_seed("unlabelled", member.order_seed)
+            self.unlabelled_generator = torch.Generator(device=device).manual_seed(seed)
+            self.unlabelled_stream = IndexStream(
+                len(self.unlabelled_images), self.unlabelled_generator, device
+            )
 
     def _load_synthetic(self, images: ImageSet) -> None:
         self.pool["images"], self.pool["labels"] = (
@@ -218,6 +232,13 @@ class _Feed:
         if self.recipe.label_smoothing:
             y = y * (1 - self.recipe.label_smoothing) + self.recipe.label_smoothing / self.num_classes
         return x, y
+
+    def unlabelled_loss(self, forward) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective's loss on the next unlabelled batch, and the share of it the loss used."""
+        index = self.unlabelled_stream.take(self.unlabelled_per_step)
+        return self.objective.loss(
+            forward, to_input(self.unlabelled_images[index]), self.unlabelled_generator
+        )
 
 
 def train(
@@ -279,11 +300,14 @@ def train_cohort(
     member's trained weights end in its own model. Returns per member its TrainResult, or what
     stopped it (CellFailed when its loss stopped being finite, or what its ``on_eval`` raised; the
     other members go on). One member runs exactly the operations of a model trained alone. ``precision``
-    (fp32, bf16; default the device's, ``device_precision``) is the autocast of its passes."""
+    (fp32, bf16; default the device's, ``device_precision``) is the autocast of its passes. A member
+    whose data has an active objective trains alone: its loss adds passes on unlabelled images."""
     k = len(members)
     feeds = [_Feed(m, recipe, num_classes, device, mixing, fresh_synthetic) for m in members]
     if len({(f.real_per_step, f.synthetic_per_step) for f in feeds}) != 1:
         raise ValueError("a cohort's members need equal batch shapes")
+    if k > 1 and any(f.objective is not None for f in feeds):
+        raise ValueError("a member with an objective on unlabelled images trains alone")
     real_per_step, synthetic_per_step = feeds[0].real_per_step, feeds[0].synthetic_per_step
     net = members[0].model if k == 1 else grouped([m.model for m in members], GROUPABLE)
     if net is None:
@@ -297,17 +321,23 @@ def train_cohort(
     curves: list[list[dict]] = [[] for _ in members]
     stopped: dict[int, Exception] = {}
     running_loss, seen_in_window = 0.0, 0
+    objective = feeds[0].objective  # only a member alone has one
+    used_in_window, mask_rate = 0.0, None
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with _autocast(device, precision):
+            return net(normalize(x).contiguous(memory_format=torch.channels_last)).float()
 
     for step in range(1, steps + 1):
         batches = [feed.batch() for feed in feeds]
-        x = batches[0][0] if k == 1 else side_by_side([b[0] for b in batches])
-        with _autocast(device, precision):
-            logits = net(normalize(x).contiguous(memory_format=torch.channels_last))
+        logits = forward(batches[0][0] if k == 1 else side_by_side([b[0] for b in batches]))
         outputs = [logits] if k == 1 else list(per_member(logits, k))
-        losses = [
-            -(y * F.log_softmax(out.float(), dim=1)).sum(1).mean() for out, (_, y) in zip(outputs, batches)
-        ]
+        losses = [-(y * F.log_softmax(out, dim=1)).sum(1).mean() for out, (_, y) in zip(outputs, batches)]
         loss = losses[0] if k == 1 else torch.stack(losses).sum()  # a sum: each member gets its own gradient
+        if objective is not None:  # train_loss stays the supervised loss, comparable with `none`'s
+            unlabelled, used = feeds[0].unlabelled_loss(forward)
+            loss = loss + unlabelled
+            used_in_window = used_in_window + used.detach()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -319,6 +349,8 @@ def train_cohort(
 
         if step in eval_at:
             window_losses = (running_loss / seen_in_window).reshape(-1).tolist()
+            if objective is not None:
+                mask_rate = float(used_in_window / seen_in_window)
             val_logits = predict_members(net, [m.val.images for m in members], device, precision)
             val_labels = torch.stack([m.val.labels for m in members])
             accuracies = (val_logits.argmax(2) == val_labels).float().mean(1).tolist()
@@ -343,7 +375,7 @@ def train_cohort(
                         if k == 1:
                             raise
                         stopped[i] = exc
-            running_loss, seen_in_window = 0.0, 0
+            running_loss, seen_in_window, used_in_window = 0.0, 0, 0.0
             if k == 1 and stopped:
                 break
     if k > 1:
@@ -352,7 +384,12 @@ def train_cohort(
     return [
         stopped.get(i)
         or TrainResult(
-            curve=curves[i], steps=steps, real_per_step=real_per_step, synthetic_per_step=synthetic_per_step
+            curve=curves[i],
+            steps=steps,
+            real_per_step=real_per_step,
+            synthetic_per_step=synthetic_per_step,
+            unlabelled_per_step=feeds[i].unlabelled_per_step,
+            mask_rate=mask_rate,
         )
         for i in range(k)
     ]
