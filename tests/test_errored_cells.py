@@ -114,6 +114,33 @@ def test_an_error_in_a_cell_costs_that_cell_on_the_serial_executor(tmp_path):
     assert not list((out / "cells").glob("*.traceback.txt"))
 
 
+def test_an_error_in_a_cell_costs_that_cell_inside_a_cohort_too(tmp_path):
+    plugins, errors = _plugin(tmp_path)
+    config, out = _config(tmp_path, cohort=4), tmp_path / "run"
+    done = _run(plugins, "run", config, "--out", out, "--executor", "serial")
+    assert done.returncode == 1, done.stderr[-2000:]
+    results = _check_run(out, errors, done.stderr).set_index(["strategy", "replicate"])
+    (plugins / "buggy_plugin.py").write_text(BUGGY.replace("FAIL", "False"))
+    clean = _run(plugins, "run", config, "--out", tmp_path / "clean", "--executor", "serial")
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    clean_results = pd.read_parquet(tmp_path / "clean" / "results.parquet").set_index(
+        ["strategy", "replicate"]
+    )
+    ok = results[results["status"] == "ok"].index
+    assert len(ok) == 8 - errors
+    assert (results.loc[ok].loc["buggy", "cohort_size"] == 4 - errors).all()  # those that did not raise
+    # the same predictions as in the run without the bug, where buggy's cohort held all 4 (a cohort of
+    # fewer blocks its kernels otherwise: the same predictions at this size, losses to float precision)
+    assert results.loc[ok, "test_accuracy"].tolist() == clean_results.loc[ok, "test_accuracy"].tolist()
+    assert results.loc[ok, "test_nll"].tolist() == pytest.approx(
+        clean_results.loc[ok, "test_nll"].tolist(), abs=1e-5
+    )
+    # the bug fixed: a rerun completes the grid
+    done = _run(plugins, "run", config, "--out", out, "--executor", "serial")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (pd.read_parquet(out / "results.parquet")["status"] == "ok").all()
+
+
 def test_an_error_in_a_cell_costs_that_cell_on_the_process_executor(tmp_path):
     plugins, errors = _plugin(tmp_path)
     config, out = _config(tmp_path, workers=2), tmp_path / "run"

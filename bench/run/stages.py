@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from bench.core.cache import FileCache, cache_key
-from bench.core.errors import CellFailed
+from bench.core.errors import CellFailed, UserError
 from bench.core.images import ImageSet
 from bench.core.keys import canonical_json, stable_hash
 from bench.core.seeding import derive_seed, seeded
@@ -149,10 +149,14 @@ def error_records(cells: tuple[Cell, ...], exc: Exception, revision: str) -> lis
     """The rows of cells whose code raised ``exc`` (a bug in a strategy, say): failed with
     failure_kind ``error``, the exception as the reason, and its traceback (``traceback``, which
     the store writes to a file beside the cell's record). A rerun tries them again."""
+    return [{**cell_record(cell, revision), **error_columns(exc)} for cell in cells]
+
+
+def error_columns(exc: Exception) -> dict:
+    """The columns that end the row of a cell whose code raised ``exc``: failed, failure_kind
+    ``error``, the exception as the reason, and its traceback."""
     reason = f"{type(exc).__name__}: {_first_line(exc, 300) or 'raised'}"
-    text = "".join(traceback.format_exception(exc))
-    failed = failed_columns(reason, "error")
-    return [{**cell_record(cell, revision), **failed, "traceback": text} for cell in cells]
+    return {**failed_columns(reason, "error"), "traceback": "".join(traceback.format_exception(exc))}
 
 
 STAGE_FAILURES = (CellFailed, torch.cuda.OutOfMemoryError, MemoryError)  # what a stage records as a failure
@@ -274,8 +278,9 @@ def train_classifiers(
         columns = {"n_synthetic": trainee.data.n_synthetic, **shared}
         if isinstance(result, Exception):
             if len(trainees) == 1 and not isinstance(result, STAGE_FAILURES):
-                raise result  # what a hook raised (tune's pruning)
-            trained.append((None, {**columns, **failure_columns(result)}))
+                raise result  # what a hook raised (tune's pruning), or a bug: the caller records it
+            failed = failure_columns(result) if isinstance(result, STAGE_FAILURES) else error_columns(result)
+            trained.append((None, {**columns, **failed}))
             continue
         columns.update(
             mixing=mixing.mode,
@@ -313,7 +318,14 @@ def run_cohort(
     for cell in cells:
         dataset, split = data_of(cell)
         quality = cell.quality.enabled and cache_dir is not None and not cell.is_check
-        trainee = prepare(cell, dataset, split, device, cache_dir, revision, quality)
+        try:
+            trainee = prepare(cell, dataset, split, device, cache_dir, revision, quality)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug in its fit or quality stage costs this cell alone
+            if len(cells) == 1:
+                raise  # the caller records it (CellTask.run_in), as for a cell alone
+            trainee = error_records((cell,), exc, revision)[0]
         if isinstance(trainee, dict):
             rows[cell.key] = trainee
         else:

@@ -56,21 +56,27 @@ class CellTask(FolderTask):
         return cells_of(item)
 
     def run_in(self, item: Cell | Cohort, root: Path) -> dict | list[dict]:
-        """A cell's record, or a cohort's records. What the cells' code raises (a bug in a strategy)
-        costs those cells only: their records say ``error`` (``error_records``); bad input
-        (UserError) still ends the run."""
+        """A cell's record, or a cohort's records. What a cell's code raises (a bug in a strategy)
+        costs that cell only (in a cohort too: ``run_cohort``): its record says ``error``
+        (``error_records``), as does a row that does not match the schema; bad input (UserError)
+        still ends the run."""
+        cells = cells_of(item)
         try:
-            rows = run_cohort(cells_of(item), self.device, root / "cache", self.revision)
-            for row in rows:  # a plugin's columns that the schema does not hold are its cell's error
-                problems = row_problems(row)
-                if problems:
-                    raise ValueError(f"the row does not match the schema: {'; '.join(problems)}")
-            return rows if isinstance(item, Cohort) else rows[0]
+            rows = run_cohort(cells, self.device, root / "cache", self.revision)
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded as the cells' failure, with its traceback
-            records = error_records(cells_of(item), exc, self.revision)
-            return records if isinstance(item, Cohort) else records[0]
+            rows = error_records(cells, exc, self.revision)
+        rows = [self._schema_checked(cell, row) for cell, row in zip(cells, rows)]
+        return rows if isinstance(item, Cohort) else rows[0]
+
+    def _schema_checked(self, cell: Cell, row: dict) -> dict:
+        """``row``, or its cell's error where it holds columns the schema does not (a plugin's)."""
+        problems = row_problems({name: value for name, value in row.items() if name != "traceback"})
+        if not problems:
+            return row
+        error = ValueError(f"the row does not match the schema: {'; '.join(problems)}")
+        return error_records((cell,), error, self.revision)[0]
 
     def fit_evaluator(self, cell: Cell, root: Path) -> None:
         """The replicate's quality evaluator, into ``root``'s cache."""

@@ -233,6 +233,13 @@ class _Feed:
             y = y * (1 - self.recipe.label_smoothing) + self.recipe.label_smoothing / self.num_classes
         return x, y
 
+    def idle_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of zeros of its shape, with no label: what a member whose own batches failed trains
+        on, so that the others of its cohort compute as they would with it (its result is discarded)."""
+        n = self.real_per_step + self.synthetic_per_step
+        x = torch.zeros((n, *self.real_images.shape[1:]), device=self.real_images.device)
+        return x, torch.zeros((n, self.num_classes), device=self.real_images.device)
+
     def unlabelled_loss(self, forward) -> tuple[torch.Tensor, torch.Tensor]:
         """The objective's loss on the next unlabelled batch, and the share of it the loss used."""
         index = self.unlabelled_stream.take(self.unlabelled_per_step)
@@ -328,8 +335,20 @@ def train_cohort(
         with _autocast(device, precision):
             return net(normalize(x).contiguous(memory_format=torch.channels_last)).float()
 
+    def batch_of(i: int, feed: _Feed) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member ``i``'s next batch; in a cohort, what its batch transform or sampler raises (a bug in
+        a strategy's code) stops it alone, and it trains on idle batches from then on."""
+        if i not in stopped or k == 1:
+            try:
+                return feed.batch()
+            except Exception as exc:  # noqa: BLE001 - recorded as this member's error
+                if k == 1:
+                    raise
+                stopped[i] = exc
+        return feed.idle_batch()
+
     for step in range(1, steps + 1):
-        batches = [feed.batch() for feed in feeds]
+        batches = [batch_of(i, feed) for i, feed in enumerate(feeds)]
         logits = forward(batches[0][0] if k == 1 else side_by_side([b[0] for b in batches]))
         outputs = [logits] if k == 1 else list(per_member(logits, k))
         losses = [-(y * F.log_softmax(out, dim=1)).sum(1).mean() for out, (_, y) in zip(outputs, batches)]
