@@ -30,7 +30,7 @@ from bench.run.budget import (
 from bench.run.cell import Cell, expand_grid
 from bench.run.store import RunStore, failure_kind, runs_again
 from bench.run.tasks import execute, make_executor, workers_for
-from bench.tracking.mlflow_runs import tracking
+from bench.tracking.mlflow_runs import check_reachable, tracking
 from reports.report import build_report
 
 
@@ -51,11 +51,15 @@ def run_experiment(
     out = out or default_out(config)
     store = RunStore(out)
     store.check_claim(config)
+    check_reachable(config.tracking.mlflow)
     revision = provenance.git_revision()
     cohort, precision = cohort_size(config, device), key_precision(config, device)
     cells = expand_grid(config, hashes, cohort, precision=precision)
     done = store.done_keys(retry_failed)
-    workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
+    # the cells left to run at the steps `auto` found, where the folder's cache holds its search
+    known = auto_steps(config, cells, device, store.root / "cache", lambda line: None, search=False)
+    left = [c for c in expand_grid(config, hashes, cohort, known, precision) if c.key not in done]
+    workers = workers_for(config, device, len(left))
     executor = make_executor(device, workers, config.executor)
     with (
         executor.session(),

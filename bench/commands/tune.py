@@ -11,6 +11,7 @@ from pathlib import Path
 from bench.commands.checks import load_checked
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
+from bench.core.secrets import masked
 from bench.run import provenance
 from bench.run.store import RunStore
 from bench.run.tasks import default_workers, make_executor
@@ -59,7 +60,7 @@ def tune_experiment(
             open_studies()
         print(
             f"augbench tune: {len(specs)} studies x {n_trials} trials ({config.tune.seeds} seed(s) each), "
-            f"storage {storage}, {workers} worker(s) -> {out}",
+            f"storage {masked(storage)}, {workers} worker(s) -> {out}",
             file=sys.stderr,
         )
         task = partial(

@@ -38,6 +38,7 @@ from bench.core.executor import (
 from bench.core.files import atomic_write
 from bench.core.net import unreachable
 from bench.core.schema import option
+from bench.core.secrets import masked, scrubbed
 
 RETRIES = 2  # tries after the first, for a task whose worker died
 
@@ -113,10 +114,11 @@ def check_reachable(address: str) -> None:
     if address in ("", "auto", "local"):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    why = unreachable(host, int(port)) if port.isdigit() else f"no port in {address!r}"
+    host = host.rpartition("@")[2]  # past any user info
+    why = unreachable(host, int(port)) if port.isdigit() else f"no port in {masked(address)!r}"
     if why:
         raise UserError(
-            f"config field executor.address: no Ray cluster answers at {address!r} ({why}); give "
+            f"config field executor.address: no Ray cluster answers at {masked(address)!r} ({why}); give "
             "auto, HOST:PORT of a running head node (ray start --head), or ray://HOST:PORT"
         )
 
@@ -127,6 +129,7 @@ class RaySettings:
 
     address: str = option(
         "",
+        plain=masked,  # saved and shown with any password masked
         help="ray: the cluster to join: auto (a running cluster on this machine), HOST:PORT "
         "or ray://HOST:PORT; empty starts a private local cluster",
     )
@@ -197,8 +200,8 @@ class RayExecutor(Executor):
                 ray.init(num_cpus=max(int(self.cpus), self.workers), include_dashboard=False, **quiet)
         except (ConnectionError, RuntimeError) as exc:
             raise UserError(
-                f"config field executor.address: cannot join Ray at {self.address or 'a local cluster'!r} "
-                f"({exc})"
+                f"config field executor.address: cannot join Ray at "
+                f"{masked(self.address) or 'a local cluster'!r} ({scrubbed(str(exc), self.address)})"
             ) from None
         return True
 

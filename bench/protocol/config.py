@@ -33,6 +33,7 @@ from bench.core.schema import (
     section,
     to_plain,
 )
+from bench.core.secrets import masked
 from bench.core.strategy import STRATEGIES, StrategyEntry, parse_strategies
 from bench.data.entries import datasets_plain, parse_datasets, parse_regimes, regimes_plain
 from bench.data.sets import DatasetEntry
@@ -271,6 +272,7 @@ class TrackingSpec:
     mlflow: str = option(
         "",
         parse=_tracking_uri,
+        plain=masked,  # saved, logged and shown with its password masked
         help="MLflow tracking URI (sqlite:///mlflow.db, http://HOST:5000, databricks): one MLflow "
         "run per cell under one parent run per `augbench run`; empty: off, and MLflow is "
         "not imported (pip install 'augbench[mlflow]')",

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 from bench.core.errors import UserError
 from bench.core.net import unreachable
+from bench.core.secrets import masked, scrubbed
 from bench.protocol.columns import of_type
 from bench.protocol.config import BenchConfig, TrackingSpec
 from reports import figures
@@ -81,7 +82,8 @@ class MlflowTracker:
         self._grids = tempfile.TemporaryDirectory(prefix="augbench-mlflow-")
         self._rendered: dict[str, Path] = {}
         self._broken = False
-        _check_reachable(spec.mlflow)
+        self._uri = spec.mlflow  # whose credentials no message shows
+        check_reachable(spec.mlflow)
         try:
             self.client = mlflow.MlflowClient(spec.mlflow)
             experiment = self.client.get_experiment_by_name(spec.experiment)
@@ -105,8 +107,9 @@ class MlflowTracker:
             self._params(self.parent, flatten(config.raw))
         except Exception as exc:  # noqa: BLE001 - any store error (bad URI, unreachable server, bad file)
             raise UserError(
-                f"config field tracking.mlflow: MLflow cannot use {spec.mlflow!r}: "
-                f"{_first_line(exc)}; give a reachable tracking URI such as sqlite:///mlflow.db"
+                f"config field tracking.mlflow: MLflow cannot use {masked(spec.mlflow)!r}: "
+                f"{scrubbed(_first_line(exc), spec.mlflow)}; give a reachable tracking URI such as "
+                "sqlite:///mlflow.db"
             ) from None
 
     def _params(self, run_id: str, params: dict[str, str]) -> None:
@@ -127,7 +130,8 @@ class MlflowTracker:
         except Exception as exc:  # noqa: BLE001 - the store failed; the benchmark must not
             self._broken = True
             print(
-                f"augbench: warning: MLflow logging stopped at {what}: {_first_line(exc)}; the run goes on "
+                f"augbench: warning: MLflow logging stopped at {what}: "
+                f"{scrubbed(_first_line(exc), self._uri)}; the run goes on "
                 "and its results folder is complete",
                 file=sys.stderr,
             )
@@ -202,15 +206,16 @@ def _artifact_location(uri: str) -> str | None:
     return None
 
 
-def _check_reachable(uri: str) -> None:
-    """Refuse a tracking server with nothing listening (MLflow's client would retry for minutes)."""
+def check_reachable(uri: str) -> None:
+    """Refuse a tracking server with nothing listening (MLflow's client would retry for minutes);
+    `run` asks before it claims its folder."""
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         return
     why = unreachable(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80))
     if why:
         raise UserError(
-            f"config field tracking.mlflow: no MLflow server answers at {uri!r} ({why}); start it "
+            f"config field tracking.mlflow: no MLflow server answers at {masked(uri)!r} ({why}); start it "
             "(mlflow server) or give a local store such as sqlite:///mlflow.db"
         )
 

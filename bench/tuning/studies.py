@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from bench.core.errors import UserError
 from bench.core.files import atomic_write
+from bench.core.secrets import masked, scrubbed
 from bench.core.seeding import derive_seed
 from bench.core.strategy import STRATEGIES, Param
 from bench.data.sets import DatasetEntry
@@ -172,7 +173,8 @@ def open_study(name: str, storage_url: str, worker_index: int = 0) -> optuna.Stu
             if attempt == 2:
                 first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""  # not SQLAlchemy's
                 raise UserError(
-                    f"--storage {storage_url}: cannot open ({type(exc).__name__}: {first_line}); give "
+                    f"--storage {masked(storage_url)}: cannot open ({type(exc).__name__}: "
+                    f"{scrubbed(first_line, storage_url)}); give "
                     "an SQLAlchemy URL that this machine can open, e.g. sqlite:///PATH/optuna.db"
                 ) from None
             time.sleep(1.0 + attempt)
