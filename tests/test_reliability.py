@@ -81,9 +81,8 @@ def test_damaged_state_is_moved_aside_and_recomputed(tmp_path, cli):
         piece for line in err.split("\n") for piece in line.split("\r")
     ]  # what the terminal shows as lines
     assert any(piece.startswith(f"augbench: warning: {generator} could not be read") for piece in pieces), err
-    assert (out / "cells" / f"{cells[0].name}.corrupt").is_file() and generator.with_name(
-        generator.name + ".corrupt"
-    )
+    assert (out / "cells" / f"{cells[0].name}.corrupt").is_file()
+    assert generator.with_name(generator.name + ".corrupt").is_file()
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 2 and (results["status"] == "ok").all()
     assert results.set_index("strategy").loc["vae", "generator_cache_hit"] == False  # noqa: E712 - refitted
