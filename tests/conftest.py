@@ -89,3 +89,52 @@ def run_subprocess(*args: str, **kwargs) -> subprocess.CompletedProcess:
         cwd=kwargs.pop("cwd", ROOT),
         **kwargs,
     )
+
+
+def _poisoned(dataset, spec):
+    """``dataset`` with every test image replaced by noise: the official test split's (whose labels
+    are shuffled too), or those of the training pool that the split holds out (whose labels stay in
+    the data set: they decide which images are held out; ``poisoned_data`` shuffles them in the split)."""
+    import dataclasses
+
+    from bench.core.images import ImageSet
+    from bench.data.splits import held_out
+
+    generator = torch.Generator().manual_seed(0)
+
+    def noise(images: torch.Tensor) -> torch.Tensor:
+        return torch.randint(0, 256, images.shape, generator=generator, dtype=torch.uint8).to(images.dtype)
+
+    if dataset.test is not None:
+        shuffled = dataset.test.labels[torch.randperm(len(dataset.test), generator=generator)]
+        return dataclasses.replace(dataset, test=ImageSet(noise(dataset.test.images), shuffled))
+    mask = torch.as_tensor(held_out(dataset, spec))
+    images = dataset.train.images.clone()
+    images[mask] = noise(images[mask])
+    return dataclasses.replace(dataset, train=ImageSet(images, dataset.train.labels))
+
+
+@pytest.fixture
+def poisoned_data(monkeypatch):
+    """Every route to the test images and labels poisoned: the data set as every stage fetches it
+    (``cached_dataset``, which ``data_of``, the fit stage, the budget check and the steps: auto search
+    use) with noise for its test images, and every split made from it with its test labels shuffled."""
+    import dataclasses
+
+    import bench.run.cell as cell_module
+    from bench.core.images import ImageSet
+    from bench.protocol.config import parse_config
+
+    load, split_of = cell_module.load_dataset, cell_module.make_split
+    held_out_by = parse_config(TINY_CONFIG).split  # the tests' split seed and test fraction
+
+    def poisoned_split(dataset, regime, spec, replicate):
+        split = split_of(dataset, regime, spec, replicate)
+        order = torch.randperm(len(split.test), generator=torch.Generator().manual_seed(1))
+        return dataclasses.replace(split, test=ImageSet(split.test.images, split.test.labels[order]))
+
+    cell_module.cached_dataset.cache_clear()
+    monkeypatch.setattr(cell_module, "load_dataset", lambda entry: _poisoned(load(entry), held_out_by))
+    monkeypatch.setattr(cell_module, "make_split", poisoned_split)
+    yield
+    cell_module.cached_dataset.cache_clear()

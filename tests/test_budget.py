@@ -2,7 +2,6 @@
 that say and refuse, and pseudo-label's threshold: auto, all decided on validation data."""
 
 import json
-import math
 from dataclasses import replace
 
 import pandas as pd
@@ -316,7 +315,9 @@ def test_threshold_auto_reads_validation_labels_only():
     assert auto_threshold(val_probabilities, torch.tensor([1, 1, 1, 1, 1])) == 1.0
 
 
-def test_pseudo_label_auto_never_sees_test_images(tmp_path, monkeypatch):
+def test_pseudo_label_auto_never_sees_test_images(tmp_path, request):
+    """threshold: auto is the same with every test image and label poisoned where any route reads
+    them (``poisoned_data``), and moves with the validation labels, which it does read."""
     config = parse_config(
         {
             **TINY_CONFIG,
@@ -328,17 +329,18 @@ def test_pseudo_label_auto_never_sees_test_images(tmp_path, monkeypatch):
         }
     )
     cell = expand_grid(config, {d.title: cached_dataset(d).content_hash for d in config.datasets})[0]
-    dataset, split = data_of(cell)
-    ctx = fit_context(cell, dataset, split, CPU, tmp_path)
-    assert not hasattr(ctx, "test")
-    poisoned = ImageSet(torch.full_like(split.test.images, 255), torch.full_like(split.test.labels, -1))
-    monkeypatch.setattr(type(split), "test", property(lambda self: poisoned), raising=False)
-    strategy = make_strategy(cell.strategy)
-    data = strategy.fit(split.labelled, ctx)
-    threshold = data.info["pseudo_label_threshold"]
-    assert 0.0 < threshold <= 1.0 and not math.isnan(threshold)
-    flipped = FitContext(**{**ctx.__dict__, "val": ImageSet(ctx.val.images, (ctx.val.labels + 1) % 10)})
-    assert strategy.fit(split.labelled, flipped).info["pseudo_label_threshold"] != threshold
+
+    def fitted(folder, relabel=lambda labels: labels) -> dict:
+        dataset, split = data_of(cell)
+        ctx = fit_context(cell, dataset, split, CPU, tmp_path / folder)
+        ctx = FitContext(**{**ctx.__dict__, "val": ImageSet(ctx.val.images, relabel(ctx.val.labels))})
+        return make_strategy(cell.strategy).fit(split.labelled, ctx).info
+
+    clean = fitted("clean")
+    assert 0.0 < clean["pseudo_label_threshold"] < 1.0  # a threshold it chose, not the all-wrong 1.0
+    assert fitted("flipped", lambda labels: (labels + 1) % 10)["pseudo_label_threshold"] == 1.0
+    request.getfixturevalue("poisoned_data")
+    assert fitted("poisoned") == clean
 
 
 @pytest.mark.parametrize(

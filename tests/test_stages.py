@@ -4,13 +4,14 @@ declared in the row schema (bench/protocol/columns.py)."""
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_CONFIG
-from tests_support import TIMES, fast_params
+from tests_support import fast_params, without_times
 
-from bench.core.images import ImageSet, UnlabelledImages
-from bench.data.splits import held_out, make_split, train_pool
+from bench.core.images import UnlabelledImages
+from bench.data.splits import make_split, train_pool
 from bench.protocol.columns import BY_NAME, COLUMNS, undeclared
 from bench.protocol.config import parse_config
 from bench.run.cell import cached_dataset, data_of, expand_grid, make_strategy
@@ -20,7 +21,7 @@ from strategies import STRATEGIES
 CPU = torch.device("cpu")
 
 
-def _cell(strategy: dict, classifier: str = "mlp"):
+def _cell(strategy: dict, classifier: str = "mlp", **change):
     config = parse_config(
         {
             **TINY_CONFIG,
@@ -29,49 +30,11 @@ def _cell(strategy: dict, classifier: str = "mlp"):
             "strategies": [strategy],
             "classifiers": [classifier],
             "seeds": 1,
+            **change,
         }
     )
     hashes = {d.title: cached_dataset(d).content_hash for d in config.datasets}
     return expand_grid(config, hashes)[0]
-
-
-def _without_times(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in TIMES}
-
-
-def _poisoned(dataset, spec):
-    """``dataset`` with every test image replaced by noise: the official test split's (whose labels
-    are shuffled too), or those of the training pool that the split holds out (whose labels stay:
-    they decide which images are held out)."""
-    generator = torch.Generator().manual_seed(0)
-
-    def noise(images: torch.Tensor) -> torch.Tensor:
-        return torch.randint(0, 256, images.shape, generator=generator, dtype=torch.uint8).to(images.dtype)
-
-    if dataset.test is not None:
-        shuffled = dataset.test.labels[torch.randperm(len(dataset.test), generator=generator)]
-        return dataclasses.replace(dataset, test=ImageSet(noise(dataset.test.images), shuffled))
-    mask = torch.as_tensor(held_out(dataset, spec))
-    images = dataset.train.images.clone()
-    images[mask] = noise(images[mask])
-    return dataclasses.replace(dataset, train=ImageSet(images, dataset.train.labels))
-
-
-@pytest.fixture
-def poisoned_data(monkeypatch):
-    """Every route to the data set's test images poisoned: the data set as every stage fetches it
-    (``cached_dataset``, which ``data_of`` and the fit stage use) and the split's test set."""
-    import bench.run.cell as cell_module
-
-    real = cell_module.load_dataset
-
-    cached_dataset.cache_clear()
-    monkeypatch.setattr(cell_module, "load_dataset", lambda entry: _poisoned(real(entry), TINY_SPLIT))
-    yield
-    cached_dataset.cache_clear()
-
-
-TINY_SPLIT = parse_config(TINY_CONFIG).split
 
 
 def _trained(cell, cache):
@@ -80,35 +43,87 @@ def _trained(cell, cache):
     return train_cell(cell, CPU, cache, dataset, split, "r")
 
 
-@pytest.mark.parametrize(
-    "strategy",
-    [
-        {"name": "classical", "params": {"policy": "basic"}},
-        {"name": "vae", "params": {"steps": 100}},
-        {"name": "vae", "params": {"steps": 200, "generator_data": "pool"}},
-        {"name": "pseudo-label", "params": {"threshold": "auto"}},
-        {"name": "fixmatch", "params": {"mu": 1, "threshold": 0.15}},
-    ],
-)
-def test_the_training_path_reads_no_test_image(strategy, tmp_path, request):
-    cell = _cell(strategy)
-    clean_record, clean_model = _trained(cell, tmp_path / "a")
+# every registered strategy at its quick params, and the ways of using the unlabelled pool
+UNDER_POISON = [(name, {}) for name in STRATEGIES.names()] + [
+    ("vae", {"generator_data": "pool"}),
+    ("gan", {"generator_data": "pseudo-labelled", "pseudo_threshold": "auto"}),
+    ("pseudo-label", {"threshold": "auto"}),
+    ("hybrid", {"objective": "fixmatch", "objective_params": {"mu": 1, "threshold": 0.15}}),
+]
+ONLY_THERE = {"fixmatch": {"threshold": 0.15}}  # 15 steps: a threshold some unlabelled images reach
+
+
+def _npz_with_a_test_split(folder) -> dict:
+    """The digits as an .npz data set with an official test split (x_test, y_test)."""
+    from bench.data.sets import DatasetEntry, load_dataset
+
+    digits = load_dataset(DatasetEntry("digits")).train
+    path = folder / "digits-split.npz"
+    np.savez(
+        path,
+        x_train=digits.images[:1400].numpy(),
+        y_train=digits.labels[:1400].numpy(),
+        x_test=digits.images[1400:].numpy(),
+        y_test=digits.labels[1400:].numpy(),
+    )
+    return {"name": "npz", "path": str(path)}
+
+
+def _clean_split(cell):
+    """The clean split of the cell (read past the poison, from the loader itself)."""
+    from bench.data.sets import load_dataset
+
+    return make_split(load_dataset(cell.dataset), cell.regime, cell.split, cell.replicate)
+
+
+def _poison_changes_nothing(cell, tmp_path, request) -> None:
+    """``cell``'s training path gives the same record and weights with every test image and label
+    poisoned (``poisoned_data``)."""
+    clean_record, clean_model = _trained(cell, tmp_path / "clean")
     request.getfixturevalue("poisoned_data")
-    assert not torch.equal(
-        data_of(cell)[1].test.images, _poisoned_split_check(cell)
-    )  # the poison is in place
-    nan_record, nan_model = _trained(cell, tmp_path / "b")
-    assert clean_record["status"] == nan_record["status"] == "ok"
-    assert _without_times(nan_record) == _without_times(clean_record)
-    for (name, clean), (_, found) in zip(clean_model.state_dict().items(), nan_model.state_dict().items()):
+    assert not torch.equal(data_of(cell)[1].test.images, _clean_split(cell).test.images)  # in place
+    assert not torch.equal(data_of(cell)[1].test.labels, _clean_split(cell).test.labels)
+    poisoned_record, poisoned_model = _trained(cell, tmp_path / "poisoned")
+    assert clean_record["status"] == poisoned_record["status"] == "ok", poisoned_record.get("failure_reason")
+    assert without_times(poisoned_record) == without_times(clean_record)
+    for (name, clean), (_, found) in zip(
+        clean_model.state_dict().items(), poisoned_model.state_dict().items()
+    ):
         assert torch.equal(clean, found), name
 
 
-def _poisoned_split_check(cell):
-    """The clean test images of the cell's split (read past the poison, from the loader itself)."""
-    from bench.data.sets import load_dataset
+@pytest.mark.parametrize("name, params", UNDER_POISON)
+def test_the_training_path_reads_no_test_image_or_label(name, params, tmp_path, request, monkeypatch):
+    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)  # quick fits are not judged here
+    strategy = {"name": name, "params": {**fast_params(name), **ONLY_THERE.get(name, {}), **params}}
+    _poison_changes_nothing(_cell(strategy), tmp_path, request)
 
-    return make_split(load_dataset(cell.dataset), cell.regime, cell.split, cell.replicate).test.images
+
+@pytest.mark.parametrize("name", ["none", "pseudo-label", "fixmatch"])
+def test_a_data_set_with_its_own_test_split_is_poisoned_and_never_read(name, tmp_path, request):
+    strategy = {"name": name, "params": {**fast_params(name), **ONLY_THERE.get(name, {})}}
+    cell = _cell(strategy, datasets=[_npz_with_a_test_split(tmp_path)])
+    assert cached_dataset(cell.dataset).test is not None  # the branch for an official test split runs
+    _poison_changes_nothing(cell, tmp_path, request)
+
+
+def test_the_budget_check_and_the_steps_search_read_no_test_image(tmp_path, request):
+    from bench.run.budget import search_steps
+    from bench.run.stages import validation_accuracy
+
+    cell = _cell({"name": "classical", "params": {"policy": "basic"}}, budget={"steps": "auto", "floor": 40})
+    check = dataclasses.replace(cell.budget_check(), auto_steps=((cell.classifier, 40),))
+    runs = iter(range(2))
+
+    def scored() -> tuple[dict, dict]:
+        folder = tmp_path / str(next(runs))
+        _, model = _trained(check, folder / "check")
+        search = search_steps(cell, CPU, folder / "search", lambda line: None)
+        return validation_accuracy(model, data_of(check)[1], CPU), {**search, "seconds": 0}
+
+    clean = scored()
+    request.getfixturevalue("poisoned_data")
+    assert scored() == clean
 
 
 def test_the_poison_catches_a_training_path_that_reads_test_images(tmp_path, monkeypatch, request):
@@ -123,8 +138,8 @@ def test_the_poison_catches_a_training_path_that_reads_test_images(tmp_path, mon
     cell = _cell({"name": "pseudo-label", "params": {"threshold": "auto"}})
     clean_record, _ = _trained(cell, tmp_path / "a")
     request.getfixturevalue("poisoned_data")
-    nan_record, _ = _trained(cell, tmp_path / "b")
-    assert _without_times(nan_record) != _without_times(clean_record)
+    poisoned_record, _ = _trained(cell, tmp_path / "b")
+    assert without_times(poisoned_record) != without_times(clean_record)
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
