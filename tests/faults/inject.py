@@ -20,6 +20,12 @@ After each trial it checks that
   reference (bit-identical floats, and the same validation curves);
 - no process of the run is left behind;
 - no temporary file is left behind.
+A kill counts only where it lands on work in flight: each trial waits until its run has written a
+first cell (its workers are past their start), then a random moment, then until a worker is busy,
+and kills there. The summary says how many kills landed with a cell in flight (a killed worker's
+cell retried or failed by the machine; a killed main process with a worker busy on one); at least
+80% must, or the script fails as if a check had.
+
 It prints one line per trial and a summary, and exits 1 if any check failed.
 """
 
@@ -60,6 +66,8 @@ GRID = {
 }
 KINDS = 4
 VOLATILE = ("started", "finished", "revision", "generator_cache_hit")
+ORPHAN_WAIT = 60.0  # seconds a worker may take to notice its dead parent (tests/test_signals.py's wait)
+LANDED = 0.8  # the share of kills that must land with a cell in flight
 
 
 def children(pid: int) -> list[int]:
@@ -177,44 +185,63 @@ def _problems(out: Path, reference: Path, run_pids: list[int]) -> list[str]:
     return found
 
 
+def _wait_for_work(
+    process: subprocess.Popen, out: Path, rng: random.Random, duration: float, pids: set[int]
+) -> tuple[float, list[int]]:
+    """Wait until the run has written its first cell (its workers are warm), then a random moment
+    within the first half of what is left, then until a worker is busy (at most 10 s); returns the
+    seconds since the start and the busy workers (none where the run ended first)."""
+    start = time.monotonic()
+
+    def waiting(until) -> None:
+        while not until() and process.poll() is None:
+            pids.update(children(process.pid))
+            time.sleep(0.1)
+
+    waiting(lambda: any((out / "cells").glob("*.json")) if (out / "cells").is_dir() else False)
+    moment = time.monotonic() + rng.uniform(0.0, 0.5 * max(0.0, duration - (time.monotonic() - start)))
+    waiting(lambda: time.monotonic() >= moment)
+    end, workers = time.monotonic() + 10.0, []
+    while process.poll() is None and not workers and time.monotonic() < end:
+        pids.update(children(process.pid))
+        workers = busy(sorted(pid for pid in children(process.pid) if alive(pid)))
+    return time.monotonic() - start, workers
+
+
 def trial(
     index: int, rng: random.Random, config: Path, work: Path, reference: Path, duration: float
-) -> tuple[str, list[str]]:
-    """One kill at a random moment of a run that takes ``duration`` seconds, and its checks;
-    returns (what was done, problems)."""
+) -> tuple[str, list[str], bool | None]:
+    """One kill of a run that takes ``duration`` seconds, with work in flight, and its checks;
+    returns (what was done, problems, whether the kill landed with a cell in flight: None for the
+    bug trial, which kills nothing)."""
     out = work / f"trial-{index}"
     kind = index % KINDS
     if kind == 3:
         what, problems = bug_trial(rng, config, out, reference)
-        return what, problems or _problems(out, reference, [])
+        return what, problems or _problems(out, reference, []), None
     process = _start(config, out)
     pids: set[int] = set()
-    delay = rng.uniform(2.0, (0.9 if kind < 2 else 0.6) * duration)
-    deadline = time.monotonic() + delay
-    while time.monotonic() < deadline and process.poll() is None:
-        pids.update(children(process.pid))
-        time.sleep(0.1)
-    running = {
-        pid for pid in children(process.pid) if alive(pid)
-    }  # the workers, and multiprocessing's helper
-    workers = busy(sorted(running))
-    if process.poll() is not None:
-        what = "finished before the kill"
-    elif kind == 0 or not workers:
+    delay, workers = _wait_for_work(process, out, rng, duration, pids)
+    running = {pid for pid in children(process.pid) if alive(pid)}  # the workers, multiprocessing's helper
+    if process.poll() is not None or not workers:
+        process.communicate()
+        return "finished before a worker was busy: no kill", _problems(out, reference, sorted(pids)), False
+    if kind == 0:
         process.kill()
         process.wait()
         # a worker notices its dead parent within 0.5 s once it runs; one still starting (importing
-        # torch) notices when it gets there, so allow a few seconds before calling it left behind
-        deadline = time.monotonic() + 10.0
+        # torch) notices when it gets there, which took up to 60 s on a loaded machine
+        deadline = time.monotonic() + ORPHAN_WAIT
         while (orphans := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
             time.sleep(0.2)
         rerun = _start(config, out)
         rerun.communicate()
-        what = f"killed the main process after {delay:.1f} s; resumed"
+        what = f"killed the main process after {delay:.1f} s, {len(workers)} worker(s) busy; resumed"
         if orphans:
-            return what, [f"workers outlived the killed main process: {orphans}"]
+            return what, [f"workers outlived the killed main process: {orphans}"], True
         if rerun.returncode != 0:
-            return what, [f"the resumed run failed with exit code {rerun.returncode}"]
+            return what, [f"the resumed run failed with exit code {rerun.returncode}"], True
+        landed = True
     else:
         _kill(rng.choice(workers))
         retry_worker = _new_child(process, running, pids) if kind == 2 else None
@@ -222,12 +249,15 @@ def trial(
             _kill(retry_worker)
         _, err = process.communicate()
         if process.returncode != 0:
-            return "killed a worker", [
-                f"the run failed with exit code {process.returncode}: {err.strip()[-300:]}"
-            ]
+            return (
+                "killed a worker",
+                [f"the run failed with exit code {process.returncode}: {err.strip()[-300:]}"],
+                True,
+            )
+        landed = "retrying once" in err
         if retry_worker is None:
             # a worker killed between two cells has none to retry (it used CPU time a moment before)
-            said = "saying it retried the cell" if "retrying once" in err else "no cell was in flight"
+            said = "saying it retried the cell" if landed else "no cell was in flight"
             what = f"killed a worker after {delay:.1f} s; the run went on, {said}"
         else:
             what = f"killed a worker after {delay:.1f} s and the one retrying its cell; rerun"
@@ -237,18 +267,19 @@ def trial(
                 if "failure_kind" in results
                 else []
             )
+            landed = bool(kinds)
             if not kinds:  # the first worker was between two cells: nothing was in flight, nothing lost
                 what = f"killed a worker after {delay:.1f} s (no cell in flight) and the one after it"
                 pids.update(children(process.pid))
-                return what, _problems(out, reference, sorted(pids))
+                return what, _problems(out, reference, sorted(pids)), False
             if kinds != ["machine"]:
-                return what, [f"expected one cell failed by the machine, found {kinds}"]
+                return what, [f"expected one cell failed by the machine, found {kinds}"], True
             rerun = _start(config, out)
             _, err = rerun.communicate()
             if rerun.returncode != 0 or "1 failed one(s) to try again" not in err:
-                return what, [f"the rerun did not try the failed cell again (exit {rerun.returncode})"]
+                return what, [f"the rerun did not try the failed cell again (exit {rerun.returncode})"], True
     pids.update(children(process.pid))
-    return what, _problems(out, reference, sorted(pids))
+    return what, _problems(out, reference, sorted(pids)), landed
 
 
 def busy(pids: list[int], interval: float = 0.3) -> list[int]:
@@ -313,17 +344,19 @@ def main() -> int:
         flush=True,
     )
     rng = random.Random(args.seed)
-    failed = 0
+    failed, kills = 0, []
     for index in range(args.trials):
         shutil.rmtree(work / f"trial-{index}", ignore_errors=True)
-        what, problems = trial(index, rng, config, work, reference, duration)
+        what, problems, landed = trial(index, rng, config, work, reference, duration)
         failed += bool(problems)
+        kills += [] if landed is None else [landed]
         print(
             f"trial {index:2d}: {what}: " + ("ok" if not problems else "FAILED: " + "; ".join(problems)),
             flush=True,
         )
     print(f"{args.trials - failed} of {args.trials} trials passed every check ({work})")
-    return 1 if failed else 0
+    print(f"{sum(kills)} of {len(kills)} kills landed with a cell in flight (at least {LANDED:.0%} must)")
+    return 1 if failed or sum(kills) < LANDED * len(kills) else 0
 
 
 if __name__ == "__main__":
