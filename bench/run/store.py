@@ -155,8 +155,10 @@ class RunStore:
     @contextmanager
     def lock(self):
         """Hold the folder for this process; a second process is refused, naming the first. Also
-        clears what interrupted writes left behind (only the holder writes here). The lock file
-        goes when the holder is done, and so does a folder this made that stayed empty."""
+        clears what interrupted writes left behind (only the holder writes here), when it takes the
+        folder and when it lets go (a SIGTERM can land inside ``tempfile.mkstemp``, after the file is
+        made and before ``atomic_write`` knows its name). The lock file goes when the holder is done,
+        and so does a folder this made that stayed empty."""
         made = not self.root.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -172,6 +174,7 @@ class RunStore:
             try:
                 yield self
             finally:
+                remove_temporary_files(self.root)
                 (self.root / LOCK_FILE).unlink(missing_ok=True)  # before unlocking: see _locked_handle
                 fcntl.flock(handle, fcntl.LOCK_UN)
                 if made and not any(self.root.iterdir()):
