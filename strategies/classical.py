@@ -12,6 +12,11 @@ def _check_policy(value, where: str) -> str:
     return "+".join(parse_policy(value, field=where))
 
 
+def policy_of(values: dict) -> tuple[str, float] | None:
+    """The (policy, magnitude) of a strategy with a classical ``policy`` param; None at magnitude 0."""
+    return (values["policy"], values["magnitude"]) if values["magnitude"] else None
+
+
 @register_strategy("classical")
 class Classical(Strategy):
     """Classical augmentation: one or more policies joined with '+', at one magnitude in [0, 1]."""
@@ -30,6 +35,9 @@ class Classical(Strategy):
     @classmethod
     def versions(cls, params):
         return {**super().versions(params), **policy_versions(parse_policy(params["policy"]))}
+
+    def batch_policy(self):
+        return policy_of(self.values)
 
     def batch_transform(self, hflip: bool):
         return make_batch_transform(parse_policy(self.values["policy"]), self.values["magnitude"], hflip)

@@ -5,7 +5,7 @@ training batch. A generator that saw the same pool is credited with a gain only 
 from __future__ import annotations
 
 from bench.core.strategy import Strategy
-from strategies.classical import Classical
+from strategies.classical import Classical, policy_of
 
 
 class PoolControl(Strategy):
@@ -24,7 +24,10 @@ class PoolControl(Strategy):
     def versions(cls, params):
         return {**super().versions(params), **(Classical.versions(params) if params["magnitude"] else {})}
 
-    def batch_policy(self, hflip: bool):
+    def batch_policy(self):
+        return policy_of(self.values)
+
+    def batch_transform(self, hflip: bool):
         """The classical policy's batch transform (None at magnitude 0)."""
         policy = Classical(policy=self.values["policy"], magnitude=self.values["magnitude"])
         return policy.batch_transform(hflip)

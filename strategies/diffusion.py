@@ -23,7 +23,8 @@ from bench.core.errors import CellFailed, UserError
 from bench.core.files import files_hash
 from bench.core.progress import counted, report
 from bench.core.strategy import Param, register_strategy
-from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy, check_finite
+from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy
+from strategies.generator_checks import check_finite
 
 BATCH = 64
 TRAIN_TIMESTEPS = 1000
@@ -176,6 +177,7 @@ class Diffusion(GenerativeStrategy):
         nested = (folder / "unet" / "config.json").is_file()
         try:
             unet = UNet2DModel.from_pretrained(folder, subfolder="unet" if nested else None)
+            # a bare UNet: our schedule, its stated target
             scheduler = (
                 DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
                 if (folder / "scheduler").is_dir()
@@ -184,7 +186,7 @@ class Diffusion(GenerativeStrategy):
                     beta_schedule="squaredcos_cap_v2",
                     prediction_type=self.values["prediction"],
                 )
-            )  # a bare UNet: our schedule, its stated target
+            )
         except (OSError, ValueError, json.JSONDecodeError) as exc:
             raise UserError(f"{where}: cannot be loaded ({' '.join(str(exc).split())[:200]})") from None
         classes = unet.config.num_class_embeds

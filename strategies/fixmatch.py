@@ -40,7 +40,7 @@ class FixMatchStrategy(PoolControl):
     def fit(self, labelled, ctx):
         return TrainingData(
             real=labelled,
-            batch_transform=self.batch_policy(ctx.hflip),
+            batch_transform=self.batch_transform(ctx.hflip),
             unlabelled=ctx.unlabelled,
             objective=self.objective_part(ctx.hflip),
         )

@@ -23,7 +23,8 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 from bench.core.progress import counted
 from bench.core.strategy import Param, register_strategy
 from bench.training.augment import affine_matrices, blend, gray, placed_boxes, warp
-from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy, Members, stack_draws
+from bench.training.stacked import Members, stack_draws
+from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy
 
 Z_DIM = 64
 BATCH = 64
@@ -296,9 +297,8 @@ class GAN(GenerativeStrategy):
                     for x, y, pool, rng in zip(reals, labels, pools, rngs)
                 ]
             )
-            fake = members.map(
-                _generate, z, y_fake
-            )  # image i and image i + BATCH/2 share a class: a mode-seeking pair
+            # image i and image i + BATCH/2 share a class: a mode-seeking pair
+            fake = members.map(_generate, z, y_fake)
             detached = fake.detach()
             d_loss = members.map(
                 _discriminator_loss,

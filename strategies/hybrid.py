@@ -12,7 +12,7 @@ from __future__ import annotations
 from bench.core.errors import UserError
 from bench.core.strategy import STRATEGIES, Param, Strategy, register_strategy
 from bench.training.objectives import OBJECTIVES, make_objective, objective_versions
-from strategies.classical import Classical
+from strategies.classical import Classical, policy_of
 from strategies.generative import RATIO, GenerativeStrategy
 
 
@@ -104,6 +104,9 @@ class Hybrid(Strategy):
     def generative_part(self) -> GenerativeStrategy:
         generator_cls = STRATEGIES.get(self.values["generator"])
         return generator_cls(**self.values["generator_params"], ratio=self.values["ratio"])
+
+    def batch_policy(self):
+        return policy_of(self.values)
 
     def objective_part(self, hflip: bool = False):
         objective = self.values.get("objective")

@@ -65,7 +65,7 @@ class PseudoLabel(PoolControl):
         return TrainingData(
             real=labelled,
             synthetic=pseudo if len(pseudo) else None,
-            batch_transform=self.batch_policy(ctx.hflip),
+            batch_transform=self.batch_transform(ctx.hflip),
             synthetic_kind="pseudo-labelled",
             info={
                 "pseudo_labelled": len(pseudo),

@@ -15,7 +15,8 @@ from bench.core.images import ImageSet
 from bench.core.strategy import Param, Strategy, TrainingData, register_strategy
 from bench.data.files import labels_from, read_image_folder, read_npz, to_uint8_nchw
 from bench.data.sets import DatasetEntry
-from strategies.generative import BALANCE, RATIO, synthetic_labels
+from strategies.generative import BALANCE, RATIO
+from strategies.sampling import synthetic_labels
 
 
 def _check_path(value, where: str) -> str:

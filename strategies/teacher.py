@@ -14,7 +14,7 @@ from bench.core.images import ImageSet
 from bench.core.schema import check_number
 from bench.core.seeding import derive_seed
 from bench.core.strategy import FitContext
-from bench.models.suite import classifier_versions
+from bench.models.suite import CLASSIFIERS, classifier_versions
 from bench.training.loop import predict, train_suite_classifier
 
 TEACHER = "cnn"
@@ -23,6 +23,11 @@ TEACHER = "cnn"
 def teacher_versions() -> dict[str, str]:
     """The code versions the teacher's labels depend on (for a strategy's ``versions``)."""
     return {f"teacher:{name}": version for name, version in classifier_versions(TEACHER).items()}
+
+
+def teacher_steps(n_labelled: int, budget_scale: float, found: int | None = None) -> int:
+    """The teacher's budget: the steps `auto` found for its data set's `cnn`, else its recipe's."""
+    return found or CLASSIFIERS.get(TEACHER).recipe.steps(n_labelled, budget_scale)
 
 
 def teacher_key(cache_key_parts: tuple, budget_scale: float, steps: int | None = None) -> str:
@@ -64,7 +69,7 @@ def teacher_probabilities(labelled: ImageSet, ctx: FitContext) -> tuple[torch.Te
             ctx.budget_scale,
             ctx.device,
             derive_seed("teacher", key),
-            ctx.teacher_steps,
+            teacher_steps(len(labelled), ctx.budget_scale, ctx.teacher_steps),
         )
         found = {"probabilities": predict(teacher, ctx.unlabelled.images, ctx.device).softmax(1)}
         if ctx.val is not None:

@@ -15,7 +15,8 @@ from torch import nn
 
 from bench.core.progress import counted
 from bench.core.strategy import Param, register_strategy
-from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy, Members, stack_draws
+from bench.training.stacked import Members, stack_draws
+from strategies.generative import BALANCE, POOL_PARAMS, RATIO, GenerativeStrategy
 
 LATENT = 16
 BATCH = 64

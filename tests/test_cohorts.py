@@ -138,9 +138,8 @@ def test_a_run_in_cohorts_keeps_identity_equal_to_none_and_computes_each_member_
     grid = _grid(tmp_path, 3, strategies)
     items = cohorts(grid)
     assert [len(item.cells) for item in items] == [3, 3, 3, 3] and len({c.key for c in grid}) == 12
-    assert {c.key for c in grid}.isdisjoint(
-        {c.key for c in _grid(tmp_path, "off", strategies)}
-    )  # in the keys
+    # in the keys
+    assert {c.key for c in grid}.isdisjoint({c.key for c in _grid(tmp_path, "off", strategies)})
     records = {
         (r["strategy"], r["classifier"], r["replicate"]): r
         for item in items

@@ -81,7 +81,7 @@ def test_a_cell_on_cuda_is_reproducible():
 
 @pytest.mark.parametrize("name", ["gan", "vae"])
 def test_generators_fit_and_sample_on_the_device(name, tmp_path, monkeypatch):
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)  # 20 steps is too few to judge
+    monkeypatch.setattr("strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0)  # 20 steps is too few to judge
     labelled = make_split(load_dataset(DatasetEntry("digits")), 6, SplitSpec(val_per_class=5), 0).labelled
     cls = STRATEGIES.get(name)
     fits = []

@@ -75,7 +75,9 @@ def _save_unet(folder, classes: int, size: int = 8, pipeline: bool = False):
 
 @pytest.mark.parametrize("pipeline", [False, True])
 def test_a_users_saved_model_is_sampled_without_training(digits, tmp_path, monkeypatch, pipeline):
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)  # an untrained net: judge nothing
+    monkeypatch.setattr(
+        "strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0
+    )  # an untrained net: judge nothing
     _, split = digits
     folder = _save_unet(tmp_path / "model", classes=11, pipeline=pipeline)
     data = _fit(split.labelled, tmp_path / "cache", pretrained=str(folder), steps=0, sampling_steps=3)
@@ -125,7 +127,7 @@ def test_a_nan_fails_the_cell_with_a_reason_and_the_grid_goes_on(tmp_path, cli, 
 
 
 def test_one_cached_fit_serves_every_classifier_and_hybrid(tmp_path, cli, monkeypatch):
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)
+    monkeypatch.setattr("strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0)
     fast = {"steps": 30, "sampling_steps": 2}
     config = tiny_config_with(
         tmp_path,
@@ -165,7 +167,7 @@ def test_diffusion_fails_loudly_without_diffusers(monkeypatch):
 
 @pytest.mark.parametrize("prediction", ["epsilon", "sample", "v_prediction"])
 def test_every_prediction_target_trains_and_samples(prediction, digits, tmp_path, monkeypatch):
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)
+    monkeypatch.setattr("strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0)
     _, split = digits
     data = _fit(split.labelled, tmp_path, steps=20, sampling_steps=2, prediction=prediction)
     assert data.synthetic.images.shape == (100, 1, 8, 8) and data.synthetic.images.dtype == torch.uint8

@@ -160,9 +160,8 @@ def test_an_error_in_a_cell_costs_that_cell_under_ray(tmp_path):
     pytest.importorskip("ray")
     plugins, errors = _plugin(tmp_path)
     config, out = _config(tmp_path, quality={"enabled": True, "samples": 50}), tmp_path / "run"
-    done = _run(
-        plugins, "run", config, "--out", out, "--executor", "ray"
-    )  # its quality stage meets the bug too
+    # its quality stage meets the bug too
+    done = _run(plugins, "run", config, "--out", out, "--executor", "ray")
     assert done.returncode == 1, done.stderr[-3000:]
     _check_run(out, errors, done.stderr)
 

@@ -164,9 +164,8 @@ def test_a_rerun_retries_cells_the_machine_failed_and_keeps_method_failures_unle
     _record_as(
         first, status="failed", failure_reason="worker died: signal 9 (SIGKILL)", failure_kind="machine"
     )
-    _record_as(
-        second, status="failed", failure_reason="worker died: signal 9 (SIGKILL)"
-    )  # written before kinds
+    # written before kinds
+    _record_as(second, status="failed", failure_reason="worker died: signal 9 (SIGKILL)")
     _record_as(third, status="failed", failure_reason="generator training diverged", failure_kind="method")
     code, _, err = cli("run", config, "--out", out)
     assert code == 0 and "(1 already done, 2 failed one(s) to try again)" in err, err

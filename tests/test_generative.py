@@ -10,7 +10,8 @@ from bench.core.errors import CellFailed
 from bench.data.sets import DatasetEntry, load_dataset
 from bench.data.splits import SplitSpec, make_split
 from strategies import STRATEGIES
-from strategies.generative import GenerativeStrategy, diversity
+from strategies.generative import GenerativeStrategy
+from strategies.generator_checks import diversity
 
 GENERATIVE = [
     n for n in STRATEGIES.names() if issubclass(STRATEGIES.get(n), GenerativeStrategy) or n == "hybrid"
@@ -42,7 +43,7 @@ def _make(name, **params):
 
 @pytest.mark.parametrize("name", GENERATIVE)
 def test_samples_are_labelled_uint8_images_at_the_ratio(name, labelled, tmp_path, monkeypatch):
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)  # 20 steps is too few to judge
+    monkeypatch.setattr("strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0)  # 20 steps is too few to judge
     data = _make(name, ratio=2.0).fit(labelled, _ctx(tmp_path))
     synthetic = data.synthetic
     assert synthetic.images.dtype == torch.uint8 and synthetic.images.shape == (120, 1, 8, 8)
@@ -53,7 +54,7 @@ def test_samples_are_labelled_uint8_images_at_the_ratio(name, labelled, tmp_path
 
 
 def test_generator_cache_hits_on_rerun_and_misses_on_changed_input(labelled, tmp_path, monkeypatch):
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)
+    monkeypatch.setattr("strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0)
     first = _make("vae").fit(labelled, _ctx(tmp_path))
     again = _make("vae").fit(labelled, _ctx(tmp_path))
     assert first.info["generator_cache_hit"] is False and again.info["generator_cache_hit"] is True
@@ -79,7 +80,7 @@ def test_a_fitted_generator_depends_on_its_key_alone_not_on_who_fits_it_first(
 ):
     """gan and hybrid share a generator through the cache: whichever fits it, with whatever random
     state before, it must come out the same (else results depend on the order cells ran in)."""
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)
+    monkeypatch.setattr("strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0)
     weights = []
     for global_seed, folder, fit_seed in ((0, "one", 3), (1, "two", 4)):
         torch.manual_seed(global_seed)
@@ -126,9 +127,8 @@ def test_the_vaes_class_prior_matches_the_aggregate_posterior_of_each_class():
         expected = torch.cov(mu[labels == cls].T) + torch.exp(torch.tensor(-2.0)) * torch.eye(LATENT)
         assert torch.allclose(means[cls], mu[labels == cls].mean(0))
         assert torch.allclose(factors[cls] @ factors[cls].T, expected, atol=1e-5)
-    assert torch.equal(means[2], torch.zeros(LATENT)) and torch.equal(
-        factors[2], torch.eye(LATENT)
-    )  # no images
+    # no images
+    assert torch.equal(means[2], torch.zeros(LATENT)) and torch.equal(factors[2], torch.eye(LATENT))
     _, collapsed = class_priors(
         _Encoded(torch.zeros(7, LATENT), torch.zeros(7, LATENT)), images, 2, torch.device("cpu")
     )
@@ -139,7 +139,7 @@ def test_the_gans_mode_seeking_keeps_each_class_as_diverse_as_its_real_images(tm
     """Without the mode-seeking and class-head terms, a short fit on 10 images per class gives
     samples of a class far less varied than the real ones (measured: worst class 38% of the real
     diversity); with them, 75%."""
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)  # judge here, not in the fit
+    monkeypatch.setattr("strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0)  # judge here, not in the fit
     dataset = load_dataset(DatasetEntry("digits"))
     labelled = make_split(dataset, 10, SplitSpec(val_per_class=10), replicate=0).labelled
     worst = {}
@@ -185,7 +185,7 @@ def test_the_validation_signal_is_recorded_and_changes_no_weight(name, labelled,
 
     from bench.core.images import ImageSet
 
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)
+    monkeypatch.setattr("strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0)
     dataset = load_dataset(DatasetEntry("digits"))
     val = make_split(dataset, 6, SplitSpec(val_per_class=5), replicate=0).val
     plain = _ctx(tmp_path / "plain")
@@ -201,9 +201,8 @@ def test_the_validation_signal_is_recorded_and_changes_no_weight(name, labelled,
     assert isinstance(info_b["generator_converged"], bool) and info_b["generator_val_kid"] == trace[-1]["kid"]
     before, last = trace[-2], trace[-1]
     assert info_b["generator_converged"] == (before["kid"] - last["kid"] <= 2 * last["kid_std"])
-    _, cached = _make(name, steps=40).fitted_generator(
-        labelled, signalled
-    )  # a cache hit reports its fit's signal
+    # a cache hit reports its fit's signal
+    _, cached = _make(name, steps=40).fitted_generator(labelled, signalled)
     assert cached["generator_cache_hit"] and cached["generator_signal"] == info_b["generator_signal"]
 
 
@@ -218,7 +217,7 @@ def test_the_validation_signal_tells_a_fit_still_improving_from_one_that_stopped
 
     from bench.core.images import ImageSet
 
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)
+    monkeypatch.setattr("strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0)
     split = make_split(load_dataset(DatasetEntry("digits")), 20, SplitSpec(val_per_class=20), replicate=0)
     ctx = dataclasses.replace(_ctx(tmp_path), val=ImageSet(split.val.images, split.val.labels))
     _, info = _make(name, steps=steps).fitted_generator(split.labelled, ctx)

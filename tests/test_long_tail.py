@@ -15,7 +15,7 @@ from bench.data.splits import LongTail, SplitSpec, make_split
 from bench.protocol.config import load_config, parse_config
 from bench.training.metrics import class_recall, smallest_third
 from strategies import STRATEGIES
-from strategies.generative import filling_labels
+from strategies.sampling import filling_labels
 
 
 def test_long_tail_counts_follow_the_cifar_lt_convention():

@@ -105,9 +105,8 @@ def test_the_schedule_follows_the_critical_path():
         CellWork(1.0, [("generator:g", 0.0)]),
         CellWork(1.0),
     ]
-    assert (
-        schedule_seconds(shared, workers=2) == 22.0
-    )  # the other worker waits for the fit: not 24 / 2 = 12 s
+    # the other worker waits for the fit: not 24 / 2 = 12 s
+    assert schedule_seconds(shared, workers=2) == 22.0
     assert schedule_seconds(shared, workers=1) == 24.0  # one worker: everything in turn
     # a long cell at the end of the grid ends the run after the others
     assert schedule_seconds([CellWork(1.0)] * 4 + [CellWork(10.0)], workers=2) == 12.0
@@ -189,9 +188,8 @@ def test_the_plan_trains_a_pseudo_label_teacher_once_per_fit_data(tmp_path):
     cells = expand_grid(config, {"digits": cached_dataset(config.datasets[0]).content_hash})
     plan = _make_plan(config, cells, set(), tmp_path, _Costs(), workers=1)
     steps = TEACHER_NET.training_recipe.steps(100, config.budget.scale)  # 10 labelled images a class
-    assert plan.seconds["pseudo-label teachers"] == pytest.approx(
-        2 * steps * 1.0
-    )  # one per seed, shared by both
+    # one per seed, shared by both
+    assert plan.seconds["pseudo-label teachers"] == pytest.approx(2 * steps * 1.0)
     assert plan.schedule_seconds == pytest.approx(sum(plan.seconds.values()))
 
 

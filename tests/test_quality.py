@@ -210,9 +210,8 @@ def test_quality_scores_what_the_classifier_trains_on_at_one_n(tmp_path):
         classical["sample_grid"] == "samples/classical.npz"
         and (tmp_path / "samples" / "classical.npz").is_file()
     )
-    pool = ImageSet(
-        split.labelled.images[:40].flip(-1), split.labelled.labels[:40]
-    )  # a 40-image synthetic pool
+    # a 40-image synthetic pool
+    pool = ImageSet(split.labelled.images[:40].flip(-1), split.labelled.labels[:40])
     generated = assess(TrainingData(real=split.labelled, synthetic=pool))
     assert (
         generated["quality_kind"] == "generated"

@@ -95,9 +95,8 @@ def test_ray_fits_a_generator_cohort_once_with_the_numbers_of_the_process_execut
     pd.testing.assert_series_equal(by_ray["test_accuracy"], by_process["test_accuracy"], check_exact=True)
     vae = by_ray[by_ray["strategy"] == "vae"]
     assert vae["stacked_fit_size"].tolist() == [2, 2] and vae["stacked_fit"].nunique() == 1
-    assert (
-        vae["generator_fit_seconds"].nunique() == 1
-    )  # one stage task fitted the cohort: one fit, two shares
+    # one stage task fitted the cohort: one fit, two shares
+    assert vae["generator_fit_seconds"].nunique() == 1
     assert len(list((tmp_path / "ray" / "cache").glob("generator-*.pt"))) == 2
 
 

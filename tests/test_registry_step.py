@@ -27,14 +27,12 @@ def digits_split():
 def test_every_strategy_and_classifier_trains_a_step(
     strategy, classifier, digits_split, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(
-        "strategies.generative.COLLAPSE_THRESHOLD", 0.0
-    )  # 20 generator steps are too few to judge
+    # 20 generator steps are too few to judge
+    monkeypatch.setattr("strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0)
     dataset, split = digits_split
     cls = STRATEGIES.get(strategy)
-    pool = UnlabelledImages(
-        train_pool(dataset, split.spec)[0].images[split.unlabelled_index]
-    )  # granted to all
+    # granted to all
+    pool = UnlabelledImages(train_pool(dataset, split.spec)[0].images[split.unlabelled_index])
     ctx = FitContext(
         device=torch.device("cpu"),
         seed=1,

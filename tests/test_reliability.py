@@ -77,9 +77,8 @@ def test_damaged_state_is_moved_aside_and_recomputed(tmp_path, cli):
     assert (
         f"{cells[0]} could not be read (not a cell record)" in err and f"{generator} could not be read" in err
     )
-    pieces = [
-        piece for line in err.split("\n") for piece in line.split("\r")
-    ]  # what the terminal shows as lines
+    # what the terminal shows as lines
+    pieces = [piece for line in err.split("\n") for piece in line.split("\r")]
     assert any(piece.startswith(f"augbench: warning: {generator} could not be read") for piece in pieces), err
     assert (out / "cells" / f"{cells[0].name}.corrupt").is_file()
     assert generator.with_name(generator.name + ".corrupt").is_file()

@@ -192,9 +192,8 @@ def test_agreement_pairs_two_runs_cell_by_cell(tmp_path, cli):
     a, b = run("a", [0.50, 0.60, 0.70, 0.10]), run("b", [0.52, 0.59, 0.70, 0.90])
     code, out, err = cli("agreement", a, b)
     assert code == 0, err
-    assert (
-        "the 3 cells finished in both: mean |change| 1.00 pp, mean change +0.33 pp" in out
-    )  # the failed one left out
+    # the failed one left out
+    assert "the 3 cells finished in both: mean |change| 1.00 pp, mean change +0.33 pp" in out
     assert "| none | cnn | 2 | +0.50 | 1.50 |" in out and "| gan | cnn | 1 | +0.00 | 0.00 |" in out
     code, _, err = cli("agreement", a, tmp_path / "missing")
     assert code == 2 and err.startswith("augbench: error:") and "missing" in err

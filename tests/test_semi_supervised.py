@@ -46,9 +46,8 @@ def test_strategies_that_do_not_learn_from_the_pool_keep_their_keys():
     assert [c.fit_data for c in _cells(plain)] == ["labelled"] * 3
     pool_users = _cells(POOL_USERS)
     assert [c.fit_data for c in pool_users] == ["labelled+pool"] * len(POOL_USERS)
-    assert (
-        len({c.generator_key for c in pool_users[1:]}) == len(POOL_USERS) - 1
-    )  # each design its own generator
+    # each design its own generator
+    assert len({c.generator_key for c in pool_users[1:]}) == len(POOL_USERS) - 1
     assert [c.key for c in pool_users] != [c.key for c in _cells(POOL_USERS, unlabelled=200)]
     gan, gan_pool = _cells([{"name": "gan", "params": {"steps": 30}}, POOL_USERS[2]])
     assert gan.key != gan_pool.key and gan.generator_key != gan_pool.generator_key
@@ -210,9 +209,8 @@ def test_the_control_table_pairs_each_pool_strategy_with_each_control_by_seed():
         ]
     )
     table = control_table(results)
-    assert table[["strategy", "control"]].values.tolist() == [
-        ["gan-pool", "pseudo-label"]
-    ]  # not gan, not none
+    # not gan, not none
+    assert table[["strategy", "control"]].values.tolist() == [["gan-pool", "pseudo-label"]]
     row = table.iloc[0]
     assert row["delta_mean"] == pytest.approx(
         np.mean(np.subtract(accuracy["gan-pool"], accuracy["pseudo-label"]))
@@ -254,10 +252,11 @@ def test_the_control_table_takes_every_control_of_the_run_and_names_the_stronges
     )
     assert control_labels(results) == ["fixmatch", "pseudo-label"]  # the strongest first
     table = control_table(results)
+    # fixmatch is a control, not a contender; none is neither
     assert sorted(map(tuple, table[["strategy", "control"]].values.tolist())) == [
         ("vae-pool", "fixmatch"),
         ("vae-pool", "pseudo-label"),
         ("vae-pool+fixmatch", "fixmatch"),
         ("vae-pool+fixmatch", "pseudo-label"),
-    ]  # fixmatch is a control, not a contender; none is neither
+    ]
     assert (table["strongest"] == (table["control"] == "fixmatch")).all()

@@ -13,8 +13,8 @@ from tests_support import fast_params, tiny_config_with
 
 from bench.core.images import ImageSet, UnlabelledImages
 from bench.core.strategy import STRATEGIES, FitContext
-from strategies import gan, vae
-from strategies.generative import Members, stack_draws
+from bench.training.stacked import Members, stack_draws
+from strategies import gan, generator_fits, vae
 
 CPU = torch.device("cpu")
 DESIGNS = {
@@ -151,10 +151,10 @@ def test_a_member_s_first_step_equals_fitting_it_alone(design, tmp_path, float64
 
 def _poisoned_build(strategy, bad_part: str):
     """``strategy`` whose generator for the fit with cache key part ``bad_part`` starts from NaN weights."""
-    built = type(strategy)._built
+    built = generator_fits.new_generator
 
-    def build(self, labelled, ctx):
-        model = built(self, labelled, ctx)
+    def build(strategy, labelled, ctx):
+        model = built(strategy, labelled, ctx)
         if ctx.cache_key_parts == (bad_part,):
             with torch.no_grad():
                 next(model.parameters()).fill_(float("nan"))
@@ -165,8 +165,8 @@ def _poisoned_build(strategy, bad_part: str):
 
 def test_a_diverging_member_fails_alone_and_each_member_gets_its_own_cache_entry(tmp_path, monkeypatch):
     strategy = _vae()
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)  # 20 steps is too few to judge
-    monkeypatch.setattr(type(strategy), "_built", _poisoned_build(strategy, "b"))
+    monkeypatch.setattr("strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0)  # 20 steps is too few to judge
+    monkeypatch.setattr(generator_fits, "new_generator", _poisoned_build(strategy, "b"))
     sets = {part: _labelled(seed) for seed, part in enumerate("abc")}
 
     def fits():
@@ -180,9 +180,8 @@ def test_a_diverging_member_fails_alone_and_each_member_gets_its_own_cache_entry
 
     cache = FileCache(tmp_path)
     keys = {part: strategy.generator_key((part,), 3) for part in "abc"}
-    assert len(set(keys.values())) == 3 and keys["a"] != strategy.generator_key(
-        ("a",)
-    )  # the cohort is in the key
+    # the cohort is in the key
+    assert len(set(keys.values())) == 3 and keys["a"] != strategy.generator_key(("a",))
     assert "diverged" in cache.load_json("generator-failed", keys["b"])["reason"]
     assert (
         cache.load_tensors("generator", keys["c"]) is not None
@@ -200,14 +199,14 @@ def test_a_collapsed_member_fails_alone(tmp_path, monkeypatch):
     sets["b"] = ImageSet(sets["b"].images, sets["b"].labels)
     checked = []
 
-    def check(self, model, labelled, ctx):  # the collapse check of member b finds collapse
+    def check(strategy, model, labelled, ctx):  # the collapse check of member b finds collapse
         checked.append(ctx.cache_key_parts)
         if ctx.cache_key_parts == ("b",):
             from bench.core.errors import CellFailed
 
             raise CellFailed("mode collapse: (test)")
 
-    monkeypatch.setattr(type(strategy), "_check", check)
+    monkeypatch.setattr(generator_fits, "check_fitted", check)
 
     def fits():
         return [(sets[part], _ctx(tmp_path, part, fits, "ab")) for part in "ab"]
@@ -223,7 +222,7 @@ def test_a_collapsed_member_fails_alone(tmp_path, monkeypatch):
 
 
 def test_cohort_fits_are_deterministic_with_a_cache_or_without(tmp_path, monkeypatch):
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)
+    monkeypatch.setattr("strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0)
     strategy = _strategy("gan-pool")
     sets = {part: _labelled(seed) for seed, part in enumerate("ab")}
     states = []
@@ -286,6 +285,7 @@ def test_generator_cohorts_are_in_the_keys_of_their_cells_only(tmp_path):
         in_cohorts
     ) == 4  # diffusion: alone
     assert all(dataclasses.replace(cell, stacked_replicates=()).key != cell.key for cell in in_cohorts)
+    # a fit alone keeps its key
     assert [dataclasses.replace(cell, stacked_replicates=()).generator_key for cell in grouped] == [
         cell.generator_key for cell in alone
-    ]  # a fit alone keeps its key
+    ]

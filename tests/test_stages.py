@@ -94,7 +94,9 @@ def _poison_changes_nothing(cell, tmp_path, request) -> None:
 
 @pytest.mark.parametrize("name, params", UNDER_POISON)
 def test_the_training_path_reads_no_test_image_or_label(name, params, tmp_path, request, monkeypatch):
-    monkeypatch.setattr("strategies.generative.COLLAPSE_THRESHOLD", 0.0)  # quick fits are not judged here
+    monkeypatch.setattr(
+        "strategies.generator_checks.COLLAPSE_THRESHOLD", 0.0
+    )  # quick fits are not judged here
     strategy = {"name": name, "params": {**fast_params(name), **ONLY_THERE.get(name, {}), **params}}
     _poison_changes_nothing(_cell(strategy), tmp_path, request)
 

@@ -58,9 +58,8 @@ def test_a_generators_pool_written_out_scores_and_trains_as_the_generator(tmp_pa
     assert rows.loc["synthetic-images", "quality_kind"] == "generated"
     for column in ("test_accuracy", "test_nll", "n_synthetic", "synthetic_per_step"):
         assert rows.loc["synthetic-images", column] == rows.loc["vae", column], column
-    assert (
-        rows.loc["synthetic-images", "test_accuracy"] != rows.loc["none", "test_accuracy"]
-    )  # it trained on them
+    # it trained on them
+    assert rows.loc["synthetic-images", "test_accuracy"] != rows.loc["none", "test_accuracy"]
 
 
 def test_a_folder_with_other_classes_is_a_clear_error(tmp_path, cli):

@@ -13,9 +13,8 @@ from bench.commands.checks import Checked, default_out, load_checked
 from bench.core.errors import UserError
 from bench.core.files import atomic_write, check_writable
 from bench.costs.plan import Plan, format_duration, make_plan
-from bench.protocol.config import cohort_size, key_precision
-from bench.run.budget import auto_steps, grid_and_checks, with_raised, worst_case_raises
-from bench.run.cell import expand_grid
+from bench.run.budget import worst_case_raises
+from bench.run.grid import resolve_grid
 from bench.run.store import RunStore, read_results
 from bench.run.tasks import workers_for
 from reports.tables import seeds_needed
@@ -52,17 +51,10 @@ def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
     """The plan of the grid and its budget checks (at the steps ``auto`` found where the folder's cache
     holds its search; else at the recipe's, and the search, which ``plan`` does not run, is said)."""
     config, device = checked.config, checked.device
-    cohort, precision = cohort_size(config, device), key_precision(config, device)
-    auto = auto_steps(
-        config,
-        expand_grid(config, checked.hashes, cohort, precision=precision),
-        device,
-        out / "cache",
-        search=False,
-    )
-    grid, checks = grid_and_checks(config, checked.hashes, cohort, checked.n_val, auto, precision)
+    resolved = resolve_grid(config, checked.hashes, checked.n_val, device, out / "cache", search=False)
+    grid, checks = resolved.cells_and_checks()
     cells = grid + checks
-    if config.budget.steps == "auto" and not auto:
+    if config.budget.steps == "auto" and not resolved.auto:
         print(
             f"augbench: budget.steps: auto is not searched yet in {out}: `run` searches first "
             f"({'every strategy' if config.budget.search == 'grid' else '`none`'} on the budget "
@@ -76,9 +68,7 @@ def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
     raised = [
         cell
         for budgets in worst_case_raises(config, grid)
-        for part in grid_and_checks(
-            config, checked.hashes, cohort, checked.n_val, with_raised(auto, budgets), precision
-        )
+        for part in resolved.cells_and_checks(budgets)
         for cell in part
     ]
     if raised:  # a triple that stopped rising repeats its cells in later rounds: count each cell once

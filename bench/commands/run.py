@@ -13,22 +13,20 @@ from bench.commands.checks import default_out, load_checked
 from bench.commands.summary import format_summary
 from bench.core import progress
 from bench.costs.plan import cached_estimate
-from bench.protocol.config import cohort_size, key_precision
 from bench.run import provenance
 from bench.run.budget import (
     Budgets,
     CheckFacts,
-    auto_steps,
     budget_summary,
     generator_summary,
-    grid_and_checks,
     raise_budgets,
     read_budget,
     read_generators,
-    with_raised,
 )
-from bench.run.cell import Cell, expand_grid
-from bench.run.store import RunStore, failure_kind, runs_again
+from bench.run.cell import Cell
+from bench.run.failures import failure_kind, runs_again
+from bench.run.grid import resolve_grid
+from bench.run.store import RunStore
 from bench.run.tasks import execute, make_executor, workers_for
 from bench.tracking.mlflow_runs import check_reachable, tracking
 from reports.report import build_report
@@ -39,6 +37,10 @@ class RunOutcome(NamedTuple):
 
     out: Path
     errored: int
+
+
+def _quiet(line: str) -> None:
+    """Says nothing (the search's lines, said once when the run resolves its grid)."""
 
 
 def run_experiment(
@@ -53,13 +55,10 @@ def run_experiment(
     store.check_claim(config)
     check_reachable(config.tracking.mlflow)
     revision = provenance.git_revision()
-    cohort, precision = cohort_size(config, device), key_precision(config, device)
-    cells = expand_grid(config, hashes, cohort, precision=precision)
     done = store.done_keys(retry_failed)
     # the cells left to run at the steps `auto` found, where the folder's cache holds its search
-    known = auto_steps(config, cells, device, store.root / "cache", lambda line: None, search=False)
-    left = [c for c in expand_grid(config, hashes, cohort, known, precision) if c.key not in done]
-    workers = workers_for(config, device, len(left))
+    known = resolve_grid(config, hashes, checked.n_val, device, store.root / "cache", False, _quiet)
+    workers = workers_for(config, device, len([c for c in known.cells() if c.key not in done]))
     executor = make_executor(device, workers, config.executor)
     with (
         executor.session(),
@@ -67,14 +66,12 @@ def run_experiment(
     ):  # a cluster that cannot run a cell refuses before the folder is claimed
         store.claim(config, hashes)
         store.heal_cells()
-        auto = auto_steps(config, cells, device, store.root / "cache")
+        resolved = resolve_grid(config, hashes, checked.n_val, device, store.root / "cache")
         with tracking(config, out, revision) as tracker:
             raised: Budgets = {}
             errors: set[str] = set()
             while True:  # each round raises the budgets whose check still rose, until none can rise
-                grid, checks = grid_and_checks(
-                    config, hashes, cohort, checked.n_val, with_raised(auto, raised), precision
-                )
+                grid, checks = resolved.cells_and_checks(raised)
                 errors |= set(
                     _run_grid(
                         config,

@@ -21,9 +21,8 @@ OnStart = Callable[[Any], None]
 OnDone = Callable[[Any, Any], None]
 OnLost = Callable[[Any, str], None]  # (item, reason) for an item whose worker died on every try
 OnRetry = Callable[[Any, str], None]  # (item, reason) for an item whose worker died, tried again
-OnProgress = Callable[
-    [Any, str], None
-]  # (item, text): a line of progress from inside the item (bench.core.progress)
+# (item, text): a line of progress from inside the item (bench.core.progress)
+OnProgress = Callable[[Any, str], None]
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,11 @@ class Strategy:
         for a data set with(out) horizontal flips (`augbench plan` costs it)."""
         return None
 
+    def batch_policy(self) -> tuple[str, float] | None:
+        """The classical policy (names joined by '+', magnitude) its training applies to every batch,
+        if any (for `augbench plan`)."""
+        return None
+
     def generative_part(self) -> "Strategy | None":
         """The generative strategy whose fitted generator this one uses, if any (for `augbench plan`)."""
         return None

@@ -43,10 +43,11 @@ from bench.quality.fidelity import fidelity
 from bench.run import provenance
 from bench.run.cell import Cell, cached_dataset, cells_of, make_strategy, work_items
 from bench.run.resources import measure, timed
+from bench.run.stages import training_group
 from bench.training.loop import Member, batch_split, predict, train_cohort
 from strategies.classical import Classical
-from strategies.generative import PROBE_PER_CLASS, GenerativeStrategy
-from strategies.teacher import TEACHER, teacher_key
+from strategies.generative import GenerativeStrategy
+from strategies.teacher import TEACHER, teacher_key, teacher_steps
 
 CALIBRATION_VERSION = "3"  # 2: generators' sampling time too; 3: quality per image of features computed once
 EVALUATOR_NET = ClassifierEntry("cnn", "cnn")  # the quality evaluator is the suite's cnn
@@ -205,13 +206,14 @@ class Calibration:
         per sampled image."""
         device = self.device
         images = _random_images(shape, num_classes)
+        # for a generator that learns from a pool
         ctx = FitContext(
             device=device,
             seed=0,
             num_classes=num_classes,
             hflip=False,
             unlabelled=UnlabelledImages(images.images),
-        )  # for a generator that learns from a pool
+        )
 
         def run(steps: int) -> None:
             with seeded(0, device):  # a diverging fit's steps still took their time
@@ -456,7 +458,7 @@ class _Planner:
         self.seconds: dict[str, float] = defaultdict(float)
         self.peak = 0.0
         self.fits: set[str] = set()
-        self.fitted_cohorts: set[str] = set()
+        self.fitted_stacks: set[str] = set()
         self.teachers: set[str] = set()
         self.quality_jobs: set = set()
         self.evaluators: set = set()
@@ -467,17 +469,16 @@ class _Planner:
         classifiers trained together in groups of one batch shape (as ``run_cohort`` does)."""
         item = CellWork(0.0)
         self.seconds.setdefault("training", 0.0)
-        # (synthetic per step, the key of a cell that trains alone) -> the members' solo step seconds
-        groups: dict[tuple[int, str], list[float]] = defaultdict(list)
+        # the members' solo step seconds by what they share when they train as one (``training_group``)
+        groups: dict[tuple, list[float]] = defaultdict(list)
         steps = 0
         for cell in cells:
-            step, steps, synthetic_per_step, evaluated = self._cell(cell, item)
-            alone = cell.key if make_strategy(cell.strategy).objective_part() is not None else ""
-            groups[synthetic_per_step, alone].append(step)
+            step, steps, group, evaluated = self._cell(cell, item)
+            groups[group].append(step)
             item.train_seconds += evaluated
         first = cells[0]
         dataset = cached_dataset(first.dataset)
-        for (synthetic_per_step, _), solo_steps in groups.items():
+        for ((_, synthetic_per_step), _, _), solo_steps in groups.items():
             size = len(solo_steps)
             if size == 1:
                 train = solo_steps[0]
@@ -502,9 +503,9 @@ class _Planner:
         self.seconds["training"] += item.train_seconds
         return item
 
-    def _cell(self, cell: Cell, item: CellWork) -> tuple[float, int, int, float]:
-        """One cell's solo step seconds, steps, synthetic images per step and evaluation seconds;
-        its shared pieces join ``item``'s needs."""
+    def _cell(self, cell: Cell, item: CellWork) -> tuple[float, int, tuple, float]:
+        """One cell's solo step seconds, steps, training group (``training_group``) and evaluation
+        seconds; its shared pieces join ``item``'s needs."""
         calibration = self.calibration
         dataset = cached_dataset(cell.dataset)
         shape, k = tuple(dataset.image_shape), dataset.num_classes
@@ -525,22 +526,18 @@ class _Planner:
             objective.passes(recipe.batch_size) if objective is not None and objective.active else (0, 0, [])
         )
         if synthetic_per_step or trained:  # an extra image trained costs what a synthetic one does
-            doubled = calibration.classifier(
-                cell.classifier_entry, shape, k, synthetic=True
-            )  # B real + B synthetic
+            # B real + B synthetic
+            doubled = calibration.classifier(cell.classifier_entry, shape, k, synthetic=True)
             step += (doubled["step_s"] - plain["step_s"]) * (synthetic_per_step + trained) / recipe.batch_size
             self.peak = max(self.peak, doubled["peak_mem_mb"])
         step += inferred * plain["predict_s_per_image"]  # the views that only infer (FixMatch's weak one)
         for policy, magnitude, images in views:
             step += calibration.transform(policy, magnitude, dataset.hflip, shape, images)["step_s"]
-        if "policy" in strategy.values:
-            step += calibration.transform(
-                strategy.values["policy"],
-                strategy.values["magnitude"],
-                dataset.hflip,
-                shape,
-                real_per_step + synthetic_per_step,
-            )["step_s"]
+        policy = strategy.batch_policy()
+        if policy is not None:
+            step += calibration.transform(*policy, dataset.hflip, shape, real_per_step + synthetic_per_step)[
+                "step_s"
+            ]
         self.peak = max(self.peak, plain["peak_mem_mb"])
         if strategy.trains_teacher():
             self._teacher(cell, shape, k, n_real, n_unlabelled, item)
@@ -549,7 +546,8 @@ class _Planner:
         if cell.quality.enabled and not cell.is_check:
             self._quality(cell, shape, k, n_real, n_synthetic, n_pool, n_test, item)
         evaluated = cell.eval_points * n_val + (n_val if cell.is_check else n_real + n_val + n_test)
-        return step, cell.budget_steps(n_real), synthetic_per_step, evaluated * plain["predict_s_per_image"]
+        group = training_group(cell, n_real, n_synthetic, n_val, objective)
+        return step, cell.budget_steps(n_real), group, evaluated * plain["predict_s_per_image"]
 
     def _teacher(self, cell: Cell, shape, k: int, n_real: int, n_unlabelled: int, item: CellWork) -> None:
         """The pseudo-label teacher of the cell's fit data (a cnn by its recipe on the labelled
@@ -562,7 +560,7 @@ class _Planner:
             return
         self.teachers.add(key)
         cost = self.calibration.classifier(TEACHER_NET, shape, k, synthetic=False)
-        steps = cell.teacher_steps or TEACHER_NET.training_recipe.steps(n_real, cell.budget_scale)
+        steps = teacher_steps(n_real, cell.budget_scale, cell.teacher_steps)
         seconds = steps * cost["step_s"] + (n_unlabelled + n_real) * cost["predict_s_per_image"]
         self.seconds["pseudo-label teachers"] += seconds
         item.needs.append((f"teacher:{key}", seconds))
@@ -571,17 +569,17 @@ class _Planner:
         """The fit of the cell's generator, or of its stacked fit (all its members at once)."""
         keys = [peer.generator_key for peer in cell.stacked_peers() or [cell]]
         group = cell.generator_group
-        if group in self.fitted_cohorts:
+        if group in self.fitted_stacks:
             item.needs.append((f"generator:{group}", 0.0))  # being fitted by an earlier item
             return
         missing = [key for key in keys if self.cache.load_json("generator", key) is None]
         if not missing:  # (a cohort's cell fits its members that are missing, as the run does)
             return
-        self.fitted_cohorts.add(group)
+        self.fitted_stacks.add(group)
         self.fits.update(missing)
         cost = self.calibration.generator(generative, shape, k, cohort=len(missing))
-        sampled = (PROBE_PER_CLASS * k + n_synthetic) * len(missing)  # the collapse probes, then the pools
-        fit_seconds = generative.values["steps"] * cost["step_s"] + sampled * cost["sample_s_per_image"]
+        steps, sampled = generative.fit_work(n_synthetic, k)
+        fit_seconds = steps * cost["step_s"] + sampled * len(missing) * cost["sample_s_per_image"]
         self.seconds["generator fits"] += fit_seconds
         item.needs.append((f"generator:{group}", fit_seconds))
         self.peak = max(self.peak, cost["peak_mem_mb"])

@@ -33,7 +33,7 @@ from bench.data.sets import Dataset
 from bench.data.splits import make_split
 from bench.models.suite import SUITE_VERSION
 from bench.protocol.config import BenchConfig
-from bench.run.cell import Cell, data_of, expand_grid
+from bench.run.cell import Cell, data_of
 from bench.run.stages import train_cell, validation_accuracy
 from bench.training.metrics import read_correct_bits
 
@@ -671,20 +671,6 @@ def auto_steps(
             f"searched in {result['seconds']:.0f} s{note}"
         )
     return {where: tuple(sorted(steps.items())) for where, steps in found.items()}
-
-
-def grid_and_checks(
-    config: BenchConfig,
-    hashes: dict[str, str],
-    cohort: int,
-    n_val: dict[str, int],
-    auto: dict | None = None,
-    precision: str = "",
-) -> tuple[list[Cell], list[Cell]]:
-    """The grid (each cell at its budget: the recipe's, or what ``auto`` found) and its check cells
-    (budget checks, then generator checks)."""
-    grid = expand_grid(config, hashes, cohort, auto, precision)
-    return grid, budget_checks(config, grid, n_val) + generator_checks(config, grid, n_val)
 
 
 def read_budget(run_dir: Path, name: str = "budget.csv") -> pd.DataFrame:

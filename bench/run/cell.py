@@ -42,9 +42,8 @@ class Cell:
     budget_factor: int = 1  # CHECK_FACTOR: a budget check, its cell trained at twice the budget
     generator_factor: int = 1  # CHECK_FACTOR: a generator check, its generator fitted at twice its steps
     check_of: str = ""  # a check's (never a result): the key of the cell it doubles
-    precision: str = (
-        ""  # the classifier's autocast where it is not its device's former default (config.key_precision)
-    )
+    # the classifier's autocast where it is not its device's former default (config.key_precision)
+    precision: str = ""
 
     @classmethod
     def from_config(

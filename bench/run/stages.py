@@ -6,7 +6,6 @@ and train), which reads no test image; tune runs it."""
 from __future__ import annotations
 
 import contextlib
-import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 
 from bench.core.cache import FileCache, cache_key
-from bench.core.errors import CellFailed, UserError
+from bench.core.errors import UserError
 from bench.core.images import ImageSet
 from bench.core.keys import canonical_json, stable_hash
 from bench.core.seeding import derive_seed, seeded
@@ -27,6 +26,7 @@ from bench.quality.assess import assess_quality
 from bench.quality.settings import quality_versions
 from bench.run import provenance
 from bench.run.cell import Cell, data_of, granted_unlabelled, make_strategy
+from bench.run.failures import STAGE_FAILURES, code_error, failed, stage_failure
 from bench.run.resources import measure
 from bench.training.loop import Member, batch_split, device_precision, predict, train_cohort
 from bench.training.metrics import class_recall, classification_metrics, correct_bits, smallest_third
@@ -78,7 +78,7 @@ def fit_strategy(
             data, failure = None, exc
     columns = {"fit_peak_mem_mb": usage.peak_mb, "fit_seconds": usage.seconds}
     if data is None:
-        return None, {**columns, **failure_columns(failure)}
+        return None, {**columns, **stage_failure(failure)}
     return data, {**columns, **data.info}
 
 
@@ -129,47 +129,16 @@ def cell_columns(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
     }
 
 
-def failed_columns(reason: str, kind: str) -> dict:
-    """The columns that end a failed row: its reason, its kind (method, machine, error) and when."""
-    return {"status": "failed", "failure_reason": reason, "failure_kind": kind, "finished": provenance.now()}
-
-
-def _first_line(exc: Exception, limit: int) -> str:
-    """The first line of an exception's message (at most ``limit`` characters; empty without one)."""
-    said = str(exc).strip()
-    return said.splitlines()[0][:limit] if said else ""
-
-
 def lost_record(cell: Cell, reason: str, revision: str) -> dict:
     """The row of a cell whose worker died on every try (killed, out of memory)."""
-    return {**cell_record(cell, revision), **failed_columns(reason, "machine")}
+    return {**cell_record(cell, revision), **failed(reason, "machine")}
 
 
 def error_records(cells: tuple[Cell, ...], exc: Exception, revision: str) -> list[dict]:
     """The rows of cells whose code raised ``exc`` (a bug in a strategy, say): failed with
     failure_kind ``error``, the exception as the reason, and its traceback (``traceback``, which
     the store writes to a file beside the cell's record). A rerun tries them again."""
-    return [{**cell_record(cell, revision), **error_columns(exc)} for cell in cells]
-
-
-def error_columns(exc: Exception) -> dict:
-    """The columns that end the row of a cell whose code raised ``exc``: failed, failure_kind
-    ``error``, the exception as the reason, and its traceback."""
-    reason = f"{type(exc).__name__}: {_first_line(exc, 300) or 'raised'}"
-    return {**failed_columns(reason, "error"), "traceback": "".join(traceback.format_exception(exc))}
-
-
-STAGE_FAILURES = (CellFailed, torch.cuda.OutOfMemoryError, MemoryError)  # what a stage records as a failure
-
-
-def failure_columns(exc: Exception, stage: str = "") -> dict:
-    """The columns of a cell failed by ``exc`` in ``stage`` (named in the reason unless it is the fit
-    or the training): the method's failure (CellFailed), or the machine's (out of memory)."""
-    if isinstance(exc, CellFailed):
-        reason, kind = str(exc).strip(), "method"
-    else:
-        reason, kind = f"out of memory ({_first_line(exc, 200) or type(exc).__name__})", "machine"
-    return failed_columns(f"{stage} stage failed: {reason}" if stage else reason, kind)
+    return [{**cell_record(cell, revision), **code_error(exc)} for cell in cells]
 
 
 @dataclass
@@ -206,7 +175,7 @@ def prepare(
         try:
             columns = {**columns, **quality_stage(cell, dataset, split, device, cache_dir, data)}
         except STAGE_FAILURES as exc:
-            return {**columns, **failure_columns(exc, "quality")}
+            return {**columns, **stage_failure(exc, "quality")}
     return Trainee(cell, split, data, columns, dataset.image_shape, on_eval)
 
 
@@ -279,7 +248,7 @@ def train_classifiers(
         if isinstance(result, Exception):
             if len(trainees) == 1 and not isinstance(result, STAGE_FAILURES):
                 raise result  # what a hook raised (tune's pruning), or a bug: the caller records it
-            failed = failure_columns(result) if isinstance(result, STAGE_FAILURES) else error_columns(result)
+            failed = stage_failure(result) if isinstance(result, STAGE_FAILURES) else code_error(result)
             trained.append((None, {**columns, **failed}))
             continue
         columns.update(
@@ -308,6 +277,15 @@ def run_cell(
     return run_cohort((cell,), device, cache_dir, revision)[0]
 
 
+def training_group(cell: Cell, n_real: int, n_synthetic: int, n_val: int, objective) -> tuple:
+    """What a cohort's members that train as one grouped network share: the batch shape (real, synthetic
+    images per step) and the validation size; a cell with an objective on unlabelled images trains
+    alone (bench/training/loop.py). `run_cohort` and `augbench plan` group by it."""
+    recipe = cell.classifier_entry.training_recipe
+    shape = batch_split(recipe.batch_size, n_real, n_synthetic, cell.protocol.mixing.mode)
+    return shape, n_val, cell.key if objective is not None else ""
+
+
 def run_cohort(
     cells: tuple[Cell, ...], device: torch.device, cache_dir: Path | None = None, revision: str = "unknown"
 ) -> list[dict]:
@@ -330,18 +308,14 @@ def run_cohort(
             rows[cell.key] = trainee
         else:
             trainees.append(trainee)
-    shapes: dict[tuple, list[Trainee]] = {}
-    for trainee in trainees:  # members of one cohort share their batches' shape
-        shape = batch_split(
-            trainee.cell.classifier_entry.training_recipe.batch_size,
-            len(trainee.split.labelled),
-            trainee.data.n_synthetic,
-            trainee.cell.protocol.mixing.mode,
+    groups: dict[tuple, list[Trainee]] = {}
+    for trainee in trainees:
+        data, split = trainee.data, trainee.split
+        group = training_group(
+            trainee.cell, len(split.labelled), data.n_synthetic, len(split.val), data.objective
         )
-        # a cell whose objective adds passes on unlabelled images trains alone (bench/training/loop.py)
-        alone = trainee.cell.key if trainee.data.objective is not None else ""
-        shapes.setdefault((shape, len(trainee.split.val), alone), []).append(trainee)
-    for group in shapes.values():
+        groups.setdefault(group, []).append(trainee)
+    for group in groups.values():
         for trainee, (model, train_columns) in zip(group, train_classifiers(group, device)):
             row = {**trainee.columns, **train_columns}
             if model is not None:

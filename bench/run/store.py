@@ -24,6 +24,7 @@ from bench.core.files import atomic_write, move_aside, remove_temporary_files
 from bench.protocol.columns import CELL_FILES_ONLY, PARAM_PREFIX, of_type, row_problems
 from bench.protocol.config import BenchConfig
 from bench.run.budget import Budgets, generator_outcomes, outcomes, with_outcomes
+from bench.run.failures import runs_again
 
 TEXT_COLUMNS = of_type("text")
 TIME_COLUMNS = of_type("time")
@@ -98,27 +99,6 @@ def _frame_bytes(frame: pd.DataFrame, suffix: str) -> bytes | str:
         frame.to_parquet(buffer, index=False)
         return buffer.getvalue()
     return frame.to_csv(index=False)
-
-
-def failure_kind(record: dict) -> str | None:
-    """A failed record's kind: ``method`` (a result), ``machine`` or ``error`` (not results); None
-    for a cell that did not fail. Records written before ``failure_kind`` say it in their reason."""
-    if record.get("status") != "failed":
-        return None
-    kind = record.get("failure_kind")
-    if isinstance(kind, str) and kind:
-        return kind
-    return (
-        "machine"
-        if str(record.get("failure_reason", "")).startswith(("worker died", "its Ray worker died"))
-        else "method"
-    )
-
-
-def runs_again(record: dict) -> bool:
-    """Whether a rerun tries the record's cell again: the machine failed it (a dead worker, out of
-    memory) or its code raised an error (which may be fixed by now); a method's failure is a result."""
-    return failure_kind(record) in ("machine", "error")
 
 
 class RunStore:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
-from bench.core.errors import UserError
+from bench.core.errors import UserError, first_line
 from bench.core.net import unreachable
 from bench.core.secrets import masked, scrubbed
 from bench.protocol.columns import of_type
@@ -108,7 +108,7 @@ class MlflowTracker:
         except Exception as exc:  # noqa: BLE001 - any store error (bad URI, unreachable server, bad file)
             raise UserError(
                 f"config field tracking.mlflow: MLflow cannot use {masked(spec.mlflow)!r}: "
-                f"{scrubbed(_first_line(exc), spec.mlflow)}; give a reachable tracking URI such as "
+                f"{scrubbed(_why(exc), spec.mlflow)}; give a reachable tracking URI such as "
                 "sqlite:///mlflow.db"
             ) from None
 
@@ -131,7 +131,7 @@ class MlflowTracker:
             self._broken = True
             print(
                 f"augbench: warning: MLflow logging stopped at {what}: "
-                f"{scrubbed(_first_line(exc), self._uri)}; the run goes on "
+                f"{scrubbed(_why(exc), self._uri)}; the run goes on "
                 "and its results folder is complete",
                 file=sys.stderr,
             )
@@ -220,11 +220,6 @@ def check_reachable(uri: str) -> None:
         )
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 @contextlib.contextmanager
 def tracking(config: BenchConfig, run_dir: Path, revision: str) -> Iterator[NoTracking | MlflowTracker]:
     """The run's tracker: MLflow when ``tracking.mlflow`` names a URI, else one that logs nothing.
@@ -242,3 +237,8 @@ def tracking(config: BenchConfig, run_dir: Path, revision: str) -> Iterator[NoTr
         raise
     finally:
         tracker.close(status)
+
+
+def _why(exc: Exception) -> str:
+    """What went wrong, in a line: the exception's first line, or its type."""
+    return first_line(exc) or type(exc).__name__

@@ -191,3 +191,64 @@ def member(cohort: nn.Module, index: int, k: int, model: nn.Module) -> nn.Module
 
 def _state(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [*module.named_parameters(), *module.named_buffers()]
+
+
+class Solo:
+    """One model trained as it is: exactly the operations of a model alone (its dropout draws from the
+    global generator, seeded by its initial weights). What stops it (its hook, a bug in its batches)
+    ends its training by raising, as for any model."""
+
+    def __init__(self, model: nn.Module):
+        self.net = model
+
+    def start(self, device: torch.device) -> nn.Module:
+        """The network to train, on ``device`` in training mode (channels-last: faster convs)."""
+        return self.net.to(device, memory_format=torch.channels_last).train()
+
+    def stop(self, exc: Exception) -> None:
+        raise exc
+
+    def finish(self, models: list[nn.Module], device: torch.device) -> None:
+        """Its trained weights are already in its model."""
+
+
+class Grouped:
+    """K models trained as one grouped network (this module's docstring), each member's dropout from
+    its own generator; what stops one member stops it alone, and ``finish`` copies each member's
+    trained weights back into its own model."""
+
+    def __init__(self, models: list[nn.Module], dropout_seeds: list[int], containers: tuple[type, ...]):
+        self.net = grouped(models, containers)
+        if self.net is None:
+            raise ValueError("these models cannot be trained as one network")
+        self.dropout_seeds = dropout_seeds
+
+    def start(self, device: torch.device) -> nn.Module:
+        """The network to train, on ``device`` in training mode, its dropouts drawing from the
+        members' own generators."""
+        self.net.to(device, memory_format=torch.channels_last).train()
+        seed_dropout(self.net, self.dropout_seeds)
+        return self.net
+
+    def stop(self, exc: Exception) -> None:
+        """A member's failure is its own: the others go on."""
+
+    def finish(self, models: list[nn.Module], device: torch.device) -> None:
+        for index, model in enumerate(models):
+            member(self.net, index, len(models), model.to(device, memory_format=torch.channels_last))
+
+
+def trained_together(
+    models: list[nn.Module],
+    dropout_seeds: list[int],
+    containers: tuple[type, ...] = (),
+    alone_only: bool = False,
+) -> Solo | Grouped:
+    """How the one training loop trains ``models``: one as it is (``Solo``), several as one grouped
+    network (``Grouped``); ``alone_only`` (a member with passes of its own, such as an objective on
+    unlabelled images) refuses several."""
+    if len(models) == 1:
+        return Solo(models[0])
+    if alone_only:
+        raise ValueError("a member with an objective on unlabelled images trains alone")
+    return Grouped(models, dropout_seeds, containers)

@@ -21,8 +21,7 @@ from bench.core.images import ImageSet
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import TrainingData
 from bench.models.suite import CLASSIFIERS, GROUPABLE, Recipe, build_classifier
-from bench.training.cohort import grouped, per_member, seed_dropout, side_by_side
-from bench.training.cohort import member as cohort_member
+from bench.training.cohort import per_member, side_by_side, trained_together
 
 # called after each evaluation with (point index, validation accuracy); may raise to stop early
 EvalHook = Callable[[int, float], None]
@@ -313,15 +312,14 @@ def train_cohort(
     feeds = [_Feed(m, recipe, num_classes, device, mixing, fresh_synthetic) for m in members]
     if len({(f.real_per_step, f.synthetic_per_step) for f in feeds}) != 1:
         raise ValueError("a cohort's members need equal batch shapes")
-    if k > 1 and any(f.objective is not None for f in feeds):
-        raise ValueError("a member with an objective on unlabelled images trains alone")
     real_per_step, synthetic_per_step = feeds[0].real_per_step, feeds[0].synthetic_per_step
-    net = members[0].model if k == 1 else grouped([m.model for m in members], GROUPABLE)
-    if net is None:
-        raise ValueError("these models cannot be trained as one network")
-    net.to(device, memory_format=torch.channels_last).train()  # faster convs on CPU and GPU alike
-    if k > 1:
-        seed_dropout(net, [derive_seed("dropout", m.order_seed) for m in members])
+    group = trained_together(
+        [m.model for m in members],
+        [derive_seed("dropout", m.order_seed) for m in members],
+        GROUPABLE,
+        alone_only=any(f.objective is not None for f in feeds),
+    )
+    net = group.start(device)
     optimizer = _optimizer(net, recipe)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps))
     eval_at = {max(1, round(steps * (i + 1) / eval_points)) for i in range(eval_points)}
@@ -336,23 +334,24 @@ def train_cohort(
             return net(normalize(x).contiguous(memory_format=torch.channels_last)).float()
 
     def batch_of(i: int, feed: _Feed) -> tuple[torch.Tensor, torch.Tensor]:
-        """Member ``i``'s next batch; in a cohort, what its batch transform or sampler raises (a bug in
-        a strategy's code) stops it alone, and it trains on idle batches from then on."""
-        if i not in stopped or k == 1:
+        """Member ``i``'s next batch; what its batch transform or sampler raises (a bug in a strategy's
+        code) stops it (``group.stop``: in a cohort alone, and it trains on idle batches from then on)."""
+        if i not in stopped:
             try:
                 return feed.batch()
             except Exception as exc:  # noqa: BLE001 - recorded as this member's error
-                if k == 1:
-                    raise
+                group.stop(exc)
                 stopped[i] = exc
         return feed.idle_batch()
 
     for step in range(1, steps + 1):
         batches = [batch_of(i, feed) for i, feed in enumerate(feeds)]
-        logits = forward(batches[0][0] if k == 1 else side_by_side([b[0] for b in batches]))
-        outputs = [logits] if k == 1 else list(per_member(logits, k))
-        losses = [-(y * F.log_softmax(out, dim=1)).sum(1).mean() for out, (_, y) in zip(outputs, batches)]
-        loss = losses[0] if k == 1 else torch.stack(losses).sum()  # a sum: each member gets its own gradient
+        logits = forward(side_by_side([x for x, _ in batches]))
+        outputs = per_member(logits, k)
+        losses = torch.stack(
+            [-(y * F.log_softmax(out, dim=1)).sum(1).mean() for out, (_, y) in zip(outputs, batches)]
+        )
+        loss = losses.sum()  # a sum: each member gets its own gradient
         if objective is not None:  # train_loss stays the supervised loss, comparable with `none`'s
             unlabelled, used = feeds[0].unlabelled_loss(forward)
             loss = loss + unlabelled
@@ -361,9 +360,7 @@ def train_cohort(
         loss.backward()
         optimizer.step()
         schedule.step()
-        running_loss = running_loss + (
-            losses[0].detach() if k == 1 else torch.stack(losses).detach()
-        )  # no sync
+        running_loss = running_loss + losses.detach()  # no sync
         seen_in_window += 1
 
         if step in eval_at:
@@ -390,16 +387,13 @@ def train_cohort(
                 if member.on_eval is not None:
                     try:
                         member.on_eval(len(curves[i]) - 1, val_accuracy)
-                    except Exception as exc:  # noqa: BLE001 - it stops this member alone (tune's pruning)
-                        if k == 1:
-                            raise
+                    except Exception as exc:  # noqa: BLE001 - it stops this member (tune's pruning)
+                        group.stop(exc)
                         stopped[i] = exc
             running_loss, seen_in_window, used_in_window = 0.0, 0, 0.0
-            if k == 1 and stopped:
+            if len(stopped) == k:  # nothing left to train
                 break
-    if k > 1:
-        for i, m in enumerate(members):
-            cohort_member(net, i, k, m.model.to(device, memory_format=torch.channels_last))
+    group.finish([m.model for m in members], device)
     return [
         stopped.get(i)
         or TrainResult(
@@ -434,7 +428,7 @@ def predict_members(
             for part in images
         ]
         with _autocast(device, precision):
-            logits = net(chunks[0])[None] if k == 1 else per_member(net(side_by_side(chunks)), k)
+            logits = per_member(net(side_by_side(chunks)), k)
         outputs.append(logits.float().cpu())
     net.train(was_training)
     return torch.cat(outputs, dim=1)

@@ -1,6 +1,6 @@
 """Stacked models: K models of one architecture held as parameters and buffers with a leading
 dimension K, and called as one under ``torch.func.vmap``, so that K small models share each
-kernel launch. Generator cohorts train this way (strategies/generative.py): unlike the
+kernel launch. Stacked generator fits train this way (strategies/generator_fits.py): unlike the
 classifiers' grouped networks (bench/training/cohort.py) it takes any forward, since vmap batches
 each operation, but every random draw has to come from outside (each member draws from its own
 generator, then the draws are stacked).
@@ -9,11 +9,14 @@ generator, then the draws are stacked).
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
+
+from bench.core.errors import CellFailed
 
 
 class _Calling(nn.Module):
@@ -65,3 +68,69 @@ class Stacked:
         for index, model in enumerate(models):
             for name, value in [*model.named_parameters(), *model.named_buffers()]:
                 value.copy_(stacked[name][index])
+
+
+def diverged(name: str, number: float, step: int) -> CellFailed:
+    """The failure of a generator fit whose ``name`` loss stopped being finite."""
+    return CellFailed(f"generator training diverged: {name} loss is {number} at step {step}")
+
+
+def stack_draws(draws: list[tuple]) -> tuple:
+    """The members' random draws of a step (each a tuple of tensors, tuples of tensors, or None),
+    stacked member by member."""
+
+    def stacked(parts):
+        if parts[0] is None:
+            return None
+        return stacked_tuple(parts) if isinstance(parts[0], tuple) else torch.stack(parts)
+
+    def stacked_tuple(tuples):
+        return tuple(stacked(parts) for parts in zip(*tuples))
+
+    return stacked_tuple(draws)
+
+
+class Members:
+    """The K generators of one architecture that a fit trains at once: one model as it is (the
+    operations of a fit alone), several as stacked models under vmap (bench/training/stacked.py),
+    each with its own parameters, buffers and optimizer state. It keeps which ones diverged."""
+
+    def __init__(self, models: list[nn.Module], adapt: Callable[[nn.Module], None] | None = None):
+        self.models = models
+        self.stacked = Stacked(models, adapt) if len(models) > 1 else None
+        self.failures: list[CellFailed | None] = [None] * len(models)
+
+    def parameters(self, prefix: str = "") -> list[torch.Tensor]:
+        """The parameters (stacked, for several) whose names start with ``prefix``."""
+        if self.stacked is None:
+            return [p for name, p in self.models[0].named_parameters() if name.startswith(prefix)]
+        return self.stacked.parameters(prefix)
+
+    def buffers(self, prefix: str = "") -> list[torch.Tensor]:
+        """The buffers (stacked, for several) whose names start with ``prefix``."""
+        if self.stacked is None:
+            return [b for name, b in self.models[0].named_buffers() if name.startswith(prefix)]
+        return [value for name, value in self.stacked.buffers.items() if name.startswith(prefix)]
+
+    def map(self, fn, *per_member, shared: tuple = ()):
+        """``fn(model, *args, *shared)`` for every member, results stacked along a leading K; each of
+        ``per_member`` has a leading K (one slice per member) or is None."""
+        if self.stacked is None:
+            out = fn(self.models[0], *(None if a is None else a[0] for a in per_member), *shared)
+            return tuple(t.unsqueeze(0) for t in out) if isinstance(out, tuple) else out.unsqueeze(0)
+        return self.stacked.map(fn, *per_member, shared=shared)
+
+    def diverged(self, step: int, **losses: torch.Tensor) -> bool:
+        """Mark each member whose loss (a K-vector each) is NaN or infinite as failed (one device
+        sync); True when all have failed."""
+        for name, values in losses.items():
+            for index, number in enumerate(values.detach().float().tolist()):
+                if self.failures[index] is None and not math.isfinite(number):
+                    self.failures[index] = diverged(name, number, step)
+        return all(failure is not None for failure in self.failures)
+
+    def finish(self) -> list[CellFailed | None]:
+        """Each member's trained weights into its own model; per member its failure, or None."""
+        if self.stacked is not None:
+            self.stacked.copy_into(self.models)
+        return self.failures

@@ -23,7 +23,7 @@ import yaml
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from bench.core.errors import UserError
+from bench.core.errors import UserError, first_line
 from bench.core.files import atomic_write
 from bench.core.secrets import masked, scrubbed
 from bench.core.seeding import derive_seed
@@ -156,9 +156,8 @@ def open_study(name: str, storage_url: str, worker_index: int = 0) -> optuna.Stu
     """Open (or create) a study. Its TPE seed derives from the study name and the worker index
     alone, so one worker with the same config proposes the same trials every time; workers that
     share a study need distinct indices (`augbench tune --worker-index`), or they propose alike."""
-    engine = (
-        {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else None
-    )  # workers share the file
+    # workers share the file
+    engine = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else None
     for attempt in range(3):  # workers starting together race to create the tables: the loser retries
         try:
             storage = RDBStorage(
@@ -171,10 +170,9 @@ def open_study(name: str, storage_url: str, worker_index: int = 0) -> optuna.Stu
             break
         except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an unreachable server
             if attempt == 2:
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""  # not SQLAlchemy's
-                raise UserError(
+                raise UserError(  # the first line of the message, not SQLAlchemy's pages of it
                     f"--storage {masked(storage_url)}: cannot open ({type(exc).__name__}: "
-                    f"{scrubbed(first_line, storage_url)}); give "
+                    f"{scrubbed(first_line(exc), storage_url)}); give "
                     "an SQLAlchemy URL that this machine can open, e.g. sqlite:///PATH/optuna.db"
                 ) from None
             time.sleep(1.0 + attempt)

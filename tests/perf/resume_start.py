@@ -75,10 +75,14 @@ def _key_precision(checked) -> str:
 def _grid_and_checks(checked, cohort: int, precision: str, cells: list) -> tuple[list, list]:
     """The grid and its budget checks (none at revisions before the budget check)."""
     try:
-        from bench.run.budget import grid_and_checks
-    except ImportError:
-        return cells, []
-    return grid_and_checks(checked.config, checked.hashes, cohort, checked.n_val, None, precision)
+        from bench.run.grid import Grid
+    except ImportError:  # revisions before bench/run/grid.py, and before the budget check
+        try:
+            from bench.run.budget import grid_and_checks
+        except ImportError:
+            return cells, []
+        return grid_and_checks(checked.config, checked.hashes, cohort, checked.n_val, None, precision)
+    return Grid(checked.config, checked.hashes, checked.n_val, cohort, precision, {}).cells_and_checks()
 
 
 def timed_resume(command: list[str]) -> tuple[float, float, str]:
