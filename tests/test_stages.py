@@ -43,12 +43,19 @@ def _trained(cell, cache):
     return train_cell(cell, CPU, cache, dataset, split, "r")
 
 
-# every registered strategy at its quick params, and the ways of using the unlabelled pool
-UNDER_POISON = [(name, {}) for name in STRATEGIES.names()] + [
+# every registered strategy at its quick params, and the ways of using the unlabelled pool; the default
+# run takes one of each kind of route (a policy, a generator on the pool, a teacher, an objective, a
+# generator with an objective), the slow run every strategy
+EVERY_ROUTE = [(name, {}) for name in STRATEGIES.names()] + [
     ("vae", {"generator_data": "pool"}),
     ("gan", {"generator_data": "pseudo-labelled", "pseudo_threshold": "auto"}),
     ("pseudo-label", {"threshold": "auto"}),
     ("hybrid", {"objective": "fixmatch", "objective_params": {"mu": 1, "threshold": 0.15}}),
+]
+ONE_OF_EACH = {"classical", "fixmatch"}  # with the three pool routes above
+UNDER_POISON = [
+    case if case[1] or case[0] in ONE_OF_EACH else pytest.param(*case, marks=pytest.mark.slow)
+    for case in EVERY_ROUTE
 ]
 ONLY_THERE = {"fixmatch": {"threshold": 0.15}}  # 15 steps: a threshold some unlabelled images reach
 
