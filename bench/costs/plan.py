@@ -44,7 +44,7 @@ from bench.run import provenance
 from bench.run.cell import Cell, cached_dataset, cells_of, make_strategy, work_items
 from bench.run.resources import measure, timed
 from bench.run.stages import training_group
-from bench.training.loop import Member, batch_split, predict, train_cohort
+from bench.training.loop import Member, predict, train_cohort
 from strategies.classical import Classical
 from strategies.generative import GenerativeStrategy
 from strategies.teacher import TEACHER, teacher_key, teacher_steps
@@ -516,12 +516,11 @@ class _Planner:
         generative = strategy.generative_part()
         recipe: Recipe = cell.classifier_entry.training_recipe
         n_synthetic = strategy.synthetic_count(n_real)  # as its fit makes them
-        real_per_step, synthetic_per_step = batch_split(
-            recipe.batch_size, n_real, n_synthetic, self.config.mixing.mode
-        )
+        objective = strategy.objective_part(dataset.hflip)
+        group = training_group(cell, n_real, n_synthetic, n_val, objective)
+        (real_per_step, synthetic_per_step), _, _ = group
         plain = calibration.classifier(cell.classifier_entry, shape, k, synthetic=False)
         step = plain["step_s"]
-        objective = strategy.objective_part(dataset.hflip)
         trained, inferred, views = (
             objective.passes(recipe.batch_size) if objective is not None and objective.active else (0, 0, [])
         )
@@ -546,7 +545,6 @@ class _Planner:
         if cell.quality.enabled and not cell.is_check:
             self._quality(cell, shape, k, n_real, n_synthetic, n_pool, n_test, item)
         evaluated = cell.eval_points * n_val + (n_val if cell.is_check else n_real + n_val + n_test)
-        group = training_group(cell, n_real, n_synthetic, n_val, objective)
         return step, cell.budget_steps(n_real), group, evaluated * plain["predict_s_per_image"]
 
     def _teacher(self, cell: Cell, shape, k: int, n_real: int, n_unlabelled: int, item: CellWork) -> None:

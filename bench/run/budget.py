@@ -437,7 +437,7 @@ def worst_case_raises(config: BenchConfig, grid: list[Cell]) -> list[Budgets]:
         return []
     starts: dict[tuple[str, str, str], int] = {}
     for cell in grid:
-        triple = triple_of(cell)
+        triple = cell.triple
         if triple not in starts:
             starts[triple] = cell.budget_steps(len(data_of(cell)[1].labelled))
     rounds: list[Budgets] = []
@@ -523,18 +523,9 @@ def searched_cells(cell: Cell, grid: list[Cell]) -> dict[str, list[Cell]]:
     found = {"none": [replace(none, replicate=r) for r in range(seeds)]}
     if cell.protocol.budget.search == "grid":
         for other in grid:
-            if (
-                other.strategy.label != "none"
-                and other.replicate < seeds
-                and triple_of(other) == triple_of(cell)
-            ):
+            if other.strategy.label != "none" and other.replicate < seeds and other.triple == cell.triple:
                 found.setdefault(other.strategy.label, []).append(other)
     return found
-
-
-def triple_of(cell: Cell) -> tuple[str, str, str]:
-    """A cell's (data set, regime, classifier): the cells whose budget moves together."""
-    return cell.dataset.title, cell.regime_label, cell.classifier
 
 
 def _validation_read(cell: Cell, steps: int, device: torch.device, cache_dir: Path) -> dict:

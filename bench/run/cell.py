@@ -114,6 +114,12 @@ class Cell:
         return steps * self.budget_factor
 
     @property
+    def triple(self) -> tuple[str, str, str]:
+        """Its (data set, regime, classifier): the cells whose budget moves together, and that a
+        cohort groups."""
+        return self.dataset.title, self.regime_label, self.classifier
+
+    @property
     def is_budget_check(self) -> bool:
         return self.budget_factor != 1
 
@@ -367,7 +373,7 @@ def cohorts(cells: list[Cell]) -> list[Cell | Cohort]:
         if cell.cohort_size == 1 or cell.is_check:
             items.append(cell)
             continue
-        group = (cell.dataset.title, cell.regime_label, cell.classifier)
+        group = cell.triple
         if group not in filling:
             filling[group] = len(items)
             items.append(Cohort(()))
