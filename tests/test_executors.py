@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import bench.execution.local  # noqa: F401 - registers serial and process
-from bench.core.executor import EXECUTORS
+from bench.core.executor import EXECUTORS, Callbacks
 from bench.protocol.config import load_config
 from bench.run.cell import cached_dataset, expand_grid
 from bench.run.tasks import CellTask
@@ -17,7 +17,7 @@ from bench.run.tasks import CellTask
 def test_each_item_runs_once_with_start_and_done(name):
     started, done = [], {}
     EXECUTORS.get(name)(workers=2, threads=1).map_unordered(
-        math.sqrt, [1.0, 4.0, 9.0, 16.0], on_start=started.append, on_done=done.__setitem__
+        math.sqrt, [1.0, 4.0, 9.0, 16.0], Callbacks(on_start=started.append, on_done=done.__setitem__)
     )
     assert sorted(started) == [1.0, 4.0, 9.0, 16.0]
     assert done == {1.0: 1.0, 4.0: 2.0, 9.0: 3.0, 16.0: 4.0}
@@ -38,7 +38,7 @@ def test_serial_and_process_give_identical_cells(tiny_config, tmp_path):
     for name in ("serial", "process"):
         found = {}
         EXECUTORS.get(name)(workers=2, threads=1).map_unordered(
-            task, cells, on_done=lambda c, r: found.__setitem__(c.key, r)
+            task, cells, Callbacks(on_done=lambda c, r: found.__setitem__(c.key, r))
         )
         results[name] = found
     for key, record in results["serial"].items():
@@ -65,9 +65,7 @@ def test_a_dead_worker_is_retried_once_then_reported_and_the_rest_goes_on(tmp_pa
     EXECUTORS.get("process")(workers=2, threads=1).map_unordered(
         _die_on_three,
         [1, 2, 3, 4, 5],
-        on_done=done.__setitem__,
-        on_lost=lost.__setitem__,
-        on_retry=retried.__setitem__,
+        Callbacks(on_done=done.__setitem__, on_lost=lost.__setitem__, on_retry=retried.__setitem__),
     )
     assert done == {1: 10, 2: 20, 4: 40, 5: 50}  # 2 died once and succeeded on its retry
     assert list(lost) == [3] and lost[3].startswith("worker died: signal 9 (SIGKILL)")
@@ -90,18 +88,15 @@ def test_a_lost_cell_is_recorded_failed_and_the_grid_goes_on(tiny_config, tmp_pa
     from bench.run.tasks import execute
 
     class LosesTheFirst(Executor):
-        def map_unordered(
-            self, fn, items, on_start=None, on_done=None, on_lost=None, on_progress=None, on_retry=None
-        ):
-            items = list(items)
-            on_lost(items[0], "worker died: signal 9 (SIGKILL), peak memory 900 MB")
+        def run_items(self, fn, items, callbacks):
+            callbacks.lost(items[0], "worker died: signal 9 (SIGKILL), peak memory 900 MB")
             for item in items[1:]:
-                on_done(item, fn(item))
+                callbacks.finished(item, fn(item))
 
     config = load_config(str(tiny_config))
     cells = expand_grid(config, {"digits": cached_dataset(config.datasets[0]).content_hash})[:2]
     store = RunStore(tmp_path / "run")
-    execute(cells, store, torch.device("cpu"), LosesTheFirst(), "test", lambda c: None, lambda c, r: None)
+    execute(cells, store, torch.device("cpu"), LosesTheFirst(), "test", Callbacks())
     results = store.write_tables([c.key for c in cells])
     assert list(results["status"]) == ["failed", "ok"]
     assert results["failure_reason"].iloc[0] == "worker died: signal 9 (SIGKILL), peak memory 900 MB"
@@ -120,12 +115,10 @@ class _RetriesTheFirst:
     def session(self):
         return self.inner.session()
 
-    def map_unordered(
-        self, fn, items, on_start=None, on_done=None, on_lost=None, on_progress=None, on_retry=None
-    ):
+    def map_unordered(self, fn, items, callbacks):
         items = list(items)
-        on_retry(items[0], "worker died: signal 9 (SIGKILL), peak memory 873 MB")
-        self.inner.map_unordered(fn, items, on_start, on_done, on_lost, on_progress, on_retry)
+        callbacks.retried(items[0], "worker died: signal 9 (SIGKILL), peak memory 873 MB")
+        self.inner.map_unordered(fn, items, callbacks)
 
 
 def test_a_retried_cell_says_so_on_a_line_of_its_own(tmp_path, cli, monkeypatch):

@@ -18,7 +18,7 @@ from conftest import ROOT
 from tests_support import tiny_config_with, wait_until
 
 import bench.protocol.registries  # noqa: F401 - registers the executors
-from bench.core.executor import EXECUTORS, FolderTask, Stage
+from bench.core.executor import EXECUTORS, Callbacks, FolderTask, SharedWork
 
 ray = pytest.importorskip("ray")
 
@@ -95,22 +95,22 @@ def test_ray_fits_a_generator_cohort_once_with_the_numbers_of_the_process_execut
     pd.testing.assert_series_equal(by_ray["test_accuracy"], by_process["test_accuracy"], check_exact=True)
     vae = by_ray[by_ray["strategy"] == "vae"]
     assert vae["stacked_fit_size"].tolist() == [2, 2] and vae["stacked_fit"].nunique() == 1
-    # one stage task fitted the cohort: one fit, two shares
+    # one shared-work task fitted the stacked fit: one fit, two shares
     assert vae["generator_fit_seconds"].nunique() == 1
     assert len(list((tmp_path / "ray" / "cache").glob("generator-*.pt"))) == 2
 
 
 @dataclass(frozen=True)
 class CountingTask(FolderTask):
-    """Items 0..7; stage `a` per pair of items, stage `b` per four, each writing a uniquely named file."""
+    """Items 0..7; shared work `a` per pair of items, `b` per four, each writing a uniquely named file."""
 
     root: Path
 
     @property
-    def stages(self):
+    def shared_work(self):
         return (
-            Stage("a", lambda item: item // 2, self.write),
-            Stage("b", lambda item: item // 4, self.write_b),
+            SharedWork("a", lambda item: item // 2, self.write),
+            SharedWork("b", lambda item: item // 4, self.write_b),
         )
 
     def write(self, item, root, stage="a", size=2):
@@ -118,7 +118,7 @@ class CountingTask(FolderTask):
         (root / stage / f"{item // size}-{uuid.uuid4().hex}").write_text(str(os.getpid()))
 
     def write_b(self, item, root):
-        assert len(list((root / "a").glob(f"{item // 2}-*"))) == 1  # the files of its earlier stage are there
+        assert len(list((root / "a").glob(f"{item // 2}-*"))) == 1  # the earlier shared work's files
         self.write(item, root, "b", 4)
 
     def run_in(self, item, root):
@@ -127,11 +127,11 @@ class CountingTask(FolderTask):
         )
 
 
-def test_each_stage_runs_once_per_group_and_its_files_travel_to_the_items(tmp_path):
+def test_each_piece_of_shared_work_runs_once_per_group_and_its_files_travel_to_the_items(tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     results = {}
     EXECUTORS.get("ray")(workers=2).map_unordered(
-        CountingTask(tmp_path), range(8), on_done=lambda item, result: results.__setitem__(item, result)
+        CountingTask(tmp_path), range(8), Callbacks(on_done=results.__setitem__)
     )
     assert sorted(results) == list(range(8))
     for item, (root, files) in results.items():

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from bench.commands.checks import default_out, load_checked
 from bench.commands.summary import format_summary
 from bench.core import progress
+from bench.core.executor import Callbacks
 from bench.costs.plan import cached_estimate
 from bench.run import provenance
 from bench.run.budget import (
@@ -204,7 +205,8 @@ def _run_grid(
     finished = False
     progress.warning_to(say)  # warnings of the cells (a cache file moved aside) go above the bar too
     try:
-        execute(todo, store, device, executor, revision, on_start, on_done, on_progress, on_retry, grid=cells)
+        callbacks = Callbacks(on_start=on_start, on_done=on_done, on_progress=on_progress, on_retry=on_retry)
+        execute(todo, store, device, executor, revision, callbacks, grid=cells)
         finished = True
     finally:
         progress.warning_to(None)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench.commands.checks import load_checked
 from bench.core.errors import UserError
+from bench.core.executor import Callbacks
 from bench.core.files import atomic_write
 from bench.core.secrets import masked
 from bench.run import provenance
@@ -76,7 +77,7 @@ def tune_experiment(
         )
         start = time.perf_counter()
         executor.map_unordered(
-            task, specs, on_done=lambda spec, name: print(f"  done: {name}", file=sys.stderr)
+            task, specs, Callbacks(on_done=lambda spec, name: print(f"  done: {name}", file=sys.stderr))
         )
     studies = {s.name(prefix): open_study(s.name(prefix), storage) for s in specs}
     table = trials_table(specs, studies, prefix)

@@ -17,20 +17,55 @@ from typing import Any, Callable, ClassVar, Hashable, Iterable, Iterator
 from bench.core.errors import UserError
 from bench.core.registry import Registry
 
-OnStart = Callable[[Any], None]
-OnDone = Callable[[Any, Any], None]
-OnLost = Callable[[Any, str], None]  # (item, reason) for an item whose worker died on every try
-OnRetry = Callable[[Any, str], None]  # (item, reason) for an item whose worker died, tried again
-# (item, text): a line of progress from inside the item (bench.core.progress)
-OnProgress = Callable[[Any, str], None]
+
+class WorkerDied(UserError):
+    """A worker process died (killed, out of memory) on every try of an item, and nobody asked
+    to be told (no ``on_lost``)."""
 
 
 @dataclass(frozen=True)
-class Stage:
+class Callbacks:
+    """What the caller of ``map_unordered`` hears of each item, every part optional:
+    ``on_start(item)`` as it starts, ``on_done(item, result)`` as it finishes,
+    ``on_progress(item, text)`` for a line of progress from inside it (bench.core.progress), where
+    the executor carries that, ``on_retry(item, reason)`` when its worker died and it is tried
+    again, and ``on_lost(item, reason)`` when its worker died on every try (without one, the
+    executor raises WorkerDied)."""
+
+    on_start: Callable[[Any], None] | None = None
+    on_done: Callable[[Any, Any], None] | None = None
+    on_progress: Callable[[Any, str], None] | None = None
+    on_retry: Callable[[Any, str], None] | None = None
+    on_lost: Callable[[Any, str], None] | None = None
+
+    def started(self, item: Any) -> None:
+        if self.on_start:
+            self.on_start(item)
+
+    def finished(self, item: Any, result: Any) -> None:
+        if self.on_done:
+            self.on_done(item, result)
+
+    def reported(self, item: Any, text: str) -> None:
+        if self.on_progress:
+            self.on_progress(item, text)
+
+    def retried(self, item: Any, reason: str) -> None:
+        if self.on_retry:
+            self.on_retry(item, reason)
+
+    def lost(self, item: Any, reason: str) -> None:
+        if self.on_lost is None:
+            raise WorkerDied(reason)
+        self.on_lost(item, reason)
+
+
+@dataclass(frozen=True)
+class SharedWork:
     """Work that several items share (a replicate's evaluator, a generator's fit), done once per
     group before the items that need it. ``group(item)`` names the item's group (None: the item
     needs no such work); ``run(item, root)`` does the group's work inside the folder ``root``,
-    which already holds the files of the item's earlier stages."""
+    which already holds the files of the item's earlier shared work."""
 
     name: str
     group: Callable[[Any], Hashable | None]
@@ -40,30 +75,26 @@ class Stage:
 class FolderTask(ABC):
     """A task whose shared work lives as files under one folder (a run folder's cache and samples).
 
-    Local executors call it as it is: its items share ``root``, whose file cache does each stage's
-    work once. An executor without a shared file system (``ray``) runs the ``stages`` as tasks of
-    their own, hands the files each one wrote to the tasks that need them, calls ``run_in`` with a
-    folder of the worker's own, and writes the stages' files into ``root`` on the driver."""
+    Local executors call it as it is: its items share ``root``, whose file cache does each piece of
+    shared work once. An executor without a shared file system (``ray``) runs the ``shared_work``
+    as tasks of their own, hands the files each one wrote to the tasks that need them, calls
+    ``run_in`` with a folder of the worker's own, and writes the shared work's files into ``root``
+    on the driver."""
 
     root: Path
-    stages: tuple[Stage, ...] = ()
+    shared_work: tuple[SharedWork, ...] = ()
 
     def __call__(self, item: Any) -> Any:
         return self.run_in(item, Path(self.root))
 
-    def stage_units(self, item: Any) -> tuple:
-        """What the stages run for: the item itself, or the parts of an item made of several (a
-        cohort's cells), each with its own groups."""
+    def work_units(self, item: Any) -> tuple:
+        """What the shared work runs for: the item itself, or the parts of an item made of several
+        (a cohort's cells), each with its own groups."""
         return (item,)
 
     @abstractmethod
     def run_in(self, item: Any, root: Path) -> Any:
         """The item's work with ``root`` as the folder of its files."""
-
-
-class WorkerDied(UserError):
-    """A worker process died (killed, out of memory) on every try of an item, and nobody asked
-    to be told (no ``on_lost``)."""
 
 
 class Executor(ABC):
@@ -90,24 +121,18 @@ class Executor(ABC):
         ``map_unordered`` inside it reuses it. The local executors need nothing."""
         yield
 
-    @abstractmethod
     def map_unordered(
-        self,
-        fn: Callable[[Any], Any],
-        items: Iterable[Any],
-        on_start: OnStart | None = None,
-        on_done: OnDone | None = None,
-        on_lost: OnLost | None = None,
-        on_progress: OnProgress | None = None,
-        on_retry: OnRetry | None = None,
+        self, fn: Callable[[Any], Any], items: Iterable[Any], callbacks: Callbacks = Callbacks()
     ) -> None:
-        """Call ``fn`` on each item; ``on_start(item)`` as it starts, ``on_done(item, result)`` as
-        it finishes, ``on_progress(item, text)`` for what it reports on the way, where the executor
-        carries that (in the calling process). Executors that run items in other processes retry
-        an item whose worker died (saying so with ``on_retry(item, reason)`` where they see it),
-        then report it with ``on_lost(item, reason)`` (raising WorkerDied without one) and go on.
-        ``fn`` and the items must pickle for those executors. A ``fn`` that is a FolderTask may
-        have its stages run first (see FolderTask)."""
+        """Call ``fn`` on each item, telling ``callbacks`` of each start, result and progress.
+        Executors that run items in other processes retry an item whose worker died, then report
+        it lost and go on. ``fn`` and the items must pickle for those executors. A ``fn`` that is a
+        FolderTask may have its shared work run first (see FolderTask)."""
+        self.run_items(fn, list(items), callbacks)
+
+    @abstractmethod
+    def run_items(self, fn: Callable[[Any], Any], items: list, callbacks: Callbacks) -> None:
+        """``map_unordered``'s work, as each executor does it."""
 
 
 EXECUTORS: Registry = Registry("executor")

@@ -16,21 +16,12 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 
 from bench.core import progress
-from bench.core.executor import (
-    Executor,
-    OnDone,
-    OnLost,
-    OnProgress,
-    OnRetry,
-    OnStart,
-    WorkerDied,
-    register_executor,
-)
+from bench.core.executor import Callbacks, Executor, register_executor
 from bench.core.memory import peak_rss_mb
 
 
@@ -50,29 +41,16 @@ def torch_threads(threads: int | None):
 class SerialExecutor(Executor):
     """One item after another in the calling process (``workers`` is ignored)."""
 
-    def map_unordered(
-        self,
-        fn: Callable[[Any], Any],
-        items: Iterable[Any],
-        on_start: OnStart | None = None,
-        on_done: OnDone | None = None,
-        on_lost: OnLost | None = None,
-        on_progress: OnProgress | None = None,
-        on_retry: OnRetry | None = None,
-    ) -> None:
+    def run_items(self, fn: Callable[[Any], Any], items: list, callbacks: Callbacks) -> None:
         with torch_threads(self.threads):
             for item in items:
-                if on_start:
-                    on_start(item)
-                progress.reporting_to(
-                    None if on_progress is None else lambda text, it=item: on_progress(it, text)
-                )
+                callbacks.started(item)
+                progress.reporting_to(lambda text, it=item: callbacks.reported(it, text))
                 try:
                     result = fn(item)
                 finally:
                     progress.reporting_to(None)
-                if on_done:
-                    on_done(item, result)
+                callbacks.finished(item, result)
 
 
 def _watch_parent(parent: int) -> None:
@@ -137,16 +115,7 @@ class ProcessExecutor(Executor):
 
     retries = 1
 
-    def map_unordered(
-        self,
-        fn: Callable[[Any], Any],
-        items: Iterable[Any],
-        on_start: OnStart | None = None,
-        on_done: OnDone | None = None,
-        on_lost: OnLost | None = None,
-        on_progress: OnProgress | None = None,
-        on_retry: OnRetry | None = None,
-    ) -> None:
+    def run_items(self, fn: Callable[[Any], Any], items: list, callbacks: Callbacks) -> None:
         queue = deque((item, 0) for item in items)
         context = multiprocessing.get_context("spawn")
         workers: list[_Worker] = []
@@ -167,8 +136,8 @@ class ProcessExecutor(Executor):
                 worker = start_worker(worker.slot)
             worker.item = queue.popleft()
             worker.connection.send(worker.item[0])
-            if on_start and worker.item[1] == 0:
-                on_start(worker.item[0])
+            if worker.item[1] == 0:
+                callbacks.started(worker.item[0])
 
         try:
             for slot in range(min(self.workers, len(queue))):
@@ -183,19 +152,18 @@ class ProcessExecutor(Executor):
                         continue
                     (item, tries), message = worker.item, worker.receive()
                     if message is not None and message[0] == "progress":
-                        if on_progress:
-                            on_progress(item, message[1])
+                        callbacks.reported(item, message[1])
                         continue
                     if message is not None and message[0] == "say":
                         progress.say(message[1])
                         continue
                     worker.item = None
                     if message is None:
-                        self._give_up_or_retry(worker, item, tries, workers, queue, on_lost, on_retry)
+                        self._give_up_or_retry(worker, item, tries, workers, queue, callbacks)
                     elif message[0] == "error":
                         raise message[1]
-                    elif on_done:
-                        on_done(item, message[1])
+                    else:
+                        callbacks.finished(item, message[1])
                     if queue:
                         hand_out(worker if worker in workers else start_worker(worker.slot))
         finally:
@@ -208,8 +176,7 @@ class ProcessExecutor(Executor):
         tries: int,
         workers: list[_Worker],
         queue: deque,
-        on_lost: OnLost | None,
-        on_retry: OnRetry | None,
+        callbacks: Callbacks,
     ) -> None:
         """A busy worker died: its item goes first to a fresh worker, or is given up after the retry."""
         worker.process.join()
@@ -217,12 +184,9 @@ class ProcessExecutor(Executor):
         reason = death_reason(worker.process.exitcode, worker.peak_mb)
         if tries < self.retries:
             queue.appendleft((item, tries + 1))
-            if on_retry:
-                on_retry(item, reason)
-        elif on_lost is not None:
-            on_lost(item, reason)
+            callbacks.retried(item, reason)
         else:
-            raise WorkerDied(reason)
+            callbacks.lost(item, reason)
 
     @staticmethod
     def _stop(workers: list[_Worker]) -> None:

@@ -5,7 +5,8 @@ The driver (this process) gets each result back and hands it to ``on_done``, so 
 every cell's file itself, as with the local executors: resume, reports and the leaderboard work
 the same. A task whose worker process dies is retried by Ray (``max_retries``), then reported
 with ``on_lost``. For a FolderTask (``run``'s cells) the work cells share is a DAG of tasks: each
-stage (a replicate's evaluator, a generator's fit, a strategy's quality row) runs once per group,
+piece of shared work (a replicate's evaluator, a generator's fit, a strategy's quality row) runs
+once per group,
 the files it writes travel through Ray's object store to the tasks that need them, and the driver
 writes them into the run folder, so no file system is shared with the workers. Ray is an
 optional extra (``pip install 'augbench[ray]'``), imported only here and only when this executor
@@ -19,22 +20,12 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 from bench.core.errors import UserError
-from bench.core.executor import (
-    Executor,
-    FolderTask,
-    OnDone,
-    OnLost,
-    OnProgress,
-    OnRetry,
-    OnStart,
-    WorkerDied,
-    register_executor,
-)
+from bench.core.executor import Callbacks, Executor, FolderTask, register_executor
 from bench.core.files import atomic_write
 from bench.core.net import unreachable
 from bench.core.schema import option
@@ -48,7 +39,7 @@ Files = dict[str, bytes]  # path relative to a FolderTask's root -> content
 
 def _run_item(fn: Callable[[Any], Any], item: Any, threads: int | None, *upstream: Files) -> Any:
     """A task: the item with the run's torch thread count (as in every executor). A FolderTask's
-    item runs in a folder of its own that holds the files of its stages (``upstream``)."""
+    item runs in a folder of its own that holds the files of its shared work (``upstream``)."""
     _set_threads(threads)
     if not isinstance(fn, FolderTask):
         return fn(item)
@@ -56,12 +47,12 @@ def _run_item(fn: Callable[[Any], Any], item: Any, threads: int | None, *upstrea
         return fn.run_in(item, root)
 
 
-def _run_stage(fn: FolderTask, name: str, item: Any, threads: int | None, *upstream: Files) -> Files:
-    """A task: one stage of ``fn`` for ``item``'s group, in a folder of its own holding the files of
-    the earlier stages; returns the files it wrote."""
+def _run_shared_work(fn: FolderTask, name: str, item: Any, threads: int | None, *upstream: Files) -> Files:
+    """A task: one piece of ``fn``'s shared work for ``item``'s group, in a folder of its own holding
+    the files of the earlier pieces; returns the files it wrote."""
     _set_threads(threads)
     with _own_folder(upstream) as (root, given):
-        next(stage for stage in fn.stages if stage.name == name).run(item, root)
+        next(work for work in fn.shared_work if work.name == name).run(item, root)
         return {path: data for path, data in _files(root).items() if path not in given}
 
 
@@ -92,7 +83,7 @@ def _files(root: Path) -> Files:
 
 
 def write_missing(root: Path, files: Files) -> None:
-    """Write a stage's files into the driver's folder, leaving any that are already there."""
+    """Write shared work's files into the driver's folder, leaving any that are already there."""
     for path, data in files.items():
         if not (root / path).exists():
             atomic_write(root / path, data)
@@ -236,44 +227,35 @@ class RayExecutor(Executor):
             if started_here:
                 ray.shutdown()
 
-    def map_unordered(
-        self,
-        fn: Callable[[Any], Any],
-        items: Iterable[Any],
-        on_start: OnStart | None = None,
-        on_done: OnDone | None = None,
-        on_lost: OnLost | None = None,
-        on_progress: OnProgress | None = None,
-        on_retry: OnRetry | None = None,
-    ) -> None:
+    def run_items(self, fn: Callable[[Any], Any], items: list, callbacks: Callbacks) -> None:
         """As the interface says; progress inside a task is not carried back (``on_progress`` unused),
         and Ray retries a task whose worker died without telling (``on_retry`` unused)."""
         with self.session():
-            self._map(_import_ray(), fn, list(items), on_start, on_done, on_lost)
+            self._map(_import_ray(), fn, items, callbacks)
 
-    def _map(self, ray, fn, items: list, on_start, on_done, on_lost) -> None:
+    def _map(self, ray, fn, items: list, callbacks: Callbacks) -> None:
         slots = self._slots(ray)
         remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=RETRIES)
-        task, stage_task = remote(_run_item), remote(_run_stage)
+        task, shared_task = remote(_run_item), remote(_run_shared_work)
         shared_fn = ray.put(fn)
-        stages = fn.stages if isinstance(fn, FolderTask) else ()
-        stage_refs: dict = {}  # (stage, group) -> the ref of the files that stage wrote
-        written: set = set()  # stage refs whose files are in the driver's folder
+        shared = fn.shared_work if isinstance(fn, FolderTask) else ()
+        shared_refs: dict = {}  # (name, group) -> the ref of the files that shared work wrote
+        written: set = set()  # shared work refs whose files are in the driver's folder
 
         def submit(item):
-            """The item's task, after those of its stages not yet submitted (each group once)."""
+            """The item's task, after those of its shared work not yet submitted (each group once)."""
             upstream = []
-            for unit in fn.stage_units(item) if stages else ():
-                for stage in stages:
-                    group = stage.group(unit)
+            for unit in fn.work_units(item) if shared else ():
+                for work in shared:
+                    group = work.group(unit)
                     if group is None:
                         continue
-                    if (stage.name, group) not in stage_refs:
-                        stage_refs[stage.name, group] = stage_task.remote(
-                            shared_fn, stage.name, unit, self.threads, *upstream
+                    if (work.name, group) not in shared_refs:
+                        shared_refs[work.name, group] = shared_task.remote(
+                            shared_fn, work.name, unit, self.threads, *upstream
                         )
-                    if stage_refs[stage.name, group] not in upstream:
-                        upstream.append(stage_refs[stage.name, group])
+                    if shared_refs[work.name, group] not in upstream:
+                        upstream.append(shared_refs[work.name, group])
             return task.remote(shared_fn, item, self.threads, *upstream), upstream
 
         pending: dict = {}
@@ -284,8 +266,7 @@ class RayExecutor(Executor):
                     item = queue.pop()
                     ref, upstream = submit(item)
                     pending[ref] = (item, upstream)
-                    if on_start:
-                        on_start(item)
+                    callbacks.started(item)
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
                     item, upstream = pending.pop(ref)
@@ -299,16 +280,13 @@ class RayExecutor(Executor):
                         ray.exceptions.TaskUnschedulableError,
                     ) as exc:
                         reason = f"its Ray worker died on {RETRIES + 1} tries ({type(exc).__name__})"
-                        if on_lost is None:
-                            raise WorkerDied(f"an item's {reason}") from None
-                        on_lost(item, reason)
+                        callbacks.lost(item, reason)
                         continue
-                    for stage_ref in upstream:  # done, since the item used it: its files join the run folder
-                        if stage_ref not in written:
-                            write_missing(Path(fn.root), ray.get(stage_ref))
-                            written.add(stage_ref)
-                    if on_done:
-                        on_done(item, result)
+                    for shared_ref in upstream:  # done, since the item used it: its files join the run folder
+                        if shared_ref not in written:
+                            write_missing(Path(fn.root), ray.get(shared_ref))
+                            written.add(shared_ref)
+                    callbacks.finished(item, result)
         finally:
-            for ref in [*pending, *(r for r in stage_refs.values() if r not in written)]:
+            for ref in [*pending, *(r for r in shared_refs.values() if r not in written)]:
                 ray.cancel(ref, force=True)

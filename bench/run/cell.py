@@ -350,7 +350,7 @@ def expand_grid(
 @dataclass(frozen=True)
 class Cohort:
     """Cells whose classifiers train as one grouped network (one data set, regime and classifier).
-    The shared work it needs is its cells' (``CellTask.stage_units``)."""
+    The shared work it needs is its cells' (``CellTask.work_units``)."""
 
     cells: tuple[Cell, ...]
 

@@ -1,5 +1,5 @@
-"""Running cells through an executor: the task a worker runs (with the work that cells share as
-stages of its own), the number of workers, and the executor a config asks for."""
+"""Running cells through an executor: the task a worker runs (with the work that cells share),
+the number of workers, and the executor a config asks for."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 
 from bench.core.cache import FileCache
 from bench.core.errors import UserError
-from bench.core.executor import EXECUTORS, Executor, FolderTask, Stage
+from bench.core.executor import EXECUTORS, Callbacks, Executor, FolderTask, SharedWork
 from bench.protocol.columns import row_problems
 from bench.protocol.config import BenchConfig, ExecutorSpec
 from bench.quality.evaluator import evaluator
@@ -33,8 +33,8 @@ from bench.run.store import RunStore
 @dataclass(frozen=True)
 class CellTask(FolderTask):
     """What a worker needs to run cells of one run: the device, the run folder (whose cache/ and
-    samples/ hold the work cells share), the revision. Its stages are that shared work: an
-    executor without a shared file system runs each once, before the cells that need it."""
+    samples/ hold the work cells share), the revision. Its ``shared_work`` is that work: an
+    executor without a shared file system runs each piece once, before the cells that need it."""
 
     device_type: str
     root: Path
@@ -45,14 +45,14 @@ class CellTask(FolderTask):
         return torch.device(self.device_type)
 
     @property
-    def stages(self) -> tuple[Stage, ...]:
+    def shared_work(self) -> tuple[SharedWork, ...]:
         return (
-            Stage("evaluator", attrgetter("evaluator_group"), self.fit_evaluator),
-            Stage("generator", attrgetter("generator_group"), self.fit_generator),
-            Stage("quality", attrgetter("quality_group"), self.assess),
+            SharedWork("evaluator", attrgetter("evaluator_group"), self.fit_evaluator),
+            SharedWork("generator", attrgetter("generator_group"), self.fit_generator),
+            SharedWork("quality", attrgetter("quality_group"), self.assess),
         )
 
-    def stage_units(self, item: Cell | Cohort) -> tuple[Cell, ...]:
+    def work_units(self, item: Cell | Cohort) -> tuple[Cell, ...]:
         return cells_of(item)
 
     def run_in(self, item: Cell | Cohort, root: Path) -> dict | list[dict]:
@@ -103,7 +103,7 @@ class CellTask(FolderTask):
 
 @contextlib.contextmanager
 def _left_to_the_cell():
-    """A stage that fails leaves its work undone: the cells that need it do it themselves and
+    """Shared work that fails is left undone: the cells that need it do it themselves and
     record the failure (a method's, or an error with its traceback). Bad input still ends the run."""
     try:
         yield
@@ -143,43 +143,47 @@ def execute(
     device: torch.device,
     executor: Executor,
     revision: str,
-    on_start: Callable[[Cell], None],
-    on_done: Callable[[Cell, dict], None],
-    on_progress: Callable[[Cell, str], None] | None = None,
-    on_retry: Callable[[Cell, str], None] | None = None,
+    callbacks: Callbacks,
     grid: list[Cell] | None = None,
 ) -> None:
     """Run cells, in the cohorts that their cohort size forms in ``grid`` (default: the cells;
-    ``cohorts``), writing each record as its work item finishes. A cohort with a finished cell runs
-    whole again, so that its members are those of the grid, and only its unfinished cells are
-    written."""
+    ``cohorts``), writing each record as its work item finishes; ``callbacks`` hear of each cell
+    (a lost cell's record is written and reported done). A cohort with a finished cell runs whole
+    again, so that its members are those of the grid, and only its unfinished cells are written."""
     cells = list(cells)
     todo = {cell.key for cell in cells}
     items = work_items(grid or cells, todo)
 
-    def each(item, call: Callable[[Cell], None]) -> None:
-        for cell in cells_of(item):
-            if cell.key in todo:
-                call(cell)
+    def each(call: Callable[..., None]) -> Callable[..., None]:
+        """``call(cell, ...)`` made a call for a work item: once for each of its unfinished cells."""
+
+        def for_item(item, *args) -> None:
+            for cell in cells_of(item):
+                if cell.key in todo:
+                    call(cell, *args)
+
+        return for_item
 
     def finished(item, result) -> None:
         records = result if isinstance(item, Cohort) else [result]
         for cell, record in zip(cells_of(item), records):
             if cell.key in todo:
                 store.write_cell(record)
-                on_done(cell, record)
+                callbacks.finished(cell, record)
 
-    task = CellTask(device.type, store.root, revision)
+    def lost(cell: Cell, reason: str) -> None:
+        record = lost_record(cell, reason, revision)
+        store.write_cell(record)
+        callbacks.finished(cell, record)
+
     executor.map_unordered(
-        task,
+        CellTask(device.type, store.root, revision),
         items,
-        on_start=lambda item: each(item, on_start),
-        on_done=finished,
-        on_lost=lambda item, reason: each(
-            item, lambda c: (store.write_cell(r := lost_record(c, reason, revision)), on_done(c, r))
+        Callbacks(
+            on_start=each(callbacks.started),
+            on_done=finished,
+            on_progress=each(callbacks.reported),
+            on_retry=each(callbacks.retried),
+            on_lost=each(lost),
         ),
-        on_progress=None
-        if on_progress is None
-        else lambda item, text: each(item, lambda c: on_progress(c, text)),
-        on_retry=None if on_retry is None else lambda item, reason: each(item, lambda c: on_retry(c, reason)),
     )
