@@ -12,7 +12,7 @@ from tests_support import fast_params, without_times
 
 from bench.core.images import UnlabelledImages
 from bench.data.splits import make_split, train_pool
-from bench.protocol.columns import BY_NAME, COLUMNS, undeclared
+from bench.protocol.columns import BY_NAME, COLUMNS
 from bench.protocol.config import parse_config
 from bench.run.cell import cached_dataset, data_of, expand_grid, make_strategy
 from bench.run.stages import run_cell, train_cell
@@ -155,7 +155,7 @@ def test_the_poison_catches_a_training_path_that_reads_test_images(tmp_path, mon
 def test_every_column_a_stage_writes_is_declared(name, tmp_path):
     record = run_cell(_cell({"name": name, "params": fast_params(name)}, "cnn"), CPU, tmp_path / "cache", "r")
     assert record["status"] == "ok" or "collapse" in record["failure_reason"], record["failure_reason"]
-    assert undeclared(record) == []
+    assert set(record) <= set(BY_NAME)  # each stage checked its own columns (written_by) as it wrote them
     strategy = make_strategy(_cell({"name": name, "params": fast_params(name)}).strategy)
     if record["status"] == "ok":  # the plan's count of the images its fit adds is the fit's (at most)
         assert record["n_synthetic"] <= strategy.synthetic_count(record["n_real"])
@@ -183,19 +183,44 @@ def test_list_columns_prints_the_data_dictionary(cli):
 
 
 @pytest.mark.parametrize(
-    "column, value, problem",
+    "stage, column, value, problem",
     [
-        ("made_up", 1, "made_up is not a declared column"),
-        ("n_real", "ten", "n_real is declared int, got str"),
-        ("n_real", True, "n_real is declared int, got bool"),
-        ("generator_cache_hit", "yes", "generator_cache_hit is declared bool"),
+        ("fit", "made_up", 1, "made_up is not a declared column"),
+        ("cell", "n_real", "ten", "n_real is declared int, got str"),
+        ("cell", "n_real", True, "n_real is declared int, got bool"),
+        ("fit", "generator_cache_hit", "yes", "generator_cache_hit is declared bool"),
+        ("fit", "test_accuracy", 1.0, "test_accuracy is a column of the evaluate stage"),
+        ("train", "param_policy", "basic", "param_policy is not a declared column"),
     ],
 )
-def test_write_cell_refuses_a_row_that_does_not_match_the_schema(tmp_path, column, value, problem):
-    from bench.run.store import RunStore
+def test_a_stage_may_write_only_its_own_declared_columns(stage, column, value, problem):
+    from bench.protocol.columns import written_by
 
-    store = RunStore(tmp_path)
-    with pytest.raises(ValueError, match=problem):
-        store.write_cell({"key": "k", "status": "ok", column: value})
-    assert not (tmp_path / "cells" / "k.json").exists()
-    store.write_cell({"key": "k", "status": "ok", "n_real": 10, "generator_steps": None})  # a gap is allowed
+    with pytest.raises(ValueError, match=f"the {stage} stage wrote columns against the schema: .*{problem}"):
+        written_by(stage, {column: value})
+    assert written_by("cell", {"n_real": 10, "stacked_fit": None}) == {"n_real": 10, "stacked_fit": None}
+    assert written_by("store", {"param_policy": "basic"}) == {"param_policy": "basic"}  # the store's
+
+
+def test_a_strategy_that_writes_another_stages_column_costs_its_cell(tmp_path, monkeypatch):
+    """A strategy's ``info`` that claims a test accuracy is refused as the fit stage writes it: the
+    cell's row is an error (a bug in that strategy), and the evaluate stage's columns are not forged."""
+    import bench.run.stages as stages
+    from bench.run.tasks import CellTask
+
+    real = stages.make_strategy
+
+    class Boasting:
+        def __init__(self, entry):
+            self.inner = real(entry)
+
+        def fit(self, labelled, ctx):
+            data = self.inner.fit(labelled, ctx)
+            return dataclasses.replace(data, info={**data.info, "test_accuracy": 1.0})
+
+    monkeypatch.setattr(stages, "make_strategy", Boasting)
+    cell = _cell({"name": "none"})
+    record = CellTask("cpu", tmp_path, "r").run_in(cell, tmp_path)
+    assert record["status"] == "failed" and record["failure_kind"] == "error", record
+    assert "test_accuracy is a column of the evaluate stage" in record["failure_reason"]
+    assert "test_accuracy" not in record and "traceback" in record

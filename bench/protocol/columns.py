@@ -4,12 +4,14 @@ Each column has a name, a type, a unit, one line of meaning and the stage that w
 store gives every column its declared type when it builds the tables (so a CSV round trip gives
 back exactly what parquet holds), the reports read their metric, quality and cost columns from
 here, tracking logs the numeric ones, and `augbench list --columns` prints this table as the data
-dictionary of ``results.csv``. ``tests/test_stages.py`` fails when a stage writes a column that is
-not declared or not of its declared type.
+dictionary of ``results.csv``, in the order of the tables. Every stage hands its columns through
+``written_by``, which refuses a column that is not declared, not of its declared type or declared
+by another stage: each column is checked once, as it is written.
 
-Stages: ``cell`` (the grid point and its provenance), ``fit`` (the strategy's fit), ``quality``
-(the quality stage), ``train`` (the training loop), ``evaluate`` (metrics on real images),
-``store`` (added when the tables are built).
+Stages: ``cell`` (the grid point and its provenance), ``end`` (how the row ended: ok or failed, and
+when), ``fit`` (the strategy's fit), ``quality`` (the quality stage), ``train`` (the training loop),
+``evaluate`` (metrics on real images), ``store`` (added by the run folder: a traceback's file, the
+checks' outcomes, the params' columns).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TYPES = ("text", "int", "float", "bool", "time", "json")
-STAGES = ("cell", "fit", "quality", "train", "evaluate", "store")
+STAGES = ("cell", "end", "fit", "quality", "train", "evaluate", "store")
 
 
 @dataclass(frozen=True)
@@ -75,17 +77,6 @@ COLUMNS: tuple[Column, ...] = tuple(
             ("split_seed", "int", "", "seed of the test hold-out and the validation set"),
             ("budget_scale", "float", "", "multiplier of the classifiers' training budget"),
             ("revision", "text", "", "git revision of the code that ran the cell"),
-            ("status", "text", "", "ok, or failed"),
-            ("failure_reason", "text", "", "why the cell failed (divergence, collapse, a dead worker)"),
-            (
-                "failure_kind",
-                "text",
-                "",
-                "what failed: method (the strategy diverged or collapsed: a result, kept by reruns), machine "
-                "(its worker died, out of memory) or error (the cell's code raised an exception, a bug: "
-                "failure_reason has its type and message); a rerun tries machine and error failures again",
-            ),
-            ("failure_traceback", "text", "", "an errored cell's traceback file, relative to the run folder"),
             ("num_classes", "int", "", "classes of the data set"),
             ("budget_steps", "int", "steps", "optimizer steps the classifier trained for"),
             (
@@ -108,6 +99,26 @@ COLUMNS: tuple[Column, ...] = tuple(
             ("device", "text", "", "device the cell ran on"),
             ("precision", "text", "", "the classifier's autocast: fp32 or bf16 (config field precision)"),
             ("started", "time", "UTC", "when the cell started"),
+            (
+                "stacked_fit",
+                "text",
+                "",
+                "the stacked fit: the generators of consecutive seeds that trained as one stacked model with "
+                "this cell's (a hash of their generator keys; empty: it trained alone)",
+            ),
+        ),
+        *_columns(
+            "end",
+            ("status", "text", "", "ok, or failed"),
+            ("failure_reason", "text", "", "why the cell failed (divergence, collapse, a dead worker)"),
+            (
+                "failure_kind",
+                "text",
+                "",
+                "what failed: method (the strategy diverged or collapsed: a result, kept by reruns), machine "
+                "(its worker died, out of memory) or error (the cell's code raised an exception, a bug: "
+                "failure_reason has its type and message); a rerun tries machine and error failures again",
+            ),
             ("finished", "time", "UTC", "when the cell finished"),
         ),
         *_columns(
@@ -151,13 +162,6 @@ COLUMNS: tuple[Column, ...] = tuple(
                 "text",
                 "",
                 "that signal at each of its points during the fit, as JSON (step, kid, kid_std)",
-            ),
-            (
-                "stacked_fit",
-                "text",
-                "",
-                "the stacked fit: the generators of consecutive seeds that trained as one stacked model with "
-                "this cell's (a hash of their generator keys; empty: it trained alone)",
             ),
             ("stacked_fit_size", "int", "fits", "the seeds' generator fits in that stacked fit"),
             ("synthetic_pool_size", "int", "images", "synthetic-images: images in the given pool"),
@@ -391,6 +395,7 @@ COLUMNS: tuple[Column, ...] = tuple(
         ),
         *_columns(
             "store",
+            ("failure_traceback", "text", "", "an errored cell's traceback file, relative to the run folder"),
             (
                 "budget_check",
                 "text",
@@ -442,31 +447,35 @@ CELL_FILES_ONLY = ("val_correct",)  # kept in the cell files for the budget chec
 PARAM_PREFIX = "param_"  # the store adds param_<name> for every strategy param (stage `store`)
 
 
-def declared(name: str) -> bool:
-    """Whether ``name`` is a declared column (or a strategy param's ``param_<name>``)."""
-    return name in BY_NAME or name.startswith(PARAM_PREFIX)
-
-
-def undeclared(names) -> list[str]:
-    """The names among ``names`` that no declaration covers."""
-    return sorted(name for name in names if not declared(name))
-
-
 PYTHON_TYPES = {"text": str, "int": int, "float": (int, float), "bool": bool, "time": str, "json": list}
 
 
-def row_problems(row: dict) -> list[str]:
-    """What is wrong with a cell's row: columns no declaration covers, and values not of their
-    column's declared type (None is a gap, allowed everywhere). Empty for a good row."""
-    problems = [f"{name} is not a declared column (bench/protocol/columns.py)" for name in undeclared(row)]
-    for name, value in row.items():
+def column_problems(stage: str, columns: dict) -> list[str]:
+    """What is wrong with the columns that ``stage`` writes: a column no declaration covers, one
+    that another stage declares, a value not of its column's declared type (None is a gap, allowed
+    everywhere). Empty when they are right."""
+    problems = []
+    for name, value in columns.items():
         column = BY_NAME.get(name)
-        if column is None or value is None:
+        if column is None:
+            if not (name.startswith(PARAM_PREFIX) and stage == "store"):
+                problems.append(f"{name} is not a declared column (bench/protocol/columns.py)")
             continue
+        if column.stage != stage:
+            problems.append(f"{name} is a column of the {column.stage} stage")
         wrong_bool = isinstance(value, bool) and column.type in ("int", "float")
-        if wrong_bool or not isinstance(value, PYTHON_TYPES[column.type]):
+        if value is not None and (wrong_bool or not isinstance(value, PYTHON_TYPES[column.type])):
             problems.append(f"{name} is declared {column.type}, got {type(value).__name__} {value!r:.60}")
     return problems
+
+
+def written_by(stage: str, columns: dict) -> dict:
+    """``columns``, as ``stage`` writes them into a row, once they are checked against their
+    declarations (``column_problems``); ValueError, a bug in whatever wrote them, otherwise."""
+    problems = column_problems(stage, columns)
+    if problems:
+        raise ValueError(f"the {stage} stage wrote columns against the schema: {'; '.join(problems)}")
+    return columns
 
 
 def of_type(type_: str) -> tuple[str, ...]:

@@ -10,14 +10,21 @@ import traceback
 import torch
 
 from bench.core.errors import CellFailed, first_line
+from bench.protocol.columns import written_by
 from bench.run import provenance
 
 STAGE_FAILURES = (CellFailed, torch.cuda.OutOfMemoryError, MemoryError)  # what a stage records as a failure
 
 
+def succeeded() -> dict:
+    """The columns that end a row whose every stage did its work: ok, and when."""
+    return written_by("end", {"status": "ok", "failure_reason": "", "finished": provenance.now()})
+
+
 def failed(reason: str, kind: str) -> dict:
     """The columns that end a failed row: its reason, its kind (method, machine, error) and when."""
-    return {"status": "failed", "failure_reason": reason, "failure_kind": kind, "finished": provenance.now()}
+    columns = {"status": "failed", "failure_reason": reason, "failure_kind": kind}
+    return written_by("end", {**columns, "finished": provenance.now()})
 
 
 def stage_failure(exc: Exception, stage: str = "") -> dict:

@@ -22,11 +22,12 @@ from bench.core.strategy import FitContext, TrainingData
 from bench.data.sets import Dataset
 from bench.data.splits import Split
 from bench.models.suite import SUITE_VERSION
+from bench.protocol.columns import written_by
 from bench.quality.assess import assess_quality
 from bench.quality.settings import quality_versions
 from bench.run import provenance
 from bench.run.cell import Cell, data_of, granted_unlabelled, make_strategy
-from bench.run.failures import STAGE_FAILURES, code_error, failed, stage_failure
+from bench.run.failures import STAGE_FAILURES, code_error, failed, stage_failure, succeeded
 from bench.run.resources import measure
 from bench.training.loop import Member, batch_split, device_precision, predict, train_cohort
 from bench.training.metrics import class_recall, classification_metrics, correct_bits, smallest_third
@@ -78,13 +79,13 @@ def fit_strategy(
             data, failure = None, exc
     columns = {"fit_peak_mem_mb": usage.peak_mb, "fit_seconds": usage.seconds}
     if data is None:
-        return None, {**columns, **stage_failure(failure)}
-    return data, {**columns, **data.info}
+        return None, {**written_by("fit", columns), **stage_failure(failure)}
+    return data, written_by("fit", {**columns, **data.info})
 
 
 def cell_record(cell: Cell, revision: str) -> dict:
-    """The columns that identify a cell's result row, with status ``ok`` until something fails."""
-    return {
+    """The columns that identify a cell's result row (the cell stage's, before its data is read)."""
+    identity = {
         "key": cell.key,
         "dataset": cell.dataset.title,
         "data_hash": cell.data_hash,
@@ -102,10 +103,8 @@ def cell_record(cell: Cell, revision: str) -> dict:
         "split_seed": cell.split.seed,
         "budget_scale": cell.budget_scale,
         "revision": revision,
-        "status": "ok",
-        "failure_reason": "",
-        "curve": [],
     }
+    return written_by("cell", identity)
 
 
 def cell_columns(cell: Cell, dataset: Dataset, split: Split, device: torch.device, revision: str) -> dict:
@@ -114,8 +113,7 @@ def cell_columns(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
     link = "budget_check_of" if cell.is_budget_check else "generator_check_of"
     check = {link: cell.check_of} if cell.is_check else {}
     stacked = {"stacked_fit": cell.generator_group} if cell.stacked_replicates else {}
-    return {
-        **cell_record(cell, revision),
+    runs_on = {
         "num_classes": dataset.num_classes,
         "budget_steps": cell.budget_steps(len(split.labelled)),
         "batch_size": cell.classifier_entry.training_recipe.batch_size,
@@ -127,6 +125,7 @@ def cell_columns(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
         **check,
         **stacked,
     }
+    return {**cell_record(cell, revision), **written_by("cell", runs_on)}
 
 
 def lost_record(cell: Cell, reason: str, revision: str) -> dict:
@@ -144,13 +143,15 @@ def error_records(cells: tuple[Cell, ...], exc: Exception, revision: str) -> lis
 @dataclass
 class Trainee:
     """A cell whose strategy is fitted (and its quality measured), on its way to a trained
-    classifier; ``columns``: its row so far."""
+    classifier of ``steps`` steps; ``columns``: its row so far."""
 
     cell: Cell
     split: Split
     data: TrainingData
     columns: dict
     image_shape: tuple[int, ...]
+    num_classes: int
+    steps: int
     on_eval: Callable | None = None
 
 
@@ -176,7 +177,8 @@ def prepare(
             columns = {**columns, **quality_stage(cell, dataset, split, device, cache_dir, data)}
         except STAGE_FAILURES as exc:
             return {**columns, **stage_failure(exc, "quality")}
-    return Trainee(cell, split, data, columns, dataset.image_shape, on_eval)
+    steps = cell.budget_steps(len(split.labelled))
+    return Trainee(cell, split, data, columns, dataset.image_shape, dataset.num_classes, steps, on_eval)
 
 
 def train_cell(
@@ -195,7 +197,7 @@ def train_cell(
     if isinstance(trainee, dict):
         return trainee, None
     model, train_columns = train_classifiers([trainee], device)[0]
-    return {**trainee.columns, **train_columns}, model
+    return {**trainee.columns, **train_columns, **(succeeded() if model is not None else {})}, model
 
 
 def train_classifiers(
@@ -206,9 +208,8 @@ def train_classifiers(
     Returns each one's model and columns (a failed one: None and its failure)."""
     first = trainees[0].cell
     recipe = first.classifier_entry.training_recipe
-    steps = trainees[0].columns["budget_steps"]
+    steps, num_classes = trainees[0].steps, trainees[0].num_classes
     mixing = first.protocol.mixing
-    num_classes = trainees[0].columns["num_classes"]
     members = []
     # a model alone draws its dropout masks on from its initial weights
     with seeded(first.train_seed, device):
@@ -249,7 +250,7 @@ def train_classifiers(
             if len(trainees) == 1 and not isinstance(result, STAGE_FAILURES):
                 raise result  # what a hook raised (tune's pruning), or a bug: the caller records it
             failed = stage_failure(result) if isinstance(result, STAGE_FAILURES) else code_error(result)
-            trained.append((None, {**columns, **failed}))
+            trained.append((None, {**written_by("train", columns), **failed}))
             continue
         columns.update(
             mixing=mixing.mode,
@@ -265,7 +266,7 @@ def train_classifiers(
             budget_epochs=steps * result.real_per_step / len(trainee.split.labelled),
             curve=result.curve,
         )
-        trained.append((member.model, columns))
+        trained.append((member.model, written_by("train", columns)))
     return trained
 
 
@@ -320,8 +321,12 @@ def run_cohort(
             row = {**trainee.columns, **train_columns}
             if model is not None:
                 scores = validation_accuracy if trainee.cell.is_check else evaluate
-                row.update(scores(model, trainee.split, device, trainee.cell.precision or None))
-                row["finished"] = provenance.now()
+                row.update(
+                    written_by(
+                        "evaluate", scores(model, trainee.split, device, trainee.cell.precision or None)
+                    )
+                )
+                row.update(succeeded())
             rows[trainee.cell.key] = row
     return [rows[cell.key] for cell in cells]
 
@@ -332,7 +337,9 @@ def quality_stage(
     """The quality stage of a cell: its strategy's quality columns with the stage's time and memory."""
     with measure(device) as usage:
         columns = cached_quality(cell, dataset, split, data, device, cache_dir)
-    return {**columns, "quality_peak_mem_mb": usage.peak_mb, "quality_seconds": usage.seconds}
+    return written_by(
+        "quality", {**columns, "quality_peak_mem_mb": usage.peak_mb, "quality_seconds": usage.seconds}
+    )
 
 
 def cached_quality(

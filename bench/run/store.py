@@ -21,7 +21,7 @@ import yaml
 
 from bench.core.errors import UserError
 from bench.core.files import atomic_write, move_aside, remove_temporary_files
-from bench.protocol.columns import CELL_FILES_ONLY, PARAM_PREFIX, of_type, row_problems
+from bench.protocol.columns import CELL_FILES_ONLY, COLUMNS, PARAM_PREFIX, of_type, written_by
 from bench.protocol.config import BenchConfig
 from bench.run.budget import Budgets, generator_outcomes, outcomes, with_outcomes
 from bench.run.failures import runs_again
@@ -48,6 +48,13 @@ def _param_columns(frame: pd.DataFrame) -> pd.DataFrame:
         for name in names
     }
     return frame.assign(**columns)
+
+
+def _in_declared_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table's columns in the order of their declarations (bench/protocol/columns.py), then the
+    params' columns: the same order whichever stage wrote a column first."""
+    declared = [c.name for c in COLUMNS if c.name in frame.columns]
+    return frame[declared + [name for name in frame.columns if name not in declared]]
 
 
 def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
@@ -266,20 +273,16 @@ class RunStore:
         }
 
     def write_cell(self, record: dict) -> None:
-        """Write a cell's record. The traceback an errored cell carries (``traceback``) goes to
-        ``cells/<key>.traceback.txt``, which its row names (``failure_traceback``); a later record
-        of the cell removes a file left by an earlier error."""
+        """Write a cell's record (its stages checked their columns as they wrote them). The traceback
+        an errored cell carries (``traceback``) goes to ``cells/<key>.traceback.txt``, which its row
+        names (``failure_traceback``); a later record of the cell removes a file left by an earlier
+        error."""
         record = dict(record)
         text = record.pop("traceback", None)
-        problems = row_problems(record)
-        if problems:  # a stage wrote a column the schema does not declare, or of another type: a bug
-            raise ValueError(
-                f"cell {record.get('key')}: its row does not match the schema: {'; '.join(problems)}"
-            )
         path = self.traceback_path(record["key"])
         if text:
             atomic_write(path, text)
-            record["failure_traceback"] = path.relative_to(self.root).as_posix()
+            record.update(written_by("store", {"failure_traceback": path.relative_to(self.root).as_posix()}))
         else:
             path.unlink(missing_ok=True)
         written = json.dumps(record, indent=1, default=str)
@@ -324,7 +327,7 @@ class RunStore:
         generators = generator_outcomes(results, check_records, plateau)
         results = results.drop(columns=list(CELL_FILES_ONLY), errors="ignore")
         results = with_outcomes(results, checks, generators)
-        results = normalize_results(_param_columns(results))
+        results = _in_declared_order(normalize_results(_param_columns(results)))
         curves = pd.DataFrame([{"key": r["key"], **point} for r in records for point in r.get("curve", [])])
         for name, frame in (
             ("results.parquet", results),

@@ -15,7 +15,6 @@ import torch
 from bench.core.cache import FileCache
 from bench.core.errors import UserError
 from bench.core.executor import EXECUTORS, Callbacks, Executor, FolderTask, SharedWork
-from bench.protocol.columns import row_problems
 from bench.protocol.config import BenchConfig, ExecutorSpec
 from bench.quality.evaluator import evaluator
 from bench.run.cell import Cell, Cohort, cells_of, data_of, make_strategy, work_items
@@ -56,10 +55,10 @@ class CellTask(FolderTask):
         return cells_of(item)
 
     def run_in(self, item: Cell | Cohort, root: Path) -> dict | list[dict]:
-        """A cell's record, or a cohort's records. What a cell's code raises (a bug in a strategy)
-        costs that cell only (in a cohort too: ``run_cohort``): its record says ``error``
-        (``error_records``), as does a row that does not match the schema; bad input (UserError)
-        still ends the run."""
+        """A cell's record, or a cohort's records. What a cell's code raises (a bug in a strategy,
+        or columns that a stage writes against their declarations: ``written_by``) costs that cell
+        only (in a cohort too: ``run_cohort``): its record says ``error`` (``error_records``); bad
+        input (UserError) still ends the run."""
         cells = cells_of(item)
         try:
             rows = run_cohort(cells, self.device, root / "cache", self.revision)
@@ -67,16 +66,7 @@ class CellTask(FolderTask):
             raise
         except Exception as exc:  # noqa: BLE001 - recorded as the cells' failure, with its traceback
             rows = error_records(cells, exc, self.revision)
-        rows = [self._schema_checked(cell, row) for cell, row in zip(cells, rows)]
         return rows if isinstance(item, Cohort) else rows[0]
-
-    def _schema_checked(self, cell: Cell, row: dict) -> dict:
-        """``row``, or its cell's error where it holds columns the schema does not (a plugin's)."""
-        problems = row_problems({name: value for name, value in row.items() if name != "traceback"})
-        if not problems:
-            return row
-        error = ValueError(f"the row does not match the schema: {'; '.join(problems)}")
-        return error_records((cell,), error, self.revision)[0]
 
     def fit_evaluator(self, cell: Cell, root: Path) -> None:
         """The replicate's quality evaluator, into ``root``'s cache."""
