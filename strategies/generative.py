@@ -117,6 +117,12 @@ class GenerativeStrategy(Strategy):
     def generator_params(self) -> dict:
         return {k: v for k, v in self.values.items() if k not in self.sampling_params}
 
+    def step_cost_params(self) -> dict:
+        """What a step of its fit and a sampled image cost depend on (``augbench plan``): its params
+        but the step count and how many images it adds (a diffusion's sampling steps stay)."""
+        common = GenerativeStrategy.sampling_params | {"steps"}
+        return {k: v for k, v in self.values.items() if k not in common}
+
     # -- to implement -------------------------------------------------------------------------
     def build(self, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         raise NotImplementedError

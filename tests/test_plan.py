@@ -131,12 +131,12 @@ class _Costs:
     def transform(self, *args):
         return {"step_s": 0.0}
 
-    def generator(self, strategy, shape, num_classes, cohort=1):
-        self.asked.append(("generator", cohort))
-        return {"step_s": 10.0 * cohort**0.5, "peak_mem_mb": 3.0, "sample_s_per_image": 0.0}
+    def generator(self, strategy, shape, num_classes, stacked=1):
+        self.asked.append(("generator", stacked))
+        return {"step_s": 10.0 * stacked**0.5, "peak_mem_mb": 3.0, "sample_s_per_image": 0.0}
 
 
-def test_the_plan_costs_cohorts_and_generator_cohorts_as_the_run_forms_them(tmp_path):
+def test_the_plan_costs_cohorts_and_stacked_fits_as_the_run_forms_them(tmp_path):
     from conftest import TINY_CONFIG
 
     from bench.costs.plan import _make_plan
@@ -158,7 +158,7 @@ def test_the_plan_costs_cohorts_and_generator_cohorts_as_the_run_forms_them(tmp_
     plan = _make_plan(config, expand_grid(config, hashes, 2), set(), tmp_path, costs, workers=1)
     steps = expand_grid(config, hashes, 1)[0].classifier_entry.training_recipe.steps(50, config.budget.scale)
     # items: none seeds 0+1 (a cohort), none 2 with vae 0 (a cohort of two batch shapes), vae 1+2 (a cohort);
-    # the vae's generators: seeds 0+1 as one, seed 2 alone
+    # the vae's generators: seeds 0+1 as one stacked fit, seed 2 alone
     assert sorted(costs.asked) == [("cohort", 2)] * 2 + [("generator", 1), ("generator", 2)]
     assert plan.generator_fits == 3
     assert plan.seconds["generator fits"] == pytest.approx(7 * (10.0 * 2**0.5 + 10.0))

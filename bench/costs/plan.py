@@ -46,7 +46,6 @@ from bench.run.resources import measure, timed
 from bench.run.stages import training_group
 from bench.training.loop import Member, predict, train_cohort
 from strategies.classical import Classical
-from strategies.generative import GenerativeStrategy
 from strategies.teacher import TEACHER, teacher_key, teacher_steps
 
 CALIBRATION_VERSION = "3"  # 2: generators' sampling time too; 3: quality per image of features computed once
@@ -201,8 +200,8 @@ class Calibration:
             ["transform", policy, magnitude, hflip, shape, batch], lambda: per_step(run, self.device)
         )
 
-    def generator(self, strategy, shape: tuple, num_classes: int, cohort: int = 1) -> dict:
-        """Seconds per step of a generator's fit (of ``cohort`` fits as one stacked model) and
+    def generator(self, strategy, shape: tuple, num_classes: int, stacked: int = 1) -> dict:
+        """Seconds per step of a generator's fit (of ``stacked`` fits as one stacked model) and
         per sampled image."""
         device = self.device
         images = _random_images(shape, num_classes)
@@ -217,13 +216,13 @@ class Calibration:
 
         def run(steps: int) -> None:
             with seeded(0, device):  # a diverging fit's steps still took their time
-                models = [strategy.build(shape, num_classes).to(device).train() for _ in range(cohort)]
+                models = [strategy.build(shape, num_classes).to(device).train() for _ in range(stacked)]
                 strategy.train_generators(
                     models,
-                    [images] * cohort,
-                    [ctx] * cohort,
+                    [images] * stacked,
+                    [ctx] * stacked,
                     steps,
-                    [torch.Generator(device=device).manual_seed(i) for i in range(cohort)],
+                    [torch.Generator(device=device).manual_seed(i) for i in range(stacked)],
                 )
 
         def sampling() -> dict:
@@ -238,20 +237,15 @@ class Calibration:
             )
             return {"sample_s_per_image": seconds / CALIBRATION_IMAGES}
 
-        params = {
-            k: v
-            for k, v in strategy.values.items()  # what the cost per step and per image depends on
-            if k != "steps" and k not in GenerativeStrategy.sampling_params
-        }
         return self.cost(
             [
                 "generator",
                 strategy.name,
                 strategy.versions(strategy.values),
-                params,
+                strategy.step_cost_params(),
                 shape,
                 num_classes,
-                *(["cohort", cohort] if cohort > 1 else []),
+                *(["cohort", stacked] if stacked > 1 else []),  # "cohort": kept, so cached calibrations hold
             ],
             lambda: {**per_step(run, device, steps=5), **sampling()},
         )
@@ -575,7 +569,7 @@ class _Planner:
             return
         self.fitted_stacks.add(group)
         self.fits.update(missing)
-        cost = self.calibration.generator(generative, shape, k, cohort=len(missing))
+        cost = self.calibration.generator(generative, shape, k, stacked=len(missing))
         steps, sampled = generative.fit_work(n_synthetic, k)
         fit_seconds = steps * cost["step_s"] + sampled * len(missing) * cost["sample_s_per_image"]
         self.seconds["generator fits"] += fit_seconds
