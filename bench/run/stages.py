@@ -321,12 +321,8 @@ def run_cohort(
             row = {**trainee.columns, **train_columns}
             if model is not None:
                 scores = validation_accuracy if trainee.cell.is_check else evaluate
-                row.update(
-                    written_by(
-                        "evaluate", scores(model, trainee.split, device, trainee.cell.precision or None)
-                    )
-                )
-                row.update(succeeded())
+                measured = scores(model, trainee.split, device, trainee.cell.precision or None)
+                row.update({**written_by("evaluate", measured), **succeeded()})
             rows[trainee.cell.key] = row
     return [rows[cell.key] for cell in cells]
 
