@@ -62,7 +62,7 @@ def against_control(controls: pd.DataFrame) -> list[str]:
             verdicts = ", ".join(
                 f"{r.verdict} than {r.control} ({_pct(r.delta_mean)}, Holm p = {r.p_holm:.3g})"
                 if r.verdict in ("better", "worse")
-                else f"{r.verdict} from {r.control} ({_pct(r.delta_mean)})"
+                else f"{r.verdict} from {r.control} ({_pct(r.delta_mean)}; {_could_see(r.mde)})"
                 for r in rows.itertuples()
             )
             credited = (rows["verdict"] == "better").all()
@@ -120,6 +120,11 @@ def _unseen(undecided: pd.DataFrame) -> list[str]:
 
 def _size(value: float) -> str:
     return f"{100 * value:.1f} pp"
+
+
+def _could_see(mde: float) -> str:
+    """What an undecided comparison's test could have seen (its minimum detectable effect)."""
+    return "its test could not be run" if pd.isna(mde) else f"its test could see {_size(mde)} or more"
 
 
 def budget_lines(budget: pd.DataFrame, facts: CheckFacts) -> list[str]:

@@ -260,3 +260,14 @@ def test_the_control_table_takes_every_control_of_the_run_and_names_the_stronges
         ("vae-pool+fixmatch", "pseudo-label"),
     ]
     assert (table["strongest"] == (table["control"] == "fixmatch")).all()
+    from reports.narrative import against_control
+
+    lines = against_control(table)
+    assert lines[0].startswith(
+        "d, 10 per class, cnn: the strongest control is fixmatch (controls in this run:"
+    )
+    undecided = table[~table["verdict"].isin(["better", "worse"])]
+    assert len(undecided)  # each says what its test could have seen
+    for row in undecided.itertuples():
+        assert f"{row.verdict} from {row.control} (" in "\n".join(lines)
+        assert f"its test could see {100 * row.mde:.1f} pp or more" in "\n".join(lines)
