@@ -223,6 +223,20 @@ def test_a_paired_resolution_is_at_most_the_unpaired_one_on_the_same_models(tmp_
     assert resolution_pp(paired, 1.0) < 0.9 * resolution_pp(unpaired, 1.0)  # and far sharper
 
 
+def test_a_resume_with_only_checks_left_counts_them_for_its_workers(tmp_path, cli):
+    change = {**CHECKED, "seeds": 2, "regimes": [10]}
+    config = tiny_config_with(tmp_path, change)
+    code, _, err = cli("run", config, "--out", tmp_path / "run")
+    assert code == 0, err
+    for path in (tmp_path / "run" / "cells").glob("*.json"):
+        if "budget_check_of" in json.loads(path.read_text()):
+            path.unlink()  # every cell of the grid done, its 2 checks not
+    # automatic workers (up to one per core: 2 here) for the 2 checks left, where 1 was counted from
+    # the grid's cells alone
+    code, _, err = cli("run", config, "--out", tmp_path / "run", "--set", "workers=0")
+    assert code == 0 and "(2 already done)" in err and " 2 worker(s)" in err, err[-1500:]
+
+
 def test_check_seeds_follow_the_resolution_the_validation_set_allows():
     assert check_replicates(200, 1.0, 5) == 4  # 200 images: three seeds cannot resolve 1 pp even at best
     assert best_resolution_pp(200, 3, 1.0) > 1.0 >= best_resolution_pp(200, 4, 1.0)

@@ -57,9 +57,10 @@ def run_experiment(
     check_reachable(config.tracking.mlflow)
     revision = provenance.git_revision()
     done = store.done_keys(retry_failed)
-    # the cells left to run at the steps `auto` found, where the folder's cache holds its search
+    # the cells and checks left to run at the steps `auto` found, where the folder's cache holds its search
     known = resolve_grid(config, hashes, checked.n_val, device, store.root / "cache", False, _quiet)
-    workers = workers_for(config, device, len([c for c in known.cells() if c.key not in done]))
+    left = [c for part in known.cells_and_checks() for c in part if c.key not in done]
+    workers = workers_for(config, device, len(left))
     executor = make_executor(device, workers, config.executor)
     with (
         executor.session(),
