@@ -16,8 +16,10 @@ from bench.protocol.config import parse_config
 from bench.run.budget import (
     CheckFacts,
     best_resolution_pp,
+    budget_checks,
     check_replicates,
     describe_groups,
+    more_check_seeds,
     outcome,
     outcomes,
     read_budget,
@@ -32,6 +34,12 @@ from reports.tables import comparison_table
 from strategies.teacher import auto_threshold
 
 CPU = torch.device("cpu")
+# 100 validation images, 2 checked seeds to start with: too few to resolve a 4-pp plateau here
+UNRESOLVED = {
+    "split": {"seed": 0, "val_per_class": 10},
+    "budget": {"scale": 0.05, "check": "on", "plateau": 4, "check_seeds": 2, "max_steps": 15},
+}
+HASHES = {"digits": cached_dataset(parse_config(TINY_CONFIG).datasets[0]).content_hash}
 SEVERITY = {"converged": 0, "unresolved": 1, "rising": 2}
 # 400 validation images: a check of two seeds can resolve 1 pp (at best 0.87 pp)
 CHECKED = {
@@ -46,7 +54,8 @@ def test_a_tiny_budget_is_reported_unconverged_and_the_leaderboard_refuses_it(tm
     code, out, _ = cli("run", tiny_config_with(tmp_path, CHECKED), "--out", tmp_path / "run")
     assert code == 0
     budget = read_budget(tmp_path / "run")
-    assert list(budget["outcome"]) == ["rising"] and budget["checked_seeds"].iloc[0] == 2
+    # rising, read on more seeds than the first 2 where those did not resolve the plateau
+    assert list(budget["outcome"]) == ["rising"] and budget["checked_seeds"].iloc[0] >= 2
     assert budget["check_steps"].iloc[0] == 2 * budget["budget_steps"].iloc[0]
     results = pd.read_parquet(tmp_path / "run" / "results.parquet")
     assert len(results) == 2 and (results["budget_check"] == "rising").all()  # the checks are no result rows
@@ -181,21 +190,18 @@ def test_a_check_that_could_not_see_the_plateau_is_unresolved_and_refused(tmp_pa
     results["budget_check"] = results["strategy"].map({"none": "unresolved", "heavy": "converged"})
     verdict = comparison_table(results).set_index("strategy").loc["heavy", "verdict"]
     assert verdict == "undertrained (none unresolved)"  # +5 pp on every seed, yet not counted better
-    facts = CheckFacts(plateau=1.0, seeds=5, val_per_class=40)
+    facts = CheckFacts(plateau=1.0, val_per_class=40)
     said = describe_groups(blunt, facts)
-    assert "unresolved" in said and "budget.check_seeds:" in said and "split.val_per_class:" in said
+    assert "unresolved" in said and "budget.max_check_seeds:" in said and "split.val_per_class:" in said
 
 
 def test_a_run_whose_check_is_unresolved_says_what_would_resolve_it_and_the_leaderboard_refuses_it(
     tmp_path, cli
 ):
-    """100 validation images, 2 checked seeds: the check can resolve 4 pp only where the two models
-    disagree on almost nothing; trained models disagree on more, so it reads the gain too coarsely."""
-    change = {
-        **CHECKED,
-        "split": {"seed": 0, "val_per_class": 10},
-        "budget": {"scale": 0.05, "check": "on", "plateau": 4, "check_seeds": 2, "max_steps": 15},
-    }
+    """100 validation images, 2 checked seeds and no more: the check can resolve 4 pp only where the
+    two models disagree on almost nothing; trained models disagree on more, so it reads the gain too
+    coarsely."""
+    change = {**CHECKED, **UNRESOLVED, "budget": {**UNRESOLVED["budget"], "max_check_seeds": 2}}
     code, out, _ = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
     assert code == 0
     budget = read_budget(tmp_path / "run")
@@ -205,6 +211,79 @@ def test_a_run_whose_check_is_unresolved_says_what_would_resolve_it_and_the_lead
     assert "would resolve it" in said
     code, _, err = cli("leaderboard", tmp_path / "run", "--out", tmp_path / "board")
     assert code == 2 and "unresolved" in err and not (tmp_path / "board").exists()
+
+
+def test_an_unresolved_check_reads_more_seeds_inside_the_run_beyond_the_protocols(tmp_path, cli):
+    """The same check as above with budget.max_check_seeds at 8: the run adds the seeds the first
+    read's spread asks for. The protocol has 2 seeds, so the added ones are check seeds: trained at
+    the budget and doubled for the check alone, never rows of the tables."""
+    change = {**CHECKED, **UNRESOLVED, "budget": {**UNRESOLVED["budget"], "max_check_seeds": 8}}
+    config = tiny_config_with(tmp_path, change)
+    code, out, err = cli("run", config, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "its budget check read 2 seed(s) to within" in err and "read again on" in err
+    budget = read_budget(tmp_path / "run")
+    row = budget.iloc[0]
+    assert 2 < row["checked_seeds"] <= 8 and row["resolution_pp"] < 4.3  # 4.3 pp on 2 seeds
+    assert row["outcome"] != "unresolved" or row["checked_seeds"] == 8
+    records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "cells").glob("*.json")]
+    seeds = [r for r in records if r.get("check_seed") and "budget_check_of" not in r]
+    doubled = {r["budget_check_of"] for r in records if "budget_check_of" in r}
+    assert sorted(r["replicate"] for r in seeds) == list(range(2, row["checked_seeds"]))
+    assert {r["key"] for r in seeds} <= doubled  # each check seed is doubled by a check of its own
+    assert all("test_accuracy" not in r for r in seeds)  # scored on validation images only
+    results = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert sorted(results["replicate"]) == [0, 1]  # the protocol's seeds alone are results
+    cells = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "cells").glob("*.json")}
+    code, _, err = cli("run", config, "--out", tmp_path / "run", "--set", "workers=0")
+    assert code == 0 and " 1 worker(s)" in err  # the rounds replayed: nothing left, nothing trained
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "cells").glob("*.json")} == cells
+    assert read_budget(tmp_path / "run").equals(budget)
+    # plan replays the finished rounds too: a check seed's lost cell file is the one cell to do
+    next(p for p in (tmp_path / "run" / "cells").glob("*.json") if '"check_seed"' in p.read_text()).unlink()
+    code, text, err = cli("plan", config, "--out", tmp_path / "run")
+    assert code == 0 and "to do: 1 of" in text and "budget.max_check_seeds seeds" in text, text + err
+
+
+def test_a_check_adds_the_seeds_its_spread_asks_for_unless_it_clearly_rises():
+    config = parse_config({**TINY_CONFIG, **CHECKED, "budget": {"check": "on", "max_check_seeds": 10}})
+    group = {"dataset": "digits", "regime": "5", "classifier": "mlp"}
+
+    def table(*rows):
+        return pd.DataFrame([{**group, "checked_seeds": 2, **row} for row in rows])
+
+    budget = table(
+        {"strategy": "up", "val_gain_pp": 1.5, "resolution_pp": 2.0, "outcome": "rising"},
+        # 4 pp with a standard error of 0.8 pp: above the plateau by a one-sided test, raised as it is
+        {"strategy": "steep", "val_gain_pp": 4.0, "resolution_pp": 2.0, "outcome": "rising"},
+        {"strategy": "down", "val_gain_pp": -3.0, "resolution_pp": 2.0, "outcome": "unresolved"},
+        {"strategy": "sharp", "val_gain_pp": 0.2, "resolution_pp": 0.9, "outcome": "converged"},
+        {"strategy": "blunt", "val_gain_pp": 0.0, "resolution_pp": 5.0, "outcome": "unresolved"},
+    )
+    generators = table({"strategy": "gan", "val_gain_pp": 0.0, "resolution_pp": 1.5, "outcome": "unresolved"})
+    seeds, said = more_check_seeds(config, budget, generators, {})
+    key = ("digits", "5", "mlp")
+    assert seeds == {
+        ("budget", (*key, "up")): 8,  # 2 x (2.0 / 1)^2, whichever way an unclear gain went
+        ("budget", (*key, "down")): 8,
+        ("budget", (*key, "blunt")): 10,  # 50 asked, budget.max_check_seeds allows 10
+        ("generator", (*key, "gan")): 5,  # ceil(2 x 1.5^2)
+    }
+    assert len(said) == 4
+    assert more_check_seeds(config, budget, generators, seeds)[0] == seeds  # as many as asked: no more
+    # the seeds a group's check reads: its first ones, then check seeds beyond the protocol's 2
+    grid = expand_grid(parse_config({**TINY_CONFIG, "classifiers": ["mlp"], "strategies": ["none"]}), HASHES)
+    wanted = {("budget", ("digits", "5", "mlp", "none")): 4}
+    checks = budget_checks(config, grid, {"digits": 100}, wanted)
+    assert [(c.replicate, c.check_seed, c.is_budget_check) for c in checks] == [
+        (2, True, False),
+        (3, True, False),
+        (0, False, True),
+        (1, False, True),
+        (2, True, True),
+        (3, True, True),
+    ]
+    assert checks[4].check_of == checks[0].key and len({c.key for c in checks + grid}) == 8
 
 
 def test_a_paired_resolution_is_at_most_the_unpaired_one_on_the_same_models(tmp_path, cli):
@@ -372,10 +451,19 @@ def test_pseudo_label_auto_never_sees_test_images(tmp_path, request):
         ),
         ({"budget": {"max_steps": 20.5}}, "budget.max_steps: expected an integer, got 20.5"),
         ({"budget": {"check_seeds": "some"}}, "budget.check_seeds: expected an integer, got 'some'"),
-        (
-            {"budget": {"check": "on", "plateau": 1}},  # 100 validation images, 2 seeds: 1.7 pp at best
+        (  # 100 validation images, 2 seeds and no more: 1.7 pp at best
+            {"budget": {"check": "on", "plateau": 1, "max_check_seeds": 2}},
             "budget.plateau: 1 pp cannot be resolved on digits's 100 validation images",
         ),
+        (  # 16 seeds at most (auto): 0.34 pp at best
+            {"budget": {"check": "on", "plateau": 0.3}},
+            "budget.plateau: 0.3 pp cannot be resolved on digits's 100 validation images with 16 checked",
+        ),
+        (
+            {"budget": {"check": "on", "check_seeds": 2, "max_check_seeds": 1}},
+            "budget.max_check_seeds: 1 is below budget.check_seeds (2)",
+        ),
+        ({"budget": {"max_check_seeds": 0}}, "budget.max_check_seeds: 0 is out of range"),
         (
             {"strategies": [{"name": "pseudo-label", "params": {"threshold": "auto"}}]},
             "it learns from unlabelled images",

@@ -13,7 +13,6 @@ from bench.commands.checks import Checked, default_out, load_checked
 from bench.core.errors import UserError
 from bench.core.files import atomic_write, check_writable
 from bench.costs.plan import Plan, format_duration, make_plan
-from bench.run.budget import worst_case_raises
 from bench.run.grid import resolve_grid
 from bench.run.store import RunStore, read_results
 from bench.run.tasks import workers_for
@@ -52,7 +51,8 @@ def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
     holds its search; else at the recipe's, and the search, which ``plan`` does not run, is said)."""
     config, device = checked.config, checked.device
     resolved = resolve_grid(config, checked.hashes, checked.n_val, device, out / "cache", search=False)
-    grid, checks = resolved.cells_and_checks()
+    done = RunStore(out).done_keys(retry_failed)
+    _, grid, checks = resolved.round_left(RunStore(out), done)
     cells = grid + checks
     if config.budget.steps == "auto" and not resolved.auto:
         print(
@@ -62,21 +62,14 @@ def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
             f"{config.budget.floor} steps and the recipe's budget, down or up until a doubling is converged "
             "by a resolved check); the estimate below is at the recipes' steps"
         )
-    done = RunStore(out).done_keys(retry_failed)
     workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
     found = make_plan(config, cells, done, out / "cache", device, workers, checked.data_seconds)
-    raised = [
-        cell
-        for budgets in worst_case_raises(config, grid)
-        for part in resolved.cells_and_checks(budgets)
-        for cell in part
-    ]
-    if raised:  # a triple that stopped rising repeats its cells in later rounds: count each cell once
-        every = list({cell.key: cell for cell in cells + raised}.values())
+    if checks:
+        every = list({cell.key: cell for cell in cells + resolved.worst_case()}.values())
         worst = make_plan(config, every, done, out / "cache", device, workers, checked.data_seconds)
         found.worst_case = (
-            f"worst case, if every group kept rising until budget.max_steps stops the raises: "
-            f"{worst.cells_todo} cells to run, {worst.headline()}"
+            f"worst case, if every check read budget.max_check_seeds seeds and every group kept rising "
+            f"until budget.max_steps stops the raises: {worst.cells_todo} cells to run, {worst.headline()}"
         )
     doubled = [cell for cell in (c.generator_check() for c in grid) if cell is not None]
     if doubled:  # every generator at twice its steps: the fits alone, as if none were cached

@@ -18,9 +18,10 @@ from bench.run import provenance
 from bench.run.budget import (
     Budgets,
     CheckFacts,
+    Round,
     budget_summary,
     generator_summary,
-    raise_budgets,
+    next_round,
     read_budget,
     read_generators,
 )
@@ -59,8 +60,8 @@ def run_experiment(
     done = store.done_keys(retry_failed)
     # the cells and checks left to run at the steps `auto` found, where the folder's cache holds its search
     known = resolve_grid(config, hashes, checked.n_val, device, store.root / "cache", False, _quiet)
-    left = [c for part in known.cells_and_checks() for c in part if c.key not in done]
-    workers = workers_for(config, device, len(left))
+    _, cells, checks = known.round_left(store, done)
+    workers = workers_for(config, device, len([c for c in cells + checks if c.key not in done]))
     executor = make_executor(device, workers, config.executor)
     with (
         executor.session(),
@@ -70,10 +71,11 @@ def run_experiment(
         store.heal_cells()
         resolved = resolve_grid(config, hashes, checked.n_val, device, store.root / "cache")
         with tracking(config, out, revision) as tracker:
-            raised: Budgets = {}
+            now: Round | None = Round({}, {})
             errors: set[str] = set()
-            while True:  # each round raises the budgets whose check still rose, until none can rise
-                grid, checks = resolved.cells_and_checks(raised)
+            while now is not None:  # each round adds check seeds or raises budgets, until neither is left
+                raised = now.raised
+                grid, checks = resolved.cells_and_checks(raised, now.seeds)
                 errors |= set(
                     _run_grid(
                         config,
@@ -91,12 +93,9 @@ def run_experiment(
                     )
                 )
                 done |= {cell.key for cell in grid + checks}  # a later round runs none of them again
-                more, said = raise_budgets(config, read_budget(store.root), raised)
+                now, said = next_round(config, read_budget(store.root), read_generators(store.root), now)
                 for line in said:
                     print(line, file=sys.stderr)
-                if more == raised:
-                    break
-                raised = more
             errored = sorted(errors & {cell.key for cell in grid + checks})  # those of the final grid
             report = build_report(out)
             tracker.log_files([report, report.parent / "report.md", out / "results.csv", out / "config.yaml"])
@@ -136,14 +135,12 @@ def _run_grid(
     again = len((store.cell_keys() - done) & {c.key for c in cells})  # failed cells that run again
     estimate = cached_estimate(config, cells, done, store.root / "cache", device, workers, data_seconds)
     retried = f", {again} failed one(s) to try again" if again else ""
-    budget_checks = sum(c.is_budget_check for c in checks)
-    generator_checks = len(checks) - budget_checks
-    checks_line = (
-        f" and {budget_checks} budget checks at 2x"
-        + (f" and {generator_checks} generator checks at 2x" if generator_checks else "")
-        if checks
-        else ""
-    )
+    counts = {
+        "budget checks at 2x": sum(c.is_budget_check for c in checks),
+        "generator checks at 2x": sum(c.is_generator_check for c in checks),
+        "check seeds at the budget": sum(c.is_check and not c.check_of for c in checks),
+    }
+    checks_line = "".join(f" and {n} {what}" for what, n in counts.items() if n)
     print(
         f"augbench: {config.name}: {len(grid)} cells{checks_line} ({len(cells) - len(todo)} already "
         f"done{retried}){'' if checks else ', no budget check'}, device {provenance.device_name(device)}, "

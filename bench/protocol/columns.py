@@ -93,6 +93,13 @@ COLUMNS: tuple[Column, ...] = tuple(
                 "a generator check's record only (never in the tables): the key of the cell "
                 "whose generator it fits at twice its steps",
             ),
+            (
+                "check_seed",
+                "bool",
+                "",
+                "a check seed's record only (never in the tables): a seed beyond the protocol's that "
+                "a check added, trained at the budget for the checks alone",
+            ),
             ("batch_size", "int", "images", "real images per step (the recipe's batch size)"),
             ("n_real", "int", "images", "labelled real images"),
             ("n_val", "int", "images", "validation images"),

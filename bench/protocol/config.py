@@ -199,9 +199,20 @@ class BudgetSpec:
         parse=_check_seeds,
         quiet=True,
         result=False,
-        help="how many first seeds each group's check trains at twice the budget: auto (the fewest, "
-        "at least 2, that could resolve `plateau` on the validation set: bench/run/budget.py) or a "
-        "whole number from 1 to `seeds`",
+        help="how many first seeds each group's check starts with at twice the budget: auto (the "
+        "fewest, at least 2, that could resolve `plateau` on the validation set: bench/run/budget.py) "
+        "or a whole number from 1 to `seeds`",
+    )
+    max_check_seeds: str = option(
+        "auto",
+        parse=_check_seeds,
+        quiet=True,
+        result=False,
+        help="where a group's check reads its gain less sharply than `plateau` (its resolution above "
+        "it), the run adds the seeds its measured spread asks for and reads it again, up to this "
+        "many seeds: auto (16) or a whole number from 1 to 100 (as many as `check_seeds`: never add). Seeds "
+        "beyond `seeds` train for the check alone, at the budget and at twice it, and are never "
+        "results; the generator check adds seeds by the same rule",
     )
 
 

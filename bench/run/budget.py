@@ -7,8 +7,14 @@
   mean over its checked seeds and its *resolution* the gain the check had 80 % power to see
   (``resolution_pp``). Converged: gain below ``budget.plateau`` and resolution at most the plateau;
   rising: gain at or above it; unresolved: neither. Every row carries its group's outcome.
+- Added seeds: where a group's check reads its gain less sharply than the plateau (resolution above
+  it), ``run`` adds the seeds its measured spread asks for, up to ``budget.max_check_seeds``, and
+  reads it again (``more_check_seeds``); seeds beyond the protocol's are *check seeds*, trained for
+  the checks alone (``Cell.as_check_seed``). The seeds a check adds follow the spread it measured;
+  a gain clearly above the plateau is raised without more.
 - Raised budgets: where a group still rises, ``run`` doubles its triple's budget (``raise_budgets``).
-- The generator check: the same seeds' cells with the generator fitted at twice its steps.
+- The generator check: the same seeds' cells with the generator fitted at twice its steps (its
+  seeds added by the same rule).
 - ``auto``: per (data set, regime, classifier), a budget whose doubling is converged by the same
   rule, searched down or up from the recipe's budget (``search_steps``); cached in the run folder.
 """
@@ -43,6 +49,7 @@ CONVERGED, RISING, UNRESOLVED, UNCHECKED = "converged", "rising", "unresolved", 
 SEARCH_VERSION = "2"  # 2: read by the check's rule (paired, resolved), from the recipe's budget down or up
 # a check's resolution: the gain a one-sided test at 5 % would see with 80 % power
 Z_RESOLUTION = NormalDist().inv_cdf(0.95) + NormalDist().inv_cdf(0.80)
+Z_RISING = NormalDist().inv_cdf(0.95)  # a gain this many standard errors above the plateau: clearly rising
 
 
 # ----------------------------------------------------------------------------- resolution
@@ -103,6 +110,10 @@ def outcome(gain_pp: float, resolution: float, plateau: float | None) -> str:
     return CONVERGED if resolution <= plateau else UNRESOLVED
 
 
+AUTO_CHECK_SEEDS = 16  # budget.max_check_seeds: auto; a check adds seeds up to this many
+CheckSeeds = dict[tuple[str, tuple[str, ...]], int]  # (budget|generator, group) -> the seeds its check reads
+
+
 def check_replicates(n_val: int, plateau: float, seeds: int, asked: str = "auto") -> int:
     """How many first seeds a group's check trains at twice the budget (at most the protocol's):
     ``asked`` (budget.check_seeds), or with auto the fewest, at least 2, whose best resolution
@@ -115,23 +126,38 @@ def check_replicates(n_val: int, plateau: float, seeds: int, asked: str = "auto"
     return min(seeds, wanted)
 
 
+def max_check_seeds(config: BenchConfig, start: int) -> int:
+    """The most seeds a group's check reads (budget.max_check_seeds), never fewer than it starts with."""
+    asked = config.budget.max_check_seeds
+    return max(start, AUTO_CHECK_SEEDS if asked == "auto" else int(asked))
+
+
 def check_resolvable(config: BenchConfig, n_val: dict[str, int]) -> None:
     """Refuse a plateau that the check can never resolve on a data set's validation images, even with
-    every seed checked and two models that differ only where one gained (UserError naming the
-    field and what would do)."""
-    if config.budget.check == "off":
+    the most seeds it may read (budget.max_check_seeds) and two models that differ only where one
+    gained, and a budget.max_check_seeds below budget.check_seeds (UserError naming the field and
+    what would do)."""
+    budget = config.budget
+    if budget.check == "off":
         return
-    plateau = config.budget.plateau
+    if "auto" not in (budget.check_seeds, budget.max_check_seeds) and int(budget.max_check_seeds) < int(
+        budget.check_seeds
+    ):
+        raise UserError(
+            f"config field budget.max_check_seeds: {budget.max_check_seeds} is below budget.check_seeds "
+            f"({budget.check_seeds}); give at least {budget.check_seeds} (as many: never add seeds)"
+        )
+    plateau = budget.plateau
     for title, n in n_val.items():
-        seeds = check_replicates(n, plateau, config.seeds, config.budget.check_seeds)
+        seeds = max_check_seeds(config, check_replicates(n, plateau, config.seeds, budget.check_seeds))
         best = best_resolution_pp(n, seeds, plateau)
         if best > plateau:
             raise UserError(
                 f"config field budget.plateau: {plateau:g} pp cannot be resolved on {title}'s {n} validation "
                 f"images with {seeds} checked seed(s): at best the check sees gains of {best:.1f} pp. Raise "
                 f"budget.plateau to at least {math.ceil(10 * best) / 10:g}, split.val_per_class to at least "
-                f"{_val_per_class_for(n, seeds, plateau, config)}, or the seeds checked (seeds, "
-                "budget.check_seeds), or set budget.check: off (the leaderboard refuses unchecked runs)"
+                f"{_val_per_class_for(n, seeds, plateau, config)}, or the seeds checked "
+                "(budget.max_check_seeds), or set budget.check: off (the leaderboard refuses unchecked runs)"
             )
 
 
@@ -144,8 +170,10 @@ def resolution_note(config: BenchConfig, n_val: dict[str, int]) -> str:
     for title, n in n_val.items():
         seeds = check_replicates(n, plateau, config.seeds, config.budget.check_seeds)
         best = best_resolution_pp(n, seeds, plateau)
+        most = max_check_seeds(config, seeds)
+        added = f" (up to {most} where that first read does not resolve it)" if most > seeds else ""
         parts.append(
-            f"{title}: {seeds} checked seed(s) on {n} validation images resolve {best:.1f} pp at best"
+            f"{title}: {seeds} checked seed(s) on {n} validation images resolve {best:.1f} pp at best{added}"
         )
     return f"plateau {plateau:g} pp; " + "; ".join(parts)
 
@@ -159,32 +187,100 @@ def _val_per_class_for(n: int, seeds: int, plateau: float, config: BenchConfig) 
     return per_class
 
 
-def _checked(config: BenchConfig, grid: list[Cell], n_val: dict[str, int]) -> list[Cell]:
-    """The grid's cells that the checks double: each group's first seeds (``check_replicates``);
-    none with ``budget.check: off``."""
+def group_of(cell: Cell) -> tuple[str, ...]:
+    """A cell's (data set, regime, classifier, strategy): the group its check reads (as budget.csv)."""
+    return cell.dataset.title, cell.regime_label, cell.classifier, cell.strategy.label
+
+
+def _checked(
+    config: BenchConfig, grid: list[Cell], n_val: dict[str, int], kind: str, seeds: CheckSeeds
+) -> list[Cell]:
+    """The cells that a check of ``kind`` (budget, generator) doubles: each group's first seeds
+    (``check_replicates``, or as many as ``seeds`` gives the group), with the check seeds beyond the
+    protocol's seeds after the grid's; none with ``budget.check: off``."""
     if config.budget.check == "off":
         return []
     budget = config.budget
-    return [
-        cell
-        for cell in grid
-        if cell.replicate
-        < check_replicates(n_val[cell.dataset.title], budget.plateau, config.seeds, budget.check_seeds)
+
+    def wanted(cell: Cell) -> int:
+        start = check_replicates(n_val[cell.dataset.title], budget.plateau, config.seeds, budget.check_seeds)
+        return seeds.get((kind, group_of(cell)), start)
+
+    checked = [cell for cell in grid if cell.replicate < wanted(cell)]
+    firsts = [cell for cell in grid if cell.replicate == 0]
+    return checked + [
+        cell.as_check_seed(replicate) for cell in firsts for replicate in range(config.seeds, wanted(cell))
     ]
 
 
-def budget_checks(config: BenchConfig, grid: list[Cell], n_val: dict[str, int]) -> list[Cell]:
-    """The budget checks of a grid: for each group, its first seeds' cells at twice the budget.
-    ``n_val`` gives each data set's validation images."""
-    return [cell.budget_check() for cell in _checked(config, grid, n_val)]
+def budget_checks(
+    config: BenchConfig, grid: list[Cell], n_val: dict[str, int], seeds: CheckSeeds | None = None
+) -> list[Cell]:
+    """The budget checks of a grid: for each group, its first seeds' cells at twice the budget, and
+    the check seeds themselves at the budget (``seeds``: the seeds the run added to a group's
+    check). ``n_val`` gives each data set's validation images."""
+    checked = _checked(config, grid, n_val, "budget", seeds or {})
+    return [cell for cell in checked if cell.check_seed] + [cell.budget_check() for cell in checked]
 
 
-def generator_checks(config: BenchConfig, grid: list[Cell], n_val: dict[str, int]) -> list[Cell]:
+def generator_checks(
+    config: BenchConfig, grid: list[Cell], n_val: dict[str, int], seeds: CheckSeeds | None = None
+) -> list[Cell]:
     """The generator checks of a grid: for each group whose strategy fits a generator, the cells of
-    the seeds the budget check doubles, with the generator fitted alone at twice its steps (a cached
-    fit of its own, keyed like any fit)."""
-    checks = [cell.generator_check() for cell in _checked(config, grid, n_val)]
-    return [replace(check, stacked_replicates=()) for check in checks if check is not None]
+    the seeds its check reads with the generator fitted alone at twice its steps (a cached fit of its
+    own, keyed like any fit), and the check seeds themselves at the budget."""
+    checked = [c for c in _checked(config, grid, n_val, "generator", seeds or {}) if c.generator_check()]
+    checks = [replace(cell.generator_check(), stacked_replicates=()) for cell in checked]
+    return [cell for cell in checked if cell.check_seed] + checks
+
+
+def every_seed_added(config: BenchConfig, grid: list[Cell], n_val: dict[str, int]) -> CheckSeeds:
+    """The worst case of added seeds: every check of every group of ``grid`` at budget.max_check_seeds."""
+    budget = config.budget
+    return {
+        (kind, group_of(cell)): max_check_seeds(
+            config,
+            check_replicates(n_val[cell.dataset.title], budget.plateau, config.seeds, budget.check_seeds),
+        )
+        for cell in grid
+        for kind in ("budget", "generator")
+    }
+
+
+def clearly_rising(row, plateau: float) -> bool:
+    """Whether a check's gain is above the plateau by a one-sided test at 5 % (its standard error from
+    its resolution): more seeds could not make it converged, only the raise it calls for."""
+    return row.val_gain_pp - Z_RISING * row.resolution_pp / Z_RESOLUTION >= plateau
+
+
+def more_check_seeds(
+    config: BenchConfig, budget: pd.DataFrame, generators: pd.DataFrame, seeds: CheckSeeds
+) -> tuple[CheckSeeds, list[str]]:
+    """One more round of added seeds: each group whose budget or generator check (budget.csv,
+    generator.csv) read its gain less sharply than the plateau, and not clearly rising
+    (``clearly_rising``), gets the seeds that its measured spread asks for (the resolution falls as
+    the square root of the seeds), at least one more and at most budget.max_check_seeds. Only a
+    resolved check is converged, so the seeds it adds can err towards more training alone. Returns
+    the seeds per check (``seeds`` where none is added) and a line per check that gets more."""
+    plateau, more, said = config.budget.plateau, dict(seeds), []
+    for kind, table in (("budget", budget), ("generator", generators)):
+        for row in table.itertuples() if len(table) else ():
+            checked = int(row.checked_seeds)
+            if not checked or not row.resolution_pp > plateau or clearly_rising(row, plateau):
+                continue
+            group = (row.dataset, str(row.regime), row.classifier, row.strategy)
+            asked = seeds.get((kind, group), checked)
+            most = max_check_seeds(config, asked)
+            wanted = min(most, max(checked + 1, math.ceil(checked * (row.resolution_pp / plateau) ** 2)))
+            if wanted <= asked:
+                continue
+            more[kind, group] = wanted
+            said.append(
+                f"augbench: {row.dataset}/{row.regime} {row.classifier} {row.strategy}: its {kind} check "
+                f"read {checked} seed(s) to within {row.resolution_pp:.1f} pp, above the {plateau:g}-pp "
+                f"plateau: read again on {wanted} seeds"
+            )
+    return more, said
 
 
 def validation_sizes(config: BenchConfig, datasets: dict[str, Dataset]) -> dict[str, int]:
@@ -205,8 +301,12 @@ BUDGET_COLUMNS = GROUP + [
 
 
 def _read_checks(rows: pd.DataFrame, checks: list[dict], link: str) -> dict[tuple, list]:
-    """Group -> [(row, check, Doubling)] for each finished check whose ``link`` names a finished row."""
-    base = rows.set_index("key") if len(rows) else pd.DataFrame()
+    """Group -> [(row, check, Doubling)] for each finished check whose ``link`` names a finished row
+    (of the grid, or a check seed's)."""
+    links = ("budget_check_of", "generator_check_of")
+    seeds = pd.DataFrame([c for c in checks if c.get("check_seed") and not any(c.get(k) for k in links)])
+    base = pd.concat([rows, seeds]) if len(seeds) else rows
+    base = base.set_index("key") if len(base) else pd.DataFrame()
     found: dict[tuple, list] = {}
     for check in checks:
         if check.get("status") != "ok" or check.get(link) not in base.index:
@@ -328,11 +428,10 @@ def undertrained(table: pd.DataFrame) -> pd.DataFrame:
 
 
 class CheckFacts(NamedTuple):
-    """What the words on a check need of its protocol: the plateau (pp), the seeds and the validation
-    images per class."""
+    """What the words on a check need of its protocol: the plateau (pp) and the validation images
+    per class."""
 
     plateau: float = 1.0
-    seeds: int = 0
     val_per_class: int = 0
 
     @classmethod
@@ -341,24 +440,19 @@ class CheckFacts(NamedTuple):
         if config is None:
             return cls()
         if isinstance(config, BenchConfig):
-            return cls(config.budget.plateau, config.seeds, config.split.val_per_class)
+            return cls(config.budget.plateau, config.split.val_per_class)
         budget, split = config.get("budget") or {}, config.get("split") or {}
-        return cls(
-            float(budget.get("plateau", cls().plateau)),
-            int(config.get("seeds", 0)),
-            int(split.get("val_per_class", 0)),
-        )
+        return cls(float(budget.get("plateau", cls().plateau)), int(split.get("val_per_class", 0)))
 
 
 def what_resolves(row, facts: CheckFacts) -> str:
     """What would resolve an unresolved group's check at the plateau, from the spread it measured:
-    more checked seeds, a larger validation set, or a larger plateau (the resolution falls as the
-    square root of either count)."""
+    more checked seeds (the run adds them up to budget.max_check_seeds), a larger validation set,
+    or a larger plateau (the resolution falls as the square root of either count)."""
     factor = (row.resolution_pp / facts.plateau) ** 2
     seeds = math.ceil(row.checked_seeds * factor)
-    more = "" if seeds <= facts.seeds else f" and seeds: {seeds}"
     return (
-        f"budget.check_seeds: {seeds}{more}, or split.val_per_class: "
+        f"budget.max_check_seeds: {seeds}, or split.val_per_class: "
         f"{math.ceil(facts.val_per_class * factor)}, or budget.plateau: "
         f"{math.ceil(10 * row.resolution_pp) / 10:g}"
     )
@@ -428,6 +522,26 @@ def raise_budgets(config: BenchConfig, table: pd.DataFrame, raised: Budgets) -> 
             f"again at {2 * steps} (and is checked at {4 * steps})"
         )
     return raised, said
+
+
+class Round(NamedTuple):
+    """What a run trains next: its raised budgets and the seeds added to its groups' checks."""
+
+    raised: Budgets
+    seeds: CheckSeeds
+
+
+def next_round(
+    config: BenchConfig, budget: pd.DataFrame, generators: pd.DataFrame, now: Round
+) -> tuple[Round | None, list[str]]:
+    """After a round of the run (its budget.csv and generator.csv): first more seeds for the checks
+    that did not resolve the plateau (``more_check_seeds``), else the budgets still rising raised
+    (``raise_budgets``); None where neither is left. Also the lines that say so."""
+    seeds, said = more_check_seeds(config, budget, generators, now.seeds)
+    if seeds != now.seeds:
+        return Round(now.raised, seeds), said
+    raised, said = raise_budgets(config, budget, now.raised)
+    return (Round(raised, now.seeds) if raised != now.raised else None), said
 
 
 def worst_case_raises(config: BenchConfig, grid: list[Cell]) -> list[Budgets]:

@@ -42,6 +42,7 @@ class Cell:
     budget_factor: int = 1  # CHECK_FACTOR: a budget check, its cell trained at twice the budget
     generator_factor: int = 1  # CHECK_FACTOR: a generator check, its generator fitted at twice its steps
     check_of: str = ""  # a check's (never a result): the key of the cell it doubles
+    check_seed: bool = False  # a seed beyond the protocol's that a check added (``as_check_seed``)
     # the classifier's autocast where it is not its device's former default (config.key_precision)
     precision: str = ""
 
@@ -129,9 +130,15 @@ class Cell:
 
     @property
     def is_check(self) -> bool:
-        """A check (of the budget or the generator): scored on validation images only, never a result,
-        no quality stage, trained alone (``cohorts`` puts no check in a cohort)."""
-        return self.is_budget_check or self.is_generator_check
+        """A check (of the budget or the generator) or a check seed: scored on validation images only,
+        never a result, no quality stage, trained alone (``cohorts`` puts no check in a cohort)."""
+        return self.is_budget_check or self.is_generator_check or self.check_seed
+
+    def as_check_seed(self, replicate: int) -> "Cell":
+        """This cell at a seed beyond the protocol's, which a check adds where its first seeds could
+        not resolve the plateau: trained for the checks alone (at the budget here, doubled by a check
+        of its own), its generator fitted alone; never a result."""
+        return replace(self, replicate=replicate, stacked_replicates=(), check_seed=True)
 
     def budget_check(self) -> "Cell":
         """Its budget check: the same cell (same fit, initial weights and real batches) trained at twice
@@ -171,6 +178,7 @@ class Cell:
             **({"teacher_steps": self.teacher_steps} if teacher else {}),
             **({"budget_check": self.budget_factor} if self.is_budget_check else {}),
             **({"generator_check": self.generator_factor} if self.is_generator_check else {}),
+            **({"check_seed": True} if self.check_seed else {}),
             **({"precision": self.precision} if self.precision else {}),
         }
 
@@ -307,7 +315,7 @@ class Cell:
             else f" (generator check at {self.generator_factor}x)"
             if self.is_generator_check
             else ""
-        )
+        ) + (" (check seed)" if self.check_seed else "")
         return (
             f"{self.dataset.title}/{self.regime_label} {self.strategy.label} {self.classifier} "
             f"seed {self.replicate}{check}"

@@ -10,8 +10,20 @@ from pathlib import Path
 import torch
 
 from bench.protocol.config import BenchConfig, cohort_size, key_precision
-from bench.run.budget import Budgets, auto_steps, budget_checks, generator_checks, with_raised
+from bench.run.budget import (
+    Budgets,
+    CheckSeeds,
+    Round,
+    auto_steps,
+    budget_checks,
+    every_seed_added,
+    generator_checks,
+    next_round,
+    with_raised,
+    worst_case_raises,
+)
 from bench.run.cell import Cell, expand_grid
+from bench.run.store import RunStore
 
 AutoSteps = dict[tuple[str, str], tuple[tuple[str, int], ...]]  # (data set, regime) -> steps per classifier
 
@@ -33,10 +45,42 @@ class Grid:
         steps = with_raised(self.auto, raised or {})
         return expand_grid(self.config, self.hashes, self.cohort, steps, self.precision)
 
-    def cells_and_checks(self, raised: Budgets | None = None) -> tuple[list[Cell], list[Cell]]:
-        """The grid's cells and their check cells (budget checks, then generator checks)."""
+    def cells_and_checks(
+        self, raised: Budgets | None = None, seeds: CheckSeeds | None = None
+    ) -> tuple[list[Cell], list[Cell]]:
+        """The grid's cells and their check cells (budget checks, then generator checks, each after
+        the check seeds it reads; ``seeds``: the seeds a run added to a group's check)."""
         grid, n_val = self.cells(raised), self.n_val
-        return grid, budget_checks(self.config, grid, n_val) + generator_checks(self.config, grid, n_val)
+        checks = budget_checks(self.config, grid, n_val, seeds) + generator_checks(
+            self.config, grid, n_val, seeds
+        )
+        return grid, list({cell.key: cell for cell in checks}.values())  # a check seed both checks read, once
+
+    def round_left(self, store: RunStore, done: set[str]) -> tuple[Round, list[Cell], list[Cell]]:
+        """A run's first round (raised budgets, seeds added to checks) with a cell or check not in
+        ``done``, and its cells and checks; the rounds before it replayed from the folder's cell
+        files. Where every round is done, the last one."""
+        config = self.config
+        plateau = config.budget.plateau if config.budget.check == "on" else None
+        now: Round | None = Round({}, {})
+        while True:
+            cells, checks = self.cells_and_checks(now.raised, now.seeds)
+            if any(cell.key not in done for cell in cells + checks):
+                return now, cells, checks
+            tables = store.check_tables([c.key for c in cells], [c.key for c in checks], plateau, now.raised)
+            following = next_round(config, *tables, now)[0]
+            if following is None:
+                return now, cells, checks
+            now = following
+
+    def worst_case(self) -> list[Cell]:
+        """Every cell and check of the run's worst case: each check reading budget.max_check_seeds
+        seeds, at every budget the raises reach while every group keeps rising (each cell once)."""
+        grid = self.cells()
+        seeds = every_seed_added(self.config, grid, self.n_val)
+        rounds = [{}, *worst_case_raises(self.config, grid)]
+        cells = [cell for raised in rounds for part in self.cells_and_checks(raised, seeds) for cell in part]
+        return list({cell.key: cell for cell in cells}.values())
 
 
 def resolve_grid(

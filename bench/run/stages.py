@@ -111,7 +111,8 @@ def cell_columns(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
     """The cell stage: ``cell_record`` and what the cell runs on (its data's sizes, its budget, the
     device and precision), as it starts."""
     link = "budget_check_of" if cell.is_budget_check else "generator_check_of"
-    check = {link: cell.check_of} if cell.is_check else {}
+    check = {link: cell.check_of} if cell.check_of else {}
+    seed = {"check_seed": True} if cell.check_seed else {}
     stacked = {"stacked_fit": cell.generator_group} if cell.stacked_replicates else {}
     runs_on = {
         "num_classes": dataset.num_classes,
@@ -123,6 +124,7 @@ def cell_columns(cell: Cell, dataset: Dataset, split: Split, device: torch.devic
         "precision": cell.precision or device_precision(device),
         "started": provenance.now(),
         **check,
+        **seed,
         **stacked,
     }
     return {**cell_record(cell, revision), **written_by("cell", runs_on)}

@@ -308,6 +308,25 @@ class RunStore:
         """The keys of every cell in the folder, done or failed."""
         return set(self._scan())
 
+    def check_tables(
+        self, grid_keys: list[str], check_keys: list[str], plateau: float | None, raised: Budgets | None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """budget.csv's and generator.csv's tables as ``write_tables`` would write them now, without
+        writing anything (a run counting the work left before it claims its folder)."""
+        return self._checked_results(self.records(grid_keys), check_keys, plateau, raised)[1:]
+
+    def _checked_results(
+        self, records: list[dict], check_keys: list[str], plateau: float | None, raised: Budgets | None
+    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """The grid's rows (``records`` without their curves) and their budget and generator checks."""
+        results = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in records])
+        check_records = self.records(list(check_keys))
+        return (
+            results,
+            outcomes(results, check_records, plateau, raised),
+            generator_outcomes(results, check_records, plateau),
+        )
+
     def write_tables(
         self,
         grid_keys: list[str],
@@ -321,10 +340,7 @@ class RunStore:
         budgets the run raised, and where they started) from the cell files. Cells outside the grid
         are not read."""
         records = self.records(grid_keys)
-        results = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in records])
-        check_records = self.records(list(check_keys))
-        checks = outcomes(results, check_records, plateau, raised)
-        generators = generator_outcomes(results, check_records, plateau)
+        results, checks, generators = self._checked_results(records, check_keys, plateau, raised)
         results = results.drop(columns=list(CELL_FILES_ONLY), errors="ignore")
         results = with_outcomes(results, checks, generators)
         results = _in_declared_order(normalize_results(_param_columns(results)))
