@@ -146,11 +146,17 @@ def budget_lines(budget: pd.DataFrame, facts: CheckFacts) -> list[str]:
         if len(resolution)
         else ""
     )
+    added = (
+        " (the run added seeds where a group's first ones did not resolve the plateau, those beyond the "
+        "protocol's trained for the check alone)"
+        if len(seeds) > 1
+        else ""
+    )
     head = (
         f"Budget check: {len(converged)} of {len(budget)} groups (data set, regime, classifier, strategy) "
         f"converged (a group converged where training its first {' or '.join(map(str, seeds))} seed(s) at "
-        f"twice the budget gained less than {facts.plateau:g} pp of validation accuracy, by a check that "
-        f"could see a {facts.plateau:g}-pp gain{read})."
+        f"twice the budget{added} gained less than {facts.plateau:g} pp of validation accuracy, by a check "
+        f"that could see a {facts.plateau:g}-pp gain{read})."
     )
     head += raised_sentence(budget)
     rest = undertrained(budget)

@@ -86,8 +86,8 @@ def test_cell_key_is_stable():
     [
         (
             "budget.scal=1",
-            "unknown config field budget.scal; budget fields: check, check_seeds, floor, max_steps, plateau, "
-            "scale, search, steps",
+            "unknown config field budget.scal; budget fields: check, check_seeds, floor, max_check_seeds, "
+            "max_steps, plateau, scale, search, steps",
         ),
         ("colour=red", "unknown config field colour"),
         ("seeds.x=1", "config field seeds has no sub-fields"),

@@ -14,7 +14,14 @@ def test_a_resume_reads_each_cell_file_once(tmp_path, cli, monkeypatch):
             "strategies": ["none", "identity"],
             "classifiers": ["mlp"],
             "seeds": 3,
-            "budget": {"scale": 0.05, "check": "on", "plateau": 4, "check_seeds": 2, "max_steps": 15},
+            "budget": {  # 2 checked seeds and no more, the budget never raised
+                "scale": 0.05,
+                "check": "on",
+                "plateau": 4,
+                "check_seeds": 2,
+                "max_check_seeds": 2,
+                "max_steps": 15,
+            },
         },
     )
     out = tmp_path / "run"

@@ -22,8 +22,8 @@ def _cells(out):
 
 
 def test_killed_run_resumes_with_each_cell_exactly_once(tmp_path):
-    # a check of 2 seeds resolves 4 pp on 100 validation images; 90 steps: the budget, never raised
-    budget = {"scale": 0.3, "plateau": 4, "check_seeds": 2, "max_steps": 90}
+    # a check of 2 seeds and no more; 90 steps: the budget, never raised
+    budget = {"scale": 0.3, "plateau": 4, "check_seeds": 2, "max_check_seeds": 2, "max_steps": 90}
     config = tiny_config_with(tmp_path, {"seeds": 3, "budget": budget, "workers": 2})
     out = tmp_path / "run"
     command = [sys.executable, "-m", "bench.cli", "run", config, "--out", str(out)]
