@@ -527,7 +527,14 @@ def test_a_gan_at_a_tenth_of_its_steps_is_not_called_converged_by_the_generator_
         **CHECKED,
         "regimes": [10],
         "strategies": ["none", {"name": "gan", "params": {"steps": 300, "ratio": 1.0}}],
-        "budget": {"scale": 0.4, "check": "on", "plateau": 2, "check_seeds": 1, "max_steps": 120},
+        "budget": {
+            "scale": 0.4,
+            "check": "on",
+            "plateau": 2,
+            "check_seeds": 1,
+            "max_check_seeds": 1,
+            "max_steps": 120,
+        },
     }
     code, out, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
     assert code == 0, err
