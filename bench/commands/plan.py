@@ -51,9 +51,10 @@ def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
     holds its search; else at the recipe's, and the search, which ``plan`` does not run, is said)."""
     config, device = checked.config, checked.device
     resolved = resolve_grid(config, checked.hashes, checked.n_val, device, out / "cache", search=False)
-    done = RunStore(out).done_keys(retry_failed)
-    _, grid, checks = resolved.round_left(RunStore(out), done)
-    cells = grid + checks
+    store = RunStore(out)
+    done = store.done_keys(retry_failed)
+    cells = resolved.replayed(store)
+    grid = resolved.cells()
     if config.budget.steps == "auto" and not resolved.auto:
         print(
             f"augbench: budget.steps: auto is not searched yet in {out}: `run` searches first "
@@ -64,7 +65,7 @@ def _plan(checked: Checked, out: Path, retry_failed: bool = False) -> Plan:
         )
     workers = workers_for(config, device, len([c for c in cells if c.key not in done]))
     found = make_plan(config, cells, done, out / "cache", device, workers, checked.data_seconds)
-    if checks:
+    if config.budget.check == "on":
         every = list({cell.key: cell for cell in cells + resolved.worst_case()}.values())
         worst = make_plan(config, every, done, out / "cache", device, workers, checked.data_seconds)
         found.worst_case = (

@@ -60,8 +60,7 @@ def run_experiment(
     done = store.done_keys(retry_failed)
     # the cells and checks left to run at the steps `auto` found, where the folder's cache holds its search
     known = resolve_grid(config, hashes, checked.n_val, device, store.root / "cache", False, _quiet)
-    _, cells, checks = known.round_left(store, done)
-    workers = workers_for(config, device, len([c for c in cells + checks if c.key not in done]))
+    workers = workers_for(config, device, len([c for c in known.replayed(store) if c.key not in done]))
     executor = make_executor(device, workers, config.executor)
     with (
         executor.session(),
@@ -93,7 +92,8 @@ def run_experiment(
                     )
                 )
                 done |= {cell.key for cell in grid + checks}  # a later round runs none of them again
-                now, said = next_round(config, read_budget(store.root), read_generators(store.root), now)
+                tables = read_budget(store.root), read_generators(store.root)
+                now, said = next_round(config, checked.n_val, *tables, now)
                 for line in said:
                     print(line, file=sys.stderr)
             errored = sorted(errors & {cell.key for cell in grid + checks})  # those of the final grid

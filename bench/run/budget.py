@@ -140,16 +140,16 @@ def check_resolvable(config: BenchConfig, n_val: dict[str, int]) -> None:
     budget = config.budget
     if budget.check == "off":
         return
-    if "auto" not in (budget.check_seeds, budget.max_check_seeds) and int(budget.max_check_seeds) < int(
-        budget.check_seeds
-    ):
-        raise UserError(
-            f"config field budget.max_check_seeds: {budget.max_check_seeds} is below budget.check_seeds "
-            f"({budget.check_seeds}); give at least {budget.check_seeds} (as many: never add seeds)"
-        )
     plateau = budget.plateau
     for title, n in n_val.items():
-        seeds = max_check_seeds(config, check_replicates(n, plateau, config.seeds, budget.check_seeds))
+        start = check_replicates(n, plateau, config.seeds, budget.check_seeds)
+        if budget.max_check_seeds != "auto" and int(budget.max_check_seeds) < start:
+            raise UserError(
+                f"config field budget.max_check_seeds: {budget.max_check_seeds} is below the {start} seed(s) "
+                f"each check starts with on {title} (budget.check_seeds: {budget.check_seeds}); give at "
+                f"least {start} (as many: never add seeds)"
+            )
+        seeds = max_check_seeds(config, start)
         best = best_resolution_pp(n, seeds, plateau)
         if best > plateau:
             raise UserError(
@@ -254,24 +254,34 @@ def clearly_rising(row, plateau: float) -> bool:
 
 
 def more_check_seeds(
-    config: BenchConfig, budget: pd.DataFrame, generators: pd.DataFrame, seeds: CheckSeeds
+    config: BenchConfig, budget: pd.DataFrame, generators: pd.DataFrame, now: "Round", starts: dict[str, int]
 ) -> tuple[CheckSeeds, list[str]]:
     """One more round of added seeds: each group whose budget or generator check (budget.csv,
     generator.csv) read its gain less sharply than the plateau, and not clearly rising
-    (``clearly_rising``), gets the seeds that its measured spread asks for (the resolution falls as
-    the square root of the seeds), at least one more and at most budget.max_check_seeds. Only a
-    resolved check is converged, so the seeds it adds can err towards more training alone. Returns
-    the seeds per check (``seeds`` where none is added) and a line per check that gets more."""
-    plateau, more, said = config.budget.plateau, dict(seeds), []
+    (``clearly_rising``), gets the seeds that its measured spread asks for on top of those it asked
+    (the resolution falls as the square root of the seeds; a failed check cell is replaced so),
+    at least one more and at most budget.max_check_seeds. A (data set, regime, classifier) whose
+    raise is already decided (``decided_rising``) gets none: its budget doubles anyway. ``starts``:
+    each data set's first check seeds. Only a resolved check is converged, so the seeds added can
+    err towards more training alone. Returns the seeds per check (``now.seeds`` where none is
+    added) and a line per check that gets more."""
+    plateau, more, said = config.budget.plateau, dict(now.seeds), []
+    raising = decided_rising(budget, plateau)
     for kind, table in (("budget", budget), ("generator", generators)):
         for row in table.itertuples() if len(table) else ():
             checked = int(row.checked_seeds)
-            if not checked or not row.resolution_pp > plateau or clearly_rising(row, plateau):
-                continue
             group = (row.dataset, str(row.regime), row.classifier, row.strategy)
-            asked = seeds.get((kind, group), checked)
+            if (
+                not checked
+                or not row.resolution_pp > plateau
+                or clearly_rising(row, plateau)
+                or group[:3] in raising
+            ):
+                continue
+            asked = now.seeds.get((kind, group), starts[row.dataset])
             most = max_check_seeds(config, asked)
-            wanted = min(most, max(checked + 1, math.ceil(checked * (row.resolution_pp / plateau) ** 2)))
+            needed = math.ceil(checked * (row.resolution_pp / plateau) ** 2)
+            wanted = min(most, asked + max(1, needed - checked))
             if wanted <= asked:
                 continue
             more[kind, group] = wanted
@@ -281,6 +291,19 @@ def more_check_seeds(
                 f"plateau: read again on {wanted} seeds"
             )
     return more, said
+
+
+def decided_rising(budget: pd.DataFrame, plateau: float) -> set[tuple[str, str, str]]:
+    """The (data set, regime, classifier) triples with a group whose check is rising by a resolved
+    check or clearly (``clearly_rising``): the run raises their budget whatever more seeds would read."""
+    if not len(budget):
+        return set()
+    rising = budget[budget["outcome"] == RISING]
+    return {
+        (row.dataset, str(row.regime), row.classifier)
+        for row in rising.itertuples()
+        if row.resolution_pp <= plateau or clearly_rising(row, plateau)
+    }
 
 
 def validation_sizes(config: BenchConfig, datasets: dict[str, Dataset]) -> dict[str, int]:
@@ -532,12 +555,21 @@ class Round(NamedTuple):
 
 
 def next_round(
-    config: BenchConfig, budget: pd.DataFrame, generators: pd.DataFrame, now: Round
+    config: BenchConfig,
+    n_val: dict[str, int],
+    budget: pd.DataFrame,
+    generators: pd.DataFrame,
+    now: Round,
 ) -> tuple[Round | None, list[str]]:
     """After a round of the run (its budget.csv and generator.csv): first more seeds for the checks
     that did not resolve the plateau (``more_check_seeds``), else the budgets still rising raised
-    (``raise_budgets``); None where neither is left. Also the lines that say so."""
-    seeds, said = more_check_seeds(config, budget, generators, now.seeds)
+    (``raise_budgets``; the seeds added so far carry over to the raised budget); None where neither
+    is left. Also the lines that say so. ``n_val``: each data set's validation images."""
+    b = config.budget
+    starts = {
+        title: check_replicates(n, b.plateau, config.seeds, b.check_seeds) for title, n in n_val.items()
+    }
+    seeds, said = more_check_seeds(config, budget, generators, now, starts)
     if seeds != now.seeds:
         return Round(now.raised, seeds), said
     raised, said = raise_budgets(config, budget, now.raised)
@@ -783,7 +815,7 @@ def read_budget(run_dir: Path, name: str = "budget.csv") -> pd.DataFrame:
     path = Path(run_dir) / name
     if not path.is_file() or path.stat().st_size <= 1:
         return pd.DataFrame(columns=GROUP + ["outcome"])
-    return pd.read_csv(path, dtype={"regime": str})
+    return pd.read_csv(path, dtype=dict.fromkeys(GROUP, str))
 
 
 def read_generators(run_dir: Path) -> pd.DataFrame:

@@ -270,8 +270,9 @@ class Cell:
 
     @property
     def evaluator_group(self) -> tuple | None:
-        """What the replicate's quality evaluator and references depend on (None without quality)."""
-        return self.fit_key_parts if self.quality.enabled else None
+        """What the replicate's quality evaluator and references depend on (None without quality, and
+        for a check, which measures none)."""
+        return self.fit_key_parts if self.quality.enabled and not self.is_check else None
 
     @property
     def generator_key(self) -> str | None:
@@ -301,10 +302,11 @@ class Cell:
 
     @property
     def quality_group(self) -> tuple | None:
-        """What the strategy's quality row depends on: every classifier of the cell shares it."""
+        """What the strategy's quality row depends on: every classifier of the cell shares it (None
+        without quality, and for a check)."""
         return (
             (self.fit_data_parts, self.strategy.name, canonical_json(self.strategy.params))
-            if self.quality.enabled
+            if self.quality.enabled and not self.is_check
             else None
         )
 

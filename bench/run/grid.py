@@ -56,22 +56,22 @@ class Grid:
         )
         return grid, list({cell.key: cell for cell in checks}.values())  # a check seed both checks read, once
 
-    def round_left(self, store: RunStore, done: set[str]) -> tuple[Round, list[Cell], list[Cell]]:
-        """A run's first round (raised budgets, seeds added to checks) with a cell or check not in
-        ``done``, and its cells and checks; the rounds before it replayed from the folder's cell
-        files. Where every round is done, the last one."""
-        config = self.config
+    def replayed(self, store: RunStore) -> list[Cell]:
+        """Every cell and check of a run's rounds (raised budgets, seeds added to checks) up to the
+        first one that the folder's cell files do not hold whole (every round where they hold all),
+        each once; the rounds before it replayed from those files as ``run`` would decide them."""
+        config, recorded = self.config, store.cell_keys()
         plateau = config.budget.plateau if config.budget.check == "on" else None
         now: Round | None = Round({}, {})
-        while True:
+        found: dict[str, Cell] = {}
+        while now is not None:
             cells, checks = self.cells_and_checks(now.raised, now.seeds)
-            if any(cell.key not in done for cell in cells + checks):
-                return now, cells, checks
+            found.update({cell.key: cell for cell in cells + checks})
+            if any(cell.key not in recorded for cell in cells + checks):
+                break
             tables = store.check_tables([c.key for c in cells], [c.key for c in checks], plateau, now.raised)
-            following = next_round(config, *tables, now)[0]
-            if following is None:
-                return now, cells, checks
-            now = following
+            now = next_round(config, self.n_val, *tables, now)[0]
+        return list(found.values())
 
     def worst_case(self) -> list[Cell]:
         """Every cell and check of the run's worst case: each check reading budget.max_check_seeds
