@@ -194,6 +194,9 @@ def test_a_check_that_could_not_see_the_plateau_is_unresolved_and_refused(tmp_pa
     facts = CheckFacts(plateau=1.0, val_per_class=40)
     said = describe_groups(blunt, facts)
     assert "unresolved" in said and "budget.max_check_seeds:" in said and "split.val_per_class:" in said
+    # a spread that no seed count the config takes could resolve: no seed count is suggested
+    hopeless = describe_groups(blunt.assign(resolution_pp=20.0), facts)
+    assert "budget.max_check_seeds" not in hopeless and "split.val_per_class:" in hopeless
 
 
 def test_a_run_whose_check_is_unresolved_says_what_would_resolve_it_and_the_leaderboard_refuses_it(

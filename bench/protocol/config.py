@@ -120,11 +120,14 @@ def _max_steps(value: Any, where: str) -> str:
     return str(check_number(value, f"config field {where}", int, 1, 100_000_000))
 
 
+MOST_CHECK_SEEDS = 100  # budget.check_seeds and budget.max_check_seeds take at most this many
+
+
 def _check_seeds(value: Any, where: str) -> str:
-    """auto, or a whole number of seeds from 1 to 100 (kept as text: the field's one type)."""
+    """auto, or a whole number of seeds from 1 to MOST_CHECK_SEEDS (kept as text: the field's one type)."""
     if value == "auto":
         return value
-    return str(check_number(value, f"config field {where}", int, 1, 100))
+    return str(check_number(value, f"config field {where}", int, 1, MOST_CHECK_SEEDS))
 
 
 @dataclass(frozen=True, kw_only=True)

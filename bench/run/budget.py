@@ -38,7 +38,7 @@ from bench.core.strategy import StrategyEntry
 from bench.data.sets import Dataset
 from bench.data.splits import make_split
 from bench.models.suite import SUITE_VERSION
-from bench.protocol.config import BenchConfig
+from bench.protocol.config import MOST_CHECK_SEEDS, BenchConfig
 from bench.run.cell import Cell, data_of
 from bench.run.stages import train_cell, validation_accuracy
 from bench.training.metrics import read_correct_bits
@@ -474,9 +474,9 @@ def what_resolves(row, facts: CheckFacts) -> str:
     or a larger plateau (the resolution falls as the square root of either count)."""
     factor = (row.resolution_pp / facts.plateau) ** 2
     seeds = math.ceil(row.checked_seeds * factor)
+    more = f"budget.max_check_seeds: {seeds}, or " if seeds <= MOST_CHECK_SEEDS else ""
     return (
-        f"budget.max_check_seeds: {seeds}, or split.val_per_class: "
-        f"{math.ceil(facts.val_per_class * factor)}, or budget.plateau: "
+        f"{more}split.val_per_class: {math.ceil(facts.val_per_class * factor)}, or budget.plateau: "
         f"{math.ceil(10 * row.resolution_pp) / 10:g}"
     )
 
