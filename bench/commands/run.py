@@ -20,6 +20,7 @@ from bench.run.budget import (
     CheckFacts,
     Round,
     budget_summary,
+    checked_plateau,
     generator_summary,
     next_round,
     read_budget,
@@ -212,7 +213,7 @@ def _run_grid(
         results = store.write_tables(
             [c.key for c in grid],
             [c.key for c in checks],
-            config.budget.plateau if config.budget.check == "on" else None,
+            checked_plateau(config),
             raised,
         )
         store.add_provenance(

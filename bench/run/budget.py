@@ -126,6 +126,17 @@ def check_replicates(n_val: int, plateau: float, seeds: int, asked: str = "auto"
     return min(seeds, wanted)
 
 
+def first_check_seeds(config: BenchConfig, n_val: int) -> int:
+    """The seeds each group's check starts with on a data set of ``n_val`` validation images."""
+    budget = config.budget
+    return check_replicates(n_val, budget.plateau, config.seeds, budget.check_seeds)
+
+
+def checked_plateau(config: BenchConfig) -> float | None:
+    """The plateau the checks read against (None: budget.check is off)."""
+    return config.budget.plateau if config.budget.check == "on" else None
+
+
 def max_check_seeds(config: BenchConfig, start: int) -> int:
     """The most seeds a group's check reads (budget.max_check_seeds), never fewer than it starts with."""
     asked = config.budget.max_check_seeds
@@ -135,14 +146,14 @@ def max_check_seeds(config: BenchConfig, start: int) -> int:
 def check_resolvable(config: BenchConfig, n_val: dict[str, int]) -> None:
     """Refuse a plateau that the check can never resolve on a data set's validation images, even with
     the most seeds it may read (budget.max_check_seeds) and two models that differ only where one
-    gained, and a budget.max_check_seeds below budget.check_seeds (UserError naming the field and
-    what would do)."""
+    gained, and a budget.max_check_seeds below the seeds a check starts with (UserError naming the
+    field and what would do)."""
     budget = config.budget
     if budget.check == "off":
         return
     plateau = budget.plateau
     for title, n in n_val.items():
-        start = check_replicates(n, plateau, config.seeds, budget.check_seeds)
+        start = first_check_seeds(config, n)
         if budget.max_check_seeds != "auto" and int(budget.max_check_seeds) < start:
             raise UserError(
                 f"config field budget.max_check_seeds: {budget.max_check_seeds} is below the {start} seed(s) "
@@ -168,7 +179,7 @@ def resolution_note(config: BenchConfig, n_val: dict[str, int]) -> str:
         return "budget check off"
     plateau, parts = config.budget.plateau, []
     for title, n in n_val.items():
-        seeds = check_replicates(n, plateau, config.seeds, config.budget.check_seeds)
+        seeds = first_check_seeds(config, n)
         best = best_resolution_pp(n, seeds, plateau)
         most = max_check_seeds(config, seeds)
         added = f" (up to {most} where that first read does not resolve it)" if most > seeds else ""
@@ -200,11 +211,9 @@ def _checked(
     protocol's seeds after the grid's; none with ``budget.check: off``."""
     if config.budget.check == "off":
         return []
-    budget = config.budget
 
     def wanted(cell: Cell) -> int:
-        start = check_replicates(n_val[cell.dataset.title], budget.plateau, config.seeds, budget.check_seeds)
-        return seeds.get((kind, group_of(cell)), start)
+        return seeds.get((kind, group_of(cell)), first_check_seeds(config, n_val[cell.dataset.title]))
 
     checked = [cell for cell in grid if cell.replicate < wanted(cell)]
     firsts = [cell for cell in grid if cell.replicate == 0]
@@ -229,19 +238,18 @@ def generator_checks(
     """The generator checks of a grid: for each group whose strategy fits a generator, the cells of
     the seeds its check reads with the generator fitted alone at twice its steps (a cached fit of its
     own, keyed like any fit), and the check seeds themselves at the budget."""
-    checked = [c for c in _checked(config, grid, n_val, "generator", seeds or {}) if c.generator_check()]
-    checks = [replace(cell.generator_check(), stacked_replicates=()) for cell in checked]
-    return [cell for cell in checked if cell.check_seed] + checks
+    doubled = [
+        (cell, cell.generator_check()) for cell in _checked(config, grid, n_val, "generator", seeds or {})
+    ]
+    doubled = [(cell, check) for cell, check in doubled if check is not None]
+    checks = [replace(check, stacked_replicates=()) for _, check in doubled]
+    return [cell for cell, _ in doubled if cell.check_seed] + checks
 
 
 def every_seed_added(config: BenchConfig, grid: list[Cell], n_val: dict[str, int]) -> CheckSeeds:
     """The worst case of added seeds: every check of every group of ``grid`` at budget.max_check_seeds."""
-    budget = config.budget
     return {
-        (kind, group_of(cell)): max_check_seeds(
-            config,
-            check_replicates(n_val[cell.dataset.title], budget.plateau, config.seeds, budget.check_seeds),
-        )
+        (kind, group_of(cell)): max_check_seeds(config, first_check_seeds(config, n_val[cell.dataset.title]))
         for cell in grid
         for kind in ("budget", "generator")
     }
@@ -565,10 +573,7 @@ def next_round(
     that did not resolve the plateau (``more_check_seeds``), else the budgets still rising raised
     (``raise_budgets``; the seeds added so far carry over to the raised budget); None where neither
     is left. Also the lines that say so. ``n_val``: each data set's validation images."""
-    b = config.budget
-    starts = {
-        title: check_replicates(n, b.plateau, config.seeds, b.check_seeds) for title, n in n_val.items()
-    }
+    starts = {title: first_check_seeds(config, n) for title, n in n_val.items()}
     seeds, said = more_check_seeds(config, budget, generators, now, starts)
     if seeds != now.seeds:
         return Round(now.raised, seeds), said
@@ -763,8 +768,7 @@ def search_steps(
 
 def _search_seeds(cell: Cell) -> int:
     """The seeds the search reads: those the budget check checks."""
-    budget, n_val = cell.protocol.budget, len(data_of(cell)[1].val)
-    return check_replicates(n_val, budget.plateau, cell.protocol.seeds, budget.check_seeds)
+    return first_check_seeds(cell.protocol, len(data_of(cell)[1].val))
 
 
 def _mean(values: list[float]) -> float:

@@ -16,6 +16,7 @@ from bench.run.budget import (
     Round,
     auto_steps,
     budget_checks,
+    checked_plateau,
     every_seed_added,
     generator_checks,
     next_round,
@@ -61,7 +62,7 @@ class Grid:
         first one that the folder's cell files do not hold whole (every round where they hold all),
         each once; the rounds before it replayed from those files as ``run`` would decide them."""
         config, recorded = self.config, store.cell_keys()
-        plateau = config.budget.plateau if config.budget.check == "on" else None
+        plateau = checked_plateau(config)
         now: Round | None = Round({}, {})
         found: dict[str, Cell] = {}
         while now is not None:
