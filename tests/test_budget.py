@@ -20,6 +20,7 @@ from bench.run.budget import (
     budget_checks,
     check_replicates,
     describe_groups,
+    generator_outcomes,
     more_check_seeds,
     outcome,
     outcomes,
@@ -175,6 +176,21 @@ def test_a_strategy_still_rising_is_flagged_on_its_side():
     results = rows.merge(table.rename(columns={"outcome": "budget_check"})[["strategy", "budget_check"]])
     verdict = comparison_table(results).set_index("strategy").loc["heavy", "verdict"]
     assert verdict == "undertrained (strategy still rising)"  # +5 pp on every seed, yet not counted better
+
+
+def test_the_generator_check_reports_what_the_doubled_fit_took_also_where_a_check_loaded_it():
+    """A check cell that loads its doubled fit from the cache spends a fraction of a second on it
+    (its ``fit_seconds``); the table shows what the fit itself took (``generator_fit_seconds``)."""
+    rows = pd.DataFrame(_rows("vae")).assign(generator_steps=1000)
+    fits = {0: (290.0, 289.7), 1: (0.06, 291.4)}  # seed 1's check found seed 1's doubled fit cached
+    checks = [
+        {**_check(f"vae{r}", 321), "generator_check_of": f"vae{r}", "budget_check_of": None}
+        | {"budget_steps": 100, "generator_steps": 2000, "fit_seconds": cell, "generator_fit_seconds": fit}
+        for r, (cell, fit) in fits.items()
+    ]
+    table = generator_outcomes(rows, checks, plateau=1.0)
+    assert table["check_generator_steps"].iloc[0] == 2000 and table["checked_seeds"].iloc[0] == 2
+    assert table["fit_seconds_doubled"].iloc[0] == pytest.approx(291.4)
 
 
 def test_a_check_that_could_not_see_the_plateau_is_unresolved_and_refused(tmp_path, cli):

@@ -414,7 +414,8 @@ def generator_outcomes(rows: pd.DataFrame, checks: list[dict], plateau: float | 
     """Per group whose strategy fits a generator (its rows carry ``generator_steps``): the generator
     check's checked seeds, the generator's steps and the doubled ones, the mean validation gain of
     the classifier from doubling them (pp), the resolution, the outcome (as for the budget check)
-    and what a doubled fit took (``fit_seconds_doubled``, mean over the checks that fitted it)."""
+    and what a doubled fit took (``fit_seconds_doubled``: the longest, as the fit recorded it, also
+    where a check cell loaded it from the cache)."""
     found = _read_checks(rows, checks, "generator_check_of")
     if rows.empty or "generator_steps" not in rows:
         return _typed([], GENERATOR_COLUMNS, ["generator_steps", "check_generator_steps"])
@@ -422,7 +423,7 @@ def generator_outcomes(rows: pd.DataFrame, checks: list[dict], plateau: float | 
     table = []
     for group in generative[GROUP].drop_duplicates().itertuples(index=False):
         read = found.get(tuple(group), [])
-        fits = [c.get("fit_seconds") for _, c, _ in read if c.get("fit_seconds")]
+        fits = [c.get("generator_fit_seconds") for _, c, _ in read if c.get("generator_fit_seconds")]
         steps = generative[(generative[GROUP] == pd.Series(dict(zip(GROUP, group)))).all(axis=1)]
         table.append(
             {
