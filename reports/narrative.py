@@ -265,6 +265,7 @@ def _comparisons(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFr
         if undertrained_rows
         else []
     )
+    controlled = against_control(pd.DataFrame() if controls is None else controls)
     if compared.empty:
         return (
             held_back
@@ -272,6 +273,7 @@ def _comparisons(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFr
                 f"No strategy could be compared with `{BASELINE}`: the run needs `{BASELINE}` and at "
                 "least two paired seeds per cell, with both sides converged by a resolved budget check."
             ]
+            + controlled
             + _generators_still_improving(results)
             + failure_lines(results)
         )
@@ -308,7 +310,7 @@ def _comparisons(table: pd.DataFrame, results: pd.DataFrame, controls: pd.DataFr
                 f"{best['strategy']} {_pct(best['delta_mean'])})."
             )
     lines += _unseen(compared[compared["verdict"] == "no significant difference"])
-    lines += against_control(pd.DataFrame() if controls is None else controls)
+    lines += controlled
     lines += _generators_still_improving(results)
     association = quality_vs_gain(results)
     if association:

@@ -271,3 +271,39 @@ def test_the_control_table_takes_every_control_of_the_run_and_names_the_stronges
     for row in undecided.itertuples():
         assert f"{row.verdict} from {row.control} (" in "\n".join(lines)
         assert f"its test could see {100 * row.mde:.1f} pp or more" in "\n".join(lines)
+
+
+def test_what_the_run_says_decides_the_controls_also_where_none_could_not_be_compared():
+    """The comparison with the controls needs the strategy and its controls converged, not `none`:
+    where `none`'s check is unresolved, "What this run says" still states it."""
+    from reports.narrative import findings
+    from reports.tables import comparison_table, control_table
+
+    accuracy = {"none": [0.70, 0.72, 0.71], "fixmatch": [0.90, 0.91, 0.92], "vae-pool": [0.78, 0.75, 0.80]}
+    results = pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "regime": "10",
+                "classifier": "cnn",
+                "strategy": s,
+                "strategy_name": s.replace("-pool", ""),
+                "fit_data": "labelled" if s == "none" else "labelled+pool",
+                "control": s == "fixmatch",
+                "replicate": k,
+                "status": "ok",
+                "test_accuracy": a,
+                "gap_accuracy": 0.1,
+                "gap_loss": 0.1,
+                "budget_check": "unresolved" if s == "none" else "converged",
+            }
+            for s, values in accuracy.items()
+            for k, a in enumerate(values)
+        ]
+    )
+    table, controls = comparison_table(results), control_table(results)
+    assert table.loc[table["strategy"] != "none", "verdict"].str.startswith("undertrained").all()
+    assert controls["verdict"].iloc[0] == "worse"
+    said = "\n".join(findings(table, results, controls))
+    assert "No strategy could be compared with `none`" in said
+    assert "vae-pool saw the unlabelled pool; worse than fixmatch" in said
