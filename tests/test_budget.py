@@ -22,6 +22,7 @@ from bench.run.budget import (
     describe_groups,
     generator_outcomes,
     more_check_seeds,
+    next_round,
     outcome,
     outcomes,
     read_budget,
@@ -323,6 +324,34 @@ def test_a_check_adds_the_seeds_its_spread_asks_for_unless_it_clearly_rises():
         (3, True, True),
     ]
     assert checks[4].check_of == checks[0].key and len({c.key for c in checks + grid}) == 8
+
+
+def test_a_raised_budget_checks_from_its_first_seeds_again():
+    """Seeds added at 100 steps do not carry to the raised 200: the spread there decides them. The
+    checks of a triple that was not raised keep theirs (their cells are the same)."""
+    config = parse_config({**TINY_CONFIG, **CHECKED, "budget": {"check": "on", "max_check_seeds": 10}})
+    columns = ["classifier", "strategy", "val_gain_pp", "resolution_pp", "outcome"]
+    rows = [("mlp", "up", 2.0, 0.8, "rising"), ("cnn", "flat", 0.1, 0.9, "converged")]
+    budget = pd.DataFrame(
+        [
+            {
+                "dataset": "digits",
+                "regime": 5,
+                "checked_seeds": 6,
+                "budget_steps": 100,
+                **dict(zip(columns, row)),
+            }
+            for row in rows
+        ]
+    )
+    added = {
+        ("budget", ("digits", "5", "mlp", "up")): 6,
+        ("generator", ("digits", "5", "mlp", "gan")): 6,
+        ("budget", ("digits", "5", "cnn", "flat")): 6,
+    }
+    after, said = next_round(config, {"digits": 100}, budget, pd.DataFrame(), Round({}, added))
+    assert after.raised == {("digits", 5, "mlp"): (100, 200)} and "again at 200" in said[0]
+    assert after.seeds == {("budget", ("digits", "5", "cnn", "flat")): 6}
 
 
 def test_a_paired_resolution_is_at_most_the_unpaired_one_on_the_same_models(tmp_path, cli):

@@ -572,14 +572,20 @@ def next_round(
 ) -> tuple[Round | None, list[str]]:
     """After a round of the run (its budget.csv and generator.csv): first more seeds for the checks
     that did not resolve the plateau (``more_check_seeds``), else the budgets still rising raised
-    (``raise_budgets``; the seeds added so far carry over to the raised budget); None where neither
-    is left. Also the lines that say so. ``n_val``: each data set's validation images."""
+    (``raise_budgets``); None where neither is left. Also the lines that say so. The checks of a
+    raised (data set, regime, classifier) start again at their first seeds: the spread at the new
+    budget, not the one read at the old, decides the seeds they add, and a budget that keeps rising
+    is raised again without reading the old budget's seed count first. ``n_val``: each data set's
+    validation images."""
     starts = {title: first_check_seeds(config, n) for title, n in n_val.items()}
     seeds, said = more_check_seeds(config, budget, generators, now, starts)
     if seeds != now.seeds:
         return Round(now.raised, seeds), said
     raised, said = raise_budgets(config, budget, now.raised)
-    return (Round(raised, now.seeds) if raised != now.raised else None), said
+    if raised == now.raised:
+        return None, said
+    moved = {tuple(map(str, triple)) for triple, steps in raised.items() if now.raised.get(triple) != steps}
+    return Round(raised, {check: n for check, n in now.seeds.items() if check[1][:3] not in moved}), said
 
 
 def worst_case_raises(config: BenchConfig, grid: list[Cell]) -> list[Budgets]:
