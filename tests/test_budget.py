@@ -296,9 +296,12 @@ def test_a_check_adds_the_seeds_its_spread_asks_for_unless_it_clearly_rises():
         ("budget", (*key, "up")): 8,  # 2 x (2.0 / 1)^2, whichever way an unclear gain went
         ("budget", (*key, "down")): 8,
         ("budget", (*key, "blunt")): 10,  # 50 asked, budget.max_check_seeds allows 10
-        ("generator", (*key, "gan")): 5,  # ceil(2 x 1.5^2)
+    }  # the generator check waits for its triple's budget to settle
+    assert len(said) == 3
+    settled = budget[budget["strategy"].isin(["sharp", "steep"])]
+    assert more_check_seeds(config, settled, generators, Round({}, {}), {"digits": 2})[0] == {
+        ("generator", (*key, "gan")): 5  # ceil(2 x 1.5^2)
     }
-    assert len(said) == 4
     # read again on 8 seeds, one of whose cells failed: 7 read to within 1.1 pp need 9 read, 2 more
     again = table({"strategy": "up", "val_gain_pp": 0.0, "resolution_pp": 1.1, "outcome": "unresolved"})
     again["checked_seeds"] = 7

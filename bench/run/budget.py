@@ -269,12 +269,14 @@ def more_check_seeds(
     (``clearly_rising``), gets the seeds that its measured spread asks for on top of those it asked
     (the resolution falls as the square root of the seeds; a failed check cell is replaced so),
     at least one more and at most budget.max_check_seeds. A (data set, regime, classifier) whose
-    raise is already decided (``decided_rising``) gets none: its budget doubles anyway. ``starts``:
-    each data set's first check seeds. Only a resolved check is converged, so the seeds added can
-    err towards more training alone. Returns the seeds per check (``now.seeds`` where none is
-    added) and a line per check that gets more."""
+    raise is already decided (``decided_rising``) gets none: its budget doubles anyway. A generator
+    check gets seeds only where every budget check of its triple is converged: it reads the
+    classifier at the budget the run ends at, and seeds read at a budget still moving would be read
+    again after a raise. ``starts``: each data set's first check seeds. Only a resolved check is
+    converged, so the seeds added can err towards more training alone. Returns the seeds per check
+    (``now.seeds`` where none is added) and a line per check that gets more."""
     plateau, more, said = config.budget.plateau, dict(now.seeds), []
-    raising = decided_rising(budget, plateau)
+    waiting = {"budget": decided_rising(budget, plateau), "generator": _unsettled(budget)}
     for kind, table in (("budget", budget), ("generator", generators)):
         for row in table.itertuples() if len(table) else ():
             checked = int(row.checked_seeds)
@@ -283,7 +285,7 @@ def more_check_seeds(
                 not checked
                 or not row.resolution_pp > plateau
                 or clearly_rising(row, plateau)
-                or group[:3] in raising
+                or group[:3] in waiting[kind]
             ):
                 continue
             asked = now.seeds.get((kind, group), starts[row.dataset])
@@ -312,6 +314,14 @@ def decided_rising(budget: pd.DataFrame, plateau: float) -> set[tuple[str, str, 
         for row in rising.itertuples()
         if row.resolution_pp <= plateau or clearly_rising(row, plateau)
     }
+
+
+def _unsettled(budget: pd.DataFrame) -> set[tuple[str, str, str]]:
+    """The (data set, regime, classifier) triples with a budget check still rising or unresolved."""
+    if not len(budget):
+        return set()
+    moving = budget[budget["outcome"].isin([RISING, UNRESOLVED])]
+    return {(row.dataset, str(row.regime), row.classifier) for row in moving.itertuples()}
 
 
 def validation_sizes(config: BenchConfig, datasets: dict[str, Dataset]) -> dict[str, int]:
