@@ -258,6 +258,7 @@ def test_an_unresolved_check_reads_more_seeds_inside_the_run_beyond_the_protocol
     cells = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "cells").glob("*.json")}
     code, _, err = cli("run", config, "--out", tmp_path / "run", "--set", "workers=0")
     assert code == 0 and " 1 worker(s)" in err  # the rounds replayed: nothing left, nothing trained
+    assert "cell file(s) in" not in err  # no cell of its rounds is called foreign
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "cells").glob("*.json")} == cells
     assert read_budget(tmp_path / "run").equals(budget)
     # plan replays the finished rounds too: a check seed's lost cell file is the one cell to do

@@ -70,6 +70,7 @@ def run_experiment(
         store.claim(config, hashes)
         store.heal_cells()
         resolved = resolve_grid(config, hashes, checked.n_val, device, store.root / "cache")
+        _say_foreign(store, resolved.replayed(store))
         with tracking(config, out, revision) as tracker:
             now: Round | None = Round({}, {})
             errors: set[str] = set()
@@ -113,6 +114,18 @@ def run_experiment(
     return RunOutcome(out, len(errored))
 
 
+def _say_foreign(store: RunStore, rounds: list[Cell]) -> None:
+    """One line on the cell files in the folder that no round of this run holds: left alone."""
+    foreign = store.foreign_keys([c.key for c in rounds])
+    if foreign:
+        print(
+            f"augbench: {len(foreign)} cell file(s) in {store.cells_dir} are in no round of this run "
+            "(another code version, data or config, or a round the run no longer decides so): left "
+            "alone and kept out of the tables",
+            file=sys.stderr,
+        )
+
+
 def _run_grid(
     config,
     store: RunStore,
@@ -148,13 +161,6 @@ def _run_grid(
         f"{workers} worker(s), {estimate} -> {store.root}",
         file=sys.stderr,
     )
-    foreign = store.foreign_keys([c.key for c in cells])
-    if foreign:
-        print(
-            f"augbench: {len(foreign)} cell file(s) in {store.cells_dir} are not in this grid (another code "
-            "version, data or config): left alone and kept out of the tables",
-            file=sys.stderr,
-        )
 
     bar = tqdm(
         total=len(cells), initial=len(cells) - len(todo), unit="cell", file=sys.stderr, dynamic_ncols=True
