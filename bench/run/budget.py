@@ -280,7 +280,7 @@ def more_check_seeds(
     for kind, table in (("budget", budget), ("generator", generators)):
         for row in table.itertuples() if len(table) else ():
             checked = int(row.checked_seeds)
-            group = (row.dataset, str(row.regime), row.classifier, row.strategy)
+            group = (*_triple(row), row.strategy)
             if (
                 not checked
                 or not row.resolution_pp > plateau
@@ -310,7 +310,7 @@ def decided_rising(budget: pd.DataFrame, plateau: float) -> set[tuple[str, str, 
         return set()
     rising = budget[budget["outcome"] == RISING]
     return {
-        (row.dataset, str(row.regime), row.classifier)
+        _triple(row)
         for row in rising.itertuples()
         if row.resolution_pp <= plateau or clearly_rising(row, plateau)
     }
@@ -321,7 +321,12 @@ def _unsettled(budget: pd.DataFrame) -> set[tuple[str, str, str]]:
     if not len(budget):
         return set()
     moving = budget[budget["outcome"].isin([RISING, UNRESOLVED])]
-    return {(row.dataset, str(row.regime), row.classifier) for row in moving.itertuples()}
+    return {_triple(row) for row in moving.itertuples()}
+
+
+def _triple(row) -> tuple[str, str, str]:
+    """A check table row's (data set, regime, classifier), as the added seeds' keys spell it."""
+    return row.dataset, str(row.regime), row.classifier
 
 
 def validation_sizes(config: BenchConfig, datasets: dict[str, Dataset]) -> dict[str, int]:
