@@ -83,3 +83,18 @@ def test_an_unreachable_service_is_refused_without_its_password(tmp_path, cli, c
     code, out, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
     assert code == 2 and err.startswith("augbench: error:") and ":***@" in err, err
     assert not _leaks([], out, err) and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"tracking": {"mlflow": "http://ann:***@tracking.example:5000"}}, "tracking.mlflow"),
+        ({"executor": {"name": "ray", "address": "ray://ann:***@127.0.0.1:10001"}}, "executor.address"),
+    ],
+)
+def test_a_url_whose_password_is_the_saved_mask_is_refused_naming_its_field(tmp_path, cli, change, field):
+    """A tuned config or a run folder's config.yaml holds ``***`` where the password was: running it
+    as it is would connect with the password ``***``."""
+    code, out, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
+    assert code == 2 and err.startswith(f"augbench: error: config field {field}: its password is ***"), err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+from bench.core.errors import UserError
+
 MASK = "***"
 SECRET_KEYS = ("password", "passwd", "pwd", "secret", "token", "api_key", "apikey", "access_key")
 
@@ -43,6 +45,18 @@ def secrets_of(url: str) -> list[str]:
             found.append(userinfo.partition(":")[2])
     found += [value for key, value in parse_qsl(parts.query, keep_blank_values=True) if _is_secret(key)]
     return [s for secret in found if secret for s in dict.fromkeys((secret, unquote(secret)))]
+
+
+def refuse_masked(url: str, where: str, how: str) -> str:
+    """``url`` as it is, unless a credential in it is the mask itself (a URL copied from a saved
+    config, which never holds the password): refused, naming config field ``where`` and ``how`` to
+    give the credential again."""
+    if MASK in secrets_of(url):
+        raise UserError(
+            f"config field {where}: its password is {MASK}, the mask augbench saves in place of one "
+            f"(a run folder's config.yaml, a tuned config); {how}"
+        )
+    return url
 
 
 def scrubbed(text: str, *urls: str) -> str:

@@ -28,8 +28,8 @@ from bench.core.errors import UserError
 from bench.core.executor import Callbacks, Executor, FolderTask, register_executor
 from bench.core.files import atomic_write
 from bench.core.net import unreachable
-from bench.core.schema import option
-from bench.core.secrets import masked, scrubbed
+from bench.core.schema import check_plain, option
+from bench.core.secrets import masked, refuse_masked, scrubbed
 
 RETRIES = 2  # tries after the first, for a task whose worker died
 
@@ -114,12 +114,20 @@ def check_reachable(address: str) -> None:
         )
 
 
+def _address(value: Any, where: str) -> str:
+    """A Ray address as text, refused where its password is the saved mask."""
+    address = check_plain(value, f"config field {where}", "")
+    how = f"give the address with its password again (--set {where}=ADDR or --address ADDR)"
+    return refuse_masked(address, where, how)
+
+
 @dataclass(frozen=True, kw_only=True)
 class RaySettings:
     """The ray executor's settings in the config's `executor` section."""
 
     address: str = option(
         "",
+        parse=_address,
         plain=masked,  # saved and shown with any password masked
         help="ray: the cluster to join: auto (a running cluster on this machine), HOST:PORT "
         "or ray://HOST:PORT; empty starts a private local cluster",

@@ -33,7 +33,7 @@ from bench.core.schema import (
     section,
     to_plain,
 )
-from bench.core.secrets import masked
+from bench.core.secrets import masked, refuse_masked
 from bench.core.strategy import STRATEGIES, StrategyEntry, parse_strategies
 from bench.data.entries import datasets_plain, parse_datasets, parse_regimes, regimes_plain
 from bench.data.sets import DatasetEntry
@@ -271,6 +271,12 @@ def _tracking_uri(value: Any, where: str) -> str:
     """An MLflow tracking URI; refused at load time (before anything runs) where MLflow is missing."""
     if not isinstance(value, str):
         raise UserError(f"config field {where}: expected an MLflow tracking URI such as sqlite:///mlflow.db")
+    refuse_masked(
+        value,
+        where,
+        f"give the URI with its password again (--set {where}=URI), or without one and the "
+        "credentials in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+    )
     if value and importlib.util.find_spec("mlflow") is None:
         raise UserError(
             f"config field {where}: experiment tracking needs MLflow; install it with "
