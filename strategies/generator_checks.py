@@ -10,7 +10,7 @@ import torch
 
 from bench.core.errors import CellFailed
 from bench.core.images import ImageSet
-from bench.training.stacked import diverged
+from bench.training.stacked import divergence_failure
 
 PROBE_PER_CLASS = 50  # samples per class that the collapse check judges after every fit
 COLLAPSE_THRESHOLD = 0.1  # per-class sample diversity below this share of the real diversity = collapse
@@ -49,4 +49,4 @@ def check_finite(step: int, **losses: torch.Tensor) -> None:
     for name, value in losses.items():
         number = value.item()
         if not math.isfinite(number):
-            raise diverged(name, number, step)
+            raise divergence_failure(name, number, step)

@@ -45,4 +45,5 @@ def load_checked(config_name: str | None, overrides: list[str], budget_check: bo
 
 
 def default_out(config) -> Path:
+    """The run folder a config writes to without --out: runs/<name>-<fingerprint prefix>."""
     return Path("runs") / f"{config.name}-{config.fingerprint[:8]}"

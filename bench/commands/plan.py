@@ -40,7 +40,7 @@ def plan_experiment(
     print(found.describe())
     extra = {}
     if spread is not None:
-        extra = _seeds_for(config_name, overrides, checked, spread, mde, out)
+        extra = _seeds_for(config_name, overrides, spread, mde, out)
     if json_path is not None:
         atomic_write(json_path, json.dumps({**found.to_dict(), **extra}, indent=2, default=str))
     return found
@@ -97,7 +97,6 @@ def _earlier_results(out: Path) -> pd.DataFrame:
 def _seeds_for(
     config_name: str | None,
     overrides: list[str],
-    checked: Checked,
     results: pd.DataFrame,
     mde: float,
     out: Path,

@@ -29,6 +29,8 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_summary(results: pd.DataFrame) -> str:
+    """The table `run` prints at its end: test accuracy and gap per strategy x classifier, and the
+    cells that failed."""
     table = summary_table(results)
     failed = int((results["status"] != "ok").sum()) if "status" in results else 0
     errored = int((results["failure_kind"] == "error").sum()) if "failure_kind" in results else 0

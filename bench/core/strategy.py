@@ -245,6 +245,8 @@ def _strategy(item: Any, where: str) -> StrategyEntry:
 
 
 def parse_strategies(value: Any, where: str) -> tuple[StrategyEntry, ...]:
+    """The `strategies` field: names or entries with params and a label; a label used twice is
+    refused (the same strategy at other params needs its own label)."""
     entries = tuple(_strategy(s, f"{where}[{i}]") for i, s in enumerate(as_list(value, where)))
     labels = [s.label for s in entries]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})

@@ -381,6 +381,7 @@ def schedule_seconds(work: list[CellWork], workers: int) -> float:
 
 
 def format_duration(seconds: float) -> str:
+    """Seconds as s, min or h, whichever reads best."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:

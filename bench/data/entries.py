@@ -37,6 +37,7 @@ def datasets_plain(specs: tuple[DatasetEntry, ...]) -> list[dict]:
 
 
 def parse_datasets(value: Any, where: str) -> tuple[DatasetEntry, ...]:
+    """The `datasets` field: registered names or configured entries, each title once."""
     specs = tuple(_dataset(d, f"{where}[{i}]") for i, d in enumerate(as_list(value, where)))
     refuse_repeats([s.title for s in specs], where, "data set(s)")
     return specs
@@ -70,6 +71,7 @@ def _regime(value: Any, where: str) -> Regime:
 
 
 def parse_regimes(value: Any, where: str) -> tuple[Regime, ...]:
+    """The `regimes` field: labelled images per class, `all`, or a long tail, each once."""
     regimes = tuple(_regime(r, f"{where}[{i}]") for i, r in enumerate(as_list(value, where)))
     refuse_repeats([str(r) for r in regimes_plain(regimes)], where, "regime(s)")
     return regimes

@@ -36,6 +36,8 @@ class SplitSpec:
 
 @dataclass(frozen=True)
 class Split:
+    """A replicate's labelled, validation and test images, with the pool indices they came from."""
+
     labelled: ImageSet
     val: ImageSet
     test: ImageSet

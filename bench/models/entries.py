@@ -75,6 +75,7 @@ def _classifier(item: Any, where: str) -> ClassifierEntry:
 
 
 def parse_classifiers(value: Any, where: str) -> tuple[ClassifierEntry, ...]:
+    """The `classifiers` field: suite names or configured entries, each label once."""
     entries = tuple(_classifier(c, f"{where}[{i}]") for i, c in enumerate(as_list(value, where)))
     refuse_repeats([e.label for e in entries], where, "classifier(s)")
     return entries

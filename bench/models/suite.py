@@ -46,6 +46,9 @@ class Recipe:
 
 @dataclass(frozen=True)
 class SuiteClassifier:
+    """A registered classifier: how to build it for an input shape and class count, its training
+    recipe, and its code version (in every key of a cell it trains)."""
+
     build: Callable[[tuple[int, int, int], int], nn.Module]
     recipe: Recipe
     version: str = "1"
@@ -227,6 +230,7 @@ def _library_version(name: str) -> str:
 
 
 def build_classifier(name: str, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """A fresh, untrained network of the registered classifier ``name``."""
     return CLASSIFIERS.get(name, field="classifiers").build(shape, num_classes)
 
 

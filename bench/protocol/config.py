@@ -512,6 +512,7 @@ def resolve_config(name_or_path: str | None) -> tuple[str, str]:
 
 
 def read_yaml(text: str, source: str) -> dict:
+    """A config's YAML text as a mapping; malformed YAML or another type is refused naming ``source``."""
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:

@@ -38,6 +38,7 @@ def cnn_steps(n_images: int, budget_scale: float) -> int:
 
 
 def accuracy_on(model: nn.Module, test: ImageSet, device: torch.device) -> float:
+    """The share of ``test`` images ``model`` classifies right."""
     return (predict(model, test.images, device).argmax(1) == test.labels).float().mean().item()
 
 
@@ -124,4 +125,5 @@ class EvaluatorNet(nn.Module):
 
 
 def load_evaluator(weights: Path, device: torch.device) -> EvaluatorNet:
+    """The quality evaluator with its trained weights, on ``device``, in eval mode."""
     return EvaluatorNet(weights).to(device).eval()

@@ -52,6 +52,7 @@ class _Skeleton(FeatureExtractorInceptionV3):
 
 
 def target_shapes() -> dict[str, torch.Size]:
+    """The shapes of torch-fidelity's `inception-v3-compat` state dict, from its network built empty."""
     with tempfile.TemporaryDirectory() as folder:
         empty = Path(folder) / "empty.pt"
         torch.save({}, empty)
@@ -91,6 +92,7 @@ def converted_state(torchscript: torch.jit.ScriptModule) -> dict[str, torch.Tens
 
 
 def load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    """The wheel's TorchScript Inception network, on the CPU, in eval mode."""
     return torch.jit.load(str(path), map_location="cpu").eval()
 
 

@@ -43,7 +43,8 @@ from bench.run.cell import Cell, data_of
 from bench.run.stages import train_cell, validation_accuracy
 from bench.training.metrics import read_correct_bits
 
-GROUP = ["dataset", "regime", "classifier", "strategy"]
+TRIPLE = ["dataset", "regime", "classifier"]  # the cells whose budget moves together
+GROUP = [*TRIPLE, "strategy"]
 AUTO_DOUBLINGS = 8  # steps: auto compares at most this many doublings upwards, then says it found no plateau
 CONVERGED, RISING, UNRESOLVED, UNCHECKED = "converged", "rising", "unresolved", "unchecked"
 SEARCH_VERSION = "2"  # 2: read by the check's rule (paired, resolved), from the recipe's budget down or up
@@ -326,7 +327,8 @@ def _unsettled(budget: pd.DataFrame) -> set[tuple[str, str, str]]:
 
 def _triple(row) -> tuple[str, str, str]:
     """A check table row's (data set, regime, classifier), as the added seeds' keys spell it."""
-    return row.dataset, str(row.regime), row.classifier
+    dataset, regime, classifier = (getattr(row, column) for column in TRIPLE)
+    return dataset, str(regime), classifier
 
 
 def validation_sizes(config: BenchConfig, datasets: dict[str, Dataset]) -> dict[str, int]:
@@ -534,7 +536,6 @@ def describe_groups(table: pd.DataFrame, facts: CheckFacts | None = None, what: 
 
 
 # ----------------------------------------------------------------------------- raised budgets
-TRIPLE = ["dataset", "regime", "classifier"]
 RAISE_AUTO = 4  # budget.max_steps: auto raises a budget to at most this multiple of where it started
 Budgets = dict[tuple[str, str, str], tuple[int, int]]  # (data set, regime, classifier) -> (start, steps)
 

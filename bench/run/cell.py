@@ -424,10 +424,12 @@ def check_grid(config: BenchConfig, datasets: dict[str, Dataset]) -> None:
 
 @lru_cache(maxsize=4)
 def cached_dataset(spec: DatasetEntry) -> Dataset:
+    """The data set a spec names, loaded once per process (a worker runs many cells of it)."""
     return load_dataset(spec)
 
 
 def make_strategy(entry: StrategyEntry):
+    """The strategy object of a config entry, with its resolved params."""
     return STRATEGIES.get(entry.name)(**entry.params)
 
 

@@ -21,6 +21,7 @@ def now() -> str:
 
 
 def versions() -> dict[str, str]:
+    """The versions of Python and of the packages a result depends on ("not installed" where absent)."""
     found = {"python": platform.python_version()}
     for name in PACKAGES:
         try:

@@ -27,6 +27,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass(frozen=True)
 class AugContext:
+    """What a policy needs besides its images: the magnitude, whether flips are allowed, the generator."""
+
     magnitude: float
     hflip: bool  # the data set allows horizontal flips
     generator: torch.Generator
@@ -213,6 +215,8 @@ def apply_ops_per_sample(
 
 
 def ops_on_subsets(x, op_index, magnitude, sign) -> torch.Tensor:
+    """Each image through the op ``op_index`` chose for it, each op run on its own images only
+    (the CPU's way)."""
     out = x.clone()
     for k, op in enumerate(AUGMENT_OPS.values()):
         chosen = (op_index == k).nonzero().squeeze(1)
@@ -222,6 +226,8 @@ def ops_on_subsets(x, op_index, magnitude, sign) -> torch.Tensor:
 
 
 def ops_masked(x, op_index, magnitude, sign) -> torch.Tensor:
+    """The same as ``ops_on_subsets``, by running every op on the whole batch and keeping each image's
+    own (no data-dependent shapes: the GPU's way)."""
     out = x
     for k, op in enumerate(AUGMENT_OPS.values()):
         out = torch.where((op_index == k).view(-1, 1, 1, 1), op(x, magnitude, sign), out)

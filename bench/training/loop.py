@@ -29,6 +29,8 @@ EvalHook = Callable[[int, float], None]
 
 @dataclass
 class TrainResult:
+    """What a classifier's training recorded: its validation curve and what each step trained on."""
+
     curve: list[dict]  # one entry per evaluation point: step, epoch (real passes), train_loss, val_accuracy
     steps: int
     real_per_step: int

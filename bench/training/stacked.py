@@ -70,7 +70,7 @@ class Stacked:
                 value.copy_(stacked[name][index])
 
 
-def diverged(name: str, number: float, step: int) -> CellFailed:
+def divergence_failure(name: str, number: float, step: int) -> CellFailed:
     """The failure of a generator fit whose ``name`` loss stopped being finite."""
     return CellFailed(f"generator training diverged: {name} loss is {number} at step {step}")
 
@@ -126,7 +126,7 @@ class Members:
         for name, values in losses.items():
             for index, number in enumerate(values.detach().float().tolist()):
                 if self.failures[index] is None and not math.isfinite(number):
-                    self.failures[index] = diverged(name, number, step)
+                    self.failures[index] = divergence_failure(name, number, step)
         return all(failure is not None for failure in self.failures)
 
     def finish(self) -> list[CellFailed | None]:

@@ -58,6 +58,8 @@ class SurplusTrial(Exception):
 
 @dataclass(frozen=True)
 class StudyTarget:
+    """What one Optuna study tunes: a strategy on a (data set, regime, classifier)."""
+
     dataset: DatasetEntry
     data_hash: str
     regime: Regime
@@ -85,6 +87,7 @@ def studies_of(config: BenchConfig, data_hashes: dict[str, str]) -> list[StudyTa
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict:
+    """The trial's values for a strategy's search space: categorical, int or float, log where declared."""
     values = {}
     for name, spec in space.items():
         if spec.choices is not None:
@@ -96,7 +99,7 @@ def suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict:
     return values
 
 
-def make_objective(
+def make_trial_objective(
     spec: StudyTarget, config: BenchConfig, n_trials: int, device, cache_dir: Path, revision: str
 ):
     """Mean final validation accuracy over ``config.tune.seeds`` replicates; prunes on the curve."""
@@ -205,7 +208,9 @@ def run_study(
     load_registries(config.plugins)  # a worker process starts without the config's plugins
     name = spec.name(prefix)
     study = open_study(name, storage_url, worker_index)
-    objective = make_objective(spec, config, n_trials, torch.device(device_type), Path(cache_dir), revision)
+    objective = make_trial_objective(
+        spec, config, n_trials, torch.device(device_type), Path(cache_dir), revision
+    )
     while True:
         counts = _counts(study)
         finished = sum(counts[s] for s in COUNTED)
@@ -219,6 +224,8 @@ def run_study(
 
 
 def trials_table(specs: list[StudyTarget], studies: dict[str, optuna.Study], prefix: str) -> pd.DataFrame:
+    """Every study's trials in one table, with their study, data set, regime, classifier and strategy
+    (the surplus trials of several workers left out)."""
     frames = []
     for spec in specs:
         frame = studies[spec.name(prefix)].trials_dataframe(
@@ -241,6 +248,7 @@ def trials_table(specs: list[StudyTarget], studies: dict[str, optuna.Study], pre
 
 
 def best_params(study: optuna.Study) -> dict | None:
+    """The params of the study's best complete trial (None before any completes)."""
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     return max(complete, key=lambda t: t.value).params if complete else None
 
@@ -248,7 +256,7 @@ def best_params(study: optuna.Study) -> dict | None:
 def tuned_configs(
     config: BenchConfig, specs: list[StudyTarget], studies: dict[str, optuna.Study], prefix: str, out: Path
 ) -> list[Path]:
-    """A config per (data, regime, classifier): `none`, each strategy at its default settings and
+    """A config per (data, regime, classifier): `none`, each strategy as the config sets it and
     at its best tuned settings (label `<label>-tuned`), evaluated on fresh seeds by `augbench run`."""
     groups: dict[tuple, list[StudyTarget]] = {}
     for spec in specs:  # specs come in grid order, so the groups do too
