@@ -131,3 +131,47 @@ def test_a_plugin_strategy_runs_in_ray_tasks(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = pd.read_csv(tmp_path / "run" / "results.csv")
     assert sorted(results["strategy"]) == ["none", "rp-flip"] and (results["status"] == "ok").all()
+
+
+CLASSIFIER_PLUGIN = """
+import math
+import os
+from pathlib import Path
+
+from torch import nn
+
+from bench.models.suite import Recipe, classifier
+
+
+@classifier("cw-wide", Recipe("adamw", lr=1e-3, weight_decay=0.0, batch_size=64, epochs=1, min_steps=5),
+            groupable=False, options=("width",), required=("width",))
+def wide(shape, num_classes, width):
+    \"\"\"A one-hidden-layer net of a configured width (a plugin's classifier with an option).\"\"\"
+    (Path(os.environ["CW_BUILT"]) / f"width-{width}").touch()  # what the build was given
+    hidden = nn.Linear(math.prod(shape), width)
+    return nn.Sequential(nn.Flatten(), hidden, nn.ReLU(), nn.Linear(width, num_classes))
+"""
+
+
+def test_a_plugin_classifier_takes_the_options_it_declares_and_requires_them(tmp_path, cli, monkeypatch):
+    (tmp_path / "cwplug.py").write_text(CLASSIFIER_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CW_BUILT", str(tmp_path / "built"))
+    (tmp_path / "built").mkdir()
+    base = {"plugins": ["cwplug"], "strategies": ["none"], "seeds": 1, "quality": {"enabled": False}}
+    widths = [
+        {"name": "cw-wide", "width": 4, "label": "w4"},
+        {"name": "cw-wide", "width": 32, "label": "w32"},
+    ]
+    code, _, err = cli(
+        "run", tiny_config_with(tmp_path, {**base, "classifiers": widths}), "--out", tmp_path / "run"
+    )
+    assert code == 0, err
+    assert set(pd.read_csv(tmp_path / "run" / "results.csv")["classifier"]) == {"w4", "w32"}
+    assert {p.name for p in (tmp_path / "built").iterdir()} == {"width-4", "width-32"}
+    code, out, _ = cli("list", "--plugins", "cwplug")
+    assert "options of its config entry ({name: cw-wide, ...}): width (required)" in out
+    missing = tiny_config_with(tmp_path, {**base, "classifiers": [{"name": "cw-wide"}]}, name="missing")
+    code, _, err = cli("run", missing, "--out", tmp_path / "refused")
+    assert code == 2 and "config field classifiers[0]: give the cw-wide classifier its `width`" in err, err
+    assert not (tmp_path / "refused").exists()

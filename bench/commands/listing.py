@@ -63,11 +63,15 @@ def print_registries(plugins: tuple[str, ...] = ()) -> None:
         _print_params(cls.params)
     print(f"classifiers (suite v{SUITE_VERSION}):")
     for name in CLASSIFIERS.names():
-        r = CLASSIFIERS.get(name).recipe
+        entry = CLASSIFIERS.get(name)
+        r = entry.recipe
         print(
             f"  {name:<8} {r.optimizer} lr {r.lr} wd {r.weight_decay} batch {r.batch_size}, "
-            f"{r.epochs} epochs, at least {r.min_steps} steps{origin(CLASSIFIERS.get(name).build)}"
+            f"{r.epochs} epochs, at least {r.min_steps} steps{origin(entry.build)}"
         )
+        if entry.options:
+            given = [f"{o} (required)" if o in entry.required else o for o in entry.options]
+            print(f"           options of its config entry ({{name: {name}, ...}}): {', '.join(given)}")
     print("executors:   " + ", ".join(EXECUTORS.names()))
     print("config fields (set in the YAML, or with --set path=value):")
     for path, default, help_text in describe(BenchConfig):

@@ -12,7 +12,6 @@ from bench.core.errors import UserError
 from bench.core.schema import as_list, check_number, named_entry, refuse_repeats
 from bench.models.suite import CLASSIFIERS, ClassifierEntry, Recipe
 
-CLASSIFIER_OPTIONS = {"timm": ("model", "pretrained", "input_size")}
 RECIPE_FIELDS = {f.name: f.type for f in dataclasses.fields(Recipe)}
 # (low, high) of a recipe's numbers
 RECIPE_BOUNDS = {
@@ -49,12 +48,14 @@ def _classifier(item: Any, where: str) -> ClassifierEntry:
         CLASSIFIERS.get(item, field=f"config field {where}")
         return ClassifierEntry(item, item)
     name = item.get("name") if isinstance(item, dict) else None
-    options = CLASSIFIER_OPTIONS.get(str(name), ())
+    options = CLASSIFIERS.get(name).options if name in CLASSIFIERS.names() else ()
     item = named_entry(item, where, "classifier", ("name", "label", "recipe", *options))
     spec = CLASSIFIERS.get(str(name), field=f"config field {where}")
     chosen = tuple(sorted((k, item[k]) for k in options if k in item))
-    if name == "timm" and "model" not in item:
-        raise UserError(f"config field {where}: give the timm `model` (e.g. resnet18)")
+    missing = [k for k in spec.required if k not in item]
+    if missing:
+        given = ", ".join(f"`{k}`" for k in missing)
+        raise UserError(f"config field {where}: give the {name} classifier its {given}")
     weights = dict(chosen).get("pretrained")
     if weights is not None and not Path(str(weights)).is_file():
         raise UserError(
@@ -69,8 +70,8 @@ def _classifier(item: Any, where: str) -> ClassifierEntry:
         recipe,
         hashlib.sha256(Path(weights).read_bytes()).hexdigest() if weights else "",
     )
-    if name == "timm":
-        entry.build((1, 8, 8), 2)  # a missing timm or an unknown model fails here, not in a cell
+    if spec.built_at_load:
+        entry.build((1, 8, 8), 2)  # a missing library or an unknown model fails here, not in a cell
     return entry
 
 

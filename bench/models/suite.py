@@ -53,16 +53,20 @@ class SuiteClassifier:
     recipe: Recipe
     version: str = "1"
     groupable: bool = True  # its layers group into cohorts (bench/training/cohort.py); timm's do not
+    options: tuple[str, ...] = ()  # config keys of its entry that ``build`` takes as keyword arguments
+    required: tuple[str, ...] = ()  # those of them an entry must give
+    built_at_load: bool = False  # built once, tiny, when the config loads: a missing library fails there
 
 
 CLASSIFIERS: Registry = Registry("classifier")
 
 
-def classifier(name: str, recipe: Recipe, version: str = "1"):
-    """Register a builder ``(image_shape, num_classes) -> nn.Module`` with its recipe and version."""
+def classifier(name: str, recipe: Recipe, version: str = "1", **traits: Any):
+    """Register a builder ``(image_shape, num_classes, **options) -> nn.Module`` with its recipe, version
+    and the other ``SuiteClassifier`` fields (``options`` a config entry may give it, ...)."""
 
     def decorator(build):
-        CLASSIFIERS.register(name)(SuiteClassifier(build, recipe, version))
+        CLASSIFIERS.register(name)(SuiteClassifier(build, recipe, version, **traits))
         return build
 
     return decorator
@@ -179,7 +183,17 @@ class Resize(nn.Module):
 
 
 TIMM_RECIPE = Recipe("adamw", lr=1e-3, weight_decay=0.05, batch_size=64, epochs=30, min_steps=300)
-CLASSIFIERS.register("timm")(SuiteClassifier(timm_classifier, TIMM_RECIPE, "1", groupable=False))
+CLASSIFIERS.register("timm")(
+    SuiteClassifier(
+        timm_classifier,
+        TIMM_RECIPE,
+        "1",
+        groupable=False,
+        options=("model", "pretrained", "input_size"),
+        required=("model",),
+        built_at_load=True,
+    )
+)
 
 
 @dataclass(frozen=True)
