@@ -22,7 +22,7 @@ from bench.core.images import ImageSet
 from bench.core.seeding import seeded
 from bench.core.strategy import TrainingData
 from bench.data.sets import DatasetEntry, load_dataset
-from bench.models.suite import CLASSIFIERS, build_classifier
+from bench.models.suite import CLASSIFIERS, OPTIMIZERS, build_classifier
 from bench.run.provenance import device_name, resolve_device
 from bench.run.resources import timed
 from bench.training.augment import make_batch_transform, parse_policy
@@ -32,25 +32,37 @@ BATCH = 128
 MAGNITUDE = 0.5
 
 
+def _basic_reference(size: int, hflip: bool) -> list:
+    from torchvision.transforms import v2
+
+    steps = [
+        v2.RandomAffine(
+            degrees=30 * MAGNITUDE,
+            translate=(0.1 * MAGNITUDE, 0.1 * MAGNITUDE),
+            scale=(1 - 0.2 * MAGNITUDE, 1 + 0.2 * MAGNITUDE),
+        ),
+        v2.RandomCrop(size, padding=max(1, round(size / 8))),
+    ]
+    return steps + ([v2.RandomHorizontalFlip()] if hflip else [])
+
+
+def _trivialaugment_reference(size: int, hflip: bool) -> list:
+    from torchvision.transforms import v2
+
+    return [v2.TrivialAugmentWide()]
+
+
+# per policy the benchmark compares: its torchvision v2 per-image steps (image size, flips allowed)
+REFERENCES = {"basic": _basic_reference, "trivialaugment": _trivialaugment_reference}
+
+
 def reference_transform(policy: str, size: int, hflip: bool):
     """The torchvision v2 per-image equivalent of our policy at magnitude 0.5."""
     from torchvision.transforms import v2
 
-    if policy == "basic":
-        steps = [
-            v2.RandomAffine(
-                degrees=30 * MAGNITUDE,
-                translate=(0.1 * MAGNITUDE, 0.1 * MAGNITUDE),
-                scale=(1 - 0.2 * MAGNITUDE, 1 + 0.2 * MAGNITUDE),
-            ),
-            v2.RandomCrop(size, padding=max(1, round(size / 8))),
-        ]
-        steps += [v2.RandomHorizontalFlip()] if hflip else []
-    elif policy == "trivialaugment":
-        steps = [v2.TrivialAugmentWide()]
-    else:
-        raise UserError(f"--policy: the benchmark compares basic or trivialaugment, not {policy!r}")
-    return v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True)])
+    if policy not in REFERENCES:
+        raise UserError(f"--policy: the benchmark compares {' or '.join(REFERENCES)}, not {policy!r}")
+    return v2.Compose(REFERENCES[policy](size, hflip) + [v2.ToDtype(torch.float32, scale=True)])
 
 
 class PerSampleDataset(torch.utils.data.Dataset):
@@ -165,13 +177,8 @@ def measure_training(
     def reference():
         with seeded(0, device):
             model = build_classifier("cnn", shape, num_classes).to(device)
-            optimizer = torch.optim.SGD(
-                model.parameters(),
-                lr=recipe.lr,
-                momentum=0.9,
-                nesterov=True,
-                weight_decay=recipe.weight_decay,
-            )
+            groups = [{"params": list(model.parameters()), "weight_decay": recipe.weight_decay}]
+            optimizer = OPTIMIZERS[recipe.optimizer](groups, recipe.lr)
             for x, y in _reference_batches(loader, device, steps):
                 loss = F.cross_entropy(model(normalize(x)), y)
                 optimizer.zero_grad()

@@ -158,15 +158,15 @@ class RayExecutor(Executor):
         workers: int = 1,
         threads: int | None = 1,
         address: str = "",
-        cpus_per_task: float = 1.0,
-        gpus_per_task: float = 0.0,
+        cpus_per_cell: float = 1.0,
+        gpus_per_cell: float = 0.0,
         max_in_flight: int = 0,
     ):
         super().__init__(workers, threads)
-        self.address, self.cpus, self.gpus, self.max_in_flight = (
+        self.address, self.cpus_per_cell, self.gpus_per_cell, self.max_in_flight = (
             address,
-            cpus_per_task,
-            gpus_per_task,
+            cpus_per_cell,
+            gpus_per_cell,
             max_in_flight,
         )
 
@@ -176,8 +176,8 @@ class RayExecutor(Executor):
             workers=workers,
             threads=threads,
             address=settings.address,
-            cpus_per_task=settings.cpus_per_cell,
-            gpus_per_task=settings.gpus_per_cell,
+            cpus_per_cell=settings.cpus_per_cell,
+            gpus_per_cell=settings.gpus_per_cell,
             max_in_flight=settings.max_in_flight,
         )
 
@@ -196,7 +196,9 @@ class RayExecutor(Executor):
             if self.address:
                 ray.init(address=self.address, **quiet)
             else:
-                ray.init(num_cpus=max(int(self.cpus), self.workers), include_dashboard=False, **quiet)
+                ray.init(
+                    num_cpus=max(int(self.cpus_per_cell), self.workers), include_dashboard=False, **quiet
+                )
         except (ConnectionError, RuntimeError) as exc:
             raise UserError(
                 f"config field executor.address: cannot join Ray at "
@@ -208,18 +210,20 @@ class RayExecutor(Executor):
         """Tasks the cluster can run side by side; UserError when not even one fits."""
         resources = ray.cluster_resources()
         cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
-        if self.gpus > gpus:
+        if self.gpus_per_cell > gpus:
             raise UserError(
-                f"config field executor.gpus_per_cell: {self.gpus} GPU(s) per cell, but the Ray cluster "
-                f"has {gpus:g}; use 0 on a cluster without GPUs"
+                f"config field executor.gpus_per_cell: {self.gpus_per_cell} GPU(s) per cell, but the Ray "
+                f"cluster has {gpus:g}; use 0 on a cluster without GPUs"
             )
-        if self.cpus > cpus:
+        if self.cpus_per_cell > cpus:
             raise UserError(
-                f"config field executor.cpus_per_cell: {self.cpus} CPU(s) per cell, but the Ray cluster "
-                f"has {cpus:g}"
+                f"config field executor.cpus_per_cell: {self.cpus_per_cell} CPU(s) per cell, but the Ray "
+                f"cluster has {cpus:g}"
             )
         fits = (
-            int(cpus // self.cpus) if not self.gpus else min(int(cpus // self.cpus), int(gpus // self.gpus))
+            int(cpus // self.cpus_per_cell)
+            if not self.gpus_per_cell
+            else min(int(cpus // self.cpus_per_cell), int(gpus // self.gpus_per_cell))
         )
         return self.max_in_flight or max(1, fits)
 
@@ -243,7 +247,7 @@ class RayExecutor(Executor):
 
     def _map(self, ray, fn, items: list, callbacks: Callbacks) -> None:
         slots = self._slots(ray)
-        remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=RETRIES)
+        remote = ray.remote(num_cpus=self.cpus_per_cell, num_gpus=self.gpus_per_cell, max_retries=RETRIES)
         task, shared_task = remote(_run_item), remote(_run_shared_work)
         shared_fn = ray.put(fn)
         shared = fn.shared_work if isinstance(fn, FolderTask) else ()

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.core.errors import UserError
 from bench.core.schema import as_list, check_number, named_entry, refuse_repeats
-from bench.models.suite import CLASSIFIERS, ClassifierEntry, Recipe
+from bench.models.suite import CLASSIFIERS, OPTIMIZERS, ClassifierEntry, Recipe
 
 RECIPE_FIELDS = {f.name: f.type for f in dataclasses.fields(Recipe)}
 # (low, high) of a recipe's numbers
@@ -33,8 +33,10 @@ def _recipe(value: Any, base: Recipe, where: str) -> Recipe:
         raise UserError(
             f"config field {where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(RECIPE_FIELDS)})"
         )
-    if value.get("optimizer", base.optimizer) not in ("sgd", "adamw"):
-        raise UserError(f"config field {where}.optimizer: {value['optimizer']!r} is not one of sgd, adamw")
+    if value.get("optimizer", base.optimizer) not in OPTIMIZERS:
+        raise UserError(
+            f"config field {where}.optimizer: {value['optimizer']!r} is not one of {', '.join(OPTIMIZERS)}"
+        )
     checked = {
         name: check_number(v, f"config field {where}.{name}", type(getattr(base, name)), *RECIPE_BOUNDS[name])
         for name, v in value.items()

@@ -22,6 +22,13 @@ from bench.core.registry import Registry
 SUITE_VERSION = "1"
 
 
+# a recipe's optimizer by name: (parameter groups, learning rate) -> the optimizer
+OPTIMIZERS: dict[str, Callable[[list[dict], float], torch.optim.Optimizer]] = {
+    "sgd": lambda groups, lr: torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True),
+    "adamw": lambda groups, lr: torch.optim.AdamW(groups, lr=lr),
+}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a classifier is trained: optimizer, schedule, batch size and budget.
@@ -31,7 +38,7 @@ class Recipe:
     same number of steps, whatever synthetic data it adds.
     """
 
-    optimizer: str  # "sgd" (Nesterov) or "adamw"
+    optimizer: str  # a name in OPTIMIZERS: "sgd" (Nesterov) or "adamw"
     lr: float
     weight_decay: float
     batch_size: int

@@ -20,7 +20,7 @@ from bench.core.errors import CellFailed
 from bench.core.images import ImageSet
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import TrainingData
-from bench.models.suite import CLASSIFIERS, GROUPABLE, Recipe, build_classifier
+from bench.models.suite import CLASSIFIERS, GROUPABLE, OPTIMIZERS, Recipe, build_classifier
 from bench.training.cohort import per_member, side_by_side, trained_together
 
 # called after each evaluation with (point index, validation accuracy); may raise to stop early
@@ -56,9 +56,7 @@ def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
         {"params": decay, "weight_decay": recipe.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(groups, lr=recipe.lr)
+    return OPTIMIZERS[recipe.optimizer](groups, recipe.lr)
 
 
 def _warmup_cosine(steps: int) -> Callable[[int], float]:
