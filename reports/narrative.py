@@ -7,7 +7,8 @@ import math
 
 import pandas as pd
 
-from bench.run.budget import CONVERGED, UNCHECKED, CheckFacts, describe_groups, undertrained
+from bench.run.budget import CheckFacts, describe_groups, undertrained
+from bench.run.resolution import CONVERGED, UNCHECKED
 from reports.stats import blocked_rank_correlation
 from reports.tables import ALPHA, BASELINE, quality_gain_points
 

@@ -1,5 +1,5 @@
 """A generator fit's own convergence signal: KID between its samples and the validation images at a
-few points of the fit (the cheap second opinion beside the generator check of bench/run/budget.py)."""
+few points of the fit (the cheap second opinion beside the generator check of bench/run/check_seeds.py)."""
 
 from __future__ import annotations
 

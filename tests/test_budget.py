@@ -13,25 +13,13 @@ from tests_support import tiny_config_with
 from bench.core.images import ImageSet
 from bench.core.strategy import FitContext
 from bench.protocol.config import parse_config
-from bench.run.budget import (
-    CheckFacts,
-    Round,
-    best_resolution_pp,
-    budget_checks,
-    check_replicates,
-    describe_groups,
-    generator_outcomes,
-    more_check_seeds,
-    next_round,
-    outcome,
-    outcomes,
-    read_budget,
-    read_doubling,
-    resolution_pp,
-    search_steps,
-)
+from bench.run.budget import CheckFacts, describe_groups, generator_outcomes, outcomes, read_budget
 from bench.run.cell import cached_dataset, data_of, expand_grid, make_strategy
+from bench.run.check_seeds import budget_checks, more_check_seeds
+from bench.run.resolution import best_resolution_pp, check_replicates, outcome, read_doubling, resolution_pp
+from bench.run.rounds import Round, next_round
 from bench.run.stages import fit_context
+from bench.run.step_search import search_steps
 from bench.training.metrics import correct_bits
 from reports.tables import comparison_table
 from strategies.teacher import auto_threshold
@@ -291,7 +279,7 @@ def test_a_check_adds_the_seeds_its_spread_asks_for_unless_it_clearly_rises():
         {"strategy": "blunt", "val_gain_pp": 0.0, "resolution_pp": 5.0, "outcome": "unresolved"},
     )
     generators = table({"strategy": "gan", "val_gain_pp": 0.0, "resolution_pp": 1.5, "outcome": "unresolved"})
-    seeds, said = more_check_seeds(config, budget, generators, Round({}, {}), {"digits": 2})
+    seeds, said = more_check_seeds(config, budget, generators, {}, {"digits": 2})
     key = ("digits", "5", "mlp")
     assert seeds == {
         ("budget", (*key, "up")): 8,  # 2 x (2.0 / 1)^2, whichever way an unclear gain went
@@ -300,13 +288,13 @@ def test_a_check_adds_the_seeds_its_spread_asks_for_unless_it_clearly_rises():
     }  # the generator check waits for its triple's budget to settle
     assert len(said) == 3
     settled = budget[budget["strategy"].isin(["sharp", "steep"])]
-    assert more_check_seeds(config, settled, generators, Round({}, {}), {"digits": 2})[0] == {
+    assert more_check_seeds(config, settled, generators, {}, {"digits": 2})[0] == {
         ("generator", (*key, "gan")): 5  # ceil(2 x 1.5^2)
     }
     # read again on 8 seeds, one of whose cells failed: 7 read to within 1.1 pp need 9 read, 2 more
     again = table({"strategy": "up", "val_gain_pp": 0.0, "resolution_pp": 1.1, "outcome": "unresolved"})
     again["checked_seeds"] = 7
-    assert more_check_seeds(config, again, table(), Round({}, seeds), {"digits": 2})[0] == {
+    assert more_check_seeds(config, again, table(), seeds, {"digits": 2})[0] == {
         **seeds,
         ("budget", (*key, "up")): 10,
     }
@@ -314,7 +302,7 @@ def test_a_check_adds_the_seeds_its_spread_asks_for_unless_it_clearly_rises():
     raised = pd.concat(
         [budget, table({"strategy": "sure", "val_gain_pp": 2.0, "resolution_pp": 0.8, "outcome": "rising"})]
     )
-    assert more_check_seeds(config, raised, generators, Round({}, {}), {"digits": 2})[0] == {}
+    assert more_check_seeds(config, raised, generators, {}, {"digits": 2})[0] == {}
     # the seeds a group's check reads: its first ones, then check seeds beyond the protocol's 2
     grid = expand_grid(parse_config({**TINY_CONFIG, "classifiers": ["mlp"], "strategies": ["none"]}), HASHES)
     wanted = {("budget", ("digits", "5", "mlp", "none")): 4}
@@ -571,8 +559,8 @@ def test_bf16_on_the_cpu_keys_its_cells_and_keeps_common_random_numbers(tmp_path
 
 
 def test_checks_name_their_cells_and_train_alone_also_in_cohorts():
-    from bench.run.budget import budget_checks
     from bench.run.cell import cells_of, cohorts
+    from bench.run.check_seeds import budget_checks
 
     config = parse_config({**TINY_CONFIG, "budget": {"scale": 0.05}, "cohort": 2, "seeds": 3})
     grid = expand_grid(

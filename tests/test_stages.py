@@ -117,8 +117,8 @@ def test_a_data_set_with_its_own_test_split_is_poisoned_and_never_read(name, tmp
 
 
 def test_the_budget_check_and_the_steps_search_read_no_test_image(tmp_path, request):
-    from bench.run.budget import search_steps
     from bench.run.stages import validation_accuracy
+    from bench.run.step_search import search_steps
 
     cell = _cell({"name": "classical", "params": {"policy": "basic"}}, budget={"steps": "auto", "floor": 40})
     check = dataclasses.replace(cell.budget_check(), auto_steps=((cell.classifier, 40),))

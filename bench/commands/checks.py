@@ -11,8 +11,9 @@ import torch
 
 from bench.protocol.config import BenchConfig, load_config
 from bench.run import provenance
-from bench.run.budget import check_max_steps, check_resolvable, validation_sizes
 from bench.run.cell import cached_dataset, check_grid
+from bench.run.resolution import check_resolvable, validation_sizes
+from bench.run.rounds import check_max_steps
 
 
 @dataclass(frozen=True)

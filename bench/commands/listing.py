@@ -14,8 +14,8 @@ from bench.models.suite import CLASSIFIERS, SUITE_VERSION
 from bench.protocol import columns
 from bench.protocol.config import BenchConfig, load_config
 from bench.protocol.registries import load_registries
-from bench.run.budget import resolution_note, validation_sizes
 from bench.run.cell import cached_dataset
+from bench.run.resolution import resolution_note, validation_sizes
 from bench.training.augment import POLICIES
 from bench.training.objectives import OBJECTIVES
 

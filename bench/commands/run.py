@@ -15,20 +15,12 @@ from bench.core import progress
 from bench.core.executor import Callbacks
 from bench.costs.plan import cached_estimate
 from bench.run import provenance
-from bench.run.budget import (
-    Budgets,
-    CheckFacts,
-    Round,
-    budget_summary,
-    checked_plateau,
-    generator_summary,
-    next_round,
-    read_budget,
-    read_generators,
-)
+from bench.run.budget import CheckFacts, budget_summary, generator_summary, read_budget, read_generators
 from bench.run.cell import Cell
 from bench.run.failures import failure_kind, runs_again
 from bench.run.grid import resolve_grid
+from bench.run.resolution import checked_plateau
+from bench.run.rounds import Budgets, Round, next_round
 from bench.run.store import RunStore
 from bench.run.tasks import execute, make_executor, workers_for
 from bench.tracking.mlflow_runs import check_reachable, tracking

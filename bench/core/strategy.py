@@ -180,7 +180,7 @@ class Strategy:
     @classmethod
     def doubled_generator(cls, params: dict[str, Any]) -> dict[str, Any] | None:
         """Its params with its generator fitted for twice the steps (the generator check of
-        bench/run/budget.py), or None where it fits no generator."""
+        bench/run/check_seeds.py), or None where it fits no generator."""
         return None
 
     @classmethod

@@ -311,7 +311,7 @@ class Plan:
     startup_seconds: float = 0.0  # a worker's start: imports and loading the data, once per run
     peak_mem_mb: float = 0.0  # per worker
     schedule_seconds: float = 0.0  # the workers' makespan on the critical path (see CellWork)
-    worst_case: str = ""  # what the run costs if every raisable budget is raised (bench/run/budget.py)
+    worst_case: str = ""  # what the run costs if every raisable budget is raised (bench/run/rounds.py)
     generator_doubling: str = ""  # what doubling every generator's steps would cost (never done by a run)
 
     @property

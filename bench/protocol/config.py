@@ -203,7 +203,7 @@ class BudgetSpec:
         quiet=True,
         result=False,
         help="how many first seeds each group's check starts with at twice the budget: auto (the "
-        "fewest, at least 2, that could resolve `plateau` on the validation set: bench/run/budget.py) "
+        "fewest, at least 2, that could resolve `plateau` on the validation set: bench/run/resolution.py) "
         "or a whole number from 1 to `seeds`",
     )
     max_check_seeds: str = option(

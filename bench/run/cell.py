@@ -38,7 +38,7 @@ class Cell:
     stacked_replicates: tuple[int, ...] = ()  # the replicates whose generators fit with its own as one
     # stacked model: a stacked fit (strategies/generative.py); empty: it fits alone
     auto_steps: tuple[tuple[str, int], ...] = ()  # with budget.steps: auto, the steps found per classifier of
-    # its data set and regime (bench/run/budget.py); empty: each recipe's steps times budget.scale
+    # its data set and regime (bench/run/step_search.py); empty: each recipe's steps times budget.scale
     budget_factor: int = 1  # CHECK_FACTOR: a budget check, its cell trained at twice the budget
     generator_factor: int = 1  # CHECK_FACTOR: a generator check, its generator fitted at twice its steps
     check_of: str = ""  # a check's (never a result): the key of the cell it doubles

@@ -10,20 +10,11 @@ from pathlib import Path
 import torch
 
 from bench.protocol.config import BenchConfig, cohort_size, key_precision
-from bench.run.budget import (
-    Budgets,
-    CheckSeeds,
-    Round,
-    auto_steps,
-    budget_checks,
-    checked_plateau,
-    every_seed_added,
-    generator_checks,
-    next_round,
-    with_raised,
-    worst_case_raises,
-)
 from bench.run.cell import Cell, expand_grid
+from bench.run.check_seeds import CheckSeeds, budget_checks, every_seed_added, generator_checks
+from bench.run.resolution import checked_plateau
+from bench.run.rounds import Budgets, Round, next_round, with_raised, worst_case_raises
+from bench.run.step_search import auto_steps
 from bench.run.store import RunStore
 
 AutoSteps = dict[tuple[str, str], tuple[tuple[str, int], ...]]  # (data set, regime) -> steps per classifier

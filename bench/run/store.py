@@ -23,8 +23,9 @@ from bench.core.errors import UserError
 from bench.core.files import atomic_write, move_aside, remove_temporary_files
 from bench.protocol.columns import CELL_FILES_ONLY, COLUMNS, PARAM_PREFIX, of_type, written_by
 from bench.protocol.config import BenchConfig
-from bench.run.budget import Budgets, generator_outcomes, outcomes, with_outcomes
+from bench.run.budget import generator_outcomes, outcomes, with_outcomes
 from bench.run.failures import runs_again
+from bench.run.rounds import Budgets
 
 TEXT_COLUMNS = of_type("text")
 TIME_COLUMNS = of_type("time")
