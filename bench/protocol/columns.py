@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TYPES = ("text", "int", "float", "bool", "time", "json")
+# each declared type and the Python values a stage may write for it
+PYTHON_TYPES = {"text": str, "int": int, "float": (int, float), "bool": bool, "time": str, "json": list}
 STAGES = ("cell", "end", "fit", "quality", "train", "evaluate", "store")
 
 
@@ -33,6 +34,10 @@ class Column:
     meaning: str
     stage: str
     report: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in PYTHON_TYPES or self.stage not in STAGES:
+            raise ValueError(f"column {self.name}: type {self.type!r} or stage {self.stage!r} is not known")
 
 
 def _columns(stage: str, *rows: tuple) -> list[Column]:
@@ -452,9 +457,6 @@ COLUMNS: tuple[Column, ...] = tuple(
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 CELL_FILES_ONLY = ("val_correct",)  # kept in the cell files for the budget check, left out of the tables
 PARAM_PREFIX = "param_"  # the store adds param_<name> for every strategy param (stage `store`)
-
-
-PYTHON_TYPES = {"text": str, "int": int, "float": (int, float), "bool": bool, "time": str, "json": list}
 
 
 def column_problems(stage: str, columns: dict) -> list[str]:
