@@ -90,6 +90,10 @@ def comparison_table(results: pd.DataFrame) -> pd.DataFrame:
             )
             row["chance"] = 1.0 / cells["num_classes"].iloc[0] if "num_classes" in cells else math.nan
             rows.append(row)
+    if not rows:  # no cell succeeded: a table of no rows, with the columns a report reads
+        return pd.DataFrame(
+            columns=[*GROUP, "strategy", "seeds", "failed", "acc_mean", "delta_mean", "verdict"]
+        )
     return decided(pd.DataFrame(rows))
 
 
@@ -271,6 +275,9 @@ def failures(results: pd.DataFrame) -> pd.DataFrame:
 def paired_with_none(ok: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Each non-`none` row beside its `none` row of the same seed: ``columns`` of `none` as
     ``<column>_none``."""
+    if ok.empty:  # no successful row: a metric column no row wrote is missing altogether
+        names = [*ok.columns, *columns, *(f"{c}_none" for c in columns)]
+        return pd.DataFrame(columns=list(dict.fromkeys(names)))
     base = ok[ok["strategy"] == BASELINE][GROUP + ["replicate", *columns]]
     return ok[ok["strategy"] != BASELINE].merge(base, on=GROUP + ["replicate"], suffixes=("", "_none"))
 

@@ -171,7 +171,37 @@ def test_a_plugin_classifier_takes_the_options_it_declares_and_requires_them(tmp
     assert {p.name for p in (tmp_path / "built").iterdir()} == {"width-4", "width-32"}
     code, out, _ = cli("list", "--plugins", "cwplug")
     assert "options of its config entry ({name: cw-wide, ...}): width (required)" in out
-    missing = tiny_config_with(tmp_path, {**base, "classifiers": [{"name": "cw-wide"}]}, name="missing")
-    code, _, err = cli("run", missing, "--out", tmp_path / "refused")
-    assert code == 2 and "config field classifiers[0]: give the cw-wide classifier its `width`" in err, err
-    assert not (tmp_path / "refused").exists()
+    for entry in ({"name": "cw-wide"}, "cw-wide"):  # a mapping without it, or the bare name
+        missing = tiny_config_with(tmp_path, {**base, "classifiers": [entry]}, name="missing")
+        code, _, err = cli("run", missing, "--out", tmp_path / "refused")
+        assert (
+            code == 2 and "classifiers[0]: the cw-wide classifier needs {name: cw-wide, width: ...}" in err
+        ), err
+        assert not (tmp_path / "refused").exists()
+
+
+BROKEN_CLASSIFIER = """
+from bench.models.suite import Recipe, classifier
+
+
+@classifier("cb-broken", Recipe("adamw", lr=1e-3, weight_decay=0.0, batch_size=64, epochs=1, min_steps=5),
+            groupable=False)
+def broken(shape, num_classes):
+    \"\"\"A classifier whose build raises (a plugin's bug).\"\"\"
+    raise RuntimeError("the plugin's bug")
+"""
+
+
+def test_a_run_whose_every_cell_raised_an_error_still_writes_its_tables_and_report(
+    tmp_path, cli, monkeypatch
+):
+    """A bug costs its cells, also when it costs every cell: the run ends with the line naming them
+    and exit code 1, not a traceback from a table without a successful row."""
+    (tmp_path / "cbplug.py").write_text(BROKEN_CLASSIFIER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    change = {"plugins": ["cbplug"], "classifiers": ["cb-broken"], "seeds": 2, "quality": {"enabled": False}}
+    code, out, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
+    assert code == 1 and "cell(s) raised an error" in err and "Traceback" not in err, err
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(results["status"]) == {"failed"} and (results["failure_kind"] == "error").all()
+    assert (tmp_path / "run" / "report" / "index.html").is_file() and "(no successful cells)" in out

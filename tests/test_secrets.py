@@ -96,5 +96,16 @@ def test_a_url_whose_password_is_the_saved_mask_is_refused_naming_its_field(tmp_
     """A tuned config or a run folder's config.yaml holds ``***`` where the password was: running it
     as it is would connect with the password ``***``."""
     code, out, err = cli("run", tiny_config_with(tmp_path, change), "--out", tmp_path / "run")
-    assert code == 2 and err.startswith(f"augbench: error: config field {field}: its password is ***"), err
+    assert code == 2 and err.startswith(
+        f"augbench: error: config field {field}: a credential in it is ***"
+    ), err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_storage_whose_password_is_the_printed_mask_is_refused(tmp_path, cli):
+    """`tune` prints its storage masked: that line copied back would connect with the password ***."""
+    config = tiny_config_with(tmp_path, TUNE_CONFIG)
+    storage = "postgresql+psycopg://ann:***@127.0.0.1:5432/optuna"
+    code, _, err = cli("tune", config, "--storage", storage, "--out", tmp_path / "tune")
+    assert code == 2 and err.startswith("augbench: error: --storage: a credential in it is ***"), err
+    assert not (tmp_path / "tune").exists()

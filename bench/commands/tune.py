@@ -12,7 +12,7 @@ from bench.commands.checks import load_checked
 from bench.core.errors import UserError
 from bench.core.executor import Callbacks
 from bench.core.files import atomic_write
-from bench.core.secrets import masked
+from bench.core.secrets import masked, refuse_masked
 from bench.run import provenance
 from bench.run.store import RunStore
 from bench.run.tasks import default_workers, make_executor
@@ -51,6 +51,7 @@ def tune_experiment(
             open_study(spec.name(prefix), storage)
 
     if storage:  # a storage of the user's: it has to open before the folder is claimed
+        refuse_masked(storage, "--storage", "give the URL with its password")
         open_studies()
     with executor.session():
         # a folder tunes one config; several workers of its studies may share it (no lock)

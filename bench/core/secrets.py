@@ -49,12 +49,12 @@ def secrets_of(url: str) -> list[str]:
 
 def refuse_masked(url: str, where: str, how: str) -> str:
     """``url`` as it is, unless a credential in it is the mask itself (a URL copied from a saved
-    config, which never holds the password): refused, naming config field ``where`` and ``how`` to
-    give the credential again."""
+    config or a printed line, which never hold the password): refused, naming ``where`` (the config
+    field or option) and ``how`` to give the credential again."""
     if MASK in secrets_of(url):
         raise UserError(
-            f"config field {where}: its password is {MASK}, the mask augbench saves in place of one "
-            f"(a run folder's config.yaml, a tuned config); {how}"
+            f"{where}: a credential in it is {MASK}, the mask augbench shows and saves in place of one "
+            f"(a run folder's config.yaml, a tuned config, a printed line); {how}"
         )
     return url
 

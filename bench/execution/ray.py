@@ -118,7 +118,7 @@ def _address(value: Any, where: str) -> str:
     """A Ray address as text, refused where its password is the saved mask."""
     address = check_plain(value, f"config field {where}", "")
     how = f"give the address with its password again (--set {where}=ADDR or --address ADDR)"
-    return refuse_masked(address, where, how)
+    return refuse_masked(address, f"config field {where}", how)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -45,19 +45,23 @@ def _recipe(value: Any, base: Recipe, where: str) -> Recipe:
     return dataclasses.replace(base, **{**value, **checked})
 
 
+def _refuse_missing(missing: list[str] | tuple[str, ...], name: str, where: str) -> None:
+    """Refuse a classifier entry without the options its classifier requires (``missing``)."""
+    if missing:
+        given = ", ".join(f"{k}: ..." for k in missing)
+        raise UserError(f"config field {where}: the {name} classifier needs {{name: {name}, {given}}}")
+
+
 def _classifier(item: Any, where: str) -> ClassifierEntry:
     if isinstance(item, str):
-        CLASSIFIERS.get(item, field=f"config field {where}")
+        _refuse_missing(CLASSIFIERS.get(item, field=f"config field {where}").required, item, where)
         return ClassifierEntry(item, item)
     name = item.get("name") if isinstance(item, dict) else None
     options = CLASSIFIERS.get(name).options if name in CLASSIFIERS.names() else ()
     item = named_entry(item, where, "classifier", ("name", "label", "recipe", *options))
     spec = CLASSIFIERS.get(str(name), field=f"config field {where}")
     chosen = tuple(sorted((k, item[k]) for k in options if k in item))
-    missing = [k for k in spec.required if k not in item]
-    if missing:
-        given = ", ".join(f"`{k}`" for k in missing)
-        raise UserError(f"config field {where}: give the {name} classifier its {given}")
+    _refuse_missing([k for k in spec.required if k not in item], name, where)
     weights = dict(chosen).get("pretrained")
     if weights is not None and not Path(str(weights)).is_file():
         raise UserError(

@@ -273,7 +273,7 @@ def _tracking_uri(value: Any, where: str) -> str:
         raise UserError(f"config field {where}: expected an MLflow tracking URI such as sqlite:///mlflow.db")
     refuse_masked(
         value,
-        where,
+        f"config field {where}",
         f"give the URI with its password again (--set {where}=URI), or without one and the "
         "credentials in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
     )
