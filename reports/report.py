@@ -26,7 +26,6 @@ from reports.tables import (
     marked,
     per_seed_deltas,
     quality_gain_points,
-    successful,
 )
 
 NA = "–"
@@ -146,8 +145,9 @@ def _render(fig) -> bytes:
 
 
 def make_figures(results, curves, table, trials) -> list[Figure]:
-    """The run's figures (those it has something to show for; none where no cell succeeded)."""
-    if successful(results).empty:
+    """The run's figures (those it has something to show for; none where no cell succeeded, which
+    leaves ``table`` without a row)."""
+    if table.empty:
         return []
     specs = [
         ("accuracy", "Test accuracy (%) with 95% t-CIs over seeds", lambda: figures.accuracy_with_ci(table)),
