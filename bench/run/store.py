@@ -28,10 +28,6 @@ from bench.run.failures import runs_again
 from bench.run.rounds import Budgets
 
 TEXT_COLUMNS = of_type("text")
-TIME_COLUMNS = of_type("time")
-FLAG_COLUMNS = of_type("bool")
-INT_COLUMNS = of_type("int")
-FLOAT_COLUMNS = of_type("float")
 LOCK_FILE = ".lock"
 
 
@@ -58,32 +54,52 @@ def _in_declared_order(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[declared + [name for name in frame.columns if name not in declared]]
 
 
+def _as_flags(values: pd.Series) -> pd.Series:
+    return values.map(
+        lambda v: v if isinstance(v, bool) else {"True": True, "False": False}.get(v, pd.NA)
+    ).astype("boolean")
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    text = values.map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v)))
+    return text.replace("", None).astype("str")
+
+
+def _as_times(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values, utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
+
+
+def _as_ints(values: pd.Series) -> pd.Series:
+    """Nullable whole numbers: a gap (no generator, a failed cell) keeps the column whole numbers."""
+    return pd.to_numeric(values).astype("Int64")
+
+
+def _as_floats(values: pd.Series) -> pd.Series:
+    return pd.to_numeric(values).astype("float64")
+
+
+_CONVERTERS = {"bool": _as_flags, "text": _as_text, "time": _as_times, "int": _as_ints, "float": _as_floats}
+_DECLARED_TYPES = {c.name: c.type for c in COLUMNS}
+
+
+def _column_type(column: str, values: pd.Series) -> str | None:
+    """A column's declared type (bench/protocol/columns.py); a param column's, from its values:
+    flags, or text where any value is text (else left as read)."""
+    if not column.startswith(PARAM_PREFIX):
+        return _DECLARED_TYPES.get(column)
+    if _is_flag(values):
+        return "bool"
+    return "text" if values.map(lambda v: isinstance(v, str)).any() else None
+
+
 def normalize_results(frame: pd.DataFrame) -> pd.DataFrame:
     """The canonical column types of a results table (the same from parquet, CSV or records), by
     the declared type of each column (bench/protocol/columns.py)."""
     frame = frame.copy()
     for column in frame.columns:
-        if column in FLAG_COLUMNS or (column.startswith(PARAM_PREFIX) and _is_flag(frame[column])):
-            frame[column] = (
-                frame[column]
-                .map(lambda v: v if isinstance(v, bool) else {"True": True, "False": False}.get(v, pd.NA))
-                .astype("boolean")
-            )
-        elif column in TEXT_COLUMNS or (
-            column.startswith(PARAM_PREFIX) and frame[column].map(lambda v: isinstance(v, str)).any()
-        ):
-            text = frame[column].map(lambda v: v if isinstance(v, str) else (None if pd.isna(v) else str(v)))
-            frame[column] = text.replace("", None).astype("str")
-        elif column in TIME_COLUMNS:
-            frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601").astype(
-                "datetime64[ns, UTC]"
-            )
-        elif (
-            column in INT_COLUMNS
-        ):  # nullable: a gap (no generator, a failed cell) keeps the column whole numbers
-            frame[column] = pd.to_numeric(frame[column]).astype("Int64")
-        elif column in FLOAT_COLUMNS:
-            frame[column] = pd.to_numeric(frame[column]).astype("float64")
+        convert = _CONVERTERS.get(_column_type(column, frame[column]))
+        if convert is not None:
+            frame[column] = convert(frame[column])
     return frame
 
 

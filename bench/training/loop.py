@@ -21,7 +21,7 @@ from bench.core.images import ImageSet
 from bench.core.seeding import derive_seed, seeded
 from bench.core.strategy import TrainingData
 from bench.models.suite import CLASSIFIERS, GROUPABLE, OPTIMIZERS, Recipe, build_classifier
-from bench.training.cohort import per_member, side_by_side, trained_together
+from bench.training.cohort import Grouped, Solo, per_member, side_by_side, trained_together
 
 # called after each evaluation with (point index, validation accuracy); may raise to stop early
 EvalHook = Callable[[int, float], None]
@@ -289,6 +289,73 @@ def train(
     return result
 
 
+class _Progress:
+    """What a cohort's training has recorded: each member's validation curve, and what stopped a
+    member (``group.stop``: in a cohort it stops alone, and trains on idle batches from then on)."""
+
+    def __init__(self, members: list[Member], feeds: list[_Feed], group: Solo | Grouped):
+        self.members, self.feeds, self.group = members, feeds, group
+        self.curves: list[list[dict]] = [[] for _ in members]
+        self.stopped: dict[int, Exception] = {}
+
+    def _stop(self, i: int, exc: Exception) -> None:
+        self.group.stop(exc)
+        self.stopped[i] = exc
+
+    @property
+    def all_stopped(self) -> bool:
+        return len(self.stopped) == len(self.members)
+
+    def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member ``i``'s next batch; what its batch transform or sampler raises (a bug in a strategy's
+        code) stops it."""
+        if i not in self.stopped:
+            try:
+                return self.feeds[i].batch()
+            except Exception as exc:  # noqa: BLE001 - recorded as this member's error
+                self._stop(i, exc)
+        return self.feeds[i].idle_batch()
+
+    def record(self, step: int, window_losses: list[float], val_accuracies: list[float]) -> None:
+        """An evaluation point of each member still training: its curve grows, or it stops (its loss
+        no longer finite, or its ``on_eval`` raised)."""
+        for i, (member, window_loss, val_accuracy) in enumerate(
+            zip(self.members, window_losses, val_accuracies)
+        ):
+            if i in self.stopped:
+                continue
+            if not math.isfinite(window_loss):
+                self.stopped[i] = CellFailed(f"training diverged: loss is {window_loss} before step {step}")
+                continue
+            self.curves[i].append(
+                {
+                    "step": step,
+                    "epoch": step * self.feeds[i].real_per_step / len(self.feeds[i].real_labels),
+                    "train_loss": window_loss,
+                    "val_accuracy": val_accuracy,
+                }
+            )
+            if member.on_eval is not None:
+                try:
+                    member.on_eval(len(self.curves[i]) - 1, val_accuracy)
+                except Exception as exc:  # noqa: BLE001 - it stops this member (tune's pruning)
+                    self._stop(i, exc)
+
+    def results(self, steps: int, mask_rate: float | None) -> list[TrainResult | Exception]:
+        return [
+            self.stopped.get(i)
+            or TrainResult(
+                curve=self.curves[i],
+                steps=steps,
+                real_per_step=feed.real_per_step,
+                synthetic_per_step=feed.synthetic_per_step,
+                unlabelled_per_step=feed.unlabelled_per_step,
+                mask_rate=mask_rate,
+            )
+            for i, feed in enumerate(self.feeds)
+        ]
+
+
 def train_cohort(
     members: list[Member],
     recipe: Recipe,
@@ -312,7 +379,6 @@ def train_cohort(
     feeds = [_Feed(m, recipe, num_classes, device, mixing, fresh_synthetic) for m in members]
     if len({(f.real_per_step, f.synthetic_per_step) for f in feeds}) != 1:
         raise ValueError("a cohort's members need equal batch shapes")
-    real_per_step, synthetic_per_step = feeds[0].real_per_step, feeds[0].synthetic_per_step
     group = trained_together(
         [m.model for m in members],
         [derive_seed("dropout", m.order_seed) for m in members],
@@ -323,8 +389,7 @@ def train_cohort(
     optimizer = _optimizer(net, recipe)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(steps))
     eval_at = {max(1, round(steps * (i + 1) / eval_points)) for i in range(eval_points)}
-    curves: list[list[dict]] = [[] for _ in members]
-    stopped: dict[int, Exception] = {}
+    progress = _Progress(members, feeds, group)
     running_loss, seen_in_window = 0.0, 0
     objective = feeds[0].objective  # only a member alone has one
     used_in_window, mask_rate = 0.0, None
@@ -333,19 +398,8 @@ def train_cohort(
         with _autocast(device, precision):
             return net(normalize(x).contiguous(memory_format=torch.channels_last)).float()
 
-    def batch_of(i: int, feed: _Feed) -> tuple[torch.Tensor, torch.Tensor]:
-        """Member ``i``'s next batch; what its batch transform or sampler raises (a bug in a strategy's
-        code) stops it (``group.stop``: in a cohort alone, and it trains on idle batches from then on)."""
-        if i not in stopped:
-            try:
-                return feed.batch()
-            except Exception as exc:  # noqa: BLE001 - recorded as this member's error
-                group.stop(exc)
-                stopped[i] = exc
-        return feed.idle_batch()
-
     for step in range(1, steps + 1):
-        batches = [batch_of(i, feed) for i, feed in enumerate(feeds)]
+        batches = [progress.batch(i) for i in range(k)]
         logits = forward(side_by_side([x for x, _ in batches]))
         outputs = per_member(logits, k)
         losses = torch.stack(
@@ -364,48 +418,20 @@ def train_cohort(
         seen_in_window += 1
 
         if step in eval_at:
-            window_losses = (running_loss / seen_in_window).reshape(-1).tolist()
             if objective is not None:
                 mask_rate = float(used_in_window / seen_in_window)
             val_logits = predict_members(net, [m.val.images for m in members], device, precision)
             val_labels = torch.stack([m.val.labels for m in members])
-            accuracies = (val_logits.argmax(2) == val_labels).float().mean(1).tolist()
-            for i, (member, window_loss, val_accuracy) in enumerate(zip(members, window_losses, accuracies)):
-                if i in stopped:
-                    continue
-                if not math.isfinite(window_loss):
-                    stopped[i] = CellFailed(f"training diverged: loss is {window_loss} before step {step}")
-                    continue
-                curves[i].append(
-                    {
-                        "step": step,
-                        "epoch": step * real_per_step / len(feeds[i].real_labels),
-                        "train_loss": window_loss,
-                        "val_accuracy": val_accuracy,
-                    }
-                )
-                if member.on_eval is not None:
-                    try:
-                        member.on_eval(len(curves[i]) - 1, val_accuracy)
-                    except Exception as exc:  # noqa: BLE001 - it stops this member (tune's pruning)
-                        group.stop(exc)
-                        stopped[i] = exc
+            progress.record(
+                step,
+                (running_loss / seen_in_window).reshape(-1).tolist(),
+                (val_logits.argmax(2) == val_labels).float().mean(1).tolist(),
+            )
             running_loss, seen_in_window, used_in_window = 0.0, 0, 0.0
-            if len(stopped) == k:  # nothing left to train
+            if progress.all_stopped:  # nothing left to train
                 break
     group.finish([m.model for m in members], device)
-    return [
-        stopped.get(i)
-        or TrainResult(
-            curve=curves[i],
-            steps=steps,
-            real_per_step=real_per_step,
-            synthetic_per_step=synthetic_per_step,
-            unlabelled_per_step=feeds[i].unlabelled_per_step,
-            mask_rate=mask_rate,
-        )
-        for i in range(k)
-    ]
+    return progress.results(steps, mask_rate)
 
 
 @torch.no_grad()
