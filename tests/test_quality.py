@@ -218,6 +218,11 @@ def test_quality_scores_what_the_classifier_trains_on_at_one_n(tmp_path):
         and generated["quality_n"] == generated["quality_ref_n"] == 40
     )
     assert 0.0 <= generated["cas_accuracy"] <= 1.0 and generated["mem_near_copy_chance"] == 0.05
+    # real pool images with a teacher's labels: a synthetic pool (CAS), but nothing generated to
+    # memorize (they are real images, nearest to themselves)
+    relabelled = assess(TrainingData(real=split.labelled, synthetic=pool, synthetic_kind="pseudo-labelled"))
+    assert relabelled["quality_kind"] == "pseudo-labelled" and "cas_accuracy" in relabelled
+    assert not any(name.startswith("mem_") for name in relabelled)
 
 
 def test_a_handful_of_images_gives_no_fidelity_numbers_instead_of_an_error(digits_eval):

@@ -69,24 +69,45 @@ def evaluator_work(n_evaluator_images: int, n_scored: int, budget_scale: float) 
     return QualityWork(cnn_steps(n_evaluator_images, budget_scale), 2 * n_scored)
 
 
+@dataclass(frozen=True)
+class TrainedOn:
+    """The images the classifier trains on besides the unchanged real ones, one view of each
+    distinct image: their ``source`` (``real``, or the synthetic pool's kind: ``generated``, or
+    ``pseudo-labelled`` where it holds real pool images with a teacher's labels) and whether they
+    went through the strategy's batch transform."""
+
+    images: ImageSet
+    source: str
+    augmented: bool
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source != "real"
+
+    @property
+    def kind(self) -> str:
+        """The ``quality_kind`` column: real, augmented, generated, generated+augmented, ..."""
+        if not self.synthetic:
+            return "augmented" if self.augmented else "real"
+        return f"{self.source}+augmented" if self.augmented else self.source
+
+
 def trained_on_images(
     data: TrainingData, num_classes: int, generator: torch.Generator, device: torch.device
-) -> tuple[ImageSet, str]:
-    """The images the classifier trains on besides the unchanged real ones, one view of each
-    distinct image, and their kind: ``generated`` (the synthetic pool; ``pseudo-labelled`` where it
-    holds real pool images with a teacher's labels), ``generated+augmented`` (the pool through the
-    batch transform), ``augmented`` (the real images through it) or ``real``."""
+) -> TrainedOn:
+    """What the classifier trains on besides the unchanged real images: the synthetic pool where
+    there is one, else the real images, through the batch transform where there is one."""
     if data.synthetic is not None:
-        images, kind = data.synthetic, data.synthetic_kind
+        images, source = data.synthetic, data.synthetic_kind
     else:
-        images, kind = data.real, "real"
+        images, source = data.real, "real"
     if data.batch_transform is None:
-        return images, kind
+        return TrainedOn(images, source, augmented=False)
     x = to_input(images.images.to(device))
     y = F.one_hot(images.labels.to(device), num_classes).float()
     x, y = data.batch_transform(x, y, generator)
     shown = ImageSet((x * 255).round().clamp(0, 255).to(torch.uint8).cpu(), y.argmax(1).cpu())
-    return shown, "augmented" if kind == "real" else f"{kind}+augmented"
+    return TrainedOn(shown, source, augmented=True)
 
 
 def save_samples(
@@ -170,9 +191,10 @@ def assess_quality(
     they are training-pool images, which the evaluator trained on too."""
     judge = evaluator(dataset, split, device, cache, budget_scale)
     net = load_evaluator(judge.weights, device)
-    shown, kind = trained_on_images(
+    trained_on = trained_on_images(
         data, dataset.num_classes, torch.Generator(device=device).manual_seed(seed), device
     )
+    shown, kind = trained_on.images, trained_on.kind
     n = scored_count(spec.samples, len(shown), len(split.test))
     scored, test = subset_of(shown, n, seed), subset_of(split.test, n, seed + 1)
     scored_f, test_f = extract(net, scored.images, device), extract(net, test.images, device)
@@ -200,18 +222,18 @@ def assess_quality(
     if spec.inception_weights:
         weights = default_weights_file() if spec.inception_weights == "auto" else spec.inception_weights
         row.update(inception_fid_kid(scored.images, test.images, device, str(weights)))
-    if kind != "real" and kind != "augmented":  # a synthetic pool: generated or pseudo-labelled images
+    if trained_on.synthetic:  # a synthetic pool: generated or pseudo-labelled images
         row["cas_accuracy"] = classification_accuracy_score(
             shown, split, dataset.num_classes, budget_scale, device, seed + 2
         )
-    if kind.startswith("generated"):
+    if trained_on.source == "generated":
         seen = (
             split.labelled.images
             if unlabelled is None
             else torch.cat([split.labelled.images, unlabelled.images])
         )
         row.update(memorization(scored_f, extract(net, seen, device), test_f))
-    if kind != "real" and samples_path is not None:
+    if (trained_on.synthetic or trained_on.augmented) and samples_path is not None:
         save_samples(samples_path, split.labelled, shown, dataset.class_names, kind)
         row["sample_grid"] = f"{samples_path.parent.name}/{samples_path.name}"  # relative to the run folder
     return row
