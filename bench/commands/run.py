@@ -96,13 +96,14 @@ def run_experiment(
 
 
 def _say_foreign(store: RunStore, rounds: list[Cell]) -> None:
-    """One line on the cell files in the folder that no round of this run holds: left alone."""
+    """One line on the cell files in the folder that no round of this run decided so far holds
+    (those of a later round are used once the replay reaches it): left alone."""
     foreign = store.foreign_keys([c.key for c in rounds])
     if foreign:
         print(
             f"augbench: {len(foreign)} cell file(s) in {store.cells_dir} are in no round of this run "
-            "(another code version, data or config, or a round the run no longer decides so): left "
-            "alone and kept out of the tables",
+            "decided so far (another code version, data or config, a round the run no longer decides "
+            "so, or one its replay has not reached yet): left alone and kept out of the tables",
             file=sys.stderr,
         )
 
